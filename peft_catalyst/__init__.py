@@ -1,7 +1,32 @@
 """peft-catalyst: LLM-guided prompt tuning as a Hugging Face PEFT method.
 
 Importing this package registers the ``CATALYST`` PEFT type, so ``get_peft_model``, ``PeftModel.from_pretrained``
-and the ``AutoPeftModel*`` classes handle it like a built-in method.
+and the ``AutoPeftModel*`` classes handle it like a built-in method (see ``peft_catalyst._patches``).
 """
 
+from peft_catalyst import _patches
+
+_patches.apply()
+
+from peft_catalyst.export import export_prompt_tuning  # noqa: E402
+from peft_catalyst.projection import (  # noqa: E402
+    NearestToken,
+    Projector,
+    nearest_tokens,
+    set_soft_prompt_from_text,
+    soft_prompt_text,
+)
+from peft_catalyst.tuners.catalyst import CatalystConfig, CatalystEmbedding  # noqa: E402
+
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "CatalystConfig",
+    "CatalystEmbedding",
+    "NearestToken",
+    "Projector",
+    "export_prompt_tuning",
+    "nearest_tokens",
+    "set_soft_prompt_from_text",
+    "soft_prompt_text",
+]

@@ -1,0 +1,257 @@
+"""Every change peft-catalyst makes to PEFT at import time, in one place, each with the reason it is needed.
+
+PEFT has no plug-in point for a new prompt-learning method: ``PeftType`` is a closed enum, and a few methods of
+``PeftModel`` special-case ``PeftType.PROMPT_TUNING`` by identity. The patches below add the ``CATALYST`` type and
+route it through PEFT's own prompt-tuning code paths. They are tested against the PEFT releases in
+``SUPPORTED_PEFT``; ``tests/test_patches.py`` fails loudly if PEFT's internals move.
+
+``apply()`` is idempotent and runs on ``import peft_catalyst``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+import warnings
+
+import peft
+import torch
+import transformers
+from packaging.version import Version
+from peft.utils.peft_types import PeftType
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_PEFT = (">=0.21.0", "<0.22")
+_MIN_PEFT, _MAX_PEFT = Version("0.21.0"), Version("0.22")
+
+if not _MIN_PEFT <= Version(Version(peft.__version__).base_version) < _MAX_PEFT:
+    raise ImportError(
+        f"peft-catalyst patches PEFT internals and supports peft{','.join(SUPPORTED_PEFT)}; found peft "
+        f"{peft.__version__}. Install a supported release: pip install 'peft{','.join(SUPPORTED_PEFT)}'."
+    )
+
+
+def _extend_peft_type(name: str) -> PeftType:
+    """Add a member to the closed ``PeftType`` enum.
+
+    Why: ``register_peft_method`` only accepts names that are already members, and PEFT looks configs and tuners up by
+    ``PeftType`` everywhere (including when it reads ``"peft_type": "CATALYST"`` from ``adapter_config.json``).
+    """
+    if name in PeftType.__members__:
+        return PeftType[name]
+    member = str.__new__(PeftType, name)
+    member._name_ = name
+    member._value_ = name
+    member.__objclass__ = PeftType
+    member._sort_order_ = len(PeftType._member_names_)
+    type.__setattr__(PeftType, name, member)
+    PeftType._member_map_[name] = member
+    PeftType._value2member_map_[name] = member
+    PeftType._member_names_.append(name)
+    return member
+
+
+CATALYST = _extend_peft_type("CATALYST")
+
+# A lock for the few places below that present a CATALYST config to PEFT as PROMPT_TUNING for one call.
+_SWAP_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _as_prompt_tuning(config):
+    """Within the block, ``config.peft_type`` reads PROMPT_TUNING (restored afterwards, also on error).
+
+    Why: PEFT's seq2seq forward/generate and ``_setup_prompt_encoder`` branch on ``peft_type in (PROMPT_TUNING, ...)``;
+    CATALYST must take exactly those branches. Reusing them keeps us in step with PEFT instead of copying its code.
+    """
+    if config.peft_type != CATALYST:
+        yield
+        return
+    with _SWAP_LOCK:
+        config.peft_type = PeftType.PROMPT_TUNING
+        try:
+            yield
+        finally:
+            config.peft_type = CATALYST
+
+
+def _patch_setup_prompt_encoder() -> None:
+    """Build CATALYST's prompt encoder with PEFT's own prompt-tuning code, then with our ``CatalystEmbedding`` class.
+
+    Why: ``PeftModel._setup_prompt_encoder`` builds encoders only for built-in prompt types (else "Not supported").
+    The PROMPT_TUNING branch looks the encoder class up in ``PEFT_TYPE_TO_TUNER_MAPPING[PROMPT_TUNING]``, so for the
+    duration of the call that entry points at ``CatalystEmbedding`` (constructed once: no double init, no extra RNG
+    draws), and the config reads as PROMPT_TUNING.
+    """
+    from peft import peft_model as pm
+
+    from peft_catalyst.tuners.catalyst.model import CatalystEmbedding
+
+    original = pm.PeftModel._setup_prompt_encoder
+    if getattr(original, "_catalyst_patched", False):
+        return
+
+    @functools.wraps(original)
+    def _setup_prompt_encoder(self, adapter_name: str):
+        config = self.peft_config[adapter_name]
+        if config.peft_type != CATALYST:
+            return original(self, adapter_name)
+        mapping = pm.PEFT_TYPE_TO_TUNER_MAPPING
+        with _SWAP_LOCK, _as_prompt_tuning(config):
+            saved = mapping[PeftType.PROMPT_TUNING]
+            mapping[PeftType.PROMPT_TUNING] = CatalystEmbedding
+            try:
+                return original(self, adapter_name)
+            finally:
+                mapping[PeftType.PROMPT_TUNING] = saved
+
+    _setup_prompt_encoder._catalyst_patched = True
+    pm.PeftModel._setup_prompt_encoder = _setup_prompt_encoder
+
+
+def _patch_seq2seq() -> None:
+    """Route CATALYST through PROMPT_TUNING's branches of ``PeftModelForSeq2SeqLM.forward`` and ``generate``.
+
+    Why: both methods test ``peft_type in [PROMPT_TUNING, P_TUNING]`` and raise ``NotImplementedError`` (generate) or
+    take a wrong branch (forward) for any other prompt-learning type.
+    """
+    from peft import peft_model as pm
+
+    cls = pm.PeftModelForSeq2SeqLM
+    for name in ("forward", "generate"):
+        original = getattr(cls, name)
+        if getattr(original, "_catalyst_patched", False):
+            continue
+
+        def make(original):
+            @functools.wraps(original)
+            def wrapper(self, *args, **kwargs):
+                with _as_prompt_tuning(self.active_peft_config):
+                    return original(self, *args, **kwargs)
+
+            wrapper._catalyst_patched = True
+            return wrapper
+
+        setattr(cls, name, make(original))
+
+
+def _patch_token_classification() -> None:
+    """Pad token-classification labels by the virtual tokens (-100) for PROMPT_TUNING and CATALYST.
+
+    Why: ``PeftModelForTokenClassification.forward`` prepends ``num_virtual_tokens`` embeddings but passes the labels
+    unchanged, so any forward with labels fails with a batch-size mismatch in the loss (PEFT 0.21, also for vanilla
+    prompt tuning). Causal LMs already get this padding in PEFT; we do the same. Logits keep the virtual positions
+    first, as for causal LMs.
+    """
+    from peft import peft_model as pm
+
+    cls = pm.PeftModelForTokenClassification
+    original = cls.forward
+    if getattr(original, "_catalyst_patched", False):
+        return
+
+    @functools.wraps(original)
+    def forward(self, *args, labels=None, **kwargs):
+        config = self.active_peft_config
+        if labels is not None and config.peft_type in (PeftType.PROMPT_TUNING, CATALYST):
+            prefix = labels.new_full((labels.shape[0], config.num_virtual_tokens), -100)
+            labels = torch.cat((prefix, labels), dim=1)
+        return original(self, *args, labels=labels, **kwargs)
+
+    forward._catalyst_patched = True
+    cls.forward = forward
+
+
+def _patch_causal_generation() -> None:
+    """Correct cached generation of prompt-tuned causal LMs (PROMPT_TUNING and CATALYST).
+
+    Why: with transformers 5.x, ``generate`` hands the KV cache to ``prepare_inputs_for_generation`` as ``cache``,
+    but PEFT 0.21 only looks for ``past_key_values``. It therefore believes every decode step is the prefill and
+    re-injects the virtual tokens in front of the newest token, so cached generation differs from greedy decoding
+    without cache. PEFT also drops ``position_ids``, so a left-padded row sees its padding as positions and
+    generates something else than the same row alone.
+
+    The fix: inject the virtual tokens only when the cache is empty; always extend the attention mask by the virtual
+    tokens; and pass position ids computed from the attention mask (virtual tokens at 0..n-1, real tokens from n),
+    which makes a left-padded batch generate what each row generates alone.
+    """
+    from peft import peft_model as pm
+
+    cls = pm.PeftModelForCausalLM
+    original = cls.prepare_inputs_for_generation
+    if getattr(original, "_catalyst_patched", False):
+        return
+
+    @functools.wraps(original)
+    def prepare_inputs_for_generation(self, *args, task_ids=None, **kwargs):
+        peft_config = self.active_peft_config
+        if peft_config.peft_type not in (PeftType.PROMPT_TUNING, CATALYST):
+            return original(self, *args, task_ids=task_ids, **kwargs)
+        model_kwargs = self.base_model_prepare_inputs_for_generation(*args, **kwargs)
+        attention_mask = model_kwargs.get("attention_mask")
+        if attention_mask is not None and not (isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2):
+            # Compilable (static) caches get a prebuilt 4-D mask that we cannot extend correctly; keep PEFT's path.
+            warnings.warn(
+                "peft-catalyst corrects generation for dynamic caches only; with a static/compilable cache PEFT's own "
+                "(possibly wrong) prompt-tuning generation is used. Pass cache_implementation='dynamic' or "
+                "use_cache=False.",
+                stacklevel=3,
+            )
+            return original(self, *args, task_ids=task_ids, **kwargs)
+
+        n = peft_config.num_virtual_tokens
+        input_ids = model_kwargs.get("input_ids")
+        cache = model_kwargs.get("cache", model_kwargs.get("past_key_values"))
+        prefill = cache is None or (isinstance(cache, transformers.Cache) and cache.get_seq_length() == 0)
+        batch_size = input_ids.shape[0] if input_ids is not None else model_kwargs["inputs_embeds"].shape[0]
+
+        if attention_mask is not None:
+            prefix = attention_mask.new_ones((batch_size, n))
+            model_kwargs["attention_mask"] = torch.cat((prefix, attention_mask), dim=1)
+
+        position_ids = model_kwargs.pop("position_ids", None)
+        model_kwargs.pop("cache_position", None)
+        model_kwargs.pop("token_type_ids", None)
+
+        if prefill:
+            if model_kwargs.get("inputs_embeds") is not None:
+                inputs_embeds = model_kwargs["inputs_embeds"]
+            else:
+                inputs_embeds = self.word_embeddings(input_ids)
+            prompts = self.get_prompt(batch_size=batch_size, task_ids=task_ids).to(inputs_embeds.dtype)
+            model_kwargs["inputs_embeds"] = torch.cat((prompts, inputs_embeds), dim=1)
+            model_kwargs["input_ids"] = None
+        if position_ids is not None:
+            position_ids = position_ids.expand(batch_size, -1) + n
+            if prefill:
+                virtual = torch.arange(n, dtype=position_ids.dtype, device=position_ids.device)
+                position_ids = torch.cat((virtual.expand(batch_size, n), position_ids), dim=1)
+            model_kwargs["position_ids"] = position_ids
+        return model_kwargs
+
+    prepare_inputs_for_generation._catalyst_patched = True
+    cls.prepare_inputs_for_generation = prepare_inputs_for_generation
+
+
+def _register() -> None:
+    """Register CATALYST's config and tuner classes so save/load, ``from_pretrained`` and ``AutoPeftModel*`` work."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+    from peft.utils import register_peft_method
+
+    from peft_catalyst.tuners.catalyst import CatalystConfig, CatalystEmbedding
+
+    if CATALYST in PEFT_TYPE_TO_CONFIG_MAPPING:
+        return
+    register_peft_method(name="catalyst", config_cls=CatalystConfig, model_cls=CatalystEmbedding)
+
+
+def apply() -> None:
+    """Apply every patch (idempotent)."""
+    _register()
+    _patch_setup_prompt_encoder()
+    _patch_seq2seq()
+    _patch_token_classification()
+    _patch_causal_generation()

@@ -1,0 +1,1 @@
+"""PEFT tuner types added by peft-catalyst (laid out like ``peft.tuners``)."""

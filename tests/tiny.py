@@ -1,0 +1,129 @@
+"""Tiny real models and tokenizers for tests, built from configs offline (no Hub, no mocks).
+
+The tokenizer is a real byte-level BPE trained in memory on a fixed corpus, so it has merges, special tokens,
+whitespace-only and partial-byte tokens like a production tokenizer, at a vocabulary of a few hundred entries.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+CORPUS = [
+    "the movie was great and the acting was wonderful",
+    "a terrible film with a boring plot and bad acting",
+    "classify the sentiment of this review as positive or negative",
+    "what is the capital of france ? where is the river ?",
+    "who wrote the book and when was it published",
+    "an excellent story , a great cast , a good ending",
+    "this is spam : win a free prize now , call today",
+    "hello , are we still meeting for lunch tomorrow ?",
+] * 4
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+VOCAB_SIZE = 400
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_tokenizer_json() -> str:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    return tok.to_str()
+
+
+def bpe_tokenizer() -> PreTrainedTokenizerFast:
+    """A fresh byte-level BPE tokenizer (pad/eos/bos/unk) with about ``VOCAB_SIZE`` tokens."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_trained_tokenizer_json()),
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+    )
+
+
+def _ids(tok) -> dict:
+    return {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id}
+
+
+def tiny_llama(tok, seed: int = 0) -> LlamaForCausalLM:
+    """A 2-layer Llama (RoPE positions) sized to ``tok``."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        **_ids(tok),
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def tiny_gpt2(tok, seed: int = 0) -> GPT2LMHeadModel:
+    """A 2-layer GPT-2 (learned absolute positions) sized to ``tok``."""
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128, **_ids(tok))
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def _bert_config(tok, **kwargs) -> BertConfig:
+    return BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+        **kwargs,
+    )
+
+
+def tiny_bert_seq_cls(tok, num_labels: int = 2, seed: int = 0) -> BertForSequenceClassification:
+    """A 2-layer BERT sequence classifier sized to ``tok``."""
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(_bert_config(tok, num_labels=num_labels)).eval()
+
+
+def tiny_bert_token_cls(tok, num_labels: int = 3, seed: int = 0) -> BertForTokenClassification:
+    """A 2-layer BERT token classifier sized to ``tok``."""
+    torch.manual_seed(seed)
+    return BertForTokenClassification(_bert_config(tok, num_labels=num_labels)).eval()
+
+
+def tiny_t5(tok, seed: int = 0) -> T5ForConditionalGeneration:
+    """A 1+1-layer T5 sized to ``tok``."""
+    torch.manual_seed(seed)
+    cfg = T5Config(
+        vocab_size=len(tok),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=4,
+        decoder_start_token_id=tok.pad_token_id,
+        **_ids(tok),
+    )
+    return T5ForConditionalGeneration(cfg).eval()
