@@ -64,6 +64,11 @@ def _ids(tok) -> dict:
     return {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id}
 
 
+# Causal LMs get a wide weight init: at PEFT's default 0.02 a 2-layer model repeats one token forever, which would
+# make generation tests pass whatever the prompt handling does.
+CAUSAL_INIT_RANGE = 0.2
+
+
 def tiny_llama(tok, seed: int = 0) -> LlamaForCausalLM:
     """A 2-layer Llama (RoPE positions) sized to ``tok``."""
     torch.manual_seed(seed)
@@ -75,6 +80,7 @@ def tiny_llama(tok, seed: int = 0) -> LlamaForCausalLM:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=128,
+        initializer_range=CAUSAL_INIT_RANGE,
         **_ids(tok),
     )
     return LlamaForCausalLM(cfg).eval()
@@ -83,7 +89,15 @@ def tiny_llama(tok, seed: int = 0) -> LlamaForCausalLM:
 def tiny_gpt2(tok, seed: int = 0) -> GPT2LMHeadModel:
     """A 2-layer GPT-2 (learned absolute positions) sized to ``tok``."""
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128, **_ids(tok))
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=128,
+        initializer_range=CAUSAL_INIT_RANGE,
+        **_ids(tok),
+    )
     return GPT2LMHeadModel(cfg).eval()
 
 
