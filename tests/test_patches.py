@@ -1,0 +1,89 @@
+"""The PEFT internals our patches rely on: fail loudly (with the place to look) when PEFT changes underneath."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import pytest
+import torch
+from peft import get_peft_model, peft_model
+from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+from peft.utils import PeftType
+
+from peft_catalyst import CatalystConfig, _patches
+from tests import tiny
+
+
+def _original(fn):
+    return inspect.unwrap(fn)
+
+
+def test_supported_version_guard_raises_importerror_naming_the_range():
+    script = "import peft; peft.__version__ = '0.23.0'; import peft_catalyst"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "ImportError" in result.stderr and ">=0.21.0,<0.22" in result.stderr and "0.23.0" in result.stderr
+
+
+def test_every_patch_is_applied_once():
+    patched = [
+        peft_model.PeftModel._setup_prompt_encoder,
+        peft_model.PeftModelForSeq2SeqLM.forward,
+        peft_model.PeftModelForSeq2SeqLM.generate,
+        peft_model.PeftModelForTokenClassification.forward,
+        peft_model.PeftModelForCausalLM.prepare_inputs_for_generation,
+    ]
+    assert all(getattr(fn, "_catalyst_patched", False) for fn in patched)
+    _patches.apply()  # idempotent: no double wrapping
+    assert not getattr(
+        inspect.unwrap(peft_model.PeftModelForCausalLM.prepare_inputs_for_generation), "_catalyst_patched", False
+    )
+    assert peft_model.PeftModelForCausalLM.prepare_inputs_for_generation.__wrapped__ is _original(
+        peft_model.PeftModelForCausalLM.prepare_inputs_for_generation
+    )
+
+
+def test_setup_prompt_encoder_still_dispatches_through_the_tuner_mapping():
+    """Our wrapper swaps PEFT_TYPE_TO_TUNER_MAPPING[PROMPT_TUNING] for the call: PEFT must still look it up there."""
+    source = inspect.getsource(_original(peft_model.PeftModel._setup_prompt_encoder))
+    assert "PEFT_TYPE_TO_TUNER_MAPPING[config.peft_type]" in source
+    assert "PeftType.PROMPT_TUNING" in source
+    assert peft_model.PEFT_TYPE_TO_TUNER_MAPPING is PEFT_TYPE_TO_TUNER_MAPPING
+    assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.PROMPT_TUNING].__name__ == "PromptEmbedding"
+
+
+def test_seq2seq_methods_still_special_case_prompt_tuning():
+    for name in ("forward", "generate"):
+        source = inspect.getsource(_original(getattr(peft_model.PeftModelForSeq2SeqLM, name)))
+        assert "PeftType.PROMPT_TUNING" in source, f"PeftModelForSeq2SeqLM.{name} changed: revisit _patch_seq2seq"
+
+
+def test_token_classification_labels_are_not_padded_upstream():
+    """If PEFT starts padding labels itself, our padding would double: retire _patch_token_classification."""
+    source = inspect.getsource(_original(peft_model.PeftModelForTokenClassification.forward))
+    assert "prefix_labels" not in source and "-100" not in source
+
+
+def test_token_classification_loss_covers_real_tokens_only():
+    tok = tiny.bpe_tokenizer()
+    pm = get_peft_model(tiny.tiny_bert_token_cls(tok), CatalystConfig(task_type="TOKEN_CLS", num_virtual_tokens=3))
+    enc = tok(["the movie was great"], return_tensors="pt")
+    labels = torch.randint(0, 3, enc["input_ids"].shape)
+    out = pm(**enc, labels=labels)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, 3:].reshape(-1, 3), labels.reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_causal_prepare_inputs_signature_unchanged():
+    params = inspect.signature(_original(peft_model.PeftModelForCausalLM.prepare_inputs_for_generation)).parameters
+    assert "task_ids" in params
+    source = inspect.getsource(_original(peft_model.PeftModelForCausalLM.prepare_inputs_for_generation))
+    assert "past_key_values" in source  # the key PEFT checks; transformers 5 passes "cache" (see the canary test)
+
+
+@pytest.mark.parametrize("member", ["_member_map_", "_value2member_map_", "_member_names_"])
+def test_enum_internals_used_to_extend_peft_type(member):
+    assert member in vars(PeftType) or hasattr(PeftType, member)
+    assert "CATALYST" in getattr(PeftType, member)
