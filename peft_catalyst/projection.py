@@ -23,6 +23,8 @@ PROJECTION_METRICS = ("cosine", "l2", "dot")
 PROJECTION_VOCABS = ("printable", "all")
 
 DEFAULT_CHUNK_ROWS = 8192
+# The Projector keeps a float32 copy of the allowed vocabulary rows up to this size (SmolLM2: 49k x 576 = 108 MiB).
+DEFAULT_CACHE_LIMIT_MIB = 512.0
 # Vocabularies are often padded beyond the tokenizer (to a multiple of 64/128, or a few hundred reserved rows);
 # a larger gap means the tokenizer belongs to another model.
 MAX_EMBEDDING_ROWS_BEYOND_TOKENIZER = 1024
@@ -284,11 +286,13 @@ class Projector:
         vocab: str | Sequence[int] | None = None,
         adapter_name: str | None = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        cache_limit_mib: float = DEFAULT_CACHE_LIMIT_MIB,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.adapter_name = adapter_name
         self.chunk_rows = chunk_rows
+        self.cache_limit_mib = cache_limit_mib
         soft = get_soft_prompt(model, adapter_name)
         self.metric = _metric_of(soft.config, metric)
         num_embeddings = soft.word_embeddings.weight.shape[0]
@@ -297,18 +301,44 @@ class Projector:
         check_tokenizer_matches(tokenizer, num_embeddings)
         policy = vocab if vocab is not None else getattr(soft.config, "projection_vocab", "printable")
         self.allowed_ids = allowed_token_ids(tokenizer, policy, num_embeddings)
+        self._rows_key: tuple | None = None
+        self._rows: torch.Tensor | None = None
 
     def soft_prompt(self) -> SoftPrompt:
         """The current soft prompt (looked up anew: adapters can be switched between calls)."""
         return get_soft_prompt(self.model, self.adapter_name)
 
-    def nearest_ids(self, top_k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(scores, ids)`` of shape ``(num_rows, top_k)`` for every row of the soft prompt."""
+    def _cached_rows(self, vocab: torch.Tensor) -> torch.Tensor | None:
+        """The allowed vocabulary rows in float32 (normalised for cosine), kept while the embeddings are unchanged.
+
+        Why: the trainer projects after every optimizer step; re-reading and normalising the vocabulary each time
+        dominated the cost. Not cached above ``cache_limit_mib`` (a 150k x 4096 copy is 2.3 GiB) or when sharded.
+        """
+        mib = self.allowed_ids.numel() * vocab.shape[1] * 4 / 2**20
+        if mib > self.cache_limit_mib or getattr(vocab, "ds_shape", None) is not None:
+            return None
+        key = (vocab.data_ptr(), vocab._version, tuple(vocab.shape), vocab.device, self.metric)
+        if key != self._rows_key:
+            rows = vocab.detach().index_select(0, self.allowed_ids.to(vocab.device)).to(torch.float32)
+            self._rows = torch.nn.functional.normalize(rows, dim=-1) if self.metric == "cosine" else rows
+            self._rows_key = key
+        return self._rows
+
+    def nearest_ids(self, top_k: int = 1, num_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scores, ids)`` of shape ``(rows, top_k)`` for the first ``num_rows`` rows of the soft prompt (all)."""
         soft = self.soft_prompt()
         with gather_params_ctx([soft.weight, soft.word_embeddings.weight], modifier_rank=None):
-            return topk_nearest(
-                soft.weight, soft.word_embeddings.weight, top_k, self.metric, self.allowed_ids, self.chunk_rows
+            prompt = soft.weight[:num_rows] if num_rows else soft.weight
+            vocab = soft.word_embeddings.weight
+            rows = self._cached_rows(vocab)
+            if rows is None:
+                return topk_nearest(prompt, vocab, top_k, self.metric, self.allowed_ids, self.chunk_rows)
+            if self.metric == "cosine":  # rows are normalised already: cosine is the dot product of unit vectors
+                prompt = torch.nn.functional.normalize(prompt.detach().to(rows.device, torch.float32), dim=-1)
+            scores, pos = topk_nearest(
+                prompt, rows, top_k, "dot" if self.metric == "cosine" else self.metric, None, self.chunk_rows
             )
+            return scores, self.allowed_ids.to(pos.device)[pos]
 
     def nearest_tokens(self, top_k: int = 1) -> list[list[NearestToken]]:
         """For each virtual token, its ``top_k`` nearest vocabulary tokens as ``(token_id, token, score)``."""
@@ -321,9 +351,8 @@ class Projector:
 
     def token_ids(self) -> list[int]:
         """Top-1 token ids of the virtual tokens the model reads first (the encoder's, for seq2seq)."""
-        n = self.soft_prompt().num_virtual_tokens
-        _, ids = self.nearest_ids(1)
-        return ids[:n, 0].tolist()
+        _, ids = self.nearest_ids(1, num_rows=self.soft_prompt().num_virtual_tokens)
+        return ids[:, 0].tolist()
 
     def text(self) -> str:
         """The soft prompt read as text: the decoded top-1 tokens."""

@@ -179,3 +179,22 @@ def test_bad_input_errors_name_the_fix(tok):
     vanilla.peft_config["default"].num_virtual_tokens = 0
     with pytest.raises(ValueError, match="num_virtual_tokens"):
         soft_prompt_text(vanilla, tok)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "dot"])
+def test_projector_cache_matches_uncached_and_follows_embedding_changes(tok, metric):
+    pm = _catalyst(tok, n=5, projection_metric=metric)
+    with torch.no_grad():
+        pm.prompt_encoder["default"].embedding.weight.normal_()
+    cached, uncached = Projector(pm, tok), Projector(pm, tok, cache_limit_mib=0)
+    s1, i1 = cached.nearest_ids(top_k=3)
+    s2, i2 = uncached.nearest_ids(top_k=3)
+    assert torch.equal(i1, i2)
+    torch.testing.assert_close(s1, s2, atol=1e-5, rtol=1e-5)
+    assert cached._rows is not None and uncached._rows is None
+    # An in-place change of the word embeddings invalidates the cache.
+    target = cached.allowed_ids[7].item()
+    with torch.no_grad():
+        scale = 1.0 if metric == "l2" else 3.0  # nearest under every metric
+        pm.word_embeddings.weight[target] = pm.prompt_encoder["default"].embedding.weight[0] * scale
+    assert cached.nearest_ids(1)[1][0, 0].item() == target == uncached.nearest_ids(1)[1][0, 0].item()

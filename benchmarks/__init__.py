@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (speed, memory, accuracy); results are written under benchmarks/results/."""
