@@ -16,6 +16,7 @@ from peft_catalyst.projection import (  # noqa: E402
     set_soft_prompt_from_text,
     soft_prompt_text,
 )
+from peft_catalyst.trainer import CatalystTrainer, CatalystTrainingArguments  # noqa: E402
 from peft_catalyst.tuners.catalyst import CatalystConfig, CatalystEmbedding  # noqa: E402
 
 __version__ = "0.1.0.dev0"
@@ -23,6 +24,8 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "CatalystConfig",
     "CatalystEmbedding",
+    "CatalystTrainer",
+    "CatalystTrainingArguments",
     "NearestToken",
     "Projector",
     "export_prompt_tuning",

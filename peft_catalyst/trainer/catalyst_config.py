@@ -1,0 +1,146 @@
+"""Training arguments of :class:`~peft_catalyst.trainer.CatalystTrainer` (TRL-style ``<name>_config.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+SELECTIONS = ("best", "first")
+
+
+@dataclass
+class CatalystTrainingArguments(TrainingArguments):
+    """``TrainingArguments`` plus the schedule and rules of LLM-guided restarts.
+
+    Schedule:
+        catalyst_rounds, catalyst_stage_steps, catalyst_plateau_patience
+    What the mentor sees and returns:
+        catalyst_trajectory_points, catalyst_num_candidates, catalyst_max_words, catalyst_task_description,
+        catalyst_manual_prompt
+    How candidates are judged:
+        catalyst_eval_size, catalyst_selection, catalyst_metric, catalyst_greater_is_better
+    What a restart does to the optimizer:
+        catalyst_reset_optimizer, catalyst_rewarmup_steps
+    Outputs:
+        catalyst_chat_log
+    """
+
+    catalyst_rounds: int = field(
+        default=3,
+        metadata={"help": "Number of mentor rounds (N). 0 makes the run plain prompt tuning."},
+    )
+    catalyst_stage_steps: int = field(
+        default=50,
+        metadata={"help": "Optimizer steps of each gradient stage before a mentor round."},
+    )
+    catalyst_num_candidates: int = field(
+        default=4,
+        metadata={"help": "Number of candidate prompts asked of the mentor per round."},
+    )
+    catalyst_trajectory_points: int = field(
+        default=4,
+        metadata={"help": "How many trajectory points (deduplicated, spread over the stage) the mentor sees."},
+    )
+    catalyst_eval_size: float = field(
+        default=0.1,
+        metadata={
+            "help": (
+                "Size of the held-out catalyst split carved from the training set when no catalyst_dataset is "
+                "given: a fraction in (0, 1) or a number of examples (>= 1)."
+            )
+        },
+    )
+    catalyst_selection: str = field(
+        default="best",
+        metadata={
+            "help": (
+                "'best': score every candidate and the current prompt on the catalyst split and keep the best "
+                "(elitist restart). 'first': restart from the mentor's first candidate unscored (the research "
+                "code's behaviour, for ablations)."
+            )
+        },
+    )
+    catalyst_metric: str = field(
+        default="loss",
+        metadata={"help": "Catalyst-split metric that ranks prompts: 'loss' or a key returned by compute_metrics."},
+    )
+    catalyst_greater_is_better: bool | None = field(
+        default=None,
+        metadata={"help": "Whether a higher catalyst_metric is better (default: False for 'loss', True otherwise)."},
+    )
+    catalyst_reset_optimizer: bool = field(
+        default=True,
+        metadata={"help": "Reset the optimizer state (e.g. Adam moments) of the soft prompt after a restart."},
+    )
+    catalyst_rewarmup_steps: int = field(
+        default=5,
+        metadata={"help": "Optimizer steps over which the prompt's learning rate ramps up again after a restart."},
+    )
+    catalyst_plateau_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Optional: start a round early when the training loss has not improved for this many optimizer "
+                "steps of the current stage."
+            )
+        },
+    )
+    catalyst_max_words: int | None = field(
+        default=None,
+        metadata={"help": "Word budget of each candidate (default: the adapter's num_virtual_tokens)."},
+    )
+    catalyst_task_description: str | None = field(
+        default=None,
+        metadata={"help": "Task description for the mentor (default: the CatalystConfig's task_description)."},
+    )
+    catalyst_manual_prompt: str | None = field(
+        default=None,
+        metadata={"help": "Optional human-written prompt shown to the mentor as a starting point."},
+    )
+    catalyst_chat_log: str = field(
+        default="catalyst_chat.jsonl",
+        metadata={"help": "File name (in output_dir) of the JSON Lines log of every mentor exchange."},
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        errors = []
+        for name in ("catalyst_rounds", "catalyst_trajectory_points", "catalyst_rewarmup_steps"):
+            if getattr(self, name) < 0:
+                errors.append(f"{name} must be >= 0 (got {getattr(self, name)})")
+        for name in ("catalyst_stage_steps", "catalyst_num_candidates"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.catalyst_max_words is not None and self.catalyst_max_words < 1:
+            errors.append(f"catalyst_max_words must be >= 1 or None (got {self.catalyst_max_words})")
+        if self.catalyst_plateau_patience is not None and self.catalyst_plateau_patience < 1:
+            errors.append(f"catalyst_plateau_patience must be >= 1 or None (got {self.catalyst_plateau_patience})")
+        if not self.catalyst_eval_size > 0 or (self.catalyst_eval_size > 1 and self.catalyst_eval_size % 1):
+            errors.append(
+                f"catalyst_eval_size must be a fraction in (0, 1) or a whole number of examples (got "
+                f"{self.catalyst_eval_size})"
+            )
+        if self.catalyst_selection not in SELECTIONS:
+            errors.append(f"catalyst_selection must be one of {SELECTIONS} (got {self.catalyst_selection!r})")
+        if self.catalyst_selection == "first" and self.catalyst_metric != "loss":
+            errors.append("catalyst_metric has no effect with catalyst_selection='first': leave it at 'loss'")
+        if (
+            self.max_steps > 0
+            and self.catalyst_rounds > 0
+            and self.catalyst_rounds * self.catalyst_stage_steps >= self.max_steps
+        ):
+            errors.append(
+                f"catalyst_rounds * catalyst_stage_steps = {self.catalyst_rounds * self.catalyst_stage_steps} "
+                f"must be < max_steps = {self.max_steps}, so that a final gradient stage follows the last round; "
+                "lower catalyst_rounds or catalyst_stage_steps, or raise max_steps"
+            )
+        if errors:
+            raise ValueError("Invalid CatalystTrainingArguments: " + "; ".join(errors) + ".")
+
+    @property
+    def catalyst_higher_is_better(self) -> bool:
+        """Whether a higher ``catalyst_metric`` wins (resolves ``catalyst_greater_is_better=None``)."""
+        if self.catalyst_greater_is_better is not None:
+            return self.catalyst_greater_is_better
+        return self.catalyst_metric != "loss"

@@ -1,0 +1,459 @@
+"""CatalystTrainer: rounds, elitist restarts, faults, logging, checkpoints and resume, on tiny models from configs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig, get_peft_model
+from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+
+from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.mentors import CachedMentor, Completion, Mentor, MentorError, OpenAIMentor
+from peft_catalyst.projection import get_soft_prompt, text_to_token_ids
+from tests import tiny
+from tests.loopback_openai import LoopbackOpenAIServer, error_reply, refused_base_url
+
+POSITIVE = ["the movie was great", "an excellent story", "a good ending", "wonderful acting", "a great cast"]
+NEGATIVE = ["a terrible film", "a boring plot", "bad acting", "a bad plot", "this is spam"]
+
+
+class ScriptedMentor(Mentor):
+    """A real Mentor (full parsing and accounting) whose backend returns fixed reply texts, one per call."""
+
+    def __init__(self, replies, **kwargs):
+        super().__init__(strict_retry=False, **kwargs)
+        self.replies = list(replies)
+        self.name = "scripted:test"
+        self.calls = 0
+
+    def _complete(self, messages, request):
+        reply = self.replies[min(self.calls, len(self.replies) - 1)]
+        self.calls += 1
+        if isinstance(reply, Exception):
+            raise reply
+        return Completion(texts=[reply], model="scripted", prompt_tokens=10, completion_tokens=5)
+
+    def cache_identity(self):
+        return {"backend": "scripted", "model": "scripted"}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny.bpe_tokenizer()
+
+
+def _dataset(tok, n: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = int(rng.integers(2))
+        pool = POSITIVE if label else NEGATIVE
+        texts.append(f"{pool[int(rng.integers(len(pool)))]} {i % 7}")
+        labels.append(label)
+    ds = Dataset.from_dict({"text": texts, "label": labels})
+    return ds.map(lambda b: tok(b["text"]), batched=True, remove_columns=["text"])
+
+
+def _accuracy(pred) -> dict[str, float]:
+    return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
+
+
+def _model(tok, init_scale: float | None = None, seed: int = 0):
+    model = tiny.tiny_bert_seq_cls(tok, seed=seed)
+    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
+    torch.manual_seed(seed)
+    pm = get_peft_model(model, config)
+    if init_scale is not None:
+        with torch.no_grad():
+            pm.prompt_encoder["default"].embedding.weight.mul_(init_scale)
+    return pm
+
+
+def _args(tmp_path, **kwargs) -> CatalystTrainingArguments:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=9,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=0.05,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        catalyst_rounds=2,
+        catalyst_stage_steps=3,
+        catalyst_num_candidates=2,
+        catalyst_trajectory_points=2,
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    defaults.update(kwargs)
+    return CatalystTrainingArguments(**defaults)
+
+
+def _trainer(tok, tmp_path, mentor, model=None, **kwargs):
+    train, catalyst = _dataset(tok, 48, seed=1), _dataset(tok, 16, seed=2)
+    return CatalystTrainer(
+        model=model if model is not None else _model(tok),
+        args=_args(tmp_path, **kwargs),
+        mentor=mentor,
+        train_dataset=train,
+        catalyst_dataset=catalyst,
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+        compute_metrics=_accuracy,
+    )
+
+
+def _trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _plain_run(tok, tmp_path) -> dict[str, torch.Tensor]:
+    """The same training with stock transformers.Trainer and no rounds."""
+    model = _model(tok)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "plain"),
+        max_steps=9,
+        per_device_train_batch_size=4,
+        learning_rate=0.05,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_dataset(tok, 48, seed=1),
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+    )
+    trainer.train()
+    return _trainable(model)
+
+
+class Probe(TrainerCallback):
+    """Captures the soft prompt, the prompt's optimizer state and its learning rate after every step."""
+
+    def __init__(self, trainer):
+        self.trainer, self.steps = trainer, {}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        weight = get_soft_prompt(self.trainer.model).weight
+        opt = self.trainer.optimizer.optimizer
+        group = next(g for g in opt.param_groups if any(p is weight for p in g["params"]))
+        self.steps[state.global_step] = {
+            "weight": weight.detach().clone(),
+            "state": dict(opt.state.get(weight, {})),
+            "lr": group["lr"],
+            "group_size": len(group["params"]),
+            "training": self.trainer.model.training,
+        }
+
+
+def test_losing_candidates_leave_training_exactly_as_a_plain_run(tok, tmp_path):
+    """Rounds score trajectory points and candidates, but when the current prompt wins nothing else changes.
+
+    The model has dropout (BERT, training mode) so that any consumed RNG draw would show in the final weights. The
+    ranking metric is the soft prompt's norm, under which the current RANDOM-init prompt (N(0, 1) entries) always
+    beats token embeddings (std 0.02): a deterministic way to make every candidate lose.
+    """
+    mentor = ScriptedMentor(["1. call today\n2. hello lunch"])
+    trainer = _trainer(tok, tmp_path, mentor, catalyst_metric="prompt_norm")
+    weight = get_soft_prompt(trainer.model).weight
+    trainer.compute_metrics = lambda pred: {**_accuracy(pred), "prompt_norm": float(weight.norm())}
+    trainer.args.catalyst_greater_is_better = True
+    probe = Probe(trainer)
+    trainer.add_callback(probe)
+    trainer.train()
+    statuses = [r["decision"]["status"] for r in trainer.catalyst_history]
+    assert statuses == ["kept", "kept"], trainer.catalyst_history
+    for record in trainer.catalyst_history:
+        assert len(record["candidates"]) == 2 and all(c["finite"] for c in record["candidates"])
+        assert all(0 <= c["metrics"]["accuracy"] <= 1 for c in record["candidates"])
+        assert 1 <= len(record["trajectory"]) <= 2 and all("catalyst_loss" in p for p in record["trajectory"])
+    assert all(s["training"] for s in probe.steps.values())  # model mode restored after scoring
+    assert trainer.model.base_model.config.hidden_dropout_prob > 0
+    catalyst = _trainable(trainer.model)
+    plain = _plain_run(tok, tmp_path)
+    assert catalyst.keys() == plain.keys()
+    for name in plain:
+        assert torch.equal(catalyst[name], plain[name]), name
+
+
+def test_winning_candidate_restarts_in_place_resets_optimizer_and_rewarms(tok, tmp_path):
+    # A soft prompt blown up 50x scores badly: any real text wins.
+    model = _model(tok, init_scale=50.0)
+    mentor = ScriptedMentor(["1. the movie was great\n2. a terrible film"])
+    trainer = _trainer(tok, tmp_path, mentor, model=model, catalyst_rounds=1, catalyst_rewarmup_steps=3)
+    probe = Probe(trainer)
+    trainer.add_callback(probe)
+    weight_before = get_soft_prompt(model).weight
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert record["decision"]["status"] == "accepted" and record["step"] == 3
+    winner = record["candidates"][record["decision"]["winner"]]
+    assert winner["score"] < record["current"]["score"]
+    ids = text_to_token_ids(tok, winner["text"], 4)
+    assert winner["token_ids"] == ids
+    at_round = probe.steps[3]
+    torch.testing.assert_close(at_round["weight"], model.word_embeddings.weight[ids].detach(), rtol=0, atol=0)
+    assert get_soft_prompt(model).weight is weight_before  # same Parameter object
+    assert probe.steps[2]["state"] and at_round["state"] == {}  # Adam moments dropped at the restart
+    assert at_round["group_size"] == 1  # the prompt has a parameter group of its own
+    scheduled = trainer.args.learning_rate  # constant-ish linear schedule: compare ratios to the scheduled lr
+    ratios = [probe.steps[s]["lr"] / _scheduled_lr(trainer, s) for s in (3, 4, 5, 6)]
+    assert ratios == pytest.approx([1 / 4, 2 / 4, 3 / 4, 1.0])
+    assert scheduled > 0
+
+
+def _scheduled_lr(trainer, step: int) -> float:
+    """The learning rate the linear schedule sets after optimizer step ``step`` (before any re-warm scaling)."""
+    total = trainer.args.max_steps
+    return trainer.args.learning_rate * max(0.0, (total - step) / total)
+
+
+def test_blind_selection_takes_the_first_candidate_unscored(tok, tmp_path):
+    mentor = ScriptedMentor(["1. a boring plot\n2. the movie was great"])
+    trainer = _trainer(tok, tmp_path, mentor, catalyst_selection="first", catalyst_rounds=1)
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert record["decision"] == {"status": "blind", "accepted": True, "winner": 0, "text": "a boring plot"}
+    assert "score" not in record["candidates"][0]
+
+
+def test_mentor_faults_skip_rounds_and_training_goes_on(tok, tmp_path):
+    mentors = [
+        ScriptedMentor([MentorError("down", reason="connection")]),
+        ScriptedMentor([RuntimeError("a bug in a custom mentor")]),
+        ScriptedMentor(["Sure! Here are some ideas:"]),  # no usable line
+        OpenAIMentor(
+            "gpt-test", base_url=refused_base_url(), api_key="sk-test-not-a-real-key-1234", timeout=2, max_retries=0
+        ),
+    ]
+    plain = None
+    for i, mentor in enumerate(mentors):
+        trainer = _trainer(tok, tmp_path / str(i), mentor)
+        trainer.train()
+        assert [r["decision"]["status"] for r in trainer.catalyst_history] == ["skipped", "skipped"]
+        assert trainer.state.global_step == 9
+        plain = plain or _plain_run(tok, tmp_path)
+        final = _trainable(trainer.model)
+        assert all(torch.equal(final[n], plain[n]) for n in plain)
+    log = (tmp_path / "3" / "out" / "catalyst_chat.jsonl").read_text()
+    assert "sk-test-not-a-real-key-1234" not in log and "connection" in log
+
+
+def test_openai_mentor_through_loopback_server_and_outputs(tok, tmp_path):
+    with LoopbackOpenAIServer() as server:
+        server.enqueue(error_reply(500))  # one transient fault: the client retries
+        server.set_reply(lambda req: "1. the movie was great\n2. a terrible film")
+        mentor = OpenAIMentor(
+            "gpt-test", base_url=server.base_url, api_key="sk-loopback-secret-0000", timeout=5, max_retries=2
+        )
+        trainer = _trainer(tok, tmp_path, mentor)
+        trainer.train()
+        assert server.request_count == 3  # 1 failed + 2 rounds
+    out = tmp_path / "out"
+    history = json.loads((out / "catalyst_history.json").read_text())
+    assert [r["round"] for r in history["rounds"]] == [1, 2]
+    assert history["summary"]["mentor"] == "openai:gpt-test"
+    first = history["rounds"][0]
+    assert {"step", "trajectory", "mentor", "candidates", "current", "decision", "seconds"} <= first.keys()
+    assert all({"text", "catalyst_loss", "train_loss"} <= p.keys() for p in first["trajectory"])
+    assert first["mentor"]["prompt_tokens"] is not None
+    chat = [json.loads(line) for line in (out / "catalyst_chat.jsonl").read_text().splitlines()]
+    assert len(chat) == 2 and chat[0]["messages"][-1]["role"] == "user" and "movie" in chat[0]["reply"]
+    assert "sk-loopback-secret-0000" not in (out / "catalyst_chat.jsonl").read_text()
+    logged = [h for h in trainer.state.log_history if "catalyst/round" in h]
+    assert [h["catalyst/round"] for h in logged] == [1.0, 2.0]
+    assert {"catalyst/current_loss", "catalyst/accepted", "catalyst/best_candidate_loss"} <= logged[0].keys()
+
+
+def test_trajectory_is_recorded_once_per_optimizer_step_under_gradient_accumulation(tok, tmp_path):
+    mentor = ScriptedMentor(["1. the movie was great"])
+    trainer = _trainer(
+        tok,
+        tmp_path,
+        mentor,
+        gradient_accumulation_steps=2,
+        per_device_train_batch_size=2,
+        catalyst_trajectory_points=10,
+    )
+    seen = []
+    original = trainer._run_round
+
+    def spy(trigger):
+        seen.append([r.step for r in trainer.catalyst_state.trajectory.records])
+        original(trigger)
+
+    trainer._run_round = spy
+    trainer.train()
+    assert seen == [[1, 2, 3], [4, 5, 6]]
+    losses = [p["train_loss"] for p in trainer.catalyst_history[0]["trajectory"]]
+    assert all(math.isfinite(x) and x > 0 for x in losses)
+
+
+def test_plateau_triggers_an_early_round(tok, tmp_path):
+    mentor = ScriptedMentor(["1. the movie was great"])
+    trainer = _trainer(
+        tok,
+        tmp_path,
+        mentor,
+        learning_rate=0.0,
+        catalyst_rounds=1,
+        catalyst_stage_steps=8,
+        catalyst_plateau_patience=2,
+    )
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert record["trigger"] == "plateau" and record["step"] < 8
+
+
+def test_non_finite_scores_are_never_selected(tok, tmp_path):
+    mentor = ScriptedMentor(["1. the movie was great\n2. a terrible film"])
+    trainer = _trainer(
+        tok, tmp_path, mentor, catalyst_rounds=1, catalyst_metric="nan_metric", model=_model(tok, init_scale=50.0)
+    )
+    trainer.compute_metrics = lambda pred: {"nan_metric": float("nan")}
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert record["decision"]["status"] == "kept"
+    assert not any(c["finite"] for c in record["candidates"])
+
+
+def test_resume_from_checkpoint_with_replayed_mentor_matches_uninterrupted_run(tok, tmp_path):
+    replies = ["1. the movie was great\n2. a terrible film", "1. a good ending\n2. a boring plot"]
+    cache = tmp_path / "mentor.sqlite"
+    common = dict(save_strategy="steps", save_steps=4, catalyst_rounds=2, catalyst_stage_steps=3)
+
+    full = _trainer(
+        tok,
+        tmp_path / "full",
+        CachedMentor(ScriptedMentor(replies), cache, mode="use"),
+        model=_model(tok, init_scale=50.0),
+        **common,
+    )
+    full.train()
+    assert [r["decision"]["status"] for r in full.catalyst_history][0] == "accepted"
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                control.should_training_stop = True
+            return control
+
+    interrupted = _trainer(
+        tok,
+        tmp_path / "resumed",
+        CachedMentor(None, cache, mode="strict"),
+        model=_model(tok, init_scale=50.0),
+        **common,
+    )
+    interrupted.add_callback(StopAt())
+    interrupted.train()
+    assert interrupted.state.global_step == 4 and len(interrupted.catalyst_history) == 1
+    state = json.loads((tmp_path / "resumed" / "out" / "checkpoint-4" / "catalyst_state.json").read_text())
+    assert state["state"]["rounds_done"] == 1 and [r["step"] for r in state["state"]["trajectory"]] == [4]
+
+    resumed = _trainer(
+        tok,
+        tmp_path / "resumed",
+        CachedMentor(None, cache, mode="strict"),
+        model=_model(tok, init_scale=50.0),
+        **common,
+    )
+    resumed.train(resume_from_checkpoint=True)
+
+    def strip(history):
+        drop = {"seconds", "latency_s", "cached", "attempts", "name"}  # replay names itself after the cache
+        return json.loads(json.dumps(history), object_hook=lambda d: {k: v for k, v in d.items() if k not in drop})
+
+    assert strip(resumed.catalyst_history) == strip(full.catalyst_history)
+    assert torch.equal(get_soft_prompt(resumed.model).weight, get_soft_prompt(full.model).weight)
+    chat = (tmp_path / "resumed" / "out" / "catalyst_chat.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in chat] == [1, 2]
+
+
+def test_arguments_parse_with_hfargumentparser_and_validate():
+    parser = HfArgumentParser(CatalystTrainingArguments)
+    (args,) = parser.parse_args_into_dataclasses(
+        [
+            "--output_dir",
+            "x",
+            "--catalyst_rounds",
+            "2",
+            "--catalyst_stage_steps",
+            "10",
+            "--catalyst_selection",
+            "first",
+            "--catalyst_plateau_patience",
+            "3",
+            "--max_steps",
+            "50",
+            "--report_to",
+            "none",
+        ]
+    )
+    assert args.catalyst_rounds == 2 and args.catalyst_selection == "first" and args.catalyst_plateau_patience == 3
+    assert all(
+        f.metadata.get("help")
+        for f in CatalystTrainingArguments.__dataclass_fields__.values()
+        if f.name.startswith("catalyst_")
+    )
+    cases = [
+        ({"catalyst_selection": "worst"}, "catalyst_selection"),
+        ({"catalyst_stage_steps": 0}, "catalyst_stage_steps"),
+        ({"catalyst_eval_size": 0}, "catalyst_eval_size"),
+        ({"catalyst_eval_size": 2.5}, "catalyst_eval_size"),
+        ({"catalyst_plateau_patience": 0}, "catalyst_plateau_patience"),
+        ({"max_steps": 20, "catalyst_rounds": 4, "catalyst_stage_steps": 5}, "max_steps"),
+    ]
+    for kwargs, field in cases:
+        with pytest.raises(ValueError, match=field):
+            CatalystTrainingArguments(output_dir="x", report_to=[], **kwargs)
+
+
+def test_bad_models_and_inputs_get_clear_errors(tok, tmp_path):
+    lora = get_peft_model(tiny.tiny_llama(tok), LoraConfig(target_modules=["q_proj"], r=2))
+    with pytest.raises(ValueError, match="not a prompt-tuning adapter"):
+        CatalystTrainer(model=lora, args=_args(tmp_path), processing_class=tok)
+    with pytest.raises(TypeError, match="CatalystTrainingArguments"):
+        CatalystTrainer(model=_model(tok), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    with pytest.raises(ValueError, match="no training data"):
+        CatalystTrainer(
+            model=_model(tok),
+            args=_args(tmp_path, catalyst_eval_size=100),
+            mentor=ScriptedMentor(["x"]),
+            train_dataset=_dataset(tok, 20, 0),
+            processing_class=tok,
+        )
+
+
+def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
+    train = _dataset(tok, 40, seed=3)
+    trainer = CatalystTrainer(
+        model=_model(tok),
+        args=_args(tmp_path, catalyst_eval_size=0.25),
+        mentor=ScriptedMentor(["1. the movie was great"]),
+        train_dataset=train,
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+    )
+    assert len(trainer.train_dataset) == 30 and len(trainer.catalyst_dataset) == 10
+    again = CatalystTrainer(
+        model=_model(tok),
+        args=_args(tmp_path, catalyst_eval_size=0.25),
+        mentor=ScriptedMentor(["x"]),
+        train_dataset=train,
+        processing_class=tok,
+    )
+    assert again.catalyst_dataset["input_ids"] == trainer.catalyst_dataset["input_ids"]  # seeded
