@@ -117,6 +117,9 @@ def _write_cache_atomically(model: Any, tokenizer: Any, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a shared HF_HOME cache should not be
         # The GGUF load attaches a quantizer and a quantization_config although the weights are already
         # dequantized to fp32; transformers refuses to save such a model, so drop both first.
         if getattr(model, "hf_quantizer", None) is not None:

@@ -233,3 +233,13 @@ def test_network_mentors_do_not_import_torch():
             (node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
         }
         assert not imported & {"torch", "transformers", "peft"}, name
+
+
+def test_words_of_a_few_shot_example_are_a_leak_unless_the_task_has_them():
+    raw = ["Is this movie review helpful or unhelpful?", "Is this movie review positive or negative?"]
+    result = parse_reply(raw, banned_words=["helpful", "unhelpful"])
+    assert result.candidates == ["Is this movie review positive or negative?"]
+    assert result.rejected == [("Is this movie review helpful or unhelpful?", "example_leak")]
+    from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT as small
+
+    assert "helpful" in small.example_words() and "headline" in small.example_words()

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .metaprompt import MetaPrompt, resolve_meta_prompt
-from .parsing import ParseResult, parse_reply
+from .parsing import ParseResult, normalize, parse_reply
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ _KEYLIKE = re.compile(r"\b(sk|hf|gsk|pk|rk)[-_][A-Za-z0-9._-]{8,}")
 
 
 def scrub_secrets(text: str, secrets: Iterable[str | None] = (), *, patterns: bool = True) -> str:
-    """Remove the given secrets from ``text``, and with ``patterns`` anything shaped like an API key or bearer token."""
+    """Remove the given secrets from ``text`` and, with ``patterns``, anything shaped like an API key or token."""
     for secret in secrets:
         if secret and len(secret) >= 4:
             text = text.replace(secret, "***")
@@ -398,11 +398,20 @@ class Mentor(ABC):
             num_candidates=request.num_candidates,
             exclude=self._excluded_texts(request),
             task_description=request.task_description if self.min_task_overlap else None,
+            banned_words=self._example_words(request),
         )
 
     def _scrub_texts(self, texts: Sequence[str]) -> list[str]:
         """Replies with this mentor's own credentials removed (a server may echo them)."""
         return [scrub_secrets(t, self._secrets, patterns=False) for t in texts] if self._secrets else list(texts)
+
+    def _example_words(self, request: MentorRequest) -> list[str]:
+        """Few-shot example words absent from this task (and its prompts): using one means copying the example."""
+        if not self.few_shot:
+            return []
+        own = " ".join([request.task_description, request.manual_prompt or ""] + [p.text for p in request.trajectory])
+        own_words = set(normalize(own).split())
+        return [w for w in self.meta_prompt.example_words() if normalize(w) not in own_words]
 
     def _excluded_texts(self, request: MentorRequest) -> list[str]:
         """Texts a candidate must not copy: the trajectory, the manual prompt, the few-shot example answers."""

@@ -69,6 +69,8 @@ class FewShotExample:
     task_description: str
     trajectory: tuple[tuple[str, float, float], ...]
     answers: tuple[str, ...]
+    #: Words that belong to this example's task only: a candidate using one copied the example, not the task.
+    distinctive_words: tuple[str, ...] = ()
 
 
 NEWS_EXAMPLE = FewShotExample(
@@ -88,6 +90,7 @@ NEWS_EXAMPLE = FewShotExample(
         "Headline topic",
         "Classify the topic",
     ),
+    distinctive_words=("headline", "headlines", "news", "world", "sports", "business", "science"),
 )
 HELPFUL_EXAMPLE = FewShotExample(
     task_description="whether a product review is helpful (helpful/unhelpful)",
@@ -97,6 +100,7 @@ HELPFUL_EXAMPLE = FewShotExample(
         ("helpful review", 0.803, 0.63),
     ),
     answers=("Is this product review helpful or unhelpful?", "Would this review help a buyer?"),
+    distinctive_words=("product", "helpful", "unhelpful", "buyer"),
 )
 def validate_template(template: str, *, what: str = "meta-prompt template") -> str:
     """Check that a template only uses known placeholders; raise ``ValueError`` naming the bad ones."""
@@ -188,6 +192,10 @@ class MetaPrompt:
             {"role": "assistant", "content": previous},
             {"role": "user", "content": self.retry.format(**_fields(request)).strip()},
         ]
+
+    def example_words(self) -> list[str]:
+        """Words distinctive of the few-shot examples' tasks (see :attr:`FewShotExample.distinctive_words`)."""
+        return [w for ex in self.examples for w in ex.distinctive_words]
 
     def example_answers(self) -> list[str]:
         """Every answer shown in the few-shot examples (a candidate copying one is rejected as a copy)."""

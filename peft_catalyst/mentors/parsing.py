@@ -21,6 +21,7 @@ __all__ = ["ParseResult", "extract_items", "normalize", "parse_candidates", "par
 
 MAX_PARSE_CHARS = 64_000
 MAX_ITEM_CHARS = 1_000
+MAX_REJECTED = 100  # rejections kept for diagnostics; a rambling reply would otherwise list thousands
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
 _LIST_MARKER = re.compile(
@@ -208,6 +209,7 @@ def _reject_reason(
     seen: set[str],
     excluded: set[str],
     task_stems: set[str] | None,
+    banned: set[str],
 ) -> str | None:
     if not item:
         return "empty"
@@ -220,6 +222,8 @@ def _reject_reason(
         return "copy"
     if norm in seen:
         return "duplicate"
+    if banned and banned & set(norm.split()):
+        return "example_leak"
     if task_stems is not None and not (_stems(item) & task_stems):
         return "off_task"
     return None
@@ -232,29 +236,35 @@ def parse_reply(
     num_candidates: int | None = None,
     exclude: Iterable[str] = (),
     task_description: str | None = None,
+    banned_words: Iterable[str] = (),
 ) -> ParseResult:
     """Parse one or several sampled replies into a :class:`ParseResult` (candidates in order, then rejections).
 
     ``task_description``, when given, turns on the task filter: a candidate must share a word stem with it
-    (catches a weak model writing example inputs instead of instructions).
+    (catches a weak model writing example inputs instead of instructions). ``banned_words`` (case-insensitive
+    whole words) reject a candidate as ``example_leak``: used for words of a few-shot example's task.
     """
     if isinstance(texts, str):
         texts = [texts]
     excluded = {normalize(t) for t in exclude if t}
     task_stems = _stems(task_description) if task_description else None
+    banned = {normalize(w) for w in banned_words if normalize(w)}
     result = ParseResult()
     seen: set[str] = set()
     for text in texts:
         items, dropped = _extract(text)
-        result.rejected.extend((line[:200], reason) for line, reason in dropped)
+        room = MAX_REJECTED - len(result.rejected)
+        result.rejected.extend((line[:200], reason) for line, reason in dropped[: max(0, room)])
         for item in items:
-            reason = _reject_reason(item, max_words=max_words, seen=seen, excluded=excluded, task_stems=task_stems)
+            reason = _reject_reason(
+                item, max_words=max_words, seen=seen, excluded=excluded, task_stems=task_stems, banned=banned
+            )
             if reason is None and num_candidates is not None and len(result.candidates) >= num_candidates:
                 reason = "surplus"
             if reason is None:
                 result.candidates.append(item)
                 seen.add(normalize(item))
-            else:
+            elif len(result.rejected) < MAX_REJECTED:
                 result.rejected.append((item[:200], reason))
     return result
 
@@ -266,6 +276,7 @@ def parse_candidates(
     num_candidates: int | None = None,
     exclude: Iterable[str] = (),
     task_description: str | None = None,
+    banned_words: Iterable[str] = (),
 ) -> list[str]:
     """Usable candidate prompts from a raw reply (or several samples), in order; see :func:`parse_reply`."""
     return parse_reply(
@@ -274,4 +285,5 @@ def parse_candidates(
         num_candidates=num_candidates,
         exclude=exclude,
         task_description=task_description,
+        banned_words=banned_words,
     ).candidates

@@ -1,0 +1,220 @@
+"""TransformersMentor on real (tiny, random) chat models built offline, and once on the embedded SmolLM2."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from peft_catalyst.mentors import MentorError, MentorRequest, MetaPrompt, TrajectoryPoint, TransformersMentor
+from tests.tiny import bpe_tokenizer
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<bos>{{ m['role'] }}\n{{ m['content'] }}<eos>\n{% endfor %}"
+    "{% if add_generation_prompt %}<bos>assistant\n{% endif %}"
+)
+REQ = MentorRequest(
+    "sentiment of movie review snippets (positive/negative)",
+    [TrajectoryPoint("the movie was great", 0.8, 0.5), TrajectoryPoint("classify the review", 0.6, 0.7)],
+    num_candidates=2,
+    max_words=8,
+)
+ANSWER = "classify the sentiment as positive or negative"
+
+
+def chat_tokenizer():
+    tok = bpe_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def tiny_chat_llama(tok, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        initializer_range=0.2,  # a wide init so that sampled replies differ from seed to seed
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+    )
+    return LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    tok = chat_tokenizer()
+    return tiny_chat_llama(tok), tok
+
+
+def test_generation_leaves_the_callers_state_alone(tiny):
+    model, tok = tiny
+    model.train()
+    model.model.layers[1].eval()  # a mixed train/eval state must come back exactly
+    modes = {name: m.training for name, m in model.named_modules()}
+    grad_flags: list[bool] = []
+    handle = model.register_forward_hook(lambda *args: grad_flags.append(torch.is_grad_enabled()))
+    torch.manual_seed(1234)
+    rng_before = torch.get_rng_state()
+    try:
+        proposal = TransformersMentor(model, tok, seed=1, num_samples=2, max_new_tokens=8).propose(REQ)
+    finally:
+        handle.remove()
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert grad_flags and not any(grad_flags)  # every forward ran under no_grad
+    assert all(p.grad is None for p in model.parameters())
+    assert proposal.prompt_tokens and proposal.completion_tokens
+    model.eval()
+
+
+def test_shares_the_model_instead_of_copying_it(tiny):
+    model, tok = tiny
+    mentor = TransformersMentor(model, tok)
+    assert mentor.model is model
+    assert mentor.model.get_input_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+
+
+def sampled_tokens(model, mentor) -> list[list[int]]:
+    """The token ids fed back at each decoding step (a random model rarely ends a line, so texts are often cut)."""
+    steps: list[list[int]] = []
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] == 1:
+            steps.append(ids[:, 0].tolist())
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        mentor.propose(REQ)
+    finally:
+        handle.remove()
+    return steps
+
+
+def test_seeded_calls_are_reproducible_whatever_the_global_rng(tiny):
+    model, tok = tiny
+    torch.manual_seed(1)
+    a = sampled_tokens(model, TransformersMentor(model, tok, seed=5, num_samples=3, max_new_tokens=10))
+    torch.manual_seed(999)
+    b = sampled_tokens(model, TransformersMentor(model, tok, seed=5, num_samples=3, max_new_tokens=10))
+    c = sampled_tokens(model, TransformersMentor(model, tok, seed=6, num_samples=3, max_new_tokens=10))
+    assert len(a) >= 9 and len(a[0]) == 3  # 3 samples per step
+    assert a == b
+    assert a != c
+
+
+def test_samples_and_token_counts(tiny):
+    model, tok = tiny
+    mentor = TransformersMentor(model, tok, seed=0, num_samples=3, max_new_tokens=6, meta_prompt=MetaPrompt())
+    messages = mentor.build_messages(REQ)
+    completion = mentor._complete(messages, REQ)
+    assert len(completion.texts) == 3
+    expected_prompt = len(tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
+    assert completion.prompt_tokens == expected_prompt
+    assert 0 < completion.completion_tokens <= 3 * 6
+    assert mentor.cache_identity()["params"]["num_samples"] == 3
+
+
+def test_a_memorized_instruction_comes_back_as_the_candidate():
+    """Teach a tiny model one reply, then check the whole path: template, generation, stop at the line end, parse."""
+    tok = chat_tokenizer()
+    model = tiny_chat_llama(tok, seed=3)
+    mentor = TransformersMentor(model, tok, temperature=0, num_samples=1, max_new_tokens=24, strict_retry=False)
+    prompt = tok.apply_chat_template(mentor.build_messages(REQ), add_generation_prompt=True, return_dict=True)
+    prompt_ids = prompt["input_ids"]
+    answer_ids = tok(ANSWER + "\nand then some rambling", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + answer_ids])
+    labels = ids.clone()
+    labels[0, : len(prompt_ids)] = -100
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert loss.item() < 0.05
+    model.train()
+    proposal = mentor.propose(REQ)
+    assert proposal.candidates == [ANSWER]  # the rambling second line is never generated (stops at "\n")
+    assert model.training  # mode restored
+    assert proposal.completion_tokens <= len(tok(ANSWER + "\n", add_special_tokens=False)["input_ids"]) + 1
+
+
+def test_prompt_tuned_peft_model_generates_without_its_virtual_tokens(tiny):
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    model, tok = tiny
+    plain = TransformersMentor(model, tok, temperature=0, num_samples=1, max_new_tokens=8, strict_retry=False)
+    expected = plain.propose(REQ).raw
+    peft_model = get_peft_model(model, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4))
+    with torch.no_grad():  # a soft prompt far from anything: it would change the reply if it were used
+        peft_model.prompt_encoder["default"].embedding.weight.normal_(0, 5)
+    shared = TransformersMentor(peft_model, tok, temperature=0, num_samples=1, max_new_tokens=8, strict_retry=False)
+    assert shared.propose(REQ).raw == expected
+
+
+@pytest.mark.timeout(60)
+def test_max_time_bounds_a_call_and_drops_the_cut_line(tiny):
+    model, tok = tiny
+    mentor = TransformersMentor(model, tok, max_new_tokens=3000, max_time=0.3, num_samples=1, strict_retry=False,
+                                meta_prompt=MetaPrompt())
+    start = time.perf_counter()
+    completion = mentor._complete(mentor.build_messages(REQ), REQ)
+    assert time.perf_counter() - start < 5
+    assert completion.completion_tokens < 3000
+    assert all("\n" not in t or len(t.splitlines()) >= 1 for t in completion.texts)
+
+
+def test_generation_errors_become_mentor_errors_and_modes_are_restored(tiny):
+    model, tok = tiny
+    model.train()
+
+    def boom(*args):
+        raise RuntimeError("out of memory (injected)")
+
+    handle = model.model.layers[0].register_forward_hook(boom)
+    try:
+        with pytest.raises(MentorError) as info:
+            TransformersMentor(model, tok).propose(REQ)
+    finally:
+        handle.remove()
+    assert info.value.reason == "generation" and isinstance(info.value.__cause__, RuntimeError)
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+
+
+def test_tokenizer_needs_a_chat_template(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="chat template"):
+        TransformersMentor(model, bpe_tokenizer())
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_mentor(smollm2):
+    model, tok = smollm2
+    was_training = model.training
+    rng_before = torch.get_rng_state()
+    mentor = TransformersMentor.embedded(model, tok, num_samples=2, max_new_tokens=20, seed=0, strict_retry=False)
+    assert mentor.model is model and mentor.name == "transformers:SmolLM2-135M-Instruct"
+    request = MentorRequest(
+        "SMS spam detection (spam or ham)",
+        [TrajectoryPoint("Ġwin prize ĠCall", 0.9, 0.55), TrajectoryPoint("Is this spam", 0.62, 0.71)],
+        num_candidates=2,
+        max_words=8,
+    )
+    proposal = mentor.propose(request)
+    assert proposal.model == "SmolLM2-135M-Instruct"
+    assert proposal.prompt_tokens > 100 and proposal.completion_tokens > 0
+    assert proposal.raw.strip()
+    for candidate in proposal.candidates:
+        assert len(candidate.split()) <= 8 and candidate.lower() != "is this spam"
+    assert torch.equal(torch.get_rng_state(), rng_before) and model.training == was_training
