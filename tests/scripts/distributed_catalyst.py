@@ -1,0 +1,109 @@
+"""Run by tests/test_distributed.py under ``accelerate launch --num_processes 2 --cpu``: a tiny CatalystTrainer
+run whose mentor is an OpenAI-compatible loopback server; each rank writes the soft prompt's hash after every
+round to ``<out>/rank<k>.json``."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # noqa: E402
+from datasets import load_from_disk  # noqa: E402
+from peft import PeftModel  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    TrainerCallback,  # noqa: E402
+)
+
+from peft_catalyst import CatalystTrainer, CatalystTrainingArguments  # noqa: E402
+from peft_catalyst.mentors import OpenAIMentor  # noqa: E402
+from peft_catalyst.projection import get_soft_prompt  # noqa: E402
+
+
+def digest(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+class RoundHashes(TrainerCallback):
+    """After each round (the catalyst callback runs first), record the hash of this rank's soft prompt."""
+
+    def __init__(self, trainer):
+        self.trainer, self.hashes, self.seen = trainer, [], 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if len(self.trainer.catalyst_history) > self.seen:
+            self.seen = len(self.trainer.catalyst_history)
+            self.hashes.append({"step": state.global_step, "hash": digest(get_soft_prompt(self.trainer.model).weight)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--assets", required=True)
+    parser.add_argument("--base_url", required=True)
+    parser.add_argument("--out", required=True)
+    a = parser.parse_args()
+    assets = Path(a.assets)
+    # Arguments first, as in any Trainer script: they set up the distributed state (gloo on CPU) before models load.
+    args = CatalystTrainingArguments(
+        output_dir=a.out,
+        max_steps=8,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        learning_rate=0.05,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        disable_tqdm=True,
+        use_cpu=True,
+        catalyst_rounds=2,
+        # Rank prompts by their norm, smaller first: token embeddings (std 0.02) beat the N(0, 1) RANDOM init, so
+        # the first round restarts for sure and the test sees ranks agree after a real restart.
+        catalyst_metric="prompt_norm",
+        catalyst_greater_is_better=False,
+        catalyst_stage_steps=3,
+        catalyst_num_candidates=2,
+        catalyst_trajectory_points=2,
+        ddp_backend="gloo",
+    )
+    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
+    model = PeftModel.from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained(assets / "base"), assets / "adapter", is_trainable=False
+    )
+    for name, param in model.named_parameters():  # PEFT loads prompt adapters frozen; train the prompt and head
+        param.requires_grad = "prompt_encoder" in name or "modules_to_save" in name
+    mentor = OpenAIMentor("loopback-model", base_url=a.base_url, api_key="sk-loopback-test-key", timeout=20)
+    trainer = CatalystTrainer(
+        model=model,
+        args=args,
+        mentor=mentor,
+        train_dataset=load_from_disk(assets / "train"),
+        catalyst_dataset=load_from_disk(assets / "catalyst"),
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+    )
+    weight = get_soft_prompt(model).weight
+    trainer.compute_metrics = lambda pred: {"prompt_norm": float(weight.norm())}
+    hashes = RoundHashes(trainer)
+    trainer.add_callback(hashes)
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    result = {
+        "rank": rank,
+        "world_size": trainer.accelerator.num_processes,
+        "rounds": hashes.hashes,
+        "final": digest(get_soft_prompt(trainer.model).weight),
+        "statuses": [r["decision"]["status"] for r in trainer.catalyst_history],
+        "candidate_scores": [[c.get("score") for c in r["candidates"]] for r in trainer.catalyst_history],
+    }
+    (Path(a.out) / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

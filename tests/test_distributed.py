@@ -1,0 +1,72 @@
+"""Two CPU processes (torchrun, gloo; Accelerate picks the environment up): the mentor is asked on the main process
+only, its candidates reach every rank, scoring is sharded and gathered, and the soft prompt is bitwise identical on
+both ranks.
+
+``accelerate launch --num_processes 2 --cpu`` starts a single process in accelerate 1.15 unless MPI is installed
+(its multi-CPU launcher is mpirun), so the test launches with torchrun, which Accelerate's state detects as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import Dataset
+from peft import get_peft_model
+
+from peft_catalyst import CatalystConfig
+from tests import tiny
+from tests.loopback_openai import LoopbackOpenAIServer
+
+SCRIPT = Path(__file__).parent / "scripts" / "distributed_catalyst.py"
+
+
+def _data(tok, n: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    words = ["the movie was great", "a terrible film", "an excellent story", "a boring plot"]
+    texts = [f"{words[int(rng.integers(4))]} {i}" for i in range(n)]
+    labels = [int("great" in t or "excellent" in t) for t in texts]
+    return Dataset.from_dict({"text": texts, "label": labels}).map(
+        lambda b: tok(b["text"]), batched=True, remove_columns=["text"]
+    )
+
+
+@pytest.mark.timeout(600)
+def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_path):
+    tok = tiny.bpe_tokenizer()
+    assets = tmp_path / "assets"
+    tok.save_pretrained(assets / "tokenizer")
+    base = tiny.tiny_bert_seq_cls(tok)
+    base.config.hidden_dropout_prob = 0.0  # ranks see different batches; dropout is not what this test is about
+    base.save_pretrained(assets / "base")
+    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
+    get_peft_model(tiny.tiny_bert_seq_cls(tok), config).save_pretrained(assets / "adapter")
+    _data(tok, 64, 1).save_to_disk(assets / "train")
+    _data(tok, 13, 2).save_to_disk(assets / "catalyst")  # odd size: gather_for_metrics must drop the padding
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: "1. the movie was great\n2. a boring plot")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+               "--assets", str(assets), "--base_url", server.base_url, "--out", str(out)]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
+        (tmp_path / "log.txt").write_text(result.stdout + result.stderr)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        requests = server.request_count
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert requests == 2  # one call per round, from the main process only
+    assert len(ranks[0]["rounds"]) == 2
+    assert ranks[0]["rounds"] == ranks[1]["rounds"]  # bitwise-identical soft prompt after every round
+    assert ranks[0]["final"] == ranks[1]["final"]
+    assert ranks[0]["statuses"] == ranks[1]["statuses"]
+    assert ranks[0]["statuses"][0] == "accepted"  # a restart happened, and both ranks hold the same prompt
+    assert ranks[0]["candidate_scores"] == ranks[1]["candidate_scores"]  # gathered scores agree
+    history = json.loads((out / "catalyst_history.json").read_text())
+    assert len(history["rounds"]) == 2
