@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from peft.utils.integrations import gather_params_ctx
+
+from peft_catalyst.sharding import assign_full_, full_tensor, gathered, num_rows
 
 logger = logging.getLogger(__name__)
 
@@ -295,9 +296,7 @@ class Projector:
         self.cache_limit_mib = cache_limit_mib
         soft = get_soft_prompt(model, adapter_name)
         self.metric = _metric_of(soft.config, metric)
-        num_embeddings = soft.word_embeddings.weight.shape[0]
-        if getattr(soft.word_embeddings.weight, "ds_shape", None) is not None:  # DeepSpeed ZeRO-3 shards rows
-            num_embeddings = soft.word_embeddings.weight.ds_shape[0]
+        num_embeddings = num_rows(soft.word_embeddings.weight)
         check_tokenizer_matches(tokenizer, num_embeddings)
         policy = vocab if vocab is not None else getattr(soft.config, "projection_vocab", "printable")
         self.allowed_ids = allowed_token_ids(tokenizer, policy, num_embeddings)
@@ -312,31 +311,35 @@ class Projector:
         """The allowed vocabulary rows in float32 (normalised for cosine), kept while the embeddings are unchanged.
 
         Why: the trainer projects after every optimizer step; re-reading and normalising the vocabulary each time
-        dominated the cost. Not cached above ``cache_limit_mib`` (a 150k x 4096 copy is 2.3 GiB) or when sharded.
+        dominated the cost (and under sharding, re-gathering it). Not cached above ``cache_limit_mib`` (a
+        150k x 4096 copy is 2.3 GiB) or for ZeRO-3 placeholders, whose storage says nothing about their values.
         """
-        mib = self.allowed_ids.numel() * vocab.shape[1] * 4 / 2**20
+        mib = self.allowed_ids.numel() * vocab.shape[-1] * 4 / 2**20
         if mib > self.cache_limit_mib or getattr(vocab, "ds_shape", None) is not None:
             return None
-        key = (vocab.data_ptr(), vocab._version, tuple(vocab.shape), vocab.device, self.metric)
+        local = vocab.to_local() if hasattr(vocab, "to_local") else vocab
+        key = (local.data_ptr(), local._version, tuple(vocab.shape), local.device, self.metric)
         if key != self._rows_key:
-            rows = vocab.detach().index_select(0, self.allowed_ids.to(vocab.device)).to(torch.float32)
+            full = full_tensor(vocab).detach()
+            rows = full.index_select(0, self.allowed_ids.to(full.device)).to(torch.float32)
             self._rows = torch.nn.functional.normalize(rows, dim=-1) if self.metric == "cosine" else rows
             self._rows_key = key
         return self._rows
 
-    def nearest_ids(self, top_k: int = 1, num_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(scores, ids)`` of shape ``(rows, top_k)`` for the first ``num_rows`` rows of the soft prompt (all)."""
+    def nearest_ids(self, top_k: int = 1, rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(scores, ids)`` of shape ``(rows, top_k)`` for the first ``rows`` rows of the soft prompt (all)."""
         soft = self.soft_prompt()
-        with gather_params_ctx([soft.weight, soft.word_embeddings.weight], modifier_rank=None):
-            prompt = soft.weight[:num_rows] if num_rows else soft.weight
-            vocab = soft.word_embeddings.weight
-            rows = self._cached_rows(vocab)
-            if rows is None:
+        with gathered(self.model, [soft.weight, soft.word_embeddings.weight], writeback=False):
+            prompt = full_tensor(soft.weight)
+            prompt = prompt[:rows] if rows else prompt
+            cached = self._cached_rows(soft.word_embeddings.weight)
+            if cached is None:
+                vocab = full_tensor(soft.word_embeddings.weight)
                 return topk_nearest(prompt, vocab, top_k, self.metric, self.allowed_ids, self.chunk_rows)
             if self.metric == "cosine":  # rows are normalised already: cosine is the dot product of unit vectors
-                prompt = torch.nn.functional.normalize(prompt.detach().to(rows.device, torch.float32), dim=-1)
+                prompt = torch.nn.functional.normalize(prompt.detach().to(cached.device, torch.float32), dim=-1)
             scores, pos = topk_nearest(
-                prompt, rows, top_k, "dot" if self.metric == "cosine" else self.metric, None, self.chunk_rows
+                prompt, cached, top_k, "dot" if self.metric == "cosine" else self.metric, None, self.chunk_rows
             )
             return scores, self.allowed_ids.to(pos.device)[pos]
 
@@ -351,7 +354,7 @@ class Projector:
 
     def token_ids(self) -> list[int]:
         """Top-1 token ids of the virtual tokens the model reads first (the encoder's, for seq2seq)."""
-        _, ids = self.nearest_ids(1, num_rows=self.soft_prompt().num_virtual_tokens)
+        _, ids = self.nearest_ids(1, rows=self.soft_prompt().num_virtual_tokens)
         return ids[:, 0].tolist()
 
     def text(self) -> str:
@@ -379,20 +382,36 @@ def soft_prompt_text(model, tokenizer, metric: str | None = None, adapter_name: 
     return Projector(model, tokenizer, metric=metric, adapter_name=adapter_name).text()
 
 
-@torch.no_grad()
-def copy_token_embeddings_(weight: torch.Tensor, vocab: torch.Tensor, token_ids: Sequence[int]) -> None:
-    """Overwrite ``weight`` in place with the rows of ``vocab`` at ``token_ids``, tiled over its submodule blocks."""
+def token_embeddings(vocab: torch.Tensor, token_ids: Sequence[int], total_rows: int) -> torch.Tensor:
+    """The rows of ``vocab`` at ``token_ids``, tiled to ``total_rows`` (one block per transformer submodule)."""
     n = len(token_ids)
-    if n == 0 or weight.shape[0] % n:
-        raise ValueError(
-            f"Got {n} token ids for a soft prompt of {weight.shape[0]} rows; give num_virtual_tokens ids."
-        )
+    if n == 0 or total_rows % n:
+        raise ValueError(f"Got {n} token ids for a soft prompt of {total_rows} rows; give num_virtual_tokens ids.")
     bad = [i for i in token_ids if not 0 <= int(i) < vocab.shape[0]]
     if bad:
         raise ValueError(f"Token ids {bad[:5]} are outside the vocabulary (0..{vocab.shape[0] - 1}).")
     ids = torch.as_tensor(list(token_ids), dtype=torch.long, device=vocab.device)
-    rows = vocab.index_select(0, ids).to(device=weight.device, dtype=weight.dtype)
-    weight.copy_(rows.repeat(weight.shape[0] // n, 1))
+    return vocab.index_select(0, ids).detach().repeat(total_rows // n, 1)
+
+
+@torch.no_grad()
+def copy_token_embeddings_(weight: torch.Tensor, vocab: torch.Tensor, token_ids: Sequence[int]) -> None:
+    """Overwrite ``weight`` in place with the rows of ``vocab`` at ``token_ids``, tiled over its submodule blocks."""
+    assign_full_(weight, token_embeddings(vocab, token_ids, weight.shape[0]))
+
+
+def read_soft_prompt(model, adapter_name: str | None = None) -> torch.Tensor:
+    """A detached full copy of the soft prompt (gathered when sharded), e.g. to restore it later."""
+    soft = get_soft_prompt(model, adapter_name)
+    with gathered(model, [soft.weight], writeback=False):
+        return full_tensor(soft.weight).detach().clone()
+
+
+def write_soft_prompt_(model, value: torch.Tensor, adapter_name: str | None = None) -> None:
+    """Overwrite the soft prompt in place with ``value`` (the same full tensor on every rank)."""
+    soft = get_soft_prompt(model, adapter_name)
+    with gathered(model, [soft.weight], writeback=True):
+        assign_full_(soft.weight, value)
 
 
 def write_token_ids(model, token_ids: Sequence[int], adapter_name: str | None = None) -> None:
@@ -404,8 +423,9 @@ def write_token_ids(model, token_ids: Sequence[int], adapter_name: str | None = 
     soft = get_soft_prompt(model, adapter_name)
     if len(token_ids) != soft.num_virtual_tokens:
         raise ValueError(f"Expected {soft.num_virtual_tokens} token ids (num_virtual_tokens), got {len(token_ids)}.")
-    with gather_params_ctx([soft.weight, soft.word_embeddings.weight], modifier_rank=0):
-        copy_token_embeddings_(soft.weight, soft.word_embeddings.weight, token_ids)
+    with gathered(model, [soft.weight, soft.word_embeddings.weight], writeback=True):
+        value = token_embeddings(full_tensor(soft.word_embeddings.weight), token_ids, num_rows(soft.weight))
+        assign_full_(soft.weight, value)
 
 
 def set_soft_prompt_from_text(model, tokenizer, text: str, adapter_name: str | None = None) -> list[int]:
@@ -415,10 +435,7 @@ def set_soft_prompt_from_text(model, tokenizer, text: str, adapter_name: str | N
     Parameter is updated under ``no_grad``, so an optimizer that holds it keeps working.
     """
     soft = get_soft_prompt(model, adapter_name)
-    num_embeddings = soft.word_embeddings.weight.shape[0]
-    if getattr(soft.word_embeddings.weight, "ds_shape", None) is not None:
-        num_embeddings = soft.word_embeddings.weight.ds_shape[0]
-    check_tokenizer_matches(tokenizer, num_embeddings)
+    check_tokenizer_matches(tokenizer, num_rows(soft.word_embeddings.weight))
     ids = text_to_token_ids(tokenizer, text, soft.num_virtual_tokens)
     write_token_ids(model, ids, adapter_name=soft.adapter_name)
     return ids

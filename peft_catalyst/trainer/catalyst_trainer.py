@@ -36,7 +36,14 @@ from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
 from peft_catalyst.mentors import Mentor, MentorError, MentorProposal, MentorRequest, TrajectoryPoint
-from peft_catalyst.projection import Projector, get_soft_prompt, text_to_token_ids, write_token_ids
+from peft_catalyst.projection import (
+    Projector,
+    get_soft_prompt,
+    read_soft_prompt,
+    text_to_token_ids,
+    write_soft_prompt_,
+    write_token_ids,
+)
 from peft_catalyst.trajectory import Trajectory
 
 from .catalyst_config import CatalystTrainingArguments
@@ -289,8 +296,7 @@ class CatalystTrainer(Trainer):
     def _run_round(self, trigger: str) -> None:
         args, state = self.args, self.catalyst_state
         started = time.perf_counter()
-        soft = get_soft_prompt(self.model)
-        saved = soft.weight.detach().clone()
+        saved = read_soft_prompt(self.model)
         record: dict[str, Any] = {"round": state.rounds_done + 1, "step": self.state.global_step, "trigger": trigger}
         with _preserved_rng(), _preserved_mode(self.model):
             points = state.trajectory.select(args.catalyst_trajectory_points)
@@ -436,8 +442,7 @@ class CatalystTrainer(Trainer):
         return {"status": "accepted", "accepted": True, "winner": winner, "text": record["candidates"][winner]["text"]}
 
     def _restore(self, saved: torch.Tensor) -> None:
-        with torch.no_grad():
-            get_soft_prompt(self.model).weight.copy_(saved)
+        write_soft_prompt_(self.model, saved)
 
     # ------------------------------------------------------------------------------------------------------------
     # Scoring on the catalyst split
