@@ -286,8 +286,9 @@ class LoopbackOpenAIServer:
 
         self._stopping.clear()
         self._httpd = _Server((self._host, 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="loopback-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="loopback-openai", daemon=True
+        )
         self._thread.start()
         return self
 

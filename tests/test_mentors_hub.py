@@ -49,8 +49,14 @@ def hub_mentor(server, **kwargs) -> HubInferenceMentor:
 
 
 def test_proposal_through_the_inference_client(loopback):
-    loopback.enqueue(chat_reply("1. What type of answer does this question need?\n2. Answer type: human or number?",
-                                prompt_tokens=77, completion_tokens=20, request_id="hub-1"))
+    loopback.enqueue(
+        chat_reply(
+            "1. What type of answer does this question need?\n2. Answer type: human or number?",
+            prompt_tokens=77,
+            completion_tokens=20,
+            request_id="hub-1",
+        )
+    )
     mentor = hub_mentor(loopback, seed=3, temperature=0.2)
     proposal = mentor.propose(REQ)
     assert proposal.candidates == ["What type of answer does this question need?", "Answer type: human or number?"]

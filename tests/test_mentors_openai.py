@@ -54,8 +54,14 @@ def make_mentor(server: LoopbackOpenAIServer, **kwargs) -> OpenAIMentor:
 
 # ------------------------------------------------------------------------------------------------ happy path
 def test_proposal_from_a_real_chat_completion(loopback):
-    loopback.enqueue(chat_reply("Sure:\n1. Label the review: positive or negative\n2. Is the review good?\n"
-                                "3. Is it good\n", prompt_tokens=120, completion_tokens=17, request_id="abc"))
+    loopback.enqueue(
+        chat_reply(
+            "Sure:\n1. Label the review: positive or negative\n2. Is the review good?\n3. Is it good\n",
+            prompt_tokens=120,
+            completion_tokens=17,
+            request_id="abc",
+        )
+    )
     mentor = make_mentor(loopback, temperature=0.3, seed=7, max_tokens=99)
     proposal = mentor.propose(REQ)
 
@@ -78,8 +84,11 @@ def test_proposal_from_a_real_chat_completion(loopback):
 
 
 def test_several_samples_are_pooled_and_usage_accumulates(loopback):
-    loopback.set_reply(lambda req: chat_reply(["1. Rate the review", "1. Rate the review\n2. Judge the review"],
-                                              prompt_tokens=50, completion_tokens=9))
+    loopback.set_reply(
+        lambda req: chat_reply(
+            ["1. Rate the review", "1. Rate the review\n2. Judge the review"], prompt_tokens=50, completion_tokens=9
+        )
+    )
     mentor = make_mentor(loopback, num_samples=2)
     first = mentor.propose(REQ)
     mentor.propose(REQ)
@@ -117,8 +126,10 @@ def test_short_explicit_timeout_and_no_client_retries(loopback):
 
 
 def test_stricter_retry_when_the_reply_has_no_usable_line(loopback):
-    loopback.enqueue(chat_reply("Here is an example review: I loved this film so much, best movie of the year!"),
-                     chat_reply("1. Is the review positive or negative?"))
+    loopback.enqueue(
+        chat_reply("Here is an example review: I loved this film so much, best movie of the year!"),
+        chat_reply("1. Is the review positive or negative?"),
+    )
     proposal = make_mentor(loopback).propose(REQ)
     assert proposal.candidates == ["Is the review positive or negative?"]
     assert proposal.attempts == 2 and loopback.request_count == 2
@@ -191,8 +202,9 @@ def test_trickling_body_cannot_defeat_the_timeout(loopback):
 
 @pytest.mark.timeout(30)
 def test_connection_refused(loopback):
-    mentor = OpenAIMentor("gpt-test", base_url=refused_base_url(), api_key=FAKE_KEY, timeout=2, max_retries=1,
-                          max_retry_wait=0.1)
+    mentor = OpenAIMentor(
+        "gpt-test", base_url=refused_base_url(), api_key=FAKE_KEY, timeout=2, max_retries=1, max_retry_wait=0.1
+    )
     start = time.perf_counter()
     with pytest.raises(MentorError) as info:
         mentor.propose(REQ)
@@ -301,3 +313,47 @@ def test_api_key_never_in_messages_logs_or_files(loopback, tmp_path: Path, caplo
     assert files  # the cache was written
     for path in files:
         assert FAKE_KEY.encode() not in path.read_bytes(), path
+
+
+def test_few_shot_turn_and_its_leak_filter(loopback):
+    loopback.set_reply(
+        lambda req: chat_reply("1. Is this review helpful or unhelpful?\n2. Which headline topic fits?")
+    )
+    movie = make_mentor(loopback, few_shot=True, strict_retry=False).propose(REQ)
+    assert [m["role"] for m in movie.messages] == ["system", "user", "assistant", "user"]
+    assert "topic of news headlines" in movie.messages[1]["content"]  # the worked example is another task
+    # "headline" belongs to the example's task, not to this one: a candidate using it copied the example.
+    assert movie.candidates == ["Is this review helpful or unhelpful?"]
+    assert ["Which headline topic fits?", "example_leak"] in movie.rejected
+    news = MentorRequest("topic of news headlines (world, sports, business, science)", REQ.trajectory)
+    assert make_mentor(loopback, few_shot=True, strict_retry=False).propose(news).candidates == [
+        "Is this review helpful or unhelpful?",
+        "Which headline topic fits?",
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_failed_stricter_retry_keeps_the_first_reply(loopback):
+    loopback.enqueue(
+        chat_reply("Lovely film, truly a joy from start to finish for the whole family."),
+        error_reply(400, "context too long"),
+    )
+    mentor = make_mentor(loopback)
+    proposal = mentor.propose(REQ)
+    assert proposal.candidates == [] and proposal.attempts == 2 and loopback.request_count == 2
+    assert "stricter retry failed" in proposal.warning and "400" in proposal.warning
+    assert proposal.raw.startswith("Lovely film") and proposal.messages[-1]["role"] == "user"
+    assert mentor.usage.failures == 0
+
+
+def test_usage_pickles_and_deep_copies():
+    import copy
+    import pickle
+
+    from peft_catalyst.mentors import MentorUsage
+
+    usage = MentorUsage()
+    usage.record(latency_s=1.0, prompt_tokens=3)
+    for clone in (pickle.loads(pickle.dumps(usage)), copy.deepcopy(usage)):
+        clone.record(latency_s=1.0)
+        assert clone.to_dict()["calls"] == 2 and usage.calls == 1

@@ -62,7 +62,7 @@ def test_meta_prompt_without_manual_prompt_or_metric():
 
 
 def test_custom_template_by_string_and_file(tmp_path: Path):
-    template = "TASK={task_description} N={num_candidates} W={max_words} JSON={{\"k\": 1}}\n{trajectory}"
+    template = 'TASK={task_description} N={num_candidates} W={max_words} JSON={{"k": 1}}\n{trajectory}'
     by_str = render_meta_prompt(REQ, template)
     expected = 'TASK=sentiment of movie review snippets (positive/negative) N=3 W=8 JSON={"k": 1}'
     assert by_str[-1]["content"].startswith(expected)
@@ -114,8 +114,14 @@ def test_proposal_and_usage_round_trip():
     usage = MentorUsage()
     usage.record(latency_s=0.5, prompt_tokens=10, completion_tokens=5)
     usage.record(latency_s=0.25, failed=True)
-    assert usage.to_dict() == {"calls": 2, "failures": 1, "cache_hits": 0, "prompt_tokens": 10,
-                               "completion_tokens": 5, "latency_s": 0.75}
+    assert usage.to_dict() == {
+        "calls": 2,
+        "failures": 1,
+        "cache_hits": 0,
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "latency_s": 0.75,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ formats
@@ -124,8 +130,8 @@ def test_proposal_and_usage_round_trip():
     [
         "1. Label the review: positive or negative\n2. Is this review positive?\n3) Decide the review's sentiment",
         "- Label the review: positive or negative\n* Is this review positive?\n\u2022 Decide the review's sentiment",
-        "Sure! Here are three better prompts:\n\n1. \"Label the review: positive or negative\" - more explicit.\n"
-        "2. \"Is this review positive?\" (a direct question)\n3. \"Decide the review's sentiment\"\n\n"
+        'Sure! Here are three better prompts:\n\n1. "Label the review: positive or negative" - more explicit.\n'
+        '2. "Is this review positive?" (a direct question)\n3. "Decide the review\'s sentiment"\n\n'
         "These prompts name the labels, which should lower the loss.",
         '["Label the review: positive or negative", "Is this review positive?", "Decide the review\'s sentiment"]',
         '```json\n{"prompts": ["Label the review: positive or negative", "Is this review positive?", '
@@ -140,8 +146,18 @@ def test_proposal_and_usage_round_trip():
         "\u201cLabel the review: positive or negative\u201d\n\u201cIs this review positive?\u201d\n"
         "\u201cDecide the review's sentiment\u201d",
     ],
-    ids=["numbered", "bulleted", "quoted-with-preamble-and-explanations", "json-list", "fenced-json-object",
-         "fenced-plain", "markdown-labels", "json-objects", "plain-lines", "curly-quotes"],
+    ids=[
+        "numbered",
+        "bulleted",
+        "quoted-with-preamble-and-explanations",
+        "json-list",
+        "fenced-json-object",
+        "fenced-plain",
+        "markdown-labels",
+        "json-objects",
+        "plain-lines",
+        "curly-quotes",
+    ],
 )
 def test_formats_give_the_same_candidates(raw: str):
     assert parse_candidates(raw, max_words=8) == [
@@ -168,7 +184,7 @@ def test_filters_report_reasons():
         "3. Tell me whether this long and winding movie review is positive or negative please\n"  # too long
         "4. Rate the review\n"
         "5. rate the REVIEW.\n"  # duplicate
-        "6. \"\"\n"  # empty
+        '6. ""\n'  # empty
         "7. 123 456\n"  # no letters
         "8. Write a poem about the sea\n"  # off task (when the task filter is on)
     )
@@ -225,13 +241,8 @@ def test_network_mentors_do_not_import_torch():
     for name in ("base", "metaprompt", "parsing", "cache", "openai_mentor", "hub_mentor", "__init__"):
         tree = ast.parse((package / f"{name}.py").read_text())
         imported = {
-            alias.name.split(".")[0]
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Import)
-            for alias in node.names
-        } | {
-            (node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-        }
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        } | {(node.module or "").split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not imported & {"torch", "transformers", "peft"}, name
 
 

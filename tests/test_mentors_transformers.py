@@ -123,30 +123,55 @@ def test_samples_and_token_counts(tiny):
     assert mentor.cache_identity()["params"]["num_samples"] == 3
 
 
+def memorize(mentor: TransformersMentor, request: MentorRequest, reply: str, steps: int = 150) -> float:
+    """Train the mentor's tiny model to answer ``reply`` to this request's messages; returns the final loss."""
+    model, tok = mentor.model, mentor.tokenizer
+    prompt_ids = tok.apply_chat_template(mentor.build_messages(request), add_generation_prompt=True, return_dict=True)[
+        "input_ids"
+    ]
+    ids = torch.tensor([prompt_ids + tok(reply, add_special_tokens=False)["input_ids"]])
+    labels = ids.clone()
+    labels[0, : len(prompt_ids)] = -100
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return loss.item()
+
+
 def test_a_memorized_instruction_comes_back_as_the_candidate():
     """Teach a tiny model one reply, then check the whole path: template, generation, stop at the line end, parse."""
     tok = chat_tokenizer()
     model = tiny_chat_llama(tok, seed=3)
     mentor = TransformersMentor(model, tok, temperature=0, num_samples=1, max_new_tokens=24, strict_retry=False)
-    prompt = tok.apply_chat_template(mentor.build_messages(REQ), add_generation_prompt=True, return_dict=True)
-    prompt_ids = prompt["input_ids"]
-    answer_ids = tok(ANSWER + "\nand then some rambling", add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt_ids + answer_ids])
-    labels = ids.clone()
-    labels[0, : len(prompt_ids)] = -100
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(150):
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    assert loss.item() < 0.05
+    assert memorize(mentor, REQ, ANSWER + "\nand then some rambling") < 0.05
     model.train()
     proposal = mentor.propose(REQ)
     assert proposal.candidates == [ANSWER]  # the rambling second line is never generated (stops at "\n")
     assert model.training  # mode restored
     assert proposal.completion_tokens <= len(tok(ANSWER + "\n", add_special_tokens=False)["input_ids"]) + 1
+
+
+def test_words_of_the_few_shot_example_are_banned_at_generation_time():
+    """A model that learned to copy the example's words is rejected by the parser, and with the ban cannot copy."""
+    from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT, FewShotExample
+
+    example = FewShotExample("question type", (("what who", 1.0, 0.5),), ("Classify the question",), ("classify",))
+    meta = MetaPrompt(**{**SMALL_MODEL_META_PROMPT.__dict__, "examples": (example,)})
+    request = MentorRequest("movie review sentiment (positive/negative)", [TrajectoryPoint("the movie was", 0.7)])
+    tok = chat_tokenizer()
+    model = tiny_chat_llama(tok, seed=4)
+    kwargs = dict(temperature=0, num_samples=1, max_new_tokens=24, strict_retry=False, meta_prompt=meta)
+    free = TransformersMentor(model, tok, ban_example_words=False, **kwargs)
+    assert memorize(free, request, ANSWER + "\n") < 0.05
+    copied = free.propose(request)
+    assert copied.raw == ANSWER and copied.rejected == [[ANSWER, "example_leak"]]
+    banned = TransformersMentor(model, tok, **kwargs)
+    assert tok(" classify", add_special_tokens=False)["input_ids"] in banned._banned_token_sequences(request)
+    assert "classify" not in banned.propose(request).raw.lower()
 
 
 def test_prompt_tuned_peft_model_generates_without_its_virtual_tokens(tiny):
@@ -165,8 +190,9 @@ def test_prompt_tuned_peft_model_generates_without_its_virtual_tokens(tiny):
 @pytest.mark.timeout(60)
 def test_max_time_bounds_a_call_and_drops_the_cut_line(tiny):
     model, tok = tiny
-    mentor = TransformersMentor(model, tok, max_new_tokens=3000, max_time=0.3, num_samples=1, strict_retry=False,
-                                meta_prompt=MetaPrompt())
+    mentor = TransformersMentor(
+        model, tok, max_new_tokens=3000, max_time=0.3, num_samples=1, strict_retry=False, meta_prompt=MetaPrompt()
+    )
     start = time.perf_counter()
     completion = mentor._complete(mentor.build_messages(REQ), REQ)
     assert time.perf_counter() - start < 5

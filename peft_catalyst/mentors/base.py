@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from .metaprompt import MetaPrompt, resolve_meta_prompt
-from .parsing import ParseResult, normalize, parse_reply
+from .parsing import ParseResult, parse_reply, stems
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class MentorRequest:
         if self.max_words < 1:
             raise ValueError(f"max_words must be >= 1, got {self.max_words}")
         points = tuple(
-            p if isinstance(p, TrajectoryPoint) else TrajectoryPoint(**p) for p in self.trajectory  # type: ignore[arg-type]
+            p if isinstance(p, TrajectoryPoint) else TrajectoryPoint(**p)
+            for p in self.trajectory  # type: ignore[arg-type]
         )
         object.__setattr__(self, "trajectory", points)
 
@@ -158,6 +159,15 @@ class MentorUsage:
     latency_s: float = 0.0
 
     def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable / deep-copyable despite the lock
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def record(
@@ -297,9 +307,7 @@ class RetryPolicy:
                         retry_after=exc.retry_after,
                     ) from exc
                 wait = self.wait_time(attempt, exc.retry_after)
-                logger.warning(
-                    "%s failed (%s), retry %d/%d in %.1f s", describe, exc, attempt, self.max_retries, wait
-                )
+                logger.warning("%s failed (%s), retry %d/%d in %.1f s", describe, exc, attempt, self.max_retries, wait)
                 sleep(wait)
 
 
@@ -410,8 +418,8 @@ class Mentor(ABC):
         if not self.few_shot:
             return []
         own = " ".join([request.task_description, request.manual_prompt or ""] + [p.text for p in request.trajectory])
-        own_words = set(normalize(own).split())
-        return [w for w in self.meta_prompt.example_words() if normalize(w) not in own_words]
+        own_stems = stems(own)
+        return [w for w in self.meta_prompt.example_words() if not stems(w) & own_stems]
 
     def _excluded_texts(self, request: MentorRequest) -> list[str]:
         """Texts a candidate must not copy: the trajectory, the manual prompt, the few-shot example answers."""
@@ -426,6 +434,7 @@ class Mentor(ABC):
         """Ask the backend for candidates; raises :class:`MentorError`, or returns an empty proposal with a warning."""
         start = time.perf_counter()
         messages = self.build_messages(request)
+        retry_error: str | None = None
         prompt_tokens: int | None = None
         completion_tokens: int | None = None
         try:
@@ -435,20 +444,30 @@ class Mentor(ABC):
             parsed = self.parse(raw_texts, request)
             attempts = 1
             if not parsed.candidates and self.strict_retry:
-                logger.info("%s: no usable candidate (%s); retrying with a stricter instruction", self.name,
-                            parsed.summary())
-                messages = messages + self.meta_prompt.retry_turn(raw_texts[0] if raw_texts else "", request)
-                retry = self._complete(messages, request)
+                logger.info(
+                    "%s: no usable candidate (%s); retrying with a stricter instruction", self.name, parsed.summary()
+                )
+                retry_messages = self.meta_prompt.retry_messages(messages, raw_texts[0] if raw_texts else "", request)
                 attempts = 2
-                prompt_tokens = _add(prompt_tokens, retry.prompt_tokens)
-                completion_tokens = _add(completion_tokens, retry.completion_tokens)
-                retry_texts = self._scrub_texts(retry.texts)
-                retry_parsed = self.parse(retry_texts, request)
-                retry_parsed.rejected = parsed.rejected + retry_parsed.rejected
-                parsed, raw_texts, completion = retry_parsed, raw_texts + retry_texts, retry
+                try:
+                    retry = self._complete(retry_messages, request)
+                except MentorError as exc:  # the first reply stands: an empty proposal, with the reason
+                    retry_error = str(exc)
+                else:
+                    prompt_tokens = _add(prompt_tokens, retry.prompt_tokens)
+                    completion_tokens = _add(completion_tokens, retry.completion_tokens)
+                    retry_texts = self._scrub_texts(retry.texts)
+                    retry_parsed = self.parse(retry_texts, request)
+                    retry_parsed.rejected = parsed.rejected + retry_parsed.rejected
+                    parsed, raw_texts, completion = retry_parsed, raw_texts + retry_texts, retry
+                    messages = retry_messages
         except MentorError:
-            self.usage.record(latency_s=time.perf_counter() - start, prompt_tokens=prompt_tokens,
-                              completion_tokens=completion_tokens, failed=True)
+            self.usage.record(
+                latency_s=time.perf_counter() - start,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                failed=True,
+            )
             raise
         except Exception as exc:  # a backend bug must not kill training: surface it as the one error type
             self.usage.record(latency_s=time.perf_counter() - start, failed=True)
@@ -469,10 +488,18 @@ class Mentor(ABC):
         )
         if not proposal.candidates:
             proposal.warning = f"no usable candidate in the reply ({parsed.summary()})"
+            if retry_error:
+                proposal.warning += f"; the stricter retry failed: {retry_error}"
             logger.warning("%s: %s", self.name, proposal.warning)
         else:
-            logger.info("%s: %d candidate(s) in %.2f s (%s prompt + %s completion tokens)", self.name,
-                        len(proposal.candidates), latency, prompt_tokens, completion_tokens)
+            logger.info(
+                "%s: %d candidate(s) in %.2f s (%s prompt + %s completion tokens)",
+                self.name,
+                len(proposal.candidates),
+                latency,
+                prompt_tokens,
+                completion_tokens,
+            )
         return proposal
 
 

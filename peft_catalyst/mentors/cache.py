@@ -165,8 +165,16 @@ class CachedMentor(Mentor):
             warning = f"replay: no stored reply for this request in {self.path.name}; skipping the round"
             logger.warning("%s", warning)
             return MentorProposal(
-                candidates=[], raw="", latency_s=latency, prompt_tokens=None, completion_tokens=None,
-                model=self.name, request_id=None, messages=messages, cached=True, warning=warning,
+                candidates=[],
+                raw="",
+                latency_s=latency,
+                prompt_tokens=None,
+                completion_tokens=None,
+                model=self.name,
+                request_id=None,
+                messages=messages,
+                cached=True,
+                warning=warning,
             )
 
         assert self.inner is not None and key is not None
@@ -175,8 +183,11 @@ class CachedMentor(Mentor):
         except MentorError:
             self.usage.record(latency_s=time.perf_counter() - start, failed=True)
             raise
-        self.usage.record(latency_s=time.perf_counter() - start, prompt_tokens=proposal.prompt_tokens,
-                          completion_tokens=proposal.completion_tokens)
+        self.usage.record(
+            latency_s=time.perf_counter() - start,
+            prompt_tokens=proposal.prompt_tokens,
+            completion_tokens=proposal.completion_tokens,
+        )
         try:
             self._store(key, rkey, self.inner.cache_identity(), proposal)
         except sqlite3.Error as exc:  # a full disk or a locked file must not cost the reply
@@ -227,7 +238,8 @@ class CachedMentor(Mentor):
             logger.warning(
                 "replay: %d stored replies match this request (%s); using the most recent. Pass the original "
                 "mentor as `inner` to pick by backend, model and sampling parameters.",
-                len(rows), ", ".join(sorted({f"{b}:{m}" for _, b, m in rows})),
+                len(rows),
+                ", ".join(sorted({f"{b}:{m}" for _, b, m in rows})),
             )
         return json.loads(rows[0][0])
 
@@ -239,6 +251,13 @@ class CachedMentor(Mentor):
             conn.execute(
                 "INSERT OR IGNORE INTO mentor_replies"
                 " (key, request_key, backend, model, identity, proposal, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, rkey, str(identity.get("backend", "")), str(identity.get("model", "")), identity_json, payload,
-                 time.time()),
+                (
+                    key,
+                    rkey,
+                    str(identity.get("backend", "")),
+                    str(identity.get("model", "")),
+                    identity_json,
+                    payload,
+                    time.time(),
+                ),
             )

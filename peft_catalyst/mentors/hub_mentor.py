@@ -86,8 +86,9 @@ class HubInferenceMentor(Mentor):
                 self._client = InferenceClient(model=model, token=token, provider=provider, timeout=self.timeout)
         except Exception as exc:
             _scrub_exception(exc, self._secrets)
-            raise MentorError(f"cannot create the InferenceClient: {_scrub(str(exc), self._secrets)}",
-                              reason="config") from exc
+            raise MentorError(
+                f"cannot create the InferenceClient: {_scrub(str(exc), self._secrets)}", reason="config"
+            ) from exc
 
     def __repr__(self) -> str:  # never show the token
         url = redact_url(self.base_url)
@@ -123,8 +124,12 @@ class HubInferenceMentor(Mentor):
             kwargs["n"] = self.num_samples
         if self.seed is not None:
             kwargs["seed"] = self.seed
-        output = _call_with_deadline(lambda: self._client.chat_completion(messages, **kwargs), self.timeout,
-                                     describe=self.name, classify=self._classify)
+        output = _call_with_deadline(
+            lambda: self._client.chat_completion(messages, **kwargs),
+            self.timeout,
+            describe=self.name,
+            classify=self._classify,
+        )
         choices = getattr(output, "choices", None)
         if not choices:
             raise MentorError(f"{self.name}: reply has no choices", reason="bad_response")
@@ -149,8 +154,9 @@ class HubInferenceMentor(Mentor):
         _scrub_exception(exc, self._secrets)
         where = redact_url(self.base_url) or self.model
         if isinstance(exc, OfflineModeIsEnabled):
-            return MentorError(f"{self.name}: HF_HUB_OFFLINE is set, the inference API is unreachable by choice",
-                               reason="connection")
+            return MentorError(
+                f"{self.name}: HF_HUB_OFFLINE is set, the inference API is unreachable by choice", reason="connection"
+            )
         if isinstance(exc, (InferenceTimeoutError, TimeoutError)):
             return MentorError(f"{self.name}: no reply within {self.timeout:.0f} s", reason="timeout")
         if isinstance(exc, HfHubHTTPError):
@@ -176,8 +182,10 @@ class HubInferenceMentor(Mentor):
         if any(s in name for s in ("Connect", "Network", "Protocol", "Transport", "ReadError", "Closed")):
             return MentorError(f"{self.name}: cannot reach {where}: {name}", reason="connection")
         if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):  # JSON that is not a completion
-            return MentorError(f"{self.name}: unreadable reply ({name}: {_scrub(str(exc), self._secrets)[:200]})",
-                               reason="bad_response")
+            return MentorError(
+                f"{self.name}: unreadable reply ({name}: {_scrub(str(exc), self._secrets)[:200]})",
+                reason="bad_response",
+            )
         return MentorError(f"{self.name}: {name}: {_scrub(str(exc), self._secrets)[:300]}", reason="error")
 
 

@@ -102,6 +102,8 @@ HELPFUL_EXAMPLE = FewShotExample(
     answers=("Is this product review helpful or unhelpful?", "Would this review help a buyer?"),
     distinctive_words=("product", "helpful", "unhelpful", "buyer"),
 )
+
+
 def validate_template(template: str, *, what: str = "meta-prompt template") -> str:
     """Check that a template only uses known placeholders; raise ``ValueError`` naming the bad ones."""
     try:
@@ -161,10 +163,14 @@ class MetaPrompt:
     examples: tuple[FewShotExample, ...] = (NEWS_EXAMPLE,)
     #: Prompts asked per reply: None for ``request.num_candidates`` (one numbered list), 1 for one per sample.
     answers_per_reply: int | None = None
+    #: How the stricter retry is asked: ``"conversation"`` or ``"replace"`` (see :meth:`retry_messages`).
+    retry_mode: str = "conversation"
 
     def __post_init__(self) -> None:
         validate_template(self.user)
         validate_template(self.retry, what="retry template")
+        if self.retry_mode not in ("conversation", "replace"):
+            raise ValueError(f"retry_mode must be 'conversation' or 'replace', not {self.retry_mode!r}")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> MetaPrompt:
@@ -185,13 +191,20 @@ class MetaPrompt:
         messages.append({"role": "user", "content": self.render_user(request)})
         return messages
 
-    def retry_turn(self, previous_reply: str, request: MentorRequest) -> list[dict[str, str]]:
-        """The assistant's unusable reply (shortened) and the stricter instruction that follows it."""
+    def retry_messages(
+        self, messages: list[dict[str, str]], previous_reply: str, request: MentorRequest
+    ) -> list[dict[str, str]]:
+        """The conversation for the one stricter retry after a reply without a usable candidate.
+
+        ``retry_mode="conversation"``: the unusable reply (shortened) as an assistant turn, then the stricter
+        instruction. ``"replace"``: the stricter instruction replaces the last user turn (a small model shown its
+        own bad reply tends to continue in the same vein).
+        """
+        stricter = {"role": "user", "content": self.retry.format(**_fields(request)).strip()}
+        if self.retry_mode == "replace":
+            return messages[:-1] + [stricter]
         previous = previous_reply.strip()[:600] or "(empty reply)"
-        return [
-            {"role": "assistant", "content": previous},
-            {"role": "user", "content": self.retry.format(**_fields(request)).strip()},
-        ]
+        return messages + [{"role": "assistant", "content": previous}, stricter]
 
     def example_words(self) -> list[str]:
         """Words distinctive of the few-shot examples' tasks (see :attr:`FewShotExample.distinctive_words`)."""
@@ -241,6 +254,7 @@ SMALL_MODEL_META_PROMPT = MetaPrompt(
     retry=_read_template("meta_prompt_small_retry.txt").strip(),
     examples=(NEWS_EXAMPLE, HELPFUL_EXAMPLE),
     answers_per_reply=1,
+    retry_mode="replace",
 )
 
 

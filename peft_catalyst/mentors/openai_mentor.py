@@ -107,8 +107,9 @@ class OpenAIMentor(Mentor):
             self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=self.timeout, max_retries=0)
         except Exception as exc:
             _scrub_exception(exc, self._secrets)
-            raise MentorError(f"cannot create the OpenAI client: {_scrub(str(exc), self._secrets)}",
-                              reason="config") from exc
+            raise MentorError(
+                f"cannot create the OpenAI client: {_scrub(str(exc), self._secrets)}", reason="config"
+            ) from exc
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIMentor(model={self.model!r}, base_url={redact_url(self.base_url)!r})"
@@ -185,12 +186,14 @@ class OpenAIMentor(Mentor):
                 reason="connection",
             ) from _scrubbed(exc, self._secrets)
         except openai.OpenAIError as exc:
-            raise MentorError(f"{self.name}: {_scrub(str(exc), self._secrets)}",
-                              reason="error") from _scrubbed(exc, self._secrets)
+            raise MentorError(f"{self.name}: {_scrub(str(exc), self._secrets)}", reason="error") from _scrubbed(
+                exc, self._secrets
+            )
         except Exception as exc:  # transport errors raised while the body streams in
             reason = "timeout" if "timeout" in type(exc).__name__.lower() else "connection"
-            raise MentorError(f"{self.name}: {type(exc).__name__} while reading the reply",
-                              reason=reason) from _scrubbed(exc, self._secrets)
+            raise MentorError(
+                f"{self.name}: {type(exc).__name__} while reading the reply", reason=reason
+            ) from _scrubbed(exc, self._secrets)
         return self._parse_body(body, request_id)
 
     def _read_body(self, response: Any, deadline: float) -> bytes:
@@ -240,8 +243,9 @@ class OpenAIMentor(Mentor):
                 f"{self.name}: reply is not JSON ({len(body)} bytes starting {start})", reason="bad_response"
             ) from exc
         if not isinstance(data, dict):
-            raise MentorError(f"{self.name}: reply JSON is a {type(data).__name__}, not an object",
-                              reason="bad_response")
+            raise MentorError(
+                f"{self.name}: reply JSON is a {type(data).__name__}, not an object", reason="bad_response"
+            )
         if "error" in data and not data.get("choices"):
             detail = _scrub(json.dumps(data["error"])[:300], self._secrets)
             raise MentorError(f"{self.name}: server returned an error: {detail}", reason="bad_response")

@@ -198,6 +198,11 @@ def extract_items(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------------- filters
+def stems(text: str) -> set[str]:
+    """Crude stems (first five letters) of the content words of ``text``: "headlines" and "headline" match."""
+    return _stems(text)
+
+
 def _stems(text: str) -> set[str]:
     return {w[:5] for w in _WORD.findall(text.casefold()) if len(w) >= 3 and w not in _STOPWORDS}
 
@@ -222,7 +227,7 @@ def _reject_reason(
         return "copy"
     if norm in seen:
         return "duplicate"
-    if banned and banned & set(norm.split()):
+    if banned and banned & _stems(item):
         return "example_leak"
     if task_stems is not None and not (_stems(item) & task_stems):
         return "off_task"
@@ -241,14 +246,14 @@ def parse_reply(
     """Parse one or several sampled replies into a :class:`ParseResult` (candidates in order, then rejections).
 
     ``task_description``, when given, turns on the task filter: a candidate must share a word stem with it
-    (catches a weak model writing example inputs instead of instructions). ``banned_words`` (case-insensitive
-    whole words) reject a candidate as ``example_leak``: used for words of a few-shot example's task.
+    (catches a weak model writing example inputs instead of instructions). A candidate sharing a word stem with
+    ``banned_words`` is rejected as ``example_leak``: used for the words of a few-shot example's task.
     """
     if isinstance(texts, str):
         texts = [texts]
     excluded = {normalize(t) for t in exclude if t}
     task_stems = _stems(task_description) if task_description else None
-    banned = {normalize(w) for w in banned_words if normalize(w)}
+    banned = set().union(*(_stems(w) for w in banned_words)) if banned_words else set()
     result = ParseResult()
     seen: set[str] = set()
     for text in texts:

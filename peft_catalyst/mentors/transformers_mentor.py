@@ -43,6 +43,8 @@ class TransformersMentor(Mentor):
         max_time: wall-clock cap in seconds for one ``generate`` call.
         few_shot: show worked examples on other tasks first (on by default: small models copy formats).
         min_task_overlap: reject candidates sharing no word with the task description (on by default).
+        ban_example_words: forbid, at generation time, the words of the few-shot examples' tasks that this task
+            does not use (``bad_words_ids``), so that the model cannot copy the last example.
         model_name: the model's name in ``name`` and the cache key (default: from the model's config).
         name: overrides the display name (default ``transformers:<model_name>``).
     """
@@ -65,6 +67,7 @@ class TransformersMentor(Mentor):
         strict_retry: bool = True,
         few_shot: bool = True,
         min_task_overlap: bool = True,
+        ban_example_words: bool = True,
         model_name: str | None = None,
         name: str | None = None,
     ) -> None:
@@ -99,6 +102,7 @@ class TransformersMentor(Mentor):
         self.seed = seed
         self.max_time = max_time
         self.repetition_penalty = repetition_penalty
+        self.ban_example_words = ban_example_words
         self.model_name = _short_model_name(model_name if model_name is not None else default_name)
         self.name = name or f"transformers:{self.model_name}"
         self._entropy = random.Random()  # private: never touches the global `random` or torch RNG
@@ -135,11 +139,26 @@ class TransformersMentor(Mentor):
                 "max_new_tokens": self.max_new_tokens,
                 "num_samples": self.num_samples,
                 "repetition_penalty": self.repetition_penalty,
+                "ban_example_words": self.ban_example_words,
             },
             "seed": self.seed,
         }
 
     # ------------------------------------------------------------------------------------------------------------
+    def _banned_token_sequences(self, request: MentorRequest) -> list[list[int]]:
+        """Token sequences of the few-shot examples' own words (not this task's), in the usual spellings.
+
+        A small model copies the last worked example nearly verbatim; forbidding its distinctive words at generation
+        time makes it write about the task instead, where the parse filter could only throw the copies away.
+        """
+        sequences: set[tuple[int, ...]] = set()
+        for word in self._example_words(request):
+            for variant in {word, word.capitalize(), " " + word, " " + word.capitalize()}:
+                ids = self.tokenizer(variant, add_special_tokens=False)["input_ids"]
+                if ids:
+                    sequences.add(tuple(ids))
+        return [list(s) for s in sorted(sequences)]
+
     def _call_seed(self, messages: list[dict[str, str]]) -> int:
         if self.seed is None:
             return self._entropy.randrange(2**31)
@@ -174,6 +193,9 @@ class TransformersMentor(Mentor):
                 gen_kwargs["max_time"] = self.max_time
             if self.repetition_penalty is not None:
                 gen_kwargs["repetition_penalty"] = self.repetition_penalty
+            banned = self._banned_token_sequences(request) if self.ban_example_words else []
+            if banned:
+                gen_kwargs["bad_words_ids"] = banned
             one_line = self.meta_prompt.answers_per_reply == 1
             if one_line:
                 gen_kwargs.update(stop_strings=["\n"], tokenizer=self.tokenizer)
@@ -185,8 +207,9 @@ class TransformersMentor(Mentor):
                 try:
                     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
                 except Exception as exc:
-                    raise MentorError(f"{self.name}: generation failed: {type(exc).__name__}: {exc}",
-                                      reason="generation") from exc
+                    raise MentorError(
+                        f"{self.name}: generation failed: {type(exc).__name__}: {exc}", reason="generation"
+                    ) from exc
         generated = output[:, input_ids.shape[1] :]
         texts: list[str] = []
         completion_tokens = 0
