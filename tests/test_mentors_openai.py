@@ -136,7 +136,8 @@ def test_stricter_retry_when_the_reply_has_no_usable_line(loopback):
     retry_messages = loopback.requests[1].json["messages"]
     assert retry_messages[-2]["role"] == "assistant" and "example review" in retry_messages[-2]["content"]
     assert "no usable prompt" in retry_messages[-1]["content"]
-    assert proposal.messages == retry_messages
+    assert proposal.retry_messages == retry_messages
+    assert proposal.messages == loopback.requests[0].json["messages"] == retry_messages[:-2]
 
 
 # ------------------------------------------------------------------------------------------------ faults
@@ -342,7 +343,7 @@ def test_failed_stricter_retry_keeps_the_first_reply(loopback):
     proposal = mentor.propose(REQ)
     assert proposal.candidates == [] and proposal.attempts == 2 and loopback.request_count == 2
     assert "stricter retry failed" in proposal.warning and "400" in proposal.warning
-    assert proposal.raw.startswith("Lovely film") and proposal.messages[-1]["role"] == "user"
+    assert proposal.raw.startswith("Lovely film") and proposal.retry_messages[-2]["role"] == "assistant"
     assert mentor.usage.failures == 0
 
 

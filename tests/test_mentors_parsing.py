@@ -254,3 +254,16 @@ def test_words_of_a_few_shot_example_are_a_leak_unless_the_task_has_them():
     from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT as small
 
     assert "helpful" in small.example_words() and "headline" in small.example_words()
+
+
+def test_retry_messages_extend_the_conversation_or_replace_the_last_turn():
+    messages = render_meta_prompt(REQ)
+    big = MetaPrompt().retry_messages(messages, "Here is a review: loved it", REQ)
+    assert big[:-2] == messages and big[-2] == {"role": "assistant", "content": "Here is a review: loved it"}
+    assert "sentiment of movie review snippets" in big[-1]["content"] and "3 lines" in big[-1]["content"]
+    small_messages = SMALL_MODEL_META_PROMPT.render(REQ, few_shot=True)
+    small = SMALL_MODEL_META_PROMPT.retry_messages(small_messages, "Here is a review: loved it", REQ)
+    assert small[:-1] == small_messages[:-1] and len(small) == len(small_messages)
+    assert "loved it" not in str(small) and "Write one instruction" in small[-1]["content"]
+    with pytest.raises(ValueError, match="retry_mode"):
+        MetaPrompt(retry_mode="sometimes")

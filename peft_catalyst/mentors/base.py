@@ -107,7 +107,9 @@ class MentorProposal:
     """A mentor's answer: usable candidates in the mentor's order, the raw reply and what the call cost.
 
     ``candidates`` is empty when the reply had no usable line; ``warning`` then says why. ``rejected`` lists
-    ``[text, reason]`` pairs the filters dropped, for diagnostics.
+    ``[text, reason]`` pairs the filters dropped, for diagnostics. ``messages`` is the request as first sent;
+    ``retry_messages`` the conversation of the stricter retry, when there was one (``attempts == 2``), and ``raw``
+    then holds both replies.
     """
 
     candidates: list[str]
@@ -122,6 +124,7 @@ class MentorProposal:
     attempts: int = 1
     cached: bool = False
     warning: str | None = None
+    retry_messages: list[dict[str, str]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form; :meth:`from_dict` reads it back (the cache stores this)."""
@@ -138,6 +141,7 @@ class MentorProposal:
             "attempts": self.attempts,
             "cached": self.cached,
             "warning": self.warning,
+            "retry_messages": [dict(m) for m in self.retry_messages] if self.retry_messages is not None else None,
         }
 
     @classmethod
@@ -435,6 +439,7 @@ class Mentor(ABC):
         start = time.perf_counter()
         messages = self.build_messages(request)
         retry_error: str | None = None
+        retry_messages: list[dict[str, str]] | None = None
         prompt_tokens: int | None = None
         completion_tokens: int | None = None
         try:
@@ -460,7 +465,6 @@ class Mentor(ABC):
                     retry_parsed = self.parse(retry_texts, request)
                     retry_parsed.rejected = parsed.rejected + retry_parsed.rejected
                     parsed, raw_texts, completion = retry_parsed, raw_texts + retry_texts, retry
-                    messages = retry_messages
         except MentorError:
             self.usage.record(
                 latency_s=time.perf_counter() - start,
@@ -485,6 +489,7 @@ class Mentor(ABC):
             messages=messages,
             rejected=[[text, reason] for text, reason in parsed.rejected],
             attempts=attempts,
+            retry_messages=retry_messages if attempts > 1 else None,
         )
         if not proposal.candidates:
             proposal.warning = f"no usable candidate in the reply ({parsed.summary()})"
