@@ -452,7 +452,10 @@ def _load_raw_dataset(dataset_name: str, dataset_config: str | None) -> Any:
     ):  # written by save_to_disk
         loaded = datasets.load_from_disk(str(path))
         return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
-    loaded = datasets.load_dataset(str(path) if path.is_dir() else dataset_name, dataset_config)
+    try:
+        loaded = datasets.load_dataset(str(path) if path.is_dir() else dataset_name, dataset_config)
+    except OSError as exc:  # ConnectionError (Hub unreachable / offline), FileNotFoundError (no such dataset)
+        raise ValueError(f"Cannot load the dataset {dataset_name!r}: {exc}") from exc
     return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
 
 
@@ -504,6 +507,9 @@ def load_hf_task(
     ``train`` is the rest of the pool, or ``train_size`` of it. Sizes are counts or fractions of the pool; the given
     ``validation_size``/``test_size`` apply only to carved splits. Labels may be ints, ``ClassLabel`` or strings
     (sorted to define ids). ``label_words`` default to ``" " + label name``.
+
+    Raises ``ValueError`` for a dataset that cannot be loaded, a missing text/label column (naming the columns that
+    exist), fewer than two classes, or sizes larger than the pool.
     """
     from datasets import ClassLabel
 

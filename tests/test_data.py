@@ -242,3 +242,11 @@ def test_load_hf_task_missing_columns(tmp_path):
         load_hf_task(str(path), text_column="sentence", label_column="y")
     with pytest.raises(ValueError, match="fewer than"):
         load_hf_task(str(path), text_column="sentence")  # default sizes need 1000 examples
+
+
+def test_load_hf_task_unloadable_dataset(tmp_path):
+    with pytest.raises(ValueError, match="Cannot load the dataset"):
+        load_hf_task(str(tmp_path / "nowhere"))
+    (tmp_path / "data.txt").write_text("a\n")
+    with pytest.raises(ValueError, match="csv"):
+        load_hf_task(str(tmp_path / "data.txt"))
