@@ -22,14 +22,18 @@ number. The cheap path, used by default:
 - Rows are padded on the RIGHT (PEFT drops position ids, so left padding would change the results) and
   ``use_cache=False`` is passed (no KV cache is built, and none leaks into the Trainer's predictions).
 
-Both kinds work with stock ``Trainer`` defaults: the tokenised splits keep only ``input_ids`` (+ ``attention_mask``
-for seq_cls) and ``label``, which ``remove_unused_columns=True`` keeps. Pass ``**spec.trainer_kwargs()``::
+Both kinds work with stock ``Trainer`` defaults: the tokenised splits hold only ``input_ids`` and ``label``, which
+``remove_unused_columns=True`` keeps (the collators build ``attention_mask`` and ``labels``). Pass
+``**spec.trainer_kwargs()``::
 
     spec = prepare_task(load_task("rotten_tomatoes"), tokenizer, "causal_lm")
     trainer = Trainer(model=peft_model, args=TrainingArguments(...), **spec.trainer_kwargs())
     trainer.train(); trainer.evaluate()  # eval_loss, eval_accuracy
 
 If a model ignores ``logits_to_keep``, prepare the task with ``keep_label_logits=False`` (full logits, same loss).
+Causal ``labels`` are as wide as their batch, so code that gathers them over batches must pad them with ``-100``
+(``transformers.trainer_pt_utils.nested_concat(..., padding_index=-100)``, as the Trainer's evaluation loop does);
+``compute_metrics`` accepts such padded ``(N, L)`` label ids as well as ``(N,)`` class ids.
 """
 
 from __future__ import annotations
@@ -49,7 +53,11 @@ from peft_catalyst.data import SPLITS, TaskData
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "IGNORE_INDEX",
+    "AccuracyMetric",
     "CausalLabelWordCollator",
+    "LabelWordLoss",
+    "LabelWordScores",
     "PreparedTask",
     "SeqClsCollator",
     "evaluate_accuracy",

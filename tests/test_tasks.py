@@ -370,3 +370,19 @@ def test_smollm2_label_words_are_single_tokens_and_zero_shot_is_sensible(smollm2
         for name, p in model.named_parameters():
             p.requires_grad_(requires_grad[name])
         model.eval()
+
+
+def test_metrics_survive_padding_across_processes_and_batches(causal, tokenizer):
+    """The Trainer pads labels and logits on the right (-100) across processes before preprocess_logits_for_metrics,
+    and pads label ids across batches before compute_metrics: neither may change the result."""
+    model = prompt_tuned(tiny_llama(len(tokenizer)))
+    batch = causal.data_collator([causal.datasets["validation"][i] for i in range(6)])
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    scores = causal.preprocess_logits_for_metrics(logits, labels)
+    padded_labels = F.pad(labels, (0, 7), value=IGNORE_INDEX)
+    padded_logits = F.pad(logits, (0, 0, 0, 3), value=-100.0)
+    torch.testing.assert_close(causal.preprocess_logits_for_metrics(padded_logits, padded_labels), scores)
+    expected = causal.compute_metrics((scores.numpy(), labels.numpy()))
+    assert causal.compute_metrics((scores.numpy(), padded_labels.numpy())) == expected
