@@ -156,6 +156,7 @@ class CatalystTrainer(Trainer):
         self._step_loss = 0.0
         self._projector: Projector | None = None
         self._catalyst_dataloader = None
+        self.catalyst_timings = _new_timings()
         self.add_callback(_CatalystCallback(self))
 
     # ------------------------------------------------------------------------------------------------------------
@@ -208,6 +209,7 @@ class CatalystTrainer(Trainer):
         """As ``Trainer.train``; resuming also restores the catalyst history, schedule and current trajectory."""
         self.catalyst_history = []
         self.catalyst_state = CatalystState()
+        self.catalyst_timings = _new_timings()
         self._step_loss = 0.0
         if resume_from_checkpoint:
             checkpoint = resume_from_checkpoint
@@ -258,6 +260,16 @@ class CatalystTrainer(Trainer):
 
     def _catalyst_on_step_end(self) -> None:
         """After each optimizer step: record the trajectory, advance a re-warm-up, and run a round when due."""
+        started = time.perf_counter()
+        trigger = self._record_step()
+        self.catalyst_timings["step_bookkeeping"] += time.perf_counter() - started
+        if trigger:
+            started = time.perf_counter()
+            self._run_round(trigger)
+            self.catalyst_timings["rounds"] += time.perf_counter() - started
+
+    def _record_step(self) -> str | None:
+        """Trajectory point, re-warm-up and plateau bookkeeping of one optimizer step; returns a round trigger."""
         state, args = self.catalyst_state, self.args
         loss = self._step_loss
         self._step_loss = 0.0
@@ -265,17 +277,17 @@ class CatalystTrainer(Trainer):
             loss = float(self.accelerator.reduce(torch.tensor(loss, device=self.args.device), reduction="mean"))
         self._advance_rewarmup()
         if not self._rounds_enabled or state.rounds_done >= args.catalyst_rounds:
-            return
+            return None
         step = self.state.global_step
+        started = time.perf_counter()
         ids = self.projector.token_ids()
+        self.catalyst_timings["projection"] += time.perf_counter() - started
         state.trajectory.append(step, self.tokenizer_for_prompts.decode(ids), ids, loss)
-        trigger = None
         if step - state.stage_start_step >= args.catalyst_stage_steps:
-            trigger = "schedule"
-        elif args.catalyst_plateau_patience and self._plateau(loss):
-            trigger = "plateau"
-        if trigger:
-            self._run_round(trigger)
+            return "schedule"
+        if args.catalyst_plateau_patience and self._plateau(loss):
+            return "plateau"
+        return None
 
     def _plateau(self, loss: float) -> bool:
         """True when the stage's smoothed (EMA 0.9) training loss has not improved for ``patience`` steps."""
@@ -356,6 +368,13 @@ class CatalystTrainer(Trainer):
 
     def _propose(self, request: MentorRequest) -> tuple[MentorProposal | None, str | None]:
         """Ask the mentor on the main process only and broadcast its answer; never raises."""
+        started = time.perf_counter()
+        try:
+            return self._propose_uncounted(request)
+        finally:
+            self.catalyst_timings["mentor"] += time.perf_counter() - started
+
+    def _propose_uncounted(self, request: MentorRequest) -> tuple[MentorProposal | None, str | None]:
         payload: list[Any] = [None]
         if self.accelerator.is_main_process:
             try:
@@ -450,6 +469,13 @@ class CatalystTrainer(Trainer):
 
     def _score(self) -> Score:
         """Loss (and ``compute_metrics``) of the current soft prompt on the catalyst split, over all processes."""
+        started = time.perf_counter()
+        try:
+            return self._score_uncounted()
+        finally:
+            self.catalyst_timings["scoring"] += time.perf_counter() - started
+
+    def _score_uncounted(self) -> Score:
         if self._catalyst_dataloader is None:
             self._catalyst_dataloader = self.get_eval_dataloader(self.catalyst_dataset)
         model = self.model_wrapped if (self.is_fsdp_enabled or self.is_deepspeed_enabled) else self.model
@@ -604,6 +630,7 @@ class CatalystTrainer(Trainer):
             "mentor": getattr(self.mentor, "name", None),
             "mentor_usage": usage,
             "selection": self.args.catalyst_selection,
+            "seconds": {k: round(v, 3) for k, v in self.catalyst_timings.items()},
             "final_prompt": self.projector.text() if self.processing_class is not None else None,
         }
 
@@ -638,6 +665,12 @@ def split_catalyst_dataset(dataset, size: float, seed: int):
     generator = torch.Generator().manual_seed(seed)
     train, catalyst = torch.utils.data.random_split(dataset, [total - count, count], generator=generator)
     return train, catalyst
+
+
+def _new_timings() -> dict[str, float]:
+    """Seconds spent by the catalyst machinery: per-step bookkeeping (of which projection) and rounds (of which
+    scoring and the mentor call)."""
+    return {"step_bookkeeping": 0.0, "projection": 0.0, "rounds": 0.0, "scoring": 0.0, "mentor": 0.0}
 
 
 def _isolate_param_group(optimizer, param: torch.nn.Parameter) -> None:
