@@ -358,3 +358,23 @@ def test_usage_pickles_and_deep_copies():
     for clone in (pickle.loads(pickle.dumps(usage)), copy.deepcopy(usage)):
         clone.record(latency_s=1.0)
         assert clone.to_dict()["calls"] == 2 and usage.calls == 1
+
+
+@pytest.mark.timeout(30)
+def test_retry_after_as_an_http_date(loopback):
+    from email.utils import formatdate
+
+    loopback.enqueue(error_reply(503, retry_after=formatdate(time.time() + 2, usegmt=True)), chat_reply())
+    assert make_mentor(loopback, max_retry_wait=5).propose(REQ).candidates
+    gap = loopback.requests[1].received_at - loopback.requests[0].received_at
+    assert 0.5 <= gap <= 3.5  # HTTP dates have a one-second resolution
+
+
+def test_retry_after_parsing_and_backoff_bounds():
+    from peft_catalyst.mentors.base import RetryPolicy, parse_retry_after
+
+    assert parse_retry_after("1.5") == 1.5 and parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None and parse_retry_after("inf") is None
+    policy = RetryPolicy(max_retries=5, max_wait_s=3.0)
+    assert policy.wait_time(1, 100.0) == 3.0 and policy.wait_time(1, 0.2) == 0.2
+    assert all(0 < policy.wait_time(n, None) <= 3.0 for n in range(1, 30))
