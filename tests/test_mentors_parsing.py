@@ -69,6 +69,18 @@ def test_custom_template_by_string_and_file(tmp_path: Path):
     path = tmp_path / "mine.md"
     path.write_text(template, encoding="utf-8")
     assert render_meta_prompt(REQ, path) == by_str
+    assert render_meta_prompt(REQ, str(path)) == by_str  # a command-line argument: a str naming a file
+
+
+def test_a_template_replaces_only_the_user_turn_of_the_mentors_default(caplog):
+    from peft_catalyst.mentors.metaprompt import resolve_meta_prompt
+
+    small = resolve_meta_prompt("Task: {task_description}\n{trajectory}\nOne instruction:", SMALL_MODEL_META_PROMPT)
+    assert small.answers_per_reply == 1 and small.examples == SMALL_MODEL_META_PROMPT.examples
+    assert small.user.startswith("Task: {task_description}")
+    with caplog.at_level("WARNING"):
+        resolve_meta_prompt("Improve the prompt for {task_description}.")
+    assert any("{trajectory}" in r.getMessage() for r in caplog.records)
 
 
 def test_unknown_placeholder_is_a_clear_error():

@@ -348,7 +348,8 @@ class Mentor(ABC):
     instruction when nothing usable came back, and keeps :attr:`usage`.
 
     Args:
-        meta_prompt: a template string, a path to a template file, a :class:`MetaPrompt`, or None for the default.
+        meta_prompt: a :class:`MetaPrompt`, a user-turn template (str) or a template file (path; see
+            ``resolve_meta_prompt``), or None for :attr:`default_meta_prompt`.
         strict_retry: when a reply has no usable candidate, ask once more with a stricter instruction.
         few_shot: prepend a worked example (another task) as a previous chat turn; helps small local models.
         min_task_overlap: drop candidates that share no word with the task description (see ``parse_candidates``).
@@ -356,6 +357,8 @@ class Mentor(ABC):
 
     name: str = "mentor"
     backend: str = "mentor"
+    #: The meta-prompt used when none is given; a template string or file replaces only its user turn.
+    default_meta_prompt: MetaPrompt = MetaPrompt()
     #: Credentials this mentor holds; scrubbed from replies, errors and anything written (set by subclasses).
     _secrets: list[str] = []
 
@@ -367,7 +370,7 @@ class Mentor(ABC):
         few_shot: bool = False,
         min_task_overlap: bool = False,
     ) -> None:
-        self.meta_prompt = resolve_meta_prompt(meta_prompt)
+        self.meta_prompt = resolve_meta_prompt(meta_prompt, base=self.default_meta_prompt)
         self.strict_retry = strict_retry
         self.few_shot = few_shot
         self.min_task_overlap = min_task_overlap

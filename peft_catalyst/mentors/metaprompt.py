@@ -13,6 +13,7 @@ Template placeholders (``str.format`` syntax; write ``{{`` and ``}}`` for litera
 from __future__ import annotations
 
 import json
+import logging
 import os
 import string
 from dataclasses import dataclass, replace
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import MentorRequest
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_META_PROMPT",
@@ -268,16 +271,34 @@ def load_meta_prompt(path: str | os.PathLike[str]) -> MetaPrompt:
     return MetaPrompt.from_file(path)
 
 
-def resolve_meta_prompt(meta_prompt: MetaPrompt | str | os.PathLike[str] | None) -> MetaPrompt:
-    """None: the default; a :class:`MetaPrompt` as is; a ``Path``/PathLike: read the file; a str: the template."""
+def resolve_meta_prompt(
+    meta_prompt: MetaPrompt | str | os.PathLike[str] | None, base: MetaPrompt | None = None
+) -> MetaPrompt:
+    """The :class:`MetaPrompt` meant by ``meta_prompt``; a user template replaces the user turn of ``base``.
+
+    None: ``base`` (default :class:`MetaPrompt`); a :class:`MetaPrompt`: as is; a ``Path``/PathLike: the file's text
+    as user template; a str: the template itself, or, when it has no placeholder and names an existing file (a
+    command-line argument), that file's text.
+    """
+    base = base if base is not None else MetaPrompt()
     if meta_prompt is None:
-        return MetaPrompt()
+        return base
     if isinstance(meta_prompt, MetaPrompt):
         return meta_prompt
     if isinstance(meta_prompt, os.PathLike):
-        return MetaPrompt.from_file(meta_prompt)
+        return base.with_user(Path(meta_prompt).read_text(encoding="utf-8"))
     if isinstance(meta_prompt, str):
-        return MetaPrompt(user=meta_prompt)
+        if "{" not in meta_prompt and "\n" not in meta_prompt and len(meta_prompt) < 4096:
+            try:
+                is_file = Path(meta_prompt).expanduser().is_file()
+            except OSError:
+                is_file = False
+            if is_file:
+                return base.with_user(Path(meta_prompt).expanduser().read_text(encoding="utf-8"))
+        template = base.with_user(meta_prompt)
+        if "{trajectory}" not in meta_prompt:
+            logger.warning("The meta-prompt template has no {trajectory} placeholder: the mentor will not see scores.")
+        return template
     raise TypeError(f"meta_prompt must be a MetaPrompt, a template str, a path or None, not {type(meta_prompt)}")
 
 

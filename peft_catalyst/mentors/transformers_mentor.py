@@ -38,7 +38,8 @@ class TransformersMentor(Mentor):
             that runs out of budget mid-line loses that unfinished line.
         num_samples: sampled replies per call (``num_return_sequences``); candidates from all are pooled.
         meta_prompt: default ``SMALL_MODEL_META_PROMPT`` (one instruction per sample, generation stops at the end
-            of the line); pass ``MetaPrompt()`` for the numbered-list meta-prompt of capable models.
+            of the line; a template string or file replaces its user turn); pass ``MetaPrompt()`` for the
+            numbered-list meta-prompt of capable models.
         seed: makes every call reproducible (with the same messages); None draws a fresh seed per call.
         max_time: wall-clock cap in seconds for one ``generate`` call.
         few_shot: show worked examples on other tasks first (on by default: small models copy formats).
@@ -50,6 +51,7 @@ class TransformersMentor(Mentor):
     """
 
     backend = "transformers"
+    default_meta_prompt = SMALL_MODEL_META_PROMPT
 
     def __init__(
         self,
@@ -72,7 +74,7 @@ class TransformersMentor(Mentor):
         name: str | None = None,
     ) -> None:
         super().__init__(
-            meta_prompt=SMALL_MODEL_META_PROMPT if meta_prompt is None else meta_prompt,
+            meta_prompt=meta_prompt,
             strict_retry=strict_retry,
             few_shot=few_shot,
             min_task_overlap=min_task_overlap,
