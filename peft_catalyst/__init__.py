@@ -9,6 +9,7 @@ from peft_catalyst import _patches
 _patches.apply()
 
 from peft_catalyst.export import export_prompt_tuning  # noqa: E402
+from peft_catalyst.hub import push_to_hub  # noqa: E402
 from peft_catalyst.projection import (  # noqa: E402
     NearestToken,
     Projector,
@@ -30,6 +31,7 @@ __all__ = [
     "Projector",
     "export_prompt_tuning",
     "nearest_tokens",
+    "push_to_hub",
     "set_soft_prompt_from_text",
     "soft_prompt_text",
 ]

@@ -238,6 +238,24 @@ class CatalystTrainer(Trainer):
             )
         super()._save_checkpoint(model, trial)
 
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ):
+        """Push the adapter, its portable copy, ``catalyst_history.json`` and a model card in one commit.
+
+        Same arguments as ``Trainer.push_to_hub``, plus ``repo_id``, ``metrics`` and the model-card options of
+        :func:`peft_catalyst.push_to_hub`; only the main process pushes (``peft_catalyst.hub.push_trainer_to_hub``).
+        """
+        from peft_catalyst.hub import push_trainer_to_hub
+
+        return push_trainer_to_hub(self, commit_message, blocking, token, revision, private, **kwargs)
+
     def _load_catalyst_state(self, checkpoint: str | os.PathLike) -> None:
         path = Path(checkpoint) / STATE_FILE
         if not path.exists():

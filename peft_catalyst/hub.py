@@ -1,0 +1,703 @@
+"""Share a catalyst adapter on the Hugging Face Hub: a model card that explains the run, and a one-commit push.
+
+What a push uploads (and :func:`save_for_hub` writes locally), in a single commit:
+
+- ``adapter_config.json`` + ``adapter_model.safetensors``: the adapter as ``PeftModel.save_pretrained`` writes it;
+- ``portable/``: the same soft prompt as a vanilla ``PROMPT_TUNING`` adapter (``export_prompt_tuning``), for people
+  who do not install peft-catalyst;
+- ``catalyst_history.json``: the per-round record of the mentor's proposals and the decisions taken (when given);
+- the tokenizer files (when given) and ``README.md``: the model card, built with ``huggingface_hub``'s
+  :class:`~huggingface_hub.ModelCard` from the templates in ``model_cards/`` (package ``peft_catalyst.model_cards``).
+
+The card's peft-catalyst part sits between ``<!-- peft-catalyst:begin -->`` and ``<!-- peft-catalyst:end -->``;
+pushing to a repository that already has a card replaces only that part and merges the metadata, so whatever the
+owner wrote stays. Nothing uploaded carries a credential: mentor names, errors and replies go through
+:func:`public_text` (URLs lose their user info and query, key-shaped strings and the given secrets are masked), and the
+Hub token is only handed to :class:`~huggingface_hub.HfApi`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
+
+from peft_catalyst.export import export_prompt_tuning
+from peft_catalyst.history import HISTORY_FILE, read_history, write_json_atomic
+from peft_catalyst.mentors.base import redact_url, scrub_secrets
+from peft_catalyst.projection import _unwrap, get_soft_prompt, soft_prompt_text
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CARD_TAGS",
+    "PORTABLE_SUBFOLDER",
+    "SECTION_BEGIN",
+    "SECTION_END",
+    "build_model_card",
+    "latest_eval_metrics",
+    "merge_model_card",
+    "public_text",
+    "push_to_hub",
+    "push_trainer_to_hub",
+    "read_template",
+    "save_for_hub",
+]
+
+TEMPLATE_PACKAGE = "peft_catalyst.model_cards"
+CARD_TEMPLATE = "adapter_card.md"
+SECTION_TEMPLATE = "catalyst_section.md"
+SECTION_BEGIN = "<!-- peft-catalyst:begin -->"
+SECTION_END = "<!-- peft-catalyst:end -->"
+CARD_TAGS = ("peft", "prompt-tuning", "peft-catalyst")
+PORTABLE_SUBFOLDER = "portable"
+README_FILE = "README.md"
+PROJECT_URL = "https://github.com/peft-catalyst/peft-catalyst"
+DEFAULT_COMMIT_MESSAGE = "Upload peft-catalyst adapter"
+
+_SECTION_RE = re.compile(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END), re.DOTALL)
+_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}`|]+")
+_USERINFO_RE = re.compile(r"[^\s/@:'\"`]+:[^\s/@'\"`]+@(?=[\w.-])")  # "user:pass@" without a scheme
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#])")
+_PROMPT_CELL_CHARS = 200
+# Per task type: the transformers auto class of the base model, and PEFT's auto class for the adapter.
+_AUTO_CLASSES = {
+    "CAUSAL_LM": ("AutoModelForCausalLM", "AutoPeftModelForCausalLM", "text-generation"),
+    "SEQ_CLS": ("AutoModelForSequenceClassification", "AutoPeftModelForSequenceClassification", "text-classification"),
+    "SEQ_2_SEQ_LM": ("AutoModelForSeq2SeqLM", "AutoPeftModelForSeq2SeqLM", "text2text-generation"),
+    "TOKEN_CLS": ("AutoModelForTokenClassification", "AutoPeftModelForTokenClassification", "token-classification"),
+    "QUESTION_ANS": ("AutoModelForQuestionAnswering", "AutoPeftModelForQuestionAnswering", "question-answering"),
+    "FEATURE_EXTRACTION": ("AutoModel", "AutoPeftModelForFeatureExtraction", "feature-extraction"),
+}
+_THROUGHPUT_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Templates and text hygiene
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def read_template(name: str) -> str:
+    """Text of a model-card template shipped in ``peft_catalyst.model_cards`` (works from a wheel or a checkout)."""
+    return resources.files(TEMPLATE_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+
+
+def public_text(text: Any, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` made safe to publish: the given secrets and key-shaped strings masked, URLs without user info/query.
+
+    Why: mentor names, errors and replies end up in the card and the uploaded history; a base URL such as
+    ``http://user:pass@host/v1?key=...`` or an echoed API key must never reach the Hub.
+    """
+    text = scrub_secrets(str(text), [s for s in secrets if s], patterns=False)
+    text = _URL_RE.sub(lambda m: redact_url(m.group(0)) or "", text)
+    text = _USERINFO_RE.sub("", text)
+    return scrub_secrets(text, patterns=True)
+
+
+def _public(obj: Any, secrets: Sequence[str | None]) -> Any:
+    """Every string inside ``obj`` (dicts, lists) passed through :func:`public_text`."""
+    if isinstance(obj, str):
+        return public_text(obj, secrets)
+    if isinstance(obj, Mapping):
+        return {str(k): _public(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_public(v, secrets) for v in obj]
+    return obj
+
+
+def _cell(text: Any, limit: int = _PROMPT_CELL_CHARS) -> str:
+    """One line of literal text for a Markdown table cell (pipes, markup and newlines neutralised)."""
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return _MD_SPECIAL.sub(r"\\\1", text) if text else "(empty)"
+
+
+def _code_span(text: Any, limit: int = _PROMPT_CELL_CHARS) -> str:
+    """Inline code holding ``text`` literally (one line; backticks inside cannot close it; table-safe pipes)."""
+    text = " ".join(str(text).split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    text = text.replace("|", "\\|")  # GFM tables split cells on pipes even inside code spans
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _code_block(text: str, lang: str = "text") -> str:
+    """A fenced code block that no backtick run inside ``text`` can close early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{text}\n{fence}"
+
+
+def _fmt(value: Any) -> str:
+    """A number for a table: 4 significant digits; missing or non-finite values as a dash."""
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else "–"
+    return _cell(value)
+
+
+def _hub_model_id(name: str | None) -> str | None:
+    """``name`` if it reads as a Hub model id (``org/name``), else None (a local path is no ``base_model``)."""
+    if not name or os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1:
+        return None
+    if os.path.exists(name):
+        return None
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model card
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _normalize_history(history: Any) -> dict[str, Any] | None:
+    """``{"summary", "rounds"}`` from a history dict, a list of rounds, or a ``catalyst_history.json`` path."""
+    if history is None:
+        return None
+    if isinstance(history, (str, os.PathLike)):
+        history = read_history(history)
+    if isinstance(history, Mapping):
+        return {"summary": dict(history.get("summary") or {}), "rounds": list(history.get("rounds") or [])}
+    if isinstance(history, Sequence):
+        return {"summary": {}, "rounds": list(history)}
+    raise TypeError(f"history must be a dict, a list of rounds or a path, got {type(history).__name__}")
+
+
+def _score_note(metric: str | None, greater_is_better: bool | None) -> str:
+    if metric is None:
+        return "score: the run's `catalyst_metric`, the loss unless configured"
+    if greater_is_better is None:
+        greater_is_better = metric != "loss"
+    return f"score: {_cell(metric)}, {'higher' if greater_is_better else 'lower'} is better"
+
+
+def _scores(entry: Mapping[str, Any]) -> dict[str, str]:
+    return {"score": _fmt(entry.get("score")), "loss": _fmt(entry.get("loss"))}
+
+
+def _history_rows(rounds: Sequence[Mapping[str, Any]], secrets: Sequence[str | None]) -> list[dict[str, str]]:
+    """Table rows: per round the current soft prompt, then each candidate, with scores and what was taken."""
+    rows: list[dict[str, str]] = []
+    for record in rounds:
+        decision = record.get("decision") or {}
+        status = decision.get("status", "")
+        winner = decision.get("winner")
+        base = {"round": _fmt(record.get("round")), "step": _fmt(record.get("step"))}
+        if status == "skipped":
+            reason = public_text(decision.get("reason") or "no usable candidate", secrets)
+            rows.append({**base, "prompt": f"*skipped: {_cell(reason)}*", "score": "–", "loss": "–", "taken": ""})
+            continue
+        current = record.get("current") or {}
+        if current:
+            prompt = f"{_cell(public_text(current.get('text', ''), secrets))} *(current soft prompt)*"
+            taken = "**taken** (kept)" if status == "kept" else ""
+            rows.append({**base, "prompt": prompt, **_scores(current), "taken": taken})
+        for index, candidate in enumerate(record.get("candidates") or []):
+            text = _cell(public_text(candidate.get("text", ""), secrets))
+            if candidate.get("token_ids") is None and candidate.get("error"):
+                taken = f"not usable: {_cell(public_text(candidate['error'], secrets), 80)}"
+            elif index == winner and status == "blind":
+                taken = "**taken** (unscored)"
+            elif index == winner and status == "accepted":
+                taken = "**taken**"
+            else:
+                taken = ""
+            rows.append({**base, "prompt": text, **_scores(candidate), "taken": taken})
+    return rows
+
+
+def _mentor_md(history: Mapping[str, Any] | None, secrets: Sequence[str | None]) -> str:
+    """The mentor's name (and the model names its server reported), never a key or a credentialed URL."""
+    if history is None:
+        return "not recorded"
+    summary, rounds = history["summary"], history["rounds"]
+    names = [summary.get("mentor")] + [(r.get("mentor") or {}).get("name") for r in rounds]
+    names = list(dict.fromkeys(public_text(n, secrets) for n in names if n))
+    if not names:
+        return "none (plain prompt tuning)"
+    models = [(r.get("mentor") or {}).get("model") for r in rounds]
+    models = [m for m in dict.fromkeys(public_text(m, secrets) for m in models if m) if not any(m in n for n in names)]
+    text = ", ".join(_code_span(n) for n in names)
+    if models:
+        text += " (model reported by the server: " + ", ".join(_code_span(m) for m in models) + ")"
+    usage = summary.get("mentor_usage") or {}
+    if usage.get("calls"):
+        text += f"; {usage['calls']} calls"
+        tokens = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+        if tokens:
+            text += f", {tokens:,} tokens"
+    return text
+
+
+def _rounds_md(history: Mapping[str, Any] | None) -> str:
+    if not history or not history["rounds"]:
+        return ""
+    statuses = [(r.get("decision") or {}).get("status") for r in history["rounds"]]
+    accepted = statuses.count("accepted") + statuses.count("blind")
+    return (
+        f"{len(statuses)} ({accepted} restarted from a mentor prompt, {statuses.count('kept')} kept the soft prompt, "
+        f"{statuses.count('skipped')} skipped)"
+    )
+
+
+def _metric_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    rows = []
+    for name, value in (metrics or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        rows.append((_cell(name, 80), _fmt(float(value) if isinstance(value, float) else value)))
+    return rows
+
+
+def _card_parts(
+    model,
+    tokenizer,
+    *,
+    history: Any,
+    metrics: Mapping[str, Any] | None,
+    repo_id: str | None,
+    base_model: str | None,
+    task_name: str | None,
+    score_metric: str | None,
+    greater_is_better: bool | None,
+    final_prompt: str | None,
+    license: str | None,
+    language: str | list[str] | None,
+    secrets: Sequence[str | None],
+    adapter_name: str | None,
+) -> tuple[ModelCardData, str, str]:
+    """The card's metadata, its peft-catalyst section (rendered) and its title."""
+    import jinja2
+
+    soft = get_soft_prompt(model, adapter_name)
+    config = soft.config
+    history = _normalize_history(history)
+    task_type = str(getattr(config.task_type, "value", config.task_type) or "")
+    auto_class, auto_peft_class, pipeline_tag = _AUTO_CLASSES.get(task_type, ("AutoModel", "AutoPeftModel", None))
+    peft_type = str(getattr(config.peft_type, "value", config.peft_type))
+    base_path = base_model or config.base_model_name_or_path
+    hub_base = _hub_model_id(base_path)
+    if hub_base:
+        base_model_md = f"[{hub_base}](https://huggingface.co/{hub_base})"
+    elif base_path:
+        base_model_md = f"{_code_span(public_text(base_path, secrets))} (a local path on the machine that trained it)"
+    else:
+        base_model_md = "an unrecorded base model"
+
+    if final_prompt is None and tokenizer is not None:
+        try:
+            final_prompt = soft_prompt_text(model, tokenizer, adapter_name=soft.adapter_name)
+        except (ValueError, RuntimeError) as exc:
+            logger.warning("Cannot read the soft prompt as text for the model card: %s", exc)
+    if final_prompt is None and history is not None:
+        final_prompt = history["summary"].get("final_prompt")
+
+    task_bits = []
+    if task_name:
+        task_bits.append(_code_span(public_text(task_name, secrets)))
+    description = getattr(config, "task_description", None)
+    if description:
+        task_bits.append(_cell(public_text(description, secrets), 400))
+
+    base_kwargs = ""
+    num_labels = getattr(getattr(_unwrap(model), "config", None), "num_labels", None)
+    if task_type in ("SEQ_CLS", "TOKEN_CLS") and num_labels:
+        base_kwargs = f", num_labels={int(num_labels)}"
+
+    environment = jinja2.Environment(
+        trim_blocks=True, lstrip_blocks=True, autoescape=False, undefined=jinja2.StrictUndefined
+    )
+    section = environment.from_string(read_template(SECTION_TEMPLATE)).render(
+        project_url=PROJECT_URL,
+        num_virtual_tokens=soft.num_virtual_tokens,
+        base_model_md=base_model_md,
+        base_model_id=public_text(base_path or "<base model>", secrets).replace('"', '\\"'),
+        base_kwargs=base_kwargs,
+        task_type=task_type or "unknown",
+        task_md=": ".join(task_bits),
+        peft_type=peft_type,
+        is_catalyst=peft_type == "CATALYST",
+        portable=PORTABLE_SUBFOLDER,
+        mentor_md=_mentor_md(history, secrets),
+        rounds_md=_rounds_md(history),
+        projection_metric=getattr(config, "projection_metric", None) or "cosine",
+        final_prompt_block=_code_block(public_text(final_prompt, secrets)) if final_prompt is not None else "",
+        metrics=_metric_rows(metrics),
+        history_given=history is not None,
+        history_rows=_history_rows(history["rounds"], secrets) if history else [],
+        score_note=_score_note(score_metric, greater_is_better),
+        auto_class=auto_class,
+        auto_peft_class=auto_peft_class,
+        repo_id=repo_id or "<repo_id>",
+    )
+    data = ModelCardData(
+        library_name="peft",
+        base_model=hub_base,
+        tags=list(CARD_TAGS),
+        pipeline_tag=pipeline_tag,
+        license=license,
+        language=language,
+    )
+    title = repo_id.split("/")[-1] if repo_id else "peft-catalyst adapter"
+    return data, section.strip("\n"), title
+
+
+def replace_section(text: str, section: str) -> str:
+    """``text`` with its peft-catalyst section replaced by ``section`` (appended when it has none)."""
+    begins, ends = text.count(SECTION_BEGIN), text.count(SECTION_END)
+    if begins != ends:
+        raise ValueError(
+            f"The existing model card has {begins} '{SECTION_BEGIN}' and {ends} '{SECTION_END}' markers: fix its "
+            "README.md so that each begin marker has its end marker (or remove both), then push again."
+        )
+    if not begins:
+        return text.rstrip("\n") + ("\n\n" if text.strip() else "") + section + "\n"
+    first = True
+
+    def substitute(_match: re.Match[str]) -> str:
+        nonlocal first
+        keep, first = first, False
+        return section if keep else ""
+
+    return _SECTION_RE.sub(substitute, text)
+
+
+def merge_model_card(existing: ModelCard | str, new: ModelCard) -> ModelCard:
+    """Update an existing card with a freshly built one: only the peft-catalyst section and our metadata change.
+
+    The owner's text outside the markers and their metadata (license, language, extra tags, ...) are kept;
+    ``library_name``, ``base_model`` (when known) and the peft-catalyst tags are set.
+    """
+    card = ModelCard(existing.content if isinstance(existing, ModelCard) else str(existing))
+    match = _SECTION_RE.search(new.text)
+    if match is None:
+        raise ValueError("The new card has no peft-catalyst section to merge.")
+    card.text = replace_section(card.text, match.group(0))
+    data, fresh = card.data, new.data
+    data.library_name = fresh.library_name
+    if fresh.base_model:
+        data.base_model = fresh.base_model
+    tags = list(data.tags or [])
+    data.tags = tags + [t for t in fresh.tags or [] if t not in tags]
+    for field in ("pipeline_tag", "license", "language"):
+        if getattr(data, field, None) is None and getattr(fresh, field, None) is not None:
+            setattr(data, field, getattr(fresh, field))
+    return card
+
+
+def build_model_card(
+    model,
+    tokenizer=None,
+    *,
+    history: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    task_name: str | None = None,
+    score_metric: str | None = None,
+    greater_is_better: bool | None = None,
+    final_prompt: str | None = None,
+    license: str | None = None,
+    language: str | list[str] | None = None,
+    existing: ModelCard | str | None = None,
+    secrets: Iterable[str | None] = (),
+    adapter_name: str | None = None,
+) -> ModelCard:
+    """The model card of a prompt-tuned ``model``, built from the ``model_cards/`` templates.
+
+    Args:
+        model: the ``PeftModel`` (CATALYST or PROMPT_TUNING adapter).
+        tokenizer: reads the final soft prompt as text (else ``final_prompt`` or the history's summary).
+        history: ``{"summary", "rounds"}`` as in ``catalyst_history.json``, a list of rounds, or that file's path.
+        metrics: evaluation metrics, ``{name: number}``.
+        repo_id: the Hub repository, used in the "how to load" snippets and the title.
+        base_model: Hub id of the base model when ``base_model_name_or_path`` is a local path.
+        task_name, score_metric, greater_is_better: what the card says about the task and the restart scores.
+        existing: a card (or its text) to update: only the peft-catalyst section and our metadata change.
+        secrets: strings that must never appear in the card (masked on top of the usual key/URL patterns).
+    """
+    data, section, title = _card_parts(
+        model,
+        tokenizer,
+        history=history,
+        metrics=metrics,
+        repo_id=repo_id,
+        base_model=base_model,
+        task_name=task_name,
+        score_metric=score_metric,
+        greater_is_better=greater_is_better,
+        final_prompt=final_prompt,
+        license=license,
+        language=language,
+        secrets=list(secrets),
+        adapter_name=adapter_name,
+    )
+    card = ModelCard.from_template(
+        data, template_str=read_template(CARD_TEMPLATE), title=title, catalyst_section=section
+    )
+    if existing is not None:
+        card = merge_model_card(existing, card)
+    return card
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files and push
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _save_adapter(model, directory: Path, adapter_name: str | None) -> str:
+    """``save_pretrained`` of the one adapter into ``directory`` itself (PEFT nests non-default adapters)."""
+    peft_model = _unwrap(model)
+    name = get_soft_prompt(model, adapter_name).adapter_name
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".adapter-") as tmp:
+        peft_model.save_pretrained(tmp, selected_adapters=[name])
+        source = Path(tmp) if name == "default" else Path(tmp) / name
+        for path in source.iterdir():
+            if path.is_file() and path.name != README_FILE:  # PEFT's boilerplate card: ours replaces it
+                shutil.move(str(path), directory / path.name)
+    return name
+
+
+def _set_base_model(config_path: Path, base_model: str) -> None:
+    data = json.loads(config_path.read_text(encoding="utf-8"))
+    data["base_model_name_or_path"] = base_model
+    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_for_hub(
+    model,
+    directory: str | os.PathLike,
+    tokenizer=None,
+    *,
+    history: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    existing_card: ModelCard | str | None = None,
+    secrets: Iterable[str | None] = (),
+    adapter_name: str | None = None,
+    **card_kwargs: Any,
+) -> Path:
+    """Write into ``directory`` exactly what :func:`push_to_hub` uploads; returns the directory.
+
+    A peft-catalyst ``README.md`` already in ``directory`` (one with the section markers) is updated like a card on
+    the Hub, keeping the text outside the section; any other local README (e.g. PEFT's boilerplate card that
+    ``save_pretrained`` writes) is replaced. ``existing_card`` overrides both. ``base_model`` (a Hub id) replaces
+    ``base_model_name_or_path`` in both adapter configs, so that ``AutoPeftModel*`` finds the base model on the Hub.
+    Other keyword arguments go to :func:`build_model_card`.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    secrets = [s for s in secrets if s]
+    readme = out / README_FILE
+    if existing_card is None and readme.is_file():
+        text = readme.read_text(encoding="utf-8")
+        if SECTION_BEGIN in text:
+            existing_card = text
+    name = _save_adapter(model, out, adapter_name)
+    export_prompt_tuning(model, out / PORTABLE_SUBFOLDER, adapter_name=name)
+    if base_model:
+        for config_path in (out / "adapter_config.json", out / PORTABLE_SUBFOLDER / "adapter_config.json"):
+            _set_base_model(config_path, base_model)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    normalized = _normalize_history(history)
+    if normalized is not None:
+        write_json_atomic(out / HISTORY_FILE, _public(normalized, secrets))
+    card = build_model_card(
+        model,
+        tokenizer,
+        history=normalized,
+        metrics=metrics,
+        repo_id=repo_id,
+        base_model=base_model,
+        existing=existing_card,
+        secrets=secrets,
+        adapter_name=name,
+        **card_kwargs,
+    )
+    card.save(readme)
+    return out
+
+
+def _existing_card(api: HfApi, repo_id: str, revision: str | None) -> str | None:
+    """The repository's current ``README.md``, or None when it has none; never guesses on a failed download."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        path = api.hf_hub_download(repo_id, README_FILE, revision=revision)
+    except LocalEntryNotFoundError:
+        if not constants.HF_HUB_OFFLINE:
+            raise  # the Hub could not be asked: do not risk overwriting the owner's card
+        logger.warning("HF_HUB_OFFLINE is set and %s has no cached README.md: writing a new card.", repo_id)
+        return None
+    except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+        return None
+    return Path(path).read_text(encoding="utf-8")
+
+
+def _is_main_process() -> bool:
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    tokenizer=None,
+    history: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    *,
+    revision: str | None = None,
+    create_pr: bool = False,
+    base_model: str | None = None,
+    secrets: Iterable[str | None] = (),
+    run_as_future: bool = False,
+    adapter_name: str | None = None,
+    **card_kwargs: Any,
+):
+    """Upload a prompt-tuned adapter, its portable copy, its history and its model card in ONE commit.
+
+    Runs on the main process only (others return None). The repository is created if needed; an existing card keeps
+    everything outside the peft-catalyst section. ``token`` defaults to the usual ``HF_TOKEN`` / ``hf auth login``
+    and is handed to ``HfApi`` only. Returns the ``CommitInfo`` (a ``Future`` with ``run_as_future=True``).
+    Other keyword arguments go to :func:`build_model_card` (``task_name``, ``score_metric``, ``license``...).
+    """
+    if not _is_main_process():
+        logger.debug("push_to_hub: not the main process, nothing to do")
+        return None
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
+    existing = _existing_card(api, repo_id, revision)
+    with tempfile.TemporaryDirectory(prefix="peft-catalyst-push-") as tmp:
+        save_for_hub(
+            model,
+            tmp,
+            tokenizer,
+            history=history,
+            metrics=metrics,
+            repo_id=repo_id,
+            base_model=base_model,
+            existing_card=existing,
+            secrets=[*secrets, token],
+            adapter_name=adapter_name,
+            **card_kwargs,
+        )
+        root = Path(tmp)
+        operations = [
+            CommitOperationAdd(path_in_repo=path.relative_to(root).as_posix(), path_or_fileobj=path.read_bytes())
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        ]
+    logger.info("Pushing %d files to %s in one commit", len(operations), repo_id)
+    extra = {"run_as_future": True} if run_as_future else {}
+    return api.create_commit(
+        repo_id=repo_id,
+        operations=operations,
+        commit_message=commit_message,
+        revision=revision,
+        create_pr=create_pr,
+        repo_type="model",
+        **extra,
+    )
+
+
+def latest_eval_metrics(log_history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The last evaluation's metrics in a ``Trainer``'s ``state.log_history`` (without timing entries)."""
+    for entry in reversed(log_history):
+        metrics = {
+            k: v
+            for k, v in entry.items()
+            if k.startswith("eval_")
+            and not k.endswith(_THROUGHPUT_SUFFIXES)
+            and isinstance(v, (int, float))
+            and not isinstance(v, bool)
+        }
+        if metrics:
+            return metrics
+    return {}
+
+
+def _mentor_secrets(mentor: Any) -> list[str]:
+    """Credentials a mentor (or the mentor a cache wraps) declares it holds."""
+    found: list[str] = []
+    while mentor is not None:
+        found.extend(s for s in getattr(mentor, "_secrets", None) or [] if s)
+        mentor = getattr(mentor, "inner", None)
+    return found
+
+
+def push_trainer_to_hub(
+    trainer,
+    commit_message: str | None = "End of training",
+    blocking: bool = True,
+    token: str | None = None,
+    revision: str | None = None,
+    private: bool | None = None,
+    *,
+    repo_id: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    **card_kwargs: Any,
+):
+    """``CatalystTrainer.push_to_hub``: save as ``Trainer`` does, then push adapter, history and card in one commit.
+
+    Every process takes part in saving and in reading the prompt (collective under sharding); only the main
+    process pushes. Defaults follow ``TrainingArguments``: ``hub_model_id`` (else the output folder's name),
+    ``hub_token``, ``hub_private_repo`` and ``hub_revision``; ``metrics`` default to the last evaluation's.
+    """
+    args = trainer.args
+    trainer.callback_handler.on_push_begin(args, trainer.state, trainer.control)
+    trainer.save_model(_internal_call=True)
+    history = {"summary": trainer.catalyst_summary(), "rounds": trainer.catalyst_history}
+    if not trainer.is_world_process_zero():
+        return None
+    card_kwargs.setdefault("score_metric", args.catalyst_metric)
+    card_kwargs.setdefault("greater_is_better", args.catalyst_higher_is_better)
+    card_kwargs.setdefault("final_prompt", history["summary"].get("final_prompt"))
+    return push_to_hub(
+        trainer.accelerator.unwrap_model(trainer.model),
+        repo_id or args.hub_model_id or Path(args.output_dir).absolute().name,
+        tokenizer=getattr(trainer.processing_class, "tokenizer", trainer.processing_class),
+        history=history,
+        metrics=metrics if metrics is not None else latest_eval_metrics(trainer.state.log_history),
+        private=private if private is not None else args.hub_private_repo,
+        token=token if token is not None else args.hub_token,
+        commit_message=commit_message or "End of training",
+        revision=revision if revision is not None else args.hub_revision,
+        run_as_future=not blocking,
+        secrets=_mentor_secrets(trainer.mentor),
+        **card_kwargs,
+    )

@@ -1,0 +1,305 @@
+"""Test support for the Hub tests: a real ``huggingface_hub`` cache laid out on disk, a commit recorder at the network
+boundary (``HfApi.create_commit`` / ``create_repo``), a read-only loopback Hub, and a tiny CatalystTrainer run with a
+real HTTP mentor.
+
+The recorder writes every captured commit into the cache as a new snapshot, exactly where a download would put it,
+so that what a push uploads is what ``from_pretrained("org/name")`` and ``hf_hub_download`` read back offline.
+:class:`LoopbackHub` serves those snapshots over HTTP (``HF_ENDPOINT``) for code paths that only run online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+import torch
+from datasets import Dataset
+from huggingface_hub import CommitInfo, HfApi
+from huggingface_hub.hf_api import RepoUrl
+from peft import get_peft_model
+from transformers import DataCollatorWithPadding
+
+from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.mentors import OpenAIMentor
+from tests import tiny
+
+FAKE_HF_TOKEN = "hf_FakeTokenForTests0123456789abcdef"
+FAKE_MENTOR_KEY = "sk-test-FAKEKEY0123456789abcdef"
+URL_PASSWORD = "s3cr3tpassw0rd"
+POSITIVE = ["the movie was great", "an excellent story", "a good ending", "wonderful acting", "a great cast"]
+NEGATIVE = ["a terrible film", "a boring plot", "bad acting", "a bad plot", "this is spam"]
+
+
+def repo_folder(cache: Path, repo_id: str) -> Path:
+    """``<cache>/models--org--name``, the folder ``huggingface_hub`` keeps a model repository in."""
+    return Path(cache) / ("models--" + repo_id.replace("/", "--"))
+
+
+def snapshot_files(cache: Path, repo_id: str) -> dict[str, bytes]:
+    """The files of the repository's ``main`` snapshot in the cache (empty when it has none)."""
+    folder = repo_folder(cache, repo_id)
+    ref = folder / "refs" / "main"
+    if not ref.is_file():
+        return {}
+    snapshot = folder / "snapshots" / ref.read_text().strip()
+    return {p.relative_to(snapshot).as_posix(): p.read_bytes() for p in snapshot.rglob("*") if p.is_file()}
+
+
+def write_snapshot(cache: Path, repo_id: str, files: dict[str, bytes], *, replace: bool = False) -> str:
+    """Add a commit to the cached repository as a download would leave it (blobs, snapshot links, ``refs/main``).
+
+    The new snapshot holds the previous one's files updated with ``files`` (all of them with ``replace``). Returns
+    the commit hash.
+    """
+    folder = repo_folder(cache, repo_id)
+    merged = dict(files) if replace else {**snapshot_files(cache, repo_id), **files}
+    digest = hashlib.sha1()
+    for name in sorted(merged):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(merged[name]).digest())
+    commit = digest.hexdigest()
+    for name, data in merged.items():
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = folder / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            os.symlink(os.path.relpath(blob, link.parent), link)
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    return commit
+
+
+def save_to_cache(cache: Path, repo_id: str, *objects: Any) -> str:
+    """``save_pretrained`` each object (model, tokenizer) and lay the files out as the cached repo ``repo_id``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for obj in objects:
+            obj.save_pretrained(tmp)
+        root = Path(tmp)
+        files = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    return write_snapshot(cache, repo_id, files, replace=True)
+
+
+def _read(path_or_fileobj: Any) -> bytes:
+    if isinstance(path_or_fileobj, bytes):
+        return path_or_fileobj
+    if isinstance(path_or_fileobj, (str, os.PathLike)):
+        return Path(path_or_fileobj).read_bytes()
+    if isinstance(path_or_fileobj, io.IOBase):
+        return path_or_fileobj.read()
+    raise TypeError(type(path_or_fileobj))
+
+
+@dataclass
+class Commit:
+    """One captured ``create_commit`` call."""
+
+    repo_id: str
+    files: dict[str, bytes]
+    message: str
+    token: Any
+    kwargs: dict[str, Any]
+    oid: str
+
+
+@dataclass
+class HubRecorder:
+    """Replaces the two network calls of a push; commits land in the on-disk cache."""
+
+    cache: Path
+    commits: list[Commit] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)
+
+    def install(self, monkeypatch) -> HubRecorder:
+        """Patch ``HfApi.create_repo`` and ``HfApi.create_commit`` (the network boundary) for the test."""
+        recorder = self
+
+        def create_repo(api, repo_id, **kwargs):
+            recorder.created.append({"repo_id": repo_id, "token": api.token, **kwargs})
+            return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def create_commit(api, repo_id, operations, *, commit_message, **kwargs):
+            files = {op.path_in_repo: _read(op.path_or_fileobj) for op in operations}
+            oid = write_snapshot(recorder.cache, repo_id, files)
+            recorder.commits.append(Commit(repo_id, files, commit_message, api.token, kwargs, oid))
+            return CommitInfo(
+                commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}",
+                commit_message=commit_message,
+                commit_description="",
+                oid=oid,
+            )
+
+        monkeypatch.setattr(HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(HfApi, "create_commit", create_commit)
+        return self
+
+
+def use_cache(monkeypatch, root: Path) -> Path:
+    """Point ``huggingface_hub`` (env and the constants it read at import) at an empty cache under ``root``."""
+    from huggingface_hub import constants
+
+    cache = Path(root) / "hub"
+    cache.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("HF_HOME", str(root))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HOME", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert constants.HF_HUB_OFFLINE, "tests must run with HF_HUB_OFFLINE=1 (tests/conftest.py)"
+    return cache
+
+
+class LoopbackHub:
+    """A read-only Hub on 127.0.0.1 serving the ``main`` snapshots of a cache: ``HEAD``/``GET /{repo}/resolve/...``.
+
+    Enough for ``hf_hub_download`` and ``file_exists`` online (``HF_ENDPOINT=hub.url``): the headers carry the commit,
+    the ETag and the size; a missing file or repository answers 404 with the Hub's ``X-Error-Code``. Every request
+    path is recorded in :attr:`requests`, and anything else answers 404 so unexpected calls show in the test.
+    """
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = Path(cache)
+        self.requests: list[str] = []
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format, *args):  # noqa: A002 - keep test output clean
+                pass
+
+            def do_HEAD(self):  # noqa: N802 - http.server's naming
+                hub._answer(self, body=False)
+
+            def do_GET(self):  # noqa: N802
+                hub._answer(self, body=True)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> LoopbackHub:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, handler: BaseHTTPRequestHandler, body: bool) -> None:
+        path = unquote(urlsplit(handler.path).path)
+        self.requests.append(f"{handler.command} {path}")
+        parts = path.strip("/").split("/")
+        if len(parts) < 5 or parts[2] != "resolve":
+            return self._error(handler, 404, "RepoNotFound")
+        repo_id, filename = f"{parts[0]}/{parts[1]}", "/".join(parts[4:])
+        ref = repo_folder(self.cache, repo_id) / "refs" / "main"
+        if not ref.is_file():
+            return self._error(handler, 404, "RepoNotFound")
+        commit = ref.read_text().strip()
+        file = repo_folder(self.cache, repo_id) / "snapshots" / commit / filename
+        if not file.is_file():
+            return self._error(handler, 404, "EntryNotFound")
+        data = file.read_bytes()
+        handler.send_response(200)
+        handler.send_header("X-Repo-Commit", commit)
+        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        if body:
+            handler.wfile.write(data)
+
+    @staticmethod
+    def _error(handler: BaseHTTPRequestHandler, status: int, code: str) -> None:
+        handler.send_response(status)
+        handler.send_header("X-Error-Code", code)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A tiny real catalyst run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def toy_dataset(tok, n: int, seed: int) -> Dataset:
+    """Labelled toy reviews, tokenised."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = int(rng.integers(2))
+        pool = POSITIVE if label else NEGATIVE
+        texts.append(f"{pool[int(rng.integers(len(pool)))]} {i % 7}")
+        labels.append(label)
+    ds = Dataset.from_dict({"text": texts, "label": labels})
+    return ds.map(lambda b: tok(b["text"]), batched=True, remove_columns=["text"])
+
+
+def accuracy(pred) -> dict[str, float]:
+    """``compute_metrics`` for the toy task."""
+    return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
+
+
+def credentialed_url(base_url: str) -> str:
+    """The loopback server's URL with user info, as a careless user would configure it."""
+    return base_url.replace("http://", f"http://mentor-user:{URL_PASSWORD}@")
+
+
+def catalyst_trainer(tok, output_dir: Path, base_url: str, base=None, **kwargs) -> CatalystTrainer:
+    """A tiny BERT CatalystTrainer (2 rounds of 3 steps) whose mentor is an OpenAIMentor at ``base_url``.
+
+    The soft prompt starts 50 times too large, so the first round's text candidates win.
+    """
+    base = base if base is not None else tiny.tiny_bert_seq_cls(tok)
+    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
+    torch.manual_seed(0)
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        model.prompt_encoder["default"].embedding.weight.mul_(50.0)
+    defaults = dict(
+        output_dir=str(output_dir),
+        max_steps=9,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=0.05,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        catalyst_rounds=2,
+        catalyst_stage_steps=3,
+        catalyst_num_candidates=2,
+        catalyst_trajectory_points=2,
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    defaults.update(kwargs)
+    mentor = OpenAIMentor("tiny-mentor", base_url=base_url, api_key=FAKE_MENTOR_KEY, timeout=10, max_retries=0)
+    return CatalystTrainer(
+        model=model,
+        args=CatalystTrainingArguments(**defaults),
+        mentor=mentor,
+        train_dataset=toy_dataset(tok, 48, seed=1),
+        catalyst_dataset=toy_dataset(tok, 16, seed=2),
+        eval_dataset=toy_dataset(tok, 16, seed=3),
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+        compute_metrics=accuracy,
+    )
+
+
+def leaked(data: bytes) -> list[str]:
+    """Which test secrets (or recognisable parts of them) occur in ``data``."""
+    text = data.decode("utf-8", errors="replace")
+    needles = [FAKE_HF_TOKEN, FAKE_MENTOR_KEY, URL_PASSWORD, "mentor-user:", "FAKEKEY", "FakeToken"]
+    return [n for n in needles if n in text]
