@@ -1,0 +1,172 @@
+"""The ``peft-catalyst`` command. ``peft-catalyst train`` with no arguments runs the embedded offline default.
+
+Arguments come from ``HfArgumentParser`` over :class:`~peft_catalyst.runner.ModelArguments`, ``DataArguments``,
+``MentorArguments``, ``RunArguments`` and :class:`~peft_catalyst.CatalystTrainingArguments`, optionally from a YAML
+or JSON file (``--config run.yaml``; flags on the command line win). Expected user errors print one message and exit
+with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+USAGE = """peft-catalyst <command> [options]
+
+commands:
+  train    prompt-tune a model with LLM-guided restarts (no options: the embedded offline default)
+
+Run 'peft-catalyst train --help' for every option."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        if not argv:  # the README's promise: no arguments runs the default job
+            argv = ["train"]
+        else:
+            print(USAGE)
+            return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        return _guarded(train, rest)
+    if command.startswith("-"):  # options without a command: they are train's
+        return _guarded(train, argv)
+    print(f"peft-catalyst: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def _guarded(fn, argv: list[str]) -> int:
+    """Run a command; user errors (bad input, missing assets) become one line on stderr and exit code 2."""
+    from peft_catalyst.assets import AssetNotInstalledError
+    from peft_catalyst.runner import UserError
+
+    try:
+        return fn(argv)
+    except (UserError, AssetNotInstalledError) as exc:
+        print(f"peft-catalyst: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("peft-catalyst: interrupted", file=sys.stderr)
+        return 130
+
+
+def config_file_args(path: str) -> list[str]:
+    """Command-line tokens from a YAML or JSON file of ``option: value`` pairs."""
+    from peft_catalyst.runner import UserError
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--config: no file at {file}.")
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise UserError(
+            f"--config: {file} is not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise UserError(f"--config: {file} must hold a mapping of option names to values.")
+    tokens: list[str] = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        tokens.append(f"--{key}")
+        if isinstance(value, bool):
+            tokens.append(str(value).lower())
+        elif isinstance(value, (list, tuple)):
+            tokens.extend(str(v) for v in value)
+        else:
+            tokens.append(str(value))
+    return tokens
+
+
+def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Pop ``--config PATH`` (or ``--config=PATH``, or a leading ``*.yaml/*.yml/*.json`` path) from ``argv``."""
+    rest, config = [], None
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--config" and i + 1 < len(argv):
+            config, i = argv[i + 1], i + 2
+            continue
+        if token.startswith("--config="):
+            config = token.split("=", 1)[1]
+        elif i == 0 and token.lower().endswith((".yaml", ".yml", ".json")) and not token.startswith("-"):
+            config = token
+        else:
+            rest.append(token)
+        i += 1
+    return config, rest
+
+
+def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
+    """``(model, data, mentor, run, training)`` argument dataclasses, embedded defaults filled in."""
+    from transformers import HfArgumentParser
+
+    from peft_catalyst.runner import (
+        DataArguments,
+        MentorArguments,
+        ModelArguments,
+        RunArguments,
+        UserError,
+        embedded_defaults,
+    )
+    from peft_catalyst.trainer import CatalystTrainingArguments
+
+    config, rest = _split_config(argv)
+    tokens = (config_file_args(config) if config else []) + rest
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, MentorArguments, RunArguments, CatalystTrainingArguments),
+        prog="peft-catalyst train",
+        description="Prompt-tune a model with LLM-guided restarts. Options may also come from --config FILE.",
+    )
+    parser.add_argument("--config", help="YAML or JSON file of options (command-line flags win).")
+    pre = argparse.ArgumentParser(add_help=False)
+    for name, default in (
+        ("--model", "smollm2"),
+        ("--model_name_or_path", None),
+        ("--dataset", "rotten_tomatoes"),
+        ("--dataset_name", None),
+    ):
+        pre.add_argument(name, default=default)
+    known, _ = pre.parse_known_args(tokens)
+    dataset = Path(known.dataset_name).stem if known.dataset_name else known.dataset
+    parser.set_defaults(**embedded_defaults(known.model, known.model_name_or_path, dataset))
+    try:
+        parsed = parser.parse_args_into_dataclasses(args=tokens)
+    except ValueError as exc:  # raised by the dataclasses' own validation (e.g. CatalystTrainingArguments)
+        raise UserError(str(exc)) from exc
+    return tuple(p for p in parsed if not isinstance(p, argparse.Namespace))
+
+
+def train(argv: list[str]) -> int:
+    """``peft-catalyst train``: one run, outputs in ``output_dir``, a summary at the end."""
+    from peft_catalyst.runner import run, summary_lines, validate_mentor_spec
+
+    model_args, data_args, mentor_args, run_args, training_args = parse_train_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    validate_mentor_spec(mentor_args.mentor)
+    metrics = run(model_args, data_args, mentor_args, run_args, training_args)
+    print()
+    for line in summary_lines(metrics, training_args.output_dir):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,502 @@
+"""One catalyst run from arguments: build the doer, the data, the mentor and the trainer; train; evaluate; report.
+
+Shared by the ``peft-catalyst train`` command and the benchmarks, so both run exactly the same thing. The argument
+dataclasses are ``HfArgumentParser``-friendly (every field has ``metadata={"help": ...}``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from transformers import TrainerCallback
+
+from peft_catalyst.history import write_json_atomic
+from peft_catalyst.projection import read_soft_prompt, set_soft_prompt_from_text, soft_prompt_text, write_soft_prompt_
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_MODELS = ("smollm2", "minilm")
+PACKAGED_DATASETS = ("rotten_tomatoes", "trec", "sms_spam")
+PROMPT_INITS = ("random", "text", "vocab")
+
+
+class UserError(Exception):
+    """A problem with the user's input (arguments, files, assets): reported as one message, exit code 2."""
+
+
+@dataclass
+class ModelArguments:
+    """The doer: which model is prompt-tuned, and the soft prompt's shape."""
+
+    model: Literal["smollm2", "minilm"] = field(
+        default="smollm2",
+        metadata={"help": "Packaged doer: 'smollm2' (causal LM, label words) or 'minilm' (sequence classifier)."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Any local or Hub model instead of a packaged one (overrides --model)."},
+    )
+    doer_kind: Literal["auto", "causal_lm", "seq_cls"] = field(
+        default="auto",
+        metadata={"help": "How --model_name_or_path classifies: by label words ('causal_lm') or a head ('seq_cls')."},
+    )
+    num_virtual_tokens: int = field(default=8, metadata={"help": "Length of the soft prompt in virtual tokens."})
+    prompt_init: Literal["random", "text", "vocab"] = field(
+        default="random",
+        metadata={"help": "Soft prompt init: 'random' (PEFT RANDOM), 'text' (the task's manual prompt), 'vocab'."},
+    )
+    projection_metric: Literal["cosine", "l2", "dot"] = field(
+        default="cosine", metadata={"help": "How virtual tokens are read as vocabulary tokens."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Longest input in tokens (longer texts are cut)."})
+
+
+@dataclass
+class DataArguments:
+    """The task: a packaged dataset or any ``datasets`` dataset."""
+
+    dataset: Literal["rotten_tomatoes", "trec", "sms_spam"] = field(
+        default="rotten_tomatoes",
+        metadata={"help": "Packaged task: 'rotten_tomatoes' (sentiment), 'trec' (6 question types), 'sms_spam'."},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Any datasets dataset (Hub name, save_to_disk dir, or CSV/JSON file) instead of --dataset."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of --dataset_name."})
+    text_column: str = field(default="text", metadata={"help": "Text column of --dataset_name."})
+    label_column: str = field(default="label", metadata={"help": "Label column of --dataset_name."})
+    task_description: str | None = field(
+        default=None, metadata={"help": "What the mentor is told the task is (default: the task's own description)."}
+    )
+    split_seed: int = field(default=0, metadata={"help": "Seed of the train/catalyst/validation/test split."})
+    train_size: int | None = field(default=None, metadata={"help": "Training examples (default: the task's)."})
+    catalyst_size: int | None = field(
+        default=None, metadata={"help": "Held-out examples candidates are scored on (default: the task's)."}
+    )
+    test_size: int | None = field(default=None, metadata={"help": "Test examples reported (default: the task's)."})
+
+
+@dataclass
+class MentorArguments:
+    """The mentor LLM."""
+
+    mentor: str = field(
+        default="smollm2",
+        metadata={
+            "help": (
+                "'smollm2' (embedded, offline; shares the doer's weights when the doer is SmolLM2), "
+                "'openai:<model>' (OpenAI or any compatible server, see --mentor_base_url), 'hf:<model>' "
+                "(Hugging Face inference), or 'none' (plain prompt tuning)."
+            )
+        },
+    )
+    mentor_base_url: str | None = field(
+        default=None, metadata={"help": "Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...)."}
+    )
+    mentor_timeout: float = field(default=60.0, metadata={"help": "Seconds before one mentor request times out."})
+    mentor_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the mentor."})
+    mentor_max_tokens: int = field(default=256, metadata={"help": "Reply budget of a remote mentor, in tokens."})
+    mentor_seed: int | None = field(default=0, metadata={"help": "Sampling seed of the mentor (None: random)."})
+    meta_prompt: str | None = field(default=None, metadata={"help": "File with a meta-prompt template to use."})
+    mentor_cache: str | None = field(
+        default=None,
+        metadata={"help": "sqlite cache of mentor replies (default: <output_dir>/mentor_cache.sqlite)."},
+    )
+    mentor_replay: str | None = field(
+        default=None,
+        metadata={"help": "Replay the mentor from this cache file, with no LLM at all (a miss is an error)."},
+    )
+    mentor_required: bool = field(
+        default=False,
+        metadata={"help": "Stop with an error when the mentor cannot be reached at start (default: warn, no rounds)."},
+    )
+
+
+@dataclass
+class RunArguments:
+    """What the command does around training."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that exists (its content is replaced)."}
+    )
+    eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the test-accuracy evaluations."})
+    plot: bool = field(default=True, metadata={"help": "Write run.png (needs matplotlib)."})
+
+
+def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) -> dict[str, Any]:
+    """Training defaults sized for 2 CPU cores (the README's timing), per packaged doer."""
+    name = "custom" if model_name_or_path else model
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    defaults: dict[str, Any] = {
+        "output_dir": str(Path("runs") / f"{dataset}-{name}-{stamp}"),
+        "learning_rate": 3e-2,
+        "logging_steps": 5,
+        "save_strategy": "no",
+        "report_to": "none",
+        "catalyst_num_candidates": 4,
+        "catalyst_trajectory_points": 4,
+        "catalyst_eval_size": 64,
+    }
+    if name == "minilm":
+        defaults.update(
+            max_steps=150,
+            per_device_train_batch_size=16,
+            per_device_eval_batch_size=32,
+            catalyst_rounds=3,
+            catalyst_stage_steps=30,
+        )
+    else:
+        defaults.update(
+            max_steps=60,
+            per_device_train_batch_size=8,
+            per_device_eval_batch_size=16,
+            catalyst_rounds=2,
+            catalyst_stage_steps=20,
+        )
+    return defaults
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Doer:
+    """The prompt-tuned model with its tokenizer, task and Trainer plumbing."""
+
+    model: Any
+    tokenizer: Any
+    task: Any
+    spec: Any
+    kind: str
+    name: str
+
+
+def load_task_data(data: DataArguments):
+    """The task's splits (packaged or ``datasets``); missing columns and unknown datasets become ``UserError``."""
+    from peft_catalyst.data import load_hf_task, load_task
+
+    sizes = {"train_size": data.train_size, "catalyst_size": data.catalyst_size, "test_size": data.test_size}
+    try:
+        if data.dataset_name:
+            task = load_hf_task(
+                data.dataset_name,
+                data.dataset_config,
+                data.text_column,
+                data.label_column,
+                seed=data.split_seed,
+                **{k: v for k, v in sizes.items() if v is not None},
+                task_description=data.task_description,
+            )
+        else:
+            task = load_task(data.dataset, seed=data.split_seed, **sizes)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if data.task_description:
+        task.task_description = data.task_description
+    return task
+
+
+def build_doer(model_args: ModelArguments, data: DataArguments, task=None) -> Doer:
+    """Load the doer, wrap it with a CATALYST adapter and prepare the task for it."""
+    from peft import get_peft_model
+
+    from peft_catalyst.tasks import prepare_task
+    from peft_catalyst.tuners.catalyst import CatalystConfig
+
+    task = task or load_task_data(data)
+    kind, name = _doer_kind(model_args), model_args.model_name_or_path or model_args.model
+    if model_args.model_name_or_path:
+        model, tokenizer = _load_custom(model_args.model_name_or_path, kind, task.num_labels)
+    elif model_args.model == "minilm":
+        from peft_catalyst.assets import load_minilm_for_sequence_classification
+
+        model, tokenizer = load_minilm_for_sequence_classification(num_labels=task.num_labels)
+    else:
+        from peft_catalyst.assets import load_smollm2
+
+        model, tokenizer = load_smollm2()
+    try:
+        spec = prepare_task(task, tokenizer, kind, max_length=model_args.max_length)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    config = CatalystConfig(
+        task_type="CAUSAL_LM" if kind == "causal_lm" else "SEQ_CLS",
+        num_virtual_tokens=model_args.num_virtual_tokens,
+        prompt_tuning_init="SAMPLE_VOCAB" if model_args.prompt_init == "vocab" else "RANDOM",
+        task_description=task.task_description,
+        projection_metric=model_args.projection_metric,
+    )
+    peft_model = get_peft_model(model, config)
+    if model_args.prompt_init == "text":
+        set_soft_prompt_from_text(peft_model, tokenizer, task.manual_prompt)
+    return Doer(peft_model, tokenizer, task, spec, kind, name)
+
+
+def _doer_kind(model_args: ModelArguments) -> str:
+    if not model_args.model_name_or_path:
+        return "seq_cls" if model_args.model == "minilm" else "causal_lm"
+    if model_args.doer_kind != "auto":
+        return model_args.doer_kind
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"Cannot load model {model_args.model_name_or_path!r}: {exc}") from exc
+    architectures = " ".join(getattr(config, "architectures", None) or [])
+    return "seq_cls" if "SequenceClassification" in architectures or config.model_type == "bert" else "causal_lm"
+
+
+def _load_custom(path: str, kind: str, num_labels: int):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if kind == "seq_cls":
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"Cannot load model {path!r}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def validate_mentor_spec(spec: str) -> None:
+    """Reject a malformed ``--mentor`` before anything is loaded."""
+    backend, _, model = spec.strip().partition(":")
+    if spec.strip() in ("none", "smollm2", "embedded") or (backend in ("openai", "hf") and model):
+        return
+    raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>' or 'none'.")
+
+
+def build_mentor(args: MentorArguments, doer: Doer | None, output_dir: str):
+    """The mentor named by ``--mentor`` (wrapped in the reply cache), or None for plain prompt tuning."""
+    from peft_catalyst.mentors import CachedMentor, HubInferenceMentor, MentorError, OpenAIMentor, TransformersMentor
+
+    if args.mentor_replay:
+        path = Path(args.mentor_replay)
+        if not path.is_file():
+            raise UserError(f"--mentor_replay: no cache file at {path}.")
+        return CachedMentor(None, path, mode="strict")
+    spec = args.mentor.strip()
+    validate_mentor_spec(spec)
+    backend, _, model = spec.partition(":")
+    try:
+        if spec == "none":
+            return None
+        if spec in ("smollm2", "embedded"):
+            shared = doer is not None and doer.name == "smollm2"
+            inner = TransformersMentor.embedded(
+                model=doer.model.get_base_model() if shared else None,
+                tokenizer=doer.tokenizer if shared else None,
+                temperature=args.mentor_temperature,
+                seed=args.mentor_seed,
+                meta_prompt=args.meta_prompt,
+            )
+        elif backend == "openai":
+            inner = OpenAIMentor(
+                model,
+                base_url=args.mentor_base_url,
+                timeout=args.mentor_timeout,
+                temperature=args.mentor_temperature,
+                max_tokens=args.mentor_max_tokens,
+                seed=args.mentor_seed,
+                meta_prompt=args.meta_prompt,
+            )
+        else:  # "hf:<model>", the one form validate_mentor_spec leaves
+            inner = HubInferenceMentor(
+                model,
+                timeout=args.mentor_timeout,
+                temperature=args.mentor_temperature,
+                max_tokens=args.mentor_max_tokens,
+                seed=args.mentor_seed,
+                meta_prompt=args.meta_prompt,
+            )
+    except (MentorError, OSError, ValueError) as exc:
+        raise UserError(f"Mentor {spec!r}: {exc}") from exc
+    cache = Path(args.mentor_cache) if args.mentor_cache else Path(output_dir) / "mentor_cache.sqlite"
+    return CachedMentor(inner, cache, mode="use")
+
+
+def check_mentor(mentor, required: bool):
+    """Probe a remote mentor once; unreachable: ``UserError`` when required, else a warning and no mentor."""
+    from peft_catalyst.mentors import MentorError
+
+    probe = getattr(getattr(mentor, "inner", mentor), "check", None)
+    if mentor is None or probe is None:
+        return mentor
+    try:
+        probe()
+    except MentorError as exc:
+        if required:
+            raise UserError(
+                f"The mentor cannot be reached ({exc}); fix --mentor/--mentor_base_url or the key."
+            ) from exc
+        logger.warning("The mentor cannot be reached (%s): training runs without rounds.", exc)
+        return None
+    return mentor
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool) -> Path:
+    """Create ``output_dir``; an existing non-empty one is refused unless ``overwrite``."""
+    path = Path(output_dir)
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise UserError(
+                f"output_dir {path} exists and is not empty: pick another one or pass --overwrite_output_dir."
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class RoundSnapshots(TrainerCallback):
+    """After each round, keep the soft prompt and its catalyst score (for the test accuracy of the best round)."""
+
+    def __init__(self, trainer) -> None:
+        self.trainer = trainer
+        self.snapshots: list[dict[str, Any]] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        history = self.trainer.catalyst_history
+        if len(history) > len(self.snapshots):
+            record = history[-1]
+            self.snapshots.append(
+                {
+                    "round": record["round"],
+                    "score": _score_after(record),
+                    "prompt": read_soft_prompt(self.trainer.model),
+                }
+            )
+        return control
+
+
+def _score_after(record: dict[str, Any]) -> float | None:
+    """Catalyst score of the prompt a round left behind (the winner's, or the current one's when it was kept)."""
+    decision = record["decision"]
+    if decision["status"] == "accepted":
+        return record["candidates"][decision["winner"]]["score"]
+    if decision["status"] == "kept":
+        return record.get("current", {}).get("score")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    mentor_args: MentorArguments,
+    run_args: RunArguments,
+    training_args,
+) -> dict[str, Any]:
+    """Train with mentor rounds and write everything a person needs into ``output_dir``; returns the metrics."""
+    from peft_catalyst.tasks import evaluate_accuracy
+    from peft_catalyst.trainer import CatalystTrainer
+
+    started = time.perf_counter()
+    out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
+    doer = build_doer(model_args, data_args)
+    mentor = check_mentor(build_mentor(mentor_args, doer, str(out)), mentor_args.mentor_required)
+
+    def test_accuracy() -> float:
+        return evaluate_accuracy(doer.model, doer.spec, "test", batch_size=run_args.eval_batch_size)["accuracy"]
+
+    initial_prompt = soft_prompt_text(doer.model, doer.tokenizer)
+    initial = test_accuracy()
+    logger.info("test accuracy of the initial prompt: %.4f", initial)
+    kwargs = doer.spec.trainer_kwargs()
+    trainer = CatalystTrainer(
+        model=doer.model, args=training_args, mentor=mentor, catalyst_dataset=doer.spec.datasets["catalyst"], **kwargs
+    )
+    snapshots = RoundSnapshots(trainer)
+    trainer.add_callback(snapshots)
+    trainer.train()
+    trainer.save_model(str(out))
+    final = test_accuracy()
+
+    best = _best_snapshot(snapshots.snapshots, training_args.catalyst_higher_is_better)
+    best_accuracy = None
+    if best is not None:
+        final_prompt = read_soft_prompt(doer.model)
+        write_soft_prompt_(doer.model, best["prompt"])
+        best_accuracy = test_accuracy()
+        write_soft_prompt_(doer.model, final_prompt)
+
+    summary = trainer.catalyst_summary() if mentor is not None else {"rounds": 0}
+    metrics = {
+        "task": doer.task.name,
+        "doer": doer.name,
+        "mentor": getattr(mentor, "name", None),
+        "test_examples": len(doer.spec.datasets["test"]),
+        "test_accuracy": {"initial": initial, "final": final, "best_round": best_accuracy},
+        "best_round": best["round"] if best else None,
+        "prompts": {"initial": initial_prompt, "final": soft_prompt_text(doer.model, doer.tokenizer)},
+        "catalyst": summary,
+        "train_loss": trainer.state.log_history[-1].get("train_loss") if trainer.state.log_history else None,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "arguments": {"model": asdict(model_args), "data": asdict(data_args), "mentor": asdict(mentor_args)},
+    }
+    write_json_atomic(out / "metrics.json", metrics)
+    if run_args.plot:
+        try:
+            from peft_catalyst.plotting import plot_run
+
+            plot_run(trainer.state.log_history, trainer.catalyst_history, out / "run.png")
+        except ImportError as exc:
+            logger.warning("run.png not written: %s (pip install matplotlib)", exc)
+    return metrics
+
+
+def _best_snapshot(snapshots: list[dict[str, Any]], higher_is_better: bool) -> dict[str, Any] | None:
+    scored = [s for s in snapshots if s["score"] is not None and math.isfinite(s["score"])]
+    if not scored:
+        return None
+    return (max if higher_is_better else min)(scored, key=lambda s: s["score"])
+
+
+def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
+    """The last lines the command prints: accuracy before and after, rounds, LLM usage, wall time."""
+    acc = metrics["test_accuracy"]
+    best = "" if acc["best_round"] is None else f" (best round {metrics['best_round']}: {acc['best_round']:.3f})"
+    cat = metrics["catalyst"]
+    usage = cat.get("mentor_usage") or {}
+    minutes, seconds = divmod(int(metrics["wall_time_s"]), 60)
+    return [
+        f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
+        f"{acc['final']:.3f}{best}",
+        f"rounds: {cat.get('rounds', 0)} (accepted {cat.get('accepted', 0)}, kept {cat.get('kept', 0)}, skipped "
+        f"{cat.get('skipped', 0)}); LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
+        f"+ {usage.get('completion_tokens', 0)} completion",
+        f"final prompt: {metrics['prompts']['final']!r}",
+        f"wall time {minutes} min {seconds:02d} s; outputs in {output_dir}",
+    ]
+
+
+__all__ = [
+    "DataArguments",
+    "Doer",
+    "MentorArguments",
+    "ModelArguments",
+    "RunArguments",
+    "UserError",
+    "build_doer",
+    "build_mentor",
+    "embedded_defaults",
+    "run",
+    "summary_lines",
+]
