@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_INDEX_URL ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint clean
 
 $(STAMP): pyproject.toml requirements-assets.txt
 	$(PYTHON) -m venv $(VENV)
