@@ -89,7 +89,11 @@ _THROUGHPUT_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")
 
 def read_template(name: str) -> str:
     """Text of a model-card template shipped in ``peft_catalyst.model_cards`` (works from a wheel or a checkout)."""
-    return resources.files(TEMPLATE_PACKAGE).joinpath(name).read_text(encoding="utf-8")
+    try:
+        folder = resources.files(TEMPLATE_PACKAGE)
+    except ModuleNotFoundError:  # a source checkout on sys.path without `pip install`: no package-dir mapping
+        folder = Path(__file__).resolve().parent.parent / "model_cards"
+    return folder.joinpath(name).read_text(encoding="utf-8")
 
 
 def public_text(text: Any, secrets: Iterable[str | None] = ()) -> str:
@@ -266,7 +270,7 @@ def _rounds_md(history: Mapping[str, Any] | None) -> str:
 def _metric_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     rows = []
     for name, value in (metrics or {}).items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or str(name).endswith(_THROUGHPUT_SUFFIXES):
             continue
         rows.append((_cell(name, 80), _fmt(float(value) if isinstance(value, float) else value)))
     return rows
