@@ -1,0 +1,92 @@
+"""``transformers.pipeline`` with a prompt-tuned ``PeftModel``: the same outputs as calling the model directly.
+
+Tiny real models from configs (tests/tiny.py); causal LMs have a wide init so greedy continuations depend on the
+input and on the soft prompt. Every test also checks that the soft prompt changes the outputs, so a pipeline that
+silently bypassed the adapter would fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import pipeline
+
+from peft_catalyst import CatalystConfig, set_soft_prompt_from_text
+from tests import tiny
+
+TEXTS = ["a terrible film", "what is the capital of france ? where is", "an excellent story , a great cast"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny.bpe_tokenizer()
+
+
+def _classifier(tok):
+    base = tiny.tiny_bert_seq_cls(tok, num_labels=2)
+    base.config.id2label, base.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    model = get_peft_model(base, CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="x"))
+    set_soft_prompt_from_text(model, tok, "the movie was great")
+    with torch.no_grad():  # a trained-looking head, so that the scores are far from uniform
+        for param in model.base_model.classifier.modules_to_save["default"].parameters():
+            param.normal_(0, 2.0)
+    return model.eval()
+
+
+def _direct_scores(model, tok, text: str) -> dict[str, float]:
+    with torch.no_grad():
+        probs = model(**tok(text, return_tensors="pt")).logits.softmax(-1)[0]
+    return {model.config.id2label[i]: float(p) for i, p in enumerate(probs)}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_text_classification_pipeline_matches_the_model(tok, batch_size):
+    model = _classifier(tok)
+    classify = pipeline("text-classification", model=model, tokenizer=tok)
+    outputs = classify(TEXTS, top_k=None, batch_size=batch_size)
+    for text, output in zip(TEXTS, outputs):
+        got = {entry["label"]: entry["score"] for entry in output}
+        expected = _direct_scores(model, tok, text)
+        assert got.keys() == expected.keys()
+        for label in expected:
+            assert got[label] == pytest.approx(expected[label], abs=1e-6), (text, label)
+    top = classify(TEXTS[0])[0]
+    assert top["label"] == max(_direct_scores(model, tok, TEXTS[0]).items(), key=lambda kv: kv[1])[0]
+    # The base model without the soft prompt (PEFT 0.21.2's disable_adapter() raises for prompt-learning SEQ_CLS:
+    # it swaps prepare_inputs_for_generation, which BERT does not have).
+    without_prompt = [_direct_scores(model.get_base_model(), tok, t) for t in TEXTS]
+    assert any(
+        abs(w["positive"] - _direct_scores(model, tok, t)["positive"]) > 1e-3 for w, t in zip(without_prompt, TEXTS)
+    ), "the soft prompt does not change the scores: the test would not see a pipeline that bypassed it"
+
+
+def _greedy_reference(model, tok, text: str, max_new_tokens: int, use_cache: bool) -> str:
+    """Unbatched greedy decoding by ``model.generate``, decoded as the pipeline does (full text, no specials)."""
+    enc = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=use_cache)
+    return tok.decode(ids[0], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("build", [tiny.tiny_llama, tiny.tiny_gpt2], ids=["llama", "gpt2"])
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_text_generation_pipeline_matches_greedy_generate(tok, build, batch_size):
+    model = get_peft_model(
+        build(tok), CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, task_description="x")
+    )
+    set_soft_prompt_from_text(model, tok, "the movie was great")
+    model.eval()
+    generate = pipeline("text-generation", model=model, tokenizer=tok)
+    outputs = generate(TEXTS, max_new_tokens=8, do_sample=False, batch_size=batch_size)
+    got = [output[0]["generated_text"] for output in outputs]
+    # Reference: greedy decoding without a KV cache, one text at a time (no padding): the ground truth.
+    expected = [_greedy_reference(model, tok, t, 8, use_cache=False) for t in TEXTS]
+    assert got == expected
+    assert all(len(g) > len(t) for g, t in zip(got, TEXTS))  # something was generated
+    assert [_greedy_reference(model, tok, t, 8, use_cache=True) for t in TEXTS] == expected
+    continuation = generate(TEXTS[0], max_new_tokens=8, do_sample=False, return_full_text=False)[0]["generated_text"]
+    assert TEXTS[0] + continuation == expected[0]
+    with model.disable_adapter():
+        without_prompt = [_greedy_reference(model, tok, t, 8, use_cache=False) for t in TEXTS]
+    assert without_prompt != expected, "the soft prompt does not change generation: the test would see no bypass"
