@@ -333,11 +333,10 @@ def check_mentor(mentor, required: bool):
     """Probe a remote mentor once; unreachable: ``UserError`` when required, else a warning and no mentor."""
     from peft_catalyst.mentors import MentorError
 
-    probe = getattr(getattr(mentor, "inner", mentor), "check", None)
-    if mentor is None or probe is None:
-        return mentor
+    if mentor is None:
+        return None
     try:
-        probe()
+        mentor.check()
     except MentorError as exc:
         if required:
             raise UserError(

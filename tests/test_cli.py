@@ -159,3 +159,18 @@ def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2):
     assert record["mentor"]["completion_tokens"] and record["mentor"]["error"] is None
     chat = [json.loads(line) for line in Path(out / "catalyst_chat.jsonl").read_text().splitlines()]
     assert chat and chat[0]["messages"]
+
+
+def test_unreachable_mentor_at_start_warns_and_trains_without_rounds(tmp_path, capsys, caplog):
+    from tests.loopback_openai import refused_base_url
+
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--mentor", "openai:test", "--mentor_base_url", refused_base_url(), "--mentor_timeout",
+            "3", "--plot", "false"]  # fmt: skip
+    assert main([*args, "--mentor_required", "true", "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be reached" in err and "--mentor_base_url" in err
+    assert main([*args, "--output_dir", str(tmp_path / "run2")]) == 0
+    metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert metrics["mentor"] is None and metrics["catalyst"] == {"rounds": 0}
+    assert "cannot be reached" in caplog.text

@@ -378,3 +378,13 @@ def test_retry_after_parsing_and_backoff_bounds():
     policy = RetryPolicy(max_retries=5, max_wait_s=3.0)
     assert policy.wait_time(1, 100.0) == 3.0 and policy.wait_time(1, 0.2) == 0.2
     assert all(0 < policy.wait_time(n, None) <= 3.0 for n in range(1, 30))
+
+
+def test_check_reports_an_unreachable_server_and_accepts_a_live_one(loopback):
+    from tests.loopback_openai import refused_base_url
+
+    OpenAIMentor("m", base_url=loopback.base_url, api_key="sk-check-secret-000000", timeout=3).check()
+    assert loopback.request_count == 0  # a check costs no chat completion
+    with pytest.raises(MentorError) as info:
+        OpenAIMentor("m", base_url=refused_base_url(), api_key="sk-check-secret-000000", timeout=3).check()
+    assert info.value.reason == "connection" and "sk-check-secret" not in str(info.value)

@@ -382,6 +382,12 @@ class Mentor(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for mentors without resources
         """Release network clients or other resources (no-op by default)."""
 
+    def check(self) -> None:  # noqa: B027 - optional hook, a no-op for mentors that are always reachable
+        """Raise :class:`MentorError` when the backend cannot be reached right now; costs no tokens.
+
+        Called once before training, so that an unreachable endpoint is reported at start, not at the first round.
+        """
+
     def __enter__(self) -> Mentor:
         return self
 

@@ -118,6 +118,11 @@ class CachedMentor(Mentor):
             self.inner.close()
 
     # -- Mentor API -------------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Check the inner mentor when one will be asked (``"use"`` mode); a replay needs no backend."""
+        if self.inner is not None and self.mode == "use":
+            self.inner.check()
+
     def cache_identity(self) -> dict[str, Any]:
         """The inner mentor's identity (empty when replaying without one)."""
         return self.inner.cache_identity() if self.inner is not None else {}

@@ -133,6 +133,27 @@ class OpenAIMentor(Mentor):
             "seed": self.seed,
         }
 
+    def check(self) -> None:
+        """List the server's models (free, no tokens): a refused connection, a time-out or a rejected key raise.
+
+        A server that answers but has no ``/models`` route (some compatible servers) counts as reachable.
+        """
+        import openai
+
+        try:
+            self._client.models.list()
+        except openai.NotFoundError:
+            return
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403) or exc.status_code >= 500:
+                raise self._status_error(exc) from _scrubbed(exc, self._secrets)
+        except openai.APITimeoutError as exc:
+            raise MentorError(f"{self.name}: no answer within {self.timeout:.0f} s", reason="timeout") from exc
+        except openai.APIConnectionError as exc:
+            raise MentorError(
+                f"{self.name}: cannot reach {redact_url(str(self._client.base_url))}", reason="connection"
+            ) from _scrubbed(exc, self._secrets)
+
     # ------------------------------------------------------------------------------------------------------------
     def _complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
         completion, _attempts = self.retry.run(lambda: self._attempt(messages), describe=self.name)
