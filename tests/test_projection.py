@@ -198,3 +198,29 @@ def test_projector_cache_matches_uncached_and_follows_embedding_changes(tok, met
         scale = 1.0 if metric == "l2" else 3.0  # nearest under every metric
         pm.word_embeddings.weight[target] = pm.prompt_encoder["default"].embedding.weight[0] * scale
     assert cached.nearest_ids(1)[1][0, 0].item() == target == uncached.nearest_ids(1)[1][0, 0].item()
+
+
+def test_packaged_minilm_smoke():
+    """The packaged MiniLM (WordPiece, [CLS]/[SEP] specials): read and write its soft prompt as text, then train."""
+    from peft_catalyst.assets import load_minilm_for_sequence_classification
+
+    model, minilm_tok = load_minilm_for_sequence_classification(num_labels=2)
+    pm = get_peft_model(model, CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=5))
+    text = "is this review positive"
+    assert len(minilm_tok(text, add_special_tokens=False)["input_ids"]) <= 5
+    ids = set_soft_prompt_from_text(pm, minilm_tok, text)
+    assert minilm_tok.cls_token_id not in ids and minilm_tok.sep_token_id not in ids
+    assert soft_prompt_text(pm, minilm_tok) == minilm_tok.decode(ids)
+    allowed = set(Projector(pm, minilm_tok).allowed_ids.tolist())
+    assert minilm_tok.cls_token_id not in allowed and minilm_tok.convert_tokens_to_ids("[unused5]") not in allowed
+    weight = pm.prompt_encoder["default"].embedding.weight
+    optimizer = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=0.05)
+    batch = minilm_tok(["a wonderful film", "a dull mess"], padding=True, return_tensors="pt")
+    before = weight.detach().clone()
+    for _ in range(2):
+        loss = pm(**batch, labels=torch.tensor([1, 0])).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert torch.isfinite(loss) and not torch.equal(before, weight.detach())
+    assert len(nearest_tokens(pm, minilm_tok, top_k=2)) == 5
