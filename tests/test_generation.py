@@ -102,3 +102,29 @@ def test_vanilla_peft_cached_generation_is_still_wrong_upstream(tok, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "DIFFERENT"
+
+
+@pytest.mark.slow
+def test_smollm2_prompt_tuned_generation_cached_equals_uncached_and_padding_is_harmless(smollm2):
+    """The packaged SmolLM2 (a fresh copy from the converted cache, so the session fixture stays untouched)."""
+    from peft_catalyst import set_soft_prompt_from_text
+    from peft_catalyst.assets import load_smollm2
+
+    model, tok = load_smollm2()
+    pm = get_peft_model(model, CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)).eval()
+    set_soft_prompt_from_text(pm, tok, "Answer with one word, positive or negative:")
+    texts = ["Review: a wonderful, moving film.\nSentiment:", "Review: dull.\nSentiment:"]
+    alone = []
+    for text in texts:
+        enc = tok([text], return_tensors="pt")
+        cached = pm.generate(**enc, max_new_tokens=12, do_sample=False, use_cache=True)
+        uncached = pm.generate(**enc, max_new_tokens=12, do_sample=False, use_cache=False)
+        assert torch.equal(cached, uncached)
+        alone.append(cached[0, enc["input_ids"].shape[1] :])
+    tok.padding_side = "left"
+    batch = tok(texts, return_tensors="pt", padding=True)
+    together = pm.generate(**batch, max_new_tokens=12, do_sample=False)[:, batch["input_ids"].shape[1] :]
+    tok.padding_side = "right"
+    for row, expected in zip(together, alone):
+        n = min(len(expected), len(row))
+        assert torch.equal(row[:n], expected[:n])
