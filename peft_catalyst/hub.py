@@ -52,6 +52,7 @@ __all__ = [
     "push_trainer_to_hub",
     "read_template",
     "save_for_hub",
+    "save_trainer_for_hub",
 ]
 
 TEMPLATE_PACKAGE = "peft_catalyst.model_cards"
@@ -249,7 +250,7 @@ def _mentor_md(history: Mapping[str, Any] | None, secrets: Sequence[str | None])
         text += " (model reported by the server: " + ", ".join(_code_span(m) for m in models) + ")"
     usage = summary.get("mentor_usage") or {}
     if usage.get("calls"):
-        text += f"; {usage['calls']} calls"
+        text += f"; {usage['calls']} call{'s' if usage['calls'] != 1 else ''}"
         tokens = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
         if tokens:
             text += f", {tokens:,} tokens"
@@ -664,6 +665,48 @@ def _mentor_secrets(mentor: Any) -> list[str]:
     return found
 
 
+def _trainer_history(trainer) -> dict[str, Any]:
+    """The ``catalyst_history.json`` content of a trainer (on every process: reading the prompt may be collective)."""
+    return {"summary": trainer.catalyst_summary(), "rounds": trainer.catalyst_history}
+
+
+def _trainer_card_kwargs(trainer, history: Mapping[str, Any], card_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What the card says about the run's scoring and final prompt, unless the caller says otherwise."""
+    args = trainer.args
+    defaults = {
+        "score_metric": args.catalyst_metric,
+        "greater_is_better": args.catalyst_higher_is_better,
+        "final_prompt": history["summary"].get("final_prompt"),
+    }
+    return {**defaults, **card_kwargs}
+
+
+def _trainer_tokenizer(trainer):
+    return getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+
+
+def save_trainer_for_hub(
+    trainer, directory: str | os.PathLike | None = None, *, metrics: Mapping[str, Any] | None = None, **card_kwargs
+) -> Path | None:
+    """Write what ``CatalystTrainer.push_to_hub`` would upload into ``directory`` (default: ``output_dir``).
+
+    Call it on every process; only the one that saves (``args.should_save``) writes, and returns the directory.
+    ``metrics`` default to the last evaluation's; other keyword arguments go to :func:`build_model_card`.
+    """
+    history = _trainer_history(trainer)
+    if not trainer.args.should_save:
+        return None
+    return save_for_hub(
+        trainer.accelerator.unwrap_model(trainer.model),
+        directory if directory is not None else trainer.args.output_dir,
+        _trainer_tokenizer(trainer),
+        history=history,
+        metrics=metrics if metrics is not None else latest_eval_metrics(trainer.state.log_history),
+        secrets=_mentor_secrets(trainer.mentor),
+        **_trainer_card_kwargs(trainer, history, card_kwargs),
+    )
+
+
 def push_trainer_to_hub(
     trainer,
     commit_message: str | None = "End of training",
@@ -685,16 +728,13 @@ def push_trainer_to_hub(
     args = trainer.args
     trainer.callback_handler.on_push_begin(args, trainer.state, trainer.control)
     trainer.save_model(_internal_call=True)
-    history = {"summary": trainer.catalyst_summary(), "rounds": trainer.catalyst_history}
+    history = _trainer_history(trainer)
     if not trainer.is_world_process_zero():
         return None
-    card_kwargs.setdefault("score_metric", args.catalyst_metric)
-    card_kwargs.setdefault("greater_is_better", args.catalyst_higher_is_better)
-    card_kwargs.setdefault("final_prompt", history["summary"].get("final_prompt"))
     return push_to_hub(
         trainer.accelerator.unwrap_model(trainer.model),
         repo_id or args.hub_model_id or Path(args.output_dir).absolute().name,
-        tokenizer=getattr(trainer.processing_class, "tokenizer", trainer.processing_class),
+        tokenizer=_trainer_tokenizer(trainer),
         history=history,
         metrics=metrics if metrics is not None else latest_eval_metrics(trainer.state.log_history),
         private=private if private is not None else args.hub_private_repo,
@@ -703,5 +743,5 @@ def push_trainer_to_hub(
         revision=revision if revision is not None else args.hub_revision,
         run_as_future=not blocking,
         secrets=_mentor_secrets(trainer.mentor),
-        **card_kwargs,
+        **_trainer_card_kwargs(trainer, history, card_kwargs),
     )

@@ -1,0 +1,182 @@
+"""Text-to-text classification: prompt-tune a seq2seq model (T5-style) to write the label, with LLM-mentor restarts.
+
+The encoder reads ``Review: {text}\\nSentiment:`` and the decoder is trained to write the label word (``positive``).
+Every ``--catalyst_stage_steps`` optimizer steps the mentor proposes text prompts and the best one on a held-out split
+(the current soft prompt included) becomes the restart point. No seq2seq model is packaged, so name one::
+
+    python examples/seq2seq_classification.py --model_name_or_path google/flan-t5-small --output_dir runs/t5
+    accelerate launch examples/seq2seq_classification.py --model_name_or_path google/flan-t5-small
+    # the mentor defaults to the packaged SmolLM2 (offline); or an OpenAI-compatible server (key in OPENAI_API_KEY):
+    ... --mentor openai --mentor_model gpt-4o-mini
+    # share it: --push_to_hub --hub_model_id <you>/<name>
+
+Accuracy reads the decoder's first step: the label whose first token scores highest. The output folder holds the
+adapter, ``portable/`` (a plain PEFT copy), ``catalyst_history.json``, test metrics and a ``README.md`` model card.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import transformers
+from peft import get_peft_model
+from transformers import DataCollatorForSeq2Seq, HfArgumentParser, set_seed
+
+from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.data import load_task
+from peft_catalyst.hub import save_trainer_for_hub
+from peft_catalyst.mentors import Mentor, OpenAIMentor, TransformersMentor
+
+logger = logging.getLogger(__name__)
+
+# Training defaults that suit prompt tuning (override any of them on the command line).
+DEFAULTS = dict(
+    output_dir="runs/seq2seq_classification",
+    learning_rate=3e-2,
+    max_steps=200,
+    per_device_train_batch_size=8,
+    per_device_eval_batch_size=16,
+    catalyst_rounds=3,
+    catalyst_stage_steps=50,
+    logging_steps=10,
+    save_strategy="no",
+    report_to="none",
+)
+
+
+@dataclass
+class ScriptArguments:
+    """What to train and who mentors it."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Seq2seq model (Hub id or local path), e.g. google/flan-t5-small. Required."}
+    )
+    task: str = field(
+        default="rotten_tomatoes", metadata={"help": "Packaged task: rotten_tomatoes, trec or sms_spam."}
+    )
+    num_virtual_tokens: int = field(default=8, metadata={"help": "Length of the soft prompt."})
+    mentor: str = field(
+        default="embedded",
+        metadata={
+            "help": "'embedded': the packaged SmolLM2 (offline); 'openai': an OpenAI-compatible server "
+            "(--mentor_model, --mentor_base_url, OPENAI_API_KEY); 'none': plain prompt tuning."
+        },
+    )
+    mentor_model: str = field(default="gpt-4o-mini", metadata={"help": "Model name for --mentor openai."})
+    mentor_base_url: str | None = field(
+        default=None, metadata={"help": "Server URL ending in /v1 for --mentor openai (default: OpenAI)."}
+    )
+    train_size: int | None = field(default=None, metadata={"help": "Training examples (default: 1000)."})
+    catalyst_size: int | None = field(default=None, metadata={"help": "Held-out examples candidates are scored on."})
+    validation_size: int | None = field(default=None, metadata={"help": "Validation examples (default: 300)."})
+    test_size: int | None = field(
+        default=None, metadata={"help": "Test examples evaluated at the end (default: 500)."}
+    )
+    split_seed: int = field(
+        default=0, metadata={"help": "Seed of the train/catalyst/validation/test split of the task."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Input tokens per example, before the virtual tokens."})
+
+
+def build_mentor(args: ScriptArguments, seed: int) -> Mentor | None:
+    """The mentor chosen by ``--mentor``."""
+    if args.mentor == "none":
+        return None
+    if args.mentor == "openai":
+        return OpenAIMentor(args.mentor_model, base_url=args.mentor_base_url, seed=seed)
+    if args.mentor == "embedded":
+        return TransformersMentor.embedded(seed=seed)
+    raise ValueError(f"--mentor must be 'embedded', 'openai' or 'none', got {args.mentor!r}")
+
+
+class FirstStepLabelScores:
+    """``preprocess_logits_for_metrics``: the label words' first-token logits at the decoder's first target step."""
+
+    def __init__(self, first_token_ids: list[int]) -> None:
+        self.ids = torch.as_tensor(first_token_ids)
+
+    def __call__(self, logits, labels: torch.Tensor) -> torch.Tensor:
+        """(batch, num_labels) scores; PEFT may prepend virtual tokens to the decoder, so count from the end."""
+        logits = logits[0] if isinstance(logits, (tuple, list)) else logits
+        return logits[:, -labels.shape[1], :][:, self.ids.to(logits.device)]
+
+
+def accuracy_metric(first_token_ids: list[int]):
+    """``compute_metrics``: argmax of the label scores against the class of each target's first token."""
+    lookup = {token: cls for cls, token in enumerate(first_token_ids)}
+
+    def compute(eval_pred) -> dict[str, float]:
+        predictions, label_ids = eval_pred[0], np.asarray(eval_pred[1])
+        truth = np.asarray([lookup.get(int(t), -1) for t in label_ids[:, 0]])
+        return {"accuracy": float((np.asarray(predictions).argmax(-1) == truth).mean())}
+
+    return compute
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Train, evaluate on the test split, save adapter + card locally and push if asked; returns test metrics."""
+    parser = HfArgumentParser((ScriptArguments, CatalystTrainingArguments))
+    parser.set_defaults(**DEFAULTS)
+    args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
+    logging.getLogger().setLevel(training_args.get_process_log_level())
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    set_seed(training_args.seed)
+
+    task = load_task(
+        args.task,
+        seed=args.split_seed,
+        train_size=args.train_size,
+        catalyst_size=args.catalyst_size,
+        validation_size=args.validation_size,
+        test_size=args.test_size,
+    )
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model_name_or_path)
+    model = transformers.AutoModelForSeq2SeqLM.from_pretrained(args.model_name_or_path)
+    targets = [tokenizer(word.strip())["input_ids"] for word in task.label_words]  # e.g. "positive</s>"
+    first_ids = [ids[0] for ids in targets]
+    if len(set(first_ids)) != len(first_ids):
+        raise ValueError(f"The label words {task.label_words} start with the same token for this tokenizer.")
+
+    def tokenize(batch):
+        inputs = tokenizer([task.format(t) for t in batch["text"]], truncation=True, max_length=args.max_length)
+        return {"input_ids": inputs["input_ids"], "labels": [targets[label] for label in batch["label"]]}
+
+    data = {
+        name: split.map(tokenize, batched=True, remove_columns=split.column_names)
+        for name, split in task.splits.items()
+    }
+    config = CatalystConfig(
+        task_type="SEQ_2_SEQ_LM", num_virtual_tokens=args.num_virtual_tokens, task_description=task.task_description
+    )
+    peft_model = get_peft_model(model, config)
+    trainer = CatalystTrainer(
+        model=peft_model,
+        args=training_args,
+        mentor=build_mentor(args, training_args.seed),
+        train_dataset=data["train"],
+        catalyst_dataset=data["catalyst"],
+        eval_dataset=data["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer),
+        preprocess_logits_for_metrics=FirstStepLabelScores(first_ids),
+        compute_metrics=accuracy_metric(first_ids),
+    )
+    trainer.train()
+    metrics = trainer.evaluate(data["test"], metric_key_prefix="test")
+    trainer.log_metrics("test", metrics)
+    trainer.save_metrics("test", metrics)
+    saved = save_trainer_for_hub(trainer, metrics=metrics, task_name=task.name)  # what a push uploads, to look at
+    if saved is not None:
+        logger.info("Adapter, portable copy, history and model card in %s", saved)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(metrics=metrics, task_name=task.name)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
