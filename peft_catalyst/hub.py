@@ -71,13 +71,14 @@ _URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}`|]+")
 _USERINFO_RE = re.compile(r"[^\s/@:'\"`]+:[^\s/@'\"`]+@(?=[\w.-])")  # "user:pass@" without a scheme
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#])")
 _PROMPT_CELL_CHARS = 200
-# Per task type: the transformers auto class of the base model, and PEFT's auto class for the adapter.
+# Per task type: the transformers auto class of the base model, PEFT's auto class for the adapter, and the Hub's
+# pipeline tag (only where transformers 5 still has that pipeline: it has no text2text or question-answering one).
 _AUTO_CLASSES = {
     "CAUSAL_LM": ("AutoModelForCausalLM", "AutoPeftModelForCausalLM", "text-generation"),
     "SEQ_CLS": ("AutoModelForSequenceClassification", "AutoPeftModelForSequenceClassification", "text-classification"),
-    "SEQ_2_SEQ_LM": ("AutoModelForSeq2SeqLM", "AutoPeftModelForSeq2SeqLM", "text2text-generation"),
+    "SEQ_2_SEQ_LM": ("AutoModelForSeq2SeqLM", "AutoPeftModelForSeq2SeqLM", None),
     "TOKEN_CLS": ("AutoModelForTokenClassification", "AutoPeftModelForTokenClassification", "token-classification"),
-    "QUESTION_ANS": ("AutoModelForQuestionAnswering", "AutoPeftModelForQuestionAnswering", "question-answering"),
+    "QUESTION_ANS": ("AutoModelForQuestionAnswering", "AutoPeftModelForQuestionAnswering", None),
     "FEATURE_EXTRACTION": ("AutoModel", "AutoPeftModelForFeatureExtraction", "feature-extraction"),
 }
 _THROUGHPUT_SUFFIXES = ("_runtime", "_samples_per_second", "_steps_per_second")

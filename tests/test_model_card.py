@@ -355,3 +355,21 @@ def test_templates_ship_in_the_wheel_and_the_editable_install(tmp_path):
     location, first_line = result.stdout.strip().splitlines()[-2:]
     assert Path(location).resolve().is_relative_to(target.resolve())
     assert first_line == SECTION_BEGIN
+
+
+def test_cards_of_a_vanilla_prompt_tuning_adapter_and_a_seq2seq_one(tok):
+    from peft import PromptTuningConfig
+
+    vanilla = get_peft_model(tiny.tiny_llama(tok), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    card = build_model_card(vanilla, tok, repo_id="org/v")
+    assert "| PEFT type | `PROMPT_TUNING` |" in card.text
+    assert "import peft_catalyst" not in card.text and "KeyError" not in card.text  # plain PEFT loads it anyway
+
+    config = CatalystConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4, task_description="Classify reviews")
+    seq2seq = get_peft_model(tiny.tiny_t5(tok), config)
+    set_soft_prompt_from_text(seq2seq, tok, "the movie was great")
+    card = build_model_card(seq2seq, tok, repo_id="org/t5")
+    assert card.data.pipeline_tag is None  # transformers 5 has no text2text pipeline
+    assert 'AutoPeftModelForSeq2SeqLM.from_pretrained("org/t5")' in card.text
+    assert "AutoModelForSeq2SeqLM.from_pretrained(" in card.text
+    assert f"```text\n{soft_prompt_text(seq2seq, tok)}\n```" in card.text
