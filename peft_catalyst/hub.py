@@ -106,7 +106,7 @@ def public_text(text: Any, secrets: Iterable[str | None] = ()) -> str:
     """
     text = scrub_secrets(str(text), [s for s in secrets if s], patterns=False)
     text = _URL_RE.sub(lambda m: redact_url(m.group(0)) or "", text)
-    text = _USERINFO_RE.sub("", text)
+    text = _USERINFO_RE.sub("***@", text)
     return scrub_secrets(text, patterns=True)
 
 
@@ -371,7 +371,7 @@ def _card_parts(
     return data, section.strip("\n"), title
 
 
-def replace_section(text: str, section: str) -> str:
+def _replace_section(text: str, section: str) -> str:
     """``text`` with its peft-catalyst section replaced by ``section`` (appended when it has none)."""
     begins, ends = text.count(SECTION_BEGIN), text.count(SECTION_END)
     if begins != ends:
@@ -401,7 +401,7 @@ def merge_model_card(existing: ModelCard | str, new: ModelCard) -> ModelCard:
     match = _SECTION_RE.search(new.text)
     if match is None:
         raise ValueError("The new card has no peft-catalyst section to merge.")
-    card.text = replace_section(card.text, match.group(0))
+    card.text = _replace_section(card.text, match.group(0))
     data, fresh = card.data, new.data
     data.library_name = fresh.library_name
     if fresh.base_model:

@@ -182,7 +182,7 @@ def test_table_shows_kept_blind_skipped_and_unusable_rounds(tok):
 def test_no_key_or_credentialed_url_reaches_the_card_or_the_history(tok, tmp_path):
     key, password = hs.FAKE_MENTOR_KEY, hs.URL_PASSWORD
     assert public_text(f"http://bob:{password}@10.0.0.7:8000/v1?api_key={key}#frag") == "http://10.0.0.7:8000/v1"
-    assert public_text(f"bob:{password}@10.0.0.7:8000") == "10.0.0.7:8000"
+    assert public_text(f"bob:{password}@10.0.0.7:8000") == "***@10.0.0.7:8000"
     assert key not in public_text(f"Bearer {key}") and key not in public_text(f"the key was {key}.")
     assert public_text("my-own-secret-word here", secrets=["my-own-secret-word"]) == "*** here"
     assert (
