@@ -165,6 +165,33 @@ def _patch_token_classification() -> None:
     cls.forward = forward
 
 
+def _patch_prompt_embedding_to_save() -> None:
+    """Read the soft prompt to save from the parameter, gathered when it is an FSDP2 ``DTensor``.
+
+    Why: ``PeftModel.get_prompt_embedding_to_save`` runs the prompt encoder's embedding lookup on a plain index
+    tensor, which fails on a ``DTensor`` weight ("mixed torch.Tensor and DTensor"), so ``save_pretrained`` and the
+    portable export broke under FSDP2. For PROMPT_TUNING and CATALYST that lookup of ``arange(rows)`` is the weight
+    itself, so the full weight is returned instead (identical values).
+    """
+    from peft import peft_model as pm
+
+    from peft_catalyst.sharding import full_tensor
+
+    cls = pm.PeftModel
+    original = cls.get_prompt_embedding_to_save
+    if getattr(original, "_catalyst_patched", False):
+        return
+
+    @functools.wraps(original)
+    def get_prompt_embedding_to_save(self, adapter_name: str) -> torch.Tensor:
+        if self.peft_config[adapter_name].peft_type not in (PeftType.PROMPT_TUNING, CATALYST):
+            return original(self, adapter_name)
+        return full_tensor(self.prompt_encoder[adapter_name].embedding.weight).detach().cpu()
+
+    get_prompt_embedding_to_save._catalyst_patched = True
+    cls.get_prompt_embedding_to_save = get_prompt_embedding_to_save
+
+
 def _patch_causal_generation() -> None:
     """Correct cached generation of prompt-tuned causal LMs (PROMPT_TUNING and CATALYST).
 
@@ -254,4 +281,5 @@ def apply() -> None:
     _patch_setup_prompt_encoder()
     _patch_seq2seq()
     _patch_token_classification()
+    _patch_prompt_embedding_to_save()
     _patch_causal_generation()

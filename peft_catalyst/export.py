@@ -11,6 +11,7 @@ from peft.utils import PeftType, get_peft_model_state_dict
 from safetensors.torch import save_file
 
 from peft_catalyst.projection import get_soft_prompt
+from peft_catalyst.sharding import full_tensor, gathered
 
 SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
 
@@ -32,8 +33,10 @@ def export_prompt_tuning(model, directory: str | os.PathLike, adapter_name: str 
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = get_peft_model_state_dict(peft_model, adapter_name=soft.adapter_name)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    with gathered(model, [soft.weight, *trainable], writeback=False):  # full tensors under ZeRO-3 / FSDP
+        state = get_peft_model_state_dict(peft_model, adapter_name=soft.adapter_name)
+        state = {k: full_tensor(v).detach().to("cpu").contiguous() for k, v in state.items()}
     save_file(state, str(out / SAFETENSORS_WEIGHTS_NAME), metadata={"format": "pt"})
     vanilla.save_pretrained(str(out))
     return out

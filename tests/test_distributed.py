@@ -85,4 +85,4 @@ def test_fsdp2_sharded_prompt_projects_and_restarts_like_unsharded():
         assert r["dtensor"] and r["local_rows"] == 3  # 6 virtual tokens sharded over 2 ranks
         assert r["text_matches"] and r["restart_matches"] and r["same_parameter"]
         assert r["text_after"] == r["expected_text"] and r["expected_text"].startswith("the movie was great")
-        assert r["zeroed"] and r["restored"] and r["logits_match"]
+        assert r["zeroed"] and r["restored"] and r["logits_match"] and r["export_matches"]

@@ -34,6 +34,7 @@ def test_every_patch_is_applied_once():
         peft_model.PeftModelForSeq2SeqLM.generate,
         peft_model.PeftModelForTokenClassification.forward,
         peft_model.PeftModelForCausalLM.prepare_inputs_for_generation,
+        peft_model.PeftModel.get_prompt_embedding_to_save,
     ]
     assert all(getattr(fn, "_catalyst_patched", False) for fn in patched)
     _patches.apply()  # idempotent: no double wrapping
@@ -87,3 +88,14 @@ def test_causal_prepare_inputs_signature_unchanged():
 def test_enum_internals_used_to_extend_peft_type(member):
     assert member in vars(PeftType) or hasattr(PeftType, member)
     assert "CATALYST" in getattr(PeftType, member)
+
+
+def test_prompt_embedding_to_save_equals_peft_lookup():
+    """The patched read returns exactly what PEFT's embedding lookup of arange(rows) returns."""
+    tok = tiny.bpe_tokenizer()
+    pm = get_peft_model(tiny.tiny_t5(tok), CatalystConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3))
+    ours = peft_model.PeftModel.get_prompt_embedding_to_save(pm, "default")
+    upstream = _original(peft_model.PeftModel.get_prompt_embedding_to_save)(pm, "default")
+    assert ours.shape == (6, 32) and torch.equal(ours, upstream)
+    source = inspect.getsource(_original(peft_model.PeftModel.get_prompt_embedding_to_save))
+    assert "prompt_encoder(prompt_tokens)" in source  # the lookup our patch replaces for prompt tuning

@@ -648,6 +648,8 @@ class CatalystTrainer(Trainer):
             "mentor": getattr(self.mentor, "name", None),
             "mentor_usage": usage,
             "selection": self.args.catalyst_selection,
+            "metric": self.args.catalyst_metric,
+            "greater_is_better": self.args.catalyst_higher_is_better,
             "seconds": {k: round(v, 3) for k, v in self.catalyst_timings.items()},
             "final_prompt": self.projector.text() if self.processing_class is not None else None,
         }

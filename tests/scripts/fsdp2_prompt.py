@@ -9,14 +9,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import tempfile  # noqa: E402
+
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from peft import get_peft_model  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
 from torch.distributed.device_mesh import init_device_mesh  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
-from peft_catalyst import CatalystConfig, Projector, set_soft_prompt_from_text  # noqa: E402
+from peft_catalyst import CatalystConfig, Projector, export_prompt_tuning, set_soft_prompt_from_text  # noqa: E402
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_  # noqa: E402
 from tests import tiny  # noqa: E402
 
@@ -48,6 +51,11 @@ def main() -> None:
     result["zeroed"] = bool((read_soft_prompt(sharded) == 0).all())
     write_soft_prompt_(sharded, saved)
     result["restored"] = torch.equal(read_soft_prompt(sharded), saved)
+
+    with tempfile.TemporaryDirectory() as tmp:  # the portable export holds the full (gathered) prompt
+        export_prompt_tuning(sharded, tmp)
+        exported = load_file(str(Path(tmp) / "adapter_model.safetensors"))["prompt_embeddings"]
+        result["export_matches"] = torch.equal(exported, read_soft_prompt(reference))
 
     x = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
