@@ -13,7 +13,9 @@ number. The cheap path, used by default:
   the end of the sequence), so the LM head runs on a handful of positions instead of all of them. Negative indices
   are unaffected by the ``num_virtual_tokens`` that PEFT prepends, so nothing here needs to know the prompt length;
   it also works without PEFT. (transformers 5.x slices ``hidden_states[:, logits_to_keep]``; PEFT's
-  ``PeftModelForCausalLM.forward`` passes it through ``**kwargs`` to the base model.)
+  ``PeftModelForCausalLM.forward`` passes it through ``**kwargs`` to the base model.) Measured on SmolLM2-135M,
+  batch 8, 8 virtual tokens, 1 CPU thread: 2.25 s CPU per optimizer step against 2.65 s with full logits and
+  2.79 s for the model's own loss over every token (best of 6; about 1.4 s wall with 2 threads).
 - ``compute_loss_func`` gathers each row's prediction position from the kept logits and takes the cross-entropy
   over the full vocabulary there (summed, divided by ``num_items_in_batch`` when the Trainer passes it, so gradient
   accumulation is exact).
