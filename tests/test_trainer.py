@@ -457,3 +457,32 @@ def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
         processing_class=tok,
     )
     assert again.catalyst_dataset["input_ids"] == trainer.catalyst_dataset["input_ids"]  # seeded
+
+
+def test_causal_label_word_scoring_over_batches_of_different_widths(tmp_path):
+    """Causal-LM labels are as wide as their batch: scoring must pad them while gathering (packaged task, tiny LM)."""
+    from peft_catalyst.data import load_task
+    from peft_catalyst.tasks import prepare_task
+
+    tok = tiny.bpe_tokenizer()
+    task = load_task("rotten_tomatoes", train_size=24, catalyst_size=20, validation_size=8, test_size=8)
+    spec = prepare_task(task, tok, "causal_lm", max_length=256)
+    catalyst = spec.datasets["catalyst"]
+    widths = {spec.data_collator([catalyst[j] for j in range(i, i + 3)])["labels"].shape[1] for i in (0, 3, 6, 9)}
+    assert len(widths) > 1  # the batches of 3 below really differ in width
+    pm = get_peft_model(
+        tiny.tiny_llama(tok),
+        CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, task_description=task.task_description),
+    )
+    args = _args(tmp_path, max_steps=4, catalyst_rounds=1, catalyst_stage_steps=2, per_device_eval_batch_size=3)
+    trainer = CatalystTrainer(
+        model=pm,
+        args=args,
+        mentor=ScriptedMentor(["1. Is this review positive"]),
+        catalyst_dataset=spec.datasets["catalyst"],
+        **spec.trainer_kwargs(),
+    )
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert 0.0 <= record["current"]["metrics"]["accuracy"] <= 1.0
+    assert record["candidates"][0]["finite"] and "accuracy" in record["candidates"][0]["metrics"]

@@ -32,6 +32,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import nested_concat, nested_numpify
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
@@ -499,7 +500,7 @@ class CatalystTrainer(Trainer):
         model = self.model_wrapped if (self.is_fsdp_enabled or self.is_deepspeed_enabled) else self.model
         model.eval()
         want_metrics = self.compute_metrics is not None
-        losses, preds, labels = [], [], []
+        losses, preds, labels = [], None, None
         for inputs in self._catalyst_dataloader:
             loss, logits, label = self.prediction_step(model, inputs, prediction_loss_only=not want_metrics)
             if loss is None:
@@ -511,14 +512,16 @@ class CatalystTrainer(Trainer):
                     logits = self.preprocess_logits_for_metrics(logits, label)
                 logits = self.accelerator.pad_across_processes(logits, dim=1, pad_index=-100)
                 label = self.accelerator.pad_across_processes(label, dim=1, pad_index=-100)
-                preds.append(self.accelerator.gather_for_metrics(logits).cpu())
-                labels.append(self.accelerator.gather_for_metrics(label).cpu())
+                # Batches differ in width (causal-LM labels are as long as their batch): pad while concatenating.
+                logits, label = self.accelerator.gather_for_metrics((logits, label))
+                preds = logits.cpu() if preds is None else nested_concat(preds, logits.cpu(), padding_index=-100)
+                labels = label.cpu() if labels is None else nested_concat(labels, label.cpu(), padding_index=-100)
         all_losses = torch.cat(losses).cpu()
         mean_loss = float(all_losses.mean()) if torch.isfinite(all_losses).all() else math.inf
         metrics: dict[str, float] = {}
-        if want_metrics and preds:
+        if want_metrics and preds is not None:
             result = self.compute_metrics(
-                EvalPrediction(predictions=torch.cat(preds).numpy(), label_ids=torch.cat(labels).numpy())
+                EvalPrediction(predictions=nested_numpify(preds), label_ids=nested_numpify(labels))
             )
             metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating))}
         metric = self.args.catalyst_metric
