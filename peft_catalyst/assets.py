@@ -112,6 +112,22 @@ def _ensure_pad_token(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def _drop_gguf_quantizer(model: Any) -> None:
+    """Forget the quantizer a GGUF load attaches although the weights are dequantized to fp32 already.
+
+    Why: with it, ``save_pretrained`` refuses to write the model and ``Trainer`` refuses to train it ("quantized").
+    """
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:  # read-only property in some versions
+            pass
+
+
 def _write_cache_atomically(model: Any, tokenizer: Any, target: Path) -> None:
     """Save model+tokenizer into a temp dir beside ``target`` then rename it: a killed process leaves no half cache."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -120,18 +136,6 @@ def _write_cache_atomically(model: Any, tokenizer: Any, target: Path) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a shared HF_HOME cache should not be
-        # The GGUF load attaches a quantizer and a quantization_config although the weights are already
-        # dequantized to fp32; transformers refuses to save such a model, so drop both first.
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer = None
-        for attr in ("quantization_config",):
-            if hasattr(model.config, attr):
-                delattr(model.config, attr)
-        if hasattr(model, "is_quantized"):
-            try:
-                model.is_quantized = False
-            except AttributeError:  # read-only property in some versions
-                pass
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / _COMPLETE_MARKER).write_text("ok\n")
@@ -177,6 +181,7 @@ def load_smollm2(cache_dir: str | os.PathLike[str] | None = None) -> tuple[Any, 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     logger.info("Converted SmolLM2 in %.1f s", time.perf_counter() - start)
+    _drop_gguf_quantizer(model)  # also when the cache below cannot be written
     _ensure_pad_token(tokenizer)
     try:
         _write_cache_atomically(model, tokenizer, target)
