@@ -11,7 +11,7 @@ Rotten Tomatoes task::
     accelerate launch examples/causal_lm_classification.py --output_dir runs/causal
     # any causal LM, and a mentor on an OpenAI-compatible server (key in OPENAI_API_KEY):
     python examples/causal_lm_classification.py --output_dir runs/causal \\
-        --model_name_or_path HuggingFaceTB/SmolLM2-360M --mentor openai --mentor_model gpt-4o-mini
+        --model_name_or_path HuggingFaceTB/SmolLM2-360M --mentor openai:gpt-4o-mini
     # share it: --push_to_hub --hub_model_id <you>/<name>
 
 The output folder holds the adapter, ``portable/`` (a plain PEFT copy), ``catalyst_history.json``, test metrics and a
@@ -29,9 +29,14 @@ from peft import get_peft_model
 from transformers import HfArgumentParser, set_seed
 
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
-from peft_catalyst.data import load_task
 from peft_catalyst.hub import save_trainer_for_hub
-from peft_catalyst.mentors import Mentor, OpenAIMentor, TransformersMentor
+from peft_catalyst.runner import (
+    DataArguments,
+    MentorArguments,
+    build_mentor,
+    load_model_and_tokenizer,
+    load_task_data,
+)
 from peft_catalyst.tasks import prepare_task
 
 logger = logging.getLogger(__name__)
@@ -53,83 +58,30 @@ DEFAULTS = dict(
 
 @dataclass
 class ScriptArguments:
-    """What to train and who mentors it."""
+    """The doer and its soft prompt (data and mentor options: DataArguments, MentorArguments)."""
 
-    task: str = field(
-        default="rotten_tomatoes", metadata={"help": "Packaged task: rotten_tomatoes, trec or sms_spam."}
-    )
     model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Causal LM doer (Hub id or local path); default: the packaged SmolLM2-135M-Instruct."},
     )
     num_virtual_tokens: int = field(default=8, metadata={"help": "Length of the soft prompt."})
-    mentor: str = field(
-        default="embedded",
-        metadata={
-            "help": "'embedded': the packaged SmolLM2 (offline); 'openai': an OpenAI-compatible server "
-            "(--mentor_model, --mentor_base_url, OPENAI_API_KEY); 'none': plain prompt tuning."
-        },
-    )
-    mentor_model: str = field(default="gpt-4o-mini", metadata={"help": "Model name for --mentor openai."})
-    mentor_base_url: str | None = field(
-        default=None, metadata={"help": "Server URL ending in /v1 for --mentor openai (default: OpenAI)."}
-    )
-    train_size: int | None = field(default=None, metadata={"help": "Training examples (default: 1000)."})
-    catalyst_size: int | None = field(default=None, metadata={"help": "Held-out examples candidates are scored on."})
-    validation_size: int | None = field(default=None, metadata={"help": "Validation examples (default: 300)."})
-    test_size: int | None = field(
-        default=None, metadata={"help": "Test examples evaluated at the end (default: 500)."}
-    )
-    split_seed: int = field(
-        default=0, metadata={"help": "Seed of the train/catalyst/validation/test split of the task."}
-    )
     max_length: int = field(default=128, metadata={"help": "Tokens per example, before the virtual tokens."})
-
-
-def load_doer(args: ScriptArguments):
-    """The causal LM and its tokenizer: a given checkpoint, or the packaged SmolLM2."""
-    if args.model_name_or_path is None:
-        from peft_catalyst.assets import load_smollm2
-
-        return load_smollm2()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.model_name_or_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return transformers.AutoModelForCausalLM.from_pretrained(args.model_name_or_path), tokenizer
-
-
-def build_mentor(args: ScriptArguments, doer, doer_tokenizer, seed: int) -> Mentor | None:
-    """The mentor chosen by ``--mentor``; the embedded one shares the doer's weights when the doer is SmolLM2."""
-    if args.mentor == "none":
-        return None
-    if args.mentor == "openai":
-        return OpenAIMentor(args.mentor_model, base_url=args.mentor_base_url, seed=seed)
-    if args.mentor == "embedded":
-        if args.model_name_or_path is None:  # the doer is the packaged SmolLM2: no second copy
-            return TransformersMentor.embedded(doer, doer_tokenizer, seed=seed)
-        return TransformersMentor.embedded(seed=seed)
-    raise ValueError(f"--mentor must be 'embedded', 'openai' or 'none', got {args.mentor!r}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Train, evaluate on the test split, save adapter + card locally and push if asked; returns test metrics."""
-    parser = HfArgumentParser((ScriptArguments, CatalystTrainingArguments))
+    parser = HfArgumentParser((ScriptArguments, DataArguments, MentorArguments, CatalystTrainingArguments))
     parser.set_defaults(**DEFAULTS)
-    args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    args, data_args, mentor_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     logging.getLogger().setLevel(training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
-    task = load_task(
-        args.task,
-        seed=args.split_seed,
-        train_size=args.train_size,
-        catalyst_size=args.catalyst_size,
-        validation_size=args.validation_size,
-        test_size=args.test_size,
-    )
-    model, tokenizer = load_doer(args)
+    task = load_task_data(data_args)
+    model, tokenizer = load_model_and_tokenizer("causal_lm", args.model_name_or_path)
+    # The embedded mentor shares the doer's weights when the doer is the packaged SmolLM2: no second copy.
+    shared = None if args.model_name_or_path else (model, tokenizer)
     spec = prepare_task(task, tokenizer, "causal_lm", max_length=args.max_length)
     config = CatalystConfig(
         task_type="CAUSAL_LM", num_virtual_tokens=args.num_virtual_tokens, task_description=task.task_description
@@ -138,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer = CatalystTrainer(
         model=peft_model,
         args=training_args,
-        mentor=build_mentor(args, model, tokenizer, training_args.seed),
+        mentor=build_mentor(mentor_args, training_args.output_dir, shared),
         catalyst_dataset=spec.datasets["catalyst"],
         **spec.trainer_kwargs(),
     )

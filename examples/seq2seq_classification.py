@@ -7,7 +7,7 @@ Every ``--catalyst_stage_steps`` optimizer steps the mentor proposes text prompt
     python examples/seq2seq_classification.py --model_name_or_path google/flan-t5-small --output_dir runs/t5
     accelerate launch examples/seq2seq_classification.py --model_name_or_path google/flan-t5-small
     # the mentor defaults to the packaged SmolLM2 (offline); or an OpenAI-compatible server (key in OPENAI_API_KEY):
-    ... --mentor openai --mentor_model gpt-4o-mini
+    ... --mentor openai:gpt-4o-mini
     # share it: --push_to_hub --hub_model_id <you>/<name>
 
 Accuracy reads the decoder's first step: the label whose first token scores highest. The output folder holds the
@@ -27,9 +27,8 @@ from peft import get_peft_model
 from transformers import DataCollatorForSeq2Seq, HfArgumentParser, set_seed
 
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
-from peft_catalyst.data import load_task
 from peft_catalyst.hub import save_trainer_for_hub
-from peft_catalyst.mentors import Mentor, OpenAIMentor, TransformersMentor
+from peft_catalyst.runner import DataArguments, MentorArguments, build_mentor, load_task_data
 
 logger = logging.getLogger(__name__)
 
@@ -50,47 +49,13 @@ DEFAULTS = dict(
 
 @dataclass
 class ScriptArguments:
-    """What to train and who mentors it."""
+    """The doer and its soft prompt (data and mentor options: DataArguments, MentorArguments)."""
 
     model_name_or_path: str = field(
         metadata={"help": "Seq2seq model (Hub id or local path), e.g. google/flan-t5-small. Required."}
     )
-    task: str = field(
-        default="rotten_tomatoes", metadata={"help": "Packaged task: rotten_tomatoes, trec or sms_spam."}
-    )
     num_virtual_tokens: int = field(default=8, metadata={"help": "Length of the soft prompt."})
-    mentor: str = field(
-        default="embedded",
-        metadata={
-            "help": "'embedded': the packaged SmolLM2 (offline); 'openai': an OpenAI-compatible server "
-            "(--mentor_model, --mentor_base_url, OPENAI_API_KEY); 'none': plain prompt tuning."
-        },
-    )
-    mentor_model: str = field(default="gpt-4o-mini", metadata={"help": "Model name for --mentor openai."})
-    mentor_base_url: str | None = field(
-        default=None, metadata={"help": "Server URL ending in /v1 for --mentor openai (default: OpenAI)."}
-    )
-    train_size: int | None = field(default=None, metadata={"help": "Training examples (default: 1000)."})
-    catalyst_size: int | None = field(default=None, metadata={"help": "Held-out examples candidates are scored on."})
-    validation_size: int | None = field(default=None, metadata={"help": "Validation examples (default: 300)."})
-    test_size: int | None = field(
-        default=None, metadata={"help": "Test examples evaluated at the end (default: 500)."}
-    )
-    split_seed: int = field(
-        default=0, metadata={"help": "Seed of the train/catalyst/validation/test split of the task."}
-    )
     max_length: int = field(default=128, metadata={"help": "Input tokens per example, before the virtual tokens."})
-
-
-def build_mentor(args: ScriptArguments, seed: int) -> Mentor | None:
-    """The mentor chosen by ``--mentor``."""
-    if args.mentor == "none":
-        return None
-    if args.mentor == "openai":
-        return OpenAIMentor(args.mentor_model, base_url=args.mentor_base_url, seed=seed)
-    if args.mentor == "embedded":
-        return TransformersMentor.embedded(seed=seed)
-    raise ValueError(f"--mentor must be 'embedded', 'openai' or 'none', got {args.mentor!r}")
 
 
 class FirstStepLabelScores:
@@ -119,22 +84,15 @@ def accuracy_metric(first_token_ids: list[int]):
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Train, evaluate on the test split, save adapter + card locally and push if asked; returns test metrics."""
-    parser = HfArgumentParser((ScriptArguments, CatalystTrainingArguments))
+    parser = HfArgumentParser((ScriptArguments, DataArguments, MentorArguments, CatalystTrainingArguments))
     parser.set_defaults(**DEFAULTS)
-    args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    args, data_args, mentor_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stdout)
     logging.getLogger().setLevel(training_args.get_process_log_level())
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     set_seed(training_args.seed)
 
-    task = load_task(
-        args.task,
-        seed=args.split_seed,
-        train_size=args.train_size,
-        catalyst_size=args.catalyst_size,
-        validation_size=args.validation_size,
-        test_size=args.test_size,
-    )
+    task = load_task_data(data_args)
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.model_name_or_path)
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(args.model_name_or_path)
     targets = [tokenizer(word.strip())["input_ids"] for word in task.label_words]  # e.g. "positive</s>"
@@ -157,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer = CatalystTrainer(
         model=peft_model,
         args=training_args,
-        mentor=build_mentor(args, training_args.seed),
+        mentor=build_mentor(mentor_args, training_args.output_dir),
         train_dataset=data["train"],
         catalyst_dataset=data["catalyst"],
         eval_dataset=data["validation"],

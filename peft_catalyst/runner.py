@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -80,6 +81,7 @@ class DataArguments:
     catalyst_size: int | None = field(
         default=None, metadata={"help": "Held-out examples candidates are scored on (default: the task's)."}
     )
+    validation_size: int | None = field(default=None, metadata={"help": "Validation examples (default: the task's)."})
     test_size: int | None = field(default=None, metadata={"help": "Test examples reported (default: the task's)."})
 
 
@@ -184,7 +186,12 @@ def load_task_data(data: DataArguments):
     """The task's splits (packaged or ``datasets``); missing columns and unknown datasets become ``UserError``."""
     from peft_catalyst.data import load_hf_task, load_task
 
-    sizes = {"train_size": data.train_size, "catalyst_size": data.catalyst_size, "test_size": data.test_size}
+    sizes = {
+        "train_size": data.train_size,
+        "catalyst_size": data.catalyst_size,
+        "validation_size": data.validation_size,
+        "test_size": data.test_size,
+    }
     try:
         if data.dataset_name:
             task = load_hf_task(
@@ -214,16 +221,7 @@ def build_doer(model_args: ModelArguments, data: DataArguments, task=None) -> Do
 
     task = task or load_task_data(data)
     kind, name = _doer_kind(model_args), model_args.model_name_or_path or model_args.model
-    if model_args.model_name_or_path:
-        model, tokenizer = _load_custom(model_args.model_name_or_path, kind, task.num_labels)
-    elif model_args.model == "minilm":
-        from peft_catalyst.assets import load_minilm_for_sequence_classification
-
-        model, tokenizer = load_minilm_for_sequence_classification(num_labels=task.num_labels)
-    else:
-        from peft_catalyst.assets import load_smollm2
-
-        model, tokenizer = load_smollm2()
+    model, tokenizer = load_model_and_tokenizer(kind, model_args.model_name_or_path, task.num_labels)
     try:
         spec = prepare_task(task, tokenizer, kind, max_length=model_args.max_length)
     except ValueError as exc:
@@ -256,19 +254,30 @@ def _doer_kind(model_args: ModelArguments) -> str:
     return "seq_cls" if "SequenceClassification" in architectures or config.model_type == "bert" else "causal_lm"
 
 
-def _load_custom(path: str, kind: str, num_labels: int):
+def load_model_and_tokenizer(kind: str, model_name_or_path: str | None = None, num_labels: int = 2):
+    """``(model, tokenizer)`` for a doer: the packaged SmolLM2 (``causal_lm``) or MiniLM (``seq_cls``) when no
+    ``model_name_or_path`` is given, else that checkpoint (a pad token is set when it has none)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+    if model_name_or_path is None:
         if kind == "seq_cls":
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+            from peft_catalyst.assets import load_minilm_for_sequence_classification
+
+            return load_minilm_for_sequence_classification(num_labels=num_labels)
+        from peft_catalyst.assets import load_smollm2
+
+        return load_smollm2()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        if kind == "seq_cls":
+            model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path, num_labels=num_labels)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"Cannot load model {path!r}: {exc}") from exc
+        raise UserError(f"Cannot load model {model_name_or_path!r}: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
 
 
@@ -280,8 +289,12 @@ def validate_mentor_spec(spec: str) -> None:
     raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>' or 'none'.")
 
 
-def build_mentor(args: MentorArguments, doer: Doer | None, output_dir: str):
-    """The mentor named by ``--mentor`` (wrapped in the reply cache), or None for plain prompt tuning."""
+def build_mentor(args: MentorArguments, output_dir: str | os.PathLike | None = None, shared: tuple | None = None):
+    """The mentor named by ``--mentor``, or None for plain prompt tuning.
+
+    ``shared``: ``(model, tokenizer)`` of an already loaded SmolLM2 for the embedded mentor to use instead of a
+    second copy. Replies are cached in ``--mentor_cache`` or, with an ``output_dir``, its ``mentor_cache.sqlite``.
+    """
     from peft_catalyst.mentors import CachedMentor, HubInferenceMentor, MentorError, OpenAIMentor, TransformersMentor
 
     if args.mentor_replay:
@@ -296,10 +309,9 @@ def build_mentor(args: MentorArguments, doer: Doer | None, output_dir: str):
         if spec == "none":
             return None
         if spec in ("smollm2", "embedded"):
-            shared = doer is not None and doer.name == "smollm2"
             inner = TransformersMentor.embedded(
-                model=doer.model.get_base_model() if shared else None,
-                tokenizer=doer.tokenizer if shared else None,
+                model=shared[0] if shared else None,
+                tokenizer=shared[1] if shared else None,
                 temperature=args.mentor_temperature,
                 seed=args.mentor_seed,
                 meta_prompt=args.meta_prompt,
@@ -325,8 +337,11 @@ def build_mentor(args: MentorArguments, doer: Doer | None, output_dir: str):
             )
     except (MentorError, OSError, ValueError) as exc:
         raise UserError(f"Mentor {spec!r}: {exc}") from exc
-    cache = Path(args.mentor_cache) if args.mentor_cache else Path(output_dir) / "mentor_cache.sqlite"
-    return CachedMentor(inner, cache, mode="use")
+    if args.mentor_cache:
+        return CachedMentor(inner, args.mentor_cache, mode="use")
+    if output_dir is not None:
+        return CachedMentor(inner, Path(output_dir) / "mentor_cache.sqlite", mode="use")
+    return inner
 
 
 def check_mentor(mentor, required: bool):
@@ -410,7 +425,8 @@ def run(
     started = time.perf_counter()
     out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
     doer = build_doer(model_args, data_args)
-    mentor = check_mentor(build_mentor(mentor_args, doer, str(out)), mentor_args.mentor_required)
+    shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
+    mentor = check_mentor(build_mentor(mentor_args, out, shared), mentor_args.mentor_required)
 
     def test_accuracy() -> float:
         return evaluate_accuracy(doer.model, doer.spec, "test", batch_size=run_args.eval_batch_size)["accuracy"]
@@ -495,6 +511,8 @@ __all__ = [
     "UserError",
     "build_doer",
     "build_mentor",
+    "load_model_and_tokenizer",
+    "load_task_data",
     "embedded_defaults",
     "run",
     "summary_lines",

@@ -20,6 +20,7 @@ from transformers import HfArgumentParser
 
 from peft_catalyst import CatalystTrainingArguments
 from peft_catalyst.hub import SECTION_BEGIN
+from peft_catalyst.runner import DataArguments, MentorArguments
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer
 
@@ -60,7 +61,9 @@ def test_every_script_argument_has_help(script):
         f.name for f in fields if not f.metadata.get("help")
     ]
     assert module.__doc__ and "accelerate launch" in module.__doc__
-    parser = HfArgumentParser((module.ScriptArguments, CatalystTrainingArguments))  # no clash with TrainingArguments
+    parser = HfArgumentParser(  # no clash with TrainingArguments
+        (module.ScriptArguments, DataArguments, MentorArguments, CatalystTrainingArguments)
+    )
     assert parser.format_help()
 
 
@@ -83,7 +86,7 @@ def _run(launcher: str, script: str, extra: list[str], tmp_path: Path) -> tuple[
         accelerate = Path(sys.executable).with_name("accelerate")
         cmd = [str(accelerate), "launch", "--config_file", str(config), str(EXAMPLES / script)]
     with LoopbackOpenAIServer(MENTOR_REPLY) as server:
-        args = ["--output_dir", str(out), "--mentor", "openai", "--mentor_model", "tiny-mentor"]
+        args = ["--output_dir", str(out), "--mentor", "openai:tiny-mentor"]
         args += ["--mentor_base_url", server.base_url, *TINY, *extra]
         result = subprocess.run(cmd + args, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
         requests = server.request_count
