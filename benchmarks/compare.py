@@ -1,0 +1,1002 @@
+"""Does the mentor help? The catalyst against the right baselines, with seeds, spread and paired intervals (issue 7).
+
+Methods, all with the same optimizer steps, learning rate, prompt length, data order and seeds within a cell:
+
+    single-random    plain prompt tuning from PEFT's RANDOM init (no rounds)
+    single-text      plain prompt tuning from the TEXT init of the task's manual prompt (no rounds)
+    random-restarts  rounds on the catalyst schedule whose candidates are random vocabulary words, scored and selected
+                     like the mentor's (elitist: the current prompt competes)
+    llm-only         mentor rounds, the soft prompt never gets a gradient update (only restarts change it); the mentor
+                     sees the best prompts scored so far. MiniLM's new classification head still trains on the same
+                     steps; for SmolLM2 (nothing else to train) the rounds run back to back, one lr-0 step apart
+    blind            catalyst schedule, restart from the mentor's first candidate unscored (the research code)
+    catalyst         ours: every candidate and the current prompt scored on the catalyst split, the best kept
+
+Every method is compared with the better ``single`` of its cell (higher mean test accuracy over seeds): the paired
+difference over seeds with a 95% paired-t interval (bootstrap percentile interval alongside). Each finished run
+(task, doer, method, seed) is one JSON under ``benchmarks/results/compare/cells/<plan>/`` and is skipped on rerun.
+
+    python -m benchmarks.compare --dry-run     # print the plan and its time estimate
+    python -m benchmarks.compare --quick       # about 10 minutes: Rotten Tomatoes, both doers, 1 seed, tiny budget
+    python -m benchmarks.compare               # the full grid (about 2.5 hours on 2 CPU cores), resumable
+    python -m benchmarks.compare --report-only # rebuild the report from the finished runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks.stats import mean_std, paired_difference  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+RESULTS_DIR = Path(__file__).parent / "results" / "compare"
+METHODS = ("single-random", "single-text", "random-restarts", "llm-only", "blind", "catalyst")
+SINGLE_METHODS = ("single-random", "single-text")
+ROUND_METHODS = ("random-restarts", "llm-only", "blind", "catalyst")
+LLM_METHODS = ("llm-only", "blind", "catalyst")
+#: Bump when the meaning of a cell's result changes: finished cells with another version are run again.
+BENCH_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The plan
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DoerPlan:
+    """Budget and schedule of one doer: the same for every method and seed of its cells."""
+
+    doer: str
+    seeds: int
+    max_steps: int
+    batch_size: int
+    rounds: int
+    stage_steps: int
+    train_size: int
+    catalyst_size: int
+    test_size: int
+    learning_rate: float = 3e-2
+    num_virtual_tokens: int = 8
+    num_candidates: int = 4
+    trajectory_points: int = 4
+    eval_batch_size: int = 32
+    max_length: int = 128
+    #: A local model directory instead of the packaged doer named ``doer`` (tests, or your own doer).
+    model_path: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to run: tasks x doers x methods x seeds."""
+
+    name: str
+    tasks: tuple[str, ...]
+    doers: tuple[DoerPlan, ...]
+    methods: tuple[str, ...] = METHODS
+    restart_init: str = "random"
+
+    def doer(self, name: str) -> DoerPlan:
+        """The budget of doer ``name``."""
+        return next(d for d in self.doers if d.doer == name)
+
+    def cells(self) -> list[Cell]:
+        """Every run, cheapest doer first, seed by seed (so a partial run has whole seeds to compare)."""
+        return [
+            Cell(task, d.doer, method, seed)
+            for d in self.doers
+            for seed in range(d.seeds)
+            for task in self.tasks
+            for method in self.methods
+        ]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: a task, a doer, a method and a seed (also the data split's seed)."""
+
+    task: str
+    doer: str
+    method: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}__{self.doer}__{self.method}__s{self.seed}"
+
+
+# Full grid, sized to fit 2.5 hours on 2 CPU cores (see README of the results and --dry-run for the estimate).
+FULL_PLAN = Plan(
+    name="full",
+    tasks=("rotten_tomatoes", "trec"),
+    doers=(
+        DoerPlan(
+            "minilm",
+            seeds=5,
+            max_steps=120,
+            batch_size=16,
+            rounds=3,
+            stage_steps=30,
+            train_size=1000,
+            catalyst_size=100,
+            test_size=500,
+        ),
+        DoerPlan(
+            "smollm2",
+            seeds=3,
+            max_steps=36,
+            batch_size=8,
+            rounds=2,
+            stage_steps=12,
+            train_size=1000,
+            catalyst_size=32,
+            test_size=200,
+        ),
+    ),
+)
+
+QUICK_PLAN = Plan(
+    name="quick",
+    tasks=("rotten_tomatoes",),
+    doers=(
+        DoerPlan(
+            "minilm",
+            seeds=1,
+            max_steps=24,
+            batch_size=16,
+            rounds=1,
+            stage_steps=12,
+            train_size=400,
+            catalyst_size=48,
+            test_size=200,
+        ),
+        DoerPlan(
+            "smollm2",
+            seeds=1,
+            max_steps=8,
+            batch_size=8,
+            rounds=1,
+            stage_steps=4,
+            train_size=200,
+            catalyst_size=16,
+            test_size=100,
+        ),
+    ),
+)
+
+# Cost model of one run with ONE torch thread, in seconds, measured on this 2-core machine (a --quick run; busy, so
+# on the safe side), consistent with DESIGN.md section 3 (two threads: MiniLM 0.47 s per step at batch 16, SmolLM2
+# 2.0 s at batch 8). Scoring and test evaluation are forward passes: ``forward_per_example`` each.
+COSTS: dict[str, dict[str, float]] = {
+    "minilm": {"load": 2.0, "step_per_example": 0.68 / 16, "forward_per_example": 0.022, "frozen_step_ratio": 0.45},
+    "smollm2": {"load": 2.0, "step_per_example": 2.6 / 8, "forward_per_example": 0.17, "frozen_step_ratio": 1.0},
+}
+MENTOR_CALL_S = 18.0  # embedded SmolLM2, 6 samples of <= 24 tokens, 1 thread (13-17 s here; mentor_yield: 15-24 s)
+USABLE_CANDIDATES = 2.4  # usable candidates per mentor call (benchmarks/results/mentor_yield.json: 2.37)
+TWO_THREAD_SPEEDUP = 1.4  # one process on 2 threads vs 1 (0.68 -> 0.47 s per MiniLM step); 2 processes give 2x
+
+
+def thread_speedup(threads: int) -> float:
+    """How much faster one run is with ``threads`` torch threads than with one (2-core machine: at most 1.4)."""
+    return TWO_THREAD_SPEEDUP if threads >= 2 else 1.0
+
+
+def llm_only_schedule(dplan: DoerPlan, prompt_frozen_by_grad: bool) -> tuple[int, int]:
+    """``(max_steps, stage_steps)`` of ``llm-only``: the doer's schedule when something besides the prompt trains
+    (MiniLM's head), otherwise one lr-0 step per stage (rounds back to back; nothing would learn from more)."""
+    if prompt_frozen_by_grad:
+        return dplan.max_steps, dplan.stage_steps
+    return dplan.rounds + 1, 1
+
+
+def estimate_cell_seconds(cell: Cell, dplan: DoerPlan, threads: int = 1) -> float:
+    """Predicted wall time of one run with ``threads`` torch threads from :data:`COSTS` (load, steps, scoring,
+    mentor calls, test evaluation), on a quiet machine."""
+    c = COSTS.get(cell.doer, COSTS["minilm"])
+    step = c["step_per_example"] * dplan.batch_size
+    forward = c["forward_per_example"]
+    seconds = c["load"] + forward * dplan.test_size
+    steps = dplan.max_steps
+    if cell.method == "llm-only":
+        steps = dplan.max_steps if cell.doer == "minilm" else dplan.rounds + 1
+        step *= c["frozen_step_ratio"] if cell.doer == "minilm" else 1.0
+    seconds += steps * step
+    if cell.method in ROUND_METHODS:
+        trajectory = 1 if cell.method == "llm-only" else min(dplan.trajectory_points, dplan.stage_steps)
+        if cell.method == "blind":
+            scored = trajectory
+        elif cell.method == "random-restarts":
+            scored = trajectory + 1 + dplan.num_candidates
+        else:
+            scored = trajectory + 1 + USABLE_CANDIDATES
+        seconds += dplan.rounds * scored * forward * dplan.catalyst_size
+        if cell.method in LLM_METHODS:
+            seconds += dplan.rounds * MENTOR_CALL_S
+    return seconds / thread_speedup(threads)
+
+
+def plan_lines(plan: Plan, done: set[str], jobs: int = 1, threads: int = 1) -> tuple[list[str], float, float]:
+    """The plan with its time estimate for ``jobs`` parallel workers of ``threads`` threads each, on a quiet machine;
+    returns ``(lines, total_s, remaining_s)`` (wall-clock seconds)."""
+    lines = [
+        f"plan '{plan.name}': tasks {', '.join(plan.tasks)}; methods {', '.join(plan.methods)}; "
+        f"{jobs} worker(s) x {threads} thread(s)"
+    ]
+    total = remaining = 0.0
+    for d in plan.doers:
+        cells = [c for c in plan.cells() if c.doer == d.doer]
+        seconds = {c.key: estimate_cell_seconds(c, d, threads) for c in cells}
+        doer_total = sum(seconds.values()) / jobs
+        doer_left = sum(s for k, s in seconds.items() if k not in done) / jobs
+        total, remaining = total + doer_total, remaining + doer_left
+        per_method = {m: estimate_cell_seconds(Cell(plan.tasks[0], d.doer, m, 0), d, threads) for m in plan.methods}
+        lines.append(
+            f"  {d.doer}: {d.seeds} seed(s) x {len(plan.tasks)} task(s) x {len(plan.methods)} methods = {len(cells)} "
+            f"runs; {d.max_steps} steps at batch {d.batch_size}, lr {d.learning_rate}, {d.num_virtual_tokens} virtual "
+            f"tokens; {d.rounds} round(s) every {d.stage_steps} steps, {d.num_candidates} candidates, "
+            f"{d.trajectory_points} trajectory points; splits train {d.train_size} / catalyst {d.catalyst_size} / "
+            f"test {d.test_size}"
+        )
+        lines.append("    est. per run: " + ", ".join(f"{m} {s:.0f} s" for m, s in per_method.items()))
+        lines.append(f"    est. {doer_total / 60:.0f} min of wall time ({doer_left / 60:.0f} min left)")
+    lines.append(
+        f"  estimate: {total / 3600:.2f} h in all, {remaining / 3600:.2f} h left ({len(done)} finished runs skipped), "
+        "on a quiet 2-core machine"
+    )
+    return lines, total, remaining
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cell_settings(plan: Plan, cell: Cell) -> dict[str, Any]:
+    """Everything that decides a run's result: a finished run is reused only when these match."""
+    return {
+        "bench_version": BENCH_VERSION,
+        "cell": asdict(cell),
+        "doer_plan": asdict(plan.doer(cell.doer)),
+        "restart_init": plan.restart_init,
+    }
+
+
+def _history_rounds(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rounds of ``catalyst_history``, compacted: decision, current and candidate scores, mentor usage."""
+    rounds = []
+    for record in history:
+        mentor = record.get("mentor") or {}
+        current = record.get("current") or {}
+        rounds.append(
+            {
+                "round": record["round"],
+                "step": record["step"],
+                "status": record["decision"]["status"],
+                "winner": record["decision"].get("winner"),
+                "trajectory": [
+                    {"text": p["text"], "loss": p.get("catalyst_loss")} for p in record.get("trajectory", [])
+                ],
+                "current": {"text": current.get("text"), "loss": current.get("loss")} if "loss" in current else None,
+                "candidates": [
+                    {"text": c["text"], "loss": c.get("loss"), "scored": "loss" in c}
+                    for c in record.get("candidates", [])
+                ],
+                "mentor": {
+                    k: mentor.get(k)
+                    for k in (
+                        "latency_s",
+                        "prompt_tokens",
+                        "completion_tokens",
+                        "attempts",
+                        "cached",
+                        "warning",
+                        "error",
+                    )
+                },
+                "prompt_after": record.get("prompt_after"),
+            }
+        )
+    return rounds
+
+
+def llm_usage(rounds: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """LLM calls (a stricter retry counts), tokens and replayed calls of a run, from its rounds (0 without an LLM)."""
+    usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_calls": 0}
+    if method not in LLM_METHODS:
+        return usage
+    for r in rounds:
+        m = r["mentor"]
+        if m.get("error"):
+            usage["calls"] += 1
+            continue
+        usage["calls"] += int(m.get("attempts") or 1)
+        usage["prompt_tokens"] += int(m.get("prompt_tokens") or 0)
+        usage["completion_tokens"] += int(m.get("completion_tokens") or 0)
+        usage["cached_calls"] += int(bool(m.get("cached")))
+    return usage
+
+
+def embedded_mentor(doer: Any, work_dir: Path, mentor_cache: Path) -> Any:
+    """The product's default mentor for ``doer``: the embedded SmolLM2 behind the sqlite reply cache."""
+    from peft_catalyst.runner import MentorArguments, build_mentor
+
+    return build_mentor(MentorArguments(mentor="smollm2", mentor_cache=str(mentor_cache)), doer, str(work_dir))
+
+
+def run_cell(
+    plan: Plan,
+    cell: Cell,
+    work_dir: Path,
+    mentor_cache: Path,
+    llm_factory: Callable[[Any, Path, Path], Any] = embedded_mentor,
+) -> dict[str, Any]:
+    """Train one (task, doer, method, seed) with the product's runner pieces and return its result record.
+
+    ``llm_factory(doer, run_dir, mentor_cache)`` builds the LLM mentor of ``llm-only``, ``blind`` and ``catalyst``.
+    """
+    from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from benchmarks.baselines import (
+        FrozenPromptTrainer,
+        HistoryMentor,
+        RandomWordsMentor,
+        freeze_soft_prompt,
+        vocabulary_words,
+    )
+    from peft_catalyst.projection import soft_prompt_text
+    from peft_catalyst.runner import DataArguments, ModelArguments, build_doer
+    from peft_catalyst.tasks import evaluate_accuracy
+    from peft_catalyst.trainer import CatalystTrainer, CatalystTrainingArguments
+
+    d = plan.doer(cell.doer)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    out = work_dir / cell.key
+    out.mkdir(parents=True, exist_ok=True)
+    init = (
+        "text" if cell.method == "single-text" else "random" if cell.method == "single-random" else plan.restart_init
+    )
+    set_seed(cell.seed)  # the prompt init and MiniLM's new head: identical across the methods of a seed
+    doer = build_doer(
+        ModelArguments(
+            model=cell.doer if d.model_path is None else "minilm",
+            model_name_or_path=d.model_path,
+            num_virtual_tokens=d.num_virtual_tokens,
+            prompt_init=init,
+            max_length=d.max_length,
+        ),
+        DataArguments(
+            dataset=cell.task,
+            split_seed=cell.seed,
+            train_size=d.train_size,
+            catalyst_size=d.catalyst_size,
+            test_size=d.test_size,
+        ),
+    )
+    initial_prompt = soft_prompt_text(doer.model, doer.tokenizer)
+    max_steps, stage_steps, rounds, selection = d.max_steps, d.stage_steps, d.rounds, "best"
+    trainer_cls = CatalystTrainer
+    mentor = None
+    notes: list[str] = []
+    trainer_ref: list[Any] = []
+    if cell.method in SINGLE_METHODS:
+        rounds = 0
+    elif cell.method == "random-restarts":
+        mentor = RandomWordsMentor(vocabulary_words(doer.tokenizer), seed=cell.seed)
+    else:
+        llm = llm_factory(doer, out, mentor_cache)
+        mentor = llm
+        if cell.method == "blind":
+            selection = "first"
+        elif cell.method == "llm-only":
+            by_grad = freeze_soft_prompt(doer.model)
+            max_steps, stage_steps = llm_only_schedule(d, by_grad)
+            trainer_cls = FrozenPromptTrainer
+            mentor = HistoryMentor(llm, lambda: trainer_ref[0].catalyst_history, max_points=d.trajectory_points)
+            notes.append(
+                "prompt frozen by requires_grad, the head trains"
+                if by_grad
+                else "nothing else trains: one lr-0 step per stage"
+            )
+    args = CatalystTrainingArguments(
+        output_dir=str(out),
+        max_steps=max_steps,
+        per_device_train_batch_size=d.batch_size,
+        per_device_eval_batch_size=d.eval_batch_size,
+        learning_rate=d.learning_rate,
+        seed=cell.seed,
+        logging_steps=max(1, max_steps // 5),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        catalyst_rounds=rounds,
+        catalyst_stage_steps=stage_steps,
+        catalyst_num_candidates=d.num_candidates,
+        catalyst_trajectory_points=d.trajectory_points,
+        catalyst_selection=selection,
+    )
+    trainer = trainer_cls(
+        model=doer.model,
+        args=args,
+        mentor=mentor,
+        catalyst_dataset=doer.spec.datasets["catalyst"],
+        **doer.spec.trainer_kwargs(),
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer_ref.append(trainer)
+    loaded = time.perf_counter()
+    trainer.train()
+    trained = time.perf_counter()
+    test = evaluate_accuracy(doer.model, doer.spec, "test", batch_size=d.eval_batch_size)
+    evaluated = time.perf_counter()
+    if mentor is not None:
+        mentor.close()
+    rounds_done = _history_rounds(trainer.catalyst_history)
+    timings = {k: round(v, 2) for k, v in trainer.catalyst_timings.items()}
+    train_loss = next((e["train_loss"] for e in reversed(trainer.state.log_history) if "train_loss" in e), None)
+    return {
+        "settings": cell_settings(plan, cell),
+        "task": cell.task,
+        "doer": cell.doer,
+        "method": cell.method,
+        "seed": cell.seed,
+        "init": init,
+        "optimizer_steps": max_steps,
+        "notes": notes,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "test_examples": test["num_examples"],
+        "train_loss": train_loss,
+        "prompts": {"initial": initial_prompt, "final": soft_prompt_text(doer.model, doer.tokenizer)},
+        "rounds": rounds_done,
+        "llm": llm_usage(rounds_done, cell.method),
+        "seconds": {
+            "total": round(evaluated - started, 2),
+            "cpu": round(time.process_time() - cpu_started, 2),
+            "setup": round(loaded - started, 2),
+            "train": round(trained - loaded, 2),
+            "test_eval": round(evaluated - trained, 2),
+            **{f"catalyst_{k}": v for k, v in timings.items()},
+        },
+        "estimated_seconds": round(estimate_cell_seconds(cell, d), 1),
+        "threads": _torch_threads(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def cell_path(cells_dir: Path, cell: Cell) -> Path:
+    """Where a finished run is stored."""
+    return cells_dir / f"{cell.key}.json"
+
+
+def load_finished(plan: Plan, cells_dir: Path) -> dict[str, dict[str, Any]]:
+    """Finished runs of ``plan`` whose stored settings match the plan's (others are run again)."""
+    finished = {}
+    for cell in plan.cells():
+        path = cell_path(cells_dir, cell)
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            logger.warning("ignoring unreadable %s (%s): it will be run again", path, exc)
+            continue
+        if data.get("settings") == cell_settings(plan, cell):
+            finished[cell.key] = data
+        else:
+            logger.warning("%s was run with other settings: it will be run again", path.name)
+    return finished
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write (a killed run never leaves a half-written cell)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_finite(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per (task, doer): accuracy mean/std per method, paired differences against the better single, round counts,
+    LLM usage and wall time; plus, per method, the paired differences pooled over every (cell, seed)."""
+    cells_out = []
+    pooled: dict[str, list[float]] = {m: [] for m in plan.methods}
+    for d in plan.doers:
+        for task in plan.tasks:
+            runs = {
+                m: {
+                    s: results[Cell(task, d.doer, m, s).key]
+                    for s in range(d.seeds)
+                    if Cell(task, d.doer, m, s).key in results
+                }
+                for m in plan.methods
+            }
+            methods_out: dict[str, Any] = {}
+            for m, by_seed in runs.items():
+                accs = [by_seed[s]["test_accuracy"] for s in sorted(by_seed)]
+                mean, std = mean_std(accs)
+                methods_out[m] = {
+                    "seeds": sorted(by_seed),
+                    "accuracy": accs,
+                    "mean": mean,
+                    "std": std,
+                    **_rounds_summary(list(by_seed.values()), m),
+                }
+            singles = [m for m in SINGLE_METHODS if m in methods_out and methods_out[m]["accuracy"]]
+            best = max(singles, key=lambda m: methods_out[m]["mean"]) if singles else None
+            if best is not None:
+                for m, by_seed in runs.items():
+                    common = sorted(set(by_seed) & set(runs[best]))
+                    if m == best or not common:
+                        continue
+                    a = [by_seed[s]["test_accuracy"] for s in common]
+                    b = [runs[best][s]["test_accuracy"] for s in common]
+                    methods_out[m]["vs_best_single"] = paired_difference(a, b).to_dict()
+                    pooled[m].extend(x - y for x, y in zip(a, b))
+            cells_out.append({"task": task, "doer": d.doer, "best_single": best, "methods": methods_out})
+    overall = {}
+    for m, diffs in pooled.items():
+        if diffs:
+            overall[m] = paired_difference(diffs, [0.0] * len(diffs)).to_dict()
+    return {"cells": cells_out, "pooled_vs_best_single": overall}
+
+
+def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """Round decisions, 'current beat every candidate', LLM usage and wall time, totalled over a method's runs."""
+    statuses: dict[str, int] = {}
+    for run in runs:
+        for r in run["rounds"]:
+            statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    scored = statuses.get("accepted", 0) + statuses.get("kept", 0)
+    n = max(1, len(runs))
+    llm = {
+        k: sum(run["llm"][k] for run in runs) for k in ("calls", "prompt_tokens", "completion_tokens", "cached_calls")
+    }
+    walls = [run["seconds"]["total"] for run in runs]
+    mentor_s = [run["seconds"].get("catalyst_mentor", 0.0) for run in runs]
+    return {
+        "runs": len(runs),
+        "round_status": statuses,
+        "current_beat_all": {"kept": statuses.get("kept", 0), "scored_rounds": scored}
+        if method in ROUND_METHODS and method != "blind"
+        else None,
+        "llm_per_run": {k: v / n for k, v in llm.items()},
+        "llm_total": llm,
+        "wall_s_per_run": sum(walls) / n if walls else None,
+        "mentor_s_per_run": sum(mentor_s) / n if mentor_s else None,
+    }
+
+
+def _fmt_diff(diff: dict[str, Any] | None) -> str:
+    if not diff:
+        return "(reference)"
+    mean, (low, high) = diff["mean"], diff["t_ci"]
+    if low is None or not math.isfinite(low if low is not None else math.nan):
+        return f"{100 * mean:+.1f} (n={diff['n']})"
+    return f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] ({diff['wins']}/{diff['ties']}/{diff['losses']})"
+
+
+def _fmt_pct(mean: float, std: float) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None and math.isfinite(std) else "")
+
+
+def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The report as Markdown: the table, the pooled differences, definitions and the exact setup."""
+    lines = [
+        f"# Does the mentor help? Method comparison (plan '{plan.name}')",
+        "",
+        "Test accuracy in % (mean ± sample std over seeds). Δ: paired difference against the better `single` of the "
+        "cell (higher mean), in points, with a 95% paired-t interval over seeds and wins/ties/losses. "
+        "Kept: rounds where the current prompt beat every scored candidate / rounds with scored candidates. "
+        "LLM calls and tokens (prompt + completion) per run; wall time per run in seconds.",
+        "",
+        "| task | doer | method | seeds | accuracy | Δ vs best single [95% CI] (w/t/l) | kept | LLM calls | tokens "
+        "| wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in summary["cells"]:
+        for m, r in c["methods"].items():
+            if not r["runs"]:
+                continue
+            name = f"**{m}**" if m == c["best_single"] else m
+            kept = r["current_beat_all"]
+            kept_s = f"{kept['kept']}/{kept['scored_rounds']}" if kept else "-"
+            llm = r["llm_per_run"]
+            tokens = f"{llm['prompt_tokens']:.0f} + {llm['completion_tokens']:.0f}" if llm["calls"] else "-"
+            lines.append(
+                f"| {c['task']} | {c['doer']} | {name} | {r['runs']} | {_fmt_pct(r['mean'], r['std'])} | "
+                f"{_fmt_diff(r.get('vs_best_single'))} | {kept_s} | {llm['calls']:.1f} | {tokens} | "
+                f"{r['wall_s_per_run']:.0f} |"
+            )
+    lines += [
+        "",
+        "Pooled over every (cell, seed) pair, Δ vs the better single of its cell (95% paired-t interval):",
+        "",
+    ]
+    lines += ["| method | pairs | Δ points [95% CI] | wins/ties/losses |", "|---|---|---|---|"]
+    for m, diff in summary["pooled_vs_best_single"].items():
+        low, high = diff["t_ci"]
+        ci = f"[{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and math.isfinite(low) else "-"
+        lines.append(
+            f"| {m} | {diff['n']} | {100 * diff['mean']:+.1f} {ci} | {diff['wins']}/{diff['ties']}/{diff['losses']} |"
+        )
+    lines += ["", "## Methods", ""] + [f"- {line}" for line in METHOD_DEFINITIONS] + [""]
+    lines += ["## Setup", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- git: {meta['git']}"]
+    lines.append(f"- machine: {meta['machine']['description']}")
+    lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
+    lines += [f"- {line}" for line in meta["plan_lines"]]
+    lines.append(
+        "- statistics: paired over seeds (the data split's seed is the run's seed, so each seed has its own "
+        "train/catalyst/test split shared by every method); the better single is picked by its test mean, which "
+        "favours the baseline. Bootstrap percentile intervals (10,000 resamples) are in the JSON."
+    )
+    return "\n".join(lines) + "\n"
+
+
+METHOD_DEFINITIONS = [
+    "`single-random` / `single-text`: plain prompt tuning (no rounds) from PEFT's RANDOM init / from the TEXT init "
+    "of the task's manual prompt.",
+    "`random-restarts`: the catalyst schedule, but each round's candidates are k strings of random vocabulary words "
+    "(alphabetic tokens that are their own single-token encoding), scored with the current prompt on the catalyst "
+    "split and selected like ours; no LLM.",
+    "`llm-only`: the soft prompt gets no gradient update; it changes only when a round accepts a mentor candidate "
+    "(scored and selected like ours). MiniLM's new classification head still trains on the same optimizer steps (the "
+    "prompt frozen by requires_grad); SmolLM2 has nothing else to train, so its rounds run back to back, one lr-0 "
+    "step apart. With no gradient trajectory, the mentor is shown the best prompts scored so far (OPRO-style).",
+    "`blind`: the catalyst schedule, restarting from the mentor's first usable candidate without scoring "
+    "(`catalyst_selection='first'`, the research code's behaviour).",
+    "`catalyst`: ours (`catalyst_selection='best'`): every candidate and the current prompt scored on the catalyst "
+    "split, the best kept; optimizer state reset and learning rate re-warmed after a restart.",
+    "Restart methods start from the same init as `single-random` (same seed: same prompt, head and data order).",
+]
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Two rows per cell: accuracy per method (seeds as dots, mean ± std), and Δ vs the better single with its CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in summary["cells"] if any(r["runs"] for r in c["methods"].values())]
+    if not cells:
+        return
+    fig, axes = plt.subplots(2, len(cells), figsize=(4.2 * len(cells), 7.5), squeeze=False)
+    for j, c in enumerate(cells):
+        methods = [m for m, r in c["methods"].items() if r["runs"]]
+        top, bottom = axes[0][j], axes[1][j]
+        for i, m in enumerate(methods):
+            r = c["methods"][m]
+            color = "tab:red" if m == "catalyst" else "tab:blue" if m in SINGLE_METHODS else "tab:gray"
+            top.scatter([i] * len(r["accuracy"]), [100 * a for a in r["accuracy"]], s=12, color=color, alpha=0.6)
+            std = r["std"] if r["std"] is not None and math.isfinite(r["std"]) else 0.0
+            top.errorbar(i, 100 * r["mean"], yerr=100 * std, fmt="_", color="black", capsize=4, markersize=14)
+            diff = r.get("vs_best_single")
+            if diff:
+                low, high = diff["t_ci"]
+                if low is not None and math.isfinite(low):
+                    bottom.errorbar(
+                        i,
+                        100 * diff["mean"],
+                        yerr=[[100 * (diff["mean"] - low)], [100 * (high - diff["mean"])]],
+                        fmt="o",
+                        color=color,
+                        capsize=4,
+                    )
+                else:
+                    bottom.plot(i, 100 * diff["mean"], "o", color=color)
+        for ax in (top, bottom):
+            ax.set_xticks(range(len(methods)))
+            ax.set_xticklabels(methods, rotation=40, ha="right", fontsize=8)
+            ax.grid(axis="y", alpha=0.3)
+        bottom.axhline(0.0, color="black", lw=0.8)
+        top.set_title(f"{c['task']} / {c['doer']}", fontsize=10)
+        top.set_ylabel("test accuracy (%)")
+        bottom.set_ylabel(f"Δ vs {c['best_single']} (points, 95% CI)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def environment(argv: Sequence[str]) -> dict[str, Any]:
+    """The exact command, package versions, git commit and machine description."""
+    import importlib.metadata as md
+
+    packages = {}
+    for name in ("peft-catalyst", "torch", "transformers", "peft", "accelerate", "datasets", "numpy", "tokenizers"):
+        try:
+            packages[name] = md.version(name)
+        except md.PackageNotFoundError:
+            packages[name] = None
+    packages["python"] = platform.python_version()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        git = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+    except OSError:
+        git = None
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory_gb = math.nan
+    threads = _torch_threads()
+    return {
+        "command": " ".join(["python -m benchmarks.compare", *argv]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git": git,
+        "packages": packages,
+        "machine": {
+            "cpu": cpu,
+            "cpu_count": os.cpu_count(),
+            "torch_threads": threads,
+            "memory_gb": round(memory_gb, 1),
+            "platform": platform.platform(),
+            "description": f"{cpu}, {os.cpu_count()} cores ({threads} torch threads), {memory_gb:.0f} GB RAM, "
+            f"{platform.system()} {platform.release()}",
+        },
+    }
+
+
+def write_report(
+    plan: Plan, results: dict[str, dict[str, Any]], out_dir: Path, argv: Sequence[str]
+) -> dict[str, Path]:
+    """Write ``<plan>.json``, ``<plan>.md`` and ``<plan>.png`` into ``out_dir``; returns their paths."""
+    summary = summarize(plan, results)
+    meta = environment(argv)
+    meta["plan_lines"] = plan_lines(plan, set(results))[0]
+    paths = {ext: out_dir / f"{plan.name}.{ext}" for ext in ("json", "md", "png")}
+    write_json(
+        paths["json"],
+        {
+            "benchmark": "compare",
+            "bench_version": BENCH_VERSION,
+            **meta,
+            "plan": {
+                "name": plan.name,
+                "tasks": plan.tasks,
+                "methods": plan.methods,
+                "restart_init": plan.restart_init,
+                "doers": [asdict(d) for d in plan.doers],
+            },
+            "method_definitions": METHOD_DEFINITIONS,
+            "summary": summary,
+            "runs": [
+                {k: r[k] for k in ("task", "doer", "method", "seed", "test_accuracy", "prompts", "llm", "seconds")}
+                | {"round_status": [x["status"] for x in r["rounds"]]}
+                for r in results.values()
+            ],
+        },
+    )
+    paths["md"].write_text(markdown(plan, summary, meta), encoding="utf-8")
+    try:
+        plot(summary, paths["png"])
+    except ImportError as exc:
+        logger.warning("%s not written: %s (pip install matplotlib)", paths["png"], exc)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def select_plan(args: argparse.Namespace) -> Plan:
+    """The full or quick plan, narrowed by --tasks/--doers/--methods and resized by --seeds."""
+    plan = QUICK_PLAN if args.quick else FULL_PLAN
+    doers = tuple(
+        dataclasses.replace(d, seeds=args.seeds if args.seeds is not None else d.seeds)
+        for d in plan.doers
+        if not args.doers or d.doer in args.doers
+    )
+    return dataclasses.replace(
+        plan,
+        tasks=tuple(args.tasks or plan.tasks),
+        doers=doers,
+        methods=tuple(m for m in METHODS if not args.methods or m in args.methods),
+        restart_init=args.restart_init,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the missing runs of the plan, then write the report."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the 10-minute plan (1 task, 1 seed, tiny budget)")
+    parser.add_argument("--tasks", nargs="+", choices=["rotten_tomatoes", "trec", "sms_spam"])
+    parser.add_argument("--doers", nargs="+", choices=["minilm", "smollm2"])
+    parser.add_argument("--methods", nargs="+", choices=METHODS)
+    parser.add_argument("--seeds", type=int, help="seeds per doer (default: the plan's: full 5 MiniLM, 3 SmolLM2)")
+    parser.add_argument("--restart-init", choices=["random", "text"], default="random", help="init of restart methods")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="parallel worker processes (default 2: on 2 cores, two 1-thread workers beat one 2-thread process)",
+    )
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: cores / jobs)")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, run nothing")
+    parser.add_argument("--report-only", action="store_true", help="write the report from finished runs only")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --jobs
+    args = parser.parse_args(argv)
+    jobs = 1 if args.worker else max(1, args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    for noisy in ("transformers", "peft", "datasets", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    import datasets
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    torch.set_num_threads(threads)
+
+    plan = select_plan(args)
+    if args.worker:
+        run_cells(plan, args.output_dir, claim=True)
+        return 0
+    paths = run_plan(
+        plan,
+        args.output_dir,
+        argv,
+        dry_run=args.dry_run,
+        report_only=args.report_only,
+        jobs=jobs,
+        threads=threads,
+    )
+    return 0 if paths or args.dry_run else 1
+
+
+def run_plan(
+    plan: Plan,
+    output_dir: Path,
+    argv: Sequence[str] = (),
+    *,
+    dry_run: bool = False,
+    report_only: bool = False,
+    jobs: int = 1,
+    threads: int = 1,
+    llm_factory: Callable[[Any, Path, Path], Any] = embedded_mentor,
+) -> dict[str, Path]:
+    """Print the plan, run its missing runs (each saved as it finishes; ``jobs`` > 1: in worker processes), and
+    write the report; returns the report's paths (empty after a dry run or when a worker failed)."""
+    cells_dir = output_dir / "cells" / plan.name
+    finished = load_finished(plan, cells_dir)
+    lines, _, _ = plan_lines(plan, set(finished), jobs, threads)
+    print("\n".join(lines), flush=True)
+    if dry_run:
+        return {}
+    if not report_only:
+        shutil.rmtree(cells_dir / "locks", ignore_errors=True)  # claims of an interrupted run
+        if jobs > 1:
+            if not _run_workers(argv, jobs, threads):
+                return {}
+        else:
+            run_cells(plan, output_dir, llm_factory=llm_factory)
+        finished = load_finished(plan, cells_dir)
+    paths = write_report(plan, finished, output_dir, argv)
+    print(paths["md"].read_text(encoding="utf-8"))
+    print("written: " + ", ".join(str(p) for p in paths.values()), flush=True)
+    return paths
+
+
+def _run_workers(argv: Sequence[str], jobs: int, threads: int) -> bool:
+    """Start ``jobs`` worker processes on the same plan (they claim runs one by one); True when all succeed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "benchmarks.compare", *argv, "--worker", "--threads", str(threads)]
+    workers = [subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parent.parent) for _ in range(jobs)]
+    codes = [w.wait() for w in workers]
+    if any(codes):
+        logger.error("worker exit codes %s: finished runs are kept; rerun the same command to resume", codes)
+        return False
+    return True
+
+
+def claim_cell(locks_dir: Path, cell: Cell) -> bool:
+    """Atomically claim a run for this worker (False when another worker holds it)."""
+    locks_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(locks_dir / f"{cell.key}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def run_cells(
+    plan: Plan,
+    output_dir: Path,
+    *,
+    claim: bool = False,
+    llm_factory: Callable[[Any, Path, Path], Any] = embedded_mentor,
+) -> int:
+    """Run the plan's missing runs in order, saving each as it finishes; with ``claim``, only the runs this worker
+    claims first (several workers share the list). Returns the number of runs done."""
+    from tqdm.auto import tqdm
+
+    cells_dir = output_dir / "cells" / plan.name
+    todo = [c for c in plan.cells() if c.key not in load_finished(plan, cells_dir)]
+    done = 0
+    bar = tqdm(todo, desc=f"runs (pid {os.getpid()})" if claim else "runs", unit="run")
+    for cell in bar:
+        if claim and (not claim_cell(cells_dir / "locks", cell) or cell_path(cells_dir, cell).is_file()):
+            continue
+        bar.set_postfix_str(cell.key)
+        cache = output_dir / "cells" / f"mentor_cache_{cell.method}.sqlite"
+        record = run_cell(plan, cell, cells_dir / "runs", cache, llm_factory)
+        write_json(cell_path(cells_dir, cell), record)
+        done += 1
+        tqdm.write(
+            f"{cell.key}: test accuracy {record['test_accuracy']:.3f}; {record['seconds']['total']:.0f} s "
+            f"(estimated {record['estimated_seconds']:.0f} s); rounds {[r['status'] for r in record['rounds']] or '-'}"
+        )
+    return done
+
+
+if __name__ == "__main__":
+    sys.exit(main())

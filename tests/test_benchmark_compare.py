@@ -1,0 +1,329 @@
+"""The method-comparison benchmark: statistics on known inputs, the baselines' mentors and frozen prompt, and the
+whole machinery (every method, resume, report) end to end on a tiny BERT doer with a scripted mentor."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import get_peft_model
+from transformers import DataCollatorForLanguageModeling
+
+from benchmarks import compare
+from benchmarks.baselines import (
+    FrozenPromptTrainer,
+    HistoryMentor,
+    RandomWordsMentor,
+    freeze_soft_prompt,
+    vocabulary_words,
+)
+from benchmarks.stats import bootstrap_ci, mean_std, paired_difference, paired_t_ci, t_quantile
+from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.mentors import Completion, Mentor, MentorRequest, TrajectoryPoint
+from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, text_to_token_ids
+from tests import tiny
+
+# ------------------------------------------------------------------------------------------------------ statistics
+
+
+@pytest.mark.parametrize(
+    "df, expected",  # two-sided 95% critical values of Student's t (any statistics table)
+    [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (5, 2.5706), (9, 2.2622), (30, 2.0423), (100, 1.9840)],
+)
+def test_t_quantile_matches_tables(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
+    assert t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-4)
+
+
+def test_t_quantile_other_levels_and_bad_input():
+    assert t_quantile(0.95, 4) == pytest.approx(2.1318, abs=1e-4)
+    assert t_quantile(0.995, 10) == pytest.approx(3.1693, abs=1e-4)
+    assert t_quantile(0.5, 3) == 0.0
+    with pytest.raises(ValueError):
+        t_quantile(1.0, 3)
+    with pytest.raises(ValueError):
+        t_quantile(0.975, 0)
+
+
+def test_paired_t_ci_on_known_differences():
+    # d = 1..5: mean 3, sd sqrt(2.5), se sqrt(0.5); t(0.975, 4) = 2.7764 -> 3 -+ 1.9632
+    low, high = paired_t_ci([1, 2, 3, 4, 5])
+    assert low == pytest.approx(1.03676, abs=1e-4) and high == pytest.approx(4.96324, abs=1e-4)
+    assert all(math.isnan(x) for x in paired_t_ci([0.3]))
+
+
+def test_bootstrap_ci_known_cases():
+    assert bootstrap_ci([0.02] * 5) == pytest.approx((0.02, 0.02))
+    low, high = bootstrap_ci([1, 2, 3, 4, 5], seed=0)
+    assert (low, high) == bootstrap_ci([1, 2, 3, 4, 5], seed=0)  # seeded
+    # Resampled means of 1..5 lie on a grid of 1/5 between 1 and 5; the percentile interval sits inside the t one.
+    assert 1.0 <= low < 3.0 < high <= 5.0 and 1.03676 < low and high < 4.96324
+    assert low == pytest.approx(1.8, abs=0.2) and high == pytest.approx(4.2, abs=0.2)
+    assert all(math.isnan(x) for x in bootstrap_ci([1.0]))
+
+
+def test_paired_difference_counts_and_spread():
+    diff = paired_difference([0.60, 0.62, 0.61, 0.70], [0.59, 0.62, 0.63, 0.60])
+    assert diff.n == 4 and (diff.wins, diff.ties, diff.losses) == (2, 1, 1)
+    assert diff.mean == pytest.approx((0.01 + 0.0 - 0.02 + 0.10) / 4)
+    assert diff.std == pytest.approx(mean_std([0.01, 0.0, -0.02, 0.10])[1])
+    assert diff.t_ci[0] < diff.mean < diff.t_ci[1]
+    assert json.loads(json.dumps(diff.to_dict()))["t_ci"] == list(diff.t_ci)
+    with pytest.raises(ValueError):
+        paired_difference([0.1, 0.2], [0.1])
+
+
+# ------------------------------------------------------------------------------------------------------ baselines
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny.bpe_tokenizer()
+
+
+def test_vocabulary_words_are_single_tokens(tok):
+    words = vocabulary_words(tok)
+    assert len(words) > 20
+    for word in words:
+        assert word.isalpha() and len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_random_words_mentor_proposes_seeded_random_token_prompts(tok):
+    words = vocabulary_words(tok)
+    request = MentorRequest("Classify review sentiment", [TrajectoryPoint("a b", 1.0)], num_candidates=3, max_words=5)
+    first, again = RandomWordsMentor(words, seed=7), RandomWordsMentor(words, seed=7)
+    round1 = first.propose(request).candidates
+    assert round1 == again.propose(request).candidates  # same seed, same round: same proposals
+    assert first.propose(request).candidates != round1  # the next round draws new ones
+    assert len(round1) == 3 and len(set(round1)) == 3
+    for text in round1:
+        assert len(text.split()) == 5 and all(w in words for w in text.split())
+        assert len(tok(text, add_special_tokens=False)["input_ids"]) == 5  # exactly max_words vocabulary tokens
+    assert first.usage.calls == 2 and first.usage.prompt_tokens == 0
+
+
+class RecordingMentor(Mentor):
+    """A real Mentor (parsing, filters, usage) whose backend returns fixed numbered lists in turn, keeping requests."""
+
+    def __init__(self, *replies: str):
+        super().__init__(strict_retry=False)
+        self.replies, self.requests, self.name = replies, [], "scripted"
+
+    def _complete(self, messages, request):
+        reply = self.replies[min(len(self.requests), len(self.replies) - 1)]
+        self.requests.append(request)
+        return Completion(texts=[reply], model="scripted", prompt_tokens=11, completion_tokens=7)
+
+    def cache_identity(self):
+        return {"backend": "scripted", "model": "scripted"}
+
+
+def test_history_mentor_shows_the_best_prompts_scored_so_far():
+    inner = RecordingMentor("1. rate the review\n2. is it positive")
+    history = [
+        {
+            "current": {"text": "zz qq", "loss": 0.9},
+            "candidates": [
+                {"text": "good or bad", "loss": 0.5, "finite": True},
+                {"text": "broken", "loss": float("inf"), "finite": False},
+                {"text": "movie mood", "loss": 0.7, "finite": True},
+            ],
+        },
+        {
+            "current": {"text": "good or bad", "loss": 0.45},
+            "candidates": [{"text": "xx", "loss": 2.0, "finite": True}],
+        },
+    ]
+    mentor = HistoryMentor(inner, lambda: history, max_points=3)
+    request = MentorRequest("Classify review sentiment", [TrajectoryPoint("good or bad", 0.45)], 2, 4)
+    proposal = mentor.propose(request)
+    sent = inner.requests[-1].trajectory
+    assert [(p.text, p.loss) for p in sent] == [("good or bad", 0.45), ("movie mood", 0.7), ("zz qq", 0.9)]
+    assert proposal.candidates == ["rate the review", "is it positive"]
+    assert mentor.usage is inner.usage and mentor.usage.prompt_tokens == 11
+
+
+def _causal_dataset(tok, n=24):
+    texts = [tiny.CORPUS[i % 8] for i in range(n)]
+    return Dataset.from_dict({"text": texts}).map(lambda b: tok(b["text"]), batched=True, remove_columns=["text"])
+
+
+def _causal_args(tmp_path, **kwargs):
+    return CatalystTrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=0.1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        catalyst_rounds=0,
+        **kwargs,
+    )
+
+
+def test_frozen_prompt_trainer_leaves_a_lone_prompt_bit_for_bit(tok, tmp_path):
+    model = get_peft_model(tiny.tiny_llama(tok), CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    assert not freeze_soft_prompt(model)  # nothing else trains: it stays a parameter, the lr does the freezing
+    before = read_soft_prompt(model)
+    collator = DataCollatorForLanguageModeling(tok, mlm=False)
+    FrozenPromptTrainer(
+        model=model, args=_causal_args(tmp_path), train_dataset=_causal_dataset(tok), data_collator=collator
+    ).train()
+    assert torch.equal(read_soft_prompt(model), before)
+    CatalystTrainer(  # the same run with the ordinary trainer moves the prompt: the test can fail
+        model=model, args=_causal_args(tmp_path), train_dataset=_causal_dataset(tok), data_collator=collator
+    ).train()
+    assert not torch.equal(read_soft_prompt(model), before)
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def _scripted_llm(doer, run_dir, mentor_cache):
+    return RecordingMentor(
+        "1. the movie was great\n2. a terrible film\n3. a good ending", "1. an excellent story\n2. bad acting"
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_doer_dir(tmp_path_factory, tok):
+    path = tmp_path_factory.mktemp("tiny_bert")
+    tiny.tiny_bert_seq_cls(tok, num_labels=2).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _plan(model_dir) -> compare.Plan:
+    doer = compare.DoerPlan(
+        "tiny",
+        seeds=2,
+        max_steps=6,
+        batch_size=4,
+        rounds=2,
+        stage_steps=2,
+        train_size=32,
+        catalyst_size=8,
+        test_size=16,
+        num_virtual_tokens=4,
+        num_candidates=3,
+        trajectory_points=2,
+        eval_batch_size=16,
+        max_length=64,  # + 4 virtual tokens within the tiny BERT's 128 positions
+        model_path=str(model_dir),
+    )
+    return compare.Plan(name="smoke", tasks=("rotten_tomatoes",), doers=(doer,))
+
+
+def test_every_method_runs_resumes_and_reports(tiny_doer_dir, tok, tmp_path, monkeypatch, capsys):
+    plan = _plan(tiny_doer_dir)
+    paths = compare.run_plan(plan, tmp_path, ["--smoke"], llm_factory=_scripted_llm)
+    runs = {
+        (r["method"], r["seed"]): r
+        for r in (json.loads(p.read_text()) for p in (tmp_path / "cells" / "smoke").glob("*.json"))
+    }
+    assert set(runs) == {(m, s) for m in compare.METHODS for s in (0, 1)}
+
+    for seed in (0, 1):
+        by = {m: runs[(m, seed)] for m in compare.METHODS}
+        # Same seed: same init (prompt) for single-random and every restart method; the text init differs.
+        inits = {by[m]["prompts"]["initial"] for m in ("single-random", *compare.ROUND_METHODS)}
+        assert len(inits) == 1 and by["single-text"]["prompts"]["initial"] not in inits
+        assert all(not by[m]["rounds"] for m in compare.SINGLE_METHODS)
+        assert [r["status"] for r in by["blind"]["rounds"]] == ["blind", "blind"]
+        first = tok.decode(text_to_token_ids(tok, "the movie was great", 4))
+        assert by["blind"]["rounds"][0]["prompt_after"] == first  # the first candidate, unscored
+        for m in ("random-restarts", "llm-only", "catalyst"):
+            assert len(by[m]["rounds"]) == 2 and {r["status"] for r in by[m]["rounds"]} <= {"accepted", "kept"}
+            assert all(c["scored"] for r in by[m]["rounds"] for c in r["candidates"])
+        assert by["random-restarts"]["llm"]["calls"] == 0 and by["catalyst"]["llm"]["calls"] == 2
+        assert by["catalyst"]["llm"]["prompt_tokens"] == 22
+        # llm-only: the prompt moves only by restarts, so it ends as the last accepted text (or its init).
+        llm_only = by["llm-only"]
+        accepted = [r["prompt_after"] for r in llm_only["rounds"] if r["status"] == "accepted"]
+        assert llm_only["prompts"]["final"] == (accepted[-1] if accepted else llm_only["prompts"]["initial"])
+        assert llm_only["notes"] == ["prompt frozen by requires_grad, the head trains"]
+        assert all(0.0 <= by[m]["test_accuracy"] <= 1.0 for m in compare.METHODS)
+
+    report = json.loads(paths["json"].read_text())
+    cell = report["summary"]["cells"][0]
+    assert cell["best_single"] in compare.SINGLE_METHODS
+    best = cell["methods"][cell["best_single"]]
+    for m in compare.METHODS:
+        if m == cell["best_single"]:
+            assert "vs_best_single" not in cell["methods"][m]
+            continue
+        diff = cell["methods"][m]["vs_best_single"]
+        expected = [a - b for a, b in zip(cell["methods"][m]["accuracy"], best["accuracy"])]
+        assert diff["n"] == 2 and diff["mean"] == pytest.approx(sum(expected) / 2)
+    assert cell["methods"]["catalyst"]["current_beat_all"]["scored_rounds"] == 4
+    assert cell["methods"]["blind"]["current_beat_all"] is None
+    assert cell["methods"]["catalyst"]["llm_per_run"]["calls"] == 2.0
+    assert report["machine"]["cpu_count"] >= 1 and report["packages"]["torch"]
+    assert "--smoke" in report["command"]
+    md = paths["md"].read_text()
+    assert "| rotten_tomatoes | tiny | catalyst | 2 |" in md and "Δ vs best single" in md
+    assert paths["png"].stat().st_size > 1000
+
+    # Resume: every run is found finished and nothing is trained again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(compare, "run_cell", no_training)
+    compare.run_plan(plan, tmp_path, [], llm_factory=_scripted_llm)
+    assert "12 finished runs skipped" in capsys.readouterr().out
+
+
+def test_changed_settings_are_not_reused(tiny_doer_dir, tmp_path):
+    plan = _plan(tiny_doer_dir)
+    cell = plan.cells()[0]
+    path = compare.cell_path(tmp_path / "cells" / "smoke", cell)
+    compare.write_json(path, {"settings": compare.cell_settings(plan, cell), "test_accuracy": 0.5})
+    assert cell.key in compare.load_finished(plan, tmp_path / "cells" / "smoke")
+    other = compare.Plan(
+        name="smoke", tasks=plan.tasks, doers=(compare.dataclasses.replace(plan.doers[0], max_steps=8),)
+    )
+    assert cell.key not in compare.load_finished(other, tmp_path / "cells" / "smoke")
+
+
+def test_plans_fit_their_budgets():
+    # The default: two 1-thread workers on the 2-core machine.
+    _, total, _ = compare.plan_lines(compare.QUICK_PLAN, set(), jobs=2, threads=1)
+    assert total <= 10 * 60
+    _, total, _ = compare.plan_lines(compare.FULL_PLAN, set(), jobs=2, threads=1)
+    assert total <= 2.5 * 3600
+    _, serial, _ = compare.plan_lines(compare.FULL_PLAN, set(), jobs=1, threads=2)
+    assert serial == pytest.approx(2 * total / compare.TWO_THREAD_SPEEDUP)
+    assert compare.FULL_PLAN.doer("minilm").seeds >= 5 and set(compare.FULL_PLAN.tasks) == {"rotten_tomatoes", "trec"}
+    for d in compare.FULL_PLAN.doers + compare.QUICK_PLAN.doers:
+        assert d.rounds * d.stage_steps < d.max_steps  # a final gradient stage follows the last round
+
+
+def test_text_candidates_fit_the_prompt(tok):
+    # The benchmark's random-restart texts become exactly num_virtual_tokens ids, like the trainer writes them.
+    text = RandomWordsMentor(vocabulary_words(tok), seed=0).propose(MentorRequest("t", [], 1, 4)).candidates[0]
+    assert len(text_to_token_ids(tok, text, 4)) == 4
+
+
+def test_llm_only_schedule():
+    d = compare.FULL_PLAN.doer("smollm2")
+    assert compare.llm_only_schedule(d, prompt_frozen_by_grad=True) == (d.max_steps, d.stage_steps)
+    assert compare.llm_only_schedule(d, prompt_frozen_by_grad=False) == (d.rounds + 1, 1)
+
+
+def test_soft_prompt_frozen_by_grad_when_a_head_trains(tok):
+    model = get_peft_model(tiny.tiny_bert_seq_cls(tok), CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4))
+    assert freeze_soft_prompt(model)
+    assert not get_soft_prompt(model).weight.requires_grad
+    assert any(p.requires_grad for p in model.parameters())
+
+
+def test_a_run_is_claimed_by_one_worker_only(tmp_path):
+    cell = compare.Cell("trec", "minilm", "catalyst", 3)
+    assert compare.claim_cell(tmp_path / "locks", cell)
+    assert not compare.claim_cell(tmp_path / "locks", cell)
+    assert compare.claim_cell(tmp_path / "locks", compare.Cell("trec", "minilm", "catalyst", 4))
