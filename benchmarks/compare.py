@@ -338,9 +338,15 @@ def llm_usage(rounds: list[dict[str, Any]], method: str) -> dict[str, Any]:
 
 def embedded_mentor(doer: Any, work_dir: Path, mentor_cache: Path) -> Any:
     """The product's default mentor for ``doer``: the embedded SmolLM2 behind the sqlite reply cache."""
+    import inspect
+
     from peft_catalyst.runner import MentorArguments, build_mentor
 
-    return build_mentor(MentorArguments(mentor="smollm2", mentor_cache=str(mentor_cache)), doer, str(work_dir))
+    args = MentorArguments(mentor="smollm2", mentor_cache=str(mentor_cache))
+    if "shared" in inspect.signature(build_mentor).parameters:  # build_mentor(args, output_dir, shared)
+        shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
+        return build_mentor(args, output_dir=str(work_dir), shared=shared)
+    return build_mentor(args, doer, str(work_dir))  # the earlier build_mentor(args, doer, output_dir)
 
 
 def run_cell(
@@ -665,6 +671,8 @@ def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
     ]
     lines += ["| method | pairs | Δ points [95% CI] | wins/ties/losses |", "|---|---|---|---|"]
     for m, diff in summary["pooled_vs_best_single"].items():
+        if m in SINGLE_METHODS:  # the reference itself in some cells: a pooled number would mislead
+            continue
         low, high = diff["t_ci"]
         ci = f"[{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and math.isfinite(low) else "-"
         lines.append(
@@ -674,7 +682,14 @@ def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines += ["## Setup", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- git: {meta['git']}"]
     lines.append(f"- machine: {meta['machine']['description']}")
     lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
-    lines += [f"- {line}" for line in meta["plan_lines"]]
+    t = meta["timing"]
+    elapsed = t["elapsed_s_this_command"]
+    lines.append(
+        f"- time: {t['runs']} runs; their wall times sum to {t['run_wall_s_sum'] / 60:.1f} min (estimated "
+        f"{t['run_estimated_s_sum'] / 60:.1f} min), {t['workers']} worker(s) x {t['threads_per_worker']} thread(s)"
+        + (f"; this command took {elapsed / 60:.1f} min" if elapsed is not None else "")
+    )
+    lines += ["- plan and estimate (quiet machine):", "", "```text", *meta["plan_lines"], "```"]
     lines.append(
         "- statistics: paired over seeds (the data split's seed is the run's seed, so each seed has its own "
         "train/catalyst/test split shared by every method); the better single is picked by its test mean, which "
@@ -749,7 +764,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def environment(argv: Sequence[str]) -> dict[str, Any]:
+def environment(argv: Sequence[str], jobs: int = 1, threads: int = 1) -> dict[str, Any]:
     """The exact command, package versions, git commit and machine description."""
     import importlib.metadata as md
 
@@ -778,7 +793,6 @@ def environment(argv: Sequence[str]) -> dict[str, Any]:
         memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError, AttributeError):
         memory_gb = math.nan
-    threads = _torch_threads()
     return {
         "command": " ".join(["python -m benchmarks.compare", *argv]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -787,22 +801,43 @@ def environment(argv: Sequence[str]) -> dict[str, Any]:
         "machine": {
             "cpu": cpu,
             "cpu_count": os.cpu_count(),
-            "torch_threads": threads,
+            "workers": jobs,
+            "torch_threads_per_worker": threads,
             "memory_gb": round(memory_gb, 1),
             "platform": platform.platform(),
-            "description": f"{cpu}, {os.cpu_count()} cores ({threads} torch threads), {memory_gb:.0f} GB RAM, "
+            "description": f"{cpu}, {os.cpu_count()} cores ({jobs} worker(s) x {threads} torch thread(s)), "
+            f"{memory_gb:.0f} GB RAM, "
             f"{platform.system()} {platform.release()}",
         },
     }
 
 
 def write_report(
-    plan: Plan, results: dict[str, dict[str, Any]], out_dir: Path, argv: Sequence[str]
+    plan: Plan,
+    results: dict[str, dict[str, Any]],
+    out_dir: Path,
+    argv: Sequence[str],
+    jobs: int = 1,
+    threads: int = 1,
+    elapsed_s: float | None = None,
 ) -> dict[str, Path]:
-    """Write ``<plan>.json``, ``<plan>.md`` and ``<plan>.png`` into ``out_dir``; returns their paths."""
+    """Write ``<plan>.json``, ``<plan>.md`` and ``<plan>.png`` into ``out_dir``; returns their paths.
+
+    ``elapsed_s``: wall time of the command that ran the missing runs (None: a report of earlier runs only).
+    """
     summary = summarize(plan, results)
-    meta = environment(argv)
-    meta["plan_lines"] = plan_lines(plan, set(results))[0]
+    meta = environment(argv, jobs, threads)
+    meta["plan_lines"] = plan_lines(plan, set(), jobs, threads)[0]
+    runs = list(results.values())
+    meta["timing"] = {
+        "runs": len(runs),
+        "run_wall_s_sum": round(sum(r["seconds"]["total"] for r in runs), 1),
+        "run_cpu_s_sum": round(sum(r["seconds"].get("cpu", 0.0) for r in runs), 1),
+        "run_estimated_s_sum": round(sum(r["estimated_seconds"] for r in runs), 1),
+        "elapsed_s_this_command": None if elapsed_s is None else round(elapsed_s, 1),
+        "workers": jobs,
+        "threads_per_worker": threads,
+    }
     paths = {ext: out_dir / f"{plan.name}.{ext}" for ext in ("json", "md", "png")}
     write_json(
         paths["json"],
@@ -926,6 +961,7 @@ def run_plan(
 ) -> dict[str, Path]:
     """Print the plan, run its missing runs (each saved as it finishes; ``jobs`` > 1: in worker processes), and
     write the report; returns the report's paths (empty after a dry run or when a worker failed)."""
+    started = time.perf_counter()
     cells_dir = output_dir / "cells" / plan.name
     finished = load_finished(plan, cells_dir)
     lines, _, _ = plan_lines(plan, set(finished), jobs, threads)
@@ -940,7 +976,8 @@ def run_plan(
         else:
             run_cells(plan, output_dir, llm_factory=llm_factory)
         finished = load_finished(plan, cells_dir)
-    paths = write_report(plan, finished, output_dir, argv)
+    elapsed = None if report_only else time.perf_counter() - started
+    paths = write_report(plan, finished, output_dir, argv, jobs, threads, elapsed)
     print(paths["md"].read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(p) for p in paths.values()), flush=True)
     return paths
@@ -951,7 +988,15 @@ def _run_workers(argv: Sequence[str], jobs: int, threads: int) -> bool:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "benchmarks.compare", *argv, "--worker", "--threads", str(threads)]
     workers = [subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parent.parent) for _ in range(jobs)]
-    codes = [w.wait() for w in workers]
+    try:
+        codes = [w.wait() for w in workers]
+    except KeyboardInterrupt:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait()
+        logger.error("interrupted: finished runs are kept; rerun the same command to resume")
+        raise
     if any(codes):
         logger.error("worker exit codes %s: finished runs are kept; rerun the same command to resume", codes)
         return False
