@@ -19,9 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import numpy as np
 import torch
-from datasets import Dataset
 from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.hf_api import RepoUrl
 from peft import get_peft_model
@@ -34,8 +32,6 @@ from tests import tiny
 FAKE_HF_TOKEN = "hf_FakeTokenForTests0123456789abcdef"
 FAKE_MENTOR_KEY = "sk-test-FAKEKEY0123456789abcdef"
 URL_PASSWORD = "s3cr3tpassw0rd"
-POSITIVE = ["the movie was great", "an excellent story", "a good ending", "wonderful acting", "a great cast"]
-NEGATIVE = ["a terrible film", "a boring plot", "bad acting", "a bad plot", "this is spam"]
 
 
 def repo_folder(cache: Path, repo_id: str) -> Path:
@@ -232,24 +228,6 @@ class LoopbackHub:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def toy_dataset(tok, n: int, seed: int) -> Dataset:
-    """Labelled toy reviews, tokenised."""
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(n):
-        label = int(rng.integers(2))
-        pool = POSITIVE if label else NEGATIVE
-        texts.append(f"{pool[int(rng.integers(len(pool)))]} {i % 7}")
-        labels.append(label)
-    ds = Dataset.from_dict({"text": texts, "label": labels})
-    return ds.map(lambda b: tok(b["text"]), batched=True, remove_columns=["text"])
-
-
-def accuracy(pred) -> dict[str, float]:
-    """``compute_metrics`` for the toy task."""
-    return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
-
-
 def credentialed_url(base_url: str) -> str:
     """The loopback server's URL with user info, as a careless user would configure it."""
     return base_url.replace("http://", f"http://mentor-user:{URL_PASSWORD}@")
@@ -289,12 +267,12 @@ def catalyst_trainer(tok, output_dir: Path, base_url: str, base=None, **kwargs) 
         model=model,
         args=CatalystTrainingArguments(**defaults),
         mentor=mentor,
-        train_dataset=toy_dataset(tok, 48, seed=1),
-        catalyst_dataset=toy_dataset(tok, 16, seed=2),
-        eval_dataset=toy_dataset(tok, 16, seed=3),
+        train_dataset=tiny.toy_reviews(tok, 48, seed=1),
+        catalyst_dataset=tiny.toy_reviews(tok, 16, seed=2),
+        eval_dataset=tiny.toy_reviews(tok, 16, seed=3),
         processing_class=tok,
         data_collator=DataCollatorWithPadding(tok),
-        compute_metrics=accuracy,
+        compute_metrics=tiny.accuracy,
     )
 
 

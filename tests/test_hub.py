@@ -276,7 +276,7 @@ from peft import get_peft_model
 import peft_catalyst
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
 from tests import tiny
-from tests.hub_support import toy_dataset
+from tests.tiny import toy_reviews as toy_dataset
 from transformers import DataCollatorWithPadding
 
 calls = []

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
-from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 
@@ -17,9 +15,6 @@ from peft_catalyst.mentors import CachedMentor, Completion, Mentor, MentorError,
 from peft_catalyst.projection import get_soft_prompt, text_to_token_ids
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer, error_reply, refused_base_url
-
-POSITIVE = ["the movie was great", "an excellent story", "a good ending", "wonderful acting", "a great cast"]
-NEGATIVE = ["a terrible film", "a boring plot", "bad acting", "a bad plot", "this is spam"]
 
 
 class ScriptedMentor(Mentor):
@@ -45,22 +40,6 @@ class ScriptedMentor(Mentor):
 @pytest.fixture(scope="module")
 def tok():
     return tiny.bpe_tokenizer()
-
-
-def _dataset(tok, n: int, seed: int) -> Dataset:
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(n):
-        label = int(rng.integers(2))
-        pool = POSITIVE if label else NEGATIVE
-        texts.append(f"{pool[int(rng.integers(len(pool)))]} {i % 7}")
-        labels.append(label)
-    ds = Dataset.from_dict({"text": texts, "label": labels})
-    return ds.map(lambda b: tok(b["text"]), batched=True, remove_columns=["text"])
-
-
-def _accuracy(pred) -> dict[str, float]:
-    return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
 
 
 def _model(tok, init_scale: float | None = None, seed: int = 0):
@@ -97,7 +76,7 @@ def _args(tmp_path, **kwargs) -> CatalystTrainingArguments:
 
 
 def _trainer(tok, tmp_path, mentor, model=None, **kwargs):
-    train, catalyst = _dataset(tok, 48, seed=1), _dataset(tok, 16, seed=2)
+    train, catalyst = tiny.toy_reviews(tok, 48, seed=1), tiny.toy_reviews(tok, 16, seed=2)
     return CatalystTrainer(
         model=model if model is not None else _model(tok),
         args=_args(tmp_path, **kwargs),
@@ -106,7 +85,7 @@ def _trainer(tok, tmp_path, mentor, model=None, **kwargs):
         catalyst_dataset=catalyst,
         processing_class=tok,
         data_collator=DataCollatorWithPadding(tok),
-        compute_metrics=_accuracy,
+        compute_metrics=tiny.accuracy,
     )
 
 
@@ -132,7 +111,7 @@ def _plain_run(tok, tmp_path) -> dict[str, torch.Tensor]:
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=_dataset(tok, 48, seed=1),
+        train_dataset=tiny.toy_reviews(tok, 48, seed=1),
         processing_class=tok,
         data_collator=DataCollatorWithPadding(tok),
     )
@@ -169,7 +148,7 @@ def test_losing_candidates_leave_training_exactly_as_a_plain_run(tok, tmp_path):
     mentor = ScriptedMentor(["1. call today\n2. hello lunch"])
     trainer = _trainer(tok, tmp_path, mentor, catalyst_metric="prompt_norm")
     weight = get_soft_prompt(trainer.model).weight
-    trainer.compute_metrics = lambda pred: {**_accuracy(pred), "prompt_norm": float(weight.norm())}
+    trainer.compute_metrics = lambda pred: {**tiny.accuracy(pred), "prompt_norm": float(weight.norm())}
     trainer.args.catalyst_greater_is_better = True
     probe = Probe(trainer)
     trainer.add_callback(probe)
@@ -433,13 +412,13 @@ def test_bad_models_and_inputs_get_clear_errors(tok, tmp_path):
             model=_model(tok),
             args=_args(tmp_path, catalyst_eval_size=100),
             mentor=ScriptedMentor(["x"]),
-            train_dataset=_dataset(tok, 20, 0),
+            train_dataset=tiny.toy_reviews(tok, 20, 0),
             processing_class=tok,
         )
 
 
 def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
-    train = _dataset(tok, 40, seed=3)
+    train = tiny.toy_reviews(tok, 40, seed=3)
     trainer = CatalystTrainer(
         model=_model(tok),
         args=_args(tmp_path, catalyst_eval_size=0.25),

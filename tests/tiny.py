@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
+from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     BertConfig,
@@ -141,3 +143,25 @@ def tiny_t5(tok, seed: int = 0) -> T5ForConditionalGeneration:
         **_ids(tok),
     )
     return T5ForConditionalGeneration(cfg).eval()
+
+
+POSITIVE = ["the movie was great", "an excellent story", "a good ending", "wonderful acting", "a great cast"]
+NEGATIVE = ["a terrible film", "a boring plot", "bad acting", "a bad plot", "this is spam"]
+
+
+def toy_reviews(tok, n: int, seed: int) -> Dataset:
+    """``n`` tokenised toy reviews labelled positive (1) / negative (0), reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = int(rng.integers(2))
+        pool = POSITIVE if label else NEGATIVE
+        texts.append(f"{pool[int(rng.integers(len(pool)))]} {i % 7}")
+        labels.append(label)
+    ds = Dataset.from_dict({"text": texts, "label": labels})
+    return ds.map(lambda b: tok(b["text"]), batched=True, remove_columns=["text"])
+
+
+def accuracy(pred) -> dict[str, float]:
+    """``compute_metrics`` for classification logits."""
+    return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
