@@ -598,9 +598,17 @@ def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
     """Round decisions, 'current beat every candidate', LLM usage and wall time, totalled over a method's runs."""
     statuses: dict[str, int] = {}
+    accepted: dict[str, int] = {}
+    gaps = []  # best candidate's catalyst loss minus the current prompt's (> 0: the current prompt was better)
     for run in runs:
         for r in run["rounds"]:
             statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+            if r["status"] in ("accepted", "blind") and r["winner"] is not None:
+                text = r["candidates"][r["winner"]]["text"]
+                accepted[text] = accepted.get(text, 0) + 1
+            losses = [c["loss"] for c in r["candidates"] if c["scored"] and c["loss"] is not None]
+            if losses and r["current"] and r["current"]["loss"] is not None and math.isfinite(min(losses)):
+                gaps.append(min(losses) - r["current"]["loss"])
     scored = statuses.get("accepted", 0) + statuses.get("kept", 0)
     n = max(1, len(runs))
     llm = {
@@ -618,12 +626,14 @@ def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
         "llm_total": llm,
         "wall_s_per_run": sum(walls) / n if walls else None,
         "mentor_s_per_run": sum(mentor_s) / n if mentor_s else None,
+        "best_candidate_minus_current_loss": {"mean": mean_std(gaps)[0], "rounds": len(gaps)} if gaps else None,
+        "accepted_texts": dict(sorted(accepted.items(), key=lambda kv: -kv[1])),
     }
 
 
-def _fmt_diff(diff: dict[str, Any] | None) -> str:
+def _fmt_diff(diff: dict[str, Any] | None, reference: bool = False) -> str:
     if not diff:
-        return "(reference)"
+        return "(reference)" if reference else "-"
     mean, (low, high) = diff["mean"], diff["t_ci"]
     if low is None or not math.isfinite(low if low is not None else math.nan):
         return f"{100 * mean:+.1f} (n={diff['n']})"
@@ -659,10 +669,10 @@ def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
             kept_s = f"{kept['kept']}/{kept['scored_rounds']}" if kept else "-"
             llm = r["llm_per_run"]
             tokens = f"{llm['prompt_tokens']:.0f} + {llm['completion_tokens']:.0f}" if llm["calls"] else "-"
+            diff = _fmt_diff(r.get("vs_best_single"), m == c["best_single"])
             lines.append(
-                f"| {c['task']} | {c['doer']} | {name} | {r['runs']} | {_fmt_pct(r['mean'], r['std'])} | "
-                f"{_fmt_diff(r.get('vs_best_single'))} | {kept_s} | {llm['calls']:.1f} | {tokens} | "
-                f"{r['wall_s_per_run']:.0f} |"
+                f"| {c['task']} | {c['doer']} | {name} | {r['runs']} | {_fmt_pct(r['mean'], r['std'])} | {diff} | "
+                f"{kept_s} | {llm['calls']:.1f} | {tokens} | {r['wall_s_per_run']:.0f} |"
             )
     lines += [
         "",

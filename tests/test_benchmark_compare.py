@@ -262,6 +262,8 @@ def test_every_method_runs_resumes_and_reports(tiny_doer_dir, tok, tmp_path, mon
         assert diff["n"] == 2 and diff["mean"] == pytest.approx(sum(expected) / 2)
     assert cell["methods"]["catalyst"]["current_beat_all"]["scored_rounds"] == 4
     assert cell["methods"]["blind"]["current_beat_all"] is None
+    assert sum(cell["methods"]["blind"]["accepted_texts"].values()) == 4  # 2 seeds x 2 blind restarts
+    assert cell["methods"]["catalyst"]["best_candidate_minus_current_loss"]["rounds"] == 4
     assert cell["methods"]["catalyst"]["llm_per_run"]["calls"] == 2.0
     assert report["machine"]["cpu_count"] >= 1 and report["packages"]["torch"]
     assert "--smoke" in report["command"]
