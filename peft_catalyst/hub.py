@@ -36,6 +36,7 @@ from peft_catalyst.export import export_prompt_tuning
 from peft_catalyst.history import HISTORY_FILE, read_history, write_json_atomic
 from peft_catalyst.mentors.base import redact_url, scrub_secrets
 from peft_catalyst.projection import _unwrap, get_soft_prompt, soft_prompt_text
+from peft_catalyst.trainer.catalyst_config import higher_is_better
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ def _score_note(metric: str | None, greater_is_better: bool | None) -> str:
     if metric is None:
         return "score: the run's `catalyst_metric`, the loss unless configured"
     if greater_is_better is None:
-        greater_is_better = metric != "loss"
+        greater_is_better = higher_is_better(metric or "loss")
     return f"score: {_cell(metric)}, {'higher' if greater_is_better else 'lower'} is better"
 
 

@@ -287,13 +287,24 @@ class AccuracyMetric:
         return np.asarray([lookup.get(int(t), -1) for t in tokens], dtype=np.int64)
 
     def __call__(self, eval_pred: Any) -> dict[str, float]:
-        """``{"accuracy": ...}`` from an ``EvalPrediction`` (or a ``(predictions, label_ids)`` pair)."""
+        """``{"accuracy", "label_loss"}`` from an ``EvalPrediction`` (or a ``(predictions, label_ids)`` pair).
+
+        ``label_loss`` is the cross-entropy of the softmax over the classes' scores (the label words' logits for a
+        causal LM): unlike the LM loss over the whole vocabulary, it only rewards telling the classes apart, which
+        is what accuracy measures; it ranks prompts for mentor restarts by default.
+        """
         predictions, label_ids = eval_pred[0], eval_pred[1]
         if isinstance(predictions, (tuple, list)):
             predictions = predictions[0]
-        predicted = np.asarray(predictions).argmax(axis=-1)
+        scores = np.asarray(predictions, dtype=np.float64)
         truth = self.class_ids(label_ids)
-        return {"accuracy": float((predicted == truth).mean()) if truth.size else float("nan")}
+        if not truth.size:
+            return {"accuracy": float("nan"), "label_loss": float("nan")}
+        known = truth >= 0
+        shifted = scores - scores.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        label_loss = -log_probs[known, truth[known]].mean() if known.any() else float("nan")
+        return {"accuracy": float((scores.argmax(axis=-1) == truth).mean()), "label_loss": float(label_loss)}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -236,6 +236,9 @@ def test_accuracy_metric_matches_naive_argmax(causal, tokenizer):
     truth = np.array([r["label"] for r in rows])
     metrics = causal.compute_metrics((scores.numpy(), labels.numpy()))
     assert metrics["accuracy"] == pytest.approx((predicted == truth).mean())
+    # label_loss: cross-entropy over the label words only (not the whole vocabulary)
+    restricted = row_logits[:, causal.label_word_ids]
+    assert metrics["label_loss"] == pytest.approx(float(F.cross_entropy(restricted, torch.as_tensor(truth))), rel=1e-5)
     result = evaluate_accuracy(model, causal, "validation", batch_size=5)
     assert result["num_examples"] == 24
     assert result["accuracy"] == pytest.approx((predicted == truth).mean())

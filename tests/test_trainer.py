@@ -401,6 +401,15 @@ def test_arguments_parse_with_hfargumentparser_and_validate():
             CatalystTrainingArguments(output_dir="x", report_to=[], **kwargs)
 
 
+def test_metric_direction_follows_the_name_unless_given():
+    from peft_catalyst.trainer.catalyst_config import higher_is_better
+
+    assert not higher_is_better("loss") and not higher_is_better("label_loss")
+    assert higher_is_better("accuracy") and not higher_is_better("accuracy", greater_is_better=False)
+    args = CatalystTrainingArguments(output_dir="x", report_to=[], catalyst_metric="label_loss")
+    assert args.catalyst_higher_is_better is False
+
+
 def test_bad_models_and_inputs_get_clear_errors(tok, tmp_path):
     lora = get_peft_model(tiny.tiny_llama(tok), LoraConfig(target_modules=["q_proj"], r=2))
     with pytest.raises(ValueError, match="not a prompt-tuning adapter"):

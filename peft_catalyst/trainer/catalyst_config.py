@@ -67,7 +67,7 @@ class CatalystTrainingArguments(TrainingArguments):
     )
     catalyst_greater_is_better: bool | None = field(
         default=None,
-        metadata={"help": "Whether a higher catalyst_metric is better (default: False for 'loss', True otherwise)."},
+        metadata={"help": "Whether a higher catalyst_metric is better (default: False for names ending in 'loss')."},
     )
     catalyst_reset_optimizer: bool = field(
         default=True,
@@ -123,8 +123,6 @@ class CatalystTrainingArguments(TrainingArguments):
             )
         if self.catalyst_selection not in SELECTIONS:
             errors.append(f"catalyst_selection must be one of {SELECTIONS} (got {self.catalyst_selection!r})")
-        if self.catalyst_selection == "first" and self.catalyst_metric != "loss":
-            errors.append("catalyst_metric has no effect with catalyst_selection='first': leave it at 'loss'")
         if (
             self.max_steps > 0
             and self.catalyst_rounds > 0
@@ -141,6 +139,11 @@ class CatalystTrainingArguments(TrainingArguments):
     @property
     def catalyst_higher_is_better(self) -> bool:
         """Whether a higher ``catalyst_metric`` wins (resolves ``catalyst_greater_is_better=None``)."""
-        if self.catalyst_greater_is_better is not None:
-            return self.catalyst_greater_is_better
-        return self.catalyst_metric != "loss"
+        return higher_is_better(self.catalyst_metric, self.catalyst_greater_is_better)
+
+
+def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:
+    """Direction of a metric: as given, else lower is better for names ending in "loss" (as ``Trainer`` does)."""
+    if greater_is_better is not None:
+        return greater_is_better
+    return not metric.endswith("loss")
