@@ -338,15 +338,11 @@ def llm_usage(rounds: list[dict[str, Any]], method: str) -> dict[str, Any]:
 
 def embedded_mentor(doer: Any, work_dir: Path, mentor_cache: Path) -> Any:
     """The product's default mentor for ``doer``: the embedded SmolLM2 behind the sqlite reply cache."""
-    import inspect
-
     from peft_catalyst.runner import MentorArguments, build_mentor
 
     args = MentorArguments(mentor="smollm2", mentor_cache=str(mentor_cache))
-    if "shared" in inspect.signature(build_mentor).parameters:  # build_mentor(args, output_dir, shared)
-        shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
-        return build_mentor(args, output_dir=str(work_dir), shared=shared)
-    return build_mentor(args, doer, str(work_dir))  # the earlier build_mentor(args, doer, output_dir)
+    shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
+    return build_mentor(args, output_dir=str(work_dir), shared=shared)
 
 
 def run_cell(
@@ -441,6 +437,7 @@ def run_cell(
         catalyst_num_candidates=d.num_candidates,
         catalyst_trajectory_points=d.trajectory_points,
         catalyst_selection=selection,
+        catalyst_metric="label_loss",  # as the product's default (runner.embedded_defaults)
     )
     trainer = trainer_cls(
         model=doer.model,

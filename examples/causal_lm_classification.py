@@ -50,6 +50,7 @@ DEFAULTS = dict(
     per_device_eval_batch_size=16,
     catalyst_rounds=3,
     catalyst_stage_steps=50,
+    catalyst_metric="label_loss",  # cross-entropy over the label words only: what accuracy depends on
     logging_steps=10,
     save_strategy="no",
     report_to="none",

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.projection import read_soft_prompt, set_soft_prompt_from_text, soft_prompt_text, write_soft_prompt_
@@ -145,6 +145,9 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
         "catalyst_num_candidates": 4,
         "catalyst_trajectory_points": 4,
         "catalyst_eval_size": 64,
+        # Rank prompts by the cross-entropy over the label words only: the LM loss over the whole vocabulary also
+        # rewards prompts that merely make the label words likelier, which does not help accuracy.
+        "catalyst_metric": "label_loss",
     }
     if name == "minilm":
         defaults.update(
@@ -222,8 +225,18 @@ def build_doer(model_args: ModelArguments, data: DataArguments, task=None) -> Do
     task = task or load_task_data(data)
     kind, name = _doer_kind(model_args), model_args.model_name_or_path or model_args.model
     model, tokenizer = load_model_and_tokenizer(kind, model_args.model_name_or_path, task.num_labels)
+    max_length = model_args.max_length
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and max_length + model_args.num_virtual_tokens > positions:
+        max_length = positions - model_args.num_virtual_tokens
+        logger.warning(
+            "max_length lowered to %d: with %d virtual tokens the model reads at most %d positions.",
+            max_length,
+            model_args.num_virtual_tokens,
+            positions,
+        )
     try:
-        spec = prepare_task(task, tokenizer, kind, max_length=model_args.max_length)
+        spec = prepare_task(task, tokenizer, kind, max_length=max_length)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     config = CatalystConfig(
@@ -424,6 +437,7 @@ def run(
 
     started = time.perf_counter()
     out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
+    set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
     doer = build_doer(model_args, data_args)
     shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
     mentor = check_mentor(build_mentor(mentor_args, out, shared), mentor_args.mentor_required)

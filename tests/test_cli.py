@@ -139,6 +139,7 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     model, data, mentor, _, training = cli.parse_train_args([])
     assert (model.model, data.dataset, mentor.mentor) == ("smollm2", "rotten_tomatoes", "smollm2")
     assert training.max_steps == 60 and training.catalyst_rounds == 2 and training.output_dir.startswith("runs")
+    assert training.catalyst_metric == "label_loss" and not training.catalyst_higher_is_better
     model, *_, training = cli.parse_train_args(["--model", "minilm"])
     assert training.max_steps == 150 and training.per_device_train_batch_size == 16
 
