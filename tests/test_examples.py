@@ -110,7 +110,7 @@ def _check_outputs(out: Path, requests: int, task_type: str, metric: str = "loss
     card = (out / "README.md").read_text()
     assert card.count(SECTION_BEGIN) == 1 and "`rotten_tomatoes`" in card
     assert f"| test\\_accuracy | {results['test_accuracy']:.4g} |" in card
-    better = "lower" if metric == "loss" else "higher"
+    better = "lower" if metric.endswith("loss") else "higher"
     assert f"score: {metric}, {better} is better" in card  # the run's catalyst_metric, from the trainer
     for path in out.rglob("*"):
         if path.is_file():
@@ -148,4 +148,4 @@ def test_sequence_classification_example_on_packaged_minilm(launcher, tmp_path):
 def test_causal_lm_example_on_packaged_smollm2(launcher, smollm2, tmp_path):
     # `smollm2` has loaded (and so cached) the converted model: the script's own load takes about a second.
     out, requests = _run(launcher, "causal_lm_classification.py", [], tmp_path)
-    _check_outputs(out, requests, "CAUSAL_LM")
+    _check_outputs(out, requests, "CAUSAL_LM", metric="label_loss")  # the script's default catalyst_metric
