@@ -111,7 +111,8 @@ def _check_outputs(out: Path, requests: int, task_type: str, metric: str = "loss
     assert card.count(SECTION_BEGIN) == 1 and "`rotten_tomatoes`" in card
     assert f"| test\\_accuracy | {results['test_accuracy']:.4g} |" in card
     better = "lower" if metric.endswith("loss") else "higher"
-    assert f"score: {metric}, {better} is better" in card  # the run's catalyst_metric, from the trainer
+    shown = metric.replace("_", "\\_")  # Markdown-escaped in the card
+    assert f"score: {shown}, {better} is better" in card  # the run's catalyst_metric, from the trainer
     for path in out.rglob("*"):
         if path.is_file():
             assert b"ExampleKey" not in path.read_bytes(), path
