@@ -3,7 +3,7 @@ boundary (``HfApi.create_commit`` / ``create_repo``), a read-only loopback Hub, 
 real HTTP mentor.
 
 The recorder writes every captured commit into the cache as a new snapshot, exactly where a download would put it,
-so that what a push uploads is what ``from_pretrained("org/name")`` and ``hf_hub_download`` read back offline.
+so that what a push uploads is what ``from_pretrained(repo_id)`` and ``hf_hub_download`` read back offline.
 :class:`LoopbackHub` serves those snapshots over HTTP (``HF_ENDPOINT``) for code paths that only run online.
 """
 
@@ -29,9 +29,17 @@ from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArgum
 from peft_catalyst.mentors import OpenAIMentor
 from tests import tiny
 
-FAKE_HF_TOKEN = "hf_FakeTokenForTests0123456789abcdef"
+# Fake credentials shaped like real ones closely enough for the key-pattern scrubbing (``hf_``/``sk-`` prefixes), but
+# with separators, so that no scanner mistakes them for committed tokens.
+FAKE_HF_TOKEN = "hf_FakeToken-for-tests-0123456789"
 FAKE_MENTOR_KEY = "sk-test-FAKEKEY0123456789abcdef"
 URL_PASSWORD = "s3cr3tpassw0rd"
+
+# Repository ids the tests publish into a local cache (never a real Hub repository; HF_HUB_OFFLINE=1).
+LLAMA_BASE = "org/tiny-llama"
+LLAMA_ADAPTER = "org/catalyst-llama"
+BERT_BASE = "org/tiny-bert"
+BERT_ADAPTER = "org/bert-catalyst"
 
 
 def repo_folder(cache: Path, repo_id: str) -> Path:

@@ -45,8 +45,8 @@ def hub(monkeypatch, tmp_path):
 @pytest.fixture
 def llama_on_hub(hub, tok):
     """A tiny Llama base model published (in the cache) as org/tiny-llama, and a CATALYST adapter on it."""
-    hs.save_to_cache(hub.cache, "org/tiny-llama", tiny.tiny_llama(tok), tok)
-    base = AutoModelForCausalLM.from_pretrained("org/tiny-llama")
+    hs.save_to_cache(hub.cache, hs.LLAMA_BASE, tiny.tiny_llama(tok), tok)
+    base = AutoModelForCausalLM.from_pretrained(hs.LLAMA_BASE)
     config = CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=5, task_description="Classify review sentiment")
     model = get_peft_model(base, config)
     set_soft_prompt_from_text(model, tok, "the movie was great and")
@@ -65,11 +65,11 @@ def _logits(model, tok) -> torch.Tensor:
 
 def test_push_is_one_commit_that_loads_by_repo_id_with_and_without_peft_catalyst(hub, llama_on_hub, tok, tmp_path):
     model = llama_on_hub
-    info = peft_catalyst.push_to_hub(model, "org/catalyst-llama", tokenizer=tok, token=hs.FAKE_HF_TOKEN, private=True)
+    info = peft_catalyst.push_to_hub(model, hs.LLAMA_ADAPTER, tokenizer=tok, token=hs.FAKE_HF_TOKEN, private=True)
 
     assert len(hub.commits) == 1, "everything must travel in one commit"
     commit = hub.commits[0]
-    assert info.oid == commit.oid and commit.repo_id == "org/catalyst-llama"
+    assert info.oid == commit.oid and commit.repo_id == hs.LLAMA_ADAPTER
     assert commit.token == hs.FAKE_HF_TOKEN and hub.created[0]["private"] is True
     assert ADAPTER_FILES | {"README.md", "portable/adapter_config.json", "portable/adapter_model.safetensors"} <= set(
         commit.files
@@ -81,20 +81,20 @@ def test_push_is_one_commit_that_loads_by_repo_id_with_and_without_peft_catalyst
     assert json.loads(commit.files["adapter_config.json"])["peft_type"] == "CATALYST"
     assert json.loads(commit.files["portable/adapter_config.json"])["peft_type"] == "PROMPT_TUNING"
     card = ModelCard(commit.files["README.md"].decode())
-    assert card.data.base_model == "org/tiny-llama"
+    assert card.data.base_model == hs.LLAMA_BASE
     assert soft_prompt_text(model, tok) in card.text
 
     expected = _logits(model, tok)
     # 1. PeftModel.from_pretrained(base, "org/name"), through the cache.
-    base = AutoModelForCausalLM.from_pretrained("org/tiny-llama")
-    loaded = PeftModel.from_pretrained(base, "org/catalyst-llama").eval()
+    base = AutoModelForCausalLM.from_pretrained(hs.LLAMA_BASE)
+    loaded = PeftModel.from_pretrained(base, hs.LLAMA_ADAPTER).eval()
     assert type(loaded.peft_config["default"]).__name__ == "CatalystConfig"
     torch.testing.assert_close(_logits(loaded, tok), expected, rtol=0, atol=0)
     # 2. AutoPeftModelForCausalLM finds the base model from adapter_config.json.
-    auto = AutoPeftModelForCausalLM.from_pretrained("org/catalyst-llama").eval()
+    auto = AutoPeftModelForCausalLM.from_pretrained(hs.LLAMA_ADAPTER).eval()
     torch.testing.assert_close(_logits(auto, tok), expected, rtol=0, atol=0)
     # The tokenizer travelled too (AutoTokenizer by repo id would also probe config.json, which an adapter lacks).
-    snapshot = snapshot_download("org/catalyst-llama")
+    snapshot = snapshot_download(hs.LLAMA_ADAPTER)
     assert (
         AutoTokenizer.from_pretrained(snapshot)("a terrible film")["input_ids"] == tok("a terrible film")["input_ids"]
     )
@@ -121,6 +121,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 mode, expected = sys.argv[1], torch.load(sys.argv[2])
+BASE, ADAPTER = sys.argv[3], sys.argv[4]  # repo ids
 
 
 def check(model):
@@ -130,11 +131,11 @@ def check(model):
     torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=0)
 
 
-base = AutoModelForCausalLM.from_pretrained("org/tiny-llama")
+base = AutoModelForCausalLM.from_pretrained(BASE)
 if mode == "online":
-    check(PeftModel.from_pretrained(base, "org/catalyst-llama", subfolder="portable"))
+    check(PeftModel.from_pretrained(base, ADAPTER, subfolder="portable"))
     try:
-        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("org/tiny-llama"), "org/catalyst-llama")
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), ADAPTER)
     except KeyError as exc:
         assert "CATALYST" in str(exc), exc
     else:
@@ -142,12 +143,10 @@ if mode == "online":
 else:
     from huggingface_hub import snapshot_download
 
-    check(PeftModel.from_pretrained(base, os.path.join(snapshot_download("org/catalyst-llama"), "portable")))
+    check(PeftModel.from_pretrained(base, os.path.join(snapshot_download(ADAPTER), "portable")))
     # PEFT 0.21.2, offline, asks the cache for portable/portable/adapter_model.safetensors (subfolder applied twice).
     try:
-        PeftModel.from_pretrained(
-            AutoModelForCausalLM.from_pretrained("org/tiny-llama"), "org/catalyst-llama", subfolder="portable"
-        )
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), ADAPTER, subfolder="portable")
     except Exception as exc:
         print("SUBFOLDER_OFFLINE_FAILS", type(exc).__name__)
     else:
@@ -162,7 +161,7 @@ def _plain_peft(tmp_path: Path, mode: str, env: dict[str, str]) -> str:
     script = tmp_path / "plain_peft.py"
     script.write_text(PLAIN_PEFT_SCRIPT)
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_CACHE": str(Path(env["HF_HOME"]) / "hub"), **env}
-    cmd = [sys.executable, str(script), mode, str(tmp_path / "expected.pt")]
+    cmd = [sys.executable, str(script), mode, str(tmp_path / "expected.pt"), hs.LLAMA_BASE, hs.LLAMA_ADAPTER]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=full_env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.strip().endswith("OK"), result.stdout
@@ -171,7 +170,7 @@ def _plain_peft(tmp_path: Path, mode: str, env: dict[str, str]) -> str:
 
 def test_second_push_keeps_what_the_owner_wrote(hub, llama_on_hub, tok):
     model = llama_on_hub
-    peft_catalyst.push_to_hub(model, "org/catalyst-llama", tokenizer=tok)
+    peft_catalyst.push_to_hub(model, hs.LLAMA_ADAPTER, tokenizer=tok)
     first = hub.commits[-1].files["README.md"].decode()
     # The owner edits the card on the Hub: metadata, text above and below our section, and (wrongly) inside it.
     card = ModelCard(first)
@@ -182,10 +181,10 @@ def test_second_push_keeps_what_the_owner_wrote(hub, llama_on_hub, tok):
     text = card.text.replace("# catalyst-llama", "# catalyst-llama\n\n" + owner_top)
     text = text.replace("### How to load", "### How to load\n\nOWNER EDIT INSIDE THE SECTION")
     card.text = text.rstrip("\n") + "\n\n" + owner_bottom + "\n"
-    hs.write_snapshot(hub.cache, "org/catalyst-llama", {"README.md": card.content.encode()})
+    hs.write_snapshot(hub.cache, hs.LLAMA_ADAPTER, {"README.md": card.content.encode()})
 
     set_soft_prompt_from_text(model, tok, "a terrible film")  # the adapter changed since
-    peft_catalyst.push_to_hub(model, "org/catalyst-llama", tokenizer=tok, metrics={"accuracy": 0.75})
+    peft_catalyst.push_to_hub(model, hs.LLAMA_ADAPTER, tokenizer=tok, metrics={"accuracy": 0.75})
     updated = hub.commits[-1].files["README.md"].decode()
     new = ModelCard(updated)
     assert owner_top in new.text and owner_bottom in new.text
@@ -196,18 +195,18 @@ def test_second_push_keeps_what_the_owner_wrote(hub, llama_on_hub, tok):
     assert soft_prompt_text(model, tok) in new.text and "| accuracy | 0.75 |" in new.text
     assert new.data.license == "mit"
     assert new.data.tags[0] == "my-own-tag" and {"peft", "prompt-tuning", "peft-catalyst"} <= set(new.data.tags)
-    assert new.data.library_name == "peft" and new.data.base_model == "org/tiny-llama"
+    assert new.data.library_name == "peft" and new.data.base_model == hs.LLAMA_BASE
 
 
 def test_trainer_push_uploads_run_history_card_and_no_secret(hub, tok, tmp_path):
     """A real catalyst run (HTTP mentor at a URL with user:password, a fake API key) pushed with a fake HF token."""
-    hs.save_to_cache(hub.cache, "org/tiny-bert", tiny.tiny_bert_seq_cls(tok), tok)
+    hs.save_to_cache(hub.cache, hs.BERT_BASE, tiny.tiny_bert_seq_cls(tok), tok)
     with LoopbackOpenAIServer() as server:
         server.set_reply(lambda req: "1. the movie was great\n2. a terrible film")
         trainer = hs.catalyst_trainer(tok, tmp_path / "out", hs.credentialed_url(server.base_url))
         trainer.train()
         metrics = trainer.evaluate()
-    info = trainer.push_to_hub(repo_id="org/bert-catalyst", token=hs.FAKE_HF_TOKEN, base_model="org/tiny-bert")
+    info = trainer.push_to_hub(repo_id=hs.BERT_ADAPTER, token=hs.FAKE_HF_TOKEN, base_model=hs.BERT_BASE)
 
     assert len(hub.commits) == 1
     commit = hub.commits[0]
@@ -228,9 +227,9 @@ def test_trainer_push_uploads_run_history_card_and_no_secret(hub, tok, tmp_path)
     assert history["summary"]["mentor"] == "openai:tiny-mentor"
     # The adapter is the trained one, and both configs point at the base model's Hub id.
     for prefix in ("", "portable/"):
-        assert json.loads(commit.files[prefix + "adapter_config.json"])["base_model_name_or_path"] == "org/tiny-bert"
+        assert json.loads(commit.files[prefix + "adapter_config.json"])["base_model_name_or_path"] == hs.BERT_BASE
     card = ModelCard(commit.files["README.md"].decode())
-    assert card.data.base_model == "org/tiny-bert" and card.data.pipeline_tag == "text-classification"
+    assert card.data.base_model == hs.BERT_BASE and card.data.pipeline_tag == "text-classification"
     assert f"| eval\\_accuracy | {metrics['eval_accuracy']:.4g} |" in card.text
     assert "score: loss, lower is better" in card.text
     assert "`openai:tiny-mentor`" in card.text
@@ -240,12 +239,12 @@ def test_trainer_push_uploads_run_history_card_and_no_secret(hub, tok, tmp_path)
     # The pushed adapter reproduces the trained model from the Hub cache, with and without the extension's type.
     trainer.model.eval()
     expected_logits = _logits(trainer.model, tok)
-    auto = AutoPeftModelForSequenceClassification.from_pretrained("org/bert-catalyst").eval()
+    auto = AutoPeftModelForSequenceClassification.from_pretrained(hs.BERT_ADAPTER).eval()
     torch.testing.assert_close(_logits(auto, tok), expected_logits, rtol=0, atol=0)
     from transformers import AutoModelForSequenceClassification
 
-    portable_dir = os.path.join(snapshot_download("org/bert-catalyst"), "portable")  # offline: see PLAIN_PEFT_SCRIPT
-    base = AutoModelForSequenceClassification.from_pretrained("org/tiny-bert")
+    portable_dir = os.path.join(snapshot_download(hs.BERT_ADAPTER), "portable")  # offline: see PLAIN_PEFT_SCRIPT
+    base = AutoModelForSequenceClassification.from_pretrained(hs.BERT_BASE)
     portable = PeftModel.from_pretrained(base, portable_dir).eval()
     torch.testing.assert_close(_logits(portable, tok), expected_logits, rtol=0, atol=0)
 
@@ -262,7 +261,7 @@ def test_push_without_reachable_card_does_not_guess_online(hub, llama_on_hub, to
 
     monkeypatch.setattr("huggingface_hub.HfApi.hf_hub_download", unreachable)
     with pytest.raises(LocalEntryNotFoundError):
-        peft_catalyst.push_to_hub(llama_on_hub, "org/catalyst-llama", tokenizer=tok)
+        peft_catalyst.push_to_hub(llama_on_hub, hs.LLAMA_ADAPTER, tokenizer=tok)
     assert hub.commits == []
 
 

@@ -23,7 +23,7 @@ from tests.loopback_openai import (
     trickle_reply,
 )
 
-FAKE_TOKEN = "hf_peftcatalystFAKEtoken0123456789"
+FAKE_TOKEN = "hf_peftcatalyst-FAKEtoken-0123456789"  # fake; separators keep it off token scanners
 REQ = MentorRequest(
     "TREC question type (6 coarse classes: abbreviation, entity, description, human, location, number)",
     [TrajectoryPoint("where who what", 0.9), TrajectoryPoint("question type", 0.7)],

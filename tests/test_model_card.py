@@ -85,13 +85,13 @@ def test_card_of_a_real_run(run, tok):
         tok,
         history=history_path,
         metrics=metrics,
-        repo_id="org/bert-catalyst",
-        base_model="org/tiny-bert",
+        repo_id=hs.BERT_ADAPTER,
+        base_model=hs.BERT_BASE,
         task_name="toy_reviews",
         score_metric="loss",
     )
     # Metadata: through ModelCardData, valid YAML that parses back to the same thing.
-    assert card.data.library_name == "peft" and card.data.base_model == "org/tiny-bert"
+    assert card.data.library_name == "peft" and card.data.base_model == hs.BERT_BASE
     assert card.data.tags == ["peft", "prompt-tuning", "peft-catalyst"]
     assert card.data.pipeline_tag == "text-classification"
     assert ModelCard(card.content).data.to_dict() == card.data.to_dict()
@@ -141,10 +141,10 @@ def test_card_of_a_real_run(run, tok):
     assert "score: loss, lower is better" in text
 
     # How to load: with the extension by repo id, and without it through portable/.
-    assert 'AutoPeftModelForSequenceClassification.from_pretrained("org/bert-catalyst")' in text
+    assert f'AutoPeftModelForSequenceClassification.from_pretrained("{hs.BERT_ADAPTER}")' in text
     assert "import peft_catalyst" in text
-    assert 'AutoModelForSequenceClassification.from_pretrained("org/tiny-bert", num_labels=2)' in text
-    assert 'PeftModel.from_pretrained(base, "org/bert-catalyst", subfolder="portable")' in text
+    assert f'AutoModelForSequenceClassification.from_pretrained("{hs.BERT_BASE}", num_labels=2)' in text
+    assert f'PeftModel.from_pretrained(base, "{hs.BERT_ADAPTER}", subfolder="portable")' in text
     assert hs.leaked(card.content.encode()) == []
 
 
@@ -368,8 +368,9 @@ def test_cards_of_a_vanilla_prompt_tuning_adapter_and_a_seq2seq_one(tok):
     config = CatalystConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4, task_description="Classify reviews")
     seq2seq = get_peft_model(tiny.tiny_t5(tok), config)
     set_soft_prompt_from_text(seq2seq, tok, "the movie was great")
-    card = build_model_card(seq2seq, tok, repo_id="org/t5")
+    t5_repo = "org/t5"
+    card = build_model_card(seq2seq, tok, repo_id=t5_repo)
     assert card.data.pipeline_tag is None  # transformers 5 has no text2text pipeline
-    assert 'AutoPeftModelForSeq2SeqLM.from_pretrained("org/t5")' in card.text
+    assert f'AutoPeftModelForSeq2SeqLM.from_pretrained("{t5_repo}")' in card.text
     assert "AutoModelForSeq2SeqLM.from_pretrained(" in card.text
     assert f"```text\n{soft_prompt_text(seq2seq, tok)}\n```" in card.text
