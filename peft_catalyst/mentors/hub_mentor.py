@@ -13,17 +13,18 @@ import os
 import threading
 from typing import Any
 
-from .base import Completion, Mentor, MentorError, MentorRequest, RetryPolicy, parse_retry_after, redact_url
+from .base import Completion, MentorError, parse_retry_after, redact_url
 from .base import scrub_exception as _scrub_exception
 from .base import scrub_secrets as _scrub
 from .metaprompt import MetaPrompt
+from .remote import RemoteChatMentor, http_status_error
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["HubInferenceMentor"]
 
 
-class HubInferenceMentor(Mentor):
+class HubInferenceMentor(RemoteChatMentor):
     """Mentor on ``InferenceClient.chat_completion`` (Hugging Face Inference Providers or endpoints).
 
     Args:
@@ -36,6 +37,7 @@ class HubInferenceMentor(Mentor):
     """
 
     backend = "hf-inference"
+    name_prefix = "hf"
 
     def __init__(
         self,
@@ -59,25 +61,25 @@ class HubInferenceMentor(Mentor):
         name: str | None = None,
     ) -> None:
         super().__init__(
-            meta_prompt=meta_prompt, strict_retry=strict_retry, few_shot=few_shot, min_task_overlap=min_task_overlap
+            model,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            num_samples=num_samples,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+            seed=seed,
+            meta_prompt=meta_prompt,
+            strict_retry=strict_retry,
+            few_shot=few_shot,
+            min_task_overlap=min_task_overlap,
+            name=name,
         )
         from huggingface_hub import InferenceClient
 
-        if not model:
-            raise MentorError("HubInferenceMentor needs a model", reason="config")
-        if timeout <= 0 or max_retries < 0 or num_samples < 1:
-            raise MentorError("timeout must be > 0, max_retries >= 0 and num_samples >= 1", reason="config")
-        self.model = model
         self.provider = provider
         self.base_url = base_url
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
-        self.num_samples = num_samples
-        self.timeout = float(timeout)
-        self.seed = seed
-        self.retry = RetryPolicy(max_retries=max_retries, max_wait_s=max_retry_wait)
-        self.name = name or f"hf:{model}"
         self._secrets = [token] if token else _implicit_token()
         try:
             if base_url:
@@ -94,36 +96,15 @@ class HubInferenceMentor(Mentor):
         url = redact_url(self.base_url)
         return f"HubInferenceMentor(model={self.model!r}, provider={self.provider!r}, base_url={url!r})"
 
-    def cache_identity(self) -> dict[str, Any]:
-        """Backend, model, provider, sampling parameters and seed (no token, no URL)."""
-        return {
-            "backend": self.backend,
-            "model": self.model,
-            "params": {
-                "provider": self.provider,
-                "temperature": self.temperature,
-                "top_p": self.top_p,
-                "max_tokens": self.max_tokens,
-                "n": self.num_samples,
-            },
-            "seed": self.seed,
-        }
+    def _identity_params(self) -> dict[str, Any]:
+        """The provider and the sampling parameters (no token, no URL)."""
+        return {"provider": self.provider, **super()._identity_params()}
 
     # ------------------------------------------------------------------------------------------------------------
-    def _complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
-        completion, _attempts = self.retry.run(lambda: self._attempt(messages), describe=self.name)
-        return completion
-
     def _attempt(self, messages: list[dict[str, str]]) -> Completion:
-        kwargs: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        kwargs = self._sampling_kwargs()
         if self.base_url:
             kwargs["model"] = self.model
-        if self.top_p is not None:
-            kwargs["top_p"] = self.top_p
-        if self.num_samples > 1:
-            kwargs["n"] = self.num_samples
-        if self.seed is not None:
-            kwargs["seed"] = self.seed
         output = _call_with_deadline(
             lambda: self._client.chat_completion(messages, **kwargs),
             self.timeout,
@@ -165,17 +146,7 @@ class HubInferenceMentor(Mentor):
             headers = getattr(response, "headers", {}) or {}
             retry_after = parse_retry_after(headers.get("retry-after"))
             detail = _scrub(str(getattr(exc, "server_message", None) or exc).splitlines()[0][:300], self._secrets)
-            if status == 429:
-                reason = "rate_limited"
-            elif status == 408:
-                reason = "timeout"
-            elif status >= 500 or status == 409:
-                reason = "server_error"
-            elif status in (401, 403):
-                reason = "auth"
-            else:
-                reason = "client_error"
-            return MentorError(f"{self.name}: HTTP {status}: {detail}", reason=reason, retry_after=retry_after)
+            return http_status_error(self.name, status, detail, retry_after)
         name = type(exc).__name__
         if "Timeout" in name:
             return MentorError(f"{self.name}: no reply within {self.timeout:.0f} s", reason="timeout")

@@ -15,10 +15,11 @@ import os
 import time
 from typing import Any
 
-from .base import Completion, Mentor, MentorError, MentorRequest, RetryPolicy, parse_retry_after, redact_url
+from .base import Completion, MentorError, parse_retry_after, redact_url
 from .base import scrub_exception as _scrub_exception
 from .base import scrub_secrets as _scrub
 from .metaprompt import MetaPrompt
+from .remote import RemoteChatMentor, http_status_error
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ __all__ = ["OpenAIMentor"]
 _NO_KEY_PLACEHOLDER = "EMPTY"  # what vLLM and friends expect when they need no key
 
 
-class OpenAIMentor(Mentor):
+class OpenAIMentor(RemoteChatMentor):
     """Mentor on an OpenAI(-compatible) chat-completions endpoint.
 
     Args:
@@ -47,6 +48,7 @@ class OpenAIMentor(Mentor):
     """
 
     backend = "openai"
+    name_prefix = "openai"
 
     def __init__(
         self,
@@ -72,14 +74,23 @@ class OpenAIMentor(Mentor):
         name: str | None = None,
     ) -> None:
         super().__init__(
-            meta_prompt=meta_prompt, strict_retry=strict_retry, few_shot=few_shot, min_task_overlap=min_task_overlap
+            model,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            num_samples=num_samples,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+            seed=seed,
+            meta_prompt=meta_prompt,
+            strict_retry=strict_retry,
+            few_shot=few_shot,
+            min_task_overlap=min_task_overlap,
+            name=name,
         )
         import openai
 
-        if not model:
-            raise MentorError("OpenAIMentor needs a model name", reason="config")
-        if timeout <= 0 or max_retries < 0 or num_samples < 1:
-            raise MentorError("timeout must be > 0, max_retries >= 0 and num_samples >= 1", reason="config")
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         key = api_key or os.environ.get("OPENAI_API_KEY") or None
         if key is None:
@@ -90,19 +101,10 @@ class OpenAIMentor(Mentor):
                 )
             key = _NO_KEY_PLACEHOLDER
         self._secrets = [key] if key != _NO_KEY_PLACEHOLDER else []
-        self.model = model
         self.base_url = base_url
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
-        self.num_samples = num_samples
-        self.timeout = float(timeout)
-        self.seed = seed
         self.max_response_bytes = int(max_response_bytes)
         self.token_limit_param = token_limit_param
         self.extra_body = dict(extra_body or {})
-        self.retry = RetryPolicy(max_retries=max_retries, max_wait_s=max_retry_wait)
-        self.name = name or f"openai:{model}"
         try:
             self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=self.timeout, max_retries=0)
         except Exception as exc:
@@ -118,20 +120,12 @@ class OpenAIMentor(Mentor):
         """Close the HTTP client."""
         self._client.close()
 
-    def cache_identity(self) -> dict[str, Any]:
-        """Backend, model, sampling parameters and seed (no key, no URL)."""
-        return {
-            "backend": self.backend,
-            "model": self.model,
-            "params": {
-                "temperature": self.temperature,
-                "top_p": self.top_p,
-                "max_tokens": self.max_tokens,
-                "n": self.num_samples,
-                **({"extra_body": self.extra_body} if self.extra_body else {}),
-            },
-            "seed": self.seed,
-        }
+    def _identity_params(self) -> dict[str, Any]:
+        """The sampling parameters and any ``extra_body`` (no key, no URL)."""
+        params = super()._identity_params()
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
+        return params
 
     def check(self) -> None:
         """List the server's models (free, no tokens): a refused connection, a time-out or a rejected key raise.
@@ -155,23 +149,12 @@ class OpenAIMentor(Mentor):
             ) from _scrubbed(exc, self._secrets)
 
     # ------------------------------------------------------------------------------------------------------------
-    def _complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
-        completion, _attempts = self.retry.run(lambda: self._attempt(messages), describe=self.name)
-        return completion
-
     def _request_params(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
-            "temperature": self.temperature,
-            self.token_limit_param: self.max_tokens,
+            **self._sampling_kwargs(self.token_limit_param),
         }
-        if self.top_p is not None:
-            params["top_p"] = self.top_p
-        if self.num_samples > 1:
-            params["n"] = self.num_samples
-        if self.seed is not None:
-            params["seed"] = self.seed
         if self.extra_body:
             params["extra_body"] = self.extra_body
         return params
@@ -242,18 +225,7 @@ class OpenAIMentor(Mentor):
                 retry_after = float(ms) / 1000
             except ValueError:
                 pass
-        detail = _scrub(_error_detail(exc), self._secrets)
-        if status == 429:
-            reason = "rate_limited"
-        elif status == 408:
-            reason = "timeout"
-        elif status == 409 or status >= 500:
-            reason = "server_error"
-        elif status in (401, 403):
-            reason = "auth"
-        else:
-            reason = "client_error"
-        return MentorError(f"{self.name}: HTTP {status}: {detail}", reason=reason, retry_after=retry_after)
+        return http_status_error(self.name, status, _scrub(_error_detail(exc), self._secrets), retry_after)
 
     def _parse_body(self, body: bytes, request_id: str | None) -> Completion:
         try:
