@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import torch
 from huggingface_hub import CommitInfo, HfApi
 from huggingface_hub.hf_api import RepoUrl
-from peft import get_peft_model
-from transformers import DataCollatorWithPadding
 
-from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst import CatalystTrainer
 from peft_catalyst.mentors import OpenAIMentor
 from tests import tiny
 
@@ -241,46 +238,19 @@ def credentialed_url(base_url: str) -> str:
     return base_url.replace("http://", f"http://mentor-user:{URL_PASSWORD}@")
 
 
-def catalyst_trainer(tok, output_dir: Path, base_url: str, base=None, **kwargs) -> CatalystTrainer:
-    """A tiny BERT CatalystTrainer (2 rounds of 3 steps) whose mentor is an OpenAIMentor at ``base_url``.
+def catalyst_trainer(tok, output_dir: Path, base_url: str, **kwargs) -> CatalystTrainer:
+    """The tiny CatalystTrainer (tests/tiny.py) with an OpenAIMentor at ``base_url`` and an evaluation split.
 
     The soft prompt starts 50 times too large, so the first round's text candidates win.
     """
-    base = base if base is not None else tiny.tiny_bert_seq_cls(tok)
-    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
-    torch.manual_seed(0)
-    model = get_peft_model(base, config)
-    with torch.no_grad():
-        model.prompt_encoder["default"].embedding.weight.mul_(50.0)
-    defaults = dict(
-        output_dir=str(output_dir),
-        max_steps=9,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        learning_rate=0.05,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        catalyst_rounds=2,
-        catalyst_stage_steps=3,
-        catalyst_num_candidates=2,
-        catalyst_trajectory_points=2,
-        disable_tqdm=True,
-        use_cpu=True,
-    )
-    defaults.update(kwargs)
     mentor = OpenAIMentor("tiny-mentor", base_url=base_url, api_key=FAKE_MENTOR_KEY, timeout=10, max_retries=0)
-    return CatalystTrainer(
-        model=model,
-        args=CatalystTrainingArguments(**defaults),
-        mentor=mentor,
-        train_dataset=tiny.toy_reviews(tok, 48, seed=1),
-        catalyst_dataset=tiny.toy_reviews(tok, 16, seed=2),
+    return tiny.catalyst_trainer(
+        tok,
+        output_dir,
+        mentor,
+        model=tiny.catalyst_model(tok, init_scale=50.0),
         eval_dataset=tiny.toy_reviews(tok, 16, seed=3),
-        processing_class=tok,
-        data_collator=DataCollatorWithPadding(tok),
-        compute_metrics=tiny.accuracy,
+        **kwargs,
     )
 
 

@@ -42,51 +42,14 @@ def tok():
     return tiny.bpe_tokenizer()
 
 
-def _model(tok, init_scale: float | None = None, seed: int = 0):
-    model = tiny.tiny_bert_seq_cls(tok, seed=seed)
-    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
-    torch.manual_seed(seed)
-    pm = get_peft_model(model, config)
-    if init_scale is not None:
-        with torch.no_grad():
-            pm.prompt_encoder["default"].embedding.weight.mul_(init_scale)
-    return pm
-
-
 def _args(tmp_path, **kwargs) -> CatalystTrainingArguments:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        max_steps=9,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        learning_rate=0.05,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        catalyst_rounds=2,
-        catalyst_stage_steps=3,
-        catalyst_num_candidates=2,
-        catalyst_trajectory_points=2,
-        disable_tqdm=True,
-        use_cpu=True,
-    )
-    defaults.update(kwargs)
-    return CatalystTrainingArguments(**defaults)
+    """The tiny run's arguments (tests/tiny.py), writing under ``tmp_path / "out"``."""
+    return tiny.catalyst_args(tmp_path / "out", **kwargs)
 
 
 def _trainer(tok, tmp_path, mentor, model=None, **kwargs):
-    train, catalyst = tiny.toy_reviews(tok, 48, seed=1), tiny.toy_reviews(tok, 16, seed=2)
-    return CatalystTrainer(
-        model=model if model is not None else _model(tok),
-        args=_args(tmp_path, **kwargs),
-        mentor=mentor,
-        train_dataset=train,
-        catalyst_dataset=catalyst,
-        processing_class=tok,
-        data_collator=DataCollatorWithPadding(tok),
-        compute_metrics=tiny.accuracy,
-    )
+    """The tiny CatalystTrainer (tests/tiny.py), writing under ``tmp_path / "out"``."""
+    return tiny.catalyst_trainer(tok, tmp_path / "out", mentor, model=model, **kwargs)
 
 
 def _trainable(model) -> dict[str, torch.Tensor]:
@@ -95,7 +58,7 @@ def _trainable(model) -> dict[str, torch.Tensor]:
 
 def _plain_run(tok, tmp_path) -> dict[str, torch.Tensor]:
     """The same training with stock transformers.Trainer and no rounds."""
-    model = _model(tok)
+    model = tiny.catalyst_model(tok)
     args = TrainingArguments(
         output_dir=str(tmp_path / "plain"),
         max_steps=9,
@@ -170,7 +133,7 @@ def test_losing_candidates_leave_training_exactly_as_a_plain_run(tok, tmp_path):
 
 def test_winning_candidate_restarts_in_place_resets_optimizer_and_rewarms(tok, tmp_path):
     # A soft prompt blown up 50x scores badly: any real text wins.
-    model = _model(tok, init_scale=50.0)
+    model = tiny.catalyst_model(tok, init_scale=50.0)
     mentor = ScriptedMentor(["1. the movie was great\n2. a terrible film"])
     trainer = _trainer(tok, tmp_path, mentor, model=model, catalyst_rounds=1, catalyst_rewarmup_steps=3)
     probe = Probe(trainer)
@@ -300,7 +263,12 @@ def test_plateau_triggers_an_early_round(tok, tmp_path):
 def test_non_finite_scores_are_never_selected(tok, tmp_path):
     mentor = ScriptedMentor(["1. the movie was great\n2. a terrible film"])
     trainer = _trainer(
-        tok, tmp_path, mentor, catalyst_rounds=1, catalyst_metric="nan_metric", model=_model(tok, init_scale=50.0)
+        tok,
+        tmp_path,
+        mentor,
+        catalyst_rounds=1,
+        catalyst_metric="nan_metric",
+        model=tiny.catalyst_model(tok, init_scale=50.0),
     )
     trainer.compute_metrics = lambda pred: {"nan_metric": float("nan")}
     trainer.train()
@@ -318,7 +286,7 @@ def test_resume_from_checkpoint_with_replayed_mentor_matches_uninterrupted_run(t
         tok,
         tmp_path / "full",
         CachedMentor(ScriptedMentor(replies), cache, mode="use"),
-        model=_model(tok, init_scale=50.0),
+        model=tiny.catalyst_model(tok, init_scale=50.0),
         **common,
     )
     full.train()
@@ -334,7 +302,7 @@ def test_resume_from_checkpoint_with_replayed_mentor_matches_uninterrupted_run(t
         tok,
         tmp_path / "resumed",
         CachedMentor(None, cache, mode="strict"),
-        model=_model(tok, init_scale=50.0),
+        model=tiny.catalyst_model(tok, init_scale=50.0),
         **common,
     )
     interrupted.add_callback(StopAt())
@@ -347,7 +315,7 @@ def test_resume_from_checkpoint_with_replayed_mentor_matches_uninterrupted_run(t
         tok,
         tmp_path / "resumed",
         CachedMentor(None, cache, mode="strict"),
-        model=_model(tok, init_scale=50.0),
+        model=tiny.catalyst_model(tok, init_scale=50.0),
         **common,
     )
     resumed.train(resume_from_checkpoint=True)
@@ -415,10 +383,10 @@ def test_bad_models_and_inputs_get_clear_errors(tok, tmp_path):
     with pytest.raises(ValueError, match="not a prompt-tuning adapter"):
         CatalystTrainer(model=lora, args=_args(tmp_path), processing_class=tok)
     with pytest.raises(TypeError, match="CatalystTrainingArguments"):
-        CatalystTrainer(model=_model(tok), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+        CatalystTrainer(model=tiny.catalyst_model(tok), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
     with pytest.raises(ValueError, match="no training data"):
         CatalystTrainer(
-            model=_model(tok),
+            model=tiny.catalyst_model(tok),
             args=_args(tmp_path, catalyst_eval_size=100),
             mentor=ScriptedMentor(["x"]),
             train_dataset=tiny.toy_reviews(tok, 20, 0),
@@ -429,7 +397,7 @@ def test_bad_models_and_inputs_get_clear_errors(tok, tmp_path):
 def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
     train = tiny.toy_reviews(tok, 40, seed=3)
     trainer = CatalystTrainer(
-        model=_model(tok),
+        model=tiny.catalyst_model(tok),
         args=_args(tmp_path, catalyst_eval_size=0.25),
         mentor=ScriptedMentor(["1. the movie was great"]),
         train_dataset=train,
@@ -438,7 +406,7 @@ def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
     )
     assert len(trainer.train_dataset) == 30 and len(trainer.catalyst_dataset) == 10
     again = CatalystTrainer(
-        model=_model(tok),
+        model=tiny.catalyst_model(tok),
         args=_args(tmp_path, catalyst_eval_size=0.25),
         mentor=ScriptedMentor(["x"]),
         train_dataset=train,

@@ -7,15 +7,18 @@ whitespace-only and partial-byte tokens like a production tokenizer, at a vocabu
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset
+from peft import PeftModel, get_peft_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
+    DataCollatorWithPadding,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -24,6 +27,9 @@ from transformers import (
     T5Config,
     T5ForConditionalGeneration,
 )
+
+from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.mentors import Mentor
 
 CORPUS = [
     "the movie was great and the acting was wonderful",
@@ -165,3 +171,68 @@ def toy_reviews(tok, n: int, seed: int) -> Dataset:
 def accuracy(pred) -> dict[str, float]:
     """``compute_metrics`` for classification logits."""
     return {"accuracy": float((pred.predictions.argmax(-1) == pred.label_ids).mean())}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A tiny CatalystTrainer: BERT classifier, 4-token prompt, 9 steps in 2 rounds of 3 (tests override what they need)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def catalyst_model(tok, init_scale: float | None = None, seed: int = 0) -> PeftModel:
+    """A tiny BERT classifier with a 4-token CATALYST prompt; ``init_scale`` multiplies PEFT's RANDOM init.
+
+    A large scale (50) makes any text candidate win the first round: token embeddings are much smaller.
+    """
+    model = tiny_bert_seq_cls(tok, seed=seed)
+    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
+    torch.manual_seed(seed)
+    pm = get_peft_model(model, config)
+    if init_scale is not None:
+        with torch.no_grad():
+            pm.prompt_encoder["default"].embedding.weight.mul_(init_scale)
+    return pm
+
+
+def catalyst_args(output_dir: str | Path, **kwargs) -> CatalystTrainingArguments:
+    """Arguments of the tiny run (CPU, no saving, no reporting); ``kwargs`` override any field."""
+    defaults = dict(
+        output_dir=str(output_dir),
+        max_steps=9,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        learning_rate=0.05,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        catalyst_rounds=2,
+        catalyst_stage_steps=3,
+        catalyst_num_candidates=2,
+        catalyst_trajectory_points=2,
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    defaults.update(kwargs)
+    return CatalystTrainingArguments(**defaults)
+
+
+def catalyst_trainer(
+    tok,
+    output_dir: str | Path,
+    mentor: Mentor | None,
+    model: PeftModel | None = None,
+    eval_dataset: Dataset | None = None,
+    **kwargs,
+) -> CatalystTrainer:
+    """The tiny CatalystTrainer on toy reviews (48 to train, 16 for the catalyst split) with ``mentor``."""
+    return CatalystTrainer(
+        model=model if model is not None else catalyst_model(tok),
+        args=catalyst_args(output_dir, **kwargs),
+        mentor=mentor,
+        train_dataset=toy_reviews(tok, 48, seed=1),
+        catalyst_dataset=toy_reviews(tok, 16, seed=2),
+        eval_dataset=eval_dataset,
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+        compute_metrics=accuracy,
+    )
