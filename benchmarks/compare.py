@@ -523,25 +523,6 @@ def load_finished(plan: Plan, cells_dir: Path) -> dict[str, dict[str, Any]]:
     return finished
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (a killed run never leaves a half-written cell)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_finite(data), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-def _finite(value: Any) -> Any:
-    """NaN and infinities as None (strict JSON)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------------------------
@@ -845,8 +826,10 @@ def write_report(
         "workers": jobs,
         "threads_per_worker": threads,
     }
+    from peft_catalyst.history import write_json_atomic  # lazily, like every peft_catalyst import here
+
     paths = {ext: out_dir / f"{plan.name}.{ext}" for ext in ("json", "md", "png")}
-    write_json(
+    write_json_atomic(
         paths["json"],
         {
             "benchmark": "compare",
@@ -1031,6 +1014,8 @@ def run_cells(
     claims first (several workers share the list). Returns the number of runs done."""
     from tqdm.auto import tqdm
 
+    from peft_catalyst.history import write_json_atomic
+
     cells_dir = output_dir / "cells" / plan.name
     todo = [c for c in plan.cells() if c.key not in load_finished(plan, cells_dir)]
     done = 0
@@ -1041,7 +1026,7 @@ def run_cells(
         bar.set_postfix_str(cell.key)
         cache = output_dir / "cells" / f"mentor_cache_{cell.method}.sqlite"
         record = run_cell(plan, cell, cells_dir / "runs", cache, llm_factory)
-        write_json(cell_path(cells_dir, cell), record)
+        write_json_atomic(cell_path(cells_dir, cell), record)
         done += 1
         tqdm.write(
             f"{cell.key}: test accuracy {record['test_accuracy']:.3f}; {record['seconds']['total']:.0f} s "

@@ -22,6 +22,7 @@ from benchmarks.baselines import (
 )
 from benchmarks.stats import bootstrap_ci, mean_std, paired_difference, paired_t_ci, t_quantile
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.history import write_json_atomic
 from peft_catalyst.mentors import Completion, Mentor, MentorRequest, TrajectoryPoint
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, text_to_token_ids
 from tests import tiny
@@ -284,7 +285,7 @@ def test_changed_settings_are_not_reused(tiny_doer_dir, tmp_path):
     plan = _plan(tiny_doer_dir)
     cell = plan.cells()[0]
     path = compare.cell_path(tmp_path / "cells" / "smoke", cell)
-    compare.write_json(path, {"settings": compare.cell_settings(plan, cell), "test_accuracy": 0.5})
+    write_json_atomic(path, {"settings": compare.cell_settings(plan, cell), "test_accuracy": 0.5})
     assert cell.key in compare.load_finished(plan, tmp_path / "cells" / "smoke")
     other = compare.Plan(
         name="smoke", tasks=plan.tasks, doers=(compare.dataclasses.replace(plan.doers[0], max_steps=8),)
