@@ -101,11 +101,13 @@ class Plan:
         return next(d for d in self.doers if d.doer == name)
 
     def cells(self) -> list[Cell]:
-        """Every run, cheapest doer first, seed by seed (so a partial run has whole seeds to compare)."""
+        """Every run, seed by seed and within a seed cheapest doer first, so that a run cut short has whole seeds
+        of every doer to compare."""
         return [
             Cell(task, d.doer, method, seed)
+            for seed in range(max((d.seeds for d in self.doers), default=0))
             for d in self.doers
-            for seed in range(d.seeds)
+            if seed < d.seeds
             for task in self.tasks
             for method in self.methods
         ]
@@ -125,14 +127,15 @@ class Cell:
         return f"{self.task}__{self.doer}__{self.method}__s{self.seed}"
 
 
-# Full grid, sized to fit 2.5 hours on 2 CPU cores (see README of the results and --dry-run for the estimate).
+# Full grid, sized to fit 2.5 hours on this project's 2-core machine (--dry-run prints the estimate). That machine
+# is about twice as slow as the one the first plan (5 MiniLM / 3 SmolLM2 seeds) was sized on, hence 3 and 2 seeds.
 FULL_PLAN = Plan(
     name="full",
     tasks=("rotten_tomatoes", "trec"),
     doers=(
         DoerPlan(
             "minilm",
-            seeds=5,
+            seeds=3,
             max_steps=120,
             batch_size=16,
             rounds=3,
@@ -143,11 +146,11 @@ FULL_PLAN = Plan(
         ),
         DoerPlan(
             "smollm2",
-            seeds=3,
-            max_steps=36,
+            seeds=2,
+            max_steps=30,
             batch_size=8,
             rounds=2,
-            stage_steps=12,
+            stage_steps=10,
             train_size=1000,
             catalyst_size=32,
             test_size=200,
@@ -184,14 +187,16 @@ QUICK_PLAN = Plan(
     ),
 )
 
-# Cost model of one run with ONE torch thread, in seconds, measured on this 2-core machine (a --quick run; busy, so
-# on the safe side), consistent with DESIGN.md section 3 (two threads: MiniLM 0.47 s per step at batch 16, SmolLM2
-# 2.0 s at batch 8). Scoring and test evaluation are forward passes: ``forward_per_example`` each.
+# Cost model of one run with ONE torch thread, in seconds, on this project's 2-core machine as measured on 2026-11-30
+# (AMD EPYC family 23 model 1; the full plan's first runs, CPU time): about twice the figures of DESIGN.md section 3
+# and of the first calibration (MiniLM 0.68 s per step at batch 16 on one thread then, 1.32 s now). SmolLM2's figures
+# are the first calibration's scaled by the same factor. Scoring and test evaluation are forward passes:
+# ``forward_per_example`` each.
 COSTS: dict[str, dict[str, float]] = {
-    "minilm": {"load": 2.0, "step_per_example": 0.68 / 16, "forward_per_example": 0.022, "frozen_step_ratio": 0.45},
-    "smollm2": {"load": 2.0, "step_per_example": 2.6 / 8, "forward_per_example": 0.17, "frozen_step_ratio": 1.0},
+    "minilm": {"load": 2.5, "step_per_example": 1.32 / 16, "forward_per_example": 0.045, "frozen_step_ratio": 0.45},
+    "smollm2": {"load": 4.0, "step_per_example": 5.2 / 8, "forward_per_example": 0.34, "frozen_step_ratio": 1.0},
 }
-MENTOR_CALL_S = 18.0  # embedded SmolLM2, 6 samples of <= 24 tokens, 1 thread (13-17 s here; mentor_yield: 15-24 s)
+MENTOR_CALL_S = 36.0  # embedded SmolLM2, 6 samples of <= 24 tokens, 1 thread (twice the 18 s first measured)
 USABLE_CANDIDATES = 2.4  # usable candidates per mentor call (benchmarks/results/mentor_yield.json: 2.37)
 TWO_THREAD_SPEEDUP = 1.4  # one process on 2 threads vs 1 (0.68 -> 0.47 s per MiniLM step); 2 processes give 2x
 
@@ -272,13 +277,25 @@ def plan_lines(plan: Plan, done: set[str], jobs: int = 1, threads: int = 1) -> t
 
 
 def cell_settings(plan: Plan, cell: Cell) -> dict[str, Any]:
-    """Everything that decides a run's result: a finished run is reused only when these match."""
+    """Everything that decides a run's result: a finished run is reused only when these match.
+
+    The number of seeds of the plan is not one of them: adding or dropping seeds keeps the runs of the others.
+    """
+    doer_plan = asdict(plan.doer(cell.doer))
+    doer_plan.pop("seeds")
     return {
         "bench_version": BENCH_VERSION,
         "cell": asdict(cell),
-        "doer_plan": asdict(plan.doer(cell.doer)),
+        "doer_plan": doer_plan,
         "restart_init": plan.restart_init,
     }
+
+
+def _comparable_settings(settings: Any) -> Any:
+    """Stored settings as :func:`cell_settings` writes them now (runs saved before it left out the seed count)."""
+    if isinstance(settings, dict) and isinstance(settings.get("doer_plan"), dict):
+        settings = {**settings, "doer_plan": {k: v for k, v in settings["doer_plan"].items() if k != "seeds"}}
+    return settings
 
 
 def _history_rounds(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -516,7 +533,7 @@ def load_finished(plan: Plan, cells_dir: Path) -> dict[str, dict[str, Any]]:
         except (OSError, json.JSONDecodeError) as exc:
             logger.warning("ignoring unreadable %s (%s): it will be run again", path, exc)
             continue
-        if data.get("settings") == cell_settings(plan, cell):
+        if _comparable_settings(data.get("settings")) == cell_settings(plan, cell):
             finished[cell.key] = data
         else:
             logger.warning("%s was run with other settings: it will be run again", path.name)
