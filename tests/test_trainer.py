@@ -59,18 +59,7 @@ def _trainable(model) -> dict[str, torch.Tensor]:
 def _plain_run(tok, tmp_path) -> dict[str, torch.Tensor]:
     """The same training with stock transformers.Trainer and no rounds."""
     model = tiny.catalyst_model(tok)
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "plain"),
-        max_steps=9,
-        per_device_train_batch_size=4,
-        learning_rate=0.05,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        disable_tqdm=True,
-        use_cpu=True,
-    )
+    args = TrainingArguments(output_dir=str(tmp_path / "plain"), **tiny.TRAINING)
     trainer = Trainer(
         model=model,
         args=args,

@@ -193,27 +193,27 @@ def catalyst_model(tok, init_scale: float | None = None, seed: int = 0) -> PeftM
     return pm
 
 
+#: Training settings of the tiny run (CPU, no saving, no reporting), shared by the catalyst runs and the plain
+#: ``Trainer`` runs they are compared with.
+TRAINING = dict(
+    max_steps=9,
+    per_device_train_batch_size=4,
+    per_device_eval_batch_size=8,
+    learning_rate=0.05,
+    logging_steps=1,
+    save_strategy="no",
+    report_to=[],
+    seed=0,
+    disable_tqdm=True,
+    use_cpu=True,
+)
+#: The tiny run's schedule: 2 rounds after 3 steps each, 2 candidates, 2 trajectory points.
+ROUNDS = dict(catalyst_rounds=2, catalyst_stage_steps=3, catalyst_num_candidates=2, catalyst_trajectory_points=2)
+
+
 def catalyst_args(output_dir: str | Path, **kwargs) -> CatalystTrainingArguments:
-    """Arguments of the tiny run (CPU, no saving, no reporting); ``kwargs`` override any field."""
-    defaults = dict(
-        output_dir=str(output_dir),
-        max_steps=9,
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=8,
-        learning_rate=0.05,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        catalyst_rounds=2,
-        catalyst_stage_steps=3,
-        catalyst_num_candidates=2,
-        catalyst_trajectory_points=2,
-        disable_tqdm=True,
-        use_cpu=True,
-    )
-    defaults.update(kwargs)
-    return CatalystTrainingArguments(**defaults)
+    """Arguments of the tiny run (:data:`TRAINING` and :data:`ROUNDS`); ``kwargs`` override any field."""
+    return CatalystTrainingArguments(**{"output_dir": str(output_dir), **TRAINING, **ROUNDS, **kwargs})
 
 
 def catalyst_trainer(
