@@ -641,6 +641,21 @@ def _fmt_pct(mean: float, std: float) -> str:
     return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None and math.isfinite(std) else "")
 
 
+def _incomplete_line(plan: Plan, missing: Sequence[str]) -> str:
+    """A warning that names the runs a report lacks, by doer and seed."""
+    missing_set = set(missing)
+    groups: dict[tuple[str, int], int] = {}
+    for cell in plan.cells():
+        if cell.key in missing_set:
+            groups[(cell.doer, cell.seed)] = groups.get((cell.doer, cell.seed), 0) + 1
+    parts = ", ".join(f"{doer} seed {seed} ({n} run{'s' if n > 1 else ''})" for (doer, seed), n in groups.items())
+    planned = len(plan.cells())
+    return (
+        f"**Incomplete grid: {planned - len(missing_set)} of {planned} planned runs finished**; missing: {parts}. "
+        "Rerun the same command to finish it (finished runs are kept)."
+    )
+
+
 def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """The report as Markdown: the table, the pooled differences, definitions and the exact setup."""
     lines = [
@@ -655,6 +670,8 @@ def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "| wall s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if meta.get("missing_runs"):
+        lines[1:1] = ["", _incomplete_line(plan, meta["missing_runs"])]
     for c in summary["cells"]:
         for m, r in c["methods"].items():
             if not r["runs"]:
@@ -834,8 +851,10 @@ def write_report(
     meta = environment(argv, jobs, threads)
     meta["plan_lines"] = plan_lines(plan, set(), jobs, threads)[0]
     runs = list(results.values())
+    meta["missing_runs"] = [cell.key for cell in plan.cells() if cell.key not in results]
     meta["timing"] = {
         "runs": len(runs),
+        "planned_runs": len(plan.cells()),
         "run_wall_s_sum": round(sum(r["seconds"]["total"] for r in runs), 1),
         "run_cpu_s_sum": round(sum(r["seconds"].get("cpu", 0.0) for r in runs), 1),
         "run_estimated_s_sum": round(sum(r["estimated_seconds"] for r in runs), 1),

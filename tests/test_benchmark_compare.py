@@ -270,6 +270,7 @@ def test_every_method_runs_resumes_and_reports(tiny_doer_dir, tok, tmp_path, mon
     assert "--smoke" in report["command"]
     md = paths["md"].read_text()
     assert "| rotten_tomatoes | tiny | catalyst | 2 |" in md and "Δ vs best single" in md
+    assert "Incomplete grid" not in md and report["missing_runs"] == []
     assert paths["png"].stat().st_size > 1000
 
     # Resume: every run is found finished and nothing is trained again.
@@ -279,6 +280,15 @@ def test_every_method_runs_resumes_and_reports(tiny_doer_dir, tok, tmp_path, mon
     monkeypatch.setattr(compare, "run_cell", no_training)
     compare.run_plan(plan, tmp_path, [], llm_factory=_scripted_llm)
     assert "12 finished runs skipped" in capsys.readouterr().out
+
+    # A report of a grid cut short says which runs it lacks.
+    finished = compare.load_finished(plan, tmp_path / "cells" / "smoke")
+    partial = {k: v for k, v in finished.items() if k != "rotten_tomatoes__tiny__blind__s1"}
+    paths = compare.write_report(plan, partial, tmp_path / "partial", [])
+    assert json.loads(paths["json"].read_text())["missing_runs"] == ["rotten_tomatoes__tiny__blind__s1"]
+    assert "**Incomplete grid: 11 of 12 planned runs finished**; missing: tiny seed 1 (1 run)." in (
+        paths["md"].read_text()
+    )
 
 
 def test_changed_settings_are_not_reused(tiny_doer_dir, tmp_path):
