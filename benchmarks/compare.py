@@ -128,14 +128,15 @@ class Cell:
 
 
 # Full grid, sized to fit 2.5 hours on this project's 2-core machine (--dry-run prints the estimate). That machine
-# is about twice as slow as the one the first plan (5 MiniLM / 3 SmolLM2 seeds) was sized on, hence 3 and 2 seeds.
+# is about twice as slow as the one the first plan (5 MiniLM / 3 SmolLM2 seeds, about 5 hours here) was sized on,
+# hence 2 seeds of each doer: the fewest that give a paired interval. More seeds: --seeds N (finished runs are kept).
 FULL_PLAN = Plan(
     name="full",
     tasks=("rotten_tomatoes", "trec"),
     doers=(
         DoerPlan(
             "minilm",
-            seeds=3,
+            seeds=2,
             max_steps=120,
             batch_size=16,
             rounds=3,
@@ -188,13 +189,12 @@ QUICK_PLAN = Plan(
 )
 
 # Cost model of one run with ONE torch thread, in seconds, on this project's 2-core machine as measured on 2026-11-30
-# (AMD EPYC family 23 model 1; the full plan's first runs, CPU time): about twice the figures of DESIGN.md section 3
-# and of the first calibration (MiniLM 0.68 s per step at batch 16 on one thread then, 1.32 s now). SmolLM2's figures
-# are the first calibration's scaled by the same factor. Scoring and test evaluation are forward passes:
-# ``forward_per_example`` each.
+# (AMD EPYC family 23 model 1; the full plan's own runs): about twice the figures of DESIGN.md section 3 and of the
+# first calibration (MiniLM 0.68 s per step at batch 16 on one thread then, 1.32 s now; SmolLM2 7.1 s per step at
+# batch 8 and 0.48 s per test example now). Scoring and test evaluation are forward passes: ``forward_per_example``.
 COSTS: dict[str, dict[str, float]] = {
     "minilm": {"load": 2.5, "step_per_example": 1.32 / 16, "forward_per_example": 0.045, "frozen_step_ratio": 0.45},
-    "smollm2": {"load": 4.0, "step_per_example": 5.2 / 8, "forward_per_example": 0.34, "frozen_step_ratio": 1.0},
+    "smollm2": {"load": 2.0, "step_per_example": 7.1 / 8, "forward_per_example": 0.48, "frozen_step_ratio": 1.0},
 }
 MENTOR_CALL_S = 36.0  # embedded SmolLM2, 6 samples of <= 24 tokens, 1 thread (twice the 18 s first measured)
 USABLE_CANDIDATES = 2.4  # usable candidates per mentor call (benchmarks/results/mentor_yield.json: 2.37)
@@ -925,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", choices=["rotten_tomatoes", "trec", "sms_spam"])
     parser.add_argument("--doers", nargs="+", choices=["minilm", "smollm2"])
     parser.add_argument("--methods", nargs="+", choices=METHODS)
-    parser.add_argument("--seeds", type=int, help="seeds per doer (default: the plan's: full 5 MiniLM, 3 SmolLM2)")
+    parser.add_argument("--seeds", type=int, help="seeds per doer (default: the plan's: full 2, quick 1)")
     parser.add_argument("--restart-init", choices=["random", "text"], default="random", help="init of restart methods")
     parser.add_argument(
         "--jobs",

@@ -335,9 +335,9 @@ def test_plans_fit_their_budgets():
     assert total <= 2.5 * 3600
     _, serial, _ = compare.plan_lines(compare.FULL_PLAN, set(), jobs=1, threads=2)
     assert serial == pytest.approx(2 * total / compare.TWO_THREAD_SPEEDUP)
-    # Both doers have seeds to pair (a paired interval needs two); MiniLM, the cheap doer, has more.
+    # Both doers have seeds to pair (a paired interval needs two), on both tasks of the issue.
     assert all(d.seeds >= 2 for d in compare.FULL_PLAN.doers)
-    assert compare.FULL_PLAN.doer("minilm").seeds >= 3 and set(compare.FULL_PLAN.tasks) == {"rotten_tomatoes", "trec"}
+    assert set(compare.FULL_PLAN.tasks) == {"rotten_tomatoes", "trec"}
     for d in compare.FULL_PLAN.doers + compare.QUICK_PLAN.doers:
         assert d.rounds * d.stage_steps < d.max_steps  # a final gradient stage follows the last round
 
