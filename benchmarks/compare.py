@@ -177,13 +177,13 @@ QUICK_PLAN = Plan(
         DoerPlan(
             "smollm2",
             seeds=1,
-            max_steps=8,
+            max_steps=6,
             batch_size=8,
             rounds=1,
-            stage_steps=4,
+            stage_steps=3,
             train_size=200,
             catalyst_size=16,
-            test_size=100,
+            test_size=80,
         ),
     ),
 )
