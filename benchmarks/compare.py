@@ -550,6 +550,8 @@ def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     LLM usage and wall time; plus, per method, the paired differences pooled over every (cell, seed)."""
     cells_out = []
     pooled: dict[str, list[float]] = {m: [] for m in plan.methods}
+    # Against single-random, the start every restart method shares (same init, head and data order per seed).
+    pooled_start: dict[str, list[float]] = {m: [] for m in ROUND_METHODS if m in plan.methods}
     for d in plan.doers:
         for task in plan.tasks:
             runs = {
@@ -582,12 +584,21 @@ def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     b = [runs[best][s]["test_accuracy"] for s in common]
                     methods_out[m]["vs_best_single"] = paired_difference(a, b).to_dict()
                     pooled[m].extend(x - y for x, y in zip(a, b))
+            for m in pooled_start:
+                common = sorted(set(runs[m]) & set(runs.get("single-random", {})))
+                pooled_start[m].extend(
+                    runs[m][s]["test_accuracy"] - runs["single-random"][s]["test_accuracy"] for s in common
+                )
             cells_out.append({"task": task, "doer": d.doer, "best_single": best, "methods": methods_out})
-    overall = {}
-    for m, diffs in pooled.items():
-        if diffs:
-            overall[m] = paired_difference(diffs, [0.0] * len(diffs)).to_dict()
-    return {"cells": cells_out, "pooled_vs_best_single": overall}
+
+    def pool(diffs_by_method: dict[str, list[float]]) -> dict[str, Any]:
+        return {m: paired_difference(d, [0.0] * len(d)).to_dict() for m, d in diffs_by_method.items() if d}
+
+    return {
+        "cells": cells_out,
+        "pooled_vs_best_single": pool(pooled),
+        "pooled_vs_single_random": pool(pooled_start),
+    }
 
 
 def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
@@ -641,6 +652,20 @@ def _fmt_pct(mean: float, std: float) -> str:
     return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std is not None and math.isfinite(std) else "")
 
 
+def _pooled_table(pooled: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown rows of pooled paired differences (the single methods left out: a reference in some cells)."""
+    lines = ["| method | pairs | Δ points [95% CI] | wins/ties/losses |", "|---|---|---|---|"]
+    for m, diff in pooled.items():
+        if m in SINGLE_METHODS:
+            continue
+        low, high = diff["t_ci"]
+        ci = f"[{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and math.isfinite(low) else "-"
+        lines.append(
+            f"| {m} | {diff['n']} | {100 * diff['mean']:+.1f} {ci} | {diff['wins']}/{diff['ties']}/{diff['losses']} |"
+        )
+    return lines
+
+
 def _incomplete_line(plan: Plan, missing: Sequence[str]) -> str:
     """A warning that names the runs a report lacks, by doer and seed."""
     missing_set = set(missing)
@@ -691,15 +716,14 @@ def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "Pooled over every (cell, seed) pair, Δ vs the better single of its cell (95% paired-t interval):",
         "",
     ]
-    lines += ["| method | pairs | Δ points [95% CI] | wins/ties/losses |", "|---|---|---|---|"]
-    for m, diff in summary["pooled_vs_best_single"].items():
-        if m in SINGLE_METHODS:  # the reference itself in some cells: a pooled number would mislead
-            continue
-        low, high = diff["t_ci"]
-        ci = f"[{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and math.isfinite(low) else "-"
-        lines.append(
-            f"| {m} | {diff['n']} | {100 * diff['mean']:+.1f} {ci} | {diff['wins']}/{diff['ties']}/{diff['losses']} |"
-        )
+    lines += _pooled_table(summary["pooled_vs_best_single"])
+    lines += [
+        "",
+        "Pooled Δ vs `single-random`, the start every restart method shares (same init, head and data order per "
+        "seed): what the rounds themselves add or cost (95% paired-t interval):",
+        "",
+        *_pooled_table(summary["pooled_vs_single_random"]),
+    ]
     lines += ["", "## Methods", ""] + [f"- {line}" for line in METHOD_DEFINITIONS] + [""]
     lines += ["## Setup", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- git: {meta['git']}"]
     lines.append(f"- machine: {meta['machine']['description']}")

@@ -262,6 +262,13 @@ def test_every_method_runs_resumes_and_reports(tiny_doer_dir, tok, tmp_path, mon
         expected = [a - b for a, b in zip(cell["methods"][m]["accuracy"], best["accuracy"])]
         assert diff["n"] == 2 and diff["mean"] == pytest.approx(sum(expected) / 2)
     assert cell["methods"]["catalyst"]["current_beat_all"]["scored_rounds"] == 4
+    # Pooled against single-random, the shared start of the restart methods: the same paired differences.
+    start = cell["methods"]["single-random"]["accuracy"]
+    for m in compare.ROUND_METHODS:
+        expected = [a - b for a, b in zip(cell["methods"][m]["accuracy"], start)]
+        pooled = report["summary"]["pooled_vs_single_random"][m]
+        assert pooled["n"] == 2 and pooled["mean"] == pytest.approx(sum(expected) / 2)
+    assert set(report["summary"]["pooled_vs_single_random"]) == set(compare.ROUND_METHODS)
     assert cell["methods"]["blind"]["current_beat_all"] is None
     assert sum(cell["methods"]["blind"]["accepted_texts"].values()) == 4  # 2 seeds x 2 blind restarts
     assert cell["methods"]["catalyst"]["best_candidate_minus_current_loss"]["rounds"] == 4
