@@ -73,13 +73,13 @@ def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_pa
 
 
 @pytest.mark.timeout(300)
-def test_fsdp2_sharded_prompt_projects_and_restarts_like_unsharded():
+def test_fsdp2_sharded_prompt_projects_and_restarts_like_unsharded(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__).parent / "scripts" / "fsdp2_prompt.py")]  # fmt: skip
+           str(Path(__file__).parent / "scripts" / "fsdp2_prompt.py"), str(tmp_path)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    ranks = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     for r in ranks:
         assert r["dtensor"] and r["local_rows"] == 3  # 6 virtual tokens sharded over 2 ranks

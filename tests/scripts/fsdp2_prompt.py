@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo): projection and in-place restarts of a
-soft prompt sharded by FSDP2 (``fully_shard``), compared with the same model unsharded."""
+soft prompt sharded by FSDP2 (``fully_shard``), compared with the same model unsharded. Each rank writes its result
+to ``<out>/rank<N>.json`` (two processes printing to one pipe can interleave their lines)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def main() -> None:
     x = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         result["logits_match"] = torch.allclose(sharded(input_ids=x).logits, reference(input_ids=x).logits, atol=1e-6)
-    print(json.dumps(result))
+    (Path(sys.argv[1]) / f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
