@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from peft_catalyst.data import SPLITS, TaskData
+from peft_catalyst.data import SPLITS, TaskData, sorted_by_length
 
 logger = logging.getLogger(__name__)
 
@@ -508,6 +508,7 @@ def evaluate_accuracy(
     dataset = spec.datasets[split]
     if max_examples is not None:
         dataset = dataset.select(range(min(max_examples, len(dataset))))
+    dataset = sorted_by_length(dataset)  # same result, far less padding
     was_training = model.training
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

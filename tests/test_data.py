@@ -250,3 +250,12 @@ def test_load_hf_task_unloadable_dataset(tmp_path):
     (tmp_path / "data.txt").write_text("a\n")
     with pytest.raises(ValueError, match="csv"):
         load_hf_task(str(tmp_path / "data.txt"))
+
+
+def test_sorted_by_length_orders_longest_first_and_keeps_every_row():
+    ds = Dataset.from_dict({"input_ids": [[1], [1, 2, 3], [4, 5], [6, 7, 8], [9]], "label": [0, 1, 2, 3, 4]})
+    ordered = data.sorted_by_length(ds)
+    assert ordered["label"] == [1, 3, 2, 0, 4]  # longest first, ties in their original order
+    assert data.sorted_by_length(ds, column="attention_mask") is ds  # no such column: unchanged
+    rows = [{"input_ids": [1, 2]}, {"input_ids": [1]}]
+    assert data.sorted_by_length(rows) is rows  # not a datasets.Dataset: unchanged
