@@ -12,7 +12,7 @@ from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, Tra
 
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
 from peft_catalyst.mentors import CachedMentor, Completion, Mentor, MentorError, OpenAIMentor
-from peft_catalyst.projection import get_soft_prompt, text_to_token_ids
+from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, write_token_ids
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer, error_reply, refused_base_url
 
@@ -402,6 +402,72 @@ def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
         processing_class=tok,
     )
     assert again.catalyst_dataset["input_ids"] == trainer.catalyst_dataset["input_ids"]  # seeded
+
+
+def _count_scorings(trainer) -> list[int]:
+    """Record every forward pass over the catalyst split (one entry per ``_score`` call)."""
+    calls: list[int] = []
+    score = trainer._score
+
+    def counted():
+        calls.append(1)
+        return score()
+
+    trainer._score = counted
+    return calls
+
+
+def _hard_prompts(record) -> set[tuple[int, ...]]:
+    """The distinct token-id prompts (trajectory points and candidates) a round scored."""
+    ids = [p["token_ids"] for p in record["trajectory"]] + [c["token_ids"] for c in record["candidates"]]
+    return {tuple(i) for i in ids}
+
+
+def test_repeated_hard_prompts_are_scored_once_while_only_the_prompt_trains(tmp_path):
+    """A trajectory point or candidate scored before reuses its score, which a fresh scoring reproduces exactly."""
+    from peft_catalyst.data import load_task
+    from peft_catalyst.tasks import prepare_task
+
+    tok = tiny.bpe_tokenizer()
+    task = load_task("rotten_tomatoes", train_size=24, catalyst_size=12, validation_size=8, test_size=8)
+    spec = prepare_task(task, tok, "causal_lm", max_length=256)
+    pm = get_peft_model(
+        tiny.tiny_llama(tok),
+        CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, task_description=task.task_description),
+    )
+    trainer = CatalystTrainer(
+        model=pm,
+        args=_args(tmp_path, max_steps=7),
+        mentor=ScriptedMentor(["1. the movie was great\n2. a terrible film"]),  # the same reply every round
+        catalyst_dataset=spec.datasets["catalyst"],
+        **spec.trainer_kwargs(),
+    )
+    assert trainer._only_prompt_trains()
+    calls = _count_scorings(trainer)
+    trainer.train()
+    first, second = trainer.catalyst_history
+    assert all(c["finite"] for r in (first, second) for c in r["candidates"])
+    assert _hard_prompts(first) & _hard_prompts(second)  # the candidates at least repeat
+    # one scoring per distinct hard prompt over the whole run, plus the current soft prompt in each round
+    assert len(calls) == len(_hard_prompts(first) | _hard_prompts(second)) + 2
+    for old, new in zip(first["candidates"], second["candidates"], strict=True):
+        assert new["token_ids"] == old["token_ids"] and new["score"] == old["score"] and new["loss"] == old["loss"]
+    reused = second["candidates"][0]
+    write_token_ids(pm, reused["token_ids"])
+    fresh = trainer._score_uncounted()  # computed again, not looked up
+    assert (fresh.value, fresh.loss, fresh.metrics) == (reused["score"], reused["loss"], reused["metrics"])
+
+
+def test_scores_are_not_reused_across_rounds_when_a_head_trains(tok, tmp_path):
+    """With a trained classification head (SEQ_CLS modules_to_save) a repeated candidate is scored again."""
+    trainer = _trainer(tok, tmp_path, ScriptedMentor(["1. the movie was great\n2. a terrible film"]))
+    assert not trainer._only_prompt_trains()
+    calls = _count_scorings(trainer)
+    trainer.train()
+    first, second = trainer.catalyst_history
+    assert len(calls) == len(_hard_prompts(first)) + len(_hard_prompts(second)) + 2
+    assert [c["token_ids"] for c in first["candidates"]] == [c["token_ids"] for c in second["candidates"]]
+    assert first["candidates"][0]["loss"] != second["candidates"][0]["loss"]  # the head moved in between
 
 
 def test_causal_label_word_scoring_over_batches_of_different_widths(tmp_path):

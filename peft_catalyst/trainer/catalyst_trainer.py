@@ -35,6 +35,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_concat, nested_numpify
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
+from peft_catalyst.data import sorted_by_length
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
 from peft_catalyst.mentors import Mentor, MentorError, MentorProposal, MentorRequest, TrajectoryPoint
 from peft_catalyst.projection import (
@@ -91,7 +92,7 @@ class Score:
         return math.isfinite(self.value)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"score": self.value, "loss": self.loss, "metrics": self.metrics, "finite": self.finite}
+        return {"score": self.value, "loss": self.loss, "metrics": dict(self.metrics), "finite": self.finite}
 
 
 class _CatalystCallback(TrainerCallback):
@@ -157,6 +158,7 @@ class CatalystTrainer(Trainer):
         self._step_loss = 0.0
         self._projector: Projector | None = None
         self._catalyst_dataloader = None
+        self._hard_prompt_scores: dict[tuple[int, ...], Score] = {}
         self.catalyst_timings = _new_timings()
         self.add_callback(_CatalystCallback(self))
 
@@ -211,6 +213,7 @@ class CatalystTrainer(Trainer):
         self.catalyst_history = []
         self.catalyst_state = CatalystState()
         self.catalyst_timings = _new_timings()
+        self._hard_prompt_scores = {}
         self._step_loss = 0.0
         if resume_from_checkpoint:
             checkpoint = resume_from_checkpoint
@@ -329,12 +332,13 @@ class CatalystTrainer(Trainer):
         started = time.perf_counter()
         saved = read_soft_prompt(self.model)
         record: dict[str, Any] = {"round": state.rounds_done + 1, "step": self.state.global_step, "trigger": trigger}
+        if not self._only_prompt_trains():  # the trained weights also move hard prompts' scores
+            self._hard_prompt_scores.clear()
         with _preserved_rng(), _preserved_mode(self.model):
             points = state.trajectory.select(args.catalyst_trajectory_points)
             scored_points = []
             for point in points:
-                write_token_ids(self.model, point.token_ids)
-                score = self._score()
+                score = self._score_token_ids(point.token_ids)
                 scored_points.append({**point.to_dict(), "train_loss": point.loss, **_prefixed(score)})
             self._restore(saved)
             record["trajectory"] = scored_points
@@ -440,8 +444,7 @@ class CatalystTrainer(Trainer):
         current = self._score()
         bar.update()
         for i in usable:
-            write_token_ids(self.model, candidates[i]["token_ids"])
-            candidates[i].update(self._score().to_dict())
+            candidates[i].update(self._score_token_ids(candidates[i]["token_ids"]).to_dict())
             bar.update()
         bar.close()
         self._restore(saved)
@@ -494,9 +497,30 @@ class CatalystTrainer(Trainer):
         finally:
             self.catalyst_timings["scoring"] += time.perf_counter() - started
 
+    def _score_token_ids(self, token_ids: list[int]) -> Score:
+        """Write a hard prompt (token ids) into the soft prompt and score it; a repeated prompt reuses its score.
+
+        Reuse is exact: a hard prompt's score depends only on its ids and the other weights, which do not change
+        within a round, nor between rounds when the soft prompt is the only trained parameter (the cache is cleared
+        otherwise). Trajectories that stop moving and mentors that repeat themselves make repeats common.
+        """
+        key = tuple(int(i) for i in token_ids)
+        score = self._hard_prompt_scores.get(key)
+        if score is None:
+            write_token_ids(self.model, list(key))
+            score = self._hard_prompt_scores[key] = self._score()
+        return score
+
+    def _only_prompt_trains(self) -> bool:
+        """True when the soft prompt is the model's only trainable parameter (no head in ``modules_to_save``)."""
+        prompt = get_soft_prompt(self.model).weight
+        return all(p is prompt for p in self.model.parameters() if p.requires_grad)
+
     def _score_uncounted(self) -> Score:
         if self._catalyst_dataloader is None:
-            self._catalyst_dataloader = self.get_eval_dataloader(self.catalyst_dataset)
+            column = (getattr(self.tokenizer_for_prompts, "model_input_names", None) or ["input_ids"])[0]
+            # Longest rows first: far less padding, and the mean over the split does not depend on the order.
+            self._catalyst_dataloader = self.get_eval_dataloader(sorted_by_length(self.catalyst_dataset, column))
         model = self.model_wrapped if (self.is_fsdp_enabled or self.is_deepspeed_enabled) else self.model
         model.eval()
         want_metrics = self.compute_metrics is not None
@@ -723,7 +747,7 @@ def _batch_size(inputs: dict[str, Any]) -> int:
 
 
 def _prefixed(score: Score) -> dict[str, Any]:
-    return {"catalyst_score": score.value, "catalyst_loss": score.loss, "catalyst_metrics": score.metrics}
+    return {"catalyst_score": score.value, "catalyst_loss": score.loss, "catalyst_metrics": dict(score.metrics)}
 
 
 @contextlib.contextmanager
