@@ -140,8 +140,11 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     assert (model.model, data.dataset, mentor.mentor) == ("smollm2", "rotten_tomatoes", "smollm2")
     assert training.max_steps == 60 and training.catalyst_rounds == 2 and training.output_dir.startswith("runs")
     assert training.catalyst_metric == "label_loss" and not training.catalyst_higher_is_better
-    model, *_, training = cli.parse_train_args(["--model", "minilm"])
+    assert (data.catalyst_size, data.test_size) == (100, 300)  # the SmolLM2 default's smaller splits
+    assert cli.parse_train_args(["--test_size", "500"])[1].test_size == 500  # still an ordinary default
+    model, data, *_, training = cli.parse_train_args(["--model", "minilm"])
     assert training.max_steps == 150 and training.per_device_train_batch_size == 16
+    assert (data.catalyst_size, data.test_size) == (None, None)  # the packaged task's 200 and 500
 
 
 @pytest.mark.slow
