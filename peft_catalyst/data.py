@@ -80,7 +80,6 @@ DEFAULT_SPLIT_SIZES: Mapping[str, int] = {"train": 1000, "catalyst": 200, "valid
 """Split sizes of every packaged task: small enough that prompt tuning and candidate scoring run on 2 CPU cores."""
 
 
-
 def sorted_by_length(dataset: Any, column: str = "input_ids") -> Any:
     """``dataset`` reordered longest row first, so that evaluation batches pad little (ties keep their order).
 
