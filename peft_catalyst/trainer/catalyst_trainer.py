@@ -4,7 +4,8 @@ The trainer orchestrates; it does not know how a mentor talks to its server (``p
 soft prompt maps to tokens (``peft_catalyst.projection``). A round, after ``catalyst_stage_steps`` optimizer steps:
 
 1. the stage's trajectory (the prompt projected to text after every step) is thinned to a few distinct points,
-   each re-embedded from its tokens and scored on the held-out catalyst split;
+   each re-embedded from its tokens and scored on the held-out catalyst split (a hard prompt scored before reuses
+   its score while nothing but the soft prompt trains);
 2. the mentor (on the main process only) proposes candidates; they are broadcast to every process;
 3. every candidate and the current soft prompt are scored on the catalyst split, sharded over processes; the best
    finite score wins (``catalyst_selection="best"``) - the current prompt included, so a round never makes it worse;
