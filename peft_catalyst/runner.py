@@ -58,6 +58,10 @@ class ModelArguments:
     max_length: int = field(default=128, metadata={"help": "Longest input in tokens (longer texts are cut)."})
 
 
+#: Split sizes of the embedded SmolLM2 default (the packaged tasks hold 200 catalyst and 500 test examples).
+SMOLLM2_DEMO_SIZES = {"catalyst": 100, "test": 300}
+
+
 @dataclass
 class DataArguments:
     """The task: a packaged dataset or any ``datasets`` dataset."""
@@ -80,11 +84,17 @@ class DataArguments:
     train_size: int | None = field(default=None, metadata={"help": "Training examples (default: the task's)."})
     catalyst_size: int | None = field(
         default=None,
-        metadata={"help": "Held-out examples candidates are scored on (default: the task's; 100 for SmolLM2)."},
+        metadata={
+            "help": (
+                "Held-out examples candidates are scored on (default: the task's; "
+                f"{SMOLLM2_DEMO_SIZES['catalyst']} for SmolLM2)."
+            )
+        },
     )
     validation_size: int | None = field(default=None, metadata={"help": "Validation examples (default: the task's)."})
     test_size: int | None = field(
-        default=None, metadata={"help": "Test examples reported (default: the task's; 300 for SmolLM2)."}
+        default=None,
+        metadata={"help": f"Test examples reported (default: the task's; {SMOLLM2_DEMO_SIZES['test']} for SmolLM2)."},
     )
 
 
@@ -133,10 +143,6 @@ class RunArguments:
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the test-accuracy evaluations."})
     plot: bool = field(default=True, metadata={"help": "Write run.png (needs matplotlib)."})
-
-
-#: Split sizes of the embedded SmolLM2 default (the packaged tasks hold 200 catalyst and 500 test examples).
-SMOLLM2_DEMO_SIZES = {"catalyst": 100, "test": 300}
 
 
 def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) -> dict[str, Any]:

@@ -404,6 +404,28 @@ def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
     assert again.catalyst_dataset["input_ids"] == trainer.catalyst_dataset["input_ids"]  # seeded
 
 
+def _causal_trainer(tmp_path, mentor, catalyst_size: int, **kwargs):
+    """A tiny Llama label-word classifier with a CATALYST prompt on a small packaged task: ``(trainer, spec)``."""
+    from peft_catalyst.data import load_task
+    from peft_catalyst.tasks import prepare_task
+
+    tok = tiny.bpe_tokenizer()
+    task = load_task("rotten_tomatoes", train_size=24, catalyst_size=catalyst_size, validation_size=8, test_size=8)
+    spec = prepare_task(task, tok, "causal_lm", max_length=256)
+    pm = get_peft_model(
+        tiny.tiny_llama(tok),
+        CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, task_description=task.task_description),
+    )
+    trainer = CatalystTrainer(
+        model=pm,
+        args=_args(tmp_path, **kwargs),
+        mentor=mentor,
+        catalyst_dataset=spec.datasets["catalyst"],
+        **spec.trainer_kwargs(),
+    )
+    return trainer, spec
+
+
 def _count_scorings(trainer) -> list[int]:
     """Record every forward pass over the catalyst split (one entry per ``_score`` call)."""
     calls: list[int] = []
@@ -425,23 +447,8 @@ def _hard_prompts(record) -> set[tuple[int, ...]]:
 
 def test_repeated_hard_prompts_are_scored_once_while_only_the_prompt_trains(tmp_path):
     """A trajectory point or candidate scored before reuses its score, which a fresh scoring reproduces exactly."""
-    from peft_catalyst.data import load_task
-    from peft_catalyst.tasks import prepare_task
-
-    tok = tiny.bpe_tokenizer()
-    task = load_task("rotten_tomatoes", train_size=24, catalyst_size=12, validation_size=8, test_size=8)
-    spec = prepare_task(task, tok, "causal_lm", max_length=256)
-    pm = get_peft_model(
-        tiny.tiny_llama(tok),
-        CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, task_description=task.task_description),
-    )
-    trainer = CatalystTrainer(
-        model=pm,
-        args=_args(tmp_path, max_steps=7),
-        mentor=ScriptedMentor(["1. the movie was great\n2. a terrible film"]),  # the same reply every round
-        catalyst_dataset=spec.datasets["catalyst"],
-        **spec.trainer_kwargs(),
-    )
+    mentor = ScriptedMentor(["1. the movie was great\n2. a terrible film"])  # the same reply every round
+    trainer, _ = _causal_trainer(tmp_path, mentor, catalyst_size=12, max_steps=7)
     assert trainer._only_prompt_trains()
     calls = _count_scorings(trainer)
     trainer.train()
@@ -453,7 +460,7 @@ def test_repeated_hard_prompts_are_scored_once_while_only_the_prompt_trains(tmp_
     for old, new in zip(first["candidates"], second["candidates"], strict=True):
         assert new["token_ids"] == old["token_ids"] and new["score"] == old["score"] and new["loss"] == old["loss"]
     reused = second["candidates"][0]
-    write_token_ids(pm, reused["token_ids"])
+    write_token_ids(trainer.model, reused["token_ids"])
     fresh = trainer._score_uncounted()  # computed again, not looked up
     assert (fresh.value, fresh.loss, fresh.metrics) == (reused["score"], reused["loss"], reused["metrics"])
 
@@ -472,27 +479,18 @@ def test_scores_are_not_reused_across_rounds_when_a_head_trains(tok, tmp_path):
 
 def test_causal_label_word_scoring_over_batches_of_different_widths(tmp_path):
     """Causal-LM labels are as wide as their batch: scoring must pad them while gathering (packaged task, tiny LM)."""
-    from peft_catalyst.data import load_task
-    from peft_catalyst.tasks import prepare_task
-
-    tok = tiny.bpe_tokenizer()
-    task = load_task("rotten_tomatoes", train_size=24, catalyst_size=20, validation_size=8, test_size=8)
-    spec = prepare_task(task, tok, "causal_lm", max_length=256)
+    trainer, spec = _causal_trainer(
+        tmp_path,
+        ScriptedMentor(["1. Is this review positive"]),
+        catalyst_size=20,
+        max_steps=4,
+        catalyst_rounds=1,
+        catalyst_stage_steps=2,
+        per_device_eval_batch_size=3,
+    )
     catalyst = spec.datasets["catalyst"]
     widths = {spec.data_collator([catalyst[j] for j in range(i, i + 3)])["labels"].shape[1] for i in (0, 3, 6, 9)}
     assert len(widths) > 1  # the batches of 3 below really differ in width
-    pm = get_peft_model(
-        tiny.tiny_llama(tok),
-        CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, task_description=task.task_description),
-    )
-    args = _args(tmp_path, max_steps=4, catalyst_rounds=1, catalyst_stage_steps=2, per_device_eval_batch_size=3)
-    trainer = CatalystTrainer(
-        model=pm,
-        args=args,
-        mentor=ScriptedMentor(["1. Is this review positive"]),
-        catalyst_dataset=spec.datasets["catalyst"],
-        **spec.trainer_kwargs(),
-    )
     trainer.train()
     (record,) = trainer.catalyst_history
     assert 0.0 <= record["current"]["metrics"]["accuracy"] <= 1.0
