@@ -355,7 +355,7 @@ def llm_usage(rounds: list[dict[str, Any]], method: str) -> dict[str, Any]:
 
 def embedded_mentor(doer: Any, work_dir: Path, mentor_cache: Path) -> Any:
     """The product's default mentor for ``doer``: the embedded SmolLM2 behind the sqlite reply cache."""
-    from peft_catalyst.runner import MentorArguments, build_mentor
+    from peft_catalyst.app.runner import MentorArguments, build_mentor
 
     args = MentorArguments(mentor="smollm2", mentor_cache=str(mentor_cache))
     shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
@@ -383,9 +383,9 @@ def run_cell(
         freeze_soft_prompt,
         vocabulary_words,
     )
+    from peft_catalyst.app.runner import DataArguments, ModelArguments, build_doer
+    from peft_catalyst.app.tasks import evaluate_accuracy
     from peft_catalyst.projection import soft_prompt_text
-    from peft_catalyst.runner import DataArguments, ModelArguments, build_doer
-    from peft_catalyst.tasks import evaluate_accuracy
     from peft_catalyst.trainer import CatalystTrainer, CatalystTrainingArguments
 
     d = plan.doer(cell.doer)

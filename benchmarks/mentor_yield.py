@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from peft_catalyst.assets import load_smollm2
+    from peft_catalyst.app.assets import load_smollm2
     from peft_catalyst.mentors import MentorError, TransformersMentor
 
     model, tokenizer = load_smollm2()

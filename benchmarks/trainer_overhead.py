@@ -24,10 +24,10 @@ from peft import get_peft_model
 from transformers import Trainer, TrainingArguments
 
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
-from peft_catalyst.assets import load_minilm_for_sequence_classification, load_smollm2
-from peft_catalyst.data import load_task
+from peft_catalyst.app.assets import load_minilm_for_sequence_classification, load_smollm2
+from peft_catalyst.app.data import load_task
+from peft_catalyst.app.tasks import prepare_task
 from peft_catalyst.mentors import Completion, Mentor
-from peft_catalyst.tasks import prepare_task
 
 RESULTS = Path(__file__).parent / "results" / "trainer_overhead.json"
 

@@ -27,8 +27,8 @@ from peft import get_peft_model
 from transformers import DataCollatorForSeq2Seq, HfArgumentParser, set_seed
 
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.app.runner import DataArguments, MentorArguments, build_mentor, load_task_data
 from peft_catalyst.hub import save_trainer_for_hub
-from peft_catalyst.runner import DataArguments, MentorArguments, build_mentor, load_task_data
 
 logger = logging.getLogger(__name__)
 

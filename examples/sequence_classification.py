@@ -29,15 +29,15 @@ from peft import get_peft_model
 from transformers import HfArgumentParser, set_seed
 
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
-from peft_catalyst.hub import save_trainer_for_hub
-from peft_catalyst.runner import (
+from peft_catalyst.app.runner import (
     DataArguments,
     MentorArguments,
     build_mentor,
     load_model_and_tokenizer,
     load_task_data,
 )
-from peft_catalyst.tasks import prepare_task
+from peft_catalyst.app.tasks import prepare_task
+from peft_catalyst.hub import save_trainer_for_hub
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ def _seed() -> None:
 @pytest.fixture(scope="session")
 def smollm2():
     """The embedded SmolLM2-135M-Instruct (model, tokenizer), loaded at most once per session (about 30 s cold)."""
-    from peft_catalyst.assets import load_smollm2
+    from peft_catalyst.app.assets import load_smollm2
 
     model, tokenizer = load_smollm2()
     model.eval()

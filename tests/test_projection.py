@@ -202,7 +202,7 @@ def test_projector_cache_matches_uncached_and_follows_embedding_changes(tok, met
 
 def test_packaged_minilm_smoke():
     """The packaged MiniLM (WordPiece, [CLS]/[SEP] specials): read and write its soft prompt as text, then train."""
-    from peft_catalyst.assets import load_minilm_for_sequence_classification
+    from peft_catalyst.app.assets import load_minilm_for_sequence_classification
 
     model, minilm_tok = load_minilm_for_sequence_classification(num_labels=2)
     pm = get_peft_model(model, CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=5))

@@ -21,8 +21,8 @@ from transformers import (
     TrainingArguments,
 )
 
-from peft_catalyst.data import SPLITS, TASK_NAMES, load_task
-from peft_catalyst.tasks import (
+from peft_catalyst.app.data import SPLITS, TASK_NAMES, load_task
+from peft_catalyst.app.tasks import (
     IGNORE_INDEX,
     CausalLabelWordCollator,
     evaluate_accuracy,
@@ -145,7 +145,7 @@ def test_label_word_ids(tokenizer, caplog):
         tokenizer.convert_tokens_to_ids("good"),
         tokenizer.convert_tokens_to_ids("bad"),
     ]
-    with caplog.at_level(logging.WARNING, logger="peft_catalyst.tasks"):
+    with caplog.at_level(logging.WARNING, logger="peft_catalyst.app.tasks"):
         assert label_word_ids_for(tokenizer, [" good film", " bad"])[0] == tokenizer.convert_tokens_to_ids("good")
     assert "not single tokens" in caplog.text
     with pytest.raises(ValueError, match="distinct single tokens"):

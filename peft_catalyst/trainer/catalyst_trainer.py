@@ -36,7 +36,6 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import nested_concat, nested_numpify
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
-from peft_catalyst.data import sorted_by_length
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
 from peft_catalyst.mentors import Mentor, MentorError, MentorProposal, MentorRequest, TrajectoryPoint
 from peft_catalyst.projection import (
@@ -47,6 +46,7 @@ from peft_catalyst.projection import (
     write_soft_prompt_,
     write_token_ids,
 )
+from peft_catalyst.scoring import sorted_by_length
 from peft_catalyst.trajectory import Trajectory
 
 from .catalyst_config import CatalystTrainingArguments

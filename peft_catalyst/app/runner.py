@@ -204,7 +204,7 @@ class Doer:
 
 def load_task_data(data: DataArguments):
     """The task's splits (packaged or ``datasets``); missing columns and unknown datasets become ``UserError``."""
-    from peft_catalyst.data import load_hf_task, load_task
+    from peft_catalyst.app.data import load_hf_task, load_task
 
     sizes = {
         "train_size": data.train_size,
@@ -236,7 +236,7 @@ def build_doer(model_args: ModelArguments, data: DataArguments, task=None) -> Do
     """Load the doer, wrap it with a CATALYST adapter and prepare the task for it."""
     from peft import get_peft_model
 
-    from peft_catalyst.tasks import prepare_task
+    from peft_catalyst.app.tasks import prepare_task
     from peft_catalyst.tuners.catalyst import CatalystConfig
 
     task = task or load_task_data(data)
@@ -291,10 +291,10 @@ def load_model_and_tokenizer(kind: str, model_name_or_path: str | None = None, n
 
     if model_name_or_path is None:
         if kind == "seq_cls":
-            from peft_catalyst.assets import load_minilm_for_sequence_classification
+            from peft_catalyst.app.assets import load_minilm_for_sequence_classification
 
             return load_minilm_for_sequence_classification(num_labels=num_labels)
-        from peft_catalyst.assets import load_smollm2
+        from peft_catalyst.app.assets import load_smollm2
 
         return load_smollm2()
     try:
@@ -339,9 +339,13 @@ def build_mentor(args: MentorArguments, output_dir: str | os.PathLike | None = N
         if spec == "none":
             return None
         if spec in ("smollm2", "embedded"):
+            if not shared:
+                from peft_catalyst.app.assets import load_smollm2
+
+                shared = load_smollm2()
             inner = TransformersMentor.embedded(
-                model=shared[0] if shared else None,
-                tokenizer=shared[1] if shared else None,
+                shared[0],
+                shared[1],
                 temperature=args.mentor_temperature,
                 seed=args.mentor_seed,
                 meta_prompt=args.meta_prompt,
@@ -449,7 +453,7 @@ def run(
     training_args,
 ) -> dict[str, Any]:
     """Train with mentor rounds and write everything a person needs into ``output_dir``; returns the metrics."""
-    from peft_catalyst.tasks import evaluate_accuracy
+    from peft_catalyst.app.tasks import evaluate_accuracy
     from peft_catalyst.trainer import CatalystTrainer
 
     started = time.perf_counter()
@@ -500,7 +504,7 @@ def run(
     write_json_atomic(out / "metrics.json", metrics)
     if run_args.plot:
         try:
-            from peft_catalyst.plotting import plot_run
+            from peft_catalyst.app.plotting import plot_run
 
             plot_run(trainer.state.log_history, trainer.catalyst_history, out / "run.png")
         except ImportError as exc:

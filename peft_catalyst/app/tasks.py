@@ -1,4 +1,4 @@
-"""Turn a :class:`~peft_catalyst.data.TaskData` + tokenizer into what ``transformers.Trainer`` needs, for two doers.
+"""Turn a :class:`~peft_catalyst.app.data.TaskData` + tokenizer into what ``transformers.Trainer`` needs (two doers).
 
 ``kind="seq_cls"``: an ``AutoModelForSequenceClassification`` (e.g. the packaged MiniLM). Texts are tokenised,
 padded on the right to the batch's longest, ``labels`` are the class ids and the model computes its own loss.
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from peft_catalyst.data import SPLITS, TaskData, sorted_by_length
+from peft_catalyst.app.data import SPLITS, TaskData, sorted_by_length
 
 logger = logging.getLogger(__name__)
 

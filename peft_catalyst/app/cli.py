@@ -1,6 +1,6 @@
 """The ``peft-catalyst`` command. ``peft-catalyst train`` with no arguments runs the embedded offline default.
 
-Arguments come from ``HfArgumentParser`` over :class:`~peft_catalyst.runner.ModelArguments`, ``DataArguments``,
+Arguments come from ``HfArgumentParser`` over :class:`~peft_catalyst.app.runner.ModelArguments`, ``DataArguments``,
 ``MentorArguments``, ``RunArguments`` and :class:`~peft_catalyst.CatalystTrainingArguments`, optionally from a YAML
 or JSON file (``--config run.yaml``; flags on the command line win). Expected user errors print one message and exit
 with code 2, without a traceback.
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _guarded(fn, argv: list[str]) -> int:
     """Run a command; user errors (bad input, missing assets) become one line on stderr and exit code 2."""
-    from peft_catalyst.assets import AssetNotInstalledError
-    from peft_catalyst.runner import UserError
+    from peft_catalyst.app.assets import AssetNotInstalledError
+    from peft_catalyst.app.runner import UserError
 
     try:
         return fn(argv)
@@ -60,7 +60,7 @@ def _guarded(fn, argv: list[str]) -> int:
 
 def config_file_args(path: str) -> list[str]:
     """Command-line tokens from a YAML or JSON file of ``option: value`` pairs."""
-    from peft_catalyst.runner import UserError
+    from peft_catalyst.app.runner import UserError
 
     file = Path(path)
     if not file.is_file():
@@ -116,7 +116,7 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
     """``(model, data, mentor, run, training)`` argument dataclasses, embedded defaults filled in."""
     from transformers import HfArgumentParser
 
-    from peft_catalyst.runner import (
+    from peft_catalyst.app.runner import (
         DataArguments,
         MentorArguments,
         ModelArguments,
@@ -154,7 +154,7 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
 
 def train(argv: list[str]) -> int:
     """``peft-catalyst train``: one run, outputs in ``output_dir``, a summary at the end."""
-    from peft_catalyst.runner import run, summary_lines, validate_mentor_spec
+    from peft_catalyst.app.runner import run, summary_lines, validate_mentor_spec
 
     model_args, data_args, mentor_args, run_args, training_args = parse_train_args(argv)
     logging.basicConfig(

