@@ -17,12 +17,48 @@ from peft_catalyst.projection import (  # noqa: E402
     set_soft_prompt_from_text,
     soft_prompt_text,
 )
-from peft_catalyst.trainer import CatalystTrainer, CatalystTrainingArguments  # noqa: E402
+from peft_catalyst.records import (  # noqa: E402
+    ArmKind,
+    Decision,
+    History,
+    MentorCall,
+    Race,
+    RaceArm,
+    RaceRung,
+    RoundRecord,
+    RunSummary,
+    ScoredPrompt,
+    Trigger,
+)
+from peft_catalyst.scoring import PromptScorer, Score  # noqa: E402
+from peft_catalyst.trainer import (  # noqa: E402
+    CatalystArguments,
+    CatalystCallback,
+    CatalystMixin,
+    CatalystTrainer,
+    CatalystTrainingArguments,
+)
 from peft_catalyst.tuners.catalyst import CatalystConfig, CatalystEmbedding  # noqa: E402
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "ArmKind",
+    "CatalystArguments",
+    "CatalystCallback",
+    "CatalystMixin",
+    "Decision",
+    "History",
+    "MentorCall",
+    "PromptScorer",
+    "Race",
+    "RaceArm",
+    "RaceRung",
+    "RoundRecord",
+    "RunSummary",
+    "Score",
+    "ScoredPrompt",
+    "Trigger",
     "CatalystConfig",
     "CatalystEmbedding",
     "CatalystTrainer",

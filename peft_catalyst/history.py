@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from peft_catalyst.records import History
+
 HISTORY_FILE = "catalyst_history.json"
 
 
@@ -31,19 +33,19 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_history(output_dir: str | os.PathLike, history: list[dict[str, Any]], summary: dict[str, Any]) -> Path:
-    """Write ``catalyst_history.json``: a summary and one entry per round."""
+def write_history(output_dir: str | os.PathLike, history: History) -> Path:
+    """Write ``catalyst_history.json``: the format version, the run summary and one record per round."""
     path = Path(output_dir) / HISTORY_FILE
-    write_json_atomic(path, {"summary": summary, "rounds": history})
+    write_json_atomic(path, history.to_dict())
     return path
 
 
-def read_history(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a ``catalyst_history.json`` (a file or the directory holding it)."""
+def read_history(path: str | os.PathLike) -> History:
+    """Read a ``catalyst_history.json`` (a file or the directory holding it), of this or an earlier format."""
     path = Path(path)
     if path.is_dir():
         path = path / HISTORY_FILE
-    return json.loads(path.read_text(encoding="utf-8"))
+    return History.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 class ChatLog:

@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 
-from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments, Decision, Trigger
 from peft_catalyst.mentors import CachedMentor, Completion, Mentor, MentorError, OpenAIMentor
 from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, write_token_ids
 from tests import tiny
@@ -105,12 +105,12 @@ def test_losing_candidates_leave_training_exactly_as_a_plain_run(tok, tmp_path):
     probe = Probe(trainer)
     trainer.add_callback(probe)
     trainer.train()
-    statuses = [r["decision"]["status"] for r in trainer.catalyst_history]
-    assert statuses == ["kept", "kept"], trainer.catalyst_history
+    statuses = [r.decision for r in trainer.catalyst_history]
+    assert statuses == [Decision.KEPT, Decision.KEPT], trainer.catalyst_history
     for record in trainer.catalyst_history:
-        assert len(record["candidates"]) == 2 and all(c["finite"] for c in record["candidates"])
-        assert all(0 <= c["metrics"]["accuracy"] <= 1 for c in record["candidates"])
-        assert 1 <= len(record["trajectory"]) <= 2 and all("catalyst_loss" in p for p in record["trajectory"])
+        assert len(record.candidates) == 2 and all(c.finite for c in record.candidates)
+        assert all(0 <= c.metrics["accuracy"] <= 1 for c in record.candidates)
+        assert 1 <= len(record.trajectory) <= 2 and all(p.loss is not None for p in record.trajectory)
     assert all(s["training"] for s in probe.steps.values())  # model mode restored after scoring
     assert trainer.model.base_model.config.hidden_dropout_prob > 0
     catalyst = _trainable(trainer.model)
@@ -130,11 +130,11 @@ def test_winning_candidate_restarts_in_place_resets_optimizer_and_rewarms(tok, t
     weight_before = get_soft_prompt(model).weight
     trainer.train()
     (record,) = trainer.catalyst_history
-    assert record["decision"]["status"] == "accepted" and record["step"] == 3
-    winner = record["candidates"][record["decision"]["winner"]]
-    assert winner["score"] < record["current"]["score"]
-    ids = text_to_token_ids(tok, winner["text"], 4)
-    assert winner["token_ids"] == ids
+    assert record.decision is Decision.ACCEPTED and record.step == 3
+    winner = record.candidates[record.winner]
+    assert winner.score < record.current.score
+    ids = text_to_token_ids(tok, winner.text, 4)
+    assert winner.token_ids == ids
     at_round = probe.steps[3]
     torch.testing.assert_close(at_round["weight"], model.word_embeddings.weight[ids].detach(), rtol=0, atol=0)
     assert get_soft_prompt(model).weight is weight_before  # same Parameter object
@@ -157,8 +157,8 @@ def test_blind_selection_takes_the_first_candidate_unscored(tok, tmp_path):
     trainer = _trainer(tok, tmp_path, mentor, catalyst_selection="first", catalyst_rounds=1)
     trainer.train()
     (record,) = trainer.catalyst_history
-    assert record["decision"] == {"status": "blind", "accepted": True, "winner": 0, "text": "a boring plot"}
-    assert "score" not in record["candidates"][0]
+    assert (record.decision, record.winner, record.candidates[0].text) == (Decision.BLIND, 0, "a boring plot")
+    assert record.candidates[0].score is None and record.current is None
 
 
 def test_mentor_faults_skip_rounds_and_training_goes_on(tok, tmp_path):
@@ -174,7 +174,7 @@ def test_mentor_faults_skip_rounds_and_training_goes_on(tok, tmp_path):
     for i, mentor in enumerate(mentors):
         trainer = _trainer(tok, tmp_path / str(i), mentor)
         trainer.train()
-        assert [r["decision"]["status"] for r in trainer.catalyst_history] == ["skipped", "skipped"]
+        assert [r.decision for r in trainer.catalyst_history] == [Decision.SKIPPED, Decision.SKIPPED]
         assert trainer.state.global_step == 9
         plain = plain or _plain_run(tok, tmp_path)
         final = _trainable(trainer.model)
@@ -198,8 +198,9 @@ def test_openai_mentor_through_loopback_server_and_outputs(tok, tmp_path):
     assert [r["round"] for r in history["rounds"]] == [1, 2]
     assert history["summary"]["mentor"] == "openai:gpt-test"
     first = history["rounds"][0]
-    assert {"step", "trajectory", "mentor", "candidates", "current", "decision", "seconds"} <= first.keys()
-    assert all({"text", "catalyst_loss", "train_loss"} <= p.keys() for p in first["trajectory"])
+    assert history["format"] == 2
+    assert {"step", "trajectory", "mentor", "candidates", "current", "decision", "seconds", "metric"} <= first.keys()
+    assert all({"text", "score", "loss", "train_loss"} <= p.keys() for p in first["trajectory"])
     assert first["mentor"]["prompt_tokens"] is not None
     chat = [json.loads(line) for line in (out / "catalyst_chat.jsonl").read_text().splitlines()]
     assert len(chat) == 2 and chat[0]["messages"][-1]["role"] == "user" and "movie" in chat[0]["reply"]
@@ -220,16 +221,16 @@ def test_trajectory_is_recorded_once_per_optimizer_step_under_gradient_accumulat
         catalyst_trajectory_points=10,
     )
     seen = []
-    original = trainer._run_round
+    original = trainer.catalyst._run_round
 
-    def spy(trigger):
-        seen.append([r.step for r in trainer.catalyst_state.trajectory.records])
-        original(trigger)
+    def spy(trigger, step):
+        seen.append([r.step for r in trainer.catalyst.state.trajectory.records])
+        original(trigger, step)
 
-    trainer._run_round = spy
+    trainer.catalyst._run_round = spy
     trainer.train()
     assert seen == [[1, 2, 3], [4, 5, 6]]
-    losses = [p["train_loss"] for p in trainer.catalyst_history[0]["trajectory"]]
+    losses = [p.train_loss for p in trainer.catalyst_history[0].trajectory]
     assert all(math.isfinite(x) and x > 0 for x in losses)
 
 
@@ -246,7 +247,7 @@ def test_plateau_triggers_an_early_round(tok, tmp_path):
     )
     trainer.train()
     (record,) = trainer.catalyst_history
-    assert record["trigger"] == "plateau" and record["step"] < 8
+    assert record.trigger is Trigger.PLATEAU and record.step < 8
 
 
 def test_non_finite_scores_are_never_selected(tok, tmp_path):
@@ -262,8 +263,8 @@ def test_non_finite_scores_are_never_selected(tok, tmp_path):
     trainer.compute_metrics = lambda pred: {"nan_metric": float("nan")}
     trainer.train()
     (record,) = trainer.catalyst_history
-    assert record["decision"]["status"] == "kept"
-    assert not any(c["finite"] for c in record["candidates"])
+    assert record.decision is Decision.KEPT
+    assert not any(c.finite for c in record.candidates)
 
 
 def test_resume_from_checkpoint_with_replayed_mentor_matches_uninterrupted_run(tok, tmp_path):
@@ -279,7 +280,7 @@ def test_resume_from_checkpoint_with_replayed_mentor_matches_uninterrupted_run(t
         **common,
     )
     full.train()
-    assert [r["decision"]["status"] for r in full.catalyst_history][0] == "accepted"
+    assert full.catalyst_history[0].decision is Decision.ACCEPTED
 
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -313,7 +314,9 @@ def test_resume_from_checkpoint_with_replayed_mentor_matches_uninterrupted_run(t
         drop = {"seconds", "latency_s", "cached", "attempts", "name"}  # replay names itself after the cache
         return json.loads(json.dumps(history), object_hook=lambda d: {k: v for k, v in d.items() if k not in drop})
 
-    assert strip(resumed.catalyst_history) == strip(full.catalyst_history)
+    assert strip([r.to_dict() for r in resumed.catalyst_history]) == strip(
+        [r.to_dict() for r in full.catalyst_history]
+    )
     assert torch.equal(get_soft_prompt(resumed.model).weight, get_soft_prompt(full.model).weight)
     chat = (tmp_path / "resumed" / "out" / "catalyst_chat.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in chat] == [1, 2]
@@ -351,7 +354,9 @@ def test_arguments_parse_with_hfargumentparser_and_validate():
         ({"catalyst_eval_size": 0}, "catalyst_eval_size"),
         ({"catalyst_eval_size": 2.5}, "catalyst_eval_size"),
         ({"catalyst_plateau_patience": 0}, "catalyst_plateau_patience"),
-        ({"max_steps": 20, "catalyst_rounds": 4, "catalyst_stage_steps": 5}, "max_steps"),
+        ({"catalyst_race_eta": 1}, "catalyst_race_eta"),
+        ({"catalyst_race_steps": -1}, "catalyst_race_steps"),
+        ({"catalyst_race_margin": -0.1}, "catalyst_race_margin"),
     ]
     for kwargs, field in cases:
         with pytest.raises(ValueError, match=field):
@@ -371,8 +376,20 @@ def test_bad_models_and_inputs_get_clear_errors(tok, tmp_path):
     lora = get_peft_model(tiny.tiny_llama(tok), LoraConfig(target_modules=["q_proj"], r=2))
     with pytest.raises(ValueError, match="not a prompt-tuning adapter"):
         CatalystTrainer(model=lora, args=_args(tmp_path), processing_class=tok)
-    with pytest.raises(TypeError, match="CatalystTrainingArguments"):
-        CatalystTrainer(model=tiny.catalyst_model(tok), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    with pytest.raises(ValueError, match="max_steps"):  # checked when a mentor makes rounds possible
+        CatalystTrainer(
+            model=tiny.catalyst_model(tok),
+            args=_args(tmp_path, max_steps=20, catalyst_rounds=4, catalyst_stage_steps=5),
+            mentor=ScriptedMentor(["x"]),
+            train_dataset=tiny.toy_reviews(tok, 20, 0),
+            processing_class=tok,
+        )
+    # without a mentor no round can happen, so the same schedule is not refused
+    CatalystTrainer(
+        model=tiny.catalyst_model(tok),
+        args=_args(tmp_path, max_steps=20, catalyst_rounds=4, catalyst_stage_steps=5),
+        processing_class=tok,
+    )
     with pytest.raises(ValueError, match="no training data"):
         CatalystTrainer(
             model=tiny.catalyst_model(tok),
@@ -427,21 +444,22 @@ def _causal_trainer(tmp_path, mentor, catalyst_size: int, **kwargs):
 
 
 def _count_scorings(trainer) -> list[int]:
-    """Record every forward pass over the catalyst split (one entry per ``_score`` call)."""
+    """Record every forward pass over the catalyst split (one entry per scoring)."""
     calls: list[int] = []
-    score = trainer._score
+    scorer = trainer.catalyst.engine.scorer
+    score = scorer.score
 
     def counted():
         calls.append(1)
         return score()
 
-    trainer._score = counted
+    scorer.score = counted
     return calls
 
 
 def _hard_prompts(record) -> set[tuple[int, ...]]:
     """The distinct token-id prompts (trajectory points and candidates) a round scored."""
-    ids = [p["token_ids"] for p in record["trajectory"]] + [c["token_ids"] for c in record["candidates"]]
+    ids = [p.token_ids for p in record.trajectory] + [c.token_ids for c in record.candidates]
     return {tuple(i) for i in ids}
 
 
@@ -449,32 +467,32 @@ def test_repeated_hard_prompts_are_scored_once_while_only_the_prompt_trains(tmp_
     """A trajectory point or candidate scored before reuses its score, which a fresh scoring reproduces exactly."""
     mentor = ScriptedMentor(["1. the movie was great\n2. a terrible film"])  # the same reply every round
     trainer, _ = _causal_trainer(tmp_path, mentor, catalyst_size=12, max_steps=7)
-    assert trainer._only_prompt_trains()
+    assert trainer.catalyst.engine.only_prompt_trains()
     calls = _count_scorings(trainer)
     trainer.train()
     first, second = trainer.catalyst_history
-    assert all(c["finite"] for r in (first, second) for c in r["candidates"])
+    assert all(c.finite for r in (first, second) for c in r.candidates)
     assert _hard_prompts(first) & _hard_prompts(second)  # the candidates at least repeat
     # one scoring per distinct hard prompt over the whole run, plus the current soft prompt in each round
     assert len(calls) == len(_hard_prompts(first) | _hard_prompts(second)) + 2
-    for old, new in zip(first["candidates"], second["candidates"], strict=True):
-        assert new["token_ids"] == old["token_ids"] and new["score"] == old["score"] and new["loss"] == old["loss"]
-    reused = second["candidates"][0]
-    write_token_ids(trainer.model, reused["token_ids"])
-    fresh = trainer._score_uncounted()  # computed again, not looked up
-    assert (fresh.value, fresh.loss, fresh.metrics) == (reused["score"], reused["loss"], reused["metrics"])
+    for old, new in zip(first.candidates, second.candidates, strict=True):
+        assert new.token_ids == old.token_ids and new.score == old.score and new.loss == old.loss
+    reused = second.candidates[0]
+    write_token_ids(trainer.model, reused.token_ids)
+    fresh = trainer.catalyst.engine.scorer.score()  # computed again, not looked up
+    assert (fresh.value, fresh.loss, fresh.metrics) == (reused.score, reused.loss, reused.metrics)
 
 
 def test_scores_are_not_reused_across_rounds_when_a_head_trains(tok, tmp_path):
     """With a trained classification head (SEQ_CLS modules_to_save) a repeated candidate is scored again."""
     trainer = _trainer(tok, tmp_path, ScriptedMentor(["1. the movie was great\n2. a terrible film"]))
-    assert not trainer._only_prompt_trains()
+    assert not trainer.catalyst.engine.only_prompt_trains()
     calls = _count_scorings(trainer)
     trainer.train()
     first, second = trainer.catalyst_history
     assert len(calls) == len(_hard_prompts(first)) + len(_hard_prompts(second)) + 2
-    assert [c["token_ids"] for c in first["candidates"]] == [c["token_ids"] for c in second["candidates"]]
-    assert first["candidates"][0]["loss"] != second["candidates"][0]["loss"]  # the head moved in between
+    assert [c.token_ids for c in first.candidates] == [c.token_ids for c in second.candidates]
+    assert first.candidates[0].loss != second.candidates[0].loss  # the head moved in between
 
 
 def test_causal_label_word_scoring_over_batches_of_different_widths(tmp_path):
@@ -487,11 +505,14 @@ def test_causal_label_word_scoring_over_batches_of_different_widths(tmp_path):
         catalyst_rounds=1,
         catalyst_stage_steps=2,
         per_device_eval_batch_size=3,
+        catalyst_metric="accuracy",  # a metric of compute_metrics: logits are gathered (only then)
     )
     catalyst = spec.datasets["catalyst"]
     widths = {spec.data_collator([catalyst[j] for j in range(i, i + 3)])["labels"].shape[1] for i in (0, 3, 6, 9)}
     assert len(widths) > 1  # the batches of 3 below really differ in width
     trainer.train()
     (record,) = trainer.catalyst_history
-    assert 0.0 <= record["current"]["metrics"]["accuracy"] <= 1.0
-    assert record["candidates"][0]["finite"] and "accuracy" in record["candidates"][0]["metrics"]
+    assert (
+        0.0 <= record.current.metrics["accuracy"] <= 1.0 and record.current.score == record.current.metrics["accuracy"]
+    )
+    assert record.candidates[0].finite and "accuracy" in record.candidates[0].metrics

@@ -13,6 +13,7 @@ from .base import (
     MentorProposal,
     MentorRequest,
     MentorUsage,
+    PastRound,
     RetryPolicy,
     TrajectoryPoint,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "MentorProposal",
     "MentorRequest",
     "MentorUsage",
+    "PastRound",
     "MetaPrompt",
     "OpenAIMentor",
     "ParseResult",

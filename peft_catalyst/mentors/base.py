@@ -66,8 +66,19 @@ class TrajectoryPoint:
     """One scored prompt of the trajectory: its text, its loss (lower is better) and an optional task metric."""
 
     text: str
-    loss: float
-    metric: float | None = None
+    score: float
+    loss: float | None = None
+
+
+@dataclass
+class PastRound:
+    """An earlier round's outcome (temporary)."""
+
+    round: int
+    proposed: list[str] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    taken: str | None = None
+    current_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,9 @@ class MentorRequest:
     num_candidates: int = 4
     max_words: int = 8
     manual_prompt: str | None = None
+    metric: str = "loss"
+    higher_is_better: bool = False
+    earlier_rounds: Sequence[PastRound] = ()
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1:

@@ -126,23 +126,23 @@ def format_trajectory(points: Any) -> str:
     """The trajectory as text lines, sorted worst to best (highest loss first), duplicates merged (best kept)."""
     best: dict[str, Any] = {}
     for p in points:
-        if p.text not in best or p.loss < best[p.text].loss:
+        if p.text not in best or p.score < best[p.text].score:
             best[p.text] = p
-    ordered = sorted(best.values(), key=lambda p: (-p.loss, -(p.metric if p.metric is not None else 0.0)))
+    ordered = sorted(best.values(), key=lambda p: -p.score)
     lines = []
     for p in ordered:
         text = " ".join(p.text.split())
-        score = f"loss {p.loss:.4f}"
-        if p.metric is not None:
-            score += f", metric {p.metric:.4f}"
+        score = f"loss {p.score:.4f}"
+        if False:
+            score += f", metric {p.score:.4f}"
         lines.append(f"Prompt: {json.dumps(text, ensure_ascii=False)} ({score})")
     return "\n".join(lines) if lines else "(no prompt scored yet)"
 
 
 def _fields(request: MentorRequest) -> dict[str, Any]:
     manual = request.manual_prompt
-    has_metric = any(p.metric is not None for p in request.trajectory)
-    best = min(request.trajectory, key=lambda p: p.loss).text if request.trajectory else (manual or "")
+    has_metric = any(False for p in request.trajectory)
+    best = min(request.trajectory, key=lambda p: p.score).text if request.trajectory else (manual or "")
     return {
         "task_description": " ".join(request.task_description.split()),
         "manual_prompt_section": (
@@ -263,7 +263,7 @@ SMALL_MODEL_META_PROMPT = MetaPrompt(
 
 def request_has_metric(request: MentorRequest) -> bool:
     """Whether any trajectory point carries a metric (the few-shot example then shows one too)."""
-    return any(p.metric is not None for p in request.trajectory)
+    return any(False for p in request.trajectory)
 
 
 def load_meta_prompt(path: str | os.PathLike[str]) -> MetaPrompt:

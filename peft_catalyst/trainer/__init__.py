@@ -1,6 +1,15 @@
-"""The Trainer side of peft-catalyst: arguments (``catalyst_config``) beside the trainer that reads them."""
+"""LLM-guided rounds for any ``transformers.Trainer``: the settings, the callback, the mixin and the trainer."""
 
-from .catalyst_config import CatalystTrainingArguments
-from .catalyst_trainer import CatalystTrainer, split_catalyst_dataset
+from .catalyst_callback import CatalystCallback, CatalystState, split_catalyst_dataset
+from .catalyst_config import CatalystArguments, CatalystTrainingArguments
+from .catalyst_trainer import CatalystMixin, CatalystTrainer
 
-__all__ = ["CatalystTrainer", "CatalystTrainingArguments", "split_catalyst_dataset"]
+__all__ = [
+    "CatalystArguments",
+    "CatalystCallback",
+    "CatalystMixin",
+    "CatalystState",
+    "CatalystTrainer",
+    "CatalystTrainingArguments",
+    "split_catalyst_dataset",
+]

@@ -1,17 +1,26 @@
-"""Training arguments of :class:`~peft_catalyst.trainer.CatalystTrainer` (TRL-style ``<name>_config.py``)."""
+"""Settings of LLM-guided restarts (TRL-style ``<name>_config.py``).
+
+:class:`CatalystArguments` holds only the ``catalyst_*`` fields, so it combines with any ``TrainingArguments``
+subclass: parse it beside ``SFTConfig`` or ``Seq2SeqTrainingArguments`` with ``HfArgumentParser((SFTConfig,
+CatalystArguments))``, or inherit both. :class:`CatalystTrainingArguments` is that combination for ``Trainer``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from transformers import TrainingArguments
 
-SELECTIONS = ("best", "first")
+SELECTIONS = ("best", "race", "first")
+
+RACE_STEPS_DEFAULT = 4
+"""First-rung budget of a race; see the README's cost measurements for why."""
 
 
 @dataclass
-class CatalystTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the schedule and rules of LLM-guided restarts.
+class CatalystArguments:
+    """The schedule and rules of LLM-guided restarts (the ``catalyst_*`` fields), for any Trainer.
 
     Schedule:
         catalyst_rounds, catalyst_stage_steps, catalyst_plateau_patience
@@ -20,6 +29,8 @@ class CatalystTrainingArguments(TrainingArguments):
         catalyst_manual_prompt
     How candidates are judged:
         catalyst_eval_size, catalyst_selection, catalyst_metric, catalyst_greater_is_better
+    The race (``catalyst_selection="race"``):
+        catalyst_race_steps, catalyst_race_eta, catalyst_race_controls, catalyst_race_margin, catalyst_race_seed
     What a restart does to the optimizer:
         catalyst_reset_optimizer, catalyst_rewarmup_steps
     Outputs:
@@ -56,8 +67,10 @@ class CatalystTrainingArguments(TrainingArguments):
         metadata={
             "help": (
                 "'best': score every candidate and the current prompt on the catalyst split and keep the best "
-                "(elitist restart). 'first': restart from the mentor's first candidate unscored (the research "
-                "code's behaviour, for ablations)."
+                "(elitist restart; a candidate is judged before any gradient step, so the trained prompt nearly "
+                "always wins). 'race': train the current prompt and every candidate for the same counted budget "
+                "on the same batches, then keep the best (successive halving, see catalyst_race_*). 'first': "
+                "restart from the mentor's first candidate unscored (the research code's behaviour, for ablations)."
             )
         },
     )
@@ -68,6 +81,52 @@ class CatalystTrainingArguments(TrainingArguments):
     catalyst_greater_is_better: bool | None = field(
         default=None,
         metadata={"help": "Whether a higher catalyst_metric is better (default: False for names ending in 'loss')."},
+    )
+    catalyst_race_steps: int = field(
+        default=RACE_STEPS_DEFAULT,
+        metadata={
+            "help": (
+                "Race only: optimizer steps every arm trains in the first rung (later rungs double it with "
+                "catalyst_race_eta=2). These steps are counted (catalyst/race_steps) but do not advance "
+                "global_step. 0 judges the arms untrained, as 'best' does."
+            )
+        },
+    )
+    catalyst_race_eta: int = field(
+        default=2,
+        metadata={
+            "help": (
+                "Race only: successive-halving factor. After each rung the best 1/eta of the arms (rounded up) go "
+                "on, with eta times the budget, until one arm is left."
+            )
+        },
+    )
+    catalyst_race_controls: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Race only: extra arms that start from random vocabulary tokens, so every round carries its own "
+                "control; they are never shown to the mentor as its proposals."
+            )
+        },
+    )
+    catalyst_race_margin: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "Race only: a challenger replaces the current prompt only with a finite score better by more than "
+                "this (in catalyst_metric units)."
+            )
+        },
+    )
+    catalyst_race_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Race only: seed of the race's own batch stream, dropout and control arms (default: the training "
+                "seed); the main loop's data order and RNG are never touched."
+            )
+        },
     )
     catalyst_reset_optimizer: bool = field(
         default=True,
@@ -104,9 +163,18 @@ class CatalystTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        self.validate_catalyst()
+
+    def validate_catalyst(self) -> None:
+        """Check the ``catalyst_*`` fields on their own; raises one ``ValueError`` naming every bad field."""
         errors = []
-        for name in ("catalyst_rounds", "catalyst_trajectory_points", "catalyst_rewarmup_steps"):
+        for name in (
+            "catalyst_rounds",
+            "catalyst_trajectory_points",
+            "catalyst_rewarmup_steps",
+            "catalyst_race_steps",
+            "catalyst_race_controls",
+        ):
             if getattr(self, name) < 0:
                 errors.append(f"{name} must be >= 0 (got {getattr(self, name)})")
         for name in ("catalyst_stage_steps", "catalyst_num_candidates"):
@@ -123,23 +191,45 @@ class CatalystTrainingArguments(TrainingArguments):
             )
         if self.catalyst_selection not in SELECTIONS:
             errors.append(f"catalyst_selection must be one of {SELECTIONS} (got {self.catalyst_selection!r})")
-        if (
-            self.max_steps > 0
-            and self.catalyst_rounds > 0
-            and self.catalyst_rounds * self.catalyst_stage_steps >= self.max_steps
-        ):
-            errors.append(
-                f"catalyst_rounds * catalyst_stage_steps = {self.catalyst_rounds * self.catalyst_stage_steps} "
-                f"must be < max_steps = {self.max_steps}, so that a final gradient stage follows the last round; "
-                "lower catalyst_rounds or catalyst_stage_steps, or raise max_steps"
-            )
+        if self.catalyst_race_eta < 2:
+            errors.append(f"catalyst_race_eta must be >= 2 (got {self.catalyst_race_eta})")
+        if not self.catalyst_race_margin >= 0:
+            errors.append(f"catalyst_race_margin must be >= 0 (got {self.catalyst_race_margin})")
         if errors:
-            raise ValueError("Invalid CatalystTrainingArguments: " + "; ".join(errors) + ".")
+            raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(errors) + ".")
+
+    def validate_schedule(self, max_steps: int) -> None:
+        """Check that a final gradient stage follows the last round; only called when rounds can happen."""
+        steps = self.catalyst_rounds * self.catalyst_stage_steps
+        if max_steps > 0 and self.catalyst_rounds > 0 and steps >= max_steps:
+            raise ValueError(
+                f"catalyst_rounds * catalyst_stage_steps = {steps} "
+                f"must be < max_steps = {max_steps}, so that a final gradient stage follows the last round; "
+                "lower catalyst_rounds or catalyst_stage_steps, or raise max_steps."
+            )
 
     @property
     def catalyst_higher_is_better(self) -> bool:
         """Whether a higher ``catalyst_metric`` wins (resolves ``catalyst_greater_is_better=None``)."""
         return higher_is_better(self.catalyst_metric, self.catalyst_greater_is_better)
+
+
+@dataclass
+class CatalystTrainingArguments(TrainingArguments, CatalystArguments):
+    """``TrainingArguments`` plus :class:`CatalystArguments`: the arguments of :class:`CatalystTrainer`."""
+
+    def __post_init__(self) -> None:
+        TrainingArguments.__post_init__(self)
+        self.validate_catalyst()  # the schedule against max_steps is checked when a mentor is attached
+
+
+def catalyst_fields(args: Any) -> CatalystArguments:
+    """The ``catalyst_*`` settings of ``args`` (any object carrying them, e.g. a combined config) as
+    :class:`CatalystArguments`."""
+    if type(args) is CatalystArguments:
+        return args
+    names = [f.name for f in fields(CatalystArguments)]
+    return CatalystArguments(**{n: getattr(args, n) for n in names})
 
 
 def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:

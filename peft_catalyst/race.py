@@ -1,0 +1,234 @@
+"""A fair race between restart points: every arm trains the same counted budget on the same batches, then is judged.
+
+Successive halving (as in Hyperband): all arms train ``steps`` optimizer steps and are scored on the catalyst split;
+the best ``1/eta`` (rounded up) go on with ``eta`` times the budget, until one arm is left. The incumbent continues
+with its own optimizer state; every other arm starts from the same snapshot of every other trainable parameter
+(e.g. a classification head), with a fresh optimizer state for the prompt and the usual re-warm-up. A challenger
+beats the incumbent only by more than ``margin``. The winner's parameters and optimizer state become the training
+state; losers leave no trace. Race batches come from a seeded stream of their own, and the race runs under the
+caller's forked RNG, so the main loop's data order and random streams are untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate.utils import broadcast_object_list
+
+from peft_catalyst.projection import get_soft_prompt, write_token_ids
+from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, ScoredPrompt
+from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restore_state, snapshot_state
+from peft_catalyst.scoring import PromptScorer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RaceSettings:
+    """Budget of the first rung, halving factor, incumbent margin, re-warm-up length and the race's seed."""
+
+    steps: int
+    eta: int = 2
+    margin: float = 0.0
+    rewarmup_steps: int = 0
+    seed: int = 0
+
+
+@dataclass
+class _ArmState:
+    """An arm's training state between rungs: trainable parameter values, their optimizer state, re-warm step."""
+
+    values: list[torch.Tensor]
+    optimizer_state: list[dict[str, Any]]
+    rewarm_step: int
+    steps: int = 0
+
+
+class RaceBatches:
+    """The race's own batch stream: global batch ``k`` is a seeded function of ``k``; each process takes its share.
+
+    Built from the host trainer's training dataset and collator (unused columns removed as ``Trainer`` does), so
+    arms train on what the main loop trains on, but in an order that never touches the main dataloader.
+    """
+
+    def __init__(self, trainer: Any, seed: int) -> None:
+        import datasets
+
+        self.trainer = trainer
+        dataset = trainer.train_dataset
+        collator = trainer.data_collator
+        if isinstance(dataset, datasets.Dataset):
+            dataset = trainer._remove_unused_columns(dataset, description="race")
+        else:
+            collator = trainer._get_collator_with_removed_columns(collator, description="race")
+        if not hasattr(dataset, "__len__") or len(dataset) == 0:
+            raise ValueError("A race needs a map-style, non-empty train_dataset.")
+        self.dataset, self.collator, self.seed = dataset, collator, seed
+        args = trainer.args
+        self.micro = args.per_device_train_batch_size
+        self.accumulation = args.gradient_accumulation_steps
+        self.processes, self.rank = args.world_size, args.process_index
+        self._orders: dict[int, list[int]] = {}
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.dataset))
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._orders[epoch] = torch.randperm(len(self.dataset), generator=generator).tolist()
+        return self._orders[epoch][offset]
+
+    def step_batches(self, k: int) -> list[dict[str, Any]]:
+        """The micro-batches of this process for race optimizer step ``k`` (paired: the same for every arm)."""
+        per_step = self.micro * self.processes * self.accumulation
+        batches = []
+        for a in range(self.accumulation):
+            start = k * per_step + (a * self.processes + self.rank) * self.micro
+            rows = [self.dataset[self._index(start + i)] for i in range(self.micro)]
+            batches.append(self.collator(rows))
+        return batches
+
+
+class RaceRunner:
+    """Runs one race on a host ``Trainer``'s model and optimizer (see the module docstring)."""
+
+    def __init__(
+        self,
+        trainer: Any,
+        scorer: PromptScorer,
+        settings: RaceSettings,
+        batches: RaceBatches,
+        incumbent_rewarm_step: int,
+        describe: Callable[[], tuple[str, list[int]]],
+        on_step: Callable[[], None] | None = None,
+    ) -> None:
+        self.trainer = trainer
+        self.scorer = scorer
+        self.settings = settings
+        self.batches = batches
+        self.incumbent_rewarm_step = incumbent_rewarm_step
+        self.describe = describe  # the current soft prompt as (text, token ids)
+        self.on_step = on_step  # e.g. a progress bar
+        self.model = trainer.model
+        self.prompt = get_soft_prompt(self.model).weight
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------------------------------------------------
+    def run(self, arms: list[RaceArm]) -> tuple[Race, int]:
+        """Race ``arms`` (arm 0 must be the incumbent); returns the record and the winner's re-warm-up step.
+
+        On return the model and optimizer hold the winner's state.
+        """
+        if not arms or arms[0].kind is not ArmKind.INCUMBENT:
+            raise ValueError("A race's first arm must be the incumbent.")
+        optimizer = self.trainer.optimizer
+        base_values = [p.detach().clone() for p in self.params]
+        base_state = snapshot_state(optimizer, self.params)
+        states = [self._initial_state(arm, base_values, base_state) for arm in arms]
+        race = Race(arms=arms)
+        alive = list(range(len(arms)))
+        budget, rung = self.settings.steps, 0
+        while True:
+            start = states[alive[0]].steps
+            scores = []
+            for index in alive:
+                self._load(states[index])
+                self._train(states[index], start, budget, rung)
+                text, ids = self.describe()
+                score = self.scorer.score()
+                scores.append(
+                    ScoredPrompt(
+                        text=text, token_ids=ids, score=score.value, loss=score.loss, metrics=dict(score.metrics)
+                    )
+                )
+                states[index] = self._save(states[index])
+            race.rungs.append(RaceRung(arms=list(alive), steps=start + budget, scores=scores))
+            race.steps += budget * len(alive)
+            ranked = self._rank(alive, scores)
+            keep = 1 if budget == 0 else math.ceil(len(alive) / self.settings.eta)
+            alive = sorted(ranked[:keep])
+            if len(alive) == 1:
+                break
+            budget *= self.settings.eta
+            rung += 1
+        race.winner = alive[0]
+        self._load(states[race.winner])
+        return race, states[race.winner].rewarm_step
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _initial_state(self, arm: RaceArm, values: list[torch.Tensor], state: list[dict]) -> _ArmState:
+        if arm.kind is ArmKind.INCUMBENT:
+            return _ArmState([v.clone() for v in values], state, self.incumbent_rewarm_step)
+        write_token_ids(self.model, arm.token_ids)
+        start = [p.detach().clone() if p is self.prompt else v.clone() for p, v in zip(self.params, values)]
+        fresh = [{} if p is self.prompt else s for p, s in zip(self.params, state)]
+        return _ArmState(start, fresh, 1 if self.settings.rewarmup_steps > 0 else 0)
+
+    def _load(self, arm: _ArmState) -> None:
+        with torch.no_grad():
+            for param, value in zip(self.params, arm.values):
+                param.copy_(value)
+        restore_state(self.trainer.optimizer, self.params, arm.optimizer_state)
+
+    def _save(self, arm: _ArmState) -> _ArmState:
+        return _ArmState(
+            [p.detach().clone() for p in self.params],
+            snapshot_state(self.trainer.optimizer, self.params),
+            arm.rewarm_step,
+            arm.steps,
+        )
+
+    def _train(self, arm: _ArmState, start: int, budget: int, rung: int) -> None:
+        """``budget`` optimizer steps from race step ``start``, dropout seeded per rung (paired across arms)."""
+        trainer, settings = self.trainer, self.settings
+        model = trainer.model_wrapped
+        optimizer = trainer.optimizer
+        scheduled = [g["lr"] for g in inner_optimizer(optimizer).param_groups]
+        torch.manual_seed(settings.seed * 7919 + rung)
+        try:
+            for k in range(start, start + budget):
+                apply_rewarmup(optimizer, trainer.lr_scheduler, self.prompt, arm.rewarm_step, settings.rewarmup_steps)
+                batches = self.batches.step_batches(k)
+                items = _num_items(trainer, batches)
+                for inputs in batches:
+                    trainer.training_step(model, inputs, items)
+                if trainer.args.max_grad_norm and trainer.args.max_grad_norm > 0:
+                    trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
+                optimizer.step()
+                model.zero_grad()
+                arm.steps += 1
+                if arm.rewarm_step > 0:
+                    arm.rewarm_step = arm.rewarm_step + 1 if arm.rewarm_step < settings.rewarmup_steps else 0
+                if self.on_step is not None:
+                    self.on_step()
+        finally:
+            for group, lr in zip(inner_optimizer(optimizer).param_groups, scheduled):
+                group["lr"] = lr
+
+    def _rank(self, alive: list[int], scores: list[ScoredPrompt]) -> list[int]:
+        """Arms best first; the incumbent (arm 0) counts as better by the margin; non-finite scores rank last."""
+        scorer, margin = self.scorer, self.settings.margin
+
+        def key(pair: tuple[int, ScoredPrompt]) -> float:
+            index, score = pair
+            if not score.finite:
+                return math.inf
+            value = score.score if not scorer.higher_is_better else -score.score
+            return value - (margin if index == 0 else 0.0)
+
+        ranked = [index for index, _ in sorted(zip(alive, scores), key=key)]
+        if self.trainer.accelerator.num_processes > 1:  # one decision for all ranks, even if float sums differ
+            payload = [ranked]
+            broadcast_object_list(payload, from_process=0)
+            ranked = payload[0]
+        return ranked
+
+
+def _num_items(trainer: Any, batches: list[dict[str, Any]]) -> Any:
+    """Items in a step's micro-batches, as the host trainer counts them to scale the loss (None when it doesn't)."""
+    count = getattr(trainer, "_get_num_items_in_batch", None)
+    return count(batches, trainer.args.device) if count is not None else None

@@ -1,0 +1,382 @@
+"""What a catalyst run produces, typed: scored prompts, races, one record per round, the run summary, the history.
+
+The round engine writes these; ``catalyst_history.json``, the model card, ``run.png``, the command-line summary
+and the benchmark read them through this one definition. Pure data (no torch). ``History.from_dict`` also reads
+histories written before the format carried a version (format 1, peft-catalyst 0.1.0.dev0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+HISTORY_FORMAT = 2
+"""Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key)."""
+
+
+class Trigger(str, Enum):
+    """Why a round started: the stage reached ``catalyst_stage_steps``, or the training loss plateaued."""
+
+    SCHEDULE = "schedule"
+    PLATEAU = "plateau"
+
+
+class Decision(str, Enum):
+    """What a round did to the soft prompt."""
+
+    ACCEPTED = "accepted"  # a scored candidate (or race arm) replaced the prompt
+    KEPT = "kept"  # the incumbent won: training goes on as if the round had not happened
+    SKIPPED = "skipped"  # nothing to judge (mentor error, no usable candidate)
+    BLIND = "blind"  # catalyst_selection="first": the first candidate replaced the prompt unscored
+
+    @property
+    def restarted(self) -> bool:
+        """True when the soft prompt was replaced."""
+        return self in (Decision.ACCEPTED, Decision.BLIND)
+
+
+class ArmKind(str, Enum):
+    """Where a race arm starts from."""
+
+    INCUMBENT = "incumbent"  # the current soft prompt with its own optimizer state
+    CANDIDATE = "candidate"  # a mentor proposal, fresh optimizer state and re-warm-up
+    CONTROL = "control"  # random vocabulary tokens (catalyst_race_controls), the round's own control
+
+
+@dataclass
+class ScoredPrompt:
+    """A prompt (text and token ids) with its catalyst-split result.
+
+    ``score`` is the value of the ranking metric (``metric`` of the round), ``loss`` the mean loss; both are None when
+    the prompt was not scored (unusable candidate, blind selection) and ``error`` says why when it could not be used.
+    Trajectory points also carry the optimizer ``step`` they were projected at and that step's ``train_loss``.
+    """
+
+    text: str
+    token_ids: list[int] | None = None
+    score: float | None = None
+    loss: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    step: int | None = None
+    train_loss: float | None = None
+
+    @property
+    def finite(self) -> bool:
+        """True when the prompt was scored and its score is a finite number (only those can be selected)."""
+        return self.score is not None and math.isfinite(self.score)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "finite": self.finite}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoredPrompt:
+        # format 1 wrote trajectory scores as catalyst_score/catalyst_loss/catalyst_metrics and "loss" = train loss
+        if "catalyst_score" in data:
+            return cls(
+                text=data.get("text", ""),
+                token_ids=data.get("token_ids"),
+                score=data.get("catalyst_score"),
+                loss=data.get("catalyst_loss"),
+                metrics=dict(data.get("catalyst_metrics") or {}),
+                step=data.get("step"),
+                train_loss=data.get("train_loss", data.get("loss")),
+            )
+        return cls(
+            text=data.get("text") or "",
+            token_ids=data.get("token_ids"),
+            score=data.get("score"),
+            loss=data.get("loss"),
+            metrics=dict(data.get("metrics") or {}),
+            error=data.get("error"),
+            step=data.get("step"),
+            train_loss=data.get("train_loss"),
+        )
+
+
+@dataclass
+class MentorCall:
+    """One mentor exchange as the history keeps it (the full messages are in the chat log)."""
+
+    name: str
+    error: str | None = None
+    candidates: list[str] = field(default_factory=list)
+    model: str | None = None
+    latency_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    attempts: int | None = None
+    cached: bool = False
+    warning: str | None = None
+    rejected: list[list[str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MentorCall:
+        known = set(cls.__dataclass_fields__)
+        kept = {k: v for k, v in data.items() if k in known}
+        kept.setdefault("name", "unknown")
+        kept["candidates"] = list(kept.get("candidates") or [])
+        kept["rejected"] = [list(r) for r in kept.get("rejected") or []]
+        kept["cached"] = bool(kept.get("cached"))
+        return cls(**kept)
+
+
+@dataclass
+class RaceArm:
+    """An arm of a race: where it starts (``kind``; ``candidate`` indexes the round's candidates) and its text."""
+
+    kind: ArmKind
+    text: str
+    token_ids: list[int]
+    candidate: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "text": self.text,
+            "token_ids": list(self.token_ids),
+            "candidate": self.candidate,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RaceArm:
+        return cls(ArmKind(data["kind"]), data["text"], list(data["token_ids"]), data.get("candidate"))
+
+
+@dataclass
+class RaceRung:
+    """One rung of successive halving: the arms that raced, the steps each had trained after it, their scores."""
+
+    arms: list[int]
+    steps: int
+    scores: list[ScoredPrompt]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arms": list(self.arms), "steps": self.steps, "scores": [s.to_dict() for s in self.scores]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RaceRung:
+        return cls(list(data["arms"]), int(data["steps"]), [ScoredPrompt.from_dict(s) for s in data["scores"]])
+
+
+@dataclass
+class Race:
+    """A round's race: its arms, its rungs and the winning arm; ``steps`` counts every arm's gradient steps."""
+
+    arms: list[RaceArm]
+    rungs: list[RaceRung] = field(default_factory=list)
+    winner: int = 0
+    steps: int = 0
+
+    def arm_steps(self, arm: int) -> int:
+        """Gradient steps arm ``arm`` trained in this race."""
+        return max((r.steps for r in self.rungs if arm in r.arms), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arms": [a.to_dict() for a in self.arms],
+            "rungs": [r.to_dict() for r in self.rungs],
+            "winner": self.winner,
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Race:
+        return cls(
+            [RaceArm.from_dict(a) for a in data["arms"]],
+            [RaceRung.from_dict(r) for r in data.get("rungs", [])],
+            int(data.get("winner", 0)),
+            int(data.get("steps", 0)),
+        )
+
+
+@dataclass
+class RoundRecord:
+    """Everything one round saw and did.
+
+    ``winner`` indexes ``candidates`` when a candidate replaced the prompt (``None`` otherwise; a race won by a
+    control arm has ``race.winner`` pointing at it and ``winner`` None). ``decisive`` is the scored prompt the
+    prompt after the round corresponds to: what a plot or card should show next to the decision.
+    """
+
+    round: int
+    step: int
+    trigger: Trigger
+    decision: Decision
+    metric: str = "loss"
+    higher_is_better: bool = False
+    selection: str = "best"
+    reason: str | None = None
+    winner: int | None = None
+    trajectory: list[ScoredPrompt] = field(default_factory=list)
+    mentor: MentorCall | None = None
+    current: ScoredPrompt | None = None
+    candidates: list[ScoredPrompt] = field(default_factory=list)
+    race: Race | None = None
+    seconds: float = 0.0
+    prompt_after: str | None = None
+
+    @property
+    def race_steps(self) -> int:
+        """Extra gradient steps this round spent (all race arms together; 0 without a race)."""
+        return self.race.steps if self.race is not None else 0
+
+    @property
+    def restarted(self) -> bool:
+        return self.decision.restarted
+
+    @property
+    def decisive(self) -> ScoredPrompt | None:
+        """The scored prompt that the round left in place: the winning arm's last score, the winner, or current."""
+        if self.race is not None and self.race.rungs:
+            last = self.race.rungs[-1]
+            for arm, score in zip(last.arms, last.scores):
+                if arm == self.race.winner:
+                    return score
+        if self.winner is not None and self.decision is Decision.ACCEPTED:
+            return self.candidates[self.winner]
+        if self.decision is Decision.KEPT:
+            return self.current
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "step": self.step,
+            "trigger": self.trigger.value,
+            "decision": self.decision.value,
+            "reason": self.reason,
+            "winner": self.winner,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "selection": self.selection,
+            "trajectory": [p.to_dict() for p in self.trajectory],
+            "mentor": self.mentor.to_dict() if self.mentor is not None else None,
+            "current": self.current.to_dict() if self.current is not None else None,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "race": self.race.to_dict() if self.race is not None else None,
+            "race_steps": self.race_steps,
+            "seconds": self.seconds,
+            "prompt_after": self.prompt_after,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], defaults: dict[str, Any] | None = None) -> RoundRecord:
+        """Read a round of either format; ``defaults`` fills what format 1 kept only in the summary (metric...)."""
+        defaults = defaults or {}
+        decision = data.get("decision")
+        reason = data.get("reason")
+        winner = data.get("winner")
+        if isinstance(decision, dict):  # format 1: {"status", "reason", "accepted", "winner", "text"}
+            reason, winner, decision = decision.get("reason"), decision.get("winner"), decision["status"]
+        current = data.get("current")
+        if current is not None and not current.get("text") and current.get("score") is None:
+            current = None
+        return cls(
+            round=int(data["round"]),
+            step=int(data["step"]),
+            trigger=Trigger(data.get("trigger", "schedule")),
+            decision=Decision(decision),
+            metric=data.get("metric", defaults.get("metric", "loss")),
+            higher_is_better=bool(data.get("higher_is_better", defaults.get("higher_is_better", False))),
+            selection=data.get("selection", defaults.get("selection", "best")),
+            reason=reason,
+            winner=winner,
+            trajectory=[ScoredPrompt.from_dict(p) for p in data.get("trajectory") or []],
+            mentor=MentorCall.from_dict(data["mentor"]) if data.get("mentor") else None,
+            current=ScoredPrompt.from_dict(current) if current else None,
+            candidates=[ScoredPrompt.from_dict(c) for c in data.get("candidates") or []],
+            race=Race.from_dict(data["race"]) if data.get("race") else None,
+            seconds=float(data.get("seconds") or 0.0),
+            prompt_after=data.get("prompt_after"),
+        )
+
+
+@dataclass
+class RunSummary:
+    """Counts over a run's rounds, the mentor's usage and the compute spent, so runs compare at equal compute.
+
+    ``stage_steps`` are the optimizer steps of the main loop (``global_step``), ``race_steps`` the extra gradient
+    steps of all race arms; ``total_steps`` is their sum.
+    """
+
+    rounds: int = 0
+    accepted: int = 0
+    kept: int = 0
+    skipped: int = 0
+    mentor: str | None = None
+    mentor_usage: dict[str, Any] | None = None
+    selection: str = "best"
+    metric: str = "loss"
+    higher_is_better: bool = False
+    stage_steps: int = 0
+    race_steps: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    final_prompt: str | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.stage_steps + self.race_steps
+
+    @classmethod
+    def of(cls, rounds: list[RoundRecord], **kwargs: Any) -> RunSummary:
+        """The summary of ``rounds``; ``kwargs`` give the fields that do not come from the rounds."""
+        decisions = [r.decision for r in rounds]
+        return cls(
+            rounds=len(rounds),
+            accepted=sum(d.restarted for d in decisions),
+            kept=decisions.count(Decision.KEPT),
+            skipped=decisions.count(Decision.SKIPPED),
+            race_steps=sum(r.race_steps for r in rounds),
+            **kwargs,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "greater_is_better": self.higher_is_better, "total_steps": self.total_steps}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        data = dict(data)
+        if "greater_is_better" in data and "higher_is_better" not in data:
+            data["higher_is_better"] = data["greater_is_better"]
+        known = set(cls.__dataclass_fields__)
+        kept = {k: v for k, v in data.items() if k in known}
+        kept["higher_is_better"] = bool(kept.get("higher_is_better") or False)
+        return cls(**kept)
+
+
+@dataclass
+class History:
+    """The content of ``catalyst_history.json``: the summary and one record per round, with the format version."""
+
+    summary: RunSummary = field(default_factory=RunSummary)
+    rounds: list[RoundRecord] = field(default_factory=list)
+    format: int = HISTORY_FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "summary": self.summary.to_dict(), "rounds": [r.to_dict() for r in self.rounds]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | list[dict[str, Any]]) -> History:
+        """Read format 2 or the unversioned format 1; a bare list is read as the rounds alone."""
+        if isinstance(data, list):
+            data = {"rounds": data}
+        version = int(data.get("format", 1))
+        if version > HISTORY_FORMAT:
+            raise ValueError(
+                f"catalyst_history.json has format {version}, newer than this peft-catalyst reads ({HISTORY_FORMAT}): "
+                "upgrade peft-catalyst."
+            )
+        summary = RunSummary.from_dict(data.get("summary") or {})
+        defaults = {
+            "metric": summary.metric,
+            "higher_is_better": summary.higher_is_better,
+            "selection": summary.selection,
+        }
+        rounds = [RoundRecord.from_dict(r, defaults) for r in data.get("rounds") or []]
+        return cls(summary=summary, rounds=rounds, format=HISTORY_FORMAT)

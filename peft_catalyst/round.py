@@ -1,0 +1,485 @@
+"""One LLM-guided round, start to finish, producing a :class:`~peft_catalyst.records.RoundRecord`.
+
+The round orchestrates; it does not know how a mentor talks to its server (``peft_catalyst.mentors``), how a soft
+prompt maps to tokens (``peft_catalyst.projection``), how prompts are scored (``peft_catalyst.scoring``) or raced
+(``peft_catalyst.race``). In order:
+
+1. the stage's trajectory is thinned to a few distinct points, each re-embedded from its tokens and scored on the
+   catalyst split (a hard prompt scored before reuses its score while nothing but the soft prompt trains);
+2. the mentor, on the main process only, gets the scored trajectory, the metric and its direction and the earlier
+   rounds' outcomes, and proposes candidates, which are broadcast to every process;
+3. selection: ``"best"`` scores every candidate and the current prompt untrained and keeps the best finite score;
+   ``"race"`` trains them (and optional random controls) for a counted budget first; ``"first"`` takes the first
+   candidate unscored (the research code's rule, for ablations);
+4. a new start is written into the soft prompt in place, the prompt's optimizer state is reset and its learning
+   rate re-warmed; otherwise the soft prompt is restored bit for bit.
+
+Everything runs under a forked RNG and restores the model's train/eval mode, so a ``"best"`` round whose candidates
+all lose leaves training exactly as if it had not happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import broadcast_object_list
+from tqdm.auto import tqdm
+
+from peft_catalyst.history import ChatLog
+from peft_catalyst.mentors import Mentor, MentorError, MentorProposal, MentorRequest, PastRound, TrajectoryPoint
+from peft_catalyst.projection import (
+    Projector,
+    allowed_token_ids,
+    get_soft_prompt,
+    read_soft_prompt,
+    text_to_token_ids,
+    write_soft_prompt_,
+    write_token_ids,
+)
+from peft_catalyst.race import RaceBatches, RaceRunner, RaceSettings
+from peft_catalyst.records import (
+    ArmKind,
+    Decision,
+    MentorCall,
+    RaceArm,
+    RoundRecord,
+    ScoredPrompt,
+    Trigger,
+)
+from peft_catalyst.restart import reset_param_state
+from peft_catalyst.scoring import PromptScorer, Score
+from peft_catalyst.trajectory import Trajectory
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundOutcome:
+    """A round's record, plus what the schedule must carry on: the re-warm-up step (None: leave it as it was)."""
+
+    record: RoundRecord
+    rewarm_step: int | None
+
+
+class RoundEngine:
+    """Runs rounds on a host ``Trainer`` (its model, optimizer, accelerator and evaluation pieces).
+
+    Args:
+        trainer: the host ``transformers.Trainer`` (or ``SFTTrainer``, ``Seq2SeqTrainer``, ...).
+        mentor: anything with ``propose(request) -> MentorProposal``, ``name`` and ``usage``.
+        settings: the ``catalyst_*`` settings (:class:`~peft_catalyst.trainer.CatalystArguments`).
+        scorer: scores the model's current soft prompt on the catalyst split.
+        projector: reads the soft prompt as text and token ids.
+        task_description: what the mentor is told the task is.
+        timings: seconds per phase, accumulated in place.
+    """
+
+    def __init__(
+        self,
+        trainer: Any,
+        mentor: Mentor,
+        settings: Any,
+        scorer: PromptScorer,
+        projector: Projector,
+        task_description: str,
+        timings: dict[str, float],
+    ) -> None:
+        self.trainer = trainer
+        self.mentor = mentor
+        self.settings = settings
+        self.scorer = scorer
+        self.projector = projector
+        self.task_description = task_description
+        self.timings = timings
+        self.hard_prompt_scores: dict[tuple[int, ...], Score] = {}
+        self.racing = False  # True while race arms train (their losses are not the main loop's)
+
+    @property
+    def model(self):
+        return self.trainer.model
+
+    @property
+    def tokenizer(self):
+        tok = self.trainer.processing_class
+        return getattr(tok, "tokenizer", tok)
+
+    # ------------------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        index: int,
+        step: int,
+        trigger: Trigger,
+        trajectory: Trajectory,
+        earlier: list[RoundRecord],
+        rewarm_step: int,
+        chat_log: ChatLog | None,
+    ) -> RoundOutcome:
+        """Run round ``index`` at optimizer step ``step``; the model keeps the chosen prompt afterwards."""
+        settings = self.settings
+        started = time.perf_counter()
+        saved = read_soft_prompt(self.model)
+        if not self.only_prompt_trains():  # the trained weights also move hard prompts' scores
+            self.hard_prompt_scores.clear()
+        record = RoundRecord(
+            round=index,
+            step=step,
+            trigger=trigger,
+            decision=Decision.SKIPPED,
+            metric=self.scorer.metric if self.scorer.score_fn is None else "score_fn",
+            higher_is_better=self.scorer.higher_is_better,
+            selection=settings.catalyst_selection,
+        )
+        new_rewarm: int | None = None
+        with preserved_rng(), preserved_mode(self.model):
+            for point in trajectory.select(settings.catalyst_trajectory_points):
+                score = self.score_token_ids(point.token_ids)
+                record.trajectory.append(
+                    _scored(point.text, point.token_ids, score, step=point.step, train_loss=point.loss)
+                )
+            write_soft_prompt_(self.model, saved)
+
+            request = self.mentor_request(record.trajectory, earlier)
+            proposal, error = self.propose(request)
+            record.mentor = _mentor_call(self.mentor, proposal, error)
+            if chat_log is not None:
+                chat_log.append(_chat_entry(record, request, proposal, error))
+
+            record.candidates = self.tokenize(proposal.candidates if proposal else [])
+            usable = [i for i, c in enumerate(record.candidates) if c.token_ids is not None]
+            if error is not None:
+                record.reason = "mentor_error"
+            elif not record.candidates:
+                record.reason = (proposal.warning if proposal else None) or "no usable candidate"
+            elif not usable:
+                record.reason = "no candidate could be tokenized"
+            elif settings.catalyst_selection == "first":
+                record.decision, record.winner = Decision.BLIND, usable[0]
+                write_token_ids(self.model, record.candidates[usable[0]].token_ids)
+                new_rewarm = self.after_restart()
+            elif settings.catalyst_selection == "race":
+                new_rewarm = self.race(record, usable, saved, rewarm_step)
+            else:
+                new_rewarm = self.best(record, usable, saved)
+        record.seconds = round(time.perf_counter() - started, 3)
+        record.prompt_after = self.projector.text()
+        return RoundOutcome(record, new_rewarm)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Selection rules
+    # ------------------------------------------------------------------------------------------------------------
+
+    def best(self, record: RoundRecord, usable: list[int], saved: torch.Tensor) -> int | None:
+        """Score the current prompt and every candidate untrained; the best finite score, strictly better, wins."""
+        bar = self._bar(len(usable) + 1, record.round, "scoring")
+        current = self.scorer.score()
+        bar.update()
+        record.current = _scored(self.projector.text(), None, current)
+        for i in usable:
+            score = self.score_token_ids(record.candidates[i].token_ids)
+            _fill(record.candidates[i], score)
+            bar.update()
+        bar.close()
+        write_soft_prompt_(self.model, saved)
+        best = None
+        for i in usable:
+            cand = record.candidates[i]
+            if cand.finite and (best is None or self.scorer.better(cand.score, record.candidates[best].score)):
+                best = i
+        if (
+            best is not None
+            and current.finite
+            and not self.scorer.better(record.candidates[best].score, current.value)
+        ):
+            best = None
+        best = self._one_decision(best)
+        if best is None:
+            record.decision = Decision.KEPT
+            return None
+        record.decision, record.winner = Decision.ACCEPTED, best
+        write_token_ids(self.model, record.candidates[best].token_ids)
+        return self.after_restart()
+
+    def race(self, record: RoundRecord, usable: list[int], saved: torch.Tensor, rewarm_step: int) -> int | None:
+        """Race the incumbent, the usable candidates and the controls (see :mod:`peft_catalyst.race`)."""
+        settings = self.settings
+        if self.trainer.is_deepspeed_enabled:
+            raise ValueError(
+                "catalyst_selection='race' is not supported under DeepSpeed (its optimizer state is partitioned "
+                "inside the engine); use catalyst_selection='best'."
+            )
+        current_text, current_ids = self.projector.text(), self.projector.token_ids()
+        arms = [RaceArm(ArmKind.INCUMBENT, current_text, list(current_ids))]
+        arms += [
+            RaceArm(ArmKind.CANDIDATE, record.candidates[i].text, list(record.candidates[i].token_ids), candidate=i)
+            for i in usable
+        ]
+        seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
+        seed = seed * 1009 + record.round
+        for ids in self.control_token_ids(settings.catalyst_race_controls, seed):
+            arms.append(RaceArm(ArmKind.CONTROL, self.tokenizer.decode(ids), ids))
+        race_settings = RaceSettings(
+            steps=settings.catalyst_race_steps,
+            eta=settings.catalyst_race_eta,
+            margin=settings.catalyst_race_margin,
+            rewarmup_steps=settings.catalyst_rewarmup_steps,
+            seed=seed,
+        )
+        total = _race_total_steps(len(arms), race_settings.steps, race_settings.eta)
+        bar = self._bar(total, record.round, "race")
+        runner = RaceRunner(
+            self.trainer,
+            self.scorer,
+            race_settings,
+            RaceBatches(self.trainer, seed),
+            incumbent_rewarm_step=rewarm_step,
+            describe=lambda: (self.projector.text(), self.projector.token_ids()),
+            on_step=bar.update,
+        )
+        self.racing = True
+        started = time.perf_counter()
+        try:
+            race, rewarm = runner.run(arms)
+        finally:
+            self.racing = False
+            bar.close()
+            self.timings["race"] = self.timings.get("race", 0.0) + time.perf_counter() - started
+        record.race = race
+        first = race.rungs[0]
+        for arm_index, score in zip(first.arms, first.scores):
+            arm = race.arms[arm_index]
+            if arm.kind is ArmKind.INCUMBENT:
+                record.current = ScoredPrompt(
+                    text=current_text,
+                    token_ids=list(current_ids),
+                    score=score.score,
+                    loss=score.loss,
+                    metrics=dict(score.metrics),
+                )
+            elif arm.kind is ArmKind.CANDIDATE:
+                _fill(record.candidates[arm.candidate], Score(score.score, score.loss, score.metrics))
+        winner = race.arms[race.winner]
+        if winner.kind is ArmKind.INCUMBENT:
+            record.decision = Decision.KEPT
+        else:
+            record.decision = Decision.ACCEPTED
+            record.winner = winner.candidate
+        return rewarm
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Pieces
+    # ------------------------------------------------------------------------------------------------------------
+
+    def score_token_ids(self, token_ids: list[int]) -> Score:
+        """Write a hard prompt into the soft prompt and score it; a repeated prompt reuses its score.
+
+        Reuse is exact: a hard prompt's score depends only on its ids and the other weights, which do not change
+        within a round, nor between rounds when the soft prompt is the only trained parameter (the cache is cleared
+        otherwise). Trajectories that stop moving and mentors that repeat themselves make repeats common.
+        """
+        key = tuple(int(i) for i in token_ids)
+        score = self.hard_prompt_scores.get(key)
+        if score is None:
+            write_token_ids(self.model, list(key))
+            score = self.hard_prompt_scores[key] = self.scorer.score()
+        return score
+
+    def only_prompt_trains(self) -> bool:
+        """True when the soft prompt is the model's only trainable parameter (no head in ``modules_to_save``)."""
+        prompt = get_soft_prompt(self.model).weight
+        return all(p is prompt for p in self.model.parameters() if p.requires_grad)
+
+    def mentor_request(self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord]) -> MentorRequest:
+        """What the mentor sees: the finite-scored trajectory, the metric and its direction, earlier outcomes."""
+        soft = get_soft_prompt(self.model)
+        points = [TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in trajectory if p.finite]
+        past = [
+            PastRound(
+                round=r.round,
+                proposed=[c.text for c in r.candidates],
+                scores=[c.score if c.finite else None for c in r.candidates],
+                taken=r.candidates[r.winner].text if r.winner is not None and r.restarted else None,
+                current_score=r.current.score if r.current is not None and r.current.finite else None,
+            )
+            for r in earlier
+            if r.candidates
+        ]
+        return MentorRequest(
+            task_description=self.task_description,
+            trajectory=points,
+            num_candidates=self.settings.catalyst_num_candidates,
+            max_words=self.settings.catalyst_max_words or soft.num_virtual_tokens,
+            manual_prompt=self.settings.catalyst_manual_prompt,
+            metric=self.scorer.metric if self.scorer.score_fn is None else "score",
+            higher_is_better=self.scorer.higher_is_better,
+            earlier_rounds=past,
+        )
+
+    def propose(self, request: MentorRequest) -> tuple[MentorProposal | None, str | None]:
+        """Ask the mentor on the main process only and broadcast its answer; never raises."""
+        started = time.perf_counter()
+        accelerator = self.trainer.accelerator
+        payload: list[Any] = [None]
+        if accelerator.is_main_process:
+            try:
+                proposal = self.mentor.propose(request)
+                payload = [{"proposal": proposal.to_dict(), "error": None}]
+            except MentorError as exc:
+                logger.warning("Mentor round skipped: %s", exc)
+                payload = [{"proposal": None, "error": str(exc)}]
+            except Exception as exc:  # a mentor bug must not kill a training run
+                logger.warning("Mentor round skipped: unexpected %s: %s", type(exc).__name__, exc)
+                payload = [{"proposal": None, "error": f"{type(exc).__name__}: {exc}"}]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(payload, from_process=0)
+        data = payload[0]
+        self.timings["mentor"] += time.perf_counter() - started
+        proposal = MentorProposal.from_dict(data["proposal"]) if data["proposal"] else None
+        return proposal, data["error"]
+
+    def tokenize(self, texts: list[str]) -> list[ScoredPrompt]:
+        """Candidates as token ids of the prompt's length; one that cannot be tokenized keeps its error."""
+        n = get_soft_prompt(self.model).num_virtual_tokens
+        out = []
+        for text in texts:
+            try:
+                out.append(ScoredPrompt(text=text, token_ids=text_to_token_ids(self.tokenizer, text, n)))
+            except ValueError as exc:
+                out.append(ScoredPrompt(text=text, error=str(exc)))
+        return out
+
+    def control_token_ids(self, count: int, seed: int) -> list[list[int]]:
+        """``count`` prompts of uniformly random printable vocabulary tokens (the race's controls), seeded."""
+        if count <= 0:
+            return []
+        soft = get_soft_prompt(self.model)
+        allowed = allowed_token_ids(self.tokenizer, "printable", self.model.word_embeddings.weight.shape[0])
+        generator = torch.Generator().manual_seed(seed)
+        picks = torch.randint(len(allowed), (count, soft.num_virtual_tokens), generator=generator)
+        return [allowed[row].tolist() for row in picks]
+
+    def after_restart(self) -> int:
+        """Reset the prompt's optimizer state; return the re-warm-up step to start at (0: none)."""
+        settings = self.settings
+        weight = get_soft_prompt(self.model).weight
+        if settings.catalyst_reset_optimizer and self.trainer.optimizer is not None:
+            if self.trainer.is_deepspeed_enabled:
+                logger.warning("catalyst_reset_optimizer is not supported under DeepSpeed; the state is kept.")
+            else:
+                reset_param_state(self.trainer.optimizer, weight)
+        return 1 if settings.catalyst_rewarmup_steps > 0 and self.trainer.optimizer is not None else 0
+
+    def _one_decision(self, value: Any) -> Any:
+        """Rank 0's decision for every process (float sums may differ by a bit between ranks)."""
+        if self.trainer.accelerator.num_processes > 1:
+            payload = [value]
+            broadcast_object_list(payload, from_process=0)
+            value = payload[0]
+        return value
+
+    def _bar(self, total: int, index: int, what: str):
+        return tqdm(
+            total=total,
+            desc=f"catalyst round {index}: {what}",
+            leave=False,
+            disable=self.trainer.args.disable_tqdm or not self.trainer.is_local_process_zero(),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _race_total_steps(arms: int, steps: int, eta: int) -> int:
+    """Gradient steps a race of ``arms`` arms will spend (for the progress bar)."""
+    total, alive, budget = 0, arms, steps
+    while alive > 1 and budget > 0:
+        total += alive * budget
+        alive, budget = math.ceil(alive / eta), budget * eta
+    return total
+
+
+def _scored(text: str, token_ids, score: Score, step: int | None = None, train_loss: float | None = None):
+    return ScoredPrompt(
+        text=text,
+        token_ids=list(token_ids) if token_ids is not None else None,
+        score=score.value,
+        loss=score.loss,
+        metrics=dict(score.metrics),
+        step=step,
+        train_loss=train_loss,
+    )
+
+
+def _fill(prompt: ScoredPrompt, score: Score) -> None:
+    prompt.score, prompt.loss, prompt.metrics = score.value, score.loss, dict(score.metrics)
+
+
+def _mentor_call(mentor: Any, proposal: MentorProposal | None, error: str | None) -> MentorCall:
+    name = getattr(mentor, "name", type(mentor).__name__)
+    if proposal is None:
+        return MentorCall(name=name, error=error)
+    return MentorCall(
+        name=name,
+        error=error,
+        candidates=list(proposal.candidates),
+        model=proposal.model,
+        latency_s=proposal.latency_s,
+        prompt_tokens=proposal.prompt_tokens,
+        completion_tokens=proposal.completion_tokens,
+        attempts=proposal.attempts,
+        cached=proposal.cached,
+        warning=proposal.warning,
+        rejected=[list(r) for r in proposal.rejected],
+    )
+
+
+def _chat_entry(record: RoundRecord, request: MentorRequest, proposal: MentorProposal | None, error: str | None):
+    return {
+        "round": record.round,
+        "step": record.step,
+        "mentor": record.mentor.name if record.mentor else None,
+        "request": request.to_dict(),
+        "messages": proposal.messages if proposal else None,
+        "reply": proposal.raw if proposal else None,
+        "candidates": proposal.candidates if proposal else [],
+        "latency_s": proposal.latency_s if proposal else None,
+        "prompt_tokens": proposal.prompt_tokens if proposal else None,
+        "completion_tokens": proposal.completion_tokens if proposal else None,
+        "error": error,
+    }
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run the block without consuming the torch (CPU and CUDA), NumPy or Python RNG streams of training."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def preserved_mode(model: torch.nn.Module):
+    """Restore every module's train/eval mode after the block."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+__all__ = ["RoundEngine", "RoundOutcome", "preserved_mode", "preserved_rng"]

@@ -1,0 +1,429 @@
+"""``CatalystCallback``: the schedule of LLM-guided rounds, for any ``transformers.Trainer``.
+
+After every optimizer step it records the soft prompt's trajectory and, when a stage is over (or the training loss
+plateaus), runs a round (:class:`~peft_catalyst.round.RoundEngine`). It keeps the typed round records, writes
+``catalyst_history.json``, logs through ``Trainer.log`` and carries its state in every checkpoint.
+
+Works on a stock ``Trainer``, TRL's ``SFTTrainer`` or ``Seq2SeqTrainer``: ``CatalystCallback(mentor, ...).attach(
+trainer)``. :class:`~peft_catalyst.trainer.CatalystMixin` adds what a callback cannot do: the prompt's own optimizer
+parameter group (so a re-warm-up scales the prompt alone), the exact training loss of every step (for the trajectory
+and plateau detection) and the checkpoint path of an explicit ``resume_from_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
+from peft_catalyst.projection import Projector, get_soft_prompt
+from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger
+from peft_catalyst.restart import apply_rewarmup
+from peft_catalyst.round import RoundEngine
+from peft_catalyst.scoring import PromptScorer, ScoreFunction
+from peft_catalyst.trajectory import Trajectory
+
+from .catalyst_config import CatalystArguments, catalyst_fields, higher_is_better
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "catalyst_state.json"
+
+
+@dataclass
+class CatalystState:
+    """Everything about the catalyst schedule that a checkpoint must carry to resume exactly."""
+
+    rounds_done: int = 0
+    stage_start_step: int = 0
+    trajectory: Trajectory = field(default_factory=Trajectory)
+    rewarm_step: int = 0  # optimizer steps into the current re-warm-up (0: none running)
+    plateau_ema: float | None = None
+    plateau_best: float | None = None
+    plateau_wait: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["trajectory"] = self.trajectory.to_list()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CatalystState:
+        data = dict(data)
+        data["trajectory"] = Trajectory.from_list(data.get("trajectory", []))
+        return cls(**data)
+
+
+class CatalystCallback(TrainerCallback):
+    """Runs LLM-guided rounds in the ``Trainer`` it is attached to.
+
+    Args:
+        mentor: a mentor (``propose(request) -> MentorProposal``, ``name``, ``usage``); ``None`` runs no rounds.
+        args: the ``catalyst_*`` settings: :class:`CatalystArguments`, or any object carrying them (e.g. a config
+            class inheriting both ``SFTConfig`` and ``CatalystArguments``). Default: the trainer's ``args`` when
+            they carry them, else ``CatalystArguments()``.
+        catalyst_dataset: the held-out split candidates are scored on, preprocessed as the trainer's eval data.
+            By default ``catalyst_eval_size`` examples are carved (seeded by the training seed) from the trainer's
+            ``train_dataset`` *after* the trainer prepared it, and removed from training.
+        score_fn: rank prompts by your own function of the catalyst split's predictions (an ``EvalPrediction``
+            with ``losses``) instead of ``catalyst_metric``; its direction is ``catalyst_greater_is_better``
+            (default: higher is better for a ``score_fn``).
+    """
+
+    def __init__(
+        self,
+        mentor: Any = None,
+        args: Any = None,
+        catalyst_dataset: Any = None,
+        score_fn: ScoreFunction | None = None,
+    ) -> None:
+        self.mentor = mentor
+        self.settings: CatalystArguments | None = catalyst_fields(args) if args is not None else None
+        self.catalyst_dataset = catalyst_dataset
+        self.score_fn = score_fn
+        self.trainer: Any = None
+        self.history: list[RoundRecord] = []
+        self.state = CatalystState()
+        self.timings = _new_timings()
+        self.step_loss: float | None = None  # filled by CatalystMixin.training_step; None: loss not known
+        self._engine: RoundEngine | None = None
+        self._projector: Projector | None = None
+        self._prepared = False
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Set-up
+    # ------------------------------------------------------------------------------------------------------------
+
+    def attach(self, trainer: Any) -> CatalystCallback:
+        """Bind to ``trainer`` (carving the catalyst split from its prepared train data) and register as callback."""
+        if self.settings is None:
+            self.settings = catalyst_fields(trainer.args) if hasattr(trainer.args, "catalyst_rounds") else None
+            self.settings = self.settings or CatalystArguments()
+        get_soft_prompt(trainer.model)  # a clear error for any model without a prompt-tuning adapter
+        self.trainer = trainer
+        if self.rounds_enabled:
+            if trainer.args.max_steps > 0:
+                self.settings.validate_schedule(trainer.args.max_steps)
+            if self.catalyst_dataset is None:
+                if trainer.train_dataset is None:
+                    raise ValueError(
+                        "Mentor rounds need data: give the trainer a train_dataset (a catalyst split is carved from "
+                        "it) or pass catalyst_dataset= explicitly."
+                    )
+                trainer.train_dataset, self.catalyst_dataset = split_catalyst_dataset(
+                    trainer.train_dataset, self.settings.catalyst_eval_size, trainer.args.seed
+                )
+            self.task_description()  # fail now, not at the first round
+        elif self.mentor is None and self.settings.catalyst_rounds > 0:
+            logger.warning("No mentor: training runs as plain prompt tuning, without rounds.")
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        return self
+
+    @property
+    def rounds_enabled(self) -> bool:
+        return self.mentor is not None and self.settings is not None and self.settings.catalyst_rounds > 0
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Direction of the ranking value (``score_fn`` defaults to higher is better, metrics by their name)."""
+        given = self.settings.catalyst_greater_is_better
+        if self.score_fn is not None:
+            return True if given is None else given
+        return higher_is_better(self.settings.catalyst_metric, given)
+
+    @property
+    def projector(self) -> Projector:
+        if self._projector is None:
+            tok = self.trainer.processing_class
+            tok = getattr(tok, "tokenizer", tok)
+            if tok is None or not callable(getattr(tok, "decode", None)):
+                raise ValueError("LLM-guided rounds need the base model's tokenizer: pass processing_class=tokenizer.")
+            self._projector = Projector(self.trainer.model, tok)
+        return self._projector
+
+    @property
+    def engine(self) -> RoundEngine:
+        """The round engine (built on first use, when the trainer's model and optimizer exist)."""
+        if self._engine is None:
+            scorer = PromptScorer(
+                self.trainer,
+                self.catalyst_dataset,
+                metric=self.settings.catalyst_metric,
+                higher_is_better=self.higher_is_better,
+                score_fn=self.score_fn,
+            )
+            self._engine = RoundEngine(
+                self.trainer,
+                self.mentor,
+                self.settings,
+                scorer,
+                self.projector,
+                self.task_description(),
+                self.timings,
+            )
+        return self._engine
+
+    @property
+    def racing(self) -> bool:
+        """True while race arms train (their losses are not the main loop's)."""
+        return self._engine is not None and self._engine.racing
+
+    def task_description(self) -> str:
+        soft = get_soft_prompt(self.trainer.model)
+        text = self.settings.catalyst_task_description or getattr(soft.config, "task_description", None)
+        if not text:
+            raise ValueError(
+                "No task description for the mentor: set CatalystConfig(task_description=...) or "
+                "catalyst_task_description=... in the catalyst arguments."
+            )
+        return text
+
+    def prepare(self, checkpoint: str | os.PathLike | None = None) -> None:
+        """Start a run: fresh state, or the state saved in ``checkpoint`` when resuming."""
+        self.history, self.state = [], CatalystState()
+        self.timings.clear()
+        self.timings.update(_new_timings())  # in place: the engine accumulates into the same dict
+        if self._engine is not None:
+            self._engine.hard_prompt_scores.clear()
+            self._engine.scorer.seconds = 0.0
+        self.step_loss = None
+        if checkpoint is not None:
+            self._load_state(checkpoint)
+        self._prepared = True
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Trainer events
+    # ------------------------------------------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer is None:
+            raise RuntimeError("CatalystCallback is not attached: call callback.attach(trainer) before train().")
+        if not self._prepared:  # a stock Trainer resuming: look for the state beside its checkpoint
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            self.prepare(folder if state.global_step > 0 else None)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        started = time.perf_counter()
+        trigger = self._record_step(state.global_step)
+        self.timings["step_bookkeeping"] += time.perf_counter() - started
+        if trigger is not None:
+            started = time.perf_counter()
+            self._run_round(trigger, state.global_step)
+            self.timings["rounds"] += time.perf_counter() - started
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if args.should_save:
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if folder.is_dir():
+                write_json_atomic(
+                    folder / STATE_FILE,
+                    {"state": self.state.to_dict(), "history": [r.to_dict() for r in self.history]},
+                )
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.write_history()
+        self._prepared = False
+        return control
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The schedule
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _record_step(self, step: int) -> Trigger | None:
+        """Trajectory point, re-warm-up and plateau bookkeeping of one optimizer step; returns a round trigger."""
+        state, settings, trainer = self.state, self.settings, self.trainer
+        loss = self.step_loss
+        self.step_loss = None if loss is None else 0.0
+        if loss is not None and trainer.accelerator.num_processes > 1:
+            loss = float(trainer.accelerator.reduce(torch.tensor(loss, device=trainer.args.device), reduction="mean"))
+        self._advance_rewarmup()
+        if not self.rounds_enabled or state.rounds_done >= settings.catalyst_rounds:
+            return None
+        started = time.perf_counter()
+        ids = self.projector.token_ids()
+        self.timings["projection"] += time.perf_counter() - started
+        state.trajectory.append(step, self.projector.tokenizer.decode(ids), ids, math.nan if loss is None else loss)
+        if step - state.stage_start_step >= settings.catalyst_stage_steps:
+            return Trigger.SCHEDULE
+        if settings.catalyst_plateau_patience and loss is not None and self._plateau(loss):
+            return Trigger.PLATEAU
+        return None
+
+    def _plateau(self, loss: float) -> bool:
+        """True when the stage's smoothed (EMA 0.9) training loss has not improved for ``patience`` steps."""
+        state = self.state
+        if not math.isfinite(loss):
+            return False
+        state.plateau_ema = loss if state.plateau_ema is None else 0.9 * state.plateau_ema + 0.1 * loss
+        if state.plateau_best is None or state.plateau_ema < state.plateau_best:
+            state.plateau_best, state.plateau_wait = state.plateau_ema, 0
+            return False
+        state.plateau_wait += 1
+        return state.plateau_wait >= self.settings.catalyst_plateau_patience
+
+    def _run_round(self, trigger: Trigger, step: int) -> None:
+        state, trainer = self.state, self.trainer
+        chat_log = self.chat_log() if trainer.args.should_save else None
+        outcome = self.engine.run(
+            state.rounds_done + 1, step, trigger, state.trajectory, self.history, state.rewarm_step, chat_log
+        )
+        if outcome.rewarm_step is not None:
+            state.rewarm_step = outcome.rewarm_step
+            self._apply_rewarmup()
+        state.rounds_done += 1
+        state.trajectory.clear()
+        state.stage_start_step = step
+        state.plateau_ema = state.plateau_best = None
+        state.plateau_wait = 0
+        self.history.append(outcome.record)
+        self._log_round(outcome.record)
+        self.write_history()
+
+    def _advance_rewarmup(self) -> None:
+        state = self.state
+        if state.rewarm_step <= 0:
+            return
+        state.rewarm_step += 1
+        if state.rewarm_step > self.settings.catalyst_rewarmup_steps:
+            state.rewarm_step = 0
+        self._apply_rewarmup()
+
+    def _apply_rewarmup(self) -> None:
+        trainer = self.trainer
+        if trainer.optimizer is None:
+            return
+        weight = get_soft_prompt(trainer.model).weight
+        apply_rewarmup(
+            trainer.optimizer,
+            trainer.lr_scheduler,
+            weight,
+            self.state.rewarm_step,
+            self.settings.catalyst_rewarmup_steps,
+        )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Records, logs and files
+    # ------------------------------------------------------------------------------------------------------------
+
+    def chat_log(self) -> ChatLog:
+        """The JSON Lines log of every mentor exchange, in ``output_dir``."""
+        return ChatLog(Path(self.trainer.args.output_dir) / self.settings.catalyst_chat_log)
+
+    def _log_round(self, record: RoundRecord) -> None:
+        logs: dict[str, float] = {
+            "catalyst/round": float(record.round),
+            "catalyst/accepted": float(record.restarted),
+            "catalyst/skipped": float(record.decision.value == "skipped"),
+            "catalyst/num_candidates": float(len(record.candidates)),
+            "catalyst/seconds": float(record.seconds),
+            "catalyst/race_steps": float(record.race_steps),
+            "catalyst/total_steps": float(self.trainer.state.global_step + self.race_steps),
+        }
+        if record.current is not None and record.current.loss is not None:
+            logs["catalyst/current_loss"] = float(record.current.loss)
+        if record.current is not None and record.current.finite:
+            logs["catalyst/current_score"] = float(record.current.score)
+        finite = [c for c in record.candidates if c.finite]
+        if finite:
+            logs["catalyst/best_candidate_loss"] = float(min(c.loss for c in finite))
+            pick = max if self.higher_is_better else min
+            logs["catalyst/best_candidate_score"] = float(pick(c.score for c in finite))
+        if record.mentor is not None and record.mentor.latency_s is not None:
+            logs["catalyst/mentor_latency_s"] = float(record.mentor.latency_s)
+        logger.info("catalyst round %d at step %d: %s", record.round, record.step, record.decision.value)
+        self.trainer.log(logs)
+
+    @property
+    def race_steps(self) -> int:
+        """Gradient steps spent in races so far (on top of the main loop's ``global_step``)."""
+        return sum(r.race_steps for r in self.history)
+
+    def summary(self) -> RunSummary:
+        """Counts over the rounds so far, the mentor's usage and the compute spent."""
+        usage = getattr(getattr(self.mentor, "usage", None), "to_dict", lambda: None)()
+        trainer = self.trainer
+        if self._engine is not None:
+            self.timings["scoring"] = self._engine.scorer.seconds
+        return RunSummary.of(
+            self.history,
+            mentor=getattr(self.mentor, "name", None),
+            mentor_usage=usage,
+            selection=self.settings.catalyst_selection,
+            metric=self.settings.catalyst_metric if self.score_fn is None else "score_fn",
+            higher_is_better=self.higher_is_better,
+            stage_steps=trainer.state.global_step if trainer is not None else 0,
+            seconds={k: round(v, 3) for k, v in self.timings.items()},
+            final_prompt=self.projector.text()
+            if trainer is not None and trainer.processing_class is not None
+            else None,
+        )
+
+    def history_record(self) -> History:
+        """The run's :class:`~peft_catalyst.records.History` (what ``catalyst_history.json`` holds)."""
+        return History(summary=self.summary(), rounds=list(self.history))
+
+    def write_history(self) -> None:
+        """Write ``catalyst_history.json`` into ``output_dir`` (main process, runs with rounds)."""
+        if self.trainer.args.should_save and self.rounds_enabled:
+            write_history(self.trainer.args.output_dir, self.history_record())
+
+    def _load_state(self, checkpoint: str | os.PathLike) -> None:
+        path = Path(checkpoint) / STATE_FILE
+        if not path.exists():
+            logger.warning(
+                "Checkpoint %s has no %s: the catalyst schedule restarts from scratch.", checkpoint, STATE_FILE
+            )
+            return
+        data = json.loads(path.read_text(encoding="utf-8"))
+        self.state = CatalystState.from_dict(data["state"])
+        self.history = History.from_dict({"rounds": data["history"]}).rounds
+        name = Path(checkpoint).name
+        step = int(name.rsplit("-", 1)[-1]) if "-" in name else None
+        if step is not None and self.trainer.args.should_save:
+            self.chat_log().truncate_after(step)
+
+
+def split_catalyst_dataset(dataset, size: float, seed: int):
+    """Carve a seeded held-out catalyst split from ``dataset``; returns ``(train, catalyst)``.
+
+    ``size`` is a fraction in (0, 1) or a number of examples. ``datasets.Dataset`` uses ``train_test_split``; any
+    other map-style dataset uses ``torch.utils.data.random_split`` with a seeded generator.
+    """
+    if not hasattr(dataset, "__len__"):
+        raise ValueError("Cannot carve a catalyst split from an iterable dataset: pass catalyst_dataset= explicitly.")
+    total = len(dataset)
+    count = int(size) if size >= 1 else max(1, round(size * total))
+    if count >= total:
+        raise ValueError(
+            f"catalyst_eval_size={size} leaves no training data ({total} examples): lower catalyst_eval_size or "
+            "pass catalyst_dataset= explicitly."
+        )
+    if hasattr(dataset, "train_test_split"):
+        parts = dataset.train_test_split(test_size=count, seed=seed, shuffle=True)
+        return parts["train"], parts["test"]
+    generator = torch.Generator().manual_seed(seed)
+    train, catalyst = torch.utils.data.random_split(dataset, [total - count, count], generator=generator)
+    return train, catalyst
+
+
+def _new_timings() -> dict[str, float]:
+    """Seconds spent by the catalyst machinery: per-step bookkeeping (of which projection) and rounds (of which
+    scoring, the mentor call and races)."""
+    return {"step_bookkeeping": 0.0, "projection": 0.0, "rounds": 0.0, "scoring": 0.0, "mentor": 0.0, "race": 0.0}
+
+
+__all__ = ["CatalystCallback", "CatalystState", "HISTORY_FILE", "STATE_FILE", "split_catalyst_dataset"]
