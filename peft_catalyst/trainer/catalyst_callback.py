@@ -123,6 +123,8 @@ class CatalystCallback(TrainerCallback):
                 trainer.train_dataset, self.catalyst_dataset = split_catalyst_dataset(
                     trainer.train_dataset, self.settings.catalyst_eval_size, trainer.args.seed
                 )
+            else:
+                self.catalyst_dataset = _prepared_like_eval(trainer, self.catalyst_dataset)
             self.task_description()  # fail now, not at the first round
         elif self.mentor is None and self.settings.catalyst_rounds > 0:
             logger.warning("No mentor: training runs as plain prompt tuning, without rounds.")
@@ -418,6 +420,23 @@ def split_catalyst_dataset(dataset, size: float, seed: int):
     generator = torch.Generator().manual_seed(seed)
     train, catalyst = torch.utils.data.random_split(dataset, [total - count, count], generator=generator)
     return train, catalyst
+
+
+def _prepared_like_eval(trainer: Any, dataset: Any) -> Any:
+    """An explicit raw catalyst split, prepared as a TRL trainer prepares its eval data (unchanged otherwise).
+
+    TRL trainers (``SFTTrainer``) tokenize their datasets in ``__init__``; a split given with ``catalyst_dataset=``
+    that has no ``input_ids`` yet goes through the same ``_prepare_dataset`` (without a formatting function).
+    """
+    import datasets
+
+    prepare = getattr(trainer, "_prepare_dataset", None)
+    if prepare is None or not isinstance(dataset, datasets.Dataset) or "input_ids" in dataset.column_names:
+        return dataset
+    args = trainer.args
+    packing = getattr(args, "eval_packing", None)
+    packing = getattr(args, "packing", False) if packing is None else packing
+    return prepare(dataset, trainer.processing_class, args, packing, None, "catalyst")
 
 
 def _new_timings() -> dict[str, float]:
