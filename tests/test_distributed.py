@@ -37,7 +37,8 @@ def _data(tok, n: int, seed: int) -> Dataset:
 
 
 @pytest.mark.timeout(600)
-def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_path):
+@pytest.mark.parametrize("selection", ["best", "race"])
+def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_path, selection):
     tok = tiny.bpe_tokenizer()
     assets = tmp_path / "assets"
     tok.save_pretrained(assets / "tokenizer")
@@ -54,7 +55,8 @@ def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_pa
     with LoopbackOpenAIServer() as server:
         server.set_reply(lambda req: "1. the movie was great\n2. a boring plot")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-               "--assets", str(assets), "--base_url", server.base_url, "--out", str(out)]  # fmt: skip
+               "--assets", str(assets), "--base_url", server.base_url, "--out", str(out),
+               "--selection", selection]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
         (tmp_path / "log.txt").write_text(result.stdout + result.stderr)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -70,6 +72,17 @@ def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_pa
     assert ranks[0]["candidate_scores"] == ranks[1]["candidate_scores"]  # gathered scores agree
     history = json.loads((out / "catalyst_history.json").read_text())
     assert len(history["rounds"]) == 2
+    assert ranks[0]["race_steps"] == ranks[1]["race_steps"]
+    if selection == "race":
+        # rung 0: incumbent, 2 candidates and 1 control train 2 steps each on the same batches (per rank: its share
+        # of the same global batch); the decision and the prompt after the race are one for all ranks
+        assert ranks[0]["race_steps"][0] > 0 and history["rounds"][0]["race"]["steps"] == ranks[0]["race_steps"][0]
+        for rank in ranks:
+            arms = [rank["race_batches"][i : i + 2] for i in range(0, 8, 2)]
+            assert all(arm == arms[0] for arm in arms)
+        assert ranks[0]["race_batches"][:2] != ranks[1]["race_batches"][:2]
+    else:
+        assert ranks[0]["race_steps"] == [0, 0] and not ranks[0]["race_batches"]
 
 
 @pytest.mark.timeout(300)

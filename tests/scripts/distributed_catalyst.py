@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--assets", required=True)
     parser.add_argument("--base_url", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--selection", default="best")
     a = parser.parse_args()
     assets = Path(a.assets)
     # Arguments first, as in any Trainer script: they set up the distributed state (gloo on CPU) before models load.
@@ -71,6 +72,9 @@ def main() -> None:
         catalyst_num_candidates=2,
         catalyst_trajectory_points=2,
         ddp_backend="gloo",
+        catalyst_selection=a.selection,
+        catalyst_race_steps=2,
+        catalyst_race_controls=1,
     )
     tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
     model = PeftModel.from_pretrained(
@@ -92,6 +96,15 @@ def main() -> None:
     trainer.compute_metrics = lambda pred: {"prompt_norm": float(weight.norm())}
     hashes = RoundHashes(trainer)
     trainer.add_callback(hashes)
+    race_batches: list[list[list[int]]] = []
+    step = trainer.training_step
+
+    def spy(model, inputs, num_items_in_batch=None):
+        if trainer.catalyst.racing:
+            race_batches.append(inputs["input_ids"].tolist())
+        return step(model, inputs, num_items_in_batch)
+
+    trainer.training_step = spy
     trainer.train()
     rank = trainer.accelerator.process_index
     result = {
@@ -99,8 +112,10 @@ def main() -> None:
         "world_size": trainer.accelerator.num_processes,
         "rounds": hashes.hashes,
         "final": digest(get_soft_prompt(trainer.model).weight),
-        "statuses": [r["decision"]["status"] for r in trainer.catalyst_history],
-        "candidate_scores": [[c.get("score") for c in r["candidates"]] for r in trainer.catalyst_history],
+        "statuses": [r.decision.value for r in trainer.catalyst_history],
+        "candidate_scores": [[c.score for c in r.candidates] for r in trainer.catalyst_history],
+        "race_steps": [r.race_steps for r in trainer.catalyst_history],
+        "race_batches": race_batches,
     }
     (Path(a.out) / f"rank{rank}.json").write_text(json.dumps(result))
 
