@@ -167,3 +167,55 @@ def test_controls_race_but_never_reach_the_mentor_as_its_proposals(tmp_path):
     assert past.proposed == ["the movie was great", "who wrote the book"]
     assert not set(controls) & set(past.proposed)
     assert all(c.text not in controls for c in first.candidates)
+
+
+def test_resume_after_a_race_round_ends_like_an_uninterrupted_run(tmp_path):
+    from transformers import TrainerCallback
+
+    from peft_catalyst.mentors import CachedMentor
+
+    tok = tiny.bpe_tokenizer()
+    replies = ["1. who wrote the book\n2. a terrible film", "1. a good ending\n2. a boring plot"]
+    cache = tmp_path / "mentor.sqlite"
+    common = dict(
+        save_strategy="steps",
+        save_steps=4,
+        catalyst_rounds=2,
+        catalyst_stage_steps=3,
+        catalyst_selection="race",
+        catalyst_race_steps=3,
+        catalyst_race_controls=1,
+        catalyst_rewarmup_steps=6,  # a re-warm-up still running at the checkpoint
+    )
+    full = tiny.catalyst_trainer(
+        tok, tmp_path / "full", CachedMentor(ScriptedMentor(replies), cache, mode="use"), model=_model(tok), **common
+    )
+    full.train()
+    assert full.catalyst_history[0].race_steps > 0
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step == 4
+            return control
+
+    def resumed_trainer():
+        return tiny.catalyst_trainer(
+            tok, tmp_path / "resumed", CachedMentor(None, cache, mode="strict"), model=_model(tok), **common
+        )
+
+    interrupted = resumed_trainer()
+    interrupted.add_callback(StopAt())
+    interrupted.train()
+    assert interrupted.state.global_step == 4 and len(interrupted.catalyst_history) == 1
+    resumed = resumed_trainer()
+    resumed.train(resume_from_checkpoint=True)
+
+    def strip(records):
+        drop = {"seconds", "latency_s", "cached", "attempts", "name"}
+        data = json.loads(json.dumps([r.to_dict() for r in records]))
+        return json.loads(json.dumps(data), object_hook=lambda d: {k: v for k, v in d.items() if k not in drop})
+
+    assert strip(resumed.catalyst_history) == strip(full.catalyst_history)
+    a, b = _trainable(resumed), _trainable(full)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert resumed.catalyst_summary().total_steps == full.catalyst_summary().total_steps
