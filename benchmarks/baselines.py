@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from peft_catalyst.mentors import Completion, Mentor, MentorProposal, MentorRequest, TrajectoryPoint
+from peft_catalyst.records import RoundRecord
 from peft_catalyst.trainer import CatalystTrainer
 
 logger = logging.getLogger(__name__)
@@ -98,11 +100,12 @@ class HistoryMentor(Mentor):
 
     The trainer's request holds only the current prompt (it does not move between rounds). This wrapper adds every
     finite-scored candidate and current prompt of the earlier rounds (``history()`` returns the trainer's
-    ``catalyst_history``), keeps the lowest catalyst loss per text, and passes the ``max_points`` best on: the
-    OPRO-style memory that makes an LLM alone an optimizer. Usage is the inner mentor's (same object).
+    ``catalyst_history``, typed :class:`~peft_catalyst.records.RoundRecord` s), keeps the best ranking score per
+    text (in the request's direction), and passes the ``max_points`` best on: the OPRO-style memory that makes an
+    LLM alone an optimizer. Usage is the inner mentor's (same object).
     """
 
-    def __init__(self, inner: Mentor, history: Callable[[], Sequence[dict[str, Any]]], max_points: int = 4) -> None:
+    def __init__(self, inner: Mentor, history: Callable[[], Sequence[RoundRecord]], max_points: int = 4) -> None:
         super().__init__(strict_retry=False)
         if max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {max_points}")
@@ -124,23 +127,24 @@ class HistoryMentor(Mentor):
         self.inner.close()
 
     def with_history(self, request: MentorRequest) -> MentorRequest:
-        """``request`` whose trajectory is the ``max_points`` lowest-loss distinct prompts scored so far."""
+        """``request`` whose trajectory is the ``max_points`` best-scored distinct prompts scored so far."""
         best: dict[str, TrajectoryPoint] = {}
+        sign = -1.0 if request.higher_is_better else 1.0  # sorted ascending: best first
 
-        def add(text: Any, loss: Any) -> None:
-            if isinstance(text, str) and text.strip() and isinstance(loss, (int, float)) and loss == loss:
-                if loss != float("inf") and (text not in best or loss < best[text].loss):
-                    best[text] = TrajectoryPoint(text=text, loss=float(loss))
+        def add(text: str, score: float | None, loss: float | None) -> None:
+            if not text.strip() or score is None or not math.isfinite(score):
+                return
+            if text not in best or sign * score < sign * best[text].score:
+                best[text] = TrajectoryPoint(text=text, score=float(score), loss=loss)
 
         for record in self.history():
-            current = record.get("current") or {}
-            add(current.get("text"), current.get("loss"))
-            for candidate in record.get("candidates") or []:
-                if candidate.get("finite"):
-                    add(candidate.get("text"), candidate.get("loss"))
+            if record.current is not None:
+                add(record.current.text, record.current.score, record.current.loss)
+            for candidate in record.candidates:
+                add(candidate.text, candidate.score, candidate.loss)
         for point in request.trajectory:
-            add(point.text, point.loss)
-        points = sorted(best.values(), key=lambda p: p.loss)[: self.max_points]
+            add(point.text, point.score, point.loss)
+        points = sorted(best.values(), key=lambda p: sign * p.score)[: self.max_points]
         return dataclasses.replace(request, trajectory=points)
 
     def propose(self, request: MentorRequest) -> MentorProposal:
@@ -175,7 +179,10 @@ class FrozenPromptTrainer(CatalystTrainer):
         created = self.optimizer is None
         optimizer = super().create_optimizer(model)
         if created:
-            for _, group in self._prompt_groups():
+            from peft_catalyst.projection import get_soft_prompt
+            from peft_catalyst.restart import param_groups_of
+
+            for _, group in param_groups_of(optimizer, get_soft_prompt(self.model).weight):
                 group["lr"] = 0.0
                 group["initial_lr"] = 0.0
         return optimizer

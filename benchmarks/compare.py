@@ -40,7 +40,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from peft_catalyst.records import RoundRecord, ScoredPrompt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -298,26 +301,38 @@ def _comparable_settings(settings: Any) -> Any:
     return settings
 
 
-def _history_rounds(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rounds of ``catalyst_history``, compacted: decision, current and candidate scores, mentor usage."""
+def _history_rounds(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
+    """The rounds of ``catalyst_history``, compacted: decision, the ranking metric, current and candidate scores
+    and losses, the score that decided, race steps, mentor usage.
+
+    Runs stored before the typed records (``BENCH_VERSION`` unchanged) lack ``metric``, the ``score`` fields,
+    ``decisive_score`` and ``race_steps``: the report reads those with defaults.
+    """
+
+    def scored(p: ScoredPrompt) -> bool:
+        return p.score is not None or p.loss is not None
+
     rounds = []
     for record in history:
-        mentor = record.get("mentor") or {}
-        current = record.get("current") or {}
+        mentor = record.mentor.to_dict() if record.mentor is not None else {}
+        current, decisive = record.current, record.decisive
         rounds.append(
             {
-                "round": record["round"],
-                "step": record["step"],
-                "status": record["decision"]["status"],
-                "winner": record["decision"].get("winner"),
-                "trajectory": [
-                    {"text": p["text"], "loss": p.get("catalyst_loss")} for p in record.get("trajectory", [])
-                ],
-                "current": {"text": current.get("text"), "loss": current.get("loss")} if "loss" in current else None,
+                "round": record.round,
+                "step": record.step,
+                "status": record.decision.value,
+                "winner": record.winner,
+                "metric": record.metric,
+                "higher_is_better": record.higher_is_better,
+                "trajectory": [{"text": p.text, "score": p.score, "loss": p.loss} for p in record.trajectory],
+                "current": {"text": current.text, "score": current.score, "loss": current.loss}
+                if current is not None and scored(current)
+                else None,
                 "candidates": [
-                    {"text": c["text"], "loss": c.get("loss"), "scored": "loss" in c}
-                    for c in record.get("candidates", [])
+                    {"text": c.text, "score": c.score, "loss": c.loss, "scored": scored(c)} for c in record.candidates
                 ],
+                "decisive_score": decisive.score if decisive is not None else None,
+                "race_steps": record.race_steps,
                 "mentor": {
                     k: mentor.get(k)
                     for k in (
@@ -330,7 +345,7 @@ def _history_rounds(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "error",
                     )
                 },
-                "prompt_after": record.get("prompt_after"),
+                "prompt_after": record.prompt_after,
             }
         )
     return rounds
@@ -473,7 +488,8 @@ def run_cell(
     if mentor is not None:
         mentor.close()
     rounds_done = _history_rounds(trainer.catalyst_history)
-    timings = {k: round(v, 2) for k, v in trainer.catalyst_timings.items()}
+    run_summary = trainer.catalyst_summary()
+    timings = {k: round(v, 2) for k, v in run_summary.seconds.items()}
     train_loss = next((e["train_loss"] for e in reversed(trainer.state.log_history) if "train_loss" in e), None)
     return {
         "settings": cell_settings(plan, cell),
@@ -483,6 +499,11 @@ def run_cell(
         "seed": cell.seed,
         "init": init,
         "optimizer_steps": max_steps,
+        "gradient_steps": {
+            "stages": run_summary.stage_steps,
+            "races": run_summary.race_steps,
+            "total": run_summary.total_steps,
+        },
         "notes": notes,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
@@ -621,6 +642,9 @@ def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
         k: sum(run["llm"][k] for run in runs) for k in ("calls", "prompt_tokens", "completion_tokens", "cached_calls")
     }
     walls = [run["seconds"]["total"] for run in runs]
+    # runs stored before race steps were counted trained exactly their optimizer steps
+    steps = [run.get("gradient_steps", {}).get("total", run.get("optimizer_steps")) for run in runs]
+    steps = [s for s in steps if s is not None]
     mentor_s = [run["seconds"].get("catalyst_mentor", 0.0) for run in runs]
     return {
         "runs": len(runs),
@@ -631,6 +655,7 @@ def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
         "llm_per_run": {k: v / n for k, v in llm.items()},
         "llm_total": llm,
         "wall_s_per_run": sum(walls) / n if walls else None,
+        "gradient_steps_per_run": sum(steps) / len(steps) if steps else None,
         "mentor_s_per_run": sum(mentor_s) / n if mentor_s else None,
         "best_candidate_minus_current_loss": {"mean": mean_std(gaps)[0], "rounds": len(gaps)} if gaps else None,
         "accepted_texts": dict(sorted(accepted.items(), key=lambda kv: -kv[1])),

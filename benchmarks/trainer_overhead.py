@@ -116,9 +116,10 @@ def run_catalyst(model_name: str, steps: int, batch: int, seed: int, rounds: int
         start = time.perf_counter()
         trainer.train()
         total = time.perf_counter() - start
-        timings = dict(trainer.catalyst_timings)
-        statuses = [r["decision"]["status"] for r in trainer.catalyst_history]
-    return {"total": total, "timings": timings, "statuses": statuses}
+        summary = trainer.catalyst_summary()
+        timings = dict(summary.seconds)
+        statuses = [r.decision.value for r in trainer.catalyst_history]
+    return {"total": total, "timings": timings, "statuses": statuses, "gradient_steps": summary.total_steps}
 
 
 def main(argv: list[str] | None = None) -> None:

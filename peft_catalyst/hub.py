@@ -36,6 +36,7 @@ from peft_catalyst.export import export_prompt_tuning
 from peft_catalyst.history import HISTORY_FILE, read_history, write_json_atomic
 from peft_catalyst.mentors.base import redact_url, scrub_secrets
 from peft_catalyst.projection import _unwrap, get_soft_prompt, soft_prompt_text
+from peft_catalyst.records import ArmKind, Decision, History, RoundRecord, RunSummary, ScoredPrompt
 from peft_catalyst.trainer.catalyst_config import higher_is_better
 
 logger = logging.getLogger(__name__)
@@ -180,17 +181,33 @@ def _hub_model_id(name: str | None) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _normalize_history(history: Any) -> dict[str, Any] | None:
-    """``{"summary", "rounds"}`` from a history dict, a list of rounds, or a ``catalyst_history.json`` path."""
-    if history is None:
-        return None
+def _normalize_history(history: Any) -> History | None:
+    """A :class:`~peft_catalyst.records.History` from a History, a ``catalyst_history.json`` dict (any format), a
+    list of rounds (records or dicts) or that file's path."""
+    if history is None or isinstance(history, History):
+        return history
     if isinstance(history, (str, os.PathLike)):
-        history = read_history(history)
+        return read_history(history)
     if isinstance(history, Mapping):
-        return {"summary": dict(history.get("summary") or {}), "rounds": list(history.get("rounds") or [])}
+        summary, rounds = history.get("summary"), list(history.get("rounds") or [])
+        if isinstance(summary, RunSummary):
+            summary = summary.to_dict()
+        return History.from_dict({**history, "summary": summary or {}, "rounds": _round_dicts(rounds)})
     if isinstance(history, Sequence):
-        return {"summary": {}, "rounds": list(history)}
-    raise TypeError(f"history must be a dict, a list of rounds or a path, got {type(history).__name__}")
+        rounds = list(history)
+        if rounds and all(isinstance(r, RoundRecord) for r in rounds):
+            first = rounds[0]
+            summary = RunSummary.of(
+                rounds, metric=first.metric, higher_is_better=first.higher_is_better, selection=first.selection
+            )
+            return History(summary=summary, rounds=rounds)
+        return History.from_dict(_round_dicts(rounds))
+    raise TypeError(f"history must be a History, a dict, a list of rounds or a path, got {type(history).__name__}")
+
+
+def _round_dicts(rounds: Sequence[Any]) -> list[dict[str, Any]]:
+    """Rounds as dicts (typed records through their own ``to_dict``), for ``History.from_dict``."""
+    return [r.to_dict() if isinstance(r, RoundRecord) else dict(r) for r in rounds]
 
 
 def _score_note(metric: str | None, greater_is_better: bool | None) -> str:
@@ -201,56 +218,111 @@ def _score_note(metric: str | None, greater_is_better: bool | None) -> str:
     return f"score: {_cell(metric)}, {'higher' if greater_is_better else 'lower'} is better"
 
 
-def _scores(entry: Mapping[str, Any]) -> dict[str, str]:
-    return {"score": _fmt(entry.get("score")), "loss": _fmt(entry.get("loss"))}
+def _round_metric(history: History | None) -> str | None:
+    """The ranking metric shared by every round that scored something (None: no such round, or several metrics)."""
+    if history is None:
+        return None
+    metrics = {r.metric for r in history.rounds if r.decision is not Decision.SKIPPED}
+    return metrics.pop() if len(metrics) == 1 else None
 
 
-def _history_rows(rounds: Sequence[Mapping[str, Any]], secrets: Sequence[str | None]) -> list[dict[str, str]]:
-    """Table rows: per round the current soft prompt, then each candidate, with scores and what was taken."""
+def _round_direction(history: History | None) -> bool | None:
+    """Whether the shared ranking metric of the rounds is higher-is-better (None when there is no shared one)."""
+    if _round_metric(history) is None:
+        return None
+    return next(r.higher_is_better for r in history.rounds if r.decision is not Decision.SKIPPED)
+
+
+def _score_header(history: History | None) -> str:
+    """The score column's header: the metric's name when all rounds share one (else each cell names its own)."""
+    metric = _round_metric(history)
+    return f"Score ({_cell(metric, 60)})" if metric else "Score"
+
+
+def _scores(prompt: ScoredPrompt | None, metric: str | None) -> dict[str, str]:
+    """Score and loss cells; ``metric`` is appended to the score when the column header does not name it."""
+    if prompt is None:
+        return {"score": "–", "loss": "–"}
+    score = _fmt(prompt.score)
+    if metric and prompt.score is not None:
+        score += f" ({_cell(metric, 60)})"
+    return {"score": score, "loss": _fmt(prompt.loss)}
+
+
+def _race_note(record: RoundRecord, header_metric: str | None) -> str:
+    """What decided a raced round: the winning arm's last score, with the metric and its training steps."""
+    decisive, race = record.decisive, record.race
+    if race is None or decisive is None:
+        return ""
+    metric = "" if header_metric else f"{_cell(record.metric, 60)} "
+    return f"race: {metric}{_fmt(decisive.score)} after {race.arm_steps(race.winner)} steps"
+
+
+def _taken(label: str, note: str) -> str:
+    """``label`` with ``note`` added inside its parentheses (or in new ones)."""
+    if not note:
+        return label
+    return f"{label[:-1]}, {note})" if label.endswith(")") else f"{label} ({note})"
+
+
+def _history_rows(history: History, secrets: Sequence[str | None]) -> list[dict[str, str]]:
+    """Table rows: per round the current soft prompt, each candidate (and a race's controls), with the ranking
+    score and the loss on the catalyst split, and what was taken."""
+    header_metric = _round_metric(history)
     rows: list[dict[str, str]] = []
-    for record in rounds:
-        decision = record.get("decision") or {}
-        status = decision.get("status", "")
-        winner = decision.get("winner")
-        base = {"round": _fmt(record.get("round")), "step": _fmt(record.get("step"))}
-        if status == "skipped":
-            reason = public_text(decision.get("reason") or "no usable candidate", secrets)
+    for record in history.rounds:
+        decision = record.decision
+        cell_metric = None if header_metric else record.metric
+        base = {"round": _fmt(record.round), "step": _fmt(record.step)}
+        if decision is Decision.SKIPPED:
+            reason = public_text(record.reason or "no usable candidate", secrets)
             rows.append({**base, "prompt": f"*skipped: {_cell(reason)}*", "score": "–", "loss": "–", "taken": ""})
             continue
-        current = record.get("current") or {}
-        if current:
-            prompt = f"{_cell(public_text(current.get('text', ''), secrets))} *(current soft prompt)*"
-            taken = "**taken** (kept)" if status == "kept" else ""
-            rows.append({**base, "prompt": prompt, **_scores(current), "taken": taken})
-        for index, candidate in enumerate(record.get("candidates") or []):
-            text = _cell(public_text(candidate.get("text", ""), secrets))
-            if candidate.get("token_ids") is None and candidate.get("error"):
-                taken = f"not usable: {_cell(public_text(candidate['error'], secrets), 80)}"
-            elif index == winner and status == "blind":
+        race = record.race
+        winning_arm = race.arms[race.winner] if race is not None and race.arms else None
+        note = _race_note(record, header_metric)
+        if record.current is not None:
+            prompt = f"{_cell(public_text(record.current.text, secrets))} *(current soft prompt)*"
+            taken = _taken("**taken** (kept)", note) if decision is Decision.KEPT else ""
+            rows.append({**base, "prompt": prompt, **_scores(record.current, cell_metric), "taken": taken})
+        for index, candidate in enumerate(record.candidates):
+            text = _cell(public_text(candidate.text, secrets))
+            if candidate.token_ids is None and candidate.error:
+                taken = f"not usable: {_cell(public_text(candidate.error, secrets), 80)}"
+            elif index == record.winner and decision is Decision.BLIND:
                 taken = "**taken** (unscored)"
-            elif index == winner and status == "accepted":
-                taken = "**taken**"
+            elif index == record.winner and decision is Decision.ACCEPTED:
+                taken = _taken("**taken**", note)
             else:
                 taken = ""
-            rows.append({**base, "prompt": text, **_scores(candidate), "taken": taken})
+            rows.append({**base, "prompt": text, **_scores(candidate, cell_metric), "taken": taken})
+        if race is not None and race.rungs:
+            first = race.rungs[0]
+            for arm_index, score in zip(first.arms, first.scores):
+                arm = race.arms[arm_index]
+                if arm.kind is not ArmKind.CONTROL:
+                    continue
+                prompt = f"{_cell(public_text(arm.text, secrets))} *(random control)*"
+                taken = _taken("**taken**", note) if winning_arm is arm and decision.restarted else ""
+                rows.append({**base, "prompt": prompt, **_scores(score, cell_metric), "taken": taken})
     return rows
 
 
-def _mentor_md(history: Mapping[str, Any] | None, secrets: Sequence[str | None]) -> str:
+def _mentor_md(history: History | None, secrets: Sequence[str | None]) -> str:
     """The mentor's name (and the model names its server reported), never a key or a credentialed URL."""
     if history is None:
         return "not recorded"
-    summary, rounds = history["summary"], history["rounds"]
-    names = [summary.get("mentor")] + [(r.get("mentor") or {}).get("name") for r in rounds]
+    summary, calls = history.summary, [r.mentor for r in history.rounds if r.mentor is not None]
+    names = [summary.mentor] + [c.name for c in calls]
     names = list(dict.fromkeys(public_text(n, secrets) for n in names if n))
     if not names:
         return "none (plain prompt tuning)"
-    models = [(r.get("mentor") or {}).get("model") for r in rounds]
+    models = [c.model for c in calls]
     models = [m for m in dict.fromkeys(public_text(m, secrets) for m in models if m) if not any(m in n for n in names)]
     text = ", ".join(_code_span(n) for n in names)
     if models:
         text += " (model reported by the server: " + ", ".join(_code_span(m) for m in models) + ")"
-    usage = summary.get("mentor_usage") or {}
+    usage = summary.mentor_usage or {}
     if usage.get("calls"):
         text += f"; {usage['calls']} call{'s' if usage['calls'] != 1 else ''}"
         tokens = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
@@ -259,15 +331,25 @@ def _mentor_md(history: Mapping[str, Any] | None, secrets: Sequence[str | None])
     return text
 
 
-def _rounds_md(history: Mapping[str, Any] | None) -> str:
-    if not history or not history["rounds"]:
+def _rounds_md(history: History | None) -> str:
+    if history is None or not history.rounds:
         return ""
-    statuses = [(r.get("decision") or {}).get("status") for r in history["rounds"]]
-    accepted = statuses.count("accepted") + statuses.count("blind")
+    decisions = [r.decision for r in history.rounds]
+    restarted = sum(d.restarted for d in decisions)
     return (
-        f"{len(statuses)} ({accepted} restarted from a mentor prompt, {statuses.count('kept')} kept the soft prompt, "
-        f"{statuses.count('skipped')} skipped)"
+        f"{len(decisions)} ({restarted} restarted from a mentor prompt, {decisions.count(Decision.KEPT)} kept the "
+        f"soft prompt, {decisions.count(Decision.SKIPPED)} skipped)"
     )
+
+
+def _steps_md(history: History | None) -> str:
+    """The run's gradient steps: the main loop's, plus the race arms' when rounds raced (empty when not recorded)."""
+    if history is None or history.summary.stage_steps <= 0:
+        return ""
+    summary = history.summary
+    if not summary.race_steps:
+        return str(summary.total_steps)
+    return f"{summary.total_steps} ({summary.stage_steps} in the stages + {summary.race_steps} in the races)"
 
 
 def _metric_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -320,7 +402,9 @@ def _card_parts(
         except (ValueError, RuntimeError) as exc:
             logger.warning("Cannot read the soft prompt as text for the model card: %s", exc)
     if final_prompt is None and history is not None:
-        final_prompt = history["summary"].get("final_prompt")
+        final_prompt = history.summary.final_prompt
+    if score_metric is None and _round_metric(history) is not None:
+        score_metric, greater_is_better = _round_metric(history), _round_direction(history)
 
     task_bits = []
     if task_name:
@@ -350,11 +434,14 @@ def _card_parts(
         portable=PORTABLE_SUBFOLDER,
         mentor_md=_mentor_md(history, secrets),
         rounds_md=_rounds_md(history),
+        steps_md=_steps_md(history),
         projection_metric=getattr(config, "projection_metric", None) or "cosine",
         final_prompt_block=_code_block(public_text(final_prompt, secrets)) if final_prompt is not None else "",
         metrics=_metric_rows(metrics),
         history_given=history is not None,
-        history_rows=_history_rows(history["rounds"], secrets) if history else [],
+        history_rows=_history_rows(history, secrets) if history is not None else [],
+        raced=history is not None and any(r.race is not None for r in history.rounds),
+        score_header=_score_header(history),
         score_note=_score_note(score_metric, greater_is_better),
         auto_class=auto_class,
         auto_peft_class=auto_peft_class,
@@ -438,7 +525,8 @@ def build_model_card(
     Args:
         model: the ``PeftModel`` (CATALYST or PROMPT_TUNING adapter).
         tokenizer: reads the final soft prompt as text (else ``final_prompt`` or the history's summary).
-        history: ``{"summary", "rounds"}`` as in ``catalyst_history.json``, a list of rounds, or that file's path.
+        history: a :class:`~peft_catalyst.records.History`, the content of a ``catalyst_history.json`` (any
+            format), a list of rounds, or that file's path.
         metrics: evaluation metrics, ``{name: number}``.
         repo_id: the Hub repository, used in the "how to load" snippets and the title.
         base_model: Hub id of the base model when ``base_model_name_or_path`` is a local path.
@@ -533,7 +621,7 @@ def save_for_hub(
         tokenizer.save_pretrained(out)
     normalized = _normalize_history(history)
     if normalized is not None:
-        write_json_atomic(out / HISTORY_FILE, _public(normalized, secrets))
+        write_json_atomic(out / HISTORY_FILE, _public(normalized.to_dict(), secrets))
     card = build_model_card(
         model,
         tokenizer,
@@ -667,18 +755,18 @@ def _mentor_secrets(mentor: Any) -> list[str]:
     return found
 
 
-def _trainer_history(trainer) -> dict[str, Any]:
+def _trainer_history(trainer) -> History:
     """The ``catalyst_history.json`` content of a trainer (on every process: reading the prompt may be collective)."""
-    return {"summary": trainer.catalyst_summary(), "rounds": trainer.catalyst_history}
+    return trainer.catalyst.history_record()
 
 
-def _trainer_card_kwargs(trainer, history: Mapping[str, Any], card_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _trainer_card_kwargs(trainer, history: History, card_kwargs: dict[str, Any]) -> dict[str, Any]:
     """What the card says about the run's scoring and final prompt, unless the caller says otherwise."""
-    args = trainer.args
+    summary = history.summary
     defaults = {
-        "score_metric": args.catalyst_metric,
-        "greater_is_better": args.catalyst_higher_is_better,
-        "final_prompt": history["summary"].get("final_prompt"),
+        "score_metric": summary.metric,
+        "greater_is_better": summary.higher_is_better,
+        "final_prompt": summary.final_prompt,
     }
     return {**defaults, **card_kwargs}
 

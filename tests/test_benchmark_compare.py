@@ -25,6 +25,7 @@ from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArgum
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.mentors import Completion, Mentor, MentorRequest, TrajectoryPoint
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, text_to_token_ids
+from peft_catalyst.records import Decision, RoundRecord, ScoredPrompt, Trigger
 from tests import tiny
 
 # ------------------------------------------------------------------------------------------------------ statistics
@@ -122,29 +123,39 @@ class RecordingMentor(Mentor):
         return {"backend": "scripted", "model": "scripted"}
 
 
+def _round(index: int, current: ScoredPrompt, *candidates: ScoredPrompt, **kw) -> RoundRecord:
+    return RoundRecord(
+        round=index, step=5 * index, trigger=Trigger.SCHEDULE, decision=Decision.KEPT, current=current,
+        candidates=list(candidates), **kw,
+    )  # fmt: skip
+
+
 def test_history_mentor_shows_the_best_prompts_scored_so_far():
     inner = RecordingMentor("1. rate the review\n2. is it positive")
     history = [
-        {
-            "current": {"text": "zz qq", "loss": 0.9},
-            "candidates": [
-                {"text": "good or bad", "loss": 0.5, "finite": True},
-                {"text": "broken", "loss": float("inf"), "finite": False},
-                {"text": "movie mood", "loss": 0.7, "finite": True},
-            ],
-        },
-        {
-            "current": {"text": "good or bad", "loss": 0.45},
-            "candidates": [{"text": "xx", "loss": 2.0, "finite": True}],
-        },
+        _round(
+            1,
+            ScoredPrompt("zz qq", [1], score=0.9, loss=0.3),
+            ScoredPrompt("good or bad", [2], score=0.5, loss=0.2),
+            ScoredPrompt("broken", [3], score=float("inf"), loss=float("inf")),
+            ScoredPrompt("unusable", None, error="tokenises to nothing"),
+            ScoredPrompt("movie mood", [4], score=0.7, loss=0.1),
+        ),
+        _round(2, ScoredPrompt("good or bad", [2], score=0.45, loss=0.2), ScoredPrompt("xx", [5], score=2.0)),
     ]
     mentor = HistoryMentor(inner, lambda: history, max_points=3)
-    request = MentorRequest("Classify review sentiment", [TrajectoryPoint("good or bad", 0.45)], 2, 4)
+    request = MentorRequest("Classify review sentiment", [TrajectoryPoint("good or bad", 0.45, 0.2)], 2, 4)
     proposal = mentor.propose(request)
     sent = inner.requests[-1].trajectory
-    assert [(p.text, p.loss) for p in sent] == [("good or bad", 0.45), ("movie mood", 0.7), ("zz qq", 0.9)]
+    # ranked by the score (lower is better here), not by the loss; the best score of a text is kept
+    assert [(p.text, p.score, p.loss) for p in sent] == [
+        ("good or bad", 0.45, 0.2), ("movie mood", 0.7, 0.1), ("zz qq", 0.9, 0.3)
+    ]  # fmt: skip
     assert proposal.candidates == ["rate the review", "is it positive"]
     assert mentor.usage is inner.usage and mentor.usage.prompt_tokens == 11
+    # A metric where higher is better ranks the other way.
+    higher = MentorRequest("Classify review sentiment", [], 2, 4, metric="accuracy", higher_is_better=True)
+    assert [p.text for p in mentor.with_history(higher).trajectory] == ["xx", "zz qq", "movie mood"]
 
 
 def _causal_dataset(tok, n=24):
@@ -241,6 +252,13 @@ def test_every_method_runs_resumes_and_reports(tiny_doer_dir, tok, tmp_path, mon
         for m in ("random-restarts", "llm-only", "catalyst"):
             assert len(by[m]["rounds"]) == 2 and {r["status"] for r in by[m]["rounds"]} <= {"accepted", "kept"}
             assert all(c["scored"] for r in by[m]["rounds"] for c in r["candidates"])
+            for r in by[m]["rounds"]:  # the ranking metric and the score that decided
+                assert r["metric"] == "label_loss" and r["higher_is_better"] is False and r["race_steps"] == 0
+                taken = r["candidates"][r["winner"]] if r["status"] == "accepted" else r["current"]
+                assert r["decisive_score"] == taken["score"] is not None
+        for m in compare.METHODS:  # no race: the gradient steps are the main loop's
+            steps = by[m]["gradient_steps"]
+            assert steps == {"stages": by[m]["optimizer_steps"], "races": 0, "total": by[m]["optimizer_steps"]}
         assert by["random-restarts"]["llm"]["calls"] == 0 and by["catalyst"]["llm"]["calls"] == 2
         assert by["catalyst"]["llm"]["prompt_tokens"] == 22
         # llm-only: the prompt moves only by restarts, so it ends as the last accepted text (or its init).
@@ -296,6 +314,27 @@ def test_every_method_runs_resumes_and_reports(tiny_doer_dir, tok, tmp_path, mon
     assert "**Incomplete grid: 11 of 12 planned runs finished**; missing: tiny seed 1 (1 run)." in (
         paths["md"].read_text()
     )
+
+
+def test_report_only_reads_the_committed_runs(tmp_path):
+    """The committed runs, stored before the typed records (no metric, scores or gradient steps in their rounds),
+    make the same report as the one committed with them."""
+    plan, cells_dir = compare.FULL_PLAN, compare.RESULTS_DIR / "cells" / "full"
+    finished = compare.load_finished(plan, cells_dir)
+    assert len(finished) == len(plan.cells())
+    paths = compare.write_report(plan, finished, tmp_path, ["--report-only"], jobs=2, threads=1)
+    report = json.loads(paths["json"].read_text())
+    committed = json.loads((compare.RESULTS_DIR / "full.json").read_text())
+    for new, old in zip(report["summary"]["cells"], committed["summary"]["cells"], strict=True):
+        for method, stats in new["methods"].items():
+            runs = [finished[compare.Cell(new["task"], new["doer"], method, s).key] for s in stats["seeds"]]
+            steps = stats.pop("gradient_steps_per_run")  # old runs: their optimizer steps (no races then)
+            assert steps == pytest.approx(sum(r["optimizer_steps"] for r in runs) / len(runs))
+            assert stats == old["methods"][method]
+    assert report["summary"]["pooled_vs_best_single"] == committed["summary"]["pooled_vs_best_single"]
+    table = [line for line in paths["md"].read_text().splitlines() if line.startswith("| ")]
+    committed_md = (compare.RESULTS_DIR / "full.md").read_text().splitlines()
+    assert table and table == [line for line in committed_md if line.startswith("| ")]
 
 
 def test_changed_settings_are_not_reused(tiny_doer_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from peft_catalyst.app.cli import main
+from peft_catalyst.history import read_history
+from peft_catalyst.records import Decision, RunSummary, ScoredPrompt
 from tests.loopback_openai import LoopbackOpenAIServer
 
 TINY = [
@@ -43,14 +46,17 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     assert set(metrics["test_accuracy"]) == {"initial", "final", "best_round"}
     assert all(0.0 <= v <= 1.0 for v in metrics["test_accuracy"].values() if v is not None)
     assert metrics["test_examples"] == 24 and metrics["catalyst"]["rounds"] == 1
+    assert metrics["catalyst"]["total_steps"] == metrics["catalyst"]["stage_steps"] == 6  # no race: 6 steps
+    assert metrics["catalyst"]["race_steps"] == 0
     assert metrics["mentor"] == "openai:test-model"
-    history = json.loads((out / "catalyst_history.json").read_text())
-    assert history["rounds"][0]["step"] == 3 and history["rounds"][0]["candidates"]
+    history = read_history(out)
+    assert history.rounds[0].step == 3 and history.rounds[0].candidates
+    assert history.rounds[0].metric == metrics["catalyst"]["metric"]
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "CATALYST" and config["task_type"] == "SEQ_CLS"
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-4].startswith("test accuracy (24 examples): initial")
-    assert lines[-3].startswith("rounds: 1 (") and "LLM calls 1" in lines[-3]
+    assert lines[-3].startswith("rounds: 1 (") and "LLM calls 1" in lines[-3] and "gradient steps 6;" in lines[-3]
     assert lines[-1].startswith("wall time") and str(out) in lines[-1]
 
 
@@ -65,7 +71,7 @@ def test_options_from_a_yaml_file_and_flags_that_win(tmp_path):
     args = json.loads((out / "metrics.json").read_text())["arguments"]
     assert args["model"]["model"] == "minilm" and args["mentor"]["mentor"] == "none"
     state = json.loads((out / "metrics.json").read_text())
-    assert state["catalyst"] == {"rounds": 0}
+    assert state["catalyst"]["rounds"] == 0 and state["catalyst"]["total_steps"] == 3
     assert not (out / "run.png").exists()
     trainer_args = __import__("torch").load(out / "training_args.bin", weights_only=False)
     assert trainer_args.max_steps == 3 and trainer_args.learning_rate == 0.01
@@ -157,10 +163,9 @@ def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2):
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["doer"] == "smollm2" and metrics["mentor"] == "transformers:SmolLM2-135M-Instruct"
-    history = json.loads((out / "catalyst_history.json").read_text())
-    (record,) = history["rounds"]
-    assert record["decision"]["status"] in ("accepted", "kept", "skipped")
-    assert record["mentor"]["completion_tokens"] and record["mentor"]["error"] is None
+    (record,) = read_history(out).rounds
+    assert record.decision in (Decision.ACCEPTED, Decision.KEPT, Decision.SKIPPED)
+    assert record.mentor.completion_tokens and record.mentor.error is None
     chat = [json.loads(line) for line in Path(out / "catalyst_chat.jsonl").read_text().splitlines()]
     assert chat and chat[0]["messages"]
 
@@ -176,5 +181,73 @@ def test_unreachable_mentor_at_start_warns_and_trains_without_rounds(tmp_path, c
     assert "cannot be reached" in err and "--mentor_base_url" in err
     assert main([*args, "--output_dir", str(tmp_path / "run2")]) == 0
     metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
-    assert metrics["mentor"] is None and metrics["catalyst"] == {"rounds": 0}
+    assert metrics["mentor"] is None and metrics["catalyst"]["rounds"] == 0 and metrics["catalyst"]["mentor"] is None
     assert "cannot be reached" in caplog.text
+
+
+def test_run_png_plots_the_score_that_decided(tmp_path, monkeypatch):
+    """The round panel shows the ranking score (named, with its direction), never the catalyst-split loss: with
+    label_loss ranking, an accepted candidate with a higher LM loss must not look worse than the kept prompt."""
+    import matplotlib.axes
+
+    from peft_catalyst.app.plotting import plot_run, score_axis_label
+    from tests.test_records import raced_history
+
+    history = raced_history().rounds
+    plotted, labels = [], []
+    scatter, set_ylabel = matplotlib.axes.Axes.scatter, matplotlib.axes.Axes.set_ylabel
+
+    def recording_scatter(ax, x, y, **kw):
+        plotted.append((x[0], y[0], kw.get("marker"), kw.get("label")))
+        return scatter(ax, x, y, **kw)
+
+    def recording_ylabel(ax, text, **kw):
+        labels.append(text)
+        return set_ylabel(ax, text, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", recording_scatter)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", recording_ylabel)
+    log = [{"step": s, "loss": 1.0 / s} for s in range(1, 31)]
+    plot_run(log, history, tmp_path / "run.png")
+    assert (tmp_path / "run.png").stat().st_size > 1000
+    assert labels[-1] == score_axis_label(history) == "catalyst-split label_loss (lower is better)"
+    # Round 1 (kept, 'best'): current 0.6, candidate 0.65 (the unusable one is not drawn), the kept score 0.6.
+    # Round 2 (race): first-rung scores of the current prompt and candidates, then the winner's final score 0.3.
+    assert [(x, y, m) for x, y, m, _ in plotted] == [
+        (10, 0.6, "s"), (10, 0.65, "o"), (10, 0.6, "*"),
+        (20, 0.5, "s"), (20, 0.55, "o"), (20, 0.45, "o"), (20, 0.3, "*"),
+    ]  # fmt: skip
+    losses = {p.loss for r in history for p in [r.current, *r.candidates] if p is not None and p.loss is not None}
+    assert not losses & {y for _, y, _, _ in plotted}  # scores, not losses
+    named = [label for *_, label in plotted if label]
+    assert named == [
+        "current prompt", "candidate", "prompt kept (its score)", "restart taken (its score), after the race"
+    ]  # fmt: skip
+
+    # A 'best' round accepted on label_loss whose winner has the higher LM loss: plotted by the score, it is better.
+    current, winner = ScoredPrompt("a c", [1], score=0.6, loss=0.8), ScoredPrompt("x y", [2], score=0.4, loss=1.5)
+    accepted = dataclasses.replace(history[0], decision=Decision.ACCEPTED, winner=0, current=current,
+                                   candidates=[winner])  # fmt: skip
+    plotted.clear()
+    plot_run([], [accepted], tmp_path / "accepted.png")
+    assert [(y, m) for _, y, m, _ in plotted] == [(0.6, "s"), (0.4, "*")]  # the kept prompt above, not below
+
+
+def test_round_snapshots_and_summary_read_the_typed_records():
+    from peft_catalyst.app.runner import _score_after, summary_lines
+    from tests.test_records import raced_history
+
+    history = raced_history()
+    kept, raced = history.rounds
+    assert _score_after(kept) == kept.current.score == 0.6
+    assert _score_after(raced) == 0.3  # the race winner's final score, not its first-rung 0.45
+    assert _score_after(dataclasses.replace(raced, decision=Decision.BLIND, race=None)) is None  # nothing scored
+    assert _score_after(dataclasses.replace(kept, decision=Decision.SKIPPED)) is None
+    metrics = {
+        "test_accuracy": {"initial": 0.5, "final": 0.75, "best_round": None}, "test_examples": 24,
+        "catalyst": history.summary.to_dict(), "prompts": {"final": "r s"}, "wall_time_s": 61.0,
+    }  # fmt: skip
+    lines = summary_lines(metrics, "out")
+    assert lines[1].startswith("rounds: 2 (accepted 1, kept 1, skipped 0); gradient steps 46 (30 stages + 16 races);")
+    assert "LLM calls 2, tokens 22 prompt + 14 completion" in lines[1]
+    assert RunSummary.from_dict(json.loads(json.dumps(metrics["catalyst"]))) == history.summary

@@ -20,7 +20,9 @@ from transformers import HfArgumentParser
 
 from peft_catalyst import CatalystTrainingArguments
 from peft_catalyst.app.runner import DataArguments, MentorArguments
+from peft_catalyst.history import read_history
 from peft_catalyst.hub import SECTION_BEGIN
+from peft_catalyst.records import Decision
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer
 
@@ -102,9 +104,10 @@ def _check_outputs(out: Path, requests: int, task_type: str, metric: str = "loss
     assert config["peft_type"] == "CATALYST" and config["task_type"] == task_type
     assert json.loads((out / "portable" / "adapter_config.json").read_text())["peft_type"] == "PROMPT_TUNING"
     assert (out / "adapter_model.safetensors").is_file() and (out / "portable" / "adapter_model.safetensors").is_file()
-    history = json.loads((out / "catalyst_history.json").read_text())
-    assert len(history["rounds"]) == 1 and history["summary"]["mentor"] == "openai:tiny-mentor"
-    assert history["rounds"][0]["decision"]["status"] in ("accepted", "kept")
+    history = read_history(out)
+    assert len(history.rounds) == 1 and history.summary.mentor == "openai:tiny-mentor"
+    assert history.rounds[0].decision in (Decision.ACCEPTED, Decision.KEPT)
+    assert history.rounds[0].metric == history.summary.metric == metric
     results = json.loads((out / "test_results.json").read_text())
     assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_loss"] > 0
     card = (out / "README.md").read_text()

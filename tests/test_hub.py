@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import peft_catalyst
 from peft_catalyst import CatalystConfig, set_soft_prompt_from_text, soft_prompt_text
 from peft_catalyst.hub import SECTION_BEGIN, SECTION_END
+from peft_catalyst.records import HISTORY_FORMAT, Decision, History
 from tests import hub_support as hs
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer
@@ -219,12 +220,13 @@ def test_trainer_push_uploads_run_history_card_and_no_secret(hub, tok, tmp_path)
         if path.is_file():
             assert hs.leaked(path.read_bytes()) == [], path
 
-    history = json.loads(commit.files["catalyst_history.json"])
-    assert [r["decision"]["status"] for r in history["rounds"]] == [
-        r["decision"]["status"] for r in trainer.catalyst_history
-    ]
-    assert history["rounds"][0]["decision"]["status"] == "accepted"
-    assert history["summary"]["mentor"] == "openai:tiny-mentor"
+    uploaded = json.loads(commit.files["catalyst_history.json"])
+    assert uploaded["format"] == HISTORY_FORMAT
+    history = History.from_dict(uploaded)
+    assert history.rounds == trainer.catalyst_history  # the trainer's records, as they are
+    assert history.rounds[0].decision is Decision.ACCEPTED
+    assert history.summary.mentor == "openai:tiny-mentor"
+    assert history.summary.total_steps == trainer.state.global_step + history.summary.race_steps
     # The adapter is the trained one, and both configs point at the base model's Hub id.
     for prefix in ("", "portable/"):
         assert json.loads(commit.files[prefix + "adapter_config.json"])["base_model_name_or_path"] == hs.BERT_BASE

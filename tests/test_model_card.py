@@ -3,6 +3,7 @@ owner's text kept on update, Markdown that a mentor's text cannot break, and tem
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from huggingface_hub import ModelCard
 from peft import get_peft_model
 
 from peft_catalyst import CatalystConfig, set_soft_prompt_from_text, soft_prompt_text
-from peft_catalyst.history import HISTORY_FILE
+from peft_catalyst.history import HISTORY_FILE, read_history
 from peft_catalyst.hub import (
     SECTION_BEGIN,
     SECTION_END,
@@ -28,9 +29,11 @@ from peft_catalyst.hub import (
     read_template,
     save_for_hub,
 )
+from peft_catalyst.records import HISTORY_FORMAT, Decision, RaceRung, ScoredPrompt
 from tests import hub_support as hs
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer
+from tests.test_records import old_format_history, raced_history
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,31 +117,35 @@ def test_card_of_a_real_run(run, tok):
 
     # One row per scored prompt: the current soft prompt, then each candidate, with the history's numbers.
     rows = _table(text, "| Round |")
-    history = json.loads(history_path.read_text())["rounds"]
+    history = read_history(history_path)
+    assert history.rounds == trainer.catalyst_history
     expected = []
-    for record in history:
-        status, winner = record["decision"]["status"], record["decision"].get("winner")
-        current = record["current"]
+    for record in history.rounds:
+        current, kept = record.current, "**taken** (kept)" if record.decision is Decision.KEPT else ""
         expected.append(
-            [str(record["round"]), str(record["step"]), f"{_one_line(current['text'])} *(current soft prompt)*",
-             f"{current['score']:.4g}", f"{current['loss']:.4g}", "**taken** (kept)" if status == "kept" else ""]
+            [str(record.round), str(record.step), f"{_one_line(current.text)} *(current soft prompt)*",
+             f"{current.score:.4g}", f"{current.loss:.4g}", kept]
         )  # fmt: skip
-        for i, c in enumerate(record["candidates"]):
-            taken = "**taken**" if i == winner and status == "accepted" else ""
+        for i, c in enumerate(record.candidates):
+            taken = "**taken**" if i == record.winner and record.decision is Decision.ACCEPTED else ""
             expected.append(
                 [
-                    str(record["round"]),
-                    str(record["step"]),
-                    _one_line(c["text"]),
-                    f"{c['score']:.4g}",
-                    f"{c['loss']:.4g}",
+                    str(record.round),
+                    str(record.step),
+                    _one_line(c.text),
+                    f"{c.score:.4g}",
+                    f"{c.loss:.4g}",
                     taken,
                 ]
             )
     assert rows == expected
-    assert history[0]["decision"]["status"] == "accepted"
-    assert sum(row[-1] == "**taken**" for row in rows) == sum(r["decision"]["status"] == "accepted" for r in history)
+    assert history.rounds[0].decision is Decision.ACCEPTED
+    assert sum(row[-1] == "**taken**" for row in rows) == sum(r.decision is Decision.ACCEPTED for r in history.rounds)
     assert "score: loss, lower is better" in text
+    assert "| Round | Step | Prompt | Score (loss) | Loss | Taken |" in text  # the ranking metric names the scores
+    summary = trainer.catalyst_summary()
+    assert summary.race_steps == 0 and facts["Gradient steps"] == str(summary.total_steps)
+    assert summary.total_steps == trainer.state.global_step
 
     # How to load: with the extension by repo id, and without it through portable/.
     assert f'AutoPeftModelForSequenceClassification.from_pretrained("{hs.BERT_ADAPTER}")' in text
@@ -179,6 +186,67 @@ def test_table_shows_kept_blind_skipped_and_unusable_rounds(tok):
     assert plain.data.base_model is None and "an unrecorded base model" in plain.text
 
 
+def test_an_old_format_history_file_renders_a_card(tok, tmp_path):
+    """A catalyst_history.json written before the format had a version reads through read_history into a card."""
+    (tmp_path / HISTORY_FILE).write_text(json.dumps(old_format_history()))
+    history = read_history(tmp_path)
+    for given in (history, tmp_path / HISTORY_FILE, old_format_history()):
+        card = build_model_card(_model(tok), history=given, repo_id="org/old")  # no tokenizer: the summary's prompt
+        rows = _table(card.text, "| Round |")
+        assert rows == [
+            ["1", "5", "good bad *(current soft prompt)*", "0.61", "0.7", ""],
+            ["1", "5", "Classify the review", "0.42", "0.8", "**taken**"],
+            ["2", "10", "Classify the review *(current soft prompt)*", "0.3", "0.5", "**taken** (kept)"],
+            ["2", "10", "Say it", "0.35", "0.45", ""],
+        ]
+        assert "| Round | Step | Prompt | Score (label\\_loss) | Loss | Taken |" in card.text
+        assert "score: label\\_loss, lower is better" in card.text
+        facts = {row[0]: row[1] for row in _table(card.text, "| |")}
+        assert facts["Restart rounds"] == "2 (1 restarted from a mentor prompt, 1 kept the soft prompt, 0 skipped)"
+        assert facts["Mentor"] == "`openai:old-mentor` (model reported by the server: `gpt-old`); 2 calls, 120 tokens"
+        assert "Gradient steps" not in facts  # the old format did not record them
+        assert "```text\nClassify the review\n```" in card.text
+    save_for_hub(_model(tok), tmp_path / "out", tok, history=tmp_path / HISTORY_FILE, repo_id="org/old")
+    saved = json.loads((tmp_path / "out" / HISTORY_FILE).read_text())
+    assert saved["format"] == HISTORY_FORMAT and read_history(tmp_path / "out") == history  # upgraded, same content
+
+
+def test_a_raced_round_shows_the_score_that_decided_and_the_race_steps(tok):
+    history = raced_history()
+    card = build_model_card(_model(tok), tok, history=history, repo_id="org/race")
+    rows = _table(card.text, "| Round |")
+    assert rows == [
+        ["1", "10", "a c *(current soft prompt)*", "0.6", "0.8", "**taken** (kept)"],
+        ["1", "10", "x y", "0.65", "0.85", ""],
+        ["1", "10", "(empty)", "–", "–", "not usable: tokenises to nothing"],
+        # the race: first-rung scores, and the winner's final score after its 6 steps
+        ["2", "20", "a c *(current soft prompt)*", "0.5", "–", ""],
+        ["2", "20", "p q", "0.55", "–", ""],
+        ["2", "20", "r s", "0.45", "–", "**taken** (race: 0.3 after 6 steps)"],
+        ["2", "20", "zq wv *(random control)*", "0.9", "–", ""],
+    ]
+    assert "| Round | Step | Prompt | Score (label\\_loss) | Loss | Taken |" in card.text
+    assert "the taken row gives the winner's final score" in card.text
+    facts = {row[0]: row[1] for row in _table(card.text, "| |")}
+    assert facts["Gradient steps"] == "46 (30 in the stages + 16 in the races)"
+
+    # A race won by a random control arm, under a metric of the other direction, next to a round of another metric:
+    # each score then names its metric.
+    control = dataclasses.replace(history.rounds[1], winner=None, prompt_after="zq wv", higher_is_better=True)
+    control.race = dataclasses.replace(control.race, winner=3, rungs=[
+        control.race.rungs[0], RaceRung([3, 2], 6, [ScoredPrompt("zq wv", score=0.95), ScoredPrompt("r s", score=0.5)])
+    ])  # fmt: skip
+    control.metric = "accuracy"
+    card = build_model_card(_model(tok), tok, history=[history.rounds[0], control])
+    rows = _table(card.text, "| Round |")
+    assert "| Round | Step | Prompt | Score | Loss | Taken |" in card.text
+    assert rows[0][3] == "0.6 (label\\_loss)"
+    assert rows[-1] == [
+        "2", "20", "zq wv *(random control)*", "0.9 (accuracy)", "–", "**taken** (race: accuracy 0.95 after 6 steps)"
+    ]  # fmt: skip
+    assert all(row[-1] in ("", "**taken** (kept)", "not usable: tokenises to nothing") for row in rows[:-1])
+
+
 def test_no_key_or_credentialed_url_reaches_the_card_or_the_history(tok, tmp_path):
     key, password = hs.FAKE_MENTOR_KEY, hs.URL_PASSWORD
     assert public_text(f"http://bob:{password}@10.0.0.7:8000/v1?api_key={key}#frag") == "http://10.0.0.7:8000/v1"
@@ -207,7 +275,9 @@ def test_no_key_or_credentialed_url_reaches_the_card_or_the_history(tok, tmp_pat
             data = path.read_bytes()
             assert hs.leaked(data) == [] and b"bob:" not in data and b"mentor.example/v1?" not in data, path
     saved = json.loads((tmp_path / "out" / HISTORY_FILE).read_text())
-    assert saved["rounds"][1]["decision"]["reason"] == "mentor_error: 401 at http://mentor.example/v1"
+    assert saved["format"] == HISTORY_FORMAT  # written in the current format
+    assert saved["rounds"][1]["reason"] == "mentor_error: 401 at http://mentor.example/v1"
+    assert read_history(tmp_path / "out").rounds[1].reason == "mentor_error: 401 at http://mentor.example/v1"
     assert "mentor.example" in (tmp_path / "out" / "README.md").read_text()  # the host is not a secret
 
 

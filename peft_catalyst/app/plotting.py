@@ -1,15 +1,38 @@
-"""``run.png``: the training loss with the mentor rounds marked, and every candidate's score with its fate."""
+"""``run.png``: the training loss with the mentor rounds marked, and the ranking score that decided each round."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
-STATUS_COLORS = {"accepted": "tab:green", "blind": "tab:green", "kept": "tab:gray", "skipped": "tab:red"}
+from peft_catalyst.records import Decision, RoundRecord
+
+STATUS_COLORS = {
+    Decision.ACCEPTED: "tab:green",
+    Decision.BLIND: "tab:green",
+    Decision.KEPT: "tab:gray",
+    Decision.SKIPPED: "tab:red",
+}
 
 
-def plot_run(log_history: list[dict[str, Any]], history: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Two panels: loss per logged step with a line per round (colour = decision); candidate and current scores."""
+def score_axis_label(history: list[RoundRecord]) -> str:
+    """The round panel's y label: the ranking metric and its direction (shared by the rounds that scored)."""
+    scored = [r for r in history if r.decision is not Decision.SKIPPED] or history
+    kinds = {(r.metric, r.higher_is_better) for r in scored}
+    if len(kinds) != 1:
+        return "catalyst-split ranking score"
+    metric, higher = kinds.pop()
+    return f"catalyst-split {metric} ({'higher' if higher else 'lower'} is better)"
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def plot_run(log_history: list[dict[str, Any]], history: list[RoundRecord], path: str | os.PathLike) -> None:
+    """Two panels: loss per logged step with a line per round (colour = decision); per round the ranking score of
+    the current prompt and of every candidate, and the score that decided (the prompt the round left in place)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,11 +45,10 @@ def plot_run(log_history: list[dict[str, Any]], history: list[dict[str, Any]], p
         top.plot(steps, losses, color="tab:blue", label="training loss")
         top.legend(loc="upper right")
     for record in history:
-        status = record["decision"]["status"]
-        top.axvline(record["step"], color=STATUS_COLORS.get(status, "black"), linestyle="--", alpha=0.7)
+        top.axvline(record.step, color=STATUS_COLORS.get(record.decision, "black"), linestyle="--", alpha=0.7)
         top.annotate(
-            f"round {record['round']}: {status}",
-            (record["step"], 1.0),
+            f"round {record.round}: {record.decision.value}",
+            (record.step, 1.0),
             xycoords=("data", "axes fraction"),
             rotation=90,
             va="top",
@@ -45,37 +67,40 @@ def plot_run(log_history: list[dict[str, Any]], history: list[dict[str, Any]], p
         return name
 
     for record in history:
-        step, decision = record["step"], record["decision"]
-        current = record.get("current", {}).get("loss")
-        if current is not None:
-            bottom.scatter([step], [current], marker="s", color="tab:blue", zorder=3, label=label("current prompt"))
-        for i, cand in enumerate(record.get("candidates", [])):
-            if cand.get("loss") is None:
+        step = record.step
+        if record.current is not None and _finite(record.current.score):
+            bottom.scatter(
+                [step], [record.current.score], marker="s", color="tab:blue", zorder=3, label=label("current prompt")
+            )
+        for i, cand in enumerate(record.candidates):
+            if not _finite(cand.score):
                 continue
-            if decision.get("accepted") and decision.get("winner") == i:
-                bottom.scatter(
-                    [step],
-                    [cand["loss"]],
-                    marker="*",
-                    s=140,
-                    color="tab:green",
-                    zorder=4,
-                    label=label("candidate taken"),
-                )
-            else:
-                bottom.scatter(
-                    [step],
-                    [cand["loss"]],
-                    marker="o",
-                    s=30,
-                    color="tab:orange",
-                    zorder=2,
-                    label=label("candidate not taken"),
-                )
+            if record.decision is Decision.ACCEPTED and record.winner == i and record.race is None:
+                continue  # drawn below as the score that decided
+            bottom.scatter(
+                [step], [cand.score], marker="o", s=30, color="tab:orange", zorder=2, label=label("candidate")
+            )
+        decisive = record.decisive
+        if decisive is not None and _finite(decisive.score):
+            restarted = record.decision.restarted
+            name = "restart taken (its score)" if restarted else "prompt kept (its score)"
+            if record.race is not None:
+                name += ", after the race"
+            bottom.scatter(
+                [step],
+                [decisive.score],
+                marker="*",
+                s=140,
+                color="tab:green" if restarted else "tab:gray",
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=4,
+                label=label(name),
+            )
     bottom.set_xlabel("optimizer step")
-    bottom.set_ylabel("catalyst-split loss")
+    bottom.set_ylabel(score_axis_label(history))
     if labelled:
-        bottom.legend(loc="upper right", fontsize=8)
+        bottom.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -19,6 +19,7 @@ from transformers import TrainerCallback, set_seed
 
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.projection import read_soft_prompt, set_soft_prompt_from_text, soft_prompt_text, write_soft_prompt_
+from peft_catalyst.records import RoundRecord, RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -422,7 +423,7 @@ class RoundSnapshots(TrainerCallback):
             record = history[-1]
             self.snapshots.append(
                 {
-                    "round": record["round"],
+                    "round": record.round,
                     "score": _score_after(record),
                     "prompt": read_soft_prompt(self.trainer.model),
                 }
@@ -430,14 +431,11 @@ class RoundSnapshots(TrainerCallback):
         return control
 
 
-def _score_after(record: dict[str, Any]) -> float | None:
-    """Catalyst score of the prompt a round left behind (the winner's, or the current one's when it was kept)."""
-    decision = record["decision"]
-    if decision["status"] == "accepted":
-        return record["candidates"][decision["winner"]]["score"]
-    if decision["status"] == "kept":
-        return record.get("current", {}).get("score")
-    return None
+def _score_after(record: RoundRecord) -> float | None:
+    """Catalyst score of the prompt a round left behind (the winner's, a race winner's final one, or the current
+    prompt's when it was kept); None when nothing decided (skipped, blind)."""
+    decisive = record.decisive
+    return decisive.score if decisive is not None else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,7 +485,7 @@ def run(
         best_accuracy = test_accuracy()
         write_soft_prompt_(doer.model, final_prompt)
 
-    summary = trainer.catalyst_summary() if mentor is not None else {"rounds": 0}
+    summary = trainer.catalyst_summary()
     metrics = {
         "task": doer.task.name,
         "doer": doer.name,
@@ -496,7 +494,7 @@ def run(
         "test_accuracy": {"initial": initial, "final": final, "best_round": best_accuracy},
         "best_round": best["round"] if best else None,
         "prompts": {"initial": initial_prompt, "final": soft_prompt_text(doer.model, doer.tokenizer)},
-        "catalyst": summary,
+        "catalyst": summary.to_dict(),
         "train_loss": trainer.state.log_history[-1].get("train_loss") if trainer.state.log_history else None,
         "wall_time_s": round(time.perf_counter() - started, 1),
         "arguments": {"model": asdict(model_args), "data": asdict(data_args), "mentor": asdict(mentor_args)},
@@ -520,17 +518,18 @@ def _best_snapshot(snapshots: list[dict[str, Any]], higher_is_better: bool) -> d
 
 
 def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
-    """The last lines the command prints: accuracy before and after, rounds, LLM usage, wall time."""
+    """The last lines the command prints: accuracy before and after, rounds, gradient steps, LLM usage, wall time."""
     acc = metrics["test_accuracy"]
     best = "" if acc["best_round"] is None else f" (best round {metrics['best_round']}: {acc['best_round']:.3f})"
-    cat = metrics["catalyst"]
-    usage = cat.get("mentor_usage") or {}
+    cat = RunSummary.from_dict(metrics["catalyst"])
+    usage = cat.mentor_usage or {}
     minutes, seconds = divmod(int(metrics["wall_time_s"]), 60)
+    steps = f"{cat.total_steps}" + (f" ({cat.stage_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
     return [
         f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
         f"{acc['final']:.3f}{best}",
-        f"rounds: {cat.get('rounds', 0)} (accepted {cat.get('accepted', 0)}, kept {cat.get('kept', 0)}, skipped "
-        f"{cat.get('skipped', 0)}); LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
+        f"rounds: {cat.rounds} (accepted {cat.accepted}, kept {cat.kept}, skipped {cat.skipped}); gradient steps "
+        f"{steps}; LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
         f"+ {usage.get('completion_tokens', 0)} completion",
         f"final prompt: {metrics['prompts']['final']!r}",
         f"wall time {minutes} min {seconds:02d} s; outputs in {output_dir}",
