@@ -18,7 +18,8 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from .base import Completion, Mentor, MentorError, MentorRequest
+from .base import Completion, MentorError, MentorRequest
+from .chat import ChatMentor
 from .metaprompt import SMALL_MODEL_META_PROMPT, MetaPrompt
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["TransformersMentor"]
 
 
-class TransformersMentor(Mentor):
+class TransformersMentor(ChatMentor):
     """Mentor on a local transformers chat model (chat template + sampling), offline.
 
     Args:
@@ -167,7 +168,8 @@ class TransformersMentor(Mentor):
         digest = hashlib.sha256(json.dumps([self.seed, messages], sort_keys=True).encode()).digest()
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
-    def _complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
+    def complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
+        """Generate the reply locally (seeded per call; the trajectory's texts are banned as token sequences)."""
         import torch
 
         try:

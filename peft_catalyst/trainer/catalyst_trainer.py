@@ -37,7 +37,7 @@ from transformers.trainer_pt_utils import nested_concat, nested_numpify
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
-from peft_catalyst.mentors import Mentor, MentorError, MentorProposal, MentorRequest, TrajectoryPoint
+from peft_catalyst.mentors import Mentor, MentorError, MentorProposal, MentorRequest, PastRound, TrajectoryPoint
 from peft_catalyst.projection import (
     Projector,
     get_soft_prompt,
@@ -372,15 +372,10 @@ class CatalystTrainer(Trainer):
 
     def _mentor_request(self, scored_points: list[dict[str, Any]]) -> MentorRequest:
         soft = get_soft_prompt(self.model)
-        metric = self.args.catalyst_metric
         points = [
-            TrajectoryPoint(
-                text=p["text"],
-                loss=p["catalyst_loss"],
-                metric=None if metric == "loss" else p["catalyst_metrics"].get(metric),
-            )
+            TrajectoryPoint(text=p["text"], score=p["catalyst_score"], loss=p["catalyst_loss"])
             for p in scored_points
-            if math.isfinite(p["catalyst_loss"])
+            if math.isfinite(p["catalyst_score"])
         ]
         return MentorRequest(
             task_description=self._task_description(),
@@ -388,6 +383,9 @@ class CatalystTrainer(Trainer):
             num_candidates=self.args.catalyst_num_candidates,
             max_words=self.args.catalyst_max_words or soft.num_virtual_tokens,
             manual_prompt=self.args.catalyst_manual_prompt,
+            metric=self.args.catalyst_metric,
+            higher_is_better=self.args.catalyst_higher_is_better,
+            earlier_rounds=[_past_round(r) for r in self.catalyst_history],
         )
 
     def _propose(self, request: MentorRequest) -> tuple[MentorProposal | None, str | None]:
@@ -745,6 +743,19 @@ def _batch_size(inputs: dict[str, Any]) -> int:
         if isinstance(value, torch.Tensor) and value.dim() > 0:
             return int(value.shape[0])
     raise ValueError("Cannot tell the batch size of a catalyst batch: it holds no tensor.")
+
+
+def _past_round(record: dict[str, Any]) -> PastRound:
+    """What a mentor sees of an earlier round's record: the candidates, their scores, the text taken."""
+    candidates = record.get("candidates") or []
+    decision = record.get("decision") or {}
+    return PastRound(
+        round=int(record["round"]),
+        proposed=[c["text"] for c in candidates],
+        scores=[c.get("score") if c.get("finite") else None for c in candidates],
+        taken=decision.get("text") if decision.get("accepted") else None,
+        current_score=(record.get("current") or {}).get("score"),
+    )
 
 
 def _prefixed(score: Score) -> dict[str, Any]:
