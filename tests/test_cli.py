@@ -54,6 +54,16 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     assert lines[-1].startswith("wall time") and str(out) in lines[-1]
 
 
+def test_random_mentor_run_restarts_from_the_doers_vocabulary(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--mentor", "random", "--output_dir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mentor"] == "random-words" and metrics["catalyst"]["rounds"] == 1
+    (record,) = json.loads((out / "catalyst_history.json").read_text())["rounds"]
+    assert record["candidates"] and all(c["finite"] for c in record["candidates"])
+    assert not (out / "mentor_cache.sqlite").exists()  # free and deterministic: nothing cached
+
+
 def test_options_from_a_yaml_file_and_flags_that_win(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
