@@ -3,6 +3,7 @@ whole machinery (every method, resume, report) end to end on a tiny BERT doer wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,18 +14,12 @@ from peft import get_peft_model
 from transformers import DataCollatorForLanguageModeling
 
 from benchmarks import compare
-from benchmarks.baselines import (
-    FrozenPromptTrainer,
-    HistoryMentor,
-    RandomWordsMentor,
-    freeze_soft_prompt,
-    vocabulary_words,
-)
+from benchmarks.baselines import FrozenPromptTrainer, HistoryMentor, freeze_soft_prompt
 from benchmarks.stats import bootstrap_ci, mean_std, paired_difference, paired_t_ci, t_quantile
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
 from peft_catalyst.history import write_json_atomic
-from peft_catalyst.mentors import Completion, Mentor, MentorRequest, TrajectoryPoint
-from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, text_to_token_ids
+from peft_catalyst.mentors import ChatMentor, Completion, MentorRequest, RandomMentor, TrajectoryPoint
+from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, text_to_token_ids, vocabulary_words
 from tests import tiny
 
 # ------------------------------------------------------------------------------------------------------ statistics
@@ -85,35 +80,14 @@ def tok():
     return tiny.bpe_tokenizer()
 
 
-def test_vocabulary_words_are_single_tokens(tok):
-    words = vocabulary_words(tok)
-    assert len(words) > 20
-    for word in words:
-        assert word.isalpha() and len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1
-
-
-def test_random_words_mentor_proposes_seeded_random_token_prompts(tok):
-    words = vocabulary_words(tok)
-    request = MentorRequest("Classify review sentiment", [TrajectoryPoint("a b", 1.0)], num_candidates=3, max_words=5)
-    first, again = RandomWordsMentor(words, seed=7), RandomWordsMentor(words, seed=7)
-    round1 = first.propose(request).candidates
-    assert round1 == again.propose(request).candidates  # same seed, same round: same proposals
-    assert first.propose(request).candidates != round1  # the next round draws new ones
-    assert len(round1) == 3 and len(set(round1)) == 3
-    for text in round1:
-        assert len(text.split()) == 5 and all(w in words for w in text.split())
-        assert len(tok(text, add_special_tokens=False)["input_ids"]) == 5  # exactly max_words vocabulary tokens
-    assert first.usage.calls == 2 and first.usage.prompt_tokens == 0
-
-
-class RecordingMentor(Mentor):
+class RecordingMentor(ChatMentor):
     """A real Mentor (parsing, filters, usage) whose backend returns fixed numbered lists in turn, keeping requests."""
 
     def __init__(self, *replies: str):
         super().__init__(strict_retry=False)
         self.replies, self.requests, self.name = replies, [], "scripted"
 
-    def _complete(self, messages, request):
+    def complete(self, messages, request):
         reply = self.replies[min(len(self.requests), len(self.replies) - 1)]
         self.requests.append(request)
         return Completion(texts=[reply], model="scripted", prompt_tokens=11, completion_tokens=7)
@@ -126,23 +100,25 @@ def test_history_mentor_shows_the_best_prompts_scored_so_far():
     inner = RecordingMentor("1. rate the review\n2. is it positive")
     history = [
         {
-            "current": {"text": "zz qq", "loss": 0.9},
+            "current": {"text": "zz qq", "score": 0.9},
             "candidates": [
-                {"text": "good or bad", "loss": 0.5, "finite": True},
-                {"text": "broken", "loss": float("inf"), "finite": False},
-                {"text": "movie mood", "loss": 0.7, "finite": True},
+                {"text": "good or bad", "score": 0.5, "finite": True},
+                {"text": "broken", "score": float("inf"), "finite": False},
+                {"text": "movie mood", "score": 0.7, "finite": True},
             ],
         },
         {
-            "current": {"text": "good or bad", "loss": 0.45},
-            "candidates": [{"text": "xx", "loss": 2.0, "finite": True}],
+            "current": {"text": "good or bad", "score": 0.45},
+            "candidates": [{"text": "xx", "score": 2.0, "finite": True}],
         },
     ]
     mentor = HistoryMentor(inner, lambda: history, max_points=3)
     request = MentorRequest("Classify review sentiment", [TrajectoryPoint("good or bad", 0.45)], 2, 4)
     proposal = mentor.propose(request)
     sent = inner.requests[-1].trajectory
-    assert [(p.text, p.loss) for p in sent] == [("good or bad", 0.45), ("movie mood", 0.7), ("zz qq", 0.9)]
+    assert [(p.text, p.score) for p in sent] == [("good or bad", 0.45), ("movie mood", 0.7), ("zz qq", 0.9)]
+    higher = dataclasses.replace(request, metric="accuracy", higher_is_better=True)
+    assert [p.text for p in mentor.with_history(higher).trajectory] == ["xx", "zz qq", "movie mood"]
     assert proposal.candidates == ["rate the review", "is it positive"]
     assert mentor.usage is inner.usage and mentor.usage.prompt_tokens == 11
 
@@ -351,7 +327,7 @@ def test_plans_fit_their_budgets():
 
 def test_text_candidates_fit_the_prompt(tok):
     # The benchmark's random-restart texts become exactly num_virtual_tokens ids, like the trainer writes them.
-    text = RandomWordsMentor(vocabulary_words(tok), seed=0).propose(MentorRequest("t", [], 1, 4)).candidates[0]
+    text = RandomMentor(vocabulary_words(tok), seed=0).propose(MentorRequest("t", [], 1, 4)).candidates[0]
     assert len(text_to_token_ids(tok, text, 4)) == 4
 
 
