@@ -391,16 +391,11 @@ def run_cell(
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from benchmarks.baselines import (
-        FrozenPromptTrainer,
-        HistoryMentor,
-        RandomWordsMentor,
-        freeze_soft_prompt,
-        vocabulary_words,
-    )
+    from benchmarks.baselines import FrozenPromptTrainer, HistoryMentor, freeze_soft_prompt
     from peft_catalyst.app.runner import DataArguments, ModelArguments, build_doer
     from peft_catalyst.app.tasks import evaluate_accuracy
-    from peft_catalyst.projection import soft_prompt_text
+    from peft_catalyst.mentors import RandomMentor
+    from peft_catalyst.projection import soft_prompt_text, vocabulary_words
     from peft_catalyst.trainer import CatalystTrainer, CatalystTrainingArguments
 
     d = plan.doer(cell.doer)
@@ -436,7 +431,7 @@ def run_cell(
     if cell.method in SINGLE_METHODS:
         rounds = 0
     elif cell.method == "random-restarts":
-        mentor = RandomWordsMentor(vocabulary_words(doer.tokenizer), seed=cell.seed)
+        mentor = RandomMentor(vocabulary_words(doer.tokenizer), seed=cell.seed)
     else:
         llm = llm_factory(doer, out, mentor_cache)
         mentor = llm

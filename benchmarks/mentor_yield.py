@@ -66,11 +66,16 @@ def make_request(task: dict, tokenizer, rng: random.Random, *, num_candidates: i
         else:
             text = tokenizer.convert_tokens_to_string(rng.sample(vocab, 8)).strip()
         loss -= rng.uniform(0.02, 0.15)
-        metric = min(0.99, max(0.3, 1.2 - loss + rng.uniform(-0.05, 0.05)))
-        points.append(TrajectoryPoint(text, round(loss, 4), round(metric, 4)))
+        rng.uniform(-0.05, 0.05)  # once an accuracy's noise: still drawn, so the requests stay those measured before
+        points.append(TrajectoryPoint(text, round(loss, 4), round(loss, 4)))
     manual = task["manual"] if rng.random() < 0.5 else None
-    return MentorRequest(
-        task["description"], points, num_candidates=num_candidates, max_words=max_words, manual_prompt=manual
+    return MentorRequest(  # ranked as the CLI default ranks: by label loss, lower is better
+        task["description"],
+        points,
+        num_candidates=num_candidates,
+        max_words=max_words,
+        manual_prompt=manual,
+        metric="label_loss",
     )
 
 

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             ratio_s = row["round_s"] / row["stage_s"] if row["stage_s"] else float("nan")
             print(
                 f"{doer:8s} {selection:4s} race_steps={steps:<2d} | stage: {row['stage_steps']} steps "
-                f"{row['stage_s']:7.1f} s | round: {row['round_race_steps']:3d} race steps ({ratio_steps:.2f}x a stage), "
+                f"{row['stage_s']:7.1f} s | round: {row['round_race_steps']:3d} race steps ({ratio_steps:.2f}x), "
                 f"{row['round_s']:7.1f} s ({ratio_s:.2f}x; race {row['round_race_s']:.1f} s), "
                 f"{row['round_scorings']} scorings, {row['decision']}",
                 flush=True,

@@ -1,37 +1,16 @@
-"""Paired statistics over seeds for the method comparison: paired t and bootstrap confidence intervals.
-
-Dependency-free (NumPy only): the Student t quantile is computed from the exact closed-form t distribution function
-for integer degrees of freedom (Abramowitz & Stegun 26.7.3-4), inverted by bisection.
-"""
+"""Paired statistics over seeds for the method comparison: paired t and bootstrap intervals, from scipy.stats."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import stats
 
 __all__ = ["PairedDifference", "bootstrap_ci", "mean_std", "paired_difference", "paired_t_ci", "t_quantile"]
-
-
-def _t_two_sided_mass(t: float, df: int) -> float:
-    """P(|T| <= t) for Student's t with ``df`` (a positive integer) degrees of freedom, ``t >= 0``."""
-    theta = math.atan(t / math.sqrt(df))
-    s, c = math.sin(theta), math.cos(theta)
-    if df == 1:
-        return 2.0 * theta / math.pi
-    if df % 2:  # odd: 2/pi * (theta + sin(theta) * (c + 2/3 c^3 + 2*4/(3*5) c^5 + ...)), up to c^(df-2)
-        term, total = c, c
-        for k in range(3, df - 1, 2):
-            term *= (k - 1) / k * c * c
-            total += term
-        return 2.0 / math.pi * (theta + s * total)
-    term, total = 1.0, 1.0  # even: sin(theta) * (1 + 1/2 c^2 + 1*3/(2*4) c^4 + ...), up to c^(df-2)
-    for k in range(2, df - 1, 2):
-        term *= (k - 1) / k * c * c
-        total += term
-    return s * total
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -40,23 +19,7 @@ def t_quantile(p: float, df: int) -> float:
         raise ValueError(f"p must be in (0, 1), got {p}")
     if isinstance(df, bool) or int(df) != df or df < 1:
         raise ValueError(f"df must be an integer >= 1, got {df}")
-    df = int(df)
-    if p == 0.5:
-        return 0.0
-    mass = abs(2.0 * p - 1.0)  # two-sided mass inside +-t
-    lo, hi = 0.0, 1.0
-    while _t_two_sided_mass(hi, df) < mass:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_two_sided_mass(mid, df) < mass:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    t = 0.5 * (lo + hi)
-    return t if p > 0.5 else -t
+    return float(stats.t.ppf(p, int(df)))
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -72,8 +35,10 @@ def paired_t_ci(differences: Sequence[float], confidence: float = 0.95) -> tuple
     d = np.asarray(differences, dtype=float)
     if d.size < 2:
         return math.nan, math.nan
-    half = t_quantile(0.5 + confidence / 2.0, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
-    return float(d.mean() - half), float(d.mean() + half)
+    with warnings.catch_warnings():  # identical differences: scipy warns of precision loss, the interval is exact
+        warnings.simplefilter("ignore", RuntimeWarning)
+        interval = stats.ttest_1samp(d, 0.0).confidence_interval(confidence_level=confidence)
+    return float(interval.low), float(interval.high)
 
 
 def bootstrap_ci(
@@ -82,16 +47,21 @@ def bootstrap_ci(
     """Percentile bootstrap interval of the mean paired difference (resampling pairs, seeded; NaN below 2 pairs).
 
     With few pairs the percentile bootstrap is too narrow (it ignores that the spread itself is estimated): prefer
-    :func:`paired_t_ci` for five seeds; the bootstrap is reported alongside as a distribution-free check.
+    :func:`paired_t_ci` for five seeds; the bootstrap is reported alongside as a distribution-free check. BCa would
+    be undefined for identical differences, hence the percentile method.
     """
     d = np.asarray(differences, dtype=float)
     if d.size < 2:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    result = stats.bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 @dataclass

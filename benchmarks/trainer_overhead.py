@@ -27,12 +27,12 @@ from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArgum
 from peft_catalyst.app.assets import load_minilm_for_sequence_classification, load_smollm2
 from peft_catalyst.app.data import load_task
 from peft_catalyst.app.tasks import prepare_task
-from peft_catalyst.mentors import Completion, Mentor
+from peft_catalyst.mentors import ChatMentor, Completion
 
 RESULTS = Path(__file__).parent / "results" / "trainer_overhead.json"
 
 
-class InstantMentor(Mentor):
+class InstantMentor(ChatMentor):
     """Answers at once with fixed candidates: isolates the trainer's own overhead from any LLM latency."""
 
     name = "instant:fixed"
@@ -41,7 +41,7 @@ class InstantMentor(Mentor):
         super().__init__(strict_retry=False)
         self.reply = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(candidates))
 
-    def _complete(self, messages, request) -> Completion:
+    def complete(self, messages, request) -> Completion:
         return Completion(texts=[self.reply], model="instant", prompt_tokens=0, completion_tokens=0)
 
     def cache_identity(self) -> dict:

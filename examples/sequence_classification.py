@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer = CatalystTrainer(
         model=peft_model,
         args=training_args,
-        mentor=build_mentor(mentor_args, training_args.output_dir),
+        mentor=build_mentor(mentor_args, training_args.output_dir, tokenizer=tokenizer),
         catalyst_dataset=spec.datasets["catalyst"],
         **spec.trainer_kwargs(),
     )

@@ -1,9 +1,21 @@
-"""Every change peft-catalyst makes to PEFT at import time, in one place, each with the reason it is needed.
+"""Every fix peft-catalyst makes to PEFT internals at import time, in one place, each with the reason it is needed.
 
-PEFT has no plug-in point for a new prompt-learning method: ``PeftType`` is a closed enum, and a few methods of
-``PeftModel`` special-case ``PeftType.PROMPT_TUNING`` by identity. The patches below add the ``CATALYST`` type and
-route it through PEFT's own prompt-tuning code paths. They are tested against the PEFT releases in
+The CATALYST type itself (the ``PeftType`` member and ``register_peft_method``) is registered beside its tuner, in
+``peft_catalyst.tuners.catalyst.registration``; this module imports from the tuner, never the reverse. A few methods
+of ``PeftModel`` special-case ``PeftType.PROMPT_TUNING`` by identity; the patches route CATALYST through PEFT's own
+prompt-tuning code paths, and fix upstream bugs of prompt tuning. They are tested against the PEFT releases in
 ``SUPPORTED_PEFT``; ``tests/test_patches.py`` fails loudly if PEFT's internals move.
+
+What changes for vanilla PROMPT_TUNING adapters too, once ``peft_catalyst`` is imported (the other patches act on
+CATALYST only):
+
+- token classification (:func:`_patch_token_classification`): labels are padded by ``-100`` for the virtual tokens;
+  PEFT 0.21 passes them unpadded, so any forward with labels fails with a batch-size mismatch.
+- saving under FSDP2 (:func:`_patch_prompt_embedding_to_save`): the soft prompt is read from its (gathered) weight;
+  PEFT's embedding lookup fails on a ``DTensor``, so ``save_pretrained`` broke. Same values otherwise.
+- cached generation of causal LMs (:func:`_patch_causal_generation`): virtual tokens are injected at prefill only and
+  position ids follow the attention mask; with transformers 5 PEFT re-injects them at every decode step, so cached
+  generation differed from uncached greedy decoding, and a left-padded row generated something else than alone.
 
 ``apply()`` is idempotent and runs on ``import peft_catalyst``.
 """
@@ -33,28 +45,8 @@ if not _MIN_PEFT <= Version(Version(peft.__version__).base_version) < _MAX_PEFT:
         f"{peft.__version__}. Install a supported release: pip install 'peft{','.join(SUPPORTED_PEFT)}'."
     )
 
-
-def _extend_peft_type(name: str) -> PeftType:
-    """Add a member to the closed ``PeftType`` enum.
-
-    Why: ``register_peft_method`` only accepts names that are already members, and PEFT looks configs and tuners up by
-    ``PeftType`` everywhere (including when it reads ``"peft_type": "CATALYST"`` from ``adapter_config.json``).
-    """
-    if name in PeftType.__members__:
-        return PeftType[name]
-    member = str.__new__(PeftType, name)
-    member._name_ = name
-    member._value_ = name
-    member.__objclass__ = PeftType
-    member._sort_order_ = len(PeftType._member_names_)
-    type.__setattr__(PeftType, name, member)
-    PeftType._member_map_[name] = member
-    PeftType._value2member_map_[name] = member
-    PeftType._member_names_.append(name)
-    return member
-
-
-CATALYST = _extend_peft_type("CATALYST")
+# After the version guard: registering CATALYST touches PeftType internals of the supported releases only.
+from peft_catalyst.tuners.catalyst import CATALYST  # noqa: E402
 
 # A lock for the few places below that present a CATALYST config to PEFT as PROMPT_TUNING for one call.
 _SWAP_LOCK = threading.RLock()
@@ -263,21 +255,8 @@ def _patch_causal_generation() -> None:
     cls.prepare_inputs_for_generation = prepare_inputs_for_generation
 
 
-def _register() -> None:
-    """Register CATALYST's config and tuner classes so save/load, ``from_pretrained`` and ``AutoPeftModel*`` work."""
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from peft.utils import register_peft_method
-
-    from peft_catalyst.tuners.catalyst import CatalystConfig, CatalystEmbedding
-
-    if CATALYST in PEFT_TYPE_TO_CONFIG_MAPPING:
-        return
-    register_peft_method(name="catalyst", config_cls=CatalystConfig, model_cls=CatalystEmbedding)
-
-
 def apply() -> None:
-    """Apply every patch (idempotent)."""
-    _register()
+    """Apply every patch (idempotent); CATALYST is already registered by importing its tuner."""
     _patch_setup_prompt_encoder()
     _patch_seq2seq()
     _patch_token_classification()

@@ -13,6 +13,7 @@ import re
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -33,16 +34,12 @@ MAX_EMBEDDING_ROWS_BEYOND_TOKENIZER = 1024
 _PLACEHOLDER_TOKEN = re.compile(r"^\s*[\[<](unused|reserved)[_\w]*\d+[\]>]\s*$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class NearestToken:
-    """One candidate for a virtual token: the vocabulary id, its text, and its score (higher is nearer)."""
+class NearestToken(NamedTuple):
+    """One candidate for a virtual token: ``(token_id, token, score)``, higher is nearer; indexable and unpackable."""
 
     token_id: int
     token: str
     score: float
-
-    def __iter__(self):  # lets callers unpack `(token_id, token, score)`
-        return iter((self.token_id, self.token, self.score))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,6 +185,23 @@ def allowed_token_ids(tokenizer, policy: str | Sequence[int], num_embeddings: in
         per_tokenizer[key] = torch.tensor(ids, dtype=torch.long)
         logger.debug("projection vocabulary: %d of %d tokens allowed", len(ids), vocab_size)
     return per_tokenizer[key]
+
+
+def vocabulary_words(tokenizer) -> list[str]:
+    """Alphabetic vocabulary tokens that are their own single-token encoding as a space-separated word (sorted).
+
+    For a byte-level BPE (SmolLM2) these are the ``Ġword`` tokens, for WordPiece (MiniLM) the whole-word (non-``##``)
+    tokens: a space-joined string of them re-tokenizes to exactly those tokens, so a random restart
+    (``peft_catalyst.mentors.RandomMentor``) really starts from random vocabulary tokens.
+    """
+    allowed = allowed_token_ids(tokenizer, "printable", len(tokenizer)).tolist()
+    texts = [t.strip() for t in tokenizer.batch_decode([[i] for i in allowed], skip_special_tokens=True)]
+    keep = [(i, t) for i, t in zip(allowed, texts) if t.isascii() and t.isalpha()]
+    encoded = tokenizer([" " + t for _, t in keep], add_special_tokens=False)["input_ids"]
+    words = sorted({t for (i, t), ids in zip(keep, encoded) if ids == [i]})
+    if not words:
+        raise ValueError("No single-token alphabetic word in this tokenizer's vocabulary.")
+    return words
 
 
 def check_tokenizer_matches(tokenizer, num_embeddings: int) -> None:

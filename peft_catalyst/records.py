@@ -16,6 +16,13 @@ HISTORY_FORMAT = 2
 """Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key)."""
 
 
+def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:
+    """Direction of a metric: as given, else lower is better for names ending in "loss" (as ``Trainer`` does)."""
+    if greater_is_better is not None:
+        return greater_is_better
+    return not metric.endswith("loss")
+
+
 class Trigger(str, Enum):
     """Why a round started: the stage reached ``catalyst_stage_steps``, or the training loss plateaued."""
 
@@ -342,11 +349,11 @@ class RunSummary:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
         data = dict(data)
-        if "greater_is_better" in data and "higher_is_better" not in data:
-            data["higher_is_better"] = data["greater_is_better"]
+        if "higher_is_better" not in data:  # format 1 wrote the argument as given: None meant "from the name"
+            data["higher_is_better"] = higher_is_better(data.get("metric", "loss"), data.get("greater_is_better"))
         known = set(cls.__dataclass_fields__)
         kept = {k: v for k, v in data.items() if k in known}
-        kept["higher_is_better"] = bool(kept.get("higher_is_better") or False)
+        kept["higher_is_better"] = bool(kept["higher_is_better"])
         return cls(**kept)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,16 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     assert lines[-1].startswith("wall time") and str(out) in lines[-1]
 
 
+def test_random_mentor_run_restarts_from_the_doers_vocabulary(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--mentor", "random", "--output_dir", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mentor"] == "random-words" and metrics["catalyst"]["rounds"] == 1
+    (record,) = json.loads((out / "catalyst_history.json").read_text())["rounds"]
+    assert record["candidates"] and all(c["finite"] for c in record["candidates"])
+    assert not (out / "mentor_cache.sqlite").exists()  # free and deterministic: nothing cached
+
+
 def test_options_from_a_yaml_file_and_flags_that_win(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -75,6 +86,41 @@ def test_options_from_a_yaml_file_and_flags_that_win(tmp_path):
     assert not (out / "run.png").exists()
     trainer_args = __import__("torch").load(out / "training_args.bin", weights_only=False)
     assert trainer_args.max_steps == 3 and trainer_args.learning_rate == 0.01
+
+
+def test_config_file_values_are_typed_defaults_that_flags_override(tmp_path):
+    from peft_catalyst.app.cli import parse_train_args
+
+    yaml_file = tmp_path / "run.yml"
+    yaml_file.write_text("model: minilm\nlearning_rate: 1e-2\ndisable_tqdm: true\nreport_to: [none]\nmentor: random\n")
+    model, _, mentor, _, training = parse_train_args(["--config", str(yaml_file), "--mentor", "none"])
+    assert model.model == "minilm" and mentor.mentor == "none"  # the flag wins over the file
+    assert training.learning_rate == 0.01 and training.disable_tqdm is True  # YAML's "1e-2" string, typed
+    assert training.max_steps == 150  # the embedded default of the file's model
+    json_file = tmp_path / "run.json"
+    values = {"model": "minilm", "max_steps": 7, "catalyst_rounds": 0, "catalyst_metric": "accuracy"}
+    json_file.write_text(json.dumps(values))
+    *_, training = parse_train_args([str(json_file)])  # a leading file path is the config
+    assert training.max_steps == 7 and training.catalyst_higher_is_better
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("modle: minilm\n", "unknown option(s) in"),
+        ("model: gpt5\n", "invalid choice 'gpt5'"),
+        ("- a list\n", "must hold a mapping"),
+        ("model: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_file_is_one_user_error(tmp_path, text, message):
+    from peft_catalyst.app.cli import parse_train_args
+    from peft_catalyst.app.runner import UserError
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_train_args(["--config", str(config)])
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from tests.loopback_openai import LoopbackOpenAIServer, chat_reply, error_reply
 
 REQ = MentorRequest(
     "SMS spam detection (spam or ham)",
-    [TrajectoryPoint("win prize call", 0.9, 0.5), TrajectoryPoint("Is this spam", 0.6, 0.7)],
+    [TrajectoryPoint("win prize call", 0.9), TrajectoryPoint("Is this spam", 0.6)],
     num_candidates=2,
     max_words=8,
 )

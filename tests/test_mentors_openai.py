@@ -32,7 +32,7 @@ FAKE_KEY = "sk-peftcatalyst-FAKEKEY-7Qx9Zt2Lw5Rv8"
 
 REQ = MentorRequest(
     task_description="sentiment of movie review snippets (positive/negative)",
-    trajectory=[TrajectoryPoint("movie great sentiment kil", 0.71, 0.52), TrajectoryPoint("Is it good", 0.6, 0.6)],
+    trajectory=[TrajectoryPoint("movie great sentiment kil", 0.71), TrajectoryPoint("Is it good", 0.6)],
     num_candidates=4,
     max_words=8,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from peft_catalyst.mentors import (
     MentorRequest,
     MentorUsage,
     MetaPrompt,
+    PastRound,
     TrajectoryPoint,
     parse_candidates,
     parse_reply,
@@ -24,9 +26,9 @@ from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT
 REQ = MentorRequest(
     task_description="sentiment of movie review snippets (positive/negative)",
     trajectory=[
-        TrajectoryPoint("Is the review positive", 0.55, 0.70),
-        TrajectoryPoint("movie great sentiment kil", 0.71, 0.52),
-        TrajectoryPoint("review positive negative film", 0.65, 0.60),
+        TrajectoryPoint("Is the review positive", 0.55),
+        TrajectoryPoint("movie great sentiment kil", 0.71),
+        TrajectoryPoint("review positive negative film", 0.65),
     ],
     num_candidates=3,
     max_words=8,
@@ -41,7 +43,8 @@ def test_meta_prompt_sorts_trajectory_worst_to_best_with_scores():
     user = messages[-1]["content"]
     worst, middle, best = (user.index(t) for t in ("movie great", "review positive negative", "Is the review"))
     assert worst < middle < best
-    assert "loss 0.7100, metric 0.5200" in user
+    assert '"movie great sentiment kil" (loss 0.7100)' in user
+    assert "lower loss is better" in user
     assert "sentiment of movie review snippets" in user
     assert "Classify the sentiment of this movie review" in user  # manual prompt
     assert "Write 3 new prompts" in user and "at most 8 words" in user
@@ -54,11 +57,54 @@ def test_meta_prompt_merges_duplicate_points_keeping_the_best():
     assert "loss 0.4000" in user and "loss 0.9000" not in user
 
 
-def test_meta_prompt_without_manual_prompt_or_metric():
+def test_meta_prompt_without_manual_prompt_or_earlier_rounds():
     req = MentorRequest("spam detection", [TrajectoryPoint("a b c", 1.0)])
     user = render_meta_prompt(req)[-1]["content"]
     assert "written by hand" not in user
-    assert "metric" not in user
+    assert "Earlier rounds" not in user and "metric" not in user
+
+
+# Three prompts, worst to best under each direction: loss-like (lower is better) and accuracy-like (higher is better).
+_POINTS = [TrajectoryPoint("alpha words", 0.40, 0.9), TrajectoryPoint("beta words", 0.80, 0.5)]
+_POINTS.append(TrajectoryPoint("gamma words", 0.60, 0.7))
+_DIRECTIONS = [
+    ("label_loss", False, "lower label_loss is better", ["beta", "gamma", "alpha"]),
+    ("accuracy", True, "higher accuracy is better", ["alpha", "gamma", "beta"]),
+]
+
+
+@pytest.mark.parametrize("template", [MetaPrompt(), SMALL_MODEL_META_PROMPT], ids=["default", "small"])
+@pytest.mark.parametrize(("metric", "higher", "sentence", "order"), _DIRECTIONS, ids=["loss-like", "accuracy-like"])
+def test_meta_prompt_states_the_metrics_direction_and_orders_by_it(template, metric, higher, sentence, order):
+    req = MentorRequest("spam detection", _POINTS, metric=metric, higher_is_better=higher)
+    user = template.render(req)[-1]["content"]
+    assert sentence in user
+    assert "higher metric" not in user and ("lower loss" not in user or metric == "loss")
+    positions = [user.index(f'"{word} words"') for word in order]
+    assert positions == sorted(positions), user  # worst first, best last
+    assert f'"alpha words" ({metric} 0.4000)' in user  # the ranking score, under the metric's name
+    assert "0.9000" not in user  # the LM loss is not what ranks, so it is not shown
+
+
+@pytest.mark.parametrize("template", [MetaPrompt(), SMALL_MODEL_META_PROMPT], ids=["default", "small"])
+def test_meta_prompt_shows_earlier_rounds(template):
+    rounds = [
+        PastRound(1, ["first idea", "broken"], [0.52, None], taken=None, current_score=0.50),
+        PastRound(2, ["second idea"], [0.61], taken="second idea", current_score=0.55),
+    ]
+    req = MentorRequest("spam detection", _POINTS, metric="accuracy", higher_is_better=True, earlier_rounds=rounds)
+    user = template.render(req)[-1]["content"]
+    assert "Earlier rounds (accuracy of each prompt):" in user
+    assert 'Round 1: current prompt 0.5000; proposed "first idea" (0.5200), "broken" (not scored); kept' in user
+    assert 'Round 2: current prompt 0.5500; proposed "second idea" (0.6100); took "second idea".' in user
+    assert user.index("Round 1:") < user.index("Round 2:") < user.index("Write")
+
+
+def test_few_shot_example_speaks_the_requests_metric():
+    req = MentorRequest("spam detection", _POINTS, metric="accuracy", higher_is_better=True)
+    example = MetaPrompt().render(req, few_shot=True)[1]["content"]
+    assert "higher accuracy is better" in example and "(accuracy 0.6800)" in example
+    assert example.index("(accuracy 0.4100)") < example.index("(accuracy 0.6800)")
 
 
 def test_custom_template_by_string_and_file(tmp_path: Path):
@@ -115,9 +161,30 @@ def test_request_validates_and_serializes():
         MentorRequest("t", [], num_candidates=0)
     with pytest.raises(ValueError):
         MentorRequest("t", [], max_words=0)
-    req = MentorRequest("t", [{"text": "a", "loss": 1.0}])  # plain dicts are accepted
+    req = MentorRequest("t", [{"text": "a", "score": 1.0}])  # plain dicts are accepted
     assert req.trajectory == (TrajectoryPoint("a", 1.0),)
-    assert req.to_dict()["trajectory"] == [{"text": "a", "loss": 1.0, "metric": None}]
+    assert req.to_dict()["trajectory"] == [{"text": "a", "score": 1.0, "loss": None}]
+    legacy = MentorRequest("t", [{"text": "a", "loss": 1.0, "metric": None}])  # written before scores were named
+    assert legacy.trajectory == (TrajectoryPoint("a", 1.0, 1.0),) and legacy.metric == "loss"
+
+
+def test_request_round_trips_every_field():
+    req = MentorRequest(
+        "t",
+        [TrajectoryPoint("a", 0.7, 1.2)],
+        num_candidates=2,
+        max_words=5,
+        manual_prompt="m",
+        metric="accuracy",
+        higher_is_better=True,
+        earlier_rounds=[PastRound(1, ["x", "y"], [0.5, float("inf")], taken="x", current_score=0.4)],
+    )
+    data = json.loads(json.dumps(req.to_dict(), allow_nan=False))  # plain JSON: broadcast and chat log
+    assert MentorRequest.from_dict(data) == req
+    assert data["earlier_rounds"][0]["scores"] == [0.5, None]  # not finite: unusable
+    assert MentorRequest("t", []).earlier_rounds == () and not MentorRequest("t", []).higher_is_better
+    with pytest.raises(ValueError, match="one score per proposed"):
+        PastRound(1, ["x"], [])
 
 
 def test_proposal_and_usage_round_trip():

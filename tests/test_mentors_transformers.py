@@ -17,7 +17,7 @@ CHAT_TEMPLATE = (
 )
 REQ = MentorRequest(
     "sentiment of movie review snippets (positive/negative)",
-    [TrajectoryPoint("the movie was great", 0.8, 0.5), TrajectoryPoint("classify the review", 0.6, 0.7)],
+    [TrajectoryPoint("the movie was great", 0.8), TrajectoryPoint("classify the review", 0.6)],
     num_candidates=2,
     max_words=8,
 )
@@ -115,7 +115,7 @@ def test_samples_and_token_counts(tiny):
     model, tok = tiny
     mentor = TransformersMentor(model, tok, seed=0, num_samples=3, max_new_tokens=6, meta_prompt=MetaPrompt())
     messages = mentor.build_messages(REQ)
-    completion = mentor._complete(messages, REQ)
+    completion = mentor.complete(messages, REQ)
     assert len(completion.texts) == 3
     expected_prompt = len(tok.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"])
     assert completion.prompt_tokens == expected_prompt
@@ -194,7 +194,7 @@ def test_max_time_bounds_a_call_and_drops_the_cut_line(tiny):
         model, tok, max_new_tokens=3000, max_time=0.3, num_samples=1, strict_retry=False, meta_prompt=MetaPrompt()
     )
     start = time.perf_counter()
-    completion = mentor._complete(mentor.build_messages(REQ), REQ)
+    completion = mentor.complete(mentor.build_messages(REQ), REQ)
     assert time.perf_counter() - start < 5
     assert completion.completion_tokens < 3000
     assert all("\n" not in t or len(t.splitlines()) >= 1 for t in completion.texts)
@@ -233,7 +233,7 @@ def test_embedded_smollm2_mentor(smollm2):
     assert mentor.model is model and mentor.name == "transformers:SmolLM2-135M-Instruct"
     request = MentorRequest(
         "SMS spam detection (spam or ham)",
-        [TrajectoryPoint("Ġwin prize ĠCall", 0.9, 0.55), TrajectoryPoint("Is this spam", 0.62, 0.71)],
+        [TrajectoryPoint("Ġwin prize ĠCall", 0.9), TrajectoryPoint("Is this spam", 0.62)],
         num_candidates=2,
         max_words=8,
     )

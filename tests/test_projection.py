@@ -108,6 +108,7 @@ def test_nearest_tokens_topk_structure_and_metric_override(tok):
     token_id, token, score = first
     assert token == tok.decode([token_id]) and score == pytest.approx(0.0, abs=1e-3)  # l2: -distance, 0 for itself
     assert rows[0][0].score >= rows[0][1].score >= rows[0][2].score
+    assert rows[0][0][0] == token_id and rows[0][0][1] == token and rows[0][0] == (token_id, token, score)  # a tuple
     cos = nearest_tokens(pm, tok, top_k=1, metric="cosine")
     assert cos[0][0].token_id == token_id and cos[0][0].score == pytest.approx(1.0, abs=1e-4)
 

@@ -162,3 +162,14 @@ def test_the_old_unversioned_format_reads_into_the_types(tmp_path):
     assert history.summary.race_steps == 0 and history.summary.stage_steps == 0  # not recorded then
     # Read once, it writes in the current format and reads back the same.
     assert History.from_dict(history.to_dict()) == history
+
+
+def test_an_old_summary_without_a_direction_takes_it_from_the_metric_name():
+    """The first release wrote greater_is_better as given: None meant "from the name", as Trainer does."""
+    for metric, expected in (("accuracy", True), ("label_loss", False)):
+        data = {"summary": {"metric": metric, "greater_is_better": None}, "rounds": []}
+        assert History.from_dict(data).summary.higher_is_better is expected
+    assert (
+        History.from_dict({"summary": {"metric": "accuracy", "greater_is_better": False}}).summary.higher_is_better
+        is False
+    )

@@ -11,13 +11,13 @@ from peft import LoraConfig, get_peft_model
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments, Decision, Trigger
-from peft_catalyst.mentors import CachedMentor, Completion, Mentor, MentorError, OpenAIMentor
+from peft_catalyst.mentors import CachedMentor, ChatMentor, Completion, MentorError, MentorRequest, OpenAIMentor
 from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, write_token_ids
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer, error_reply, refused_base_url
 
 
-class ScriptedMentor(Mentor):
+class ScriptedMentor(ChatMentor):
     """A real Mentor (full parsing and accounting) whose backend returns fixed reply texts, one per call."""
 
     def __init__(self, replies, **kwargs):
@@ -26,7 +26,7 @@ class ScriptedMentor(Mentor):
         self.name = "scripted:test"
         self.calls = 0
 
-    def _complete(self, messages, request):
+    def complete(self, messages, request):
         reply = self.replies[min(self.calls, len(self.replies) - 1)]
         self.calls += 1
         if isinstance(reply, Exception):
@@ -111,6 +111,17 @@ def test_losing_candidates_leave_training_exactly_as_a_plain_run(tok, tmp_path):
         assert len(record.candidates) == 2 and all(c.finite for c in record.candidates)
         assert all(0 <= c.metrics["accuracy"] <= 1 for c in record.candidates)
         assert 1 <= len(record.trajectory) <= 2 and all(p.loss is not None for p in record.trajectory)
+    # The mentor is told the ranking metric, its direction and the earlier rounds' outcomes.
+    chat = [json.loads(line) for line in (tmp_path / "out" / "catalyst_chat.jsonl").read_text().splitlines()]
+    requests = [MentorRequest.from_dict(entry["request"]) for entry in chat]
+    assert [(r.metric, r.higher_is_better, len(r.earlier_rounds)) for r in requests] == [
+        ("prompt_norm", True, 0),
+        ("prompt_norm", True, 1),
+    ]
+    (past,) = requests[1].earlier_rounds
+    assert past.proposed == ["call today", "hello lunch"] and past.taken is None
+    assert past.scores == [c.score for c in trainer.catalyst_history[0].candidates]
+    assert "higher prompt_norm is better" in chat[1]["messages"][-1]["content"]
     assert all(s["training"] for s in probe.steps.values())  # model mode restored after scoring
     assert trainer.model.base_model.config.hidden_dropout_prob > 0
     catalyst = _trainable(trainer.model)

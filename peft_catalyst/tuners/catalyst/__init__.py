@@ -1,6 +1,9 @@
-"""The CATALYST PEFT method: config beside the module it configures, as in ``peft.tuners``."""
+"""The CATALYST PEFT method: config beside the module it configures, as in ``peft.tuners``; registered on import."""
 
 from .config import CatalystConfig
 from .model import CatalystEmbedding
+from .registration import CATALYST, register
 
-__all__ = ["CatalystConfig", "CatalystEmbedding"]
+register(CatalystConfig, CatalystEmbedding)
+
+__all__ = ["CATALYST", "CatalystConfig", "CatalystEmbedding"]

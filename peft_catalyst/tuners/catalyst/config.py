@@ -8,6 +8,8 @@ from peft import PromptTuningConfig
 
 from peft_catalyst.projection import PROJECTION_METRICS, validate_projection_vocab
 
+from .registration import CATALYST
+
 
 @dataclass
 class CatalystConfig(PromptTuningConfig):
@@ -45,9 +47,6 @@ class CatalystConfig(PromptTuningConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # Imported here: the patches module imports this one, and registering the enum member must come first.
-        from peft_catalyst._patches import CATALYST
-
         self.peft_type = CATALYST
         if (
             self.num_virtual_tokens is None

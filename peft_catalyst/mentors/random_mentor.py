@@ -1,0 +1,71 @@
+"""A mentor that asks no LLM: random vocabulary words as restart candidates, the control for any LLM mentor.
+
+Scored and selected by the trainer exactly like an LLM's candidates, it answers the question "does my LLM beat random
+restarts at the same budget?". Torch-free like every mentor: it takes a word list (see
+``peft_catalyst.projection.vocabulary_words`` for one built from the doer's tokenizer).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .base import Mentor, MentorProposal, MentorRequest
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RandomMentor"]
+
+
+class RandomMentor(Mentor):
+    """Proposes ``num_candidates`` distinct prompts of ``max_words`` words drawn at random from ``words``.
+
+    Seeded per round from ``(seed, len(request.earlier_rounds))``, not from a counter, so a run resumed from a
+    checkpoint proposes the same words in the same round. Makes no LLM call: usage records zero tokens.
+
+    Args:
+        words: the vocabulary to draw from (e.g. ``vocabulary_words(tokenizer)``: single-token words).
+        seed: the run's seed.
+        name: the name in logs and the history.
+    """
+
+    backend = "random"
+
+    def __init__(self, words: Sequence[str], seed: int = 0, *, name: str = "random-words") -> None:
+        super().__init__()
+        self.words = [w for w in words if w and w.strip()]
+        if not self.words:
+            raise ValueError("RandomMentor needs a non-empty word list")
+        self.seed = seed
+        self.name = name
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What decides the proposals besides the request (never cached in practice: it is free)."""
+        return {"backend": self.backend, "model": self.name, "seed": self.seed, "vocabulary": len(self.words)}
+
+    def propose(self, request: MentorRequest) -> MentorProposal:
+        """``request.num_candidates`` distinct strings of ``request.max_words`` random words (leading space: BPE)."""
+        start = time.perf_counter()
+        rng = random.Random(f"{self.seed}/{len(request.earlier_rounds)}")
+        wanted = min(request.num_candidates, len(set(self.words)) ** request.max_words)
+        candidates: list[str] = []
+        while len(candidates) < wanted:
+            text = " " + " ".join(rng.choice(self.words) for _ in range(request.max_words))
+            if text not in candidates:
+                candidates.append(text)
+        latency = time.perf_counter() - start
+        self.usage.record(latency_s=latency, prompt_tokens=0, completion_tokens=0)
+        logger.debug("%s: %d random candidate(s)", self.name, len(candidates))
+        return MentorProposal(
+            candidates=candidates,
+            raw="\n".join(candidates),
+            latency_s=latency,
+            prompt_tokens=0,
+            completion_tokens=0,
+            model=self.name,
+            request_id=None,
+            messages=[],
+        )

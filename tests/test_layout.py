@@ -1,0 +1,91 @@
+"""The package's import graph: dependencies between its modules go one way (no cycle, even through lazy imports)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "peft_catalyst"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of the package that ``path`` imports anywhere (module level, functions, TYPE_CHECKING blocks)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return {m for m in found if m.startswith("peft_catalyst")}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(graph.get(node, ()))
+    return False
+
+
+@pytest.mark.parametrize(
+    "low, high",
+    [
+        ("peft_catalyst.mentors.base", "peft_catalyst.mentors.metaprompt"),
+        ("peft_catalyst.tuners.catalyst.config", "peft_catalyst._patches"),
+        ("peft_catalyst.tuners.catalyst.registration", "peft_catalyst._patches"),
+        ("peft_catalyst.tuners.catalyst", "peft_catalyst._patches"),
+    ],
+)
+def test_dependency_goes_one_way(low, high):
+    graph = _graph()
+    assert _reaches(graph, high, low), f"{high} is expected to use {low}"
+    assert not _reaches(graph, low, high), f"{low} imports {high} (directly or through others): a cycle"
+
+
+def test_mentors_import_neither_torch_nor_the_rest_of_the_package():
+    for path in (PACKAGE / "mentors").glob("*.py"):
+        outside = {m for m in _imports(path) if not m.startswith("peft_catalyst.mentors")}
+        assert not outside, (path.name, outside)
+
+
+def test_the_library_never_imports_the_application():
+    graph = _graph()
+    library = [m for m in graph if not m.startswith("peft_catalyst.app")]
+    for module in library:
+        assert not any(
+            _reaches(graph, dep, "peft_catalyst.app.cli") or dep.startswith("peft_catalyst.app")
+            for dep in graph[module]
+        ), module
+
+
+def test_no_import_cycles_in_the_package():
+    graph = _graph()
+    for module, deps in graph.items():
+        # a package's __init__ re-exporting its submodules is not a cycle of ideas: skip edges into a parent package
+        for dep in deps:
+            if module.startswith(dep + "."):
+                continue
+            assert not _reaches(graph, dep, module) or dep.startswith(module + "."), f"{module} <-> {dep}"
