@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,11 @@ def train(argv: list[str]) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     validate_mentor_spec(mentor_args.mentor)
-    metrics = run(model_args, data_args, mentor_args, run_args, training_args)
+    with warnings.catch_warnings():
+        # PEFT 0.21 reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a model: a
+        # FutureWarning about library internals that no user of this command can act on.
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        metrics = run(model_args, data_args, mentor_args, run_args, training_args)
     print()
     for line in summary_lines(metrics, training_args.output_dir):
         print(line)
