@@ -109,7 +109,7 @@ def test_a_cpu_run_prints_no_warning_the_user_cannot_act_on(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pin_memory" not in result.stderr
     assert "is_gradient_checkpointing" not in result.stderr
-    assert "Warning" not in result.stderr, result.stderr[-3000:]
+    assert "warning" not in result.stderr.lower(), result.stderr[-3000:]  # nor any other (DeepSpeed installed)
 
 
 def test_resume_into_the_runs_own_output_dir_without_overwrite(tmp_path, capsys):

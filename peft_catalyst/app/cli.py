@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -155,8 +156,10 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
 
 def train(argv: list[str]) -> int:
     """``peft-catalyst train``: one run, outputs in ``output_dir``, a summary at the end."""
-    from peft_catalyst.app.runner import run, summary_lines, validate_mentor_spec
+    from peft_catalyst.app.runner import has_accelerator, run, summary_lines, validate_mentor_spec
 
+    if not has_accelerator():  # else an installed DeepSpeed warns that it found no GPU, in every run
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     model_args, data_args, mentor_args, run_args, training_args = parse_train_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"

@@ -446,7 +446,7 @@ class RoundSnapshots(TrainerCallback):
         return control
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
     """True when torch sees an accelerator (CUDA, MPS, XPU, ...) that pinned memory would help."""
     import torch
 
@@ -492,7 +492,7 @@ def run(
     started = time.perf_counter()
     resume = training_args.resume_from_checkpoint
     out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume)
-    if training_args.dataloader_pin_memory and not _has_accelerator():
+    if training_args.dataloader_pin_memory and not has_accelerator():
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns per dataloader
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
     doer = build_doer(model_args, data_args)

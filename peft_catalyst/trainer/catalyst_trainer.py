@@ -47,6 +47,7 @@ from peft_catalyst.projection import (
     write_token_ids,
 )
 from peft_catalyst.scoring import sorted_by_length
+from peft_catalyst.sharding import reset_optimizer_state
 from peft_catalyst.trajectory import Trajectory
 
 from .catalyst_config import CatalystTrainingArguments
@@ -199,7 +200,7 @@ class CatalystTrainer(Trainer):
         """As ``Trainer``, then give the soft prompt a parameter group of its own so a re-warm-up scales it alone."""
         created = self.optimizer is None
         optimizer = super().create_optimizer(model)
-        if created and not self.is_deepspeed_enabled:
+        if created:
             _isolate_param_group(optimizer, get_soft_prompt(self.model).weight)
         return optimizer
 
@@ -571,10 +572,8 @@ class CatalystTrainer(Trainer):
         weight = get_soft_prompt(self.model).weight
         optimizer = _inner_optimizer(self.optimizer)
         if self.args.catalyst_reset_optimizer and optimizer is not None:
-            if self.is_deepspeed_enabled:
-                logger.warning("catalyst_reset_optimizer is not supported under DeepSpeed; the state is kept.")
-            elif weight in optimizer.state:
-                optimizer.state[weight] = {}
+            if not (reset := reset_optimizer_state(self.optimizer, weight)):
+                logger.warning("catalyst_reset_optimizer: the prompt's optimizer state is kept: %s.", reset.reason)
         if self.args.catalyst_rewarmup_steps > 0 and optimizer is not None:
             self.catalyst_state.rewarm_step = 1
             self._apply_rewarmup_scale()
@@ -683,8 +682,10 @@ class CatalystTrainer(Trainer):
         }
 
     def _write_history(self) -> None:
-        if self.args.should_save and self._rounds_enabled:
-            write_history(self.args.output_dir, self.catalyst_history, self.catalyst_summary())
+        if self._rounds_enabled:
+            summary = self.catalyst_summary()  # on every rank: reading the prompt gathers it under ZeRO-3 and FSDP
+            if self.args.should_save:
+                write_history(self.args.output_dir, self.catalyst_history, summary)
 
 
 # ----------------------------------------------------------------------------------------------------------------
