@@ -10,6 +10,7 @@ _patches.apply()
 
 from peft_catalyst.export import export_prompt_tuning  # noqa: E402
 from peft_catalyst.hub import push_to_hub  # noqa: E402
+from peft_catalyst.pipelines import pipeline  # noqa: E402
 from peft_catalyst.projection import (  # noqa: E402
     NearestToken,
     Projector,
@@ -67,6 +68,7 @@ __all__ = [
     "Projector",
     "export_prompt_tuning",
     "nearest_tokens",
+    "pipeline",
     "push_to_hub",
     "set_soft_prompt_from_text",
     "soft_prompt_text",

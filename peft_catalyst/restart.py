@@ -1,4 +1,5 @@
-"""What a restart does to the optimizer: the prompt's own parameter group, its state reset, its lr re-warm-up.
+"""What a restart does to the optimizer: the prompt's own parameter group and its lr re-warm-up (the state reset,
+which must also reach DeepSpeed's partitions, is ``peft_catalyst.sharding.reset_optimizer_state``).
 
 Knows nothing of mentors: it acts on a torch optimizer (or Accelerate's wrapper of one) and the soft-prompt
 parameter. The re-warm-up ramps the prompt group's lr to ``k / (W + 1)`` of the scheduled lr over ``W`` steps, so
@@ -36,15 +37,6 @@ def param_groups_of(optimizer: Any, param: torch.nn.Parameter) -> list[tuple[int
     if optimizer is None:
         return []
     return [(i, g) for i, g in enumerate(optimizer.param_groups) if any(p is param for p in g["params"])]
-
-
-def reset_param_state(optimizer: Any, param: torch.nn.Parameter) -> bool:
-    """Drop the optimizer state (e.g. Adam moments and step) of ``param``; False when there is none to drop."""
-    optimizer = inner_optimizer(optimizer)
-    if optimizer is None or param not in optimizer.state:
-        return False
-    optimizer.state[param] = {}
-    return True
 
 
 def scheduled_lr(lr_scheduler: Any, index: int, group: dict) -> float:

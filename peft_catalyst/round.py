@@ -54,8 +54,8 @@ from peft_catalyst.records import (
     ScoredPrompt,
     Trigger,
 )
-from peft_catalyst.restart import reset_param_state
 from peft_catalyst.scoring import PromptScorer, Score
+from peft_catalyst.sharding import reset_optimizer_state
 from peft_catalyst.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
@@ -370,10 +370,9 @@ class RoundEngine:
         settings = self.settings
         weight = get_soft_prompt(self.model).weight
         if settings.catalyst_reset_optimizer and self.trainer.optimizer is not None:
-            if self.trainer.is_deepspeed_enabled:
-                logger.warning("catalyst_reset_optimizer is not supported under DeepSpeed; the state is kept.")
-            else:
-                reset_param_state(self.trainer.optimizer, weight)
+            # on every rank: under ZeRO-3 each rank resets its own partition of the state
+            if not (reset := reset_optimizer_state(self.trainer.optimizer, weight)):
+                logger.warning("catalyst_reset_optimizer: the prompt's optimizer state is kept: %s.", reset.reason)
         return 1 if settings.catalyst_rewarmup_steps > 0 and self.trainer.optimizer is not None else 0
 
     def _one_decision(self, value: Any) -> Any:

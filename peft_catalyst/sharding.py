@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 from peft.utils.integrations import gather_params_ctx
@@ -77,3 +78,97 @@ def assign_full_(param: torch.Tensor, value: torch.Tensor) -> None:
         param.copy_(distribute_tensor(value, param.device_mesh, param.placements))
     else:
         param.copy_(value.to(device=param.device, dtype=param.dtype))
+
+
+@dataclass(frozen=True)
+class OptimizerReset:
+    """What :func:`reset_optimizer_state` did: truthy when the parameter's optimizer state was reset.
+
+    ``reason`` says why not (``done`` False), or what a reset could not cover (``done`` True).
+    """
+
+    done: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.done
+
+
+def _innermost_optimizer(optimizer):
+    """The optimizer inside Accelerate's (and DeepSpeed's) wrappers: follow ``.optimizer`` to the end."""
+    for _ in range(4):
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None:
+            break
+        optimizer = inner
+    return optimizer
+
+
+@torch.no_grad()
+def reset_optimizer_state(optimizer, param: torch.nn.Parameter) -> OptimizerReset:
+    """Forget ``param``'s optimizer state (Adam's moments and step), as if the optimizer had never seen it.
+
+    - A torch optimizer, also inside Accelerate's ``AcceleratedOptimizer`` (DDP, FSDP2, one process): the state entry
+      is emptied, so the next step starts it afresh.
+    - DeepSpeed ZeRO-3: the state lives in flat fp32 partitions, one per parameter (sub-)group, of which each rank
+      holds a slice; every rank zeroes its own slice of ``param``'s per-element state (``exp_avg``, ``exp_avg_sq``,
+      ...) through DeepSpeed's ``safe_set_local_optimizer_state``. Call it on every rank. A per-group scalar such as
+      Adam's ``step`` is reset too when ``param`` is alone in its flat group; otherwise it is shared with the other
+      parameters and kept (then ``reason`` says so: bias correction does not restart).
+    Returns a falsy :class:`OptimizerReset` with the reason when it cannot reset: no optimizer, ZeRO-1/2 (not
+    implemented), optimizer state offloaded to NVMe, or a parameter the optimizer does not hold (FSDP1 flattens
+    parameters into one ``FlatParameter``).
+    """
+    if optimizer is None:
+        return OptimizerReset(False, "there is no optimizer yet")
+    if hasattr(param, "ds_id") and getattr(param, "_z3_optimizer", None) is not None:
+        return _reset_zero3(param._z3_optimizer, param)
+    if hasattr(param, "_hp_mapping"):
+        return OptimizerReset(False, "DeepSpeed ZeRO stage 1/2 optimizer state is not reset (not implemented)")
+    inner = _innermost_optimizer(optimizer)
+    if param in inner.state:
+        inner.state[param] = {}
+        return OptimizerReset(True)
+    if any(p is param for group in inner.param_groups for p in group["params"]):
+        return OptimizerReset(True, "the optimizer holds no state for it yet")
+    return OptimizerReset(
+        False,
+        f"the optimizer ({type(inner).__name__}) does not hold this parameter "
+        "(FSDP1 flattens parameters into one FlatParameter)",
+    )
+
+
+def _reset_zero3(z3, param: torch.nn.Parameter) -> OptimizerReset:
+    if not param.requires_grad:
+        return OptimizerReset(False, "the parameter is frozen, DeepSpeed holds no optimizer state for it")
+    try:
+        group_idx, _, num_elements = z3.grad_position[z3.get_param_id(param)]
+        flat = z3.fp32_partitioned_groups_flat[group_idx]
+    except (AttributeError, KeyError, IndexError) as exc:  # a DeepSpeed whose internals moved
+        return OptimizerReset(False, f"this DeepSpeed's ZeRO-3 optimizer layout is not the one expected ({exc!r})")
+    if z3._swappable_optimizer_subgroup(group_idx):
+        return OptimizerReset(False, "the ZeRO-3 optimizer state is offloaded to NVMe (not reset)")
+    state = z3.optimizer.state.get(flat)
+    if not state:
+        return OptimizerReset(True, "the optimizer holds no state for it yet")
+    from deepspeed.utils import safe_set_local_optimizer_state
+
+    alone = int(num_elements) == flat.numel()
+    shared: list[str] = []
+    for key, value in list(state.items()):
+        if not torch.is_tensor(value):
+            continue
+        if value.numel() == flat.numel() and value.numel() > 1:
+            safe_set_local_optimizer_state(param, torch.zeros_like(param.ds_tensor, dtype=value.dtype), key)
+        elif alone:
+            value.zero_()
+        else:
+            shared.append(key)
+    if shared:
+        return OptimizerReset(
+            True,
+            f"per-element state zeroed; {', '.join(shared)} is shared with the {flat.numel() - num_elements} other "
+            "elements of its ZeRO-3 flat parameter group and kept (put the prompt in a parameter group of its own "
+            "to reset it too)",
+        )
+    return OptimizerReset(True)

@@ -131,6 +131,9 @@ def test_bad_config_file_is_one_user_error(tmp_path, text, message):
         (["--mentor", "gpt-4o"], "Unknown mentor 'gpt-4o'"),
         (["--catalyst_selection", "worst"], "catalyst_selection"),
         (["--config", "/nonexistent/run.yaml"], "no file at"),
+        (["--num_virtual_tokens", "0"], "--num_virtual_tokens must be at least 1"),
+        (["--dataset_name", "missing.csv"], "no such file or folder 'missing.csv'"),
+        (["--dataset_name", "./data/reviews"], "no such file or folder 'data/reviews'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_message(args, message, tmp_path):
@@ -149,6 +152,36 @@ def test_existing_output_dir_is_refused_unless_overwrite(tmp_path, capsys):
     code = main(["train", *TINY, "--mentor", "none", "--catalyst_rounds", "0", "--output_dir", str(out),
                  "--overwrite_output_dir", "true", "--plot", "false"])  # fmt: skip
     assert code == 0 and not (out / "keep.txt").exists() and (out / "metrics.json").exists()
+
+
+def test_a_cpu_run_prints_no_warning_the_user_cannot_act_on(tmp_path):
+    """No pin_memory warning per dataloader (no accelerator here), no FutureWarning about PEFT's internals."""
+    result = _run_cli(["train", *TINY, "--mentor", "none", "--catalyst_rounds", "0", "--plot", "false",
+                       "--output_dir", str(tmp_path / "o")], timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pin_memory" not in result.stderr
+    assert "is_gradient_checkpointing" not in result.stderr
+    assert "warning" not in result.stderr.lower(), result.stderr[-3000:]  # nor any other (DeepSpeed installed)
+
+
+def test_resume_into_the_runs_own_output_dir_without_overwrite(tmp_path, capsys):
+    """A killed run resumes from its checkpoint in its own output_dir (no --overwrite_output_dir), keeps what is
+    there, does not ask the mentor again for a round the checkpoint holds, and ends bit-identical."""
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--plot", "false", "--save_strategy", "steps", "--save_steps", "3", "--output_dir",
+            str(out)]  # fmt: skip
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: "1. Is this review positive or negative\n2. Classify the movie review sentiment")
+        mentor = ["--mentor", "openai:test-model", "--mentor_base_url", server.base_url]
+        assert main([*args, *mentor]) == 0
+        uninterrupted = (out / "adapter_model.safetensors").read_bytes()
+        assert (out / "checkpoint-3").is_dir() and server.request_count == 1
+        assert main([*args, *mentor, "--resume_from_checkpoint", str(out / "checkpoint-3")]) == 0
+        assert server.request_count == 1  # the round at step 3 came back with the checkpoint
+    assert (out / "adapter_model.safetensors").read_bytes() == uninterrupted
+    assert (out / "checkpoint-6").is_dir()
+    assert main([*args, "--mentor", "none", "--resume_from_checkpoint", str(tmp_path / "nope")]) == 2
+    assert "no such checkpoint folder" in capsys.readouterr().err
 
 
 def test_missing_label_column_names_the_columns(tmp_path):

@@ -99,3 +99,94 @@ def test_fsdp2_sharded_prompt_projects_and_restarts_like_unsharded(tmp_path):
         assert r["text_matches"] and r["restart_matches"] and r["same_parameter"]
         assert r["text_after"] == r["expected_text"] and r["expected_text"].startswith("the movie was great")
         assert r["zeroed"] and r["restored"] and r["logits_match"] and r["export_matches"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DeepSpeed ZeRO stage 3 on CPU: 2 processes over gloo (DS_ACCELERATOR=cpu), the recipe in the README
+# ---------------------------------------------------------------------------------------------------------------
+
+ZERO3_SCRIPT = Path(__file__).parent / "scripts" / "zero3_catalyst.py"
+
+
+def _zero3_env() -> dict[str, str]:
+    # DeepSpeed JIT-compiles a small shared-memory op at start-up (about 60 s, g++ and ninja): cache it in the venv.
+    extensions = os.environ.get("TORCH_EXTENSIONS_DIR") or str(Path(sys.prefix) / "torch_extensions")
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": extensions}  # fmt: skip
+
+
+def _zero3_run(assets: Path, out: Path, phase: str, *extra: str) -> tuple[subprocess.CompletedProcess, int]:
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: "1. the movie was great\n2. a boring plot")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ZERO3_SCRIPT), "--assets", str(assets), "--base_url", server.base_url, "--out", str(out),
+               "--phase", phase, *extra]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=_zero3_env())
+        (out.parent / f"{phase}-log.txt").write_text(result.stdout + result.stderr)
+        return result, server.request_count
+
+
+@pytest.fixture(scope="module")
+def zero3_run(tmp_path_factory):
+    """One ZeRO-3 training run (8 steps, rounds at steps 3 and 6, checkpoints at 4 and 8), shared by the tests."""
+    pytest.importorskip("deepspeed")
+    tmp_path = tmp_path_factory.mktemp("zero3")
+    tok = tiny.bpe_tokenizer()
+    assets = tmp_path / "assets"
+    tok.save_pretrained(assets / "tokenizer")
+    base = tiny.tiny_bert_seq_cls(tok)
+    base.config.hidden_dropout_prob = 0.0
+    base.save_pretrained(assets / "base")
+    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
+    get_peft_model(tiny.tiny_bert_seq_cls(tok), config).save_pretrained(assets / "adapter")
+    _data(tok, 64, 1).save_to_disk(assets / "train")
+    _data(tok, 13, 2).save_to_disk(assets / "catalyst")
+    out = tmp_path / "out"
+    result, requests = _zero3_run(assets, out, "full")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return assets, out, requests
+
+
+@pytest.mark.timeout(600)
+def test_zero3_two_process_rounds_restart_through_gathered_parameters(zero3_run):
+    _, out, requests = zero3_run
+    ranks = [json.loads((out / f"full-rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:  # really DeepSpeed ZeRO-3 (a silent fallback to DDP would fail here), really sharded
+        assert r["deepspeed_enabled"] and r["engine"] == "DeepSpeedEngine" and r["zero_stage"] == 3
+        assert r["world_size"] == 2
+        assert r["prompt_local_numel"] == 0 and r["prompt_ds_shape"] == [4, 32] and r["prompt_partition_numel"] == 64
+    assert requests == 2  # one mentor call per round, from the main process only
+    assert ranks[0]["statuses"] == ranks[1]["statuses"] == ["accepted", "accepted"]  # restarts happened
+    assert ranks[0]["round_steps"] == [3, 6]
+    assert ranks[0]["rounds"] == ranks[1]["rounds"]  # same gathered prompt on both ranks after every restart
+    assert ranks[0]["final"] == ranks[1]["final"]
+    assert ranks[0]["candidate_scores"] == ranks[1]["candidate_scores"]
+    for r in ranks:  # the optimizer-state reset reached DeepSpeed's partitioned fp32 state
+        for round_ in r["rounds"]:
+            assert round_["exp_avg_norm"] == 0.0 and round_["adam_step"] == 0.0
+        assert r["moments"][3] > 0.0  # and training goes on after it
+    assert len(json.loads((out / "catalyst_history.json").read_text())["rounds"]) == 2
+    # The checkpoint holds the full prompt (not ZeRO-3's empty placeholder) and the catalyst state.
+    from safetensors.torch import load_file
+
+    for step in (4, 8):
+        saved = load_file(out / f"checkpoint-{step}" / "adapter_model.safetensors")
+        prompt = [v for k, v in saved.items() if "prompt_embeddings" in k]
+        assert len(prompt) == 1 and tuple(prompt[0].shape) == (4, 32), {k: v.shape for k, v in saved.items()}
+        assert (out / f"checkpoint-{step}" / "catalyst_state.json").is_file()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.xfail(
+    strict=True,
+    reason="resuming a CatalystTrainer under ZeRO-3 fails in DeepSpeed 0.19.8's parameter-fetch trace at the second "
+    "step after the resume ('tracing error'); a plain Trainer resumes the same checkpoint",
+)
+def test_zero3_resume_from_checkpoint_ends_like_the_uninterrupted_run(zero3_run):
+    assets, out, _ = zero3_run
+    result, requests = _zero3_run(assets, out, "resume", "--resume", str(out / "checkpoint-4"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert requests == 1  # the round at step 3 came back with the checkpoint
+    full = json.loads((out / "full-rank0.json").read_text())
+    resumed = [json.loads((out / f"resume-rank{r}.json").read_text()) for r in (0, 1)]
+    assert resumed[0]["final"] == resumed[1]["final"] == full["final"]

@@ -7,10 +7,12 @@ silently bypassed the adapter would fail.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import pipeline
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, pipeline
 
 from peft_catalyst import CatalystConfig, set_soft_prompt_from_text
 from tests import tiny
@@ -90,3 +92,95 @@ def test_text_generation_pipeline_matches_greedy_generate(tok, build, batch_size
     with model.disable_adapter():
         without_prompt = [_greedy_reference(model, tok, t, 8, use_cache=False) for t in TEXTS]
     assert without_prompt != expected, "the soft prompt does not change generation: the test would see no bypass"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# From an adapter's folder or Hub id (a real local huggingface_hub cache, offline, as in tests/test_hub.py)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    from tests import hub_support as hs
+
+    return hs.use_cache(monkeypatch, tmp_path / "hf_home")
+
+
+def _published(cache, tok, tmp_path, build_base, task_type: str, vanilla: bool):
+    """Publish a base model and a prompt adapter on it into the cache; returns (loaded model, folder, repo id)."""
+    from peft_catalyst import export_prompt_tuning
+    from tests import hub_support as hs
+
+    base_id, adapter_id = (hs.BERT_BASE, hs.BERT_ADAPTER) if task_type == "SEQ_CLS" else (hs.LLAMA_BASE,
+                                                                                        hs.LLAMA_ADAPTER)  # fmt: skip
+    hs.save_to_cache(cache, base_id, build_base(tok), tok)
+    auto = AutoModelForSequenceClassification if task_type == "SEQ_CLS" else AutoModelForCausalLM
+    model = get_peft_model(
+        auto.from_pretrained(base_id),
+        CatalystConfig(task_type=task_type, num_virtual_tokens=4, task_description="x"),
+    )
+    set_soft_prompt_from_text(model, tok, "the movie was great")
+    if task_type == "SEQ_CLS":
+        with torch.no_grad():
+            for param in model.base_model.classifier.modules_to_save["default"].parameters():
+                param.normal_(0, 2.0)
+    folder = tmp_path / "adapter"
+    if vanilla:
+        export_prompt_tuning(model, folder)
+    else:
+        model.save_pretrained(folder)
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    hs.write_snapshot(cache, adapter_id, files, replace=True)  # the adapter's repo holds no tokenizer
+    assert json.loads((folder / "adapter_config.json").read_text())["peft_type"] == (
+        "PROMPT_TUNING" if vanilla else "CATALYST"
+    )
+    return model.eval(), folder, adapter_id
+
+
+def _bert_base(tok):
+    base = tiny.tiny_bert_seq_cls(tok, num_labels=2)
+    base.config.id2label, base.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    return base
+
+
+@pytest.mark.parametrize("vanilla", [False, True], ids=["catalyst", "prompt_tuning"])
+def test_text_classification_pipeline_from_adapter_folder_and_repo_id(cache, tok, tmp_path, vanilla):
+    import peft_catalyst
+
+    model, folder, repo_id = _published(cache, tok, tmp_path, _bert_base, "SEQ_CLS", vanilla)
+    expected = [_direct_scores(model, tok, t) for t in TEXTS]
+    for source in (str(folder), repo_id):
+        classify = peft_catalyst.pipeline("text-classification", model=source)
+        outputs = classify(TEXTS, top_k=None)
+        got = [{e["label"]: e["score"] for e in output} for output in outputs]
+        for g, e in zip(got, expected):
+            assert g.keys() == e.keys() and all(g[k] == pytest.approx(e[k], abs=1e-6) for k in e), source
+    assert peft_catalyst.pipeline(model=repo_id).task == "text-classification"  # the task from the adapter
+
+
+@pytest.mark.parametrize("vanilla", [False, True], ids=["catalyst", "prompt_tuning"])
+def test_text_generation_pipeline_from_adapter_repo_id_matches_greedy(cache, tok, tmp_path, vanilla):
+    import peft_catalyst
+
+    model, folder, repo_id = _published(cache, tok, tmp_path, tiny.tiny_llama, "CAUSAL_LM", vanilla)
+    expected = [_greedy_reference(model, tok, t, 8, use_cache=False) for t in TEXTS]
+    for source in (repo_id, str(folder)):
+        generate = peft_catalyst.pipeline("text-generation", model=source)
+        outputs = generate(TEXTS, max_new_tokens=8, do_sample=False)
+        assert [o[0]["generated_text"] for o in outputs] == expected, source
+
+
+def test_transformers_pipeline_still_refuses_a_prompt_adapter_id(cache, tok, tmp_path):
+    """Why peft_catalyst.pipeline exists (README): when this starts to pass, transformers loads prompt adapters."""
+    _, folder, _ = _published(cache, tok, tmp_path, _bert_base, "SEQ_CLS", vanilla=False)
+    with pytest.raises(ValueError, match="does not support prompt learning"):
+        pipeline("text-classification", model=str(folder))
+
+
+def test_other_models_go_to_transformers_pipeline_unchanged(cache, tok, tmp_path):
+    import peft_catalyst
+
+    folder = tmp_path / "full"
+    _bert_base(tok).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    assert peft_catalyst.pipeline("text-classification", model=str(folder)).model.__class__.__name__.startswith("Bert")

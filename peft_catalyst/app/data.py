@@ -51,6 +51,7 @@ import functools
 import gzip
 import html
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -440,11 +441,25 @@ def load_task(
 _FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
+def _looks_like_a_path(name: str) -> bool:
+    """True for names a Hub id never has: a data-file extension, or a start like ``/``, ``./``, ``../``, ``~``."""
+    lowered = name.lower()
+    for compression in (".gz", ".bz2", ".xz", ".zst"):
+        lowered = lowered.removesuffix(compression)
+    return (
+        Path(lowered).suffix in _FILE_BUILDERS
+        or name.startswith(("/", "./", "../", "~", ".\\", "..\\"))
+        or (os.sep != "/" and os.sep in name)
+    )
+
+
 def _load_raw_dataset(dataset_name: str, dataset_config: str | None) -> Any:
     """Load a DatasetDict from a local file, a ``save_to_disk`` directory, a local dataset folder or the Hub."""
     import datasets
 
     path = Path(dataset_name).expanduser()
+    if not path.exists() and _looks_like_a_path(dataset_name):
+        raise ValueError(f"--dataset_name: no such file or folder {str(path)!r}.")
     if path.is_file():
         name = path.name.lower()
         for compression in (".gz", ".bz2", ".xz", ".zst"):

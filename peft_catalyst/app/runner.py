@@ -64,6 +64,12 @@ class ModelArguments:
     )
     max_length: int = field(default=128, metadata={"help": "Longest input in tokens (longer texts are cut)."})
 
+    def __post_init__(self) -> None:
+        if self.num_virtual_tokens < 1:
+            raise ValueError(f"--num_virtual_tokens must be at least 1, got {self.num_virtual_tokens}.")
+        if self.max_length < 1:
+            raise ValueError(f"--max_length must be at least 1, got {self.max_length}.")
+
 
 #: Split sizes of the embedded SmolLM2 default (the packaged tasks hold 200 catalyst and 500 test examples).
 SMOLLM2_DEMO_SIZES = {"catalyst": 100, "test": 300}
@@ -426,9 +432,19 @@ def check_mentor(mentor, required: bool):
     return mentor
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool) -> Path:
-    """Create ``output_dir``; an existing non-empty one is refused unless ``overwrite``."""
+def prepare_output_dir(output_dir: str, overwrite: bool, resume_from_checkpoint: str | bool | None = None) -> Path:
+    """Create ``output_dir``; an existing non-empty one is refused unless ``overwrite``.
+
+    Resuming (``resume_from_checkpoint``) continues the run in its own ``output_dir``: it is kept as it is, never
+    refused nor emptied; a checkpoint path that does not exist is refused.
+    """
     path = Path(output_dir)
+    if resume_from_checkpoint:
+        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() not in ("true", "false"):
+            if not Path(resume_from_checkpoint).is_dir():
+                raise UserError(f"--resume_from_checkpoint: no such checkpoint folder {resume_from_checkpoint!r}.")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise UserError(
@@ -460,6 +476,23 @@ class RoundSnapshots(TrainerCallback):
         return control
 
 
+def has_accelerator() -> bool:
+    """True when torch sees an accelerator (CUDA, MPS, XPU, ...) that pinned memory would help."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()
+
+
+def _resume_argument(resume: str | bool | None) -> str | bool | None:
+    """``--resume_from_checkpoint`` as ``Trainer.train`` takes it (``true``: the last checkpoint in output_dir)."""
+    if isinstance(resume, str) and resume.lower() in ("true", "false"):
+        return resume.lower() == "true"
+    return resume or None
+
+
 def _score_after(record: RoundRecord) -> float | None:
     """Catalyst score of the prompt a round left behind (the winner's, a race winner's final one, or the current
     prompt's when it was kept); None when nothing decided (skipped, blind)."""
@@ -484,7 +517,10 @@ def run(
     from peft_catalyst.trainer import CatalystTrainer
 
     started = time.perf_counter()
-    out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
+    resume = training_args.resume_from_checkpoint
+    out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume)
+    if training_args.dataloader_pin_memory and not has_accelerator():
+        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns per dataloader
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
     doer = build_doer(model_args, data_args)
     shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
@@ -502,7 +538,7 @@ def run(
     )
     snapshots = RoundSnapshots(trainer)
     trainer.add_callback(snapshots)
-    trainer.train()
+    trainer.train(resume_from_checkpoint=_resume_argument(resume))
     trainer.save_model(str(out))
     final = test_accuracy()
 

@@ -380,8 +380,10 @@ class CatalystCallback(TrainerCallback):
 
     def write_history(self) -> None:
         """Write ``catalyst_history.json`` into ``output_dir`` (main process, runs with rounds)."""
-        if self.trainer.args.should_save and self.rounds_enabled:
-            write_history(self.trainer.args.output_dir, self.history_record())
+        if self.rounds_enabled:
+            history = self.history_record()  # on every rank: reading the prompt gathers it under ZeRO-3 and FSDP
+            if self.trainer.args.should_save:
+                write_history(self.trainer.args.output_dir, history)
 
     def _load_state(self, checkpoint: str | os.PathLike) -> None:
         path = Path(checkpoint) / STATE_FILE

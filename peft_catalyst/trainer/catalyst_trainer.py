@@ -78,7 +78,7 @@ class CatalystMixin:
         """As the trainer, then give the soft prompt a parameter group of its own so a re-warm-up scales it alone."""
         created = self.optimizer is None
         optimizer = super().create_optimizer(*args, **kwargs)
-        if created and not self.is_deepspeed_enabled:
+        if created:  # under DeepSpeed too: its optimizer is built from these groups, and a reset then covers `step`
             isolate_param_group(optimizer, get_soft_prompt(self.model).weight)
         return optimizer
 

@@ -1,0 +1,94 @@
+"""``peft_catalyst.pipeline``: ``transformers.pipeline`` that also takes a prompt-learning adapter's folder or Hub id.
+
+Why a function of our own rather than making ``transformers.pipeline(task, model="<adapter>")`` work: transformers
+5 loads an adapter id through ``AutoModel*.from_pretrained``, whose PEFT integration injects adapter layers
+(``peft.inject_adapter_in_model``); PEFT refuses prompt-learning adapters there ("create_and_replace does not support
+prompt learning"), because a soft prompt is not a layer but an input that ``PeftModel.forward`` prepends. Making the
+transformers entry point work would mean replacing parts of ``pipeline`` or ``from_pretrained`` inside transformers,
+which would break with its releases. This function loads the base model and the adapter the supported way
+(``PeftModel.from_pretrained``) and hands the model to ``transformers.pipeline``, which handles a loaded
+``PeftModel`` correctly (tests/test_pipelines.py). Every other ``model`` goes to ``transformers.pipeline`` unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+import transformers
+
+#: The pipeline task for each PEFT task type, used when ``task`` is not given.
+TASK_FOR_TASK_TYPE = {
+    "SEQ_CLS": "text-classification",
+    "CAUSAL_LM": "text-generation",
+    "SEQ_2_SEQ_LM": "text2text-generation",
+    "TOKEN_CLS": "token-classification",
+}
+
+
+def pipeline(task: str | None = None, model: Any = None, *args: Any, **kwargs: Any):
+    """``transformers.pipeline``, where ``model`` may also be the folder or Hub id of a prompt-learning adapter
+    (CATALYST, PROMPT_TUNING, P_TUNING, PREFIX_TUNING): its base model (``base_model_name_or_path``) and the adapter
+    are loaded with ``PeftModel.from_pretrained``, and the tokenizer comes from the adapter's folder when it holds one,
+    else from the base model. ``revision``, ``token`` and ``model_kwargs`` apply to both; ``dtype`` to the base."""
+    if isinstance(model, (str, os.PathLike)):
+        config = _prompt_learning_config(str(model), kwargs)
+        if config is not None:
+            task = task or TASK_FOR_TASK_TYPE.get(str(config.task_type))
+            if task is None:
+                raise ValueError(f"Pass task=...: the adapter {str(model)!r} has task_type {config.task_type!r}.")
+            model, tokenizer = _load(task, str(model), config, kwargs)
+            if kwargs.get("tokenizer") is None and tokenizer is not None:
+                kwargs["tokenizer"] = tokenizer
+    return transformers.pipeline(task, model, *args, **kwargs)
+
+
+pipeline.__signature__ = inspect.signature(transformers.pipeline)  # type: ignore[attr-defined]
+
+
+def _hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs[k] for k in ("revision", "token") if kwargs.get(k) is not None}
+
+
+def _prompt_learning_config(model: str, kwargs: dict[str, Any]):
+    """The adapter's ``PeftConfig`` when ``model`` is a prompt-learning adapter; ``None`` for anything else."""
+    from peft import PeftConfig
+
+    import peft_catalyst  # noqa: F401 - registers CATALYST, so that its adapter_config.json parses
+
+    try:
+        config = PeftConfig.from_pretrained(model, **_hub_kwargs(kwargs))
+    except (OSError, ValueError, KeyError, TypeError):  # not an adapter (a full model), or unreachable
+        return None
+    return config if getattr(config, "is_prompt_learning", False) else None
+
+
+def _load(task: str, adapter: str, config, kwargs: dict[str, Any]):
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+    from transformers.pipelines import check_task
+
+    if not config.base_model_name_or_path:
+        raise ValueError(f"The adapter {adapter!r} does not name its base model (base_model_name_or_path).")
+    _, targeted, _ = check_task(task)
+    model_class = targeted["pt"][0]
+    model_kwargs = dict(kwargs.get("model_kwargs") or {})
+    for key in ("dtype", "torch_dtype", "trust_remote_code"):
+        if kwargs.get(key) is not None:
+            model_kwargs.setdefault("dtype" if key == "torch_dtype" else key, kwargs.pop(key))
+    hub = {"token": kwargs["token"]} if kwargs.get("token") is not None else {}
+    base = model_class.from_pretrained(config.base_model_name_or_path, **hub, **model_kwargs)
+    model = PeftModel.from_pretrained(base, adapter, **_hub_kwargs(kwargs)).eval()
+    tokenizer = None
+    for source, extra in ((adapter, _hub_kwargs(kwargs)), (config.base_model_name_or_path, hub)):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+            break
+        except (OSError, ValueError, TypeError):
+            continue
+    kwargs.pop("revision", None)  # it named the adapter's revision; the loaded model needs none
+    return model, tokenizer
+
+
+__all__ = ["TASK_FOR_TASK_TYPE", "pipeline"]
