@@ -154,6 +154,18 @@ def test_existing_output_dir_is_refused_unless_overwrite(tmp_path, capsys):
     assert code == 0 and not (out / "keep.txt").exists() and (out / "metrics.json").exists()
 
 
+def test_round_settings_are_validated_only_when_rounds_can_happen(tmp_path, capsys):
+    """The default schedule (3 rounds x 30 steps) does not fit 4 steps: refused with a mentor, fine without one."""
+    short = ["--model", "minilm", "--max_steps", "4", "--train_size", "32", "--catalyst_size", "8", "--test_size", "8",
+             "--plot", "false", "--disable_tqdm", "true"]  # fmt: skip
+    assert main(["train", *short, "--mentor", "random", "--output_dir", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "max_steps = 4" in err and "catalyst_rounds" in err
+    assert not (tmp_path / "m").exists()  # refused before anything was loaded or written
+    assert main(["train", *short, "--mentor", "none", "--output_dir", str(tmp_path / "n")]) == 0
+    assert json.loads((tmp_path / "n" / "metrics.json").read_text())["catalyst"]["rounds"] == 0
+
+
 def test_a_cpu_run_prints_no_warning_the_user_cannot_act_on(tmp_path):
     """No pin_memory warning per dataloader (no accelerator here), no FutureWarning about PEFT's internals."""
     result = _run_cli(["train", *TINY, "--mentor", "none", "--catalyst_rounds", "0", "--plot", "false",

@@ -164,7 +164,7 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
 
 def train(argv: list[str]) -> int:
     """``peft-catalyst train``: one run, outputs in ``output_dir``, a summary at the end."""
-    from peft_catalyst.app.runner import has_accelerator, run, summary_lines, validate_mentor_spec
+    from peft_catalyst.app.runner import UserError, has_accelerator, run, summary_lines, validate_mentor_spec
 
     if not has_accelerator():  # else an installed DeepSpeed warns that it found no GPU, in every run
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -173,6 +173,11 @@ def train(argv: list[str]) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     validate_mentor_spec(mentor_args.mentor)
+    if (mentor_args.mentor.strip() != "none" or mentor_args.mentor_replay) and training_args.catalyst_rounds > 0:
+        try:  # only when rounds can happen: without a mentor, the round settings do not matter
+            training_args.validate_schedule(training_args.max_steps)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
     with warnings.catch_warnings():
         # PEFT 0.21 reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a model: a
         # FutureWarning about library internals that no user of this command can act on.
