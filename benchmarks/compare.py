@@ -1,25 +1,29 @@
-"""Does the mentor help? The catalyst against the right baselines, with seeds, spread and paired intervals (issue 7).
+"""Does the mentor help? The catalyst against the right baselines, with seeds, spread and paired intervals.
 
-Methods, all with the same optimizer steps, learning rate, prompt length, data order and seeds within a cell:
+Two plans. ``full`` (issue 7, committed under ``results/compare/cells/full/``): the first grid, six methods, restart
+methods from PEFT's RANDOM init. ``v2`` (issue 14, the default): seven methods, paired per seed (same split, init,
+head and data order), restart methods from the TEXT init of the task's manual prompt in every cell and, in one cell,
+also from the RANDOM init (methods suffixed ``@random``):
 
     single-random    plain prompt tuning from PEFT's RANDOM init (no rounds)
     single-text      plain prompt tuning from the TEXT init of the task's manual prompt (no rounds)
-    random-restarts  rounds on the catalyst schedule whose candidates are random vocabulary words, scored and selected
-                     like the mentor's (elitist: the current prompt competes)
-    llm-only         mentor rounds, the soft prompt never gets a gradient update (only restarts change it); the mentor
-                     sees the best prompts scored so far. MiniLM's new classification head still trains on the same
-                     steps; for SmolLM2 (nothing else to train) the rounds run back to back, one lr-0 step apart
-    blind            catalyst schedule, restart from the mentor's first candidate unscored (the research code)
-    catalyst         ours: every candidate and the current prompt scored on the catalyst split, the best kept
+    single-matched   plain prompt tuning from the restart methods' init for as many gradient steps as catalyst-race
+                     spent in all on that seed (stages + races; read from that run's record, so it runs after it)
+    random-race      the race (catalyst_selection="race") with random-vocabulary candidates (RandomMentor)
+    catalyst-race    the race with the LLM mentor's candidates
+    catalyst-best    the LLM mentor, elitist selection: candidates scored untrained against the current prompt
+    blind            restart from the mentor's first candidate unscored (the research code's rule)
 
-Every method is compared with the better ``single`` of its cell (higher mean test accuracy over seeds): the paired
-difference over seeds with a 95% paired-t interval (bootstrap percentile interval alongside). Each finished run
-(task, doer, method, seed) is one JSON under ``benchmarks/results/compare/cells/<plan>/`` and is skipped on rerun.
+The first plan's ``random-restarts``, ``llm-only`` and ``catalyst`` (= ``catalyst-best`` from RANDOM init) stay
+readable. Headline contrasts of v2, each paired over seeds with a 95% interval and wins/ties/losses, pooled and per
+doer: catalyst-race - random-race, catalyst-race - single-matched, catalyst-race - the better single of its cell.
+Each finished run (task, doer, method, seed) is one JSON under ``benchmarks/results/compare/cells/<plan>/``, written
+as it finishes and skipped on rerun.
 
-    python -m benchmarks.compare --dry-run     # print the plan and its time estimate
-    python -m benchmarks.compare --quick       # about 10 minutes: Rotten Tomatoes, both doers, 1 seed, tiny budget
-    python -m benchmarks.compare               # the full grid (about 2.5 hours on 2 CPU cores), resumable
-    python -m benchmarks.compare --report-only # rebuild the report from the finished runs
+    python -m benchmarks.compare --dry-run             # print the v2 plan and its time estimate
+    python -m benchmarks.compare --quick               # machinery check, under 10 minutes
+    python -m benchmarks.compare --plan v2 --commit-each  # the v2 grid, resumable; git-commits each finished run
+    python -m benchmarks.compare --plan full --report-only # rebuild the first grid's report from its runs
 """
 
 from __future__ import annotations
@@ -53,12 +57,79 @@ from benchmarks.stats import mean_std, paired_difference  # noqa: E402
 logger = logging.getLogger(__name__)
 
 RESULTS_DIR = Path(__file__).parent / "results" / "compare"
+#: The first grid's methods (plan ``full``).
 METHODS = ("single-random", "single-text", "random-restarts", "llm-only", "blind", "catalyst")
+#: The v2 methods (issue 14), in report order.
+V2_METHODS = (
+    "single-random",
+    "single-text",
+    "single-matched",
+    "random-race",
+    "catalyst-race",
+    "catalyst-best",
+    "blind",
+)
+ALL_METHODS = tuple(dict.fromkeys(METHODS + V2_METHODS))
 SINGLE_METHODS = ("single-random", "single-text")
 ROUND_METHODS = ("random-restarts", "llm-only", "blind", "catalyst")
-LLM_METHODS = ("llm-only", "blind", "catalyst")
-#: Bump when the meaning of a cell's result changes: finished cells with another version are run again.
+LLM_METHODS = ("llm-only", "blind", "catalyst", "catalyst-race", "catalyst-best")
+#: Suffix of a method run from PEFT's RANDOM init in a plan whose restart methods start from the TEXT init.
+RANDOM_INIT_SUFFIX = "@random"
+#: Bump when the meaning of a cell's result changes: finished cells with another version are run again. The first
+#: plan's runs keep version 1; a plan's ``version`` is the one its runs carry.
 BENCH_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method name means for the trainer: its init, mentor, selection rule and step budget."""
+
+    name: str
+    base: str
+    init: str  # "random" or "text": PEFT's prompt init
+    mentor: str  # "none", "random" (RandomMentor), "llm", or "llm+history" (llm-only)
+    selection: str | None  # catalyst_selection; None: no rounds
+    frozen_prompt: bool = False  # llm-only: the soft prompt gets no gradient update
+    matched_to: str | None = None  # single-matched: the method whose total gradient steps it trains
+
+    @property
+    def rounds(self) -> bool:
+        return self.selection is not None
+
+
+def method_spec(method: str, restart_init: str = "random") -> MethodSpec:
+    """The trainer settings of ``method`` (a name of :data:`ALL_METHODS`, optionally suffixed ``@random``) in a plan
+    whose restart methods start from ``restart_init``."""
+    base, at, suffix = method.partition("@")
+    if at and suffix != "random":
+        raise ValueError(f"unknown init suffix in {method!r} (only {RANDOM_INIT_SUFFIX!r})")
+    if base not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}")
+    init = "random" if at else restart_init
+    table: dict[str, tuple[str, str, str | None]] = {
+        "single-random": ("random", "none", None),
+        "single-text": ("text", "none", None),
+        "single-matched": (init, "none", None),
+        "random-restarts": (init, "random", "best"),
+        "llm-only": (init, "llm+history", "best"),
+        "blind": (init, "llm", "first"),
+        "catalyst": (init, "llm", "best"),
+        "catalyst-best": (init, "llm", "best"),
+        "random-race": (init, "random", "race"),
+        "catalyst-race": (init, "llm", "race"),
+    }
+    prompt_init, mentor, selection = table[base]
+    if at and base in SINGLE_METHODS:
+        raise ValueError(f"{method!r}: the single methods have a fixed init")
+    return MethodSpec(
+        name=method,
+        base=base,
+        init=prompt_init,
+        mentor=mentor,
+        selection=selection,
+        frozen_prompt=base == "llm-only",
+        matched_to="catalyst-race" + (at + suffix) if base == "single-matched" else None,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,21 +158,54 @@ class DoerPlan:
     max_length: int = 128
     #: A local model directory instead of the packaged doer named ``doer`` (tests, or your own doer).
     model_path: str | None = None
+    #: Race settings of the race methods (catalyst_race_steps / _eta / _margin); None in plans without races. Fields
+    #: left None are not part of a run's stored settings, so the first plan's runs stay valid.
+    race_steps: int | None = None
+    race_eta: int | None = None
+    race_margin: float | None = None
+
+
+#: DoerPlan fields added after the first grid: left out of the stored settings while None.
+_OPTIONAL_DOER_FIELDS = ("race_steps", "race_eta", "race_margin")
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What to run: tasks x doers x methods x seeds."""
+    """What to run: tasks x doers x methods x seeds (``DoerPlan.seeds``: the number the plan resumes towards)."""
 
     name: str
     tasks: tuple[str, ...]
     doers: tuple[DoerPlan, ...]
     methods: tuple[str, ...] = METHODS
     restart_init: str = "random"
+    #: Stored in every run's settings (``bench_version``); the first grid's runs carry 1.
+    version: int = 1
+    #: (task, doer) cells where the restart methods ``random_init_methods`` also run from PEFT's RANDOM init, as
+    #: extra methods named ``<method>@random`` (a plan whose restart methods start from the TEXT init).
+    random_init_cells: tuple[tuple[str, str], ...] = ()
+    random_init_methods: tuple[str, ...] = ()
+    #: Wall-clock budget the plan is sized for (seconds); the printed plan says how many seeds fit in it.
+    wall_budget_s: float | None = None
 
     def doer(self, name: str) -> DoerPlan:
         """The budget of doer ``name``."""
         return next(d for d in self.doers if d.doer == name)
+
+    def cell_methods(self, task: str, doer: str) -> tuple[str, ...]:
+        """The methods of a (task, doer) cell, in report order: the plan's, plus the RANDOM-init extras there."""
+        extra = (task, doer) in self.random_init_cells
+        return self.methods + tuple(f"{m}{RANDOM_INIT_SUFFIX}" for m in self.random_init_methods if extra)
+
+    def spec(self, method: str) -> MethodSpec:
+        """Trainer settings of ``method`` in this plan."""
+        return method_spec(method, self.restart_init)
+
+    def run_order(self, task: str, doer: str) -> list[str]:
+        """The cell's methods in the order they run: the methods others depend on first (single-matched needs
+        catalyst-race's step count), the dependent ones last, the rest in report order."""
+        methods = list(self.cell_methods(task, doer))
+        needed = {self.spec(m).matched_to for m in methods} - {None}
+        return sorted(methods, key=lambda m: 0 if m in needed else 2 if self.spec(m).matched_to else 1)
 
     def cells(self) -> list[Cell]:
         """Every run, seed by seed and within a seed cheapest doer first, so that a run cut short has whole seeds
@@ -112,8 +216,14 @@ class Plan:
             for d in self.doers
             if seed < d.seeds
             for task in self.tasks
-            for method in self.methods
+            for method in self.run_order(task, d.doer)
         ]
+
+    def with_seeds(self, seeds: dict[str, int]) -> Plan:
+        """The plan with ``seeds[doer]`` seeds for the doers named (the others unchanged)."""
+        return dataclasses.replace(
+            self, doers=tuple(dataclasses.replace(d, seeds=seeds.get(d.doer, d.seeds)) for d in self.doers)
+        )
 
 
 @dataclass(frozen=True)
@@ -191,16 +301,121 @@ QUICK_PLAN = Plan(
     ),
 )
 
-# Cost model of one run with ONE torch thread, in seconds, on this project's 2-core machine as measured on 2026-11-30
-# (AMD EPYC family 23 model 1; the full plan's own runs): about twice the figures of DESIGN.md section 3 and of the
-# first calibration (MiniLM 0.68 s per step at batch 16 on one thread then, 1.32 s now; SmolLM2 7.1 s per step at
-# batch 8 and 0.48 s per test example now). Scoring and test evaluation are forward passes: ``forward_per_example``.
+# Benchmark v2 (issue 14), sized for this project's 2-core machine at its slow end (see COSTS and --dry-run).
+V2_DOERS = (
+    DoerPlan(
+        "minilm",
+        seeds=5,
+        max_steps=90,
+        batch_size=16,
+        rounds=2,
+        stage_steps=30,
+        train_size=1000,
+        catalyst_size=64,
+        test_size=500,
+        num_candidates=3,
+        trajectory_points=3,
+        race_steps=3,
+        race_eta=2,
+        race_margin=0.0,
+    ),
+    DoerPlan(
+        "smollm2",
+        seeds=3,
+        max_steps=24,
+        batch_size=8,
+        rounds=2,
+        stage_steps=8,
+        train_size=1000,
+        catalyst_size=24,
+        test_size=200,
+        num_candidates=3,
+        trajectory_points=3,
+        race_steps=1,
+        race_eta=2,
+        race_margin=0.0,
+    ),
+)
+V2_PLAN = Plan(
+    name="v2",
+    tasks=("rotten_tomatoes", "trec"),
+    doers=V2_DOERS,
+    methods=V2_METHODS,
+    restart_init="text",
+    version=2,
+    random_init_cells=(("rotten_tomatoes", "minilm"),),
+    random_init_methods=("catalyst-race", "random-race", "single-matched"),
+    wall_budget_s=2.5 * 3600,
+)
+V2_QUICK_PLAN = Plan(
+    name="v2-quick",
+    tasks=("rotten_tomatoes",),
+    doers=(
+        dataclasses.replace(
+            V2_DOERS[0],
+            seeds=1,
+            max_steps=12,
+            rounds=1,
+            stage_steps=6,
+            train_size=400,
+            catalyst_size=24,
+            test_size=64,
+            trajectory_points=2,
+            race_steps=1,
+        ),
+        dataclasses.replace(
+            V2_DOERS[1],
+            seeds=1,
+            max_steps=4,
+            rounds=1,
+            stage_steps=2,
+            train_size=200,
+            catalyst_size=8,
+            test_size=24,
+            num_candidates=2,
+            trajectory_points=2,
+            race_steps=1,
+        ),
+    ),
+    methods=V2_METHODS,
+    restart_init="text",
+    version=2,
+    random_init_cells=(("rotten_tomatoes", "minilm"),),
+    random_init_methods=("catalyst-race", "random-race", "single-matched"),
+    wall_budget_s=10 * 60,
+)
+PLANS = {"full": FULL_PLAN, "v2": V2_PLAN}
+QUICK_PLANS = {"full": QUICK_PLAN, "v2": V2_QUICK_PLAN}
+
+# Cost model of one run with ONE torch thread, in seconds, on this project's 2-core machine (AMD EPYC family 23 model
+# 1), calibrated on the first grid's 48 runs (cells/full/, 2 workers x 1 thread, so the other worker's load is in the
+# figures): Rotten Tomatoes, MiniLM 1.6 s per optimizer step at batch 16 and 0.045 s per forward example (test and
+# catalyst scoring alike); SmolLM2 7.1 s per step at batch 8 and 0.45 s per forward example; TREC's shorter texts
+# cost 0.68 times as much (TASK_SCALE). Mentor calls (embedded SmolLM2, 6 samples of <= 24 tokens): about 39 s
+# beside MiniLM, 31 s when it shares the SmolLM2 doer. A race step costs a gradient step (same batch size), a race
+# scoring a catalyst-split forward pass. That machine type varies about twofold; these are its slow end.
 COSTS: dict[str, dict[str, float]] = {
-    "minilm": {"load": 2.5, "step_per_example": 1.32 / 16, "forward_per_example": 0.045, "frozen_step_ratio": 0.45},
-    "smollm2": {"load": 2.0, "step_per_example": 7.1 / 8, "forward_per_example": 0.48, "frozen_step_ratio": 1.0},
+    "minilm": {
+        "load": 2.5,
+        "step_per_example": 1.6 / 16,
+        "forward_per_example": 0.045,
+        "frozen_step_ratio": 0.45,
+        "mentor_call_s": 39.0,
+    },
+    "smollm2": {
+        "load": 2.0,
+        "step_per_example": 7.1 / 8,
+        "forward_per_example": 0.45,
+        "frozen_step_ratio": 1.0,
+        "mentor_call_s": 31.0,
+    },
 }
-MENTOR_CALL_S = 36.0  # embedded SmolLM2, 6 samples of <= 24 tokens, 1 thread (twice the 18 s first measured)
+TASK_SCALE = {"rotten_tomatoes": 1.0, "trec": 0.68}
+MENTOR_CALL_S = 36.0  # a doer without its own figure
+RACE_STEPS_FALLBACK = 4  # catalyst_race_steps of a race method whose doer plan sets none (the library default)
 USABLE_CANDIDATES = 2.4  # usable candidates per mentor call (benchmarks/results/mentor_yield.json: 2.37)
+#: Usable mentor candidates per round in the first grid (40 rounds, 4 asked): how many arms an LLM race has.
+USABLE_COUNTS = {0: 2, 1: 13, 2: 15, 3: 6, 4: 4}
 TWO_THREAD_SPEEDUP = 1.4  # one process on 2 threads vs 1 (0.68 -> 0.47 s per MiniLM step); 2 processes give 2x
 
 
@@ -217,60 +432,175 @@ def llm_only_schedule(dplan: DoerPlan, prompt_frozen_by_grad: bool) -> tuple[int
     return dplan.rounds + 1, 1
 
 
-def estimate_cell_seconds(cell: Cell, dplan: DoerPlan, threads: int = 1) -> float:
-    """Predicted wall time of one run with ``threads`` torch threads from :data:`COSTS` (load, steps, scoring,
-    mentor calls, test evaluation), on a quiet machine."""
+def race_shape(arms: int, steps: int, eta: int = 2) -> tuple[int, int]:
+    """``(gradient steps, scorings)`` of a successive-halving race of ``arms`` arms (incumbent included) with a
+    first-rung budget of ``steps`` (as ``peft_catalyst.race``: every rung scores its arms, the best 1/eta go on)."""
+    total = scorings = 0
+    alive, budget = arms, steps
+    while alive > 1 and budget > 0:
+        total += alive * budget
+        scorings += alive
+        alive, budget = math.ceil(alive / eta), budget * eta
+    return total, scorings
+
+
+def expected_race(dplan: DoerPlan, mentor: str) -> tuple[float, float]:
+    """Expected ``(gradient steps, scorings)`` of one race round: ``num_candidates`` random candidates, or the LLM's
+    usable ones (:data:`USABLE_COUNTS`, capped at ``num_candidates``)."""
+    steps, eta = dplan.race_steps or 0, dplan.race_eta or 2
+    if mentor == "random":
+        return tuple(float(x) for x in race_shape(1 + dplan.num_candidates, steps, eta))  # type: ignore[return-value]
+    rounds = sum(USABLE_COUNTS.values())
+    total = [0.0, 0.0]
+    for usable, count in USABLE_COUNTS.items():
+        shape = race_shape(1 + min(usable, dplan.num_candidates), steps, eta) if usable else (0, 0)
+        total = [t + count * x / rounds for t, x in zip(total, shape)]
+    return total[0], total[1]
+
+
+def expected_usable(dplan: DoerPlan) -> float:
+    """Expected usable LLM candidates per round with ``num_candidates`` asked."""
+    rounds = sum(USABLE_COUNTS.values())
+    return sum(count * min(u, dplan.num_candidates) for u, count in USABLE_COUNTS.items()) / rounds
+
+
+def expected_total_steps(dplan: DoerPlan, mentor: str = "llm") -> float:
+    """Expected gradient steps of a race method in all (stages + races): single-matched's budget before it runs."""
+    return dplan.max_steps + dplan.rounds * expected_race(dplan, mentor)[0]
+
+
+def estimate_cell_seconds(cell: Cell, dplan: DoerPlan, threads: int = 1, matched_steps: int | None = None) -> float:
+    """Predicted wall time of one run with ``threads`` torch threads from :data:`COSTS` (load, gradient steps,
+    scoring, race steps, mentor calls, test evaluation), on this machine type's slow end.
+
+    ``matched_steps``: single-matched's step count when known (else the expected one of catalyst-race)."""
+    spec = method_spec(cell.method)
     c = COSTS.get(cell.doer, COSTS["minilm"])
-    step = c["step_per_example"] * dplan.batch_size
-    forward = c["forward_per_example"]
+    scale = TASK_SCALE.get(cell.task, 1.0)
+    step = c["step_per_example"] * dplan.batch_size * scale
+    forward = c["forward_per_example"] * scale
+    scoring = forward * dplan.catalyst_size
     seconds = c["load"] + forward * dplan.test_size
-    steps = dplan.max_steps
-    if cell.method == "llm-only":
+    steps: float = dplan.max_steps
+    if spec.frozen_prompt:
         steps = dplan.max_steps if cell.doer == "minilm" else dplan.rounds + 1
         step *= c["frozen_step_ratio"] if cell.doer == "minilm" else 1.0
+    if spec.matched_to is not None:
+        steps = matched_steps if matched_steps is not None else expected_total_steps(dplan)
     seconds += steps * step
-    if cell.method in ROUND_METHODS:
-        trajectory = 1 if cell.method == "llm-only" else min(dplan.trajectory_points, dplan.stage_steps)
-        if cell.method == "blind":
-            scored = trajectory
-        elif cell.method == "random-restarts":
-            scored = trajectory + 1 + dplan.num_candidates
-        else:
-            scored = trajectory + 1 + USABLE_CANDIDATES
-        seconds += dplan.rounds * scored * forward * dplan.catalyst_size
-        if cell.method in LLM_METHODS:
-            seconds += dplan.rounds * MENTOR_CALL_S
+    if spec.rounds:
+        trajectory = 1 if spec.frozen_prompt else min(dplan.trajectory_points, dplan.stage_steps)
+        per_round = trajectory * scoring
+        if spec.selection == "best":
+            candidates = (
+                dplan.num_candidates if spec.mentor == "random" else min(USABLE_CANDIDATES, expected_usable(dplan))
+            )
+            per_round += (1 + candidates) * scoring
+        elif spec.selection == "race":
+            race_steps, race_scorings = expected_race(dplan, spec.mentor)
+            per_round += race_steps * step + race_scorings * scoring
+        if spec.mentor.startswith("llm"):
+            per_round += c.get("mentor_call_s", MENTOR_CALL_S)
+        seconds += dplan.rounds * per_round
     return seconds / thread_speedup(threads)
 
 
+def resolution_line(test_size: int) -> str:
+    """What ``test_size`` test examples resolve: one standard error of a run's accuracy (at 80%) and of a paired
+    accuracy difference of two methods on the same examples (10% of them answered differently)."""
+    run_se = 100 * math.sqrt(0.8 * 0.2 / test_size)
+    paired_se = 100 * math.sqrt(0.10 / test_size)
+    return (
+        f"test {test_size}: one run's accuracy ±{run_se:.1f} points (1 SE at 80%); a paired difference on the same "
+        f"examples ±{paired_se:.1f} points (1 SE, 10% of examples flip); seeds vary more than that"
+    )
+
+
+def _wall(seconds: float, jobs: int) -> float:
+    return seconds / max(1, jobs)
+
+
+def seeds_that_fit(plan: Plan, budget_s: float, jobs: int = 1, threads: int = 1) -> dict[str, int]:
+    """The most seeds per doer, taken in the order the plan runs them (seed by seed, both doers), whose estimated
+    wall time fits ``budget_s``."""
+    used, fit = 0.0, {d.doer: 0 for d in plan.doers}
+    for seed in range(max((d.seeds for d in plan.doers), default=0)):
+        for d in plan.doers:
+            if seed >= d.seeds:
+                continue
+            cost = sum(
+                estimate_cell_seconds(c, d, threads) for c in plan.cells() if c.doer == d.doer and c.seed == seed
+            )
+            if used + _wall(cost, jobs) > budget_s:
+                return fit
+            used += _wall(cost, jobs)
+            fit[d.doer] = seed + 1
+    return fit
+
+
 def plan_lines(plan: Plan, done: set[str], jobs: int = 1, threads: int = 1) -> tuple[list[str], float, float]:
-    """The plan with its time estimate for ``jobs`` parallel workers of ``threads`` threads each, on a quiet machine;
-    returns ``(lines, total_s, remaining_s)`` (wall-clock seconds)."""
+    """The plan with its time estimate for ``jobs`` parallel workers of ``threads`` threads each; returns
+    ``(lines, total_s, remaining_s)`` (wall-clock seconds)."""
     lines = [
         f"plan '{plan.name}': tasks {', '.join(plan.tasks)}; methods {', '.join(plan.methods)}; "
-        f"{jobs} worker(s) x {threads} thread(s)"
+        f"restart methods from the {plan.restart_init.upper()} init; {jobs} worker(s) x {threads} thread(s)"
     ]
+    for task, doer in plan.random_init_cells:
+        if task in plan.tasks and any(d.doer == doer for d in plan.doers) and plan.random_init_methods:
+            extras = ", ".join(f"{m}{RANDOM_INIT_SUFFIX}" for m in plan.random_init_methods)
+            lines.append(f"  also from the RANDOM init in {task} / {doer}: {extras}")
     total = remaining = 0.0
     for d in plan.doers:
         cells = [c for c in plan.cells() if c.doer == d.doer]
         seconds = {c.key: estimate_cell_seconds(c, d, threads) for c in cells}
-        doer_total = sum(seconds.values()) / jobs
-        doer_left = sum(s for k, s in seconds.items() if k not in done) / jobs
+        doer_total = _wall(sum(seconds.values()), jobs)
+        doer_left = _wall(sum(s for k, s in seconds.items() if k not in done), jobs)
         total, remaining = total + doer_total, remaining + doer_left
-        per_method = {m: estimate_cell_seconds(Cell(plan.tasks[0], d.doer, m, 0), d, threads) for m in plan.methods}
-        lines.append(
-            f"  {d.doer}: {d.seeds} seed(s) x {len(plan.tasks)} task(s) x {len(plan.methods)} methods = {len(cells)} "
-            f"runs; {d.max_steps} steps at batch {d.batch_size}, lr {d.learning_rate}, {d.num_virtual_tokens} virtual "
-            f"tokens; {d.rounds} round(s) every {d.stage_steps} steps, {d.num_candidates} candidates, "
-            f"{d.trajectory_points} trajectory points; splits train {d.train_size} / catalyst {d.catalyst_size} / "
-            f"test {d.test_size}"
+        methods = plan.cell_methods(plan.tasks[0], d.doer) if plan.tasks else ()
+        per_method = {m: estimate_cell_seconds(Cell(plan.tasks[0], d.doer, m, 0), d, threads) for m in methods}
+        race = (
+            f"; race: first rung {d.race_steps} steps, eta {d.race_eta or 2}, margin {d.race_margin or 0.0}"
+            if d.race_steps is not None
+            else ""
         )
-        lines.append("    est. per run: " + ", ".join(f"{m} {s:.0f} s" for m, s in per_method.items()))
+        lines.append(
+            f"  {d.doer}: {d.seeds} seed(s) x {len(plan.tasks)} task(s), {len(cells)} runs; {d.max_steps} steps at "
+            f"batch {d.batch_size}, lr {d.learning_rate}, {d.num_virtual_tokens} virtual tokens; {d.rounds} round(s) "
+            f"every {d.stage_steps} steps, {d.num_candidates} candidates, {d.trajectory_points} trajectory points"
+            f"{race}; splits train {d.train_size} / catalyst {d.catalyst_size} / test {d.test_size}; eval batch "
+            f"{d.eval_batch_size}"
+        )
+        if any(plan.spec(m).selection == "race" for m in methods):
+            lines.append(
+                f"    expected gradient steps in all: catalyst-race {expected_total_steps(d, 'llm'):.0f}, random-race "
+                f"{expected_total_steps(d, 'random'):.0f} (single-matched trains catalyst-race's actual count)"
+            )
+        lines.append(
+            f"    est. per run ({plan.tasks[0] if plan.tasks else '-'}): "
+            + ", ".join(f"{m} {s:.0f} s" for m, s in per_method.items())
+        )
         lines.append(f"    est. {doer_total / 60:.0f} min of wall time ({doer_left / 60:.0f} min left)")
+        lines.append("    resolution: " + resolution_line(d.test_size))
     lines.append(
         f"  estimate: {total / 3600:.2f} h in all, {remaining / 3600:.2f} h left ({len(done)} finished runs skipped), "
-        "on a quiet 2-core machine"
+        "at the slow end of this 2-core machine type"
     )
+    if plan.wall_budget_s is not None:
+        budget_h = plan.wall_budget_s / 3600
+        if total <= plan.wall_budget_s:
+            lines.append(f"  fits the {budget_h:.1f} h budget")
+        else:
+            fit = seeds_that_fit(plan, plan.wall_budget_s, jobs, threads)
+            part = plan.with_seeds(fit)
+            _, part_total, _ = plan_lines(dataclasses.replace(part, wall_budget_s=None), set(), jobs, threads)
+            lines.append(
+                f"  DOES NOT FIT the {budget_h:.1f} h budget: the first {budget_h:.1f} h finish "
+                + ", ".join(f"{doer} {n} seed(s)" for doer, n in fit.items())
+                + f" (est. {part_total / 3600:.2f} h; runs go seed by seed, so a cut leaves whole seeds); "
+                "rerun the same command to resume towards "
+                + ", ".join(f"{d.doer} {d.seeds}" for d in plan.doers)
+                + " seeds"
+            )
     return lines, total, remaining
 
 
@@ -286,12 +616,18 @@ def cell_settings(plan: Plan, cell: Cell) -> dict[str, Any]:
     """
     doer_plan = asdict(plan.doer(cell.doer))
     doer_plan.pop("seeds")
-    return {
-        "bench_version": BENCH_VERSION,
+    for key in _OPTIONAL_DOER_FIELDS:
+        if doer_plan.get(key) is None:
+            doer_plan.pop(key, None)
+    settings = {
+        "bench_version": plan.version if plan.version > 1 else BENCH_VERSION,
         "cell": asdict(cell),
         "doer_plan": doer_plan,
         "restart_init": plan.restart_init,
     }
+    if plan.version > 1:
+        settings["method"] = asdict(plan.spec(cell.method))
+    return settings
 
 
 def _comparable_settings(settings: Any) -> Any:
@@ -354,7 +690,7 @@ def _history_rounds(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
 def llm_usage(rounds: list[dict[str, Any]], method: str) -> dict[str, Any]:
     """LLM calls (a stricter retry counts), tokens and replayed calls of a run, from its rounds (0 without an LLM)."""
     usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_calls": 0}
-    if method not in LLM_METHODS:
+    if method_spec(method).mentor == "none" or method_spec(method).mentor == "random":
         return usage
     for r in rounds:
         m = r["mentor"]
@@ -383,10 +719,12 @@ def run_cell(
     work_dir: Path,
     mentor_cache: Path,
     llm_factory: Callable[[Any, Path, Path], Any] = embedded_mentor,
+    matched_steps: int | None = None,
 ) -> dict[str, Any]:
     """Train one (task, doer, method, seed) with the product's runner pieces and return its result record.
 
-    ``llm_factory(doer, run_dir, mentor_cache)`` builds the LLM mentor of ``llm-only``, ``blind`` and ``catalyst``.
+    ``llm_factory(doer, run_dir, mentor_cache)`` builds the LLM mentor of the LLM methods. ``matched_steps``: the
+    optimizer steps of ``single-matched`` (the total gradient steps of the same seed's ``catalyst-race`` run).
     """
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
@@ -399,12 +737,13 @@ def run_cell(
     from peft_catalyst.trainer import CatalystTrainer, CatalystTrainingArguments
 
     d = plan.doer(cell.doer)
+    spec = plan.spec(cell.method)
+    if spec.matched_to is not None and matched_steps is None:
+        raise ValueError(f"{cell.key} needs the total gradient steps of its {spec.matched_to} run")
     started, cpu_started = time.perf_counter(), time.process_time()
     out = work_dir / cell.key
     out.mkdir(parents=True, exist_ok=True)
-    init = (
-        "text" if cell.method == "single-text" else "random" if cell.method == "single-random" else plan.restart_init
-    )
+    init = spec.init
     set_seed(cell.seed)  # the prompt init and MiniLM's new head: identical across the methods of a seed
     doer = build_doer(
         ModelArguments(
@@ -423,21 +762,23 @@ def run_cell(
         ),
     )
     initial_prompt = soft_prompt_text(doer.model, doer.tokenizer)
-    max_steps, stage_steps, rounds, selection = d.max_steps, d.stage_steps, d.rounds, "best"
+    max_steps, stage_steps, rounds = d.max_steps, d.stage_steps, d.rounds
+    selection = spec.selection or "best"
     trainer_cls = CatalystTrainer
     mentor = None
     notes: list[str] = []
     trainer_ref: list[Any] = []
-    if cell.method in SINGLE_METHODS:
+    if not spec.rounds:
         rounds = 0
-    elif cell.method == "random-restarts":
+        if spec.matched_to is not None:
+            max_steps = int(matched_steps)  # type: ignore[arg-type]
+            notes.append(f"{max_steps} optimizer steps: the total gradient steps of {spec.matched_to}, same seed")
+    elif spec.mentor == "random":
         mentor = RandomMentor(vocabulary_words(doer.tokenizer), seed=cell.seed)
     else:
         llm = llm_factory(doer, out, mentor_cache)
         mentor = llm
-        if cell.method == "blind":
-            selection = "first"
-        elif cell.method == "llm-only":
+        if spec.frozen_prompt:
             by_grad = freeze_soft_prompt(doer.model)
             max_steps, stage_steps = llm_only_schedule(d, by_grad)
             trainer_cls = FrozenPromptTrainer
@@ -447,6 +788,13 @@ def run_cell(
                 if by_grad
                 else "nothing else trains: one lr-0 step per stage"
             )
+    race_kwargs: dict[str, Any] = {}
+    if selection == "race":
+        race_kwargs = {
+            "catalyst_race_steps": d.race_steps if d.race_steps is not None else RACE_STEPS_FALLBACK,
+            "catalyst_race_eta": d.race_eta or 2,
+            "catalyst_race_margin": d.race_margin or 0.0,
+        }
     args = CatalystTrainingArguments(
         output_dir=str(out),
         max_steps=max_steps,
@@ -465,6 +813,7 @@ def run_cell(
         catalyst_trajectory_points=d.trajectory_points,
         catalyst_selection=selection,
         catalyst_metric="label_loss",  # as the product's default (runner.embedded_defaults)
+        **race_kwargs,
     )
     trainer = trainer_cls(
         model=doer.model,
@@ -493,6 +842,7 @@ def run_cell(
         "method": cell.method,
         "seed": cell.seed,
         "init": init,
+        "selection": spec.selection,
         "optimizer_steps": max_steps,
         "gradient_steps": {
             "stages": run_summary.stage_steps,
@@ -515,7 +865,8 @@ def run_cell(
             "test_eval": round(evaluated - trained, 2),
             **{f"catalyst_{k}": v for k, v in timings.items()},
         },
-        "estimated_seconds": round(estimate_cell_seconds(cell, d), 1),
+        "matched_to": {"method": spec.matched_to, "total_steps": matched_steps} if spec.matched_to else None,
+        "estimated_seconds": round(estimate_cell_seconds(cell, d, matched_steps=matched_steps), 1),
         "threads": _torch_threads(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -537,22 +888,58 @@ def cell_path(cells_dir: Path, cell: Cell) -> Path:
     return cells_dir / f"{cell.key}.json"
 
 
+def _read_run(plan: Plan, cells_dir: Path, cell: Cell, quiet: bool = False) -> dict[str, Any] | None:
+    """The stored run of ``cell`` when it was run with the plan's settings (None otherwise)."""
+    path = cell_path(cells_dir, cell)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        if not quiet:
+            logger.warning("ignoring unreadable %s (%s): it will be run again", path, exc)
+        return None
+    if _comparable_settings(data.get("settings")) != cell_settings(plan, cell):
+        if not quiet:
+            logger.warning("%s was run with other settings: it will be run again", path.name)
+        return None
+    return data
+
+
+def dependency(plan: Plan, cell: Cell) -> Cell | None:
+    """The run whose result ``cell`` needs before it can start (single-matched: the same seed's catalyst-race)."""
+    matched = plan.spec(cell.method).matched_to
+    return Cell(cell.task, cell.doer, matched, cell.seed) if matched else None
+
+
+def matched_steps(plan: Plan, cells_dir: Path, cell: Cell) -> int | None:
+    """The optimizer steps ``cell`` (single-matched) trains: the total gradient steps (stages + races) of the same
+    seed's catalyst-race run as stored; None while that run is not finished."""
+    dep = dependency(plan, cell)
+    if dep is None:
+        return None
+    record = _read_run(plan, cells_dir, dep, quiet=True)
+    if record is None:
+        return None
+    return int(record["gradient_steps"]["total"])
+
+
 def load_finished(plan: Plan, cells_dir: Path) -> dict[str, dict[str, Any]]:
-    """Finished runs of ``plan`` whose stored settings match the plan's (others are run again)."""
+    """Finished runs of ``plan`` whose stored settings match the plan's (others are run again); a single-matched run
+    counts only while its catalyst-race run is finished with the step count it trained."""
     finished = {}
     for cell in plan.cells():
-        path = cell_path(cells_dir, cell)
-        if not path.is_file():
+        data = _read_run(plan, cells_dir, cell)
+        if data is None:
             continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            logger.warning("ignoring unreadable %s (%s): it will be run again", path, exc)
-            continue
-        if _comparable_settings(data.get("settings")) == cell_settings(plan, cell):
-            finished[cell.key] = data
-        else:
-            logger.warning("%s was run with other settings: it will be run again", path.name)
+        if dependency(plan, cell) is not None:
+            steps = matched_steps(plan, cells_dir, cell)
+            if steps is None or (data.get("matched_to") or {}).get("total_steps") != steps:
+                logger.warning(
+                    "%s no longer matches its %s run: it will be run again", cell.key, dependency(plan, cell).key
+                )
+                continue
+        finished[cell.key] = data
     return finished
 
 
@@ -563,21 +950,16 @@ def load_finished(plan: Plan, cells_dir: Path) -> dict[str, dict[str, Any]]:
 
 def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per (task, doer): accuracy mean/std per method, paired differences against the better single, round counts,
-    LLM usage and wall time; plus, per method, the paired differences pooled over every (cell, seed)."""
+    LLM usage and wall time; per method, the paired differences pooled over every (cell, seed), against the better
+    single and against the single that shares the method's start; for a plan with races, the headline contrasts
+    (:func:`headline_contrasts`) and per-doer method costs."""
     cells_out = []
-    pooled: dict[str, list[float]] = {m: [] for m in plan.methods}
-    # Against single-random, the start every restart method shares (same init, head and data order per seed).
-    pooled_start: dict[str, list[float]] = {m: [] for m in ROUND_METHODS if m in plan.methods}
+    pooled: dict[str, list[float]] = {}
+    # Against the single run from the same start (same init, head and data order per seed): what rounds add or cost.
+    pooled_start: dict[str, list[float]] = {}
     for d in plan.doers:
         for task in plan.tasks:
-            runs = {
-                m: {
-                    s: results[Cell(task, d.doer, m, s).key]
-                    for s in range(d.seeds)
-                    if Cell(task, d.doer, m, s).key in results
-                }
-                for m in plan.methods
-            }
+            runs = _cell_runs(plan, results, task, d)
             methods_out: dict[str, Any] = {}
             for m, by_seed in runs.items():
                 accs = [by_seed[s]["test_accuracy"] for s in sorted(by_seed)]
@@ -589,8 +971,7 @@ def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     "std": std,
                     **_rounds_summary(list(by_seed.values()), m),
                 }
-            singles = [m for m in SINGLE_METHODS if m in methods_out and methods_out[m]["accuracy"]]
-            best = max(singles, key=lambda m: methods_out[m]["mean"]) if singles else None
+            best = _better_single(methods_out)
             if best is not None:
                 for m, by_seed in runs.items():
                     common = sorted(set(by_seed) & set(runs[best]))
@@ -599,22 +980,161 @@ def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     a = [by_seed[s]["test_accuracy"] for s in common]
                     b = [runs[best][s]["test_accuracy"] for s in common]
                     methods_out[m]["vs_best_single"] = paired_difference(a, b).to_dict()
-                    pooled[m].extend(x - y for x, y in zip(a, b))
-            for m in pooled_start:
-                common = sorted(set(runs[m]) & set(runs.get("single-random", {})))
-                pooled_start[m].extend(
-                    runs[m][s]["test_accuracy"] - runs["single-random"][s]["test_accuracy"] for s in common
+                    pooled.setdefault(m, []).extend(x - y for x, y in zip(a, b))
+            for m in runs:
+                spec = plan.spec(m)
+                if not spec.rounds:
+                    continue
+                start = "single-random" if spec.init == "random" else "single-text"
+                common = sorted(set(runs[m]) & set(runs.get(start, {})))
+                pooled_start.setdefault(m, []).extend(
+                    runs[m][s]["test_accuracy"] - runs[start][s]["test_accuracy"] for s in common
                 )
             cells_out.append({"task": task, "doer": d.doer, "best_single": best, "methods": methods_out})
 
     def pool(diffs_by_method: dict[str, list[float]]) -> dict[str, Any]:
         return {m: paired_difference(d, [0.0] * len(d)).to_dict() for m, d in diffs_by_method.items() if d}
 
+    summary: dict[str, Any] = {"cells": cells_out, "pooled_vs_best_single": pool(pooled)}
+    if plan.version == 1:
+        summary["pooled_vs_single_random"] = pool(pooled_start)
+    else:
+        summary["pooled_vs_start"] = pool(pooled_start)
+        summary["headline"] = headline_contrasts(plan, results)
+        summary["per_method"] = per_method_costs(plan, results)
+    return summary
+
+
+def _cell_runs(plan: Plan, results: dict[str, dict[str, Any]], task: str, d: DoerPlan) -> dict[str, dict[int, Any]]:
+    """The finished runs of one (task, doer) cell: method -> seed -> record."""
     return {
-        "cells": cells_out,
-        "pooled_vs_best_single": pool(pooled),
-        "pooled_vs_single_random": pool(pooled_start),
+        m: {
+            s: results[Cell(task, d.doer, m, s).key] for s in range(d.seeds) if Cell(task, d.doer, m, s).key in results
+        }
+        for m in plan.cell_methods(task, d.doer)
     }
+
+
+def _better_single(methods_out: dict[str, Any]) -> str | None:
+    """The single method with the higher mean test accuracy in a cell (None without single runs)."""
+    singles = [m for m in SINGLE_METHODS if m in methods_out and methods_out[m]["accuracy"]]
+    return max(singles, key=lambda m: methods_out[m]["mean"]) if singles else None
+
+
+#: The headline contrasts of v2: (method, reference, what it measures). "better-single": the better of
+#: single-random / single-text in each cell (higher mean over seeds), at equal optimizer steps.
+HEADLINE_CONTRASTS = (
+    ("catalyst-race", "random-race", "the mentor's own value: the same race with random-vocabulary candidates"),
+    ("catalyst-race", "single-matched", "against plain prompt tuning at equal compute (stages + races)"),
+    ("catalyst-race", "better-single", "against the better single of the cell at equal optimizer steps"),
+)
+
+
+def headline_contrasts(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The headline contrasts, paired over seeds, pooled over every (task, doer, seed) and per doer: mean, 95%
+    paired-t and bootstrap intervals, wins/ties/losses. One group per start: the plan's restart init in every cell,
+    and the RANDOM init where the plan also runs ``@random`` methods."""
+    starts = [("", plan.restart_init)]
+    if plan.random_init_methods and plan.restart_init != "random":
+        starts.append((RANDOM_INIT_SUFFIX, "random"))
+    out: dict[str, Any] = {}
+    for suffix, init in starts:
+        group: dict[str, Any] = {}
+        for method, reference, what in HEADLINE_CONTRASTS:
+            a_name = method + suffix
+            b_base = reference if reference == "better-single" else reference + suffix
+            pairs: list[dict[str, Any]] = []
+            for d in plan.doers:
+                for task in plan.tasks:
+                    methods = plan.cell_methods(task, d.doer)
+                    if a_name not in methods:
+                        continue
+                    runs = _cell_runs(plan, results, task, d)
+                    if reference == "better-single":
+                        means = {
+                            m: mean_std([r["test_accuracy"] for r in runs[m].values()])[0]
+                            for m in SINGLE_METHODS
+                            if runs.get(m)
+                        }
+                        if not means:
+                            continue
+                        b_name = max(means, key=lambda m: means[m])
+                    else:
+                        b_name = b_base
+                        if b_name not in methods:
+                            continue
+                    for seed in sorted(set(runs[a_name]) & set(runs.get(b_name, {}))):
+                        pairs.append(
+                            {
+                                "task": task,
+                                "doer": d.doer,
+                                "seed": seed,
+                                "reference": b_name,
+                                "difference": runs[a_name][seed]["test_accuracy"]
+                                - runs[b_name][seed]["test_accuracy"],
+                            }
+                        )
+            if not pairs:
+                continue
+            diffs = [p["difference"] for p in pairs]
+            by_doer = {}
+            for d in plan.doers:
+                dd = [p["difference"] for p in pairs if p["doer"] == d.doer]
+                if dd:
+                    by_doer[d.doer] = paired_difference(dd, [0.0] * len(dd)).to_dict()
+            group[f"{a_name} - {b_base}"] = {
+                "what": what,
+                "method": a_name,
+                "reference": b_base,
+                "pooled": paired_difference(diffs, [0.0] * len(diffs)).to_dict(),
+                "by_doer": by_doer,
+                "pairs": pairs,
+            }
+        if group:
+            out[f"{init} init"] = group
+    return out
+
+
+def per_method_costs(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per doer and method, averaged over its runs (both tasks): rounds, rounds that restarted, race steps, total
+    gradient steps, LLM calls and tokens, wall time."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in plan.doers:
+        methods: dict[str, list[dict[str, Any]]] = {}
+        for task in plan.tasks:
+            for m, by_seed in _cell_runs(plan, results, task, d).items():
+                methods.setdefault(m, []).extend(by_seed.values())
+        rows = {}
+        for m, runs in methods.items():
+            if not runs:
+                continue
+            n = len(runs)
+            rounds = [r["rounds"] for r in runs]
+            rows[m] = {
+                "runs": n,
+                "rounds_per_run": sum(len(x) for x in rounds) / n,
+                "restarted_per_run": sum(_restarted(x) for x in rounds) / n,
+                "race_steps_per_run": sum(_gradient_steps(r)["races"] for r in runs) / n,
+                "gradient_steps_per_run": sum(_gradient_steps(r)["total"] for r in runs) / n,
+                "llm_calls_per_run": sum(r["llm"]["calls"] for r in runs) / n,
+                "tokens_per_run": sum(r["llm"]["prompt_tokens"] + r["llm"]["completion_tokens"] for r in runs) / n,
+                "wall_s_per_run": sum(r["seconds"]["total"] for r in runs) / n,
+            }
+        out[d.doer] = rows
+    return out
+
+
+def _restarted(rounds: list[dict[str, Any]]) -> int:
+    """Rounds that changed the prompt to a candidate (accepted after scoring or a race, or blind)."""
+    return sum(r["status"] in ("accepted", "blind") for r in rounds)
+
+
+def _gradient_steps(run: dict[str, Any]) -> dict[str, int]:
+    """A run's gradient steps; runs stored before races were counted trained exactly their optimizer steps."""
+    steps = run.get("gradient_steps")
+    if steps:
+        return steps
+    return {"stages": run["optimizer_steps"], "races": 0, "total": run["optimizer_steps"]}
 
 
 def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
@@ -645,12 +1165,14 @@ def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
         "runs": len(runs),
         "round_status": statuses,
         "current_beat_all": {"kept": statuses.get("kept", 0), "scored_rounds": scored}
-        if method in ROUND_METHODS and method != "blind"
+        if method_spec(method).rounds and method_spec(method).selection != "first"
         else None,
         "llm_per_run": {k: v / n for k, v in llm.items()},
         "llm_total": llm,
         "wall_s_per_run": sum(walls) / n if walls else None,
         "gradient_steps_per_run": sum(steps) / len(steps) if steps else None,
+        "race_steps_per_run": sum(_gradient_steps(run)["races"] for run in runs) / n,
+        "restarted_per_run": sum(_restarted(run["rounds"]) for run in runs) / n,
         "mentor_s_per_run": sum(mentor_s) / n if mentor_s else None,
         "best_candidate_minus_current_loss": {"mean": mean_std(gaps)[0], "rounds": len(gaps)} if gaps else None,
         "accepted_texts": dict(sorted(accepted.items(), key=lambda kv: -kv[1])),
@@ -701,8 +1223,129 @@ def _incomplete_line(plan: Plan, missing: Sequence[str]) -> str:
     )
 
 
+def _fmt_ci(diff: dict[str, Any]) -> str:
+    low, high = diff["t_ci"]
+    ci = f" [{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and math.isfinite(low) else ""
+    return f"{100 * diff['mean']:+.1f}{ci}"
+
+
+def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The v2 report: headline contrasts, per-method costs, per-cell table, definitions and the exact setup."""
+    doers = [d.doer for d in plan.doers]
+    lines = [f"# Does the mentor help? Benchmark {plan.name} (issue 14)", ""]
+    if meta.get("missing_runs"):
+        lines += [_incomplete_line(plan, meta["missing_runs"]), ""]
+    lines += [
+        "## Headline contrasts",
+        "",
+        "Test accuracy differences in points, paired over seeds (same split, init, head and data order), pooled over "
+        "every (task, doer, seed) and per doer: mean [95% paired-t interval] (wins/ties/losses). Bootstrap "
+        "intervals and every pair are in the JSON.",
+        "",
+        "| start | contrast | pairs | pooled Δ [95% CI] | w/t/l | "
+        + " | ".join(f"{doer} Δ [95% CI] (w/t/l)" for doer in doers)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(doers),
+    ]
+    for start, group in summary.get("headline", {}).items():
+        for name, c in group.items():
+            pooled = c["pooled"]
+            per = [
+                f"{_fmt_ci(c['by_doer'][doer])} ({c['by_doer'][doer]['wins']}/{c['by_doer'][doer]['ties']}/"
+                f"{c['by_doer'][doer]['losses']})"
+                if doer in c["by_doer"]
+                else "-"
+                for doer in doers
+            ]
+            lines.append(
+                f"| {start} | `{name}` | {pooled['n']} | {_fmt_ci(pooled)} | "
+                f"{pooled['wins']}/{pooled['ties']}/{pooled['losses']} | " + " | ".join(per) + " |"
+            )
+    lines += [
+        "",
+        "- `catalyst-race - random-race`: " + HEADLINE_CONTRASTS[0][2] + ".",
+        "- `catalyst-race - single-matched`: " + HEADLINE_CONTRASTS[1][2] + ".",
+        "- `catalyst-race - better-single`: " + HEADLINE_CONTRASTS[2][2] + " (picked on the test mean, which "
+        "favours the baseline).",
+        "",
+        "## What each method spent",
+        "",
+        "Per run, averaged over both tasks: rounds, rounds that restarted (a candidate replaced the prompt), race "
+        "steps, gradient steps in all (stages + races), LLM calls, tokens (prompt + completion), wall seconds.",
+        "",
+        "| doer | method | runs | rounds | restarted | race steps | gradient steps | LLM calls | tokens | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for doer, rows in summary.get("per_method", {}).items():
+        for m, r in rows.items():
+            lines.append(
+                f"| {doer} | {m} | {r['runs']} | {r['rounds_per_run']:.1f} | {r['restarted_per_run']:.2f} | "
+                f"{r['race_steps_per_run']:.0f} | {r['gradient_steps_per_run']:.0f} | {r['llm_calls_per_run']:.1f} | "
+                f"{r['tokens_per_run']:.0f} | {r['wall_s_per_run']:.0f} |"
+            )
+    lines += [
+        "",
+        "## Per cell",
+        "",
+        "Test accuracy in % (mean ± sample std over seeds); Δ vs the better single of the cell (bold), paired.",
+        "",
+        "| task | doer | method | seeds | accuracy | Δ vs best single [95% CI] (w/t/l) | kept | restarted/run "
+        "| race steps/run | wall s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in summary["cells"]:
+        for m, r in c["methods"].items():
+            if not r["runs"]:
+                continue
+            name = f"**{m}**" if m == c["best_single"] else m
+            kept = r["current_beat_all"]
+            kept_s = f"{kept['kept']}/{kept['scored_rounds']}" if kept else "-"
+            diff = _fmt_diff(r.get("vs_best_single"), m == c["best_single"])
+            lines.append(
+                f"| {c['task']} | {c['doer']} | {name} | {r['runs']} | {_fmt_pct(r['mean'], r['std'])} | {diff} | "
+                f"{kept_s} | {r['restarted_per_run']:.2f} | {r['race_steps_per_run']:.0f} | "
+                f"{r['wall_s_per_run']:.0f} |"
+            )
+    lines += [
+        "",
+        "Pooled Δ of each round method vs the single run from its own start (`single-text` for the TEXT init, "
+        "`single-random` for `@random`), 95% paired-t interval:",
+        "",
+        *_pooled_table(summary.get("pooled_vs_start", {})),
+        "",
+        "## Methods",
+        "",
+        *[f"- {line}" for line in METHOD_DEFINITIONS_V2],
+        "",
+    ]
+    lines += _setup_lines(meta)
+    return "\n".join(lines) + "\n"
+
+
+def _setup_lines(meta: dict[str, Any]) -> list[str]:
+    lines = ["## Setup", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- git: {meta['git']}"]
+    lines.append(f"- machine: {meta['machine']['description']}")
+    lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
+    t = meta["timing"]
+    elapsed = t["elapsed_s_this_command"]
+    lines.append(
+        f"- time: {t['runs']} runs; their wall times sum to {t['run_wall_s_sum'] / 60:.1f} min (estimated "
+        f"{t['run_estimated_s_sum'] / 60:.1f} min), {t['workers']} worker(s) x {t['threads_per_worker']} thread(s)"
+        + (f"; this command took {elapsed / 60:.1f} min" if elapsed is not None else "")
+    )
+    lines += ["- plan and estimate:", "", "```text", *meta["plan_lines"], "```"]
+    lines.append(
+        "- statistics: paired over seeds (the data split's seed is the run's seed, so each seed has its own "
+        "train/catalyst/test split shared by every method); the better single is picked by its test mean, which "
+        "favours the baseline. Bootstrap percentile intervals (10,000 resamples) are in the JSON."
+    )
+    return lines
+
+
 def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """The report as Markdown: the table, the pooled differences, definitions and the exact setup."""
+    if plan.version > 1:
+        return markdown_v2(plan, summary, meta)
     lines = [
         f"# Does the mentor help? Method comparison (plan '{plan.name}')",
         "",
@@ -764,6 +1407,24 @@ def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+METHOD_DEFINITIONS_V2 = [
+    "`single-random` / `single-text`: plain prompt tuning (no rounds) from PEFT's RANDOM init / from the TEXT init "
+    "of the task's manual prompt.",
+    "`single-matched`: plain prompt tuning from the restart methods' init for as many gradient steps as the same "
+    "seed's `catalyst-race` run spent in all (main-loop steps + race steps, read from its record); the learning-rate "
+    "schedule spans those steps.",
+    "`random-race`: the catalyst schedule with `catalyst_selection='race'`, candidates from the library's "
+    "`RandomMentor` (random vocabulary words): the current prompt and every candidate train the same counted budget "
+    "on the same batches (successive halving), the best is kept; no LLM.",
+    "`catalyst-race`: the same race with the LLM mentor's candidates (ours).",
+    "`catalyst-best`: the LLM mentor with elitist selection (`'best'`): candidates scored untrained against the "
+    "trained current prompt, the best kept (the first grid's `catalyst`).",
+    "`blind`: restart from the mentor's first usable candidate without scoring (`'first'`, the research code).",
+    "Restart methods (and `single-matched`) start from the TEXT init of the manual prompt, like `single-text` (same "
+    "seed: same prompt, head and data order); `@random` methods run the same from PEFT's RANDOM init, like "
+    "`single-random`. Race steps count as gradient steps; they do not advance the main loop's step.",
+]
+
 METHOD_DEFINITIONS = [
     "`single-random` / `single-text`: plain prompt tuning (no rounds) from PEFT's RANDOM init / from the TEXT init "
     "of the task's manual prompt.",
@@ -798,7 +1459,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         top, bottom = axes[0][j], axes[1][j]
         for i, m in enumerate(methods):
             r = c["methods"][m]
-            color = "tab:red" if m == "catalyst" else "tab:blue" if m in SINGLE_METHODS else "tab:gray"
+            color = "tab:red" if m.startswith("catalyst") else "tab:blue" if m in SINGLE_METHODS else "tab:gray"
             top.scatter([i] * len(r["accuracy"]), [100 * a for a in r["accuracy"]], s=12, color=color, alpha=0.6)
             std = r["std"] if r["std"] is not None and math.isfinite(r["std"]) else 0.0
             top.errorbar(i, 100 * r["mean"], yerr=100 * std, fmt="_", color="black", capsize=4, markersize=14)
@@ -920,13 +1581,16 @@ def write_report(
                 "tasks": plan.tasks,
                 "methods": plan.methods,
                 "restart_init": plan.restart_init,
+                "version": plan.version,
+                "random_init_cells": plan.random_init_cells,
+                "random_init_methods": plan.random_init_methods,
                 "doers": [asdict(d) for d in plan.doers],
             },
-            "method_definitions": METHOD_DEFINITIONS,
+            "method_definitions": METHOD_DEFINITIONS if plan.version == 1 else METHOD_DEFINITIONS_V2,
             "summary": summary,
             "runs": [
                 {k: r[k] for k in ("task", "doer", "method", "seed", "test_accuracy", "prompts", "llm", "seconds")}
-                | {"round_status": [x["status"] for x in r["rounds"]]}
+                | {"round_status": [x["status"] for x in r["rounds"]], "gradient_steps": _gradient_steps(r)}
                 for r in results.values()
             ],
         },
@@ -945,19 +1609,26 @@ def write_report(
 
 
 def select_plan(args: argparse.Namespace) -> Plan:
-    """The full or quick plan, narrowed by --tasks/--doers/--methods and resized by --seeds."""
-    plan = QUICK_PLAN if args.quick else FULL_PLAN
+    """The plan named by --plan (its quick variant with --quick), narrowed by --tasks/--doers/--methods and resized
+    by --seeds."""
+    name = getattr(args, "plan", None) or "v2"
+    plan = QUICK_PLANS[name] if args.quick else PLANS[name]
     doers = tuple(
         dataclasses.replace(d, seeds=args.seeds if args.seeds is not None else d.seeds)
         for d in plan.doers
         if not args.doers or d.doer in args.doers
     )
+    wanted = set(args.methods or ())
+    restart_init = args.restart_init or plan.restart_init
     return dataclasses.replace(
         plan,
         tasks=tuple(args.tasks or plan.tasks),
         doers=doers,
-        methods=tuple(m for m in METHODS if not args.methods or m in args.methods),
-        restart_init=args.restart_init,
+        methods=tuple(m for m in plan.methods if not wanted or m in wanted),
+        random_init_methods=tuple(
+            m for m in plan.random_init_methods if not wanted or m in wanted or f"{m}{RANDOM_INIT_SUFFIX}" in wanted
+        ),
+        restart_init=restart_init,
     )
 
 
@@ -965,12 +1636,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run the missing runs of the plan, then write the report."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the 10-minute plan (1 task, 1 seed, tiny budget)")
+    parser.add_argument(
+        "--plan", choices=sorted(PLANS), default="v2", help="v2 (issue 14, default) or full (the first grid)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="the plan's machinery check (1 task, 1 seed, tiny budget)"
+    )
     parser.add_argument("--tasks", nargs="+", choices=["rotten_tomatoes", "trec", "sms_spam"])
     parser.add_argument("--doers", nargs="+", choices=["minilm", "smollm2"])
-    parser.add_argument("--methods", nargs="+", choices=METHODS)
-    parser.add_argument("--seeds", type=int, help="seeds per doer (default: the plan's: full 2, quick 1)")
-    parser.add_argument("--restart-init", choices=["random", "text"], default="random", help="init of restart methods")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[*ALL_METHODS, *(f"{m}{RANDOM_INIT_SUFFIX}" for m in ALL_METHODS if m not in SINGLE_METHODS)],
+    )
+    parser.add_argument("--seeds", type=int, help="seeds per doer (default: the plan's: v2 5 and 3, full 2, quick 1)")
+    parser.add_argument(
+        "--restart-init", choices=["random", "text"], help="init of restart methods (default: the plan's)"
+    )
     parser.add_argument(
         "--jobs",
         type=int,
@@ -981,6 +1663,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, run nothing")
     parser.add_argument("--report-only", action="store_true", help="write the report from finished runs only")
+    parser.add_argument(
+        "--commit-each",
+        action="store_true",
+        help="git-commit each finished run's JSON as it lands (git add -f + git commit -- <that file> only)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --jobs
     args = parser.parse_args(argv)
     jobs = 1 if args.worker else max(1, args.jobs)
@@ -1004,7 +1691,7 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = select_plan(args)
     if args.worker:
-        run_cells(plan, args.output_dir, claim=True)
+        run_cells(plan, args.output_dir, claim=True, commit_each=args.commit_each)
         return 0
     paths = run_plan(
         plan,
@@ -1014,6 +1701,7 @@ def main(argv: list[str] | None = None) -> int:
         report_only=args.report_only,
         jobs=jobs,
         threads=threads,
+        commit_each=args.commit_each,
     )
     return 0 if paths or args.dry_run else 1
 
@@ -1028,6 +1716,7 @@ def run_plan(
     jobs: int = 1,
     threads: int = 1,
     llm_factory: Callable[[Any, Path, Path], Any] = embedded_mentor,
+    commit_each: bool = False,
 ) -> dict[str, Path]:
     """Print the plan, run its missing runs (each saved as it finishes; ``jobs`` > 1: in worker processes), and
     write the report; returns the report's paths (empty after a dry run or when a worker failed)."""
@@ -1044,7 +1733,7 @@ def run_plan(
             if not _run_workers(argv, jobs, threads):
                 return {}
         else:
-            run_cells(plan, output_dir, llm_factory=llm_factory)
+            run_cells(plan, output_dir, llm_factory=llm_factory, commit_each=commit_each)
         finished = load_finished(plan, cells_dir)
     elapsed = None if report_only else time.perf_counter() - started
     paths = write_report(plan, finished, output_dir, argv, jobs, threads, elapsed)
@@ -1074,13 +1763,70 @@ def _run_workers(argv: Sequence[str], jobs: int, threads: int) -> bool:
 
 
 def claim_cell(locks_dir: Path, cell: Cell) -> bool:
-    """Atomically claim a run for this worker (False when another worker holds it)."""
+    """Atomically claim a run for this worker (False when another worker holds it); the lock holds our pid."""
     locks_dir.mkdir(parents=True, exist_ok=True)
     try:
-        os.close(os.open(locks_dir / f"{cell.key}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        fd = os.open(locks_dir / f"{cell.key}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return False
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    finally:
+        os.close(fd)
     return True
+
+
+def lock_holder_alive(locks_dir: Path, cell: Cell) -> bool | None:
+    """Whether the process holding ``cell``'s lock still runs (None: no lock; True when its pid is unreadable)."""
+    path = locks_dir / f"{cell.key}.lock"
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return True
+    if not text.isdigit():
+        return True  # being written, or an old lock without a pid
+    try:
+        os.kill(int(text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def commit_run(path: Path, message: str, pending: list[Path] | None = None, attempts: int = 20) -> bool:
+    """``git add -f`` and ``git commit -m message -- <paths>``: commits only ``path`` (and the earlier runs in
+    ``pending`` whose commit failed), never anything else that is staged. Failures are logged, not raised: the
+    file stays on disk and is retried with the next run. Returns True when committed."""
+    paths = [*(pending or []), path]
+    cwd = path.parent
+    names = [str(p.resolve()) for p in paths]
+    for attempt in range(attempts):
+        add = subprocess.run(["git", "add", "-f", "--", *names], cwd=cwd, capture_output=True, text=True)
+        if add.returncode == 0:
+            commit = subprocess.run(
+                ["git", "commit", "-q", "-m", message, "--", *names], cwd=cwd, capture_output=True, text=True
+            )
+            if commit.returncode == 0:
+                if pending is not None:
+                    pending.clear()
+                return True
+            error = (commit.stderr or commit.stdout).strip()
+            if "nothing to commit" in error or "no changes added" in error:
+                if pending is not None:
+                    pending.clear()
+                return True
+        else:
+            error = add.stderr.strip()
+        if "index.lock" not in error and ".lock" not in error:  # not another git process: don't spin
+            break
+        time.sleep(0.5 + attempt * 0.25)
+    logger.warning("could not commit %s (%s): the run is kept on disk and retried with the next one", path, error)
+    if pending is not None and path not in pending:
+        pending.append(path)
+    return False
 
 
 def run_cells(
@@ -1089,29 +1835,80 @@ def run_cells(
     *,
     claim: bool = False,
     llm_factory: Callable[[Any, Path, Path], Any] = embedded_mentor,
+    commit_each: bool = False,
+    poll_s: float = 10.0,
 ) -> int:
     """Run the plan's missing runs in order, saving each as it finishes; with ``claim``, only the runs this worker
-    claims first (several workers share the list). Returns the number of runs done."""
+    claims first (several workers share the list). A run that needs another's result (single-matched after
+    catalyst-race) waits for it, running other runs meanwhile; a dependency held by a dead worker is taken over.
+    ``commit_each``: git-commit each finished run's file (only that file). Returns the number of runs done."""
     from tqdm.auto import tqdm
 
     from peft_catalyst.history import write_json_atomic
 
     cells_dir = output_dir / "cells" / plan.name
-    todo = [c for c in plan.cells() if c.key not in load_finished(plan, cells_dir)]
+    locks = cells_dir / "locks"
+    finished = load_finished(plan, cells_dir)
+    pending = [c for c in plan.cells() if c.key not in finished]
+    uncommitted: list[Path] = []
     done = 0
-    bar = tqdm(todo, desc=f"runs (pid {os.getpid()})" if claim else "runs", unit="run")
-    for cell in bar:
-        if claim and (not claim_cell(cells_dir / "locks", cell) or cell_path(cells_dir, cell).is_file()):
-            continue
-        bar.set_postfix_str(cell.key)
-        cache = output_dir / "cells" / f"mentor_cache_{cell.method}.sqlite"
-        record = run_cell(plan, cell, cells_dir / "runs", cache, llm_factory)
-        write_json_atomic(cell_path(cells_dir, cell), record)
-        done += 1
-        tqdm.write(
-            f"{cell.key}: test accuracy {record['test_accuracy']:.3f}; {record['seconds']['total']:.0f} s "
-            f"(estimated {record['estimated_seconds']:.0f} s); rounds {[r['status'] for r in record['rounds']] or '-'}"
-        )
+    bar = tqdm(total=len(pending), desc=f"runs (pid {os.getpid()})" if claim else "runs", unit="run")
+    while pending:
+        blocked = False
+        for cell in list(pending):
+            steps = None
+            dep = dependency(plan, cell)
+            if dep is not None:
+                steps = matched_steps(plan, cells_dir, cell)
+                if steps is None:
+                    if any(c.key == dep.key for c in pending):
+                        blocked = True  # its dependency runs first (in this process)
+                        continue
+                    holder = lock_holder_alive(locks, dep) if claim else None
+                    if holder:
+                        blocked = True  # another worker runs it: wait, doing other runs meanwhile
+                        continue
+                    if holder is False:  # its worker died: take the dependency over
+                        (locks / f"{dep.key}.lock").unlink(missing_ok=True)
+                        pending.insert(pending.index(cell), dep)
+                        bar.total += 1
+                        blocked = True
+                        break
+                    logger.error("%s needs %s, which is neither finished nor planned: skipped", cell.key, dep.key)
+                    pending.remove(cell)
+                    bar.update()
+                    continue
+            if claim and not claim_cell(locks, cell):
+                pending.remove(cell)  # another worker has it
+                bar.update()
+                continue
+            pending.remove(cell)
+            if claim and _read_run(plan, cells_dir, cell, quiet=True) is not None:
+                bar.update()
+                continue
+            bar.set_postfix_str(cell.key)
+            cache = output_dir / "cells" / f"mentor_cache_{cell.method}.sqlite"
+            record = run_cell(plan, cell, cells_dir / "runs", cache, llm_factory, matched_steps=steps)
+            path = cell_path(cells_dir, cell)
+            write_json_atomic(path, record)
+            if commit_each:
+                commit_run(path, f"benchmark {plan.name}: {cell.key}", uncommitted)
+            done += 1
+            bar.update()
+            tqdm.write(
+                f"{cell.key}: test accuracy {record['test_accuracy']:.3f}; {record['seconds']['total']:.0f} s "
+                f"(estimated {record['estimated_seconds']:.0f} s); "
+                f"gradient steps {record['gradient_steps']['total']}; "
+                f"rounds {[r['status'] for r in record['rounds']] or '-'}"
+            )
+            break  # rescan from the top: the plan's order, and dependencies that just finished
+        else:
+            if not pending:
+                break
+            if not blocked:
+                break
+            time.sleep(poll_s)
+    bar.close()
     return done
 
 

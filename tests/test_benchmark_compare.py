@@ -319,6 +319,9 @@ def test_report_only_reads_the_committed_runs(tmp_path):
             runs = [finished[compare.Cell(new["task"], new["doer"], method, s).key] for s in stats["seeds"]]
             steps = stats.pop("gradient_steps_per_run")  # old runs: their optimizer steps (no races then)
             assert steps == pytest.approx(sum(r["optimizer_steps"] for r in runs) / len(runs))
+            assert stats.pop("race_steps_per_run") == 0  # added with v2: no races in the first grid
+            restarted = sum(x["status"] in ("accepted", "blind") for r in runs for x in r["rounds"])
+            assert stats.pop("restarted_per_run") == pytest.approx(restarted / len(runs))
             assert _same_figures(stats, old["methods"][method])
     assert _same_figures(report["summary"]["pooled_vs_best_single"], committed["summary"]["pooled_vs_best_single"])
     table = [line for line in paths["md"].read_text().splitlines() if line.startswith("| ")]
@@ -364,12 +367,23 @@ def test_cells_run_seed_by_seed_across_doers():
 
 def test_plans_fit_their_budgets():
     # The default: two 1-thread workers on the 2-core machine.
-    _, total, _ = compare.plan_lines(compare.QUICK_PLAN, set(), jobs=2, threads=1)
-    assert total <= 10 * 60
-    _, total, _ = compare.plan_lines(compare.FULL_PLAN, set(), jobs=2, threads=1)
-    assert total <= 2.5 * 3600
+    for quick in (compare.QUICK_PLAN, compare.V2_QUICK_PLAN):
+        _, total, _ = compare.plan_lines(quick, set(), jobs=2, threads=1)
+        assert total <= 10 * 60
+    _, full_total, _ = compare.plan_lines(compare.FULL_PLAN, set(), jobs=2, threads=1)
+    assert full_total <= 2.5 * 3600
     _, serial, _ = compare.plan_lines(compare.FULL_PLAN, set(), jobs=1, threads=2)
-    assert serial == pytest.approx(2 * total / compare.TWO_THREAD_SPEEDUP)
+    assert serial == pytest.approx(2 * full_total / compare.TWO_THREAD_SPEEDUP)
+    # v2 aims at 5 MiniLM / 3 SmolLM2 seeds; what does not fit 2.5 h is said, and whole seeds of both doers fit.
+    v2 = compare.V2_PLAN
+    assert {d.doer: d.seeds for d in v2.doers} == {"minilm": 5, "smollm2": 3}
+    lines, total, _ = compare.plan_lines(v2, set(), jobs=2, threads=1)
+    fit = compare.seeds_that_fit(v2, v2.wall_budget_s, jobs=2, threads=1)
+    assert all(n >= 2 for n in fit.values())
+    _, part, _ = compare.plan_lines(compare.dataclasses.replace(v2.with_seeds(fit), wall_budget_s=None), set(), 2, 1)
+    assert part <= v2.wall_budget_s
+    if total > v2.wall_budget_s:
+        assert any("DOES NOT FIT" in line and "minilm 5, smollm2 3" in line for line in lines)
     # Both doers have seeds to pair (a paired interval needs two), on both tasks of the issue.
     assert all(d.seeds >= 2 for d in compare.FULL_PLAN.doers)
     assert set(compare.FULL_PLAN.tasks) == {"rotten_tomatoes", "trec"}
@@ -401,3 +415,253 @@ def test_a_run_is_claimed_by_one_worker_only(tmp_path):
     assert compare.claim_cell(tmp_path / "locks", cell)
     assert not compare.claim_cell(tmp_path / "locks", cell)
     assert compare.claim_cell(tmp_path / "locks", compare.Cell("trec", "minilm", "catalyst", 4))
+
+
+# ------------------------------------------------------------------------------------------------------ v2
+
+
+def test_v2_methods_build_the_right_trainer_settings():
+    plan = compare.V2_PLAN
+    expected = {  # method: (init, mentor, selection)
+        "single-random": ("random", "none", None),
+        "single-text": ("text", "none", None),
+        "single-matched": ("text", "none", None),
+        "random-race": ("text", "random", "race"),
+        "catalyst-race": ("text", "llm", "race"),
+        "catalyst-best": ("text", "llm", "best"),
+        "blind": ("text", "llm", "first"),
+        "catalyst-race@random": ("random", "llm", "race"),
+        "random-race@random": ("random", "random", "race"),
+        "single-matched@random": ("random", "none", None),
+    }
+    methods = plan.cell_methods("rotten_tomatoes", "minilm")
+    assert set(methods) == set(expected)
+    assert plan.cell_methods("trec", "minilm") == plan.cell_methods("trec", "smollm2") == compare.V2_METHODS
+    for m, (init, mentor, selection) in expected.items():
+        spec = plan.spec(m)
+        assert (spec.init, spec.mentor, spec.selection) == (init, mentor, selection), m
+    assert plan.spec("single-matched").matched_to == "catalyst-race"
+    assert plan.spec("single-matched@random").matched_to == "catalyst-race@random"
+    # The first grid's names keep their meaning (its restart methods from the RANDOM init).
+    full = compare.FULL_PLAN
+    assert (full.spec("catalyst").init, full.spec("catalyst").selection) == ("random", "best")
+    assert full.spec("llm-only").frozen_prompt and full.spec("random-restarts").mentor == "random"
+    # Runs carry the method's settings, so a changed meaning reruns them; the first grid's settings are unchanged.
+    cell = compare.Cell("trec", "minilm", "catalyst-race", 0)
+    settings = compare.cell_settings(plan, cell)
+    assert settings["bench_version"] == 2 and settings["method"]["selection"] == "race"
+    assert settings["doer_plan"]["race_steps"] == plan.doer("minilm").race_steps
+    old = compare.cell_settings(full, compare.Cell("trec", "minilm", "catalyst", 0))
+    assert old["bench_version"] == 1 and "method" not in old and "race_steps" not in old["doer_plan"]
+    # single-matched runs after catalyst-race in every cell (it needs that run's step count).
+    for task in plan.tasks:
+        order = [c.method for c in plan.cells() if c.task == task and c.doer == "minilm" and c.seed == 0]
+        assert order.index("catalyst-race") < order.index("single-matched")
+        if task == "rotten_tomatoes":
+            assert order.index("catalyst-race@random") < order.index("single-matched@random")
+
+
+def test_race_shape_matches_the_library():
+    from peft_catalyst.round import _race_total_steps
+
+    for arms in range(1, 7):
+        for steps in (1, 3, 4):
+            assert compare.race_shape(arms, steps)[0] == _race_total_steps(arms, steps, 2)
+    assert compare.race_shape(4, 3) == (4 * 3 + 2 * 6, 4 + 2)
+
+
+def _v2_plan(model_dir, seeds=2) -> compare.Plan:
+    base = _plan(model_dir)
+    doer = compare.dataclasses.replace(base.doers[0], seeds=seeds, race_steps=1, race_eta=2, race_margin=0.0)
+    return compare.Plan(
+        name="smoke2",
+        tasks=("rotten_tomatoes",),
+        doers=(doer,),
+        methods=compare.V2_METHODS,
+        restart_init="text",
+        version=2,
+        random_init_cells=(("rotten_tomatoes", "tiny"),),
+        random_init_methods=("catalyst-race", "single-matched"),
+    )
+
+
+def test_v2_runs_single_matched_at_catalyst_race_steps_and_reports(tiny_doer_dir, tok, tmp_path, monkeypatch):
+    plan = _v2_plan(tiny_doer_dir, seeds=1)
+    paths = compare.run_plan(plan, tmp_path, ["--smoke2"], llm_factory=_scripted_llm)
+    cells_dir = tmp_path / "cells" / "smoke2"
+    runs = {r["method"]: r for r in (json.loads(p.read_text()) for p in cells_dir.glob("*.json"))}
+    assert set(runs) == set(plan.cell_methods("rotten_tomatoes", "tiny"))
+    for suffix in ("", "@random"):
+        race, matched = runs["catalyst-race" + suffix], runs["single-matched" + suffix]
+        total = race["gradient_steps"]["total"]
+        assert race["gradient_steps"]["races"] == sum(r["race_steps"] for r in race["rounds"]) > 0
+        assert total == race["gradient_steps"]["stages"] + race["gradient_steps"]["races"]
+        assert matched["optimizer_steps"] == matched["gradient_steps"]["total"] == total
+        assert matched["matched_to"] == {"method": "catalyst-race" + suffix, "total_steps": total}
+        assert not matched["rounds"] and matched["init"] == race["init"]
+        assert matched["prompts"]["initial"] == race["prompts"]["initial"]  # same init per seed
+    assert runs["catalyst-race"]["init"] == "text" and runs["catalyst-race@random"]["init"] == "random"
+    assert runs["single-text"]["prompts"]["initial"] == runs["catalyst-race"]["prompts"]["initial"]
+    assert runs["single-random"]["prompts"]["initial"] == runs["catalyst-race@random"]["prompts"]["initial"]
+    assert runs["random-race"]["gradient_steps"]["races"] > 0 and runs["random-race"]["llm"]["calls"] == 0
+    assert all(r["status"] == "blind" for r in runs["blind"]["rounds"])
+    report = json.loads(paths["json"].read_text())
+    assert set(report["summary"]["headline"]) == {"text init", "random init"}
+    assert "catalyst-race@random - single-matched@random" in report["summary"]["headline"]["random init"]
+    per = report["summary"]["per_method"]["tiny"]
+    assert per["single-matched"]["gradient_steps_per_run"] == runs["catalyst-race"]["gradient_steps"]["total"]
+    assert "## Headline contrasts" in paths["md"].read_text()
+
+    # A catalyst-race rerun with another step count makes its single-matched stale: it is run again.
+    race_path = compare.cell_path(cells_dir, compare.Cell("rotten_tomatoes", "tiny", "catalyst-race", 0))
+    data = json.loads(race_path.read_text())
+    data["gradient_steps"]["total"] += 1
+    write_json_atomic(race_path, data)
+    finished = compare.load_finished(plan, cells_dir)
+    assert "rotten_tomatoes__tiny__single-matched__s0" not in finished
+    assert "rotten_tomatoes__tiny__catalyst-race__s0" in finished
+    seen = []
+
+    def fake_run_cell(plan_, cell, work_dir, cache, llm_factory, matched_steps=None):
+        seen.append((cell.method, matched_steps))
+        return {**runs[cell.method], "matched_to": {"method": "catalyst-race", "total_steps": matched_steps}}
+
+    monkeypatch.setattr(compare, "run_cell", fake_run_cell)
+    compare.run_cells(plan, tmp_path, llm_factory=_scripted_llm)
+    assert seen == [("single-matched", data["gradient_steps"]["total"])]
+
+
+def test_single_matched_waits_for_catalyst_race_of_another_worker(tiny_doer_dir, tmp_path, monkeypatch):
+    """Two workers share the list: the one that reaches single-matched first runs the other runs meanwhile, then
+    waits for catalyst-race; a dependency whose worker died is taken over."""
+    plan = compare.dataclasses.replace(_v2_plan(tiny_doer_dir, seeds=1), random_init_methods=())
+    cells_dir = tmp_path / "cells" / plan.name
+    race = compare.Cell("rotten_tomatoes", "tiny", "catalyst-race", 0)
+    # A dead worker holds catalyst-race: pid of a finished child process.
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (cells_dir / "locks").mkdir(parents=True)
+    (cells_dir / "locks" / f"{race.key}.lock").write_text(child.stdout.strip())
+    assert compare.lock_holder_alive(cells_dir / "locks", race) is False
+    order = []
+
+    def fake_run_cell(plan_, cell, work_dir, cache, llm_factory, matched_steps=None):
+        order.append((cell.method, matched_steps))
+        steps = {"stages": 6, "races": 5, "total": 11} if cell.method == "catalyst-race" else None
+        return {
+            "settings": compare.cell_settings(plan_, cell),
+            "test_accuracy": 0.5,
+            "seconds": {"total": 1.0},
+            "estimated_seconds": 1.0,
+            "gradient_steps": steps or {"stages": matched_steps or 6, "races": 0, "total": matched_steps or 6},
+            "rounds": [],
+            "matched_to": {"method": "catalyst-race", "total_steps": matched_steps} if matched_steps else None,
+        }
+
+    monkeypatch.setattr(compare, "run_cell", fake_run_cell)
+    assert compare.run_cells(plan, tmp_path, claim=True, poll_s=0.01) == len(plan.cells())
+    assert order[-1] == ("single-matched", 11) and ("catalyst-race", None) in order
+
+
+def _synthetic_run(plan, task, doer, method, seed, accuracy, races=0):
+    return {
+        "settings": compare.cell_settings(plan, compare.Cell(task, doer, method, seed)),
+        "task": task,
+        "doer": doer,
+        "method": method,
+        "seed": seed,
+        "test_accuracy": accuracy,
+        "optimizer_steps": 10,
+        "gradient_steps": {"stages": 10, "races": races, "total": 10 + races},
+        "rounds": [{"status": "accepted", "winner": 0, "candidates": [{"text": "x", "loss": None, "scored": True}],
+                    "current": None}] if races else [],
+        "llm": {"calls": 2 if method.startswith("catalyst") else 0, "prompt_tokens": 5, "completion_tokens": 1,
+                "cached_calls": 0},
+        "seconds": {"total": 3.0},
+        "estimated_seconds": 3.0,
+    }  # fmt: skip
+
+
+def test_headline_contrasts_on_synthetic_records():
+    doers = tuple(
+        compare.DoerPlan(name, seeds=3, max_steps=10, batch_size=4, rounds=1, stage_steps=5, train_size=8,
+                         catalyst_size=4, test_size=8, race_steps=1)
+        for name in ("minilm", "smollm2")
+    )  # fmt: skip
+    plan = compare.Plan(
+        name="synthetic",
+        tasks=("rotten_tomatoes", "trec"),
+        doers=doers,
+        methods=compare.V2_METHODS,
+        restart_init="text",
+        version=2,
+        random_init_cells=(("rotten_tomatoes", "minilm"),),
+        random_init_methods=("catalyst-race", "random-race", "single-matched"),
+    )
+    # catalyst-race = 0.70 + seed/100 everywhere; random-race 0.02 lower; single-matched 0.01 lower except seed 2,
+    # where it ties; single-text is the better single on rotten_tomatoes, single-random on trec.
+    base = {"catalyst-race": 0.70, "random-race": 0.68, "single-matched": 0.69, "catalyst-best": 0.6, "blind": 0.5}
+    results = {}
+    for d in doers:
+        for task in plan.tasks:
+            singles = {"single-text": 0.72, "single-random": 0.60} if task == "rotten_tomatoes" else {
+                "single-text": 0.60, "single-random": 0.66}  # fmt: skip
+            for seed in range(3):
+                for m in plan.cell_methods(task, d.doer):
+                    acc = singles.get(m) or base[m.partition("@")[0]]
+                    acc += seed / 100
+                    if m.startswith("single-matched") and seed == 2:
+                        acc = base["catalyst-race"] + seed / 100
+                    run = _synthetic_run(plan, task, d.doer, m, seed, acc, races=4 if "race" in m else 0)
+                    results[compare.Cell(task, d.doer, m, seed).key] = run
+    summary = compare.summarize(plan, results)
+    text = summary["headline"]["text init"]
+    mentor = text["catalyst-race - random-race"]
+    assert mentor["pooled"]["n"] == 12 and mentor["pooled"]["mean"] == pytest.approx(0.02)
+    assert (mentor["pooled"]["wins"], mentor["pooled"]["ties"], mentor["pooled"]["losses"]) == (12, 0, 0)
+    assert mentor["by_doer"]["minilm"]["n"] == mentor["by_doer"]["smollm2"]["n"] == 6
+    matched = text["catalyst-race - single-matched"]["pooled"]
+    assert (matched["wins"], matched["ties"], matched["losses"]) == (8, 4, 0)
+    assert matched["mean"] == pytest.approx(0.01 * 8 / 12)
+    assert matched["t_ci"][0] < matched["mean"] < matched["t_ci"][1]
+    better = text["catalyst-race - better-single"]
+    refs = {(p["task"], p["reference"]) for p in better["pairs"]}
+    assert refs == {("rotten_tomatoes", "single-text"), ("trec", "single-random")}
+    # rotten_tomatoes: 0.70 - 0.72; trec: 0.70 - 0.66 -> pooled mean +0.01, 6 losses and 6 wins
+    assert better["pooled"]["mean"] == pytest.approx(0.01)
+    assert (better["pooled"]["wins"], better["pooled"]["losses"]) == (6, 6)
+    random_init = summary["headline"]["random init"]
+    assert random_init["catalyst-race@random - random-race@random"]["pooled"]["n"] == 3
+    assert random_init["catalyst-race@random - better-single"]["pooled"]["mean"] == pytest.approx(-0.02)
+    costs = summary["per_method"]["minilm"]
+    assert costs["catalyst-race"]["race_steps_per_run"] == 4 and costs["catalyst-race"]["gradient_steps_per_run"] == 14
+    assert costs["catalyst-race"]["restarted_per_run"] == 1 and costs["catalyst-race"]["llm_calls_per_run"] == 2
+    assert costs["single-text"]["race_steps_per_run"] == 0 and costs["single-text"]["tokens_per_run"] == 6
+    meta = {"command": "x", "date": "d", "git": "g", "machine": {"description": "m"}, "packages": {},
+            "timing": {"runs": 1, "run_wall_s_sum": 1, "run_estimated_s_sum": 1, "elapsed_s_this_command": None,
+                       "workers": 1, "threads_per_worker": 1}, "plan_lines": [], "missing_runs": []}  # fmt: skip
+    md = compare.markdown(plan, summary, meta)
+    assert "| text init | `catalyst-race - random-race` | 12 | +2.0 [+2.0, +2.0] | 12/0/0 |" in md
+
+
+def test_commit_each_commits_only_that_run(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "bench@example.org")
+    git("config", "user.name", "bench")
+    (tmp_path / ".gitignore").write_text("cells/*\n")  # ignored, as benchmarks/results/*/cells/* is
+    (tmp_path / "other.txt").write_text("staged by someone else\n")
+    git("add", ".gitignore", "other.txt")
+    run = tmp_path / "cells" / "v2" / "a.json"
+    run.parent.mkdir(parents=True)
+    run.write_text("{}")
+    assert compare.commit_run(run, "benchmark v2: a")
+    assert git("log", "-1", "--format=%s").strip() == "benchmark v2: a"
+    assert git("show", "--name-only", "--format=", "HEAD").split() == ["cells/v2/a.json"]
+    assert "other.txt" in git("diff", "--cached", "--name-only")  # still staged, not swept in
