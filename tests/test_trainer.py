@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -527,3 +528,31 @@ def test_causal_label_word_scoring_over_batches_of_different_widths(tmp_path):
         0.0 <= record.current.metrics["accuracy"] <= 1.0 and record.current.score == record.current.metrics["accuracy"]
     )
     assert record.candidates[0].finite and "accuracy" in record.candidates[0].metrics
+
+
+def test_catalyst_arguments_go_beside_any_training_arguments_class():
+    """CatalystArguments parses beside SFTConfig or Seq2SeqTrainingArguments, with help on every field."""
+    from transformers import Seq2SeqTrainingArguments
+    from trl import SFTConfig
+
+    from peft_catalyst import CatalystArguments
+    from peft_catalyst.trainer.catalyst_config import catalyst_fields
+
+    assert all(f.metadata.get("help") for f in CatalystArguments.__dataclass_fields__.values())
+    for training_class in (SFTConfig, Seq2SeqTrainingArguments):
+        parser = HfArgumentParser((training_class, CatalystArguments))
+        training, catalyst = parser.parse_args_into_dataclasses(
+            ["--output_dir", "x", "--use_cpu", "true", "--catalyst_selection", "race", "--catalyst_race_steps", "3"]
+        )
+        assert isinstance(training, training_class) and catalyst.catalyst_selection == "race"
+        assert catalyst.catalyst_race_steps == 3
+    with pytest.raises(ValueError, match="catalyst_race_eta"):
+        parser.parse_args_into_dataclasses(["--output_dir", "x", "--catalyst_race_eta", "1"])
+
+    @dataclasses.dataclass
+    class CombinedConfig(SFTConfig, CatalystArguments):  # one config class: validated when a trainer attaches it
+        pass
+
+    combined = CombinedConfig(output_dir="x", use_cpu=True, catalyst_race_eta=1)
+    with pytest.raises(ValueError, match="catalyst_race_eta"):
+        catalyst_fields(combined)
