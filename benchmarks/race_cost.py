@@ -20,29 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from peft import get_peft_model
+
+from benchmarks.trainer_overhead import setup_doer
 
 RESULTS = Path(__file__).parent / "results" / "race_cost.json"
-
-
-def _doer(name: str, seed: int):
-    """The packaged doer on the packaged Rotten Tomatoes task, as the command line builds it."""
-    from peft_catalyst import CatalystConfig
-    from peft_catalyst.app.assets import load_minilm_for_sequence_classification, load_smollm2
-    from peft_catalyst.app.data import load_task
-    from peft_catalyst.app.tasks import prepare_task
-
-    task = load_task("rotten_tomatoes", seed=0, catalyst_size=64)
-    if name == "minilm":
-        model, tok = load_minilm_for_sequence_classification(num_labels=2)
-        kind, task_type = "seq_cls", "SEQ_CLS"
-    else:
-        model, tok = load_smollm2()
-        kind, task_type = "causal_lm", "CAUSAL_LM"
-    spec = prepare_task(task, tok, kind)
-    torch.manual_seed(seed)
-    config = CatalystConfig(task_type=task_type, num_virtual_tokens=8, task_description=task.task_description)
-    return get_peft_model(model, config), tok, spec
 
 
 def measure(doer: str, selection: str, race_steps: int, seed: int = 0) -> dict:
@@ -54,7 +35,7 @@ def measure(doer: str, selection: str, race_steps: int, seed: int = 0) -> dict:
 
     defaults = embedded_defaults(doer, None, "rotten_tomatoes")
     stage = defaults["catalyst_stage_steps"]
-    model, tok, spec = _doer(doer, seed)
+    model, tok, spec, _ = setup_doer(doer, seed)
     with tempfile.TemporaryDirectory() as out:
         args = CatalystTrainingArguments(
             output_dir=out,

@@ -48,7 +48,8 @@ class InstantMentor(ChatMentor):
         return {"backend": "instant", "model": "instant"}
 
 
-def _setup(model_name: str, seed: int):
+def setup_doer(model_name: str, seed: int):
+    """The packaged doer (MiniLM or SmolLM2), an 8-token CATALYST prompt, Rotten Tomatoes: model, tok, spec, task."""
     task = load_task("rotten_tomatoes", seed=0, catalyst_size=64)
     if model_name == "minilm":
         model, tok = load_minilm_for_sequence_classification(num_labels=2)
@@ -79,7 +80,7 @@ def _common(out: str, steps: int, batch: int, seed: int) -> dict:
 
 
 def run_plain(model_name: str, steps: int, batch: int, seed: int) -> float:
-    model, tok, spec, _ = _setup(model_name, seed)
+    model, tok, spec, _ = setup_doer(model_name, seed)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(
             model=model,
@@ -92,7 +93,7 @@ def run_plain(model_name: str, steps: int, batch: int, seed: int) -> float:
 
 
 def run_catalyst(model_name: str, steps: int, batch: int, seed: int, rounds: int) -> dict:
-    model, tok, spec, task = _setup(model_name, seed)
+    model, tok, spec, task = setup_doer(model_name, seed)
     kwargs = spec.trainer_kwargs()
     with tempfile.TemporaryDirectory() as out:
         args = CatalystTrainingArguments(

@@ -210,11 +210,6 @@ class RoundEngine:
     def race(self, record: RoundRecord, usable: list[int], saved: torch.Tensor, rewarm_step: int) -> int | None:
         """Race the incumbent, the usable candidates and the controls (see :mod:`peft_catalyst.race`)."""
         settings = self.settings
-        if self.trainer.is_deepspeed_enabled:
-            raise ValueError(
-                "catalyst_selection='race' is not supported under DeepSpeed (its optimizer state is partitioned "
-                "inside the engine); use catalyst_selection='best'."
-            )
         current_text, current_ids = self.projector.text(), self.projector.token_ids()
         arms = [RaceArm(ArmKind.INCUMBENT, current_text, list(current_ids))]
         arms += [

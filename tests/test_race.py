@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from peft_catalyst import ArmKind, Decision
@@ -219,3 +220,20 @@ def test_resume_after_a_race_round_ends_like_an_uninterrupted_run(tmp_path):
     a, b = _trainable(resumed), _trainable(full)
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert resumed.catalyst_summary().total_steps == full.catalyst_summary().total_steps
+
+
+def test_a_race_on_an_iterable_training_set_is_refused_at_construction(tmp_path):
+    from datasets import IterableDataset
+
+    tok = tiny.bpe_tokenizer()
+    rows = list(tiny.toy_reviews(tok, 24, 1))
+    iterable = IterableDataset.from_generator(lambda: iter(rows))
+    with pytest.raises(ValueError, match="map-style"):
+        tiny.CatalystTrainer(
+            model=_model(tok),
+            args=tiny.catalyst_args(tmp_path, catalyst_selection="race"),
+            mentor=ScriptedMentor(["1. x"]),
+            train_dataset=iterable,
+            catalyst_dataset=tiny.toy_reviews(tok, 8, 2),
+            processing_class=tok,
+        )

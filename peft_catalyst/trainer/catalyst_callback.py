@@ -125,6 +125,8 @@ class CatalystCallback(TrainerCallback):
                 )
             else:
                 self.catalyst_dataset = _prepared_like_eval(trainer, self.catalyst_dataset)
+            if self.settings.catalyst_selection == "race":
+                _check_race_possible(trainer)
             self.task_description()  # fail now, not at the first round
         elif self.mentor is None and self.settings.catalyst_rounds > 0:
             logger.warning("No mentor: training runs as plain prompt tuning, without rounds.")
@@ -422,6 +424,20 @@ def split_catalyst_dataset(dataset, size: float, seed: int):
     generator = torch.Generator().manual_seed(seed)
     train, catalyst = torch.utils.data.random_split(dataset, [total - count, count], generator=generator)
     return train, catalyst
+
+
+def _check_race_possible(trainer: Any) -> None:
+    """A race needs its own batch stream over a map-style training set, and optimizer state it can copy."""
+    if trainer.is_deepspeed_enabled:
+        raise ValueError(
+            "catalyst_selection='race' is not supported under DeepSpeed (its optimizer state is partitioned inside "
+            "the engine): use catalyst_selection='best'."
+        )
+    if not hasattr(trainer.train_dataset, "__len__"):
+        raise ValueError(
+            "catalyst_selection='race' draws its own batches from the training set, which must be map-style (an "
+            "iterable dataset has no length): use catalyst_selection='best' or a map-style dataset."
+        )
 
 
 def _prepared_like_eval(trainer: Any, dataset: Any) -> Any:
