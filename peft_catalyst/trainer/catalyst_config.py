@@ -16,8 +16,10 @@ from peft_catalyst.records import higher_is_better
 
 SELECTIONS = ("best", "race", "first")
 
-RACE_STEPS_DEFAULT = 4
-"""First-rung budget of a race; see the README's cost measurements for why."""
+RACE_STEPS_DEFAULT = 2
+"""First-rung budget of a race. At the CLI defaults (4 candidates, so 5 arms: 5x2 + 3x4 + 2x8 = 38 race steps a round)
+that is 1.3 stages of gradient steps on MiniLM and 1.9 on SmolLM2; 4 doubles it, 1 gives a new start a single step at
+a sixth of the lr (re-warm-up). ``python -m benchmarks.race_cost`` prints the figures."""
 
 
 @dataclass
@@ -90,7 +92,9 @@ class CatalystArguments:
             "help": (
                 "Race only: optimizer steps every arm trains in the first rung (later rungs double it with "
                 "catalyst_race_eta=2). These steps are counted (catalyst/race_steps) but do not advance "
-                "global_step. 0 judges the arms untrained, as 'best' does."
+                "global_step. 0 judges the arms untrained, as 'best' does. Default 2: with 4 candidates a race "
+                "round then trains 38 steps, about 1.3 MiniLM or 1.9 SmolLM2 stages at the CLI defaults "
+                "(benchmarks/race_cost.py); 4 doubles that, 1 gives a new start a single step at a sixth of the lr."
             )
         },
     )
@@ -117,7 +121,8 @@ class CatalystArguments:
         metadata={
             "help": (
                 "Race only: a challenger replaces the current prompt only with a finite score better by more than "
-                "this (in catalyst_metric units)."
+                "this (in catalyst_metric units). Default 0: ties already keep the incumbent; a positive margin "
+                "should be about the catalyst split's noise, which depends on the task and the split size."
             )
         },
     )

@@ -43,6 +43,27 @@ class RoundHashes(TrainerCallback):
             self.hashes.append({"step": state.global_step, "hash": digest(get_soft_prompt(self.trainer.model).weight)})
 
 
+def build_trainer(assets: Path, args: CatalystTrainingArguments, base_url: str) -> CatalystTrainer:
+    """The tiny BERT run of the multi-process tests (also tests/scripts/zero3_catalyst.py): saved tokenizer, base and
+    adapter, prompt and head trainable, the loopback server as mentor."""
+    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
+    model = PeftModel.from_pretrained(
+        AutoModelForSequenceClassification.from_pretrained(assets / "base"), assets / "adapter", is_trainable=False
+    )
+    for name, param in model.named_parameters():  # PEFT loads prompt adapters frozen; train the prompt and head
+        param.requires_grad = "prompt_encoder" in name or "modules_to_save" in name
+    mentor = OpenAIMentor("loopback-model", base_url=base_url, api_key="sk-loopback-test-key", timeout=20)
+    return CatalystTrainer(
+        model=model,
+        args=args,
+        mentor=mentor,
+        train_dataset=load_from_disk(assets / "train"),
+        catalyst_dataset=load_from_disk(assets / "catalyst"),
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--assets", required=True)
@@ -76,22 +97,8 @@ def main() -> None:
         catalyst_race_steps=2,
         catalyst_race_controls=1,
     )
-    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
-    model = PeftModel.from_pretrained(
-        AutoModelForSequenceClassification.from_pretrained(assets / "base"), assets / "adapter", is_trainable=False
-    )
-    for name, param in model.named_parameters():  # PEFT loads prompt adapters frozen; train the prompt and head
-        param.requires_grad = "prompt_encoder" in name or "modules_to_save" in name
-    mentor = OpenAIMentor("loopback-model", base_url=a.base_url, api_key="sk-loopback-test-key", timeout=20)
-    trainer = CatalystTrainer(
-        model=model,
-        args=args,
-        mentor=mentor,
-        train_dataset=load_from_disk(assets / "train"),
-        catalyst_dataset=load_from_disk(assets / "catalyst"),
-        processing_class=tok,
-        data_collator=DataCollatorWithPadding(tok),
-    )
+    trainer = build_trainer(assets, args, a.base_url)
+    model = trainer.model
     weight = get_soft_prompt(model).weight
     trainer.compute_metrics = lambda pred: {"prompt_norm": float(weight.norm())}
     hashes = RoundHashes(trainer)

@@ -21,18 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import deepspeed  # noqa: E402
 import torch  # noqa: E402
-from datasets import load_from_disk  # noqa: E402
-from peft import PeftModel  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
     TrainerCallback,
 )
 
-from peft_catalyst import CatalystTrainer, CatalystTrainingArguments  # noqa: E402
-from peft_catalyst.mentors import OpenAIMentor  # noqa: E402
+from peft_catalyst import CatalystTrainingArguments  # noqa: E402
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt  # noqa: E402
+from tests.scripts.distributed_catalyst import build_trainer  # noqa: E402
 
 ZERO3 = {
     "zero_optimization": {"stage": 3, "stage3_prefetch_bucket_size": 0},
@@ -116,22 +111,8 @@ def main() -> None:
         catalyst_num_candidates=2,
         catalyst_trajectory_points=2,
     )
-    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
-    model = PeftModel.from_pretrained(
-        AutoModelForSequenceClassification.from_pretrained(assets / "base"), assets / "adapter", is_trainable=False
-    )
-    for name, param in model.named_parameters():  # PEFT loads prompt adapters frozen; train the prompt and head
-        param.requires_grad = "prompt_encoder" in name or "modules_to_save" in name
-    mentor = OpenAIMentor("loopback-model", base_url=a.base_url, api_key="sk-loopback-test-key", timeout=20)
-    trainer = CatalystTrainer(
-        model=model,
-        args=args,
-        mentor=mentor,
-        train_dataset=load_from_disk(assets / "train"),
-        catalyst_dataset=load_from_disk(assets / "catalyst"),
-        processing_class=tok,
-        data_collator=DataCollatorWithPadding(tok),
-    )
+    trainer = build_trainer(assets, args, a.base_url)
+    model = trainer.model
     soft = get_soft_prompt(model)
     trainer.compute_metrics = lambda pred: {"prompt_norm": float(read_soft_prompt(model).norm())}
     probe = RoundProbe(trainer)
