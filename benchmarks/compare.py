@@ -1387,22 +1387,7 @@ def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
         *_pooled_table(summary["pooled_vs_single_random"]),
     ]
     lines += ["", "## Methods", ""] + [f"- {line}" for line in METHOD_DEFINITIONS] + [""]
-    lines += ["## Setup", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- git: {meta['git']}"]
-    lines.append(f"- machine: {meta['machine']['description']}")
-    lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
-    t = meta["timing"]
-    elapsed = t["elapsed_s_this_command"]
-    lines.append(
-        f"- time: {t['runs']} runs; their wall times sum to {t['run_wall_s_sum'] / 60:.1f} min (estimated "
-        f"{t['run_estimated_s_sum'] / 60:.1f} min), {t['workers']} worker(s) x {t['threads_per_worker']} thread(s)"
-        + (f"; this command took {elapsed / 60:.1f} min" if elapsed is not None else "")
-    )
-    lines += ["- plan and estimate (quiet machine):", "", "```text", *meta["plan_lines"], "```"]
-    lines.append(
-        "- statistics: paired over seeds (the data split's seed is the run's seed, so each seed has its own "
-        "train/catalyst/test split shared by every method); the better single is picked by its test mean, which "
-        "favours the baseline. Bootstrap percentile intervals (10,000 resamples) are in the JSON."
-    )
+    lines += _setup_lines(meta)
     return "\n".join(lines) + "\n"
 
 

@@ -245,8 +245,10 @@ def test_load_hf_task_missing_columns(tmp_path):
 
 
 def test_load_hf_task_unloadable_dataset(tmp_path):
-    with pytest.raises(ValueError, match="Cannot load the dataset"):
+    with pytest.raises(ValueError, match="no such file or folder"):  # a path that does not exist is named as one
         load_hf_task(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="Cannot load the dataset"):  # a Hub-style name that cannot be loaded
+        load_hf_task("peft-catalyst-tests/no-such-dataset")
     (tmp_path / "data.txt").write_text("a\n")
     with pytest.raises(ValueError, match="csv"):
         load_hf_task(str(tmp_path / "data.txt"))
