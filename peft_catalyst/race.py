@@ -220,12 +220,16 @@ class RaceRunner:
             value = score.score if not scorer.higher_is_better else -score.score
             return value - (margin if index == 0 else 0.0)
 
-        ranked = [index for index, _ in sorted(zip(alive, scores), key=key)]
-        if self.trainer.accelerator.num_processes > 1:  # one decision for all ranks, even if float sums differ
-            payload = [ranked]
-            broadcast_object_list(payload, from_process=0)
-            ranked = payload[0]
-        return ranked
+        return main_process_decision(self.trainer.accelerator, [i for i, _ in sorted(zip(alive, scores), key=key)])
+
+
+def main_process_decision(accelerator: Any, value: Any) -> Any:
+    """Rank 0's ``value`` on every process: one decision for all ranks, even if their float sums differ by a bit."""
+    if accelerator.num_processes > 1:
+        payload = [value]
+        broadcast_object_list(payload, from_process=0)
+        value = payload[0]
+    return value
 
 
 def _num_items(trainer: Any, batches: list[dict[str, Any]]) -> Any:

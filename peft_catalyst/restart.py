@@ -17,8 +17,14 @@ logger = logging.getLogger(__name__)
 
 
 def inner_optimizer(optimizer: Any) -> Any:
-    """The torch optimizer inside Accelerate's wrapper (or the optimizer itself; None stays None)."""
-    return getattr(optimizer, "optimizer", optimizer)
+    """The torch optimizer inside Accelerate's (and DeepSpeed's) wrappers: ``.optimizer`` followed to the end (None
+    stays None)."""
+    for _ in range(4):
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None:
+            break
+        optimizer = inner
+    return optimizer
 
 
 def isolate_param_group(optimizer: Any, param: torch.nn.Parameter) -> None:

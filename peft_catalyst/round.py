@@ -44,7 +44,7 @@ from peft_catalyst.projection import (
     write_soft_prompt_,
     write_token_ids,
 )
-from peft_catalyst.race import RaceBatches, RaceRunner, RaceSettings
+from peft_catalyst.race import RaceBatches, RaceRunner, RaceSettings, main_process_decision
 from peft_catalyst.records import (
     ArmKind,
     Decision,
@@ -199,7 +199,7 @@ class RoundEngine:
             and not self.scorer.better(record.candidates[best].score, current.value)
         ):
             best = None
-        best = self._one_decision(best)
+        best = main_process_decision(self.trainer.accelerator, best)
         if best is None:
             record.decision = Decision.KEPT
             return None
@@ -369,14 +369,6 @@ class RoundEngine:
             if not (reset := reset_optimizer_state(self.trainer.optimizer, weight)):
                 logger.warning("catalyst_reset_optimizer: the prompt's optimizer state is kept: %s.", reset.reason)
         return 1 if settings.catalyst_rewarmup_steps > 0 and self.trainer.optimizer is not None else 0
-
-    def _one_decision(self, value: Any) -> Any:
-        """Rank 0's decision for every process (float sums may differ by a bit between ranks)."""
-        if self.trainer.accelerator.num_processes > 1:
-            payload = [value]
-            broadcast_object_list(payload, from_process=0)
-            value = payload[0]
-        return value
 
     def _bar(self, total: int, index: int, what: str):
         return tqdm(

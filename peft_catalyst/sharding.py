@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from peft.utils.integrations import gather_params_ctx
 
+from peft_catalyst.restart import inner_optimizer
+
 
 def _is_dtensor(tensor: torch.Tensor) -> bool:
     try:
@@ -94,16 +96,6 @@ class OptimizerReset:
         return self.done
 
 
-def _innermost_optimizer(optimizer):
-    """The optimizer inside Accelerate's (and DeepSpeed's) wrappers: follow ``.optimizer`` to the end."""
-    for _ in range(4):
-        inner = getattr(optimizer, "optimizer", None)
-        if inner is None:
-            break
-        optimizer = inner
-    return optimizer
-
-
 @torch.no_grad()
 def reset_optimizer_state(optimizer, param: torch.nn.Parameter) -> OptimizerReset:
     """Forget ``param``'s optimizer state (Adam's moments and step), as if the optimizer had never seen it.
@@ -125,7 +117,7 @@ def reset_optimizer_state(optimizer, param: torch.nn.Parameter) -> OptimizerRese
         return _reset_zero3(param._z3_optimizer, param)
     if hasattr(param, "_hp_mapping"):
         return OptimizerReset(False, "DeepSpeed ZeRO stage 1/2 optimizer state is not reset (not implemented)")
-    inner = _innermost_optimizer(optimizer)
+    inner = inner_optimizer(optimizer)
     if param in inner.state:
         inner.state[param] = {}
         return OptimizerReset(True)
