@@ -111,6 +111,37 @@ def test_seeded_calls_are_reproducible_whatever_the_global_rng(tiny):
     assert a != c
 
 
+def test_the_prompt_is_encoded_once_for_all_samples_with_the_same_replies(tiny, monkeypatch):
+    """generate() would encode the prompt once per sample; the mentor prefills it once and repeats the KV cache."""
+    import peft_catalyst.mentors.transformers_mentor as tm
+
+    model, tok = tiny
+    passes: list[tuple[int, int]] = []
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1:
+            passes.append(tuple(ids.shape))
+
+    def call():
+        mentor = TransformersMentor(model, tok, seed=5, num_samples=3, max_new_tokens=10, meta_prompt=MetaPrompt())
+        completion = mentor.complete(mentor.build_messages(REQ), REQ)
+        seen, passes[:] = list(passes), []
+        return completion, seen
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        shared, shared_passes = call()
+        monkeypatch.setattr(tm, "_shared_prefix_cache", lambda *args: {})
+        plain, plain_passes = call()
+    finally:
+        handle.remove()
+    width = shared.prompt_tokens
+    assert shared_passes == [(1, width - 1)]  # the prompt encoded once, its last token left to generate()
+    assert plain_passes == [(3, width)]  # without it: encoded for each of the 3 samples
+    assert shared.texts == plain.texts and shared.completion_tokens == plain.completion_tokens > 0
+
+
 def test_samples_and_token_counts(tiny):
     model, tok = tiny
     mentor = TransformersMentor(model, tok, seed=0, num_samples=3, max_new_tokens=6, meta_prompt=MetaPrompt())

@@ -197,6 +197,7 @@ class TransformersMentor(ChatMentor):
                 gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             with _forked_rng(device, self._call_seed(messages)):
                 try:
+                    gen_kwargs.update(_shared_prefix_cache(model, input_ids, attention_mask, self.num_samples))
                     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
                 except Exception as exc:
                     raise MentorError(
@@ -239,6 +240,32 @@ def _short_model_name(name: str) -> str:
     if os.sep in name or (os.altsep and os.altsep in name):
         return os.path.basename(name) or name
     return name
+
+
+def _shared_prefix_cache(model: Any, input_ids: Any, attention_mask: Any, copies: int) -> dict[str, Any]:
+    """Prefill the prompt once and hand ``generate`` a KV cache repeated for its ``copies`` samples.
+
+    ``generate(num_return_sequences=n)`` repeats the prompt n times before its first forward, so a local mentor
+    on CPU spends most of a call encoding the same prompt n times. Encoding it once (all but the last token, which
+    ``generate`` feeds itself) gives the same replies in a fraction of the time. Returns the extra ``generate``
+    keyword arguments, or none where the model does not take a ``DynamicCache`` (``generate`` then works alone).
+    """
+    if copies < 2 or input_ids.shape[0] != 1 or input_ids.shape[1] < 2:
+        return {}
+    try:
+        import inspect
+
+        from transformers import DynamicCache
+
+        # transformers 5 renames ``past_key_values`` to ``cache`` (the old name warns until it is removed).
+        name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        cache = DynamicCache(config=model.config)
+        model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1], use_cache=True, **{name: cache})
+        cache.batch_repeat_interleave(copies)
+    except Exception as exc:  # a model without a standard KV cache: generate encodes the prompt per sample
+        logger.debug("shared prefill unavailable (%s: %s); generate encodes the prompt per sample", type(exc), exc)
+        return {}
+    return {name: cache}
 
 
 def _device_of(model: Any) -> Any:
