@@ -207,6 +207,23 @@ class Plan:
         needed = {self.spec(m).matched_to for m in methods} - {None}
         return sorted(methods, key=lambda m: 0 if m in needed else 2 if self.spec(m).matched_to else 1)
 
+    def shares_first_call(self, cell: Cell) -> bool:
+        """Whether ``cell``'s first mentor call repeats one an earlier LLM method of its (task, doer, seed) made: the
+        same init, data and seed give the same first stage, hence the same request, which the plan's shared mentor
+        cache answers (the LLM mentor is seeded per request, so the reply is the one it would have generated)."""
+        spec = self.spec(cell.method)
+        if spec.mentor != "llm":
+            return False
+        earlier = self.run_order(cell.task, cell.doer)
+        earlier = earlier[: earlier.index(cell.method)] if cell.method in earlier else []
+        return any(self.spec(m).mentor == "llm" and self.spec(m).init == spec.init for m in earlier)
+
+    def estimate(self, cell: Cell, threads: int = 1, matched_steps: int | None = None) -> float:
+        """Predicted wall time of ``cell`` (:func:`estimate_cell_seconds` with this plan's doer budget)."""
+        return estimate_cell_seconds(
+            cell, self.doer(cell.doer), threads, matched_steps, shared_first_call=self.shares_first_call(cell)
+        )
+
     def cells(self) -> list[Cell]:
         """Every run, seed by seed and within a seed cheapest doer first, so that a run cut short has whole seeds
         of every doer to compare."""
@@ -307,12 +324,12 @@ V2_DOERS = (
         "minilm",
         seeds=5,
         max_steps=90,
-        batch_size=16,
+        batch_size=8,
         rounds=2,
         stage_steps=30,
         train_size=1000,
         catalyst_size=64,
-        test_size=500,
+        test_size=400,
         num_candidates=3,
         trajectory_points=3,
         race_steps=3,
@@ -323,12 +340,12 @@ V2_DOERS = (
         "smollm2",
         seeds=3,
         max_steps=24,
-        batch_size=8,
+        batch_size=4,
         rounds=2,
         stage_steps=8,
         train_size=1000,
-        catalyst_size=24,
-        test_size=200,
+        catalyst_size=16,
+        test_size=160,
         num_candidates=3,
         trajectory_points=3,
         race_steps=1,
@@ -344,7 +361,7 @@ V2_PLAN = Plan(
     restart_init="text",
     version=2,
     random_init_cells=(("rotten_tomatoes", "minilm"),),
-    random_init_methods=("catalyst-race", "random-race", "single-matched"),
+    random_init_methods=("catalyst-race", "random-race"),
     wall_budget_s=2.5 * 3600,
 )
 V2_QUICK_PLAN = Plan(
@@ -390,8 +407,10 @@ QUICK_PLANS = {"full": QUICK_PLAN, "v2": V2_QUICK_PLAN}
 # 1), calibrated on the first grid's 48 runs (cells/full/, 2 workers x 1 thread, so the other worker's load is in the
 # figures): Rotten Tomatoes, MiniLM 1.6 s per optimizer step at batch 16 and 0.045 s per forward example (test and
 # catalyst scoring alike); SmolLM2 7.1 s per step at batch 8 and 0.45 s per forward example; TREC's shorter texts
-# cost 0.68 times as much (TASK_SCALE). Mentor calls (embedded SmolLM2, 6 samples of <= 24 tokens): about 39 s
-# beside MiniLM, 31 s when it shares the SmolLM2 doer. A race step costs a gradient step (same batch size), a race
+# cost 0.68 times as much (TASK_SCALE). Mentor calls (embedded SmolLM2, 6 samples of <= 24 tokens) took about 39 s
+# beside MiniLM, 31 s when it shares the SmolLM2 doer, while the mentor encoded its prompt once per sample; encoding
+# it once per call took a 435-token call from 25.1 s to 10.8 s (one thread, idle machine), hence 0.43 of those.
+# A race step costs a gradient step (same batch size), a race
 # scoring a catalyst-split forward pass. That machine type varies about twofold; these are its slow end.
 COSTS: dict[str, dict[str, float]] = {
     "minilm": {
@@ -399,14 +418,14 @@ COSTS: dict[str, dict[str, float]] = {
         "step_per_example": 1.6 / 16,
         "forward_per_example": 0.045,
         "frozen_step_ratio": 0.45,
-        "mentor_call_s": 39.0,
+        "mentor_call_s": 17.0,
     },
     "smollm2": {
         "load": 2.0,
         "step_per_example": 7.1 / 8,
         "forward_per_example": 0.45,
         "frozen_step_ratio": 1.0,
-        "mentor_call_s": 31.0,
+        "mentor_call_s": 13.0,
     },
 }
 TASK_SCALE = {"rotten_tomatoes": 1.0, "trec": 0.68}
@@ -468,11 +487,18 @@ def expected_total_steps(dplan: DoerPlan, mentor: str = "llm") -> float:
     return dplan.max_steps + dplan.rounds * expected_race(dplan, mentor)[0]
 
 
-def estimate_cell_seconds(cell: Cell, dplan: DoerPlan, threads: int = 1, matched_steps: int | None = None) -> float:
+def estimate_cell_seconds(
+    cell: Cell,
+    dplan: DoerPlan,
+    threads: int = 1,
+    matched_steps: int | None = None,
+    shared_first_call: bool = False,
+) -> float:
     """Predicted wall time of one run with ``threads`` torch threads from :data:`COSTS` (load, gradient steps,
     scoring, race steps, mentor calls, test evaluation), on this machine type's slow end.
 
-    ``matched_steps``: single-matched's step count when known (else the expected one of catalyst-race)."""
+    ``matched_steps``: single-matched's step count when known (else the expected one of catalyst-race);
+    ``shared_first_call``: the first mentor call is a cache hit (:meth:`Plan.shares_first_call`)."""
     spec = method_spec(cell.method)
     c = COSTS.get(cell.doer, COSTS["minilm"])
     scale = TASK_SCALE.get(cell.task, 1.0)
@@ -501,6 +527,8 @@ def estimate_cell_seconds(cell: Cell, dplan: DoerPlan, threads: int = 1, matched
         if spec.mentor.startswith("llm"):
             per_round += c.get("mentor_call_s", MENTOR_CALL_S)
         seconds += dplan.rounds * per_round
+        if shared_first_call and spec.mentor.startswith("llm"):
+            seconds -= c.get("mentor_call_s", MENTOR_CALL_S)
     return seconds / thread_speedup(threads)
 
 
@@ -515,6 +543,10 @@ def resolution_line(test_size: int) -> str:
     )
 
 
+#: "About" the wall budget: an estimate within 5% of it fits (the cost model itself is good to about 10%).
+BUDGET_SLACK = 1.05
+
+
 def _wall(seconds: float, jobs: int) -> float:
     return seconds / max(1, jobs)
 
@@ -527,9 +559,7 @@ def seeds_that_fit(plan: Plan, budget_s: float, jobs: int = 1, threads: int = 1)
         for d in plan.doers:
             if seed >= d.seeds:
                 continue
-            cost = sum(
-                estimate_cell_seconds(c, d, threads) for c in plan.cells() if c.doer == d.doer and c.seed == seed
-            )
+            cost = sum(plan.estimate(c, threads) for c in plan.cells() if c.doer == d.doer and c.seed == seed)
             if used + _wall(cost, jobs) > budget_s:
                 return fit
             used += _wall(cost, jobs)
@@ -551,12 +581,12 @@ def plan_lines(plan: Plan, done: set[str], jobs: int = 1, threads: int = 1) -> t
     total = remaining = 0.0
     for d in plan.doers:
         cells = [c for c in plan.cells() if c.doer == d.doer]
-        seconds = {c.key: estimate_cell_seconds(c, d, threads) for c in cells}
+        seconds = {c.key: plan.estimate(c, threads) for c in cells}
         doer_total = _wall(sum(seconds.values()), jobs)
         doer_left = _wall(sum(s for k, s in seconds.items() if k not in done), jobs)
         total, remaining = total + doer_total, remaining + doer_left
         methods = plan.cell_methods(plan.tasks[0], d.doer) if plan.tasks else ()
-        per_method = {m: estimate_cell_seconds(Cell(plan.tasks[0], d.doer, m, 0), d, threads) for m in methods}
+        per_method = {m: plan.estimate(Cell(plan.tasks[0], d.doer, m, 0), threads) for m in methods}
         race = (
             f"; race: first rung {d.race_steps} steps, eta {d.race_eta or 2}, margin {d.race_margin or 0.0}"
             if d.race_steps is not None
@@ -586,8 +616,8 @@ def plan_lines(plan: Plan, done: set[str], jobs: int = 1, threads: int = 1) -> t
     )
     if plan.wall_budget_s is not None:
         budget_h = plan.wall_budget_s / 3600
-        if total <= plan.wall_budget_s:
-            lines.append(f"  fits the {budget_h:.1f} h budget")
+        if total <= plan.wall_budget_s * BUDGET_SLACK:
+            lines.append(f"  fits the budget of about {budget_h:.1f} h")
         else:
             fit = seeds_that_fit(plan, plan.wall_budget_s, jobs, threads)
             part = plan.with_seeds(fit)
@@ -865,7 +895,7 @@ def run_cell(
             **{f"catalyst_{k}": v for k, v in timings.items()},
         },
         "matched_to": {"method": spec.matched_to, "total_steps": matched_steps} if spec.matched_to else None,
-        "estimated_seconds": round(estimate_cell_seconds(cell, d, matched_steps=matched_steps), 1),
+        "estimated_seconds": round(plan.estimate(cell, matched_steps=matched_steps), 1),
         "threads": _torch_threads(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -1871,7 +1901,8 @@ def run_cells(
                 bar.update()
                 continue
             bar.set_postfix_str(cell.key)
-            cache = output_dir / "cells" / f"mentor_cache_{cell.method}.sqlite"
+            # One reply cache per plan: LLM methods of a seed that start alike ask the same first question.
+            cache = output_dir / "cells" / f"mentor_cache_{plan.name}.sqlite"
             record = run_cell(plan, cell, cells_dir / "runs", cache, llm_factory, matched_steps=steps)
             path = cell_path(cells_dir, cell)
             write_json_atomic(path, record)
