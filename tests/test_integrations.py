@@ -101,6 +101,42 @@ def test_sft_trainer_runs_rounds_on_its_own_preprocessed_data(tmp_path, monkeypa
     )
     assert explicit.catalyst_dataset["input_ids"] == prepared.select(range(6))["input_ids"]
 
+    # TRL's running metrics (averaged at each log) hold the main loop's steps only: a round's scoring passes (eval
+    # mode) and race steps (train mode) leave them as they were, and its token count is the main loop's.
+    import dataclasses
+
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda request: REPLY)
+        explicit = ns["CatalystSFTTrainer"](
+            model=_catalyst(tiny.tiny_llama(tok), "CAUSAL_LM"),
+            args=dataclasses.replace(trainer.args, logging_steps=1, output_dir=str(tmp_path / "metrics")),
+            train_dataset=raw,
+            processing_class=tok,
+            mentor=OpenAIMentor("gpt-test", base_url=server.base_url, api_key="sk-loopback", timeout=5, max_retries=0),
+            catalyst_args=trainer.catalyst.settings,
+        )
+        seen: list[tuple[int, int, int]] = []
+        tokens: list[int] = []
+        real_log, real_step = explicit.log, explicit.training_step
+
+        def log(logs, *args, **kwargs):
+            if "loss" in logs:
+                metrics = explicit._metrics
+                seen.append((explicit.state.global_step, len(metrics["train"]["entropy"]), len(metrics["eval"])))
+            return real_log(logs, *args, **kwargs)
+
+        def training_step(model, inputs, *args, **kwargs):
+            if not explicit.catalyst.racing:
+                tokens.append(int(inputs["attention_mask"].sum()))
+            return real_step(model, inputs, *args, **kwargs)
+
+        explicit.log, explicit.training_step = log, training_step
+        explicit.train()
+    history = explicit.catalyst_history
+    assert any(r.race_steps > 0 for r in history)  # there were race steps to leak
+    assert seen == [(step, 1, 0) for step in range(1, 10)]
+    assert explicit._total_train_tokens == sum(tokens)
+
 
 def test_seq2seq_trainer_runs_rounds_on_a_tiny_t5(tmp_path, monkeypatch):
     tok = tiny.bpe_tokenizer()

@@ -29,7 +29,7 @@ from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_js
 from peft_catalyst.projection import Projector, get_soft_prompt
 from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger
 from peft_catalyst.restart import apply_rewarmup
-from peft_catalyst.round import RoundEngine
+from peft_catalyst.round import RoundEngine, preserved_trainer_metrics
 from peft_catalyst.scoring import PromptScorer, ScoreFunction
 from peft_catalyst.trajectory import Trajectory
 
@@ -349,7 +349,12 @@ class CatalystCallback(TrainerCallback):
         if record.mentor is not None and record.mentor.latency_s is not None:
             logs["catalyst/mentor_latency_s"] = float(record.mentor.latency_s)
         logger.info("catalyst round %d at step %d: %s", record.round, record.step, record.decision.value)
-        self.trainer.log(logs)
+        # Logging the round must not swallow the step's own log: the callback handler's on_log clears should_log,
+        # and TRL's trainers average and clear their running metrics at every log.
+        should_log = self.trainer.control.should_log
+        with preserved_trainer_metrics(self.trainer):
+            self.trainer.log(logs)
+        self.trainer.control.should_log = should_log
 
     @property
     def race_steps(self) -> int:
