@@ -41,6 +41,23 @@ def fsdp1_root(model: torch.nn.Module) -> torch.nn.Module | None:
     return None
 
 
+def register_with_root_module(model: torch.nn.Module, param: torch.nn.Parameter) -> bool:
+    """Under ZeRO-3, make ``param`` an external parameter of ``model`` (the module DeepSpeed wraps) before training.
+
+    PEFT's ``get_prompt`` reads the soft prompt's ``weight.device`` from the root model's forward. DeepSpeed registers
+    a parameter read there as the root's external parameter only when it is not gathered at that moment, so the
+    registration happened at a different step in a fresh run (the first) than in a resumed one (after the first
+    round re-partitioned the prompt), and a resumed run died in DeepSpeed's recorded fetch trace ("tracing error").
+    Registering it before the first step makes every step fetch alike. Returns whether it registered.
+    """
+    if not hasattr(param, "ds_id"):
+        return False
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+    register_external_parameter(model, param)
+    return True
+
+
 @contextlib.contextmanager
 def gathered(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], writeback: bool) -> Iterator[None]:
     """Within the block, ``params`` hold their full values (ZeRO-3, FSDP1); with ``writeback`` changes persist.

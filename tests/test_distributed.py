@@ -177,11 +177,6 @@ def test_zero3_two_process_rounds_restart_through_gathered_parameters(zero3_run)
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    strict=True,
-    reason="resuming a CatalystTrainer under ZeRO-3 fails in DeepSpeed 0.19.8's parameter-fetch trace at the second "
-    "step after the resume ('tracing error'); a plain Trainer resumes the same checkpoint",
-)
 def test_zero3_resume_from_checkpoint_ends_like_the_uninterrupted_run(zero3_run):
     assets, out, _ = zero3_run
     result, requests = _zero3_run(assets, out, "resume", "--resume", str(out / "checkpoint-4"))

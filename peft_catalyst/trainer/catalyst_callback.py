@@ -31,6 +31,7 @@ from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger
 from peft_catalyst.restart import apply_rewarmup
 from peft_catalyst.round import RoundEngine, preserved_trainer_metrics
 from peft_catalyst.scoring import PromptScorer, ScoreFunction
+from peft_catalyst.sharding import register_with_root_module
 from peft_catalyst.trajectory import Trajectory
 
 from .catalyst_config import CatalystArguments, catalyst_fields, higher_is_better
@@ -216,6 +217,8 @@ class CatalystCallback(TrainerCallback):
         if not self._prepared:  # a stock Trainer resuming: look for the state beside its checkpoint
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             self.prepare(folder if state.global_step > 0 else None)
+        if self.trainer.is_deepspeed_enabled:  # the same ZeRO-3 fetch order in fresh and resumed runs
+            register_with_root_module(self.trainer.model, get_soft_prompt(self.trainer.model).weight)
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
