@@ -165,6 +165,13 @@ def test_zero3_two_process_rounds_restart_through_gathered_parameters(zero3_run)
         for round_ in r["rounds"]:
             assert round_["exp_avg_norm"] == 0.0 and round_["adam_step"] == 0.0
         assert r["moments"][3] > 0.0  # and training goes on after it
+        # The re-warm-up reaches the prompt's own flat fp32 group: 1/6 of the scheduled lr after each restart (at
+        # steps 3 and 6, catalyst_rewarmup_steps=5), rising a sixth per step; the other groups keep the schedule
+        # (linear to 0 at the last step).
+        prompt_lr, scheduled = zip(*r["lrs"])
+        assert scheduled[-1] == prompt_lr[-1] == 0.0 and min(scheduled[:-1]) > 0.0
+        ratios = [p / s for p, s in zip(prompt_lr[:-1], scheduled[:-1])]
+        assert ratios == pytest.approx([1, 1, 1 / 6, 2 / 6, 3 / 6, 1 / 6, 2 / 6])
     assert len(json.loads((out / "catalyst_history.json").read_text())["rounds"]) == 2
     # The checkpoint holds the full prompt (not ZeRO-3's empty placeholder) and the catalyst state.
     from safetensors.torch import load_file

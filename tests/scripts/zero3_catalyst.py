@@ -49,6 +49,14 @@ def adam_moment_norm(weight: torch.nn.Parameter) -> float | None:
     return None if state is None else float(state.float().norm())
 
 
+def group_lrs(weight: torch.nn.Parameter) -> tuple[float, float]:
+    """The lr of the prompt's flat ZeRO-3 group and the largest lr of the other groups (the scheduled one)."""
+    z3 = weight._z3_optimizer
+    index = z3.grad_position[z3.get_param_id(weight)][0]
+    lrs = [group["lr"] for group in z3.optimizer.param_groups]
+    return lrs[index], max(lr for i, lr in enumerate(lrs) if i != index)
+
+
 def adam_step(weight: torch.nn.Parameter) -> float | None:
     """Adam's step count of the flat ZeRO-3 group that holds the prompt (DeepSpeed internals, read-only)."""
     z3 = weight._z3_optimizer
@@ -61,11 +69,12 @@ class RoundProbe(TrainerCallback):
     """After each round (the catalyst callback runs first): the gathered prompt's hash and its Adam moment norm."""
 
     def __init__(self, trainer):
-        self.trainer, self.rounds, self.seen, self.moments = trainer, [], None, []
+        self.trainer, self.rounds, self.seen, self.moments, self.lrs = trainer, [], None, [], []
 
     def on_step_end(self, args, state, control, **kwargs):
         weight = get_soft_prompt(self.trainer.model).weight
         self.moments.append(adam_moment_norm(weight))
+        self.lrs.append(group_lrs(weight))
         if self.seen is None:
             self.seen = len(self.trainer.catalyst_history) if state.global_step > 1 else 0
         if len(self.trainer.catalyst_history) > self.seen:
@@ -130,6 +139,7 @@ def main() -> None:
         "prompt_partition_numel": int(soft.weight.ds_tensor.numel()) if hasattr(soft.weight, "ds_tensor") else None,
         "rounds": probe.rounds,
         "moments": probe.moments,
+        "lrs": probe.lrs,
         "final": digest(read_soft_prompt(trainer.model)),
         "global_step": trainer.state.global_step,
         "statuses": [r.decision.value for r in trainer.catalyst_history],
