@@ -40,15 +40,15 @@ def isolate_param_group(optimizer: Any, param: torch.nn.Parameter) -> None:
 def param_groups_of(optimizer: Any, param: torch.nn.Parameter) -> list[tuple[int, dict]]:
     """``(index, group)`` of the optimizer's parameter groups that hold ``param``.
 
-    Under DeepSpeed ZeRO-3 the torch optimizer holds one flat fp32 partition per model parameter group, in the same
-    order, instead of the parameters: ``param``'s group is the one DeepSpeed records for it."""
+    Under DeepSpeed ZeRO-3 the torch optimizer holds flat fp32 partitions (sub-groups of the model's parameter
+    groups) instead of the parameters: ``param``'s group is the one DeepSpeed records for its sub-group."""
     optimizer = inner_optimizer(optimizer)
     if optimizer is None:
         return []
     z3 = getattr(param, "_z3_optimizer", None)
     if z3 is not None and inner_optimizer(z3) is optimizer:
         try:
-            index = z3.grad_position[z3.get_param_id(param)][0]
+            index = z3.sub_group_to_group_id[z3.grad_position[z3.get_param_id(param)][0]]
             return [(index, optimizer.param_groups[index])]
         except (AttributeError, KeyError, IndexError, TypeError):  # another DeepSpeed layout: nothing to scale
             return []

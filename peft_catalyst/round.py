@@ -21,7 +21,6 @@ all lose leaves training exactly as if it had not happened.
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import random
@@ -139,7 +138,7 @@ class RoundEngine:
             selection=settings.catalyst_selection,
         )
         new_rewarm: int | None = None
-        with preserved_rng(), preserved_mode(self.model), preserved_trainer_metrics(self.trainer):
+        with preserved_rng(), preserved_mode(self.model):
             for point in trajectory.select(settings.catalyst_trajectory_points):
                 score = self.score_token_ids(point.token_ids)
                 record.trajectory.append(
@@ -469,21 +468,4 @@ def preserved_mode(model: torch.nn.Module):
             module.training = mode
 
 
-#: Running metrics some trainers accumulate in ``compute_loss`` and average at their next ``log`` (TRL's trainers:
-#: entropy, token accuracy, token count). A round's scoring passes and race steps are not the main loop's.
-TRAINER_METRIC_ATTRIBUTES = ("_metrics", "_total_train_tokens")
-
-
-@contextlib.contextmanager
-def preserved_trainer_metrics(trainer: Any):
-    """Leave the trainer's running metrics (:data:`TRAINER_METRIC_ATTRIBUTES`) as the block found them."""
-    names = [name for name in TRAINER_METRIC_ATTRIBUTES if hasattr(trainer, name)]
-    saved = {name: copy.deepcopy(getattr(trainer, name)) for name in names}
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(trainer, name, value)
-
-
-__all__ = ["RoundEngine", "RoundOutcome", "preserved_mode", "preserved_rng", "preserved_trainer_metrics"]
+__all__ = ["RoundEngine", "RoundOutcome", "preserved_mode", "preserved_rng"]

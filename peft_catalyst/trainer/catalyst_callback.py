@@ -12,6 +12,8 @@ and plateau detection) and the checkpoint path of an explicit ``resume_from_chec
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
 import math
@@ -29,7 +31,7 @@ from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_js
 from peft_catalyst.projection import Projector, get_soft_prompt
 from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger
 from peft_catalyst.restart import apply_rewarmup
-from peft_catalyst.round import RoundEngine, preserved_trainer_metrics
+from peft_catalyst.round import RoundEngine
 from peft_catalyst.scoring import PromptScorer, ScoreFunction
 from peft_catalyst.sharding import register_with_root_module
 from peft_catalyst.trajectory import Trajectory
@@ -285,19 +287,20 @@ class CatalystCallback(TrainerCallback):
     def _run_round(self, trigger: Trigger, step: int) -> None:
         state, trainer = self.state, self.trainer
         chat_log = self.chat_log() if trainer.args.should_save else None
-        outcome = self.engine.run(
-            state.rounds_done + 1, step, trigger, state.trajectory, self.history, state.rewarm_step, chat_log
-        )
-        if outcome.rewarm_step is not None:
-            state.rewarm_step = outcome.rewarm_step
-            self._apply_rewarmup()
-        state.rounds_done += 1
-        state.trajectory.clear()
-        state.stage_start_step = step
-        state.plateau_ema = state.plateau_best = None
-        state.plateau_wait = 0
-        self.history.append(outcome.record)
-        self._log_round(outcome.record)
+        with trainer_logging_untouched(trainer):
+            outcome = self.engine.run(
+                state.rounds_done + 1, step, trigger, state.trajectory, self.history, state.rewarm_step, chat_log
+            )
+            if outcome.rewarm_step is not None:
+                state.rewarm_step = outcome.rewarm_step
+                self._apply_rewarmup()
+            state.rounds_done += 1
+            state.trajectory.clear()
+            state.stage_start_step = step
+            state.plateau_ema = state.plateau_best = None
+            state.plateau_wait = 0
+            self.history.append(outcome.record)
+            self._log_round(outcome.record)
         self.write_history()
 
     def _advance_rewarmup(self) -> None:
@@ -352,12 +355,7 @@ class CatalystCallback(TrainerCallback):
         if record.mentor is not None and record.mentor.latency_s is not None:
             logs["catalyst/mentor_latency_s"] = float(record.mentor.latency_s)
         logger.info("catalyst round %d at step %d: %s", record.round, record.step, record.decision.value)
-        # Logging the round must not swallow the step's own log: the callback handler's on_log clears should_log,
-        # and TRL's trainers average and clear their running metrics at every log.
-        should_log = self.trainer.control.should_log
-        with preserved_trainer_metrics(self.trainer):
-            self.trainer.log(logs)
-        self.trainer.control.should_log = should_log
+        self.trainer.log(logs)
 
     @property
     def race_steps(self) -> int:
@@ -409,6 +407,27 @@ class CatalystCallback(TrainerCallback):
         step = int(name.rsplit("-", 1)[-1]) if "-" in name else None
         if step is not None and self.trainer.args.should_save:
             self.chat_log().truncate_after(step)
+
+
+#: Running metrics some trainers accumulate in ``compute_loss`` and average and clear at each ``log`` (TRL's
+#: trainers: entropy, token accuracy, token count).
+TRAINER_METRIC_ATTRIBUTES = ("_metrics", "_total_train_tokens")
+
+
+@contextlib.contextmanager
+def trainer_logging_untouched(trainer: Any):
+    """Leave the trainer's logging state as the block found it: a round's scoring passes and race steps are not the
+    main loop's (:data:`TRAINER_METRIC_ATTRIBUTES`), and logging the round must not swallow the step's own log (the
+    callback handler's ``on_log`` clears ``control.should_log``)."""
+    names = [name for name in TRAINER_METRIC_ATTRIBUTES if hasattr(trainer, name)]
+    saved = {name: copy.deepcopy(getattr(trainer, name)) for name in names}
+    should_log = trainer.control.should_log
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(trainer, name, value)
+        trainer.control.should_log = should_log
 
 
 def split_catalyst_dataset(dataset, size: float, seed: int):

@@ -52,7 +52,7 @@ def adam_moment_norm(weight: torch.nn.Parameter) -> float | None:
 def group_lrs(weight: torch.nn.Parameter) -> tuple[float, float]:
     """The lr of the prompt's flat ZeRO-3 group and the largest lr of the other groups (the scheduled one)."""
     z3 = weight._z3_optimizer
-    index = z3.grad_position[z3.get_param_id(weight)][0]
+    index = z3.sub_group_to_group_id[z3.grad_position[z3.get_param_id(weight)][0]]
     lrs = [group["lr"] for group in z3.optimizer.param_groups]
     return lrs[index], max(lr for i, lr in enumerate(lrs) if i != index)
 
