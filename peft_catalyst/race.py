@@ -21,7 +21,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 
 from peft_catalyst.projection import get_soft_prompt, write_token_ids
-from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, ScoredPrompt
+from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, ScoredPrompt, ranking_key
 from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restore_state, snapshot_state
 from peft_catalyst.scoring import PromptScorer
 
@@ -217,7 +217,7 @@ class RaceRunner:
             index, score = pair
             if not score.finite:
                 return math.inf
-            value = score.score if not scorer.higher_is_better else -score.score
+            value = ranking_key(score.score, scorer.higher_is_better)
             return value - (margin if index == 0 else 0.0)
 
         return main_process_decision(self.trainer.accelerator, [i for i, _ in sorted(zip(alive, scores), key=key)])

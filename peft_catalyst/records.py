@@ -23,6 +23,17 @@ def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool
     return not metric.endswith("loss")
 
 
+def is_better(a: float, b: float, higher_is_better: bool, margin: float = 0.0) -> bool:
+    """Whether score ``a`` beats ``b`` by more than ``margin`` in the metric's direction: the one comparison of scores
+    that scoring, rounds, races, mentors and the app share (NaN never beats anything)."""
+    return a - b > margin if higher_is_better else b - a > margin
+
+
+def ranking_key(score: float, higher_is_better: bool) -> float:
+    """``score`` turned so that lower is better whatever the metric: the key to sort best first or ``min`` by."""
+    return -score if higher_is_better else score
+
+
 class Trigger(str, Enum):
     """Why a round started: the stage reached ``catalyst_stage_steps``, or the training loss plateaued."""
 

@@ -17,6 +17,8 @@ import torch
 from transformers.trainer_pt_utils import nested_concat, nested_numpify
 from transformers.trainer_utils import EvalPrediction
 
+from peft_catalyst.records import is_better
+
 
 def sorted_by_length(dataset: Any, column: str = "input_ids") -> Any:
     """``dataset`` reordered longest row first, so that evaluation batches pad little (ties keep their order).
@@ -88,7 +90,7 @@ class PromptScorer:
 
     def better(self, a: float, b: float, margin: float = 0.0) -> bool:
         """True when ``a`` beats ``b`` by more than ``margin`` in the ranking direction."""
-        return a - b > margin if self.higher_is_better else b - a > margin
+        return is_better(a, b, self.higher_is_better, margin)
 
     def dataloader(self):
         """The catalyst split's eval dataloader, longest rows first (far less padding; the mean does not change)."""

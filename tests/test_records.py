@@ -21,6 +21,8 @@ from peft_catalyst.records import (
     RunSummary,
     ScoredPrompt,
     Trigger,
+    is_better,
+    ranking_key,
 )
 
 
@@ -173,3 +175,17 @@ def test_an_old_summary_without_a_direction_takes_it_from_the_metric_name():
         History.from_dict({"summary": {"metric": "accuracy", "greater_is_better": False}}).summary.higher_is_better
         is False
     )
+
+
+@pytest.mark.parametrize("higher", [False, True])
+def test_one_comparison_of_scores_in_either_direction(higher):
+    """``is_better`` and ``ranking_key`` agree: the best of a list by the key beats every other by ``is_better``."""
+    scores = [0.7, 0.2, 0.9, 0.4]
+    best = min(scores, key=lambda s: ranking_key(s, higher))
+    assert best == (0.9 if higher else 0.2)
+    assert all(is_better(best, s, higher) for s in scores if s != best)
+    assert not is_better(best, best, higher)  # a tie is not better
+    other = 0.85 if higher else 0.25
+    assert is_better(best, other, higher) and not is_better(best, other, higher, margin=0.1)  # within the margin
+    assert not is_better(float("nan"), best, higher) and not is_better(best, float("nan"), higher)
+    assert sorted(scores, key=lambda s: ranking_key(s, higher))[0] == best

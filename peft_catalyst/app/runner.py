@@ -25,7 +25,7 @@ from peft_catalyst.projection import (
     vocabulary_words,
     write_soft_prompt_,
 )
-from peft_catalyst.records import RoundRecord, RunSummary
+from peft_catalyst.records import RoundRecord, RunSummary, ranking_key
 
 logger = logging.getLogger(__name__)
 
@@ -579,7 +579,7 @@ def _best_snapshot(snapshots: list[dict[str, Any]], higher_is_better: bool) -> d
     scored = [s for s in snapshots if s["score"] is not None and math.isfinite(s["score"])]
     if not scored:
         return None
-    return (max if higher_is_better else min)(scored, key=lambda s: s["score"])
+    return min(scored, key=lambda s: ranking_key(s["score"], higher_is_better))
 
 
 def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:

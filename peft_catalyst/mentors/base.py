@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from peft_catalyst.records import is_better
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -164,7 +166,7 @@ class MentorRequest:
 
     def better(self, a: float, b: float) -> bool:
         """Whether score ``a`` beats score ``b`` in this request's direction."""
-        return a > b if self.higher_is_better else a < b
+        return is_better(a, b, self.higher_is_better)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable form (broadcast between processes, logged to the chat log); see :meth:`from_dict`."""

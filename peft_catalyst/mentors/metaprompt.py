@@ -25,6 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from peft_catalyst.records import is_better, ranking_key
+
 from .base import MentorRequest, PastRound, TrajectoryPoint
 
 logger = logging.getLogger(__name__)
@@ -143,9 +145,9 @@ def format_trajectory(points: Sequence[TrajectoryPoint], metric: str = "loss", h
     """The trajectory as text lines under the metric's name, worst to best in its direction, duplicates merged."""
     best: dict[str, TrajectoryPoint] = {}
     for p in points:
-        if p.text not in best or _better(p.score, best[p.text].score, higher_is_better):
+        if p.text not in best or is_better(p.score, best[p.text].score, higher_is_better):
             best[p.text] = p
-    ordered = sorted(best.values(), key=lambda p: p.score, reverse=not higher_is_better)
+    ordered = sorted(best.values(), key=lambda p: ranking_key(p.score, higher_is_better), reverse=True)
     lines = [f"Prompt: {_quoted(p.text)} ({metric} {p.score:.4f})" for p in ordered]
     return "\n".join(lines) if lines else "(no prompt scored yet)"
 
@@ -169,16 +171,12 @@ def _quoted(text: str) -> str:
     return json.dumps(" ".join(text.split()), ensure_ascii=False)
 
 
-def _better(a: float, b: float, higher_is_better: bool) -> bool:
-    return a > b if higher_is_better else a < b
-
-
 def _fields(request: MentorRequest) -> dict[str, Any]:
     manual = request.manual_prompt
     higher = request.higher_is_better
     best = request.trajectory[0] if request.trajectory else None
     for p in request.trajectory:
-        if _better(p.score, best.score, higher):
+        if is_better(p.score, best.score, higher):
             best = p
     direction = direction_sentence(request.metric, higher)
     return {

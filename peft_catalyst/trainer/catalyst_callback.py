@@ -29,7 +29,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
 from peft_catalyst.projection import Projector, get_soft_prompt
-from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger
+from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger, ranking_key
 from peft_catalyst.restart import apply_rewarmup
 from peft_catalyst.round import RoundEngine
 from peft_catalyst.scoring import PromptScorer, ScoreFunction
@@ -350,8 +350,8 @@ class CatalystCallback(TrainerCallback):
         finite = [c for c in record.candidates if c.finite]
         if finite:
             logs["catalyst/best_candidate_loss"] = float(min(c.loss for c in finite))
-            pick = max if self.higher_is_better else min
-            logs["catalyst/best_candidate_score"] = float(pick(c.score for c in finite))
+            best = min((c.score for c in finite), key=lambda s: ranking_key(s, self.higher_is_better))
+            logs["catalyst/best_candidate_score"] = float(best)
         if record.mentor is not None and record.mentor.latency_s is not None:
             logs["catalyst/mentor_latency_s"] = float(record.mentor.latency_s)
         logger.info("catalyst round %d at step %d: %s", record.round, record.step, record.decision.value)
