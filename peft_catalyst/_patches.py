@@ -4,7 +4,9 @@ The CATALYST type itself (the ``PeftType`` member and ``register_peft_method``) 
 ``peft_catalyst.tuners.catalyst.registration``; this module imports from the tuner, never the reverse. A few methods
 of ``PeftModel`` special-case ``PeftType.PROMPT_TUNING`` by identity; the patches route CATALYST through PEFT's own
 prompt-tuning code paths, and fix upstream bugs of prompt tuning. They are tested against the PEFT releases in
-``SUPPORTED_PEFT``; ``tests/test_patches.py`` fails loudly if PEFT's internals move.
+``peft_catalyst.compat.peft.SUPPORTED_PEFT``; ``tests/test_patches.py`` fails loudly if PEFT's internals move.
+What they reach of PEFT's private API (the enum member, the prompt-encoder hook, the tuner mapping) is in
+``peft_catalyst.compat.peft``.
 
 What changes for vanilla PROMPT_TUNING adapters too, once ``peft_catalyst`` is imported (the other patches act on
 CATALYST only):
@@ -28,25 +30,15 @@ import logging
 import threading
 import warnings
 
-import peft
 import torch
 import transformers
-from packaging.version import Version
 from peft.utils.peft_types import PeftType
 
+# Importing the PEFT compatibility layer first checks the supported PEFT range (an ImportError naming it otherwise).
+from peft_catalyst.compat.peft import prompt_tuning_tuner, wrap_setup_prompt_encoder
+from peft_catalyst.tuners.catalyst import CATALYST
+
 logger = logging.getLogger(__name__)
-
-SUPPORTED_PEFT = (">=0.21.0", "<0.22")
-_MIN_PEFT, _MAX_PEFT = Version("0.21.0"), Version("0.22")
-
-if not _MIN_PEFT <= Version(Version(peft.__version__).base_version) < _MAX_PEFT:
-    raise ImportError(
-        f"peft-catalyst patches PEFT internals and supports peft{','.join(SUPPORTED_PEFT)}; found peft "
-        f"{peft.__version__}. Install a supported release: pip install 'peft{','.join(SUPPORTED_PEFT)}'."
-    )
-
-# After the version guard: registering CATALYST touches PeftType internals of the supported releases only.
-from peft_catalyst.tuners.catalyst import CATALYST  # noqa: E402
 
 # A lock for the few places below that present a CATALYST config to PEFT as PROMPT_TUNING for one call.
 _SWAP_LOCK = threading.RLock()
@@ -56,7 +48,7 @@ _SWAP_LOCK = threading.RLock()
 def _as_prompt_tuning(config):
     """Within the block, ``config.peft_type`` reads PROMPT_TUNING (restored afterwards, also on error).
 
-    Why: PEFT's seq2seq forward/generate and ``_setup_prompt_encoder`` branch on ``peft_type in (PROMPT_TUNING, ...)``;
+    Why: PEFT's seq2seq forward/generate and its prompt-encoder set-up branch on ``peft_type in (PROMPT_TUNING, ...)``;
     CATALYST must take exactly those branches. Reusing them keeps us in step with PEFT instead of copying its code.
     """
     if config.peft_type != CATALYST:
@@ -70,38 +62,24 @@ def _as_prompt_tuning(config):
             config.peft_type = CATALYST
 
 
-def _patch_setup_prompt_encoder() -> None:
+def _patch_prompt_encoder_setup() -> None:
     """Build CATALYST's prompt encoder with PEFT's own prompt-tuning code, then with our ``CatalystEmbedding`` class.
 
-    Why: ``PeftModel._setup_prompt_encoder`` builds encoders only for built-in prompt types (else "Not supported").
-    The PROMPT_TUNING branch looks the encoder class up in ``PEFT_TYPE_TO_TUNER_MAPPING[PROMPT_TUNING]``, so for the
-    duration of the call that entry points at ``CatalystEmbedding`` (constructed once: no double init, no extra RNG
-    draws), and the config reads as PROMPT_TUNING.
+    Why: ``PeftModel`` builds prompt encoders only for built-in prompt types (else "Not supported"). Its
+    PROMPT_TUNING branch looks the encoder class up in PEFT's tuner mapping, so for the duration of the call that
+    entry points at ``CatalystEmbedding`` (constructed once: no double init, no extra RNG draws), and the config reads
+    as PROMPT_TUNING. The hook and the mapping swap are in ``peft_catalyst.compat.peft``.
     """
-    from peft import peft_model as pm
-
     from peft_catalyst.tuners.catalyst.model import CatalystEmbedding
 
-    original = pm.PeftModel._setup_prompt_encoder
-    if getattr(original, "_catalyst_patched", False):
-        return
-
-    @functools.wraps(original)
-    def _setup_prompt_encoder(self, adapter_name: str):
-        config = self.peft_config[adapter_name]
+    def setup(original, model, adapter_name: str):
+        config = model.peft_config[adapter_name]
         if config.peft_type != CATALYST:
-            return original(self, adapter_name)
-        mapping = pm.PEFT_TYPE_TO_TUNER_MAPPING
-        with _SWAP_LOCK, _as_prompt_tuning(config):
-            saved = mapping[PeftType.PROMPT_TUNING]
-            mapping[PeftType.PROMPT_TUNING] = CatalystEmbedding
-            try:
-                return original(self, adapter_name)
-            finally:
-                mapping[PeftType.PROMPT_TUNING] = saved
+            return original(model, adapter_name)
+        with _SWAP_LOCK, _as_prompt_tuning(config), prompt_tuning_tuner(CatalystEmbedding):
+            return original(model, adapter_name)
 
-    _setup_prompt_encoder._catalyst_patched = True
-    pm.PeftModel._setup_prompt_encoder = _setup_prompt_encoder
+    wrap_setup_prompt_encoder(setup)
 
 
 def _patch_seq2seq() -> None:
@@ -257,7 +235,7 @@ def _patch_causal_generation() -> None:
 
 def apply() -> None:
     """Apply every patch (idempotent); CATALYST is already registered by importing its tuner."""
-    _patch_setup_prompt_encoder()
+    _patch_prompt_encoder_setup()
     _patch_seq2seq()
     _patch_token_classification()
     _patch_prompt_embedding_to_save()

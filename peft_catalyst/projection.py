@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 
+from peft_catalyst.compat.torch import compiled_inner, tensor_version
 from peft_catalyst.sharding import assign_full_, full_tensor, gathered, num_rows
 
 logger = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ def _unwrap(model):
     """Strip DDP/FSDP/torch.compile wrappers until the PeftModel."""
     seen = 0
     while not hasattr(model, "peft_config") and seen < 8:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) or compiled_inner(model)
         if inner is None:
             break
         model, seen = inner, seen + 1
@@ -332,7 +333,7 @@ class Projector:
         if mib > self.cache_limit_mib or getattr(vocab, "ds_shape", None) is not None:
             return None
         local = vocab.to_local() if hasattr(vocab, "to_local") else vocab
-        key = (local.data_ptr(), local._version, tuple(vocab.shape), local.device, self.metric)
+        key = (local.data_ptr(), tensor_version(local), tuple(vocab.shape), local.device, self.metric)
         if key != self._rows_key:
             full = full_tensor(vocab).detach()
             rows = full.index_select(0, self.allowed_ids.to(full.device)).to(torch.float32)

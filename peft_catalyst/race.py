@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from accelerate.utils import broadcast_object_list
 
+from peft_catalyst.compat.transformers import collator_with_removed_columns, num_items_in_batch, remove_unused_columns
 from peft_catalyst.projection import get_soft_prompt, write_token_ids
 from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, ScoredPrompt, ranking_key
 from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restore_state, snapshot_state
@@ -63,9 +64,9 @@ class RaceBatches:
         dataset = trainer.train_dataset
         collator = trainer.data_collator
         if isinstance(dataset, datasets.Dataset):
-            dataset = trainer._remove_unused_columns(dataset, description="race")
+            dataset = remove_unused_columns(trainer, dataset, description="race")
         else:
-            collator = trainer._get_collator_with_removed_columns(collator, description="race")
+            collator = collator_with_removed_columns(trainer, collator, description="race")
         if not hasattr(dataset, "__len__") or len(dataset) == 0:
             raise ValueError("A race needs a map-style, non-empty train_dataset.")
         self.dataset, self.collator, self.seed = dataset, collator, seed
@@ -193,7 +194,7 @@ class RaceRunner:
             for k in range(start, start + budget):
                 apply_rewarmup(optimizer, trainer.lr_scheduler, self.prompt, arm.rewarm_step, settings.rewarmup_steps)
                 batches = self.batches.step_batches(k)
-                items = _num_items(trainer, batches)
+                items = num_items_in_batch(trainer, batches)
                 for inputs in batches:
                     trainer.training_step(model, inputs, items)
                 if trainer.args.max_grad_norm and trainer.args.max_grad_norm > 0:
@@ -231,8 +232,3 @@ def main_process_decision(accelerator: Any, value: Any) -> Any:
         value = payload[0]
     return value
 
-
-def _num_items(trainer: Any, batches: list[dict[str, Any]]) -> Any:
-    """Items in a step's micro-batches, as the host trainer counts them to scale the loss (None when it doesn't)."""
-    count = getattr(trainer, "_get_num_items_in_batch", None)
-    return count(batches, trainer.args.device) if count is not None else None

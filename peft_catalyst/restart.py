@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from peft_catalyst.compat.deepspeed import zero3_optimizer, zero3_param_group_index
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,10 +47,10 @@ def param_groups_of(optimizer: Any, param: torch.nn.Parameter) -> list[tuple[int
     optimizer = inner_optimizer(optimizer)
     if optimizer is None:
         return []
-    z3 = getattr(param, "_z3_optimizer", None)
+    z3 = zero3_optimizer(param)
     if z3 is not None and inner_optimizer(z3) is optimizer:
         try:
-            index = z3.sub_group_to_group_id[z3.grad_position[z3.get_param_id(param)][0]]
+            index = zero3_param_group_index(z3, param)
             return [(index, optimizer.param_groups[index])]
         except (AttributeError, KeyError, IndexError, TypeError):  # another DeepSpeed layout: nothing to scale
             return []

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 import torch
 from peft.utils.integrations import gather_params_ctx
 
+from peft_catalyst.compat.deepspeed import (
+    has_zero12_mapping,
+    zero3_flat_partition,
+    zero3_grad_position,
+    zero3_optimizer,
+    zero3_subgroup_offloaded,
+)
 from peft_catalyst.restart import inner_optimizer
 
 
@@ -130,9 +137,10 @@ def reset_optimizer_state(optimizer, param: torch.nn.Parameter) -> OptimizerRese
     """
     if optimizer is None:
         return OptimizerReset(False, "there is no optimizer yet")
-    if hasattr(param, "ds_id") and getattr(param, "_z3_optimizer", None) is not None:
-        return _reset_zero3(param._z3_optimizer, param)
-    if hasattr(param, "_hp_mapping"):
+    z3 = zero3_optimizer(param)
+    if z3 is not None:
+        return _reset_zero3(z3, param)
+    if has_zero12_mapping(param):
         return OptimizerReset(False, "DeepSpeed ZeRO stage 1/2 optimizer state is not reset (not implemented)")
     inner = inner_optimizer(optimizer)
     if param in inner.state:
@@ -151,11 +159,11 @@ def _reset_zero3(z3, param: torch.nn.Parameter) -> OptimizerReset:
     if not param.requires_grad:
         return OptimizerReset(False, "the parameter is frozen, DeepSpeed holds no optimizer state for it")
     try:
-        group_idx, _, num_elements = z3.grad_position[z3.get_param_id(param)]
-        flat = z3.fp32_partitioned_groups_flat[group_idx]
+        group_idx, _, num_elements = zero3_grad_position(z3, param)
+        flat = zero3_flat_partition(z3, group_idx)
     except (AttributeError, KeyError, IndexError) as exc:  # a DeepSpeed whose internals moved
         return OptimizerReset(False, f"this DeepSpeed's ZeRO-3 optimizer layout is not the one expected ({exc!r})")
-    if z3._swappable_optimizer_subgroup(group_idx):
+    if zero3_subgroup_offloaded(z3, group_idx):
         return OptimizerReset(False, "the ZeRO-3 optimizer state is offloaded to NVMe (not reset)")
     state = z3.optimizer.state.get(flat)
     if not state:

@@ -57,6 +57,7 @@ def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
         ("peft_catalyst.tuners.catalyst.config", "peft_catalyst._patches"),
         ("peft_catalyst.tuners.catalyst.registration", "peft_catalyst._patches"),
         ("peft_catalyst.tuners.catalyst", "peft_catalyst._patches"),
+        ("peft_catalyst.compat.peft", "peft_catalyst.tuners.catalyst.registration"),
     ],
 )
 def test_dependency_goes_one_way(low, high):
@@ -83,6 +84,13 @@ def test_records_are_pure_data():
     modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert not {m.split(".")[0] for m in modules} & {"torch", "numpy", "transformers"}, modules
+
+
+def test_the_compat_layer_imports_nothing_of_the_package():
+    """``peft_catalyst.compat`` sits under every module (the tuner's registration included): it imports none."""
+    for path in (PACKAGE / "compat").glob("*.py"):
+        outside = {m for m in _imports(path) if not m.startswith("peft_catalyst.compat")}
+        assert not outside, (path.name, outside)
 
 
 def test_the_library_never_imports_the_application():

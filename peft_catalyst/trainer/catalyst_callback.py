@@ -12,8 +12,6 @@ and plateau detection) and the checkpoint path of an explicit ``resume_from_chec
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import logging
 import math
@@ -27,6 +25,8 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from peft_catalyst.compat.transformers import trainer_logging_untouched
+from peft_catalyst.compat.trl import can_prepare_dataset, prepare_dataset
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
 from peft_catalyst.projection import Projector, get_soft_prompt
 from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger, ranking_key
@@ -409,27 +409,6 @@ class CatalystCallback(TrainerCallback):
             self.chat_log().truncate_after(step)
 
 
-#: Running metrics some trainers accumulate in ``compute_loss`` and average and clear at each ``log`` (TRL's
-#: trainers: entropy, token accuracy, token count).
-TRAINER_METRIC_ATTRIBUTES = ("_metrics", "_total_train_tokens")
-
-
-@contextlib.contextmanager
-def trainer_logging_untouched(trainer: Any):
-    """Leave the trainer's logging state as the block found it: a round's scoring passes and race steps are not the
-    main loop's (:data:`TRAINER_METRIC_ATTRIBUTES`), and logging the round must not swallow the step's own log (the
-    callback handler's ``on_log`` clears ``control.should_log``)."""
-    names = [name for name in TRAINER_METRIC_ATTRIBUTES if hasattr(trainer, name)]
-    saved = {name: copy.deepcopy(getattr(trainer, name)) for name in names}
-    should_log = trainer.control.should_log
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(trainer, name, value)
-        trainer.control.should_log = should_log
-
-
 def split_catalyst_dataset(dataset, size: float, seed: int):
     """Carve a seeded held-out catalyst split from ``dataset``; returns ``(train, catalyst)``.
 
@@ -471,17 +450,18 @@ def _prepared_like_eval(trainer: Any, dataset: Any) -> Any:
     """An explicit raw catalyst split, prepared as a TRL trainer prepares its eval data (unchanged otherwise).
 
     TRL trainers (``SFTTrainer``) tokenize their datasets in ``__init__``; a split given with ``catalyst_dataset=``
-    that has no ``input_ids`` yet goes through the same ``_prepare_dataset`` (without a formatting function).
+    that has no ``input_ids`` yet goes through the same preparation (without a formatting function), with the eval
+    packing setting.
     """
     import datasets
 
-    prepare = getattr(trainer, "_prepare_dataset", None)
-    if prepare is None or not isinstance(dataset, datasets.Dataset) or "input_ids" in dataset.column_names:
+    raw = isinstance(dataset, datasets.Dataset) and "input_ids" not in dataset.column_names
+    if not raw or not can_prepare_dataset(trainer):
         return dataset
     args = trainer.args
     packing = getattr(args, "eval_packing", None)
     packing = getattr(args, "packing", False) if packing is None else packing
-    return prepare(dataset, trainer.processing_class, args, packing, None, "catalyst")
+    return prepare_dataset(trainer, dataset, packing=packing, dataset_name="catalyst")
 
 
 def _new_timings() -> dict[str, float]:

@@ -1,0 +1,54 @@
+"""transformers ``Trainer`` internals (verified on transformers 5.25.0; TRL 1.16.0 for the running metrics)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .trl import restore_running_metrics, saved_running_metrics
+
+VERIFIED = "transformers 5.25.0"
+
+
+def remove_unused_columns(trainer: Any, dataset: Any, description: str) -> Any:
+    """``dataset`` without the columns the model's ``forward`` does not take, as ``Trainer`` prepares its own data.
+
+    Uses ``Trainer._remove_unused_columns(dataset, description=...)`` (verified on transformers 5.25.0).
+    """
+    return trainer._remove_unused_columns(dataset, description=description)
+
+
+def collator_with_removed_columns(trainer: Any, collator: Callable, description: str) -> Callable:
+    """``collator`` wrapped to drop unused columns, for datasets ``Trainer`` cannot filter up front (not ``datasets``).
+
+    Uses ``Trainer._get_collator_with_removed_columns(collator, description=...)`` (verified on transformers 5.25.0).
+    """
+    return trainer._get_collator_with_removed_columns(collator, description=description)
+
+
+def num_items_in_batch(trainer: Any, batches: list[dict[str, Any]]) -> Any:
+    """Items in a step's micro-batches, as the trainer counts them to scale the loss; None when it does not count.
+
+    Uses ``Trainer._get_num_items_in_batch(batch_samples, device)`` (verified on transformers 5.25.0).
+    """
+    count = getattr(trainer, "_get_num_items_in_batch", None)
+    return count(batches, trainer.args.device) if count is not None else None
+
+
+@contextlib.contextmanager
+def trainer_logging_untouched(trainer: Any) -> Iterator[None]:
+    """Leave the trainer's logging state as the block found it.
+
+    Why: a round's scoring passes and race steps are not the main loop's, so the running metrics a TRL trainer
+    accumulates in ``compute_loss`` (:data:`~peft_catalyst.compat.trl.RUNNING_METRIC_ATTRIBUTES`) are put back; and
+    logging the round must not swallow the step's own log, so ``trainer.control.should_log`` (which the callback
+    handler's ``on_log`` clears) is put back too (verified on transformers 5.25.0 and TRL 1.16.0).
+    """
+    saved = saved_running_metrics(trainer)
+    should_log = trainer.control.should_log
+    try:
+        yield
+    finally:
+        restore_running_metrics(trainer, saved)
+        trainer.control.should_log = should_log
