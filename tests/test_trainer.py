@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 
@@ -376,7 +377,7 @@ def test_arguments_parse_with_hfargumentparser_and_validate():
 
 
 def test_metric_direction_follows_the_name_unless_given():
-    from peft_catalyst.trainer.catalyst_config import higher_is_better
+    from peft_catalyst.trainer.catalyst_arguments import higher_is_better
 
     assert not higher_is_better("loss") and not higher_is_better("label_loss")
     assert higher_is_better("accuracy") and not higher_is_better("accuracy", greater_is_better=False)
@@ -536,8 +537,10 @@ def test_catalyst_arguments_go_beside_any_training_arguments_class():
     from trl import SFTConfig
 
     from peft_catalyst import CatalystArguments
-    from peft_catalyst.trainer.catalyst_config import catalyst_fields
+    from peft_catalyst.trainer.catalyst_arguments import catalyst_fields
 
+    old_module = importlib.import_module("peft_catalyst.trainer.catalyst_config")  # the module's old name
+    assert old_module.CatalystArguments is CatalystArguments
     assert all(f.metadata.get("help") for f in CatalystArguments.__dataclass_fields__.values())
     for training_class in (SFTConfig, Seq2SeqTrainingArguments):
         parser = HfArgumentParser((training_class, CatalystArguments))

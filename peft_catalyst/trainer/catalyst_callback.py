@@ -36,7 +36,7 @@ from peft_catalyst.scoring import PromptScorer, ScoreFunction
 from peft_catalyst.sharding import register_with_root_module
 from peft_catalyst.trajectory import Trajectory
 
-from .catalyst_config import CatalystArguments, catalyst_fields, higher_is_better
+from .catalyst_arguments import CatalystArguments, catalyst_fields, higher_is_better
 
 logger = logging.getLogger(__name__)
 

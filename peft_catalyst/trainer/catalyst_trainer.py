@@ -23,8 +23,8 @@ from peft_catalyst.records import RoundRecord, RunSummary
 from peft_catalyst.restart import isolate_param_group
 from peft_catalyst.scoring import ScoreFunction
 
+from .catalyst_arguments import CatalystArguments, CatalystTrainingArguments
 from .catalyst_callback import CatalystCallback, split_catalyst_dataset
-from .catalyst_config import CatalystArguments, CatalystTrainingArguments
 
 logger = logging.getLogger(__name__)
 
