@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -541,7 +543,12 @@ def test_catalyst_arguments_go_beside_any_training_arguments_class():
 
     old_module = importlib.import_module("peft_catalyst.trainer.catalyst_config")  # the module's old name
     assert old_module.CatalystArguments is CatalystArguments
-    assert all(f.metadata.get("help") for f in CatalystArguments.__dataclass_fields__.values())
+    for f in CatalystArguments.__dataclass_fields__.values():
+        help_text = f.metadata.get("help") or ""
+        assert help_text and f"{f.name} (`" in CatalystArguments.__doc__, f.name  # help, and a docstring entry
+        assert not any(model in help_text for model in ("MiniLM", "SmolLM2")), f"{f.name}: demo figures in help"
+        documented = re.search(rf"{f.name} \(`[^`]+`[^)]*defaults to `([^`]+)`\)", CatalystArguments.__doc__)
+        assert documented and ast.literal_eval(documented.group(1)) == f.default, f"{f.name}: documented default"
     for training_class in (SFTConfig, Seq2SeqTrainingArguments):
         parser = HfArgumentParser((training_class, CatalystArguments))
         training, catalyst = parser.parse_args_into_dataclasses(

@@ -1,4 +1,5 @@
-"""Settings of LLM-guided restarts (TRL-style ``<name>_config.py``).
+"""Settings of LLM-guided restarts (TRL's ``<name>_config.py`` pattern, named ``catalyst_arguments.py`` because
+``CatalystConfig`` is the PEFT config).
 
 :class:`CatalystArguments` holds only the ``catalyst_*`` fields, so it combines with any ``TrainingArguments``
 subclass: parse it beside ``SFTConfig`` or ``Seq2SeqTrainingArguments`` with ``HfArgumentParser((SFTConfig,
@@ -17,28 +18,91 @@ from peft_catalyst.records import higher_is_better
 SELECTIONS = ("best", "race", "first")
 
 RACE_STEPS_DEFAULT = 2
-"""First-rung budget of a race. At the CLI defaults (4 candidates, so 5 arms: 5x2 + 3x4 + 2x8 = 38 race steps a round)
-that is 1.3 stages of gradient steps on MiniLM and 1.9 on SmolLM2; 4 doubles it, 1 gives a new start a single step at
-a sixth of the lr (re-warm-up). ``python -m benchmarks.race_cost`` prints the figures."""
+"""First-rung budget of a race: with 4 candidates (5 arms) a round trains 5x2 + 3x4 + 2x8 = 38 race steps; 4 doubles
+that, 1 gives a new start a single step at a sixth of the lr (re-warm-up). What that costs against a stage depends on
+the model: ``python -m benchmarks.race_cost`` measures it (the README lists the figures)."""
 
 
 @dataclass
 class CatalystArguments:
-    """The schedule and rules of LLM-guided restarts (the ``catalyst_*`` fields), for any Trainer.
+    r"""
+    The schedule and rules of LLM-guided restarts, for any ``Trainer``.
 
-    Schedule:
-        catalyst_rounds, catalyst_stage_steps, catalyst_plateau_patience
-    What the mentor sees and returns:
-        catalyst_trajectory_points, catalyst_num_candidates, catalyst_max_words, catalyst_task_description,
-        catalyst_manual_prompt
-    How candidates are judged:
-        catalyst_eval_size, catalyst_selection, catalyst_metric, catalyst_greater_is_better
-    The race (``catalyst_selection="race"``):
-        catalyst_race_steps, catalyst_race_eta, catalyst_race_controls, catalyst_race_margin, catalyst_race_seed
-    What a restart does to the optimizer:
-        catalyst_reset_optimizer, catalyst_rewarmup_steps
-    Outputs:
-        catalyst_chat_log
+    This class holds only the ``catalyst_*`` parameters. For the training arguments, see
+    [`~transformers.TrainingArguments`] (or TRL's ``SFTConfig``), which it combines with.
+
+    Using [`~transformers.HfArgumentParser`] we can turn this class into
+    [argparse](https://docs.python.org/3/library/argparse#module-argparse) arguments that can be specified on the
+    command line.
+
+    Parameters:
+        > Parameters that control the schedule
+
+        catalyst_rounds (`int`, *optional*, defaults to `3`):
+            Number of mentor rounds. `0` makes the run plain prompt tuning.
+        catalyst_stage_steps (`int`, *optional*, defaults to `50`):
+            Optimizer steps of each gradient stage before a mentor round. `catalyst_rounds * catalyst_stage_steps`
+            must be below `max_steps`, so that a final gradient stage follows the last round.
+        catalyst_plateau_patience (`int` or `None`, *optional*, defaults to `None`):
+            Start a round early when the training loss has not improved for this many optimizer steps of the current
+            stage. `None` keeps to the schedule.
+
+        > Parameters that control what the mentor sees and returns
+
+        catalyst_trajectory_points (`int`, *optional*, defaults to `4`):
+            How many scored prompts of the stage (deduplicated, spread over it) the mentor sees.
+        catalyst_num_candidates (`int`, *optional*, defaults to `4`):
+            Number of candidate prompts asked of the mentor per round.
+        catalyst_max_words (`int` or `None`, *optional*, defaults to `None`):
+            Word budget of each candidate. `None` uses the adapter's `num_virtual_tokens`.
+        catalyst_task_description (`str` or `None`, *optional*, defaults to `None`):
+            Task description for the mentor. `None` uses the [`CatalystConfig`]'s `task_description`.
+        catalyst_manual_prompt (`str` or `None`, *optional*, defaults to `None`):
+            A human-written prompt shown to the mentor as a starting point.
+
+        > Parameters that control how candidates are judged
+
+        catalyst_eval_size (`float`, *optional*, defaults to `0.1`):
+            Size of the held-out catalyst split carved from the training set when no `catalyst_dataset` is given:
+            a fraction in (0, 1) or a number of examples (>= 1).
+        catalyst_selection (`str`, *optional*, defaults to `"best"`):
+            `"best"` scores every candidate and the current prompt on the catalyst split and keeps the best;
+            `"race"` trains them all for the same counted budget on the same batches, then keeps the best;
+            `"first"` restarts from the mentor's first candidate unscored (for ablations).
+        catalyst_metric (`str`, *optional*, defaults to `"loss"`):
+            Catalyst-split metric that ranks prompts: `"loss"` or a key returned by `compute_metrics`.
+        catalyst_greater_is_better (`bool` or `None`, *optional*, defaults to `None`):
+            Whether a higher `catalyst_metric` is better. `None`: lower is better for names ending in `"loss"`,
+            higher otherwise (as `Trainer` does).
+
+        > Parameters that control the race (`catalyst_selection="race"`)
+
+        catalyst_race_steps (`int`, *optional*, defaults to `2`):
+            Optimizer steps every arm trains in the first rung; later rungs multiply it by `catalyst_race_eta`.
+            Counted (`catalyst/race_steps`) but not in `global_step`. `0` judges the arms untrained.
+        catalyst_race_eta (`int`, *optional*, defaults to `2`):
+            Successive-halving factor: after each rung the best `1/eta` of the arms (rounded up) go on, with `eta`
+            times the budget, until one arm is left.
+        catalyst_race_controls (`int`, *optional*, defaults to `0`):
+            Extra arms that start from random vocabulary tokens, a control in every round (never shown to the
+            mentor as its proposals).
+        catalyst_race_margin (`float`, *optional*, defaults to `0.0`):
+            A challenger replaces the current prompt only with a finite score better by more than this (in
+            `catalyst_metric` units); ties always keep the incumbent.
+        catalyst_race_seed (`int` or `None`, *optional*, defaults to `None`):
+            Seed of the race's own batch stream, dropout and control arms. `None` uses the training seed.
+
+        > Parameters that control what a restart does to the optimizer
+
+        catalyst_reset_optimizer (`bool`, *optional*, defaults to `True`):
+            Reset the soft prompt's optimizer state (e.g. Adam's moments) after a restart.
+        catalyst_rewarmup_steps (`int`, *optional*, defaults to `5`):
+            Optimizer steps over which the prompt's learning rate ramps up again after a restart.
+
+        > Parameters that control the outputs
+
+        catalyst_chat_log (`str`, *optional*, defaults to `"catalyst_chat.jsonl"`):
+            File name (in `output_dir`) of the JSON Lines log of every mentor exchange.
     """
 
     catalyst_rounds: int = field(
@@ -93,8 +157,8 @@ class CatalystArguments:
                 "Race only: optimizer steps every arm trains in the first rung (later rungs double it with "
                 "catalyst_race_eta=2). These steps are counted (catalyst/race_steps) but do not advance "
                 "global_step. 0 judges the arms untrained, as 'best' does. Default 2: with 4 candidates a race "
-                "round then trains 38 steps, about 1.3 MiniLM or 1.9 SmolLM2 stages at the CLI defaults "
-                "(benchmarks/race_cost.py); 4 doubles that, 1 gives a new start a single step at a sixth of the lr."
+                "round then trains 38 steps (benchmarks/race_cost.py measures their cost against a stage); 4 "
+                "doubles that, 1 gives a new start a single step at a sixth of the lr."
             )
         },
     )
