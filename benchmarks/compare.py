@@ -884,7 +884,7 @@ def run_cell(
         "selection": spec.selection,
         "optimizer_steps": max_steps,
         "gradient_steps": {
-            "stages": run_summary.stage_steps,
+            "stages": run_summary.main_steps,
             "races": run_summary.race_steps,
             "total": run_summary.total_steps,
         },

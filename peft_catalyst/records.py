@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-HISTORY_FORMAT = 2
-"""Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key)."""
+HISTORY_FORMAT = 3
+"""Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key), 2
+named the summary's ``main_steps`` ``stage_steps``. Every earlier format reads into the current types."""
 
 
 def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:
@@ -319,8 +320,9 @@ class RoundRecord:
 class RunSummary:
     """Counts over a run's rounds, the mentor's usage and the compute spent, so runs compare at equal compute.
 
-    ``stage_steps`` are the optimizer steps of the main loop (``global_step``), ``race_steps`` the extra gradient
-    steps of all race arms; ``total_steps`` is their sum.
+    ``main_steps`` are the optimizer steps of the main training loop (``global_step``, all stages together; not to be
+    confused with ``catalyst_stage_steps``, the length of one stage), ``race_steps`` the extra gradient steps of all
+    race arms; ``total_steps`` is their sum.
     """
 
     rounds: int = 0
@@ -332,14 +334,19 @@ class RunSummary:
     selection: str = "best"
     metric: str = "loss"
     higher_is_better: bool = False
-    stage_steps: int = 0
+    main_steps: int = 0
     race_steps: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     final_prompt: str | None = None
 
     @property
     def total_steps(self) -> int:
-        return self.stage_steps + self.race_steps
+        return self.main_steps + self.race_steps
+
+    @property
+    def stage_steps(self) -> int:
+        """The old name of :attr:`main_steps` (format 2), for readers not yet moved to the new one."""
+        return self.main_steps
 
     @classmethod
     def of(cls, rounds: list[RoundRecord], **kwargs: Any) -> RunSummary:
@@ -362,6 +369,8 @@ class RunSummary:
         data = dict(data)
         if "higher_is_better" not in data:  # format 1 wrote the argument as given: None meant "from the name"
             data["higher_is_better"] = higher_is_better(data.get("metric", "loss"), data.get("greater_is_better"))
+        if "main_steps" not in data and "stage_steps" in data:  # format 2's name for the main loop's steps
+            data["main_steps"] = data["stage_steps"]
         known = set(cls.__dataclass_fields__)
         kept = {k: v for k, v in data.items() if k in known}
         kept["higher_is_better"] = bool(kept["higher_is_better"])

@@ -47,7 +47,7 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     assert set(metrics["test_accuracy"]) == {"initial", "final", "best_round"}
     assert all(0.0 <= v <= 1.0 for v in metrics["test_accuracy"].values() if v is not None)
     assert metrics["test_examples"] == 24 and metrics["catalyst"]["rounds"] == 1
-    assert metrics["catalyst"]["total_steps"] == metrics["catalyst"]["stage_steps"] == 6  # no race: 6 steps
+    assert metrics["catalyst"]["total_steps"] == metrics["catalyst"]["main_steps"] == 6  # no race: 6 steps
     assert metrics["catalyst"]["race_steps"] == 0
     assert metrics["mentor"] == "openai:test-model"
     history = read_history(out)

@@ -54,7 +54,7 @@ def test_a_start_that_loses_untrained_but_wins_after_its_budget_wins_the_race_on
     # the budget is counted, never hidden: global_step is the main loop's, the rest is on the record and the log
     assert race.state.global_step == 9
     summary = race.catalyst_summary()
-    assert (summary.stage_steps, summary.race_steps, summary.total_steps) == (9, 16, 25)
+    assert (summary.main_steps, summary.race_steps, summary.total_steps) == (9, 16, 25)
     logged = next(h for h in race.state.log_history if "catalyst/round" in h)
     assert logged["catalyst/race_steps"] == 16.0 and logged["catalyst/total_steps"] == 3 + 16
     history = json.loads((tmp_path / "race" / "catalyst_history.json").read_text())

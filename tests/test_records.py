@@ -88,7 +88,7 @@ def raced_history() -> History:
         mentor_usage={"calls": 2, "prompt_tokens": 22, "completion_tokens": 14},
         selection="race",
         metric="label_loss",
-        stage_steps=30,
+        main_steps=30,
         seconds={"rounds": 2.5},
         final_prompt="r s",
     )
@@ -102,7 +102,7 @@ def test_history_with_a_race_round_trips(tmp_path):
     assert history.rounds[0].decisive is history.rounds[0].current
     summary = history.summary
     assert (summary.rounds, summary.accepted, summary.kept, summary.skipped) == (2, 1, 1, 0)
-    assert (summary.stage_steps, summary.race_steps, summary.total_steps) == (30, 16, 46)
+    assert (summary.main_steps, summary.race_steps, summary.total_steps) == (30, 16, 46)
 
     data = history.to_dict()
     assert data["format"] == HISTORY_FORMAT and data["summary"]["total_steps"] == 46
@@ -161,7 +161,7 @@ def test_the_old_unversioned_format_reads_into_the_types(tmp_path):
     assert first.mentor.name == "openai:old-mentor" and first.mentor.model == "gpt-old"
     assert second.decision is Decision.KEPT and second.winner is None and second.decisive.score == 0.3
     assert history.summary.final_prompt == "Classify the review" and history.summary.metric == "label_loss"
-    assert history.summary.race_steps == 0 and history.summary.stage_steps == 0  # not recorded then
+    assert history.summary.race_steps == 0 and history.summary.main_steps == 0  # not recorded then
     # Read once, it writes in the current format and reads back the same.
     assert History.from_dict(history.to_dict()) == history
 
@@ -189,3 +189,15 @@ def test_one_comparison_of_scores_in_either_direction(higher):
     assert is_better(best, other, higher) and not is_better(best, other, higher, margin=0.1)  # within the margin
     assert not is_better(float("nan"), best, higher) and not is_better(best, float("nan"), higher)
     assert sorted(scores, key=lambda s: ranking_key(s, higher))[0] == best
+
+
+def test_format_2_summary_steps_read_as_main_steps():
+    """Format 2 named the main loop's steps ``stage_steps``: they read into ``main_steps``."""
+    data = raced_history().to_dict()
+    summary = dict(data["summary"])
+    summary["stage_steps"] = summary.pop("main_steps")
+    history = History.from_dict({**data, "format": 2, "summary": summary})
+    assert history.summary.main_steps == 30 and history.summary.total_steps == 46
+    assert history.summary.stage_steps == 30  # the old attribute name, for readers not yet moved
+    assert history == raced_history() and history.to_dict()["summary"]["main_steps"] == 30
+    assert "stage_steps" not in history.to_dict()["summary"]

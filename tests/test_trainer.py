@@ -17,6 +17,7 @@ from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, Tra
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments, Decision, Trigger
 from peft_catalyst.mentors import CachedMentor, ChatMentor, Completion, MentorError, MentorRequest, OpenAIMentor
 from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, write_token_ids
+from peft_catalyst.records import HISTORY_FORMAT
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer, error_reply, refused_base_url
 
@@ -213,7 +214,7 @@ def test_openai_mentor_through_loopback_server_and_outputs(tok, tmp_path):
     assert [r["round"] for r in history["rounds"]] == [1, 2]
     assert history["summary"]["mentor"] == "openai:gpt-test"
     first = history["rounds"][0]
-    assert history["format"] == 2
+    assert history["format"] == HISTORY_FORMAT
     assert {"step", "trajectory", "mentor", "candidates", "current", "decision", "seconds", "metric"} <= first.keys()
     assert all({"text", "score", "loss", "train_loss"} <= p.keys() for p in first["trajectory"])
     assert first["mentor"]["prompt_tokens"] is not None

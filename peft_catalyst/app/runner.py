@@ -589,7 +589,7 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     cat = RunSummary.from_dict(metrics["catalyst"])
     usage = cat.mentor_usage or {}
     minutes, seconds = divmod(int(metrics["wall_time_s"]), 60)
-    steps = f"{cat.total_steps}" + (f" ({cat.stage_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
+    steps = f"{cat.total_steps}" + (f" ({cat.main_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
     return [
         f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
         f"{acc['final']:.3f}{best}",

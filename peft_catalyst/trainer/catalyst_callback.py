@@ -375,7 +375,7 @@ class CatalystCallback(TrainerCallback):
             selection=self.settings.catalyst_selection,
             metric=self.settings.catalyst_metric if self.score_fn is None else "score_fn",
             higher_is_better=self.higher_is_better,
-            stage_steps=trainer.state.global_step if trainer is not None else 0,
+            main_steps=trainer.state.global_step if trainer is not None else 0,
             seconds={k: round(v, 3) for k, v in self.timings.items()},
             final_prompt=self.projector.text()
             if trainer is not None and trainer.processing_class is not None
