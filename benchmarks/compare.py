@@ -769,7 +769,7 @@ def run_cell(
     from transformers.trainer_callback import PrinterCallback
 
     from benchmarks.baselines import FrozenPromptTrainer, HistoryMentor, freeze_soft_prompt
-    from peft_catalyst.app.runner import DataArguments, ModelArguments, build_doer
+    from peft_catalyst.app.runner import DataArguments, ModelArguments, build_prompt_tuned_model
     from peft_catalyst.app.tasks import evaluate_accuracy
     from peft_catalyst.mentors import RandomMentor
     from peft_catalyst.projection import soft_prompt_text, vocabulary_words
@@ -784,7 +784,7 @@ def run_cell(
     out.mkdir(parents=True, exist_ok=True)
     init = spec.init
     set_seed(cell.seed)  # the prompt init and MiniLM's new head: identical across the methods of a seed
-    doer = build_doer(
+    doer = build_prompt_tuned_model(
         ModelArguments(
             model=cell.doer if d.model_path is None else "minilm",
             model_name_or_path=d.model_path,

@@ -1,4 +1,5 @@
-"""One catalyst run from arguments: build the doer, the data, the mentor and the trainer; train; evaluate; report.
+"""One catalyst run from arguments: build the prompt-tuned model, the data, the mentor and the trainer; train;
+evaluate; report.
 
 Shared by the ``peft-catalyst train`` command and the benchmarks, so both run exactly the same thing. The argument
 dataclasses are ``HfArgumentParser``-friendly (every field has ``metadata={"help": ...}``).
@@ -40,7 +41,7 @@ class UserError(Exception):
 
 @dataclass
 class ModelArguments:
-    """The doer: which model is prompt-tuned, and the soft prompt's shape."""
+    """Which model is prompt-tuned (the *doer*), and the soft prompt's shape."""
 
     model: Literal["smollm2", "minilm"] = field(
         default="smollm2",
@@ -206,8 +207,9 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
 
 
 @dataclass
-class Doer:
-    """The prompt-tuned model with its tokenizer, task and Trainer plumbing."""
+class PromptTunedModel:
+    """The model being prompt-tuned (a PEFT model with a CATALYST adapter) with its tokenizer, the task and the task's
+    Trainer plumbing (``spec``); ``kind`` is ``causal_lm`` or ``seq_cls``, ``name`` the packaged name or the path."""
 
     model: Any
     tokenizer: Any
@@ -247,15 +249,15 @@ def load_task_data(data: DataArguments):
     return task
 
 
-def build_doer(model_args: ModelArguments, data: DataArguments, task=None) -> Doer:
-    """Load the doer, wrap it with a CATALYST adapter and prepare the task for it."""
+def build_prompt_tuned_model(model_args: ModelArguments, data: DataArguments, task=None) -> PromptTunedModel:
+    """Load the model to prompt-tune, wrap it with a CATALYST adapter and prepare the task for it."""
     from peft import get_peft_model
 
     from peft_catalyst.app.tasks import prepare_task
     from peft_catalyst.tuners.catalyst import CatalystConfig
 
     task = task or load_task_data(data)
-    kind, name = _doer_kind(model_args), model_args.model_name_or_path or model_args.model
+    kind, name = _model_kind(model_args), model_args.model_name_or_path or model_args.model
     model, tokenizer = load_model_and_tokenizer(kind, model_args.model_name_or_path, task.num_labels)
     max_length = model_args.max_length
     positions = getattr(model.config, "max_position_embeddings", None)
@@ -281,10 +283,10 @@ def build_doer(model_args: ModelArguments, data: DataArguments, task=None) -> Do
     peft_model = get_peft_model(model, config)
     if model_args.prompt_init == "text":
         set_soft_prompt_from_text(peft_model, tokenizer, task.manual_prompt)
-    return Doer(peft_model, tokenizer, task, spec, kind, name)
+    return PromptTunedModel(peft_model, tokenizer, task, spec, kind, name)
 
 
-def _doer_kind(model_args: ModelArguments) -> str:
+def _model_kind(model_args: ModelArguments) -> str:
     if not model_args.model_name_or_path:
         return "seq_cls" if model_args.model == "minilm" else "causal_lm"
     if model_args.doer_kind != "auto":
@@ -522,19 +524,20 @@ def run(
     if training_args.dataloader_pin_memory and not has_accelerator():
         training_args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns per dataloader
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
-    doer = build_doer(model_args, data_args)
-    shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None
-    mentor = check_mentor(build_mentor(mentor_args, out, shared, doer.tokenizer), mentor_args.mentor_required)
+    tuned = build_prompt_tuned_model(model_args, data_args)
+    shared = (tuned.model.get_base_model(), tuned.tokenizer) if tuned.name == "smollm2" else None
+    mentor = check_mentor(build_mentor(mentor_args, out, shared, tuned.tokenizer), mentor_args.mentor_required)
 
     def test_accuracy() -> float:
-        return evaluate_accuracy(doer.model, doer.spec, "test", batch_size=run_args.eval_batch_size)["accuracy"]
+        return evaluate_accuracy(tuned.model, tuned.spec, "test", batch_size=run_args.eval_batch_size)["accuracy"]
 
-    initial_prompt = soft_prompt_text(doer.model, doer.tokenizer)
+    initial_prompt = soft_prompt_text(tuned.model, tuned.tokenizer)
     initial = test_accuracy()
     logger.info("test accuracy of the initial prompt: %.4f", initial)
-    kwargs = doer.spec.trainer_kwargs()
+    kwargs = tuned.spec.trainer_kwargs()
+    catalyst_dataset = tuned.spec.datasets["catalyst"]
     trainer = CatalystTrainer(
-        model=doer.model, args=training_args, mentor=mentor, catalyst_dataset=doer.spec.datasets["catalyst"], **kwargs
+        model=tuned.model, args=training_args, mentor=mentor, catalyst_dataset=catalyst_dataset, **kwargs
     )
     snapshots = RoundSnapshots(trainer)
     trainer.add_callback(snapshots)
@@ -545,20 +548,20 @@ def run(
     best = _best_snapshot(snapshots.snapshots, training_args.catalyst_higher_is_better)
     best_accuracy = None
     if best is not None:
-        final_prompt = read_soft_prompt(doer.model)
-        write_soft_prompt_(doer.model, best["prompt"])
+        final_prompt = read_soft_prompt(tuned.model)
+        write_soft_prompt_(tuned.model, best["prompt"])
         best_accuracy = test_accuracy()
-        write_soft_prompt_(doer.model, final_prompt)
+        write_soft_prompt_(tuned.model, final_prompt)
 
     summary = trainer.catalyst_summary()
     metrics = {
-        "task": doer.task.name,
-        "doer": doer.name,
+        "task": tuned.task.name,
+        "doer": tuned.name,
         "mentor": getattr(mentor, "name", None),
-        "test_examples": len(doer.spec.datasets["test"]),
+        "test_examples": len(tuned.spec.datasets["test"]),
         "test_accuracy": {"initial": initial, "final": final, "best_round": best_accuracy},
         "best_round": best["round"] if best else None,
-        "prompts": {"initial": initial_prompt, "final": soft_prompt_text(doer.model, doer.tokenizer)},
+        "prompts": {"initial": initial_prompt, "final": soft_prompt_text(tuned.model, tuned.tokenizer)},
         "catalyst": summary.to_dict(),
         "train_loss": trainer.state.log_history[-1].get("train_loss") if trainer.state.log_history else None,
         "wall_time_s": round(time.perf_counter() - started, 1),
@@ -603,13 +606,13 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
 
 __all__ = [
     "DataArguments",
-    "Doer",
     "MentorArguments",
     "ModelArguments",
+    "PromptTunedModel",
     "RunArguments",
     "UserError",
-    "build_doer",
     "build_mentor",
+    "build_prompt_tuned_model",
     "load_model_and_tokenizer",
     "load_task_data",
     "embedded_defaults",
