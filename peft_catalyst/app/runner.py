@@ -97,17 +97,12 @@ class DataArguments:
     train_size: int | None = field(default=None, metadata={"help": "Training examples (default: the task's)."})
     catalyst_size: int | None = field(
         default=None,
-        metadata={
-            "help": (
-                "Held-out examples candidates are scored on (default: the task's; "
-                f"{SMOLLM2_DEMO_SIZES['catalyst']} for SmolLM2)."
-            )
-        },
+        metadata={"help": "Held-out examples candidates are scored on (default: the task's)."},
     )
     validation_size: int | None = field(default=None, metadata={"help": "Validation examples (default: the task's)."})
     test_size: int | None = field(
         default=None,
-        metadata={"help": f"Test examples reported (default: the task's; {SMOLLM2_DEMO_SIZES['test']} for SmolLM2)."},
+        metadata={"help": "Test examples reported (default: the task's)."},
     )
 
 
@@ -141,7 +136,12 @@ class MentorArguments:
     )
     mentor_replay: str | None = field(
         default=None,
-        metadata={"help": "Replay the mentor from this cache file, with no LLM at all (a miss is an error)."},
+        metadata={
+            "help": (
+                "Replay the mentor from this cache file, with no LLM at all. A round whose request the file does not "
+                "hold is an error (exit code 2) naming the round and the request's key."
+            )
+        },
     )
     mentor_required: bool = field(
         default=False,
@@ -157,7 +157,7 @@ class RunArguments:
         default=False, metadata={"help": "Allow writing into an output_dir that exists (its content is replaced)."}
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the test-accuracy evaluations."})
-    plot: bool = field(default=True, metadata={"help": "Write run.png (needs matplotlib)."})
+    plot: bool = field(default=True, metadata={"help": "Write run.png (needs matplotlib); --no_plot skips it."})
 
 
 def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) -> dict[str, Any]:
@@ -334,6 +334,26 @@ def validate_mentor_spec(spec: str) -> None:
     raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>', 'random' or 'none'.")
 
 
+def validate_mentor_args(args: MentorArguments) -> None:
+    """Check the mentor's configuration before any data or model is loaded: the spec, a replay file, a key.
+
+    The messages name the command's options (``--mentor_base_url``), not the Python keywords.
+    """
+    if args.mentor_replay:
+        if not Path(args.mentor_replay).is_file():
+            raise UserError(f"--mentor_replay: no cache file at {args.mentor_replay}.")
+        return
+    spec = args.mentor.strip()
+    validate_mentor_spec(spec)
+    backend, _, model = spec.partition(":")
+    if backend == "openai" and not (os.environ.get("OPENAI_API_KEY") or args.mentor_base_url):
+        if not os.environ.get("OPENAI_BASE_URL"):
+            raise UserError(
+                f"--mentor {spec} needs an API key: set OPENAI_API_KEY, or pass --mentor_base_url for an "
+                "OpenAI-compatible server that needs none."
+            )
+
+
 def build_mentor(
     args: MentorArguments,
     output_dir: str | os.PathLike | None = None,
@@ -355,13 +375,10 @@ def build_mentor(
         TransformersMentor,
     )
 
+    validate_mentor_args(args)
     if args.mentor_replay:
-        path = Path(args.mentor_replay)
-        if not path.is_file():
-            raise UserError(f"--mentor_replay: no cache file at {path}.")
-        return CachedMentor(None, path, mode="strict")
+        return CachedMentor(None, Path(args.mentor_replay), mode="strict")
     spec = args.mentor.strip()
-    validate_mentor_spec(spec)
     backend, _, model = spec.partition(":")
     if spec == "none":
         return None
@@ -589,13 +606,15 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     cat = RunSummary.from_dict(metrics["catalyst"])
     usage = cat.mentor_usage or {}
     minutes, seconds = divmod(int(metrics["wall_time_s"]), 60)
+    hits = usage.get("cache_hits", 0)
+    replayed = f"; {hits} repl{'y' if hits == 1 else 'ies'} from the cache" if hits else ""
     steps = f"{cat.total_steps}" + (f" ({cat.stage_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
     return [
         f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
         f"{acc['final']:.3f}{best}",
         f"rounds: {cat.rounds} (accepted {cat.accepted}, kept {cat.kept}, skipped {cat.skipped}); gradient steps "
         f"{steps}; LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
-        f"+ {usage.get('completion_tokens', 0)} completion",
+        f"+ {usage.get('completion_tokens', 0)} completion{replayed}",
         f"final prompt: {metrics['prompts']['final']!r}",
         f"wall time {minutes} min {seconds:02d} s; outputs in {output_dir}",
     ]
@@ -610,6 +629,7 @@ __all__ = [
     "UserError",
     "build_doer",
     "build_mentor",
+    "validate_mentor_args",
     "load_model_and_tokenizer",
     "load_task_data",
     "embedded_defaults",
