@@ -55,6 +55,8 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     assert history.rounds[0].metric == metrics["catalyst"]["metric"]
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "CATALYST" and config["task_type"] == "SEQ_CLS"
+    labels = json.loads((out / "config.json").read_text())  # the task's class names, for peft_catalyst.pipeline
+    assert labels["id2label"] == {"0": "negative", "1": "positive"} and labels["label2id"]["positive"] == 1
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-4].startswith("test accuracy (24 examples): initial")
     assert lines[-3].startswith("rounds: 1 (") and "LLM calls 1" in lines[-3] and "gradient steps 6;" in lines[-3]

@@ -257,6 +257,9 @@ def build_doer(model_args: ModelArguments, data: DataArguments, task=None) -> Do
     task = task or load_task_data(data)
     kind, name = _doer_kind(model_args), model_args.model_name_or_path or model_args.model
     model, tokenizer = load_model_and_tokenizer(kind, model_args.model_name_or_path, task.num_labels)
+    if kind == "seq_cls":  # saved with the adapter (CatalystMixin._save), so a pipeline answers in class names
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
     max_length = model_args.max_length
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and max_length + model_args.num_virtual_tokens > positions:
