@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -230,10 +228,8 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
 
 def train(argv: list[str]) -> int:
     """``peft-catalyst train``: one run, outputs in ``output_dir``, a summary at the end."""
-    from peft_catalyst.app.runner import UserError, has_accelerator, run, summary_lines, validate_mentor_args
+    from peft_catalyst.app.runner import UserError, run, summary_lines, validate_mentor_args
 
-    if not has_accelerator():  # else an installed DeepSpeed warns that it found no GPU, in every run
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     model_args, data_args, mentor_args, run_args, training_args = parse_train_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
@@ -244,11 +240,7 @@ def train(argv: list[str]) -> int:
             training_args.validate_schedule(training_args.max_steps)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-    with warnings.catch_warnings():
-        # PEFT 0.21 reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a model: a
-        # FutureWarning about library internals that no user of this command can act on.
-        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        metrics = run(model_args, data_args, mentor_args, run_args, training_args)
+    metrics = run(model_args, data_args, mentor_args, run_args, training_args)  # upstream noise: peft_catalyst.quiet
     print()
     for line in summary_lines(metrics, training_args.output_dir):
         print(line)

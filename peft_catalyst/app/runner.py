@@ -25,6 +25,7 @@ from peft_catalyst.projection import (
     vocabulary_words,
     write_soft_prompt_,
 )
+from peft_catalyst.quiet import no_pin_memory_without_accelerator
 from peft_catalyst.records import RoundRecord, RunSummary
 
 logger = logging.getLogger(__name__)
@@ -496,16 +497,6 @@ class RoundSnapshots(TrainerCallback):
         return control
 
 
-def has_accelerator() -> bool:
-    """True when torch sees an accelerator (CUDA, MPS, XPU, ...) that pinned memory would help."""
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None and hasattr(accelerator, "is_available"):
-        return bool(accelerator.is_available())
-    return torch.cuda.is_available()
-
-
 def _resume_argument(resume: str | bool | None) -> str | bool | None:
     """``--resume_from_checkpoint`` as ``Trainer.train`` takes it (``true``: the last checkpoint in output_dir)."""
     if isinstance(resume, str) and resume.lower() in ("true", "false"):
@@ -539,8 +530,7 @@ def run(
     started = time.perf_counter()
     resume = training_args.resume_from_checkpoint
     out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume)
-    if training_args.dataloader_pin_memory and not has_accelerator():
-        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns per dataloader
+    no_pin_memory_without_accelerator(training_args)
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
     doer = build_doer(model_args, data_args)
     shared = (doer.model.get_base_model(), doer.tokenizer) if doer.name == "smollm2" else None

@@ -20,6 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from peft_catalyst.pipelines import save_label_names
 from peft_catalyst.projection import get_soft_prompt
+from peft_catalyst.quiet import no_pin_memory_without_accelerator, saving_prompt_adapter
 from peft_catalyst.records import RoundRecord, RunSummary
 from peft_catalyst.restart import isolate_param_group
 from peft_catalyst.scoring import ScoreFunction
@@ -52,6 +53,7 @@ class CatalystMixin:
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        no_pin_memory_without_accelerator(self.args)  # as the command line: no pin_memory warning per dataloader
         self.catalyst = CatalystCallback(
             mentor, args=catalyst_args, catalyst_dataset=catalyst_dataset, score_fn=score_fn
         ).attach(self)
@@ -92,7 +94,8 @@ class CatalystMixin:
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """As the trainer, plus the class names of a classifier (``id2label``), so a pipeline speaks in words."""
-        super()._save(output_dir, state_dict)
+        with saving_prompt_adapter(self.accelerator.unwrap_model(self.model)):
+            super()._save(output_dir, state_dict)
         save_label_names(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
