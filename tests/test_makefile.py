@@ -25,7 +25,7 @@ def test_make_demo_installs_the_runtime_assets_and_plotting_only(tmp_path):
     installs = [line.split("pip install", 1)[1] for line in lines if "pip install" in line]
     assert any('-e ".[assets,plot]"' in line for line in installs), installs
     assert not any("test" in line or "trl" in line or "deepspeed" in line for line in installs), installs
-    assert lines[-1].endswith("peft-catalyst train")
+    assert lines[-1].rstrip().endswith("peft-catalyst train")
 
 
 def test_make_test_adds_the_test_extra_and_runs_pytest(tmp_path):
