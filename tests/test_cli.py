@@ -32,6 +32,14 @@ def _run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 600)
                           timeout=timeout, env=env)  # fmt: skip
 
 
+def _readme_output_table() -> set[str]:
+    """The file names in the first column of the README's "What a run leaves in `output_dir`" table."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## What a run leaves in `output_dir`", 1)[1].split("\n## ", 1)[0]
+    return {name for row in table.splitlines() if row.startswith("| `") for name in re.findall(r"`([^`]+)`",
+                                                                                               row.split(" | ")[0])}
+
+
 def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     out = tmp_path / "run"
     with LoopbackOpenAIServer() as server:
@@ -55,6 +63,10 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     assert history.rounds[0].metric == metrics["catalyst"]["metric"]
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "CATALYST" and config["task_type"] == "SEQ_CLS"
+    listed = _readme_output_table()
+    # README.md (the model card): its row comes with issue 24's change of the card; drop the exemption then
+    unlisted = sorted(p.name for p in out.iterdir() if p.name not in listed and p.name != "README.md")
+    assert not unlisted, f"written but not in README's 'What a run leaves' table: {unlisted}"
     labels = json.loads((out / "config.json").read_text())  # the task's class names, for peft_catalyst.pipeline
     assert labels["id2label"] == {"0": "negative", "1": "positive"} and labels["label2id"]["positive"] == 1
     lines = capsys.readouterr().out.strip().splitlines()
