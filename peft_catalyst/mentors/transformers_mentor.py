@@ -113,14 +113,6 @@ class TransformersMentor(ChatMentor):
         self.model_name = _short_model_name(model_name if model_name is not None else default_name)
         self.name = name or f"transformers:{self.model_name}"
         self._entropy = random.Random()  # private: never touches the global `random` or torch RNG
-        # One instruction per sample stops at the line's end: a sample whose first token ends the line (or the
-        # reply) is an empty answer, which cost SmolLM2 up to 4 of its 6 samples a call (benchmarks/mentor_yield.py).
-        blank = {tokenizer.eos_token_id}
-        for text in ("\n", "\n\n", "\n\n\n", " \n"):
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(ids) == 1:
-                blank.add(ids[0])
-        self._blank_start_ids = sorted(i for i in blank if i is not None)
 
     @classmethod
     def embedded(cls, model: Any, tokenizer: Any, **kwargs: Any) -> TransformersMentor:
@@ -148,7 +140,6 @@ class TransformersMentor(ChatMentor):
                 "num_samples": self.num_samples,
                 "repetition_penalty": self.repetition_penalty,
                 "ban_example_words": self.ban_example_words,
-                "no_blank_start": bool(self._blank_start_ids) and self.meta_prompt.answers_per_reply == 1,
             },
             "seed": self.seed,
         }
@@ -210,8 +201,6 @@ class TransformersMentor(ChatMentor):
             one_line = self.meta_prompt.answers_per_reply == 1
             if one_line:
                 gen_kwargs.update(stop_strings=["\n"], tokenizer=self.tokenizer)
-                if self._blank_start_ids:
-                    gen_kwargs["begin_suppress_tokens"] = self._blank_start_ids
             if self.temperature > 0:
                 gen_kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
             else:
