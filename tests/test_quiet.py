@@ -67,3 +67,14 @@ def test_pin_memory_is_turned_off_only_without_an_accelerator(tmp_path):
     args = tiny.catalyst_args(tmp_path, dataloader_pin_memory=True)
     quiet.no_pin_memory_without_accelerator(args)
     assert args.dataloader_pin_memory is quiet.has_accelerator()
+
+
+def test_deepspeed_imported_after_the_package_does_not_warn_about_a_missing_gpu():
+    pytest.importorskip("deepspeed")
+    if quiet.has_accelerator():
+        pytest.skip("an accelerator is present: DeepSpeed finds it and has nothing to warn about")
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}  # tests/conftest.py sets it
+    code = "import peft_catalyst, deepspeed, os; print(os.environ['DS_ACCELERATOR'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0 and result.stdout.strip() == "cpu", result.stderr[-2000:]
+    assert "Setting accelerator to CPU" not in result.stderr + result.stdout

@@ -349,13 +349,12 @@ def validate_mentor_args(args: MentorArguments) -> None:
         return
     spec = args.mentor.strip()
     validate_mentor_spec(spec)
-    backend, _, model = spec.partition(":")
-    if backend == "openai" and not (os.environ.get("OPENAI_API_KEY") or args.mentor_base_url):
-        if not os.environ.get("OPENAI_BASE_URL"):
-            raise UserError(
-                f"--mentor {spec} needs an API key: set OPENAI_API_KEY, or pass --mentor_base_url for an "
-                "OpenAI-compatible server that needs none."
-            )
+    has_key_or_server = os.environ.get("OPENAI_API_KEY") or args.mentor_base_url or os.environ.get("OPENAI_BASE_URL")
+    if spec.startswith("openai:") and not has_key_or_server:
+        raise UserError(
+            f"--mentor {spec} needs an API key: set OPENAI_API_KEY, or pass --mentor_base_url for an "
+            "OpenAI-compatible server that needs none."
+        )
 
 
 def build_mentor(
