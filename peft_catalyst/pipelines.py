@@ -17,10 +17,11 @@ import inspect
 import logging
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import transformers
+
+from peft_catalyst.labels import saved_label_names
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,8 @@ def _load(task: str, adapter: str, config, kwargs: dict[str, Any]):
             model_kwargs.setdefault("dtype" if key == "torch_dtype" else key, kwargs.pop(key))
     hub = {"token": kwargs["token"]} if kwargs.get("token") is not None else {}
     if task in ("text-classification", "sentiment-analysis", "token-classification"):
-        model_kwargs.update({k: v for k, v in saved_label_names(adapter, kwargs).items() if k not in model_kwargs})
+        labels = saved_label_names(adapter, **_hub_kwargs(kwargs))
+        model_kwargs.update({k: v for k, v in labels.items() if k not in model_kwargs})
     with _without_load_report() as reports:
         base, loading = model_class.from_pretrained(
             config.base_model_name_or_path, output_loading_info=True, **hub, **model_kwargs
@@ -158,38 +160,4 @@ def _report_what_the_adapter_left(model, loading: dict[str, Any], held: list[log
         )
 
 
-#: Where the class names of a classifier are saved beside its adapter: a transformers ``config.json`` of the base
-#: model whose ``id2label``/``label2id`` name the task's classes (PEFT saves no base-model config of its own).
-LABELS_CONFIG = "config.json"
-
-
-def save_label_names(model: Any, directory: str | os.PathLike[str]) -> Path | None:
-    """Write the base model's config (with its ``id2label``/``label2id``) beside the adapter in ``directory``.
-
-    Only for a model whose labels have names other than transformers' defaults (``LABEL_0``, ...): then
-    :func:`pipeline` loaded from the folder answers with the class names. Returns the file, or None.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(base, "config", None)
-    id2label = getattr(config, "id2label", None) or {}
-    if not id2label or all(str(name) == f"LABEL_{i}" for i, name in id2label.items()):
-        return None
-    config.save_pretrained(directory)
-    return Path(directory) / LABELS_CONFIG
-
-
-def saved_label_names(adapter: str, kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``{"id2label": ..., "label2id": ...}`` saved beside an adapter by :func:`save_label_names`; {} when none."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(adapter, **_hub_kwargs(kwargs or {}))
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-    id2label = {int(i): str(name) for i, name in (getattr(config, "id2label", None) or {}).items()}
-    if not id2label or all(name == f"LABEL_{i}" for i, name in id2label.items()):
-        return {}
-    return {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}}
-
-
-__all__ = ["LABELS_CONFIG", "TASK_FOR_TASK_TYPE", "pipeline", "save_label_names", "saved_label_names"]
+__all__ = ["TASK_FOR_TASK_TYPE", "pipeline"]

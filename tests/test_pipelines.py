@@ -201,7 +201,7 @@ def test_pipeline_of_a_trained_head_loads_quietly_and_names_the_classes(
 ):
     """A base without a head (as MiniLM ships): transformers calls the head MISSING, but the adapter restores it."""
     import peft_catalyst
-    from peft_catalyst.pipelines import save_label_names
+    from peft_catalyst.labels import save_label_names
     from tests import hub_support as hs
 
     hs.save_to_cache(cache, hs.BERT_BASE, tiny.tiny_bert_seq_cls(tok).bert, tok)  # an encoder, no classifier

@@ -18,7 +18,7 @@ from typing import Any
 from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
-from peft_catalyst.pipelines import save_label_names
+from peft_catalyst.labels import save_label_names
 from peft_catalyst.projection import get_soft_prompt
 from peft_catalyst.quiet import no_pin_memory_without_accelerator, saving_prompt_adapter
 from peft_catalyst.records import RoundRecord, RunSummary
