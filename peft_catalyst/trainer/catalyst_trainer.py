@@ -20,7 +20,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from peft_catalyst.labels import save_label_names
 from peft_catalyst.projection import get_soft_prompt
-from peft_catalyst.quiet import no_pin_memory_without_accelerator, saving_prompt_adapter
+from peft_catalyst.quiet import saving_prompt_adapter
 from peft_catalyst.records import RoundRecord, RunSummary
 from peft_catalyst.restart import isolate_param_group
 from peft_catalyst.scoring import ScoreFunction
@@ -53,7 +53,6 @@ class CatalystMixin:
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        no_pin_memory_without_accelerator(self.args)  # as the command line: no pin_memory warning per dataloader
         self.catalyst = CatalystCallback(
             mentor, args=catalyst_args, catalyst_dataset=catalyst_dataset, score_fn=score_fn
         ).attach(self)
