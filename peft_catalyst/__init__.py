@@ -4,7 +4,11 @@ Importing this package registers the ``CATALYST`` PEFT type, so ``get_peft_model
 and the ``AutoPeftModel*`` classes handle it like a built-in method (see ``peft_catalyst._patches``).
 """
 
-from peft_catalyst import _patches
+from peft_catalyst import quiet
+
+quiet.apply()  # first (before PEFT pulls in DeepSpeed): the same narrow filters for the CLI, the API and the examples
+
+from peft_catalyst import _patches  # noqa: E402
 
 _patches.apply()
 

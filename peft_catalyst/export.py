@@ -35,7 +35,9 @@ def export_prompt_tuning(model, directory: str | os.PathLike, adapter_name: str 
     out.mkdir(parents=True, exist_ok=True)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     with gathered(model, [soft.weight, *trainable], writeback=False):  # full tensors under ZeRO-3 / FSDP
-        state = get_peft_model_state_dict(peft_model, adapter_name=soft.adapter_name)
+        # save_embedding_layers=False: a soft prompt never changes the vocabulary (and "auto" looks for the base
+        # model's config, which offline or for a packaged model warns that it cannot find)
+        state = get_peft_model_state_dict(peft_model, adapter_name=soft.adapter_name, save_embedding_layers=False)
         state = {k: full_tensor(v).detach().to("cpu").contiguous() for k, v in state.items()}
     save_file(state, str(out / SAFETENSORS_WEIGHTS_NAME), metadata={"format": "pt"})
     vanilla.save_pretrained(str(out))

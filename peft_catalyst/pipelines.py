@@ -12,11 +12,18 @@ which would break with its releases. This function loads the base model and the 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import transformers
+
+from peft_catalyst.labels import saved_label_names
+
+logger = logging.getLogger(__name__)
 
 #: The pipeline task for each PEFT task type, used when ``task`` is not given.
 TASK_FOR_TASK_TYPE = {
@@ -78,8 +85,15 @@ def _load(task: str, adapter: str, config, kwargs: dict[str, Any]):
         if kwargs.get(key) is not None:
             model_kwargs.setdefault("dtype" if key == "torch_dtype" else key, kwargs.pop(key))
     hub = {"token": kwargs["token"]} if kwargs.get("token") is not None else {}
-    base = model_class.from_pretrained(config.base_model_name_or_path, **hub, **model_kwargs)
+    if task in ("text-classification", "sentiment-analysis", "token-classification"):
+        labels = saved_label_names(adapter, **_hub_kwargs(kwargs))
+        model_kwargs.update({k: v for k, v in labels.items() if k not in model_kwargs})
+    with _without_load_report() as reports:
+        base, loading = model_class.from_pretrained(
+            config.base_model_name_or_path, output_loading_info=True, **hub, **model_kwargs
+        )
     model = PeftModel.from_pretrained(base, adapter, **_hub_kwargs(kwargs)).eval()
+    _report_what_the_adapter_left(model, loading, reports, config.base_model_name_or_path)
     tokenizer = None
     for source, extra in ((adapter, _hub_kwargs(kwargs)), (config.base_model_name_or_path, hub)):
         try:
@@ -89,6 +103,61 @@ def _load(task: str, adapter: str, config, kwargs: dict[str, Any]):
             continue
     kwargs.pop("revision", None)  # it named the adapter's revision; the loaded model needs none
     return model, tokenizer
+
+
+#: transformers 5 logs a "<Model> LOAD REPORT" table (``transformers.utils.loading_report.log_state_dict_report``)
+#: through this logger when a checkpoint lacks weights the model has, e.g. a classification head.
+_LOAD_REPORT_LOGGER = "transformers.modeling_utils"
+
+
+@contextlib.contextmanager
+def _without_load_report() -> Iterator[list[logging.LogRecord]]:
+    """Hold back transformers' load report of the base model: the adapter may restore what it calls missing.
+
+    The held records are yielded; :func:`_report_what_the_adapter_left` says what the adapter did not restore.
+    """
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            held.append(record)
+            return False
+        return True
+
+    report_logger = logging.getLogger(_LOAD_REPORT_LOGGER)
+    report_logger.addFilter(hold)
+    try:
+        yield held
+    finally:
+        report_logger.removeFilter(hold)
+
+
+def _report_what_the_adapter_left(model, loading: dict[str, Any], held: list[logging.LogRecord], base: str) -> None:
+    """Warn about the base model's missing, unexpected or mismatched weights that the adapter did not restore.
+
+    A weight counts as restored when its module is one of the adapter's ``modules_to_save`` (a trained
+    classification head, say): PEFT loads it from the adapter, so transformers' "MISSING ... newly initialized"
+    would be wrong. Anything else is reported, as transformers would have.
+    """
+    if not held:
+        return
+    saved = set(getattr(model, "modules_to_save", None) or ())
+
+    def restored(key: str) -> bool:
+        module = key.rsplit(".", 1)[0]
+        return any(module == name or module.endswith("." + name) for name in saved)
+
+    missing = sorted(k for k in loading.get("missing_keys", ()) if not restored(k))
+    unexpected = sorted(loading.get("unexpected_keys", ()))
+    mismatched = [str(m[0]) if isinstance(m, (tuple, list)) else str(m) for m in loading.get("mismatched_keys", ())]
+    if missing or unexpected or mismatched:
+        logger.warning(
+            "Loading %s: weights the adapter does not restore: missing %s, unexpected %s, mismatched %s.",
+            base,
+            missing or "none",
+            unexpected or "none",
+            mismatched or "none",
+        )
 
 
 __all__ = ["TASK_FOR_TASK_TYPE", "pipeline"]

@@ -34,7 +34,15 @@ from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
 from peft_catalyst.history import ChatLog
-from peft_catalyst.mentors import Mentor, MentorError, MentorProposal, MentorRequest, PastRound, TrajectoryPoint
+from peft_catalyst.mentors import (
+    Mentor,
+    MentorError,
+    MentorProposal,
+    MentorRequest,
+    PastRound,
+    ReplayMissError,
+    TrajectoryPoint,
+)
 from peft_catalyst.projection import (
     Projector,
     allowed_token_ids,
@@ -147,7 +155,7 @@ class RoundEngine:
             write_soft_prompt_(self.model, saved)
 
             request = self.mentor_request(record.trajectory, earlier)
-            proposal, error = self.propose(request)
+            proposal, error = self.propose(request, index)
             record.mentor = _mentor_call(self.mentor, proposal, error)
             if chat_log is not None:
                 chat_log.append(_chat_entry(record, request, proposal, error))
@@ -317,15 +325,30 @@ class RoundEngine:
             earlier_rounds=past,
         )
 
-    def propose(self, request: MentorRequest) -> tuple[MentorProposal | None, str | None]:
-        """Ask the mentor on the main process only and broadcast its answer; never raises."""
+    def propose(self, request: MentorRequest, index: int = 0) -> tuple[MentorProposal | None, str | None]:
+        """Ask the mentor on the main process only and broadcast its answer.
+
+        Never raises for a mentor fault (the round is skipped), except a strict replay's miss: that ends the run on
+        every process with a :class:`ReplayMissError` naming the round and the request's key.
+        """
         started = time.perf_counter()
         accelerator = self.trainer.accelerator
         payload: list[Any] = [None]
         if accelerator.is_main_process:
+            limit = self.mentor.time_limit_s if isinstance(self.mentor, Mentor) else None
+            logger.info(
+                "catalyst round %d: asking %s for %d prompt(s) of at most %d words%s",
+                index,
+                getattr(self.mentor, "name", type(self.mentor).__name__),
+                request.num_candidates,
+                request.max_words,
+                f" (time limit {limit:.0f} s)" if limit else "",
+            )
             try:
                 proposal = self.mentor.propose(request)
                 payload = [{"proposal": proposal.to_dict(), "error": None}]
+            except ReplayMissError as exc:
+                payload = [{"proposal": None, "error": str(exc), "replay_miss": exc.key}]
             except MentorError as exc:
                 logger.warning("Mentor round skipped: %s", exc)
                 payload = [{"proposal": None, "error": str(exc)}]
@@ -336,6 +359,13 @@ class RoundEngine:
             broadcast_object_list(payload, from_process=0)
         data = payload[0]
         self.timings["mentor"] += time.perf_counter() - started
+        if data.get("replay_miss"):
+            key = data["replay_miss"]
+            raise ReplayMissError(
+                f"round {index}: the strict replay has no stored reply for this request (key {key[:16]}); replay the "
+                "cache of a run with the same settings and data",
+                key,
+            )
         proposal = MentorProposal.from_dict(data["proposal"]) if data["proposal"] else None
         return proposal, data["error"]
 

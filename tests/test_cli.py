@@ -32,6 +32,14 @@ def _run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 600)
                           timeout=timeout, env=env)  # fmt: skip
 
 
+def _readme_output_table() -> set[str]:
+    """The file names in the first column of the README's "What a run leaves in `output_dir`" table."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## What a run leaves in `output_dir`", 1)[1].split("\n## ", 1)[0]
+    return {name for row in table.splitlines() if row.startswith("| `") for name in re.findall(r"`([^`]+)`",
+                                                                                               row.split(" | ")[0])}
+
+
 def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     out = tmp_path / "run"
     with LoopbackOpenAIServer() as server:
@@ -55,6 +63,12 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     assert history.rounds[0].metric == metrics["catalyst"]["metric"]
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "CATALYST" and config["task_type"] == "SEQ_CLS"
+    listed = _readme_output_table()
+    # README.md (the model card): its row comes with issue 24's change of the card; drop the exemption then
+    unlisted = sorted(p.name for p in out.iterdir() if p.name not in listed and p.name != "README.md")
+    assert not unlisted, f"written but not in README's 'What a run leaves' table: {unlisted}"
+    labels = json.loads((out / "config.json").read_text())  # the task's class names, for peft_catalyst.pipeline
+    assert labels["id2label"] == {"0": "negative", "1": "positive"} and labels["label2id"]["positive"] == 1
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-4].startswith("test accuracy (24 examples): initial")
     assert lines[-3].startswith("rounds: 1 (") and "LLM calls 1" in lines[-3] and "gradient steps 6;" in lines[-3]
@@ -342,3 +356,75 @@ def test_round_snapshots_and_summary_read_the_typed_records():
     assert lines[1].startswith("rounds: 2 (accepted 1, kept 1, skipped 0); gradient steps 46 (30 stages + 16 races);")
     assert "LLM calls 2, tokens 22 prompt + 14 completion" in lines[1]
     assert RunSummary.from_dict(json.loads(json.dumps(metrics["catalyst"]))) == history.summary
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "smollm"], "argument --model: invalid choice: 'smollm'"),
+        (["--mdoel", "minilm"], "unrecognized arguments: --mdoel"),
+        (["--max_steps", "many"], "invalid int value: 'many'"),
+    ],
+)
+def test_a_mistyped_option_or_choice_is_one_line_that_points_to_help(args, message, capsys):
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and message in err and "(see peft-catalyst train --help)" in err
+    assert "usage:" not in err
+
+
+def test_help_tells_each_packaged_models_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "0 makes the run plain prompt tuning. Default depends on --model: 2 for smollm2, 3 for minilm." in text
+    assert "Held-out examples candidates are scored on. Default depends on --model: 100 for smollm2" in text
+    catalyst_size = text[text.index("--catalyst_size CATALYST_SIZE") : text.index("--validation_size VALIDATION")]
+    assert "(default:" not in catalyst_size and "SmolLM2" not in catalyst_size
+    assert "--no_plot, --no-plot Sets --plot to false." in text  # not "Write run.png"
+    assert "--catalyst-eval-size CATALYST_EVAL_SIZE Not used by this command" in text
+    assert "A round whose request the file does not hold is an error (exit code 2)" in text
+
+
+def test_mentor_configuration_is_checked_before_any_data_or_model_loads(tmp_path, monkeypatch, capsys):
+    from peft_catalyst.app import runner
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data was loaded before the mentor's configuration was checked")
+
+    monkeypatch.setattr(runner, "load_task_data", no_loading)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out = tmp_path / "o"
+    assert main(["train", *TINY, "--mentor", "openai:gpt-4o-mini", "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "OPENAI_API_KEY" in err and "--mentor_base_url" in err
+    assert "base_url=" not in err.replace("--mentor_base_url", "")  # no Python keyword for a command-line user
+    assert main(["train", *TINY, "--mentor_replay", str(tmp_path / "none.sqlite"), "--output_dir", str(out)]) == 2
+    assert "--mentor_replay: no cache file at" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_strict_replay_reproduces_a_run_and_a_miss_is_exit_2_naming_round_and_key(tmp_path, capsys, caplog):
+    """A replay of the run's own cache asks no LLM and counts its replies as replayed; another run's cache misses."""
+    first, replay = tmp_path / "first", tmp_path / "replay"
+    args = ["train", *TINY, "--plot", "false"]
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: "1. Is this review positive or negative\n2. Classify the movie review sentiment")
+        assert main([*args, "--mentor", "openai:test-model", "--mentor_base_url", server.base_url,
+                     "--output_dir", str(first)]) == 0  # fmt: skip
+    capsys.readouterr()
+    cache = str(first / "mentor_cache.sqlite")
+    with caplog.at_level("INFO", logger="peft_catalyst.round"):
+        assert main([*args, "--mentor_replay", cache, "--output_dir", str(replay)]) == 0
+    assert "catalyst round 1: asking replay:mentor_cache.sqlite for 4 prompt(s) of at most 8 words" in caplog.text
+    summary = capsys.readouterr().out
+    assert "LLM calls 0, tokens 0 prompt + 0 completion; 1 reply from the cache" in summary
+    assert json.loads((replay / "metrics.json").read_text())["catalyst"]["mentor_usage"]["calls"] == 0
+    code = main([*args, "--split_seed", "1", "--mentor_replay", cache, "--output_dir", str(tmp_path / "other")])
+    assert code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    (err,) = errors  # one line (beside the progress of loading the model)
+    assert err.startswith("peft-catalyst: error: round 1: the strict replay has no stored reply")
+    assert re.search(r"\(key [0-9a-f]{16}\)", err) and "--mentor_replay" in err

@@ -94,6 +94,8 @@ def _run(launcher: str, script: str, extra: list[str], tmp_path: Path) -> tuple[
         requests = server.request_count
     (tmp_path / f"log-{launcher}.txt").write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    if launcher == "python":  # as quiet as the command line (peft_catalyst.quiet): no warning a user cannot act on
+        assert "warning" not in result.stderr.lower(), result.stderr[-5000:]
     return out, requests
 
 

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from peft_catalyst.mentors import CachedMentor, MentorError, MentorRequest, OpenAIMentor, TrajectoryPoint
+from peft_catalyst.mentors import (
+    CachedMentor,
+    MentorError,
+    MentorRequest,
+    OpenAIMentor,
+    ReplayMissError,
+    TrajectoryPoint,
+)
+from peft_catalyst.mentors.cache import request_key
 from tests.loopback_openai import LoopbackOpenAIServer, chat_reply, error_reply
 
 REQ = MentorRequest(
@@ -52,7 +60,7 @@ def test_use_mode_reads_through_and_writes_through(loopback, tmp_path: Path):
     cached.propose(OTHER)
     assert loopback.request_count == 2 and len(cached) == 2
     usage = cached.usage.to_dict()
-    assert usage["calls"] == 3 and usage["cache_hits"] == 1 and usage["prompt_tokens"] == 2 * 42
+    assert usage["calls"] == 2 and usage["cache_hits"] == 1 and usage["prompt_tokens"] == 2 * 42  # hits are no calls
     assert cached.name == "openai:gpt-test"
 
 
@@ -93,6 +101,7 @@ def test_replay_reruns_a_finished_run_without_any_llm(loopback, tmp_path: Path):
             assert [p.candidates for p in got] == [p.candidates for p in recorded]
             assert [p.raw for p in got] == [p.raw for p in recorded]
             assert all(p.cached for p in got)
+            assert replay.usage.calls == 0 and replay.usage.cache_hits == 2  # replies replayed, no LLM called
     assert loopback.request_count == 2
     assert CachedMentor(None, path, mode="replay").name == "replay:run.sqlite"
 
@@ -105,9 +114,12 @@ def test_replay_miss_is_an_empty_proposal_and_strict_miss_raises(loopback, tmp_p
         miss = replay.propose(OTHER)
     assert miss.candidates == [] and miss.warning and "no stored reply" in miss.warning
     assert any("no stored reply" in r.getMessage() for r in caplog.records)
-    with pytest.raises(MentorError) as info:
-        CachedMentor(None, path, mode="strict").propose(OTHER)
-    assert info.value.reason == "cache_miss"
+    assert replay.usage.calls == 0 and replay.usage.cache_hits == 0  # a miss is neither
+    strict = CachedMentor(None, path, mode="strict")
+    with pytest.raises(ReplayMissError) as info:
+        strict.propose(OTHER)
+    assert info.value.reason == "cache_miss" and info.value.key == request_key(OTHER)
+    assert info.value.key[:16] in str(info.value) and strict.usage.calls == 0
     assert loopback.request_count == 1
 
 

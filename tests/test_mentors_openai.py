@@ -388,3 +388,12 @@ def test_check_reports_an_unreachable_server_and_accepts_a_live_one(loopback):
     with pytest.raises(MentorError) as info:
         OpenAIMentor("m", base_url=refused_base_url(), api_key="sk-check-secret-000000", timeout=3).check()
     assert info.value.reason == "connection" and "sk-check-secret" not in str(info.value)
+
+
+def test_a_slow_server_shows_the_elapsed_time(loopback, capsys):
+    loopback.enqueue(delay_reply(2.5, chat_reply("1. Label the review: positive or negative")))
+    mentor = make_mentor(loopback, timeout=10.0)
+    mentor.progress = True
+    assert mentor.propose(REQ).candidates and mentor.time_limit_s == mentor.timeout
+    err = capsys.readouterr().err
+    assert "openai:gpt-test: waiting for the reply: 00:02 elapsed" in err  # refreshed every second while it waits

@@ -346,3 +346,17 @@ def test_retry_messages_extend_the_conversation_or_replace_the_last_turn():
     assert "loved it" not in str(small) and "Write one instruction" in small[-1]["content"]
     with pytest.raises(ValueError, match="retry_mode"):
         MetaPrompt(retry_mode="sometimes")
+
+
+def test_a_line_just_over_the_word_budget_loses_its_fillers_instead_of_the_candidate():
+    from peft_catalyst.mentors.parsing import fit_words
+
+    result = parse_reply(
+        ["Classify the movie review as either positive or negative.",  # 9 words: 6 once "the"/"either" go
+         "Is this movie review snippet rated as positive or negative?"],  # 10 words, no filler: still too long
+        max_words=8,
+    )  # fmt: skip
+    assert result.candidates == ["Classify movie review as positive or negative."]
+    assert result.rejected == [("Is this movie review snippet rated as positive or negative?", "too_long")]
+    assert fit_words("The review: good or bad?", 8) == "The review: good or bad?"  # within budget: untouched
+    assert fit_words("the a an the very just", 3) == "the a an the very just"  # nothing would be left

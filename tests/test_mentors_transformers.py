@@ -275,3 +275,15 @@ def test_embedded_smollm2_mentor(smollm2):
     for candidate in proposal.candidates:
         assert len(candidate.split()) <= 8 and candidate.lower() != "is this spam"
     assert torch.equal(torch.get_rng_state(), rng_before) and model.training == was_training
+
+
+def test_a_call_shows_a_bar_over_generated_tokens_with_its_rate(tiny, capsys):
+    model, tok = tiny
+    mentor = TransformersMentor(model, tok, seed=0, num_samples=3, max_new_tokens=6, progress=True)
+    mentor.complete(mentor.build_messages(REQ), REQ)
+    err = capsys.readouterr().err
+    assert "generating" in err and "tok/s" in err  # tqdm's bar: tokens so far, of 3 samples x 6, and the rate
+    assert mentor.time_limit_s == mentor.max_time  # what the round logs before it asks
+    quiet = TransformersMentor(model, tok, seed=0, num_samples=3, max_new_tokens=6, progress=False)
+    quiet.complete(quiet.build_messages(REQ), REQ)
+    assert "generating" not in capsys.readouterr().err

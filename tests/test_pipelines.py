@@ -184,3 +184,56 @@ def test_other_models_go_to_transformers_pipeline_unchanged(cache, tok, tmp_path
     _bert_base(tok).save_pretrained(folder)
     tok.save_pretrained(folder)
     assert peft_catalyst.pipeline("text-classification", model=str(folder)).model.__class__.__name__.startswith("Bert")
+
+
+@pytest.fixture
+def transformers_logs_propagate():
+    """transformers' own handler writes to stderr without propagating (outside CI); let caplog see its records."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    yield
+    hf_logging.disable_propagation()
+
+
+def test_pipeline_of_a_trained_head_loads_quietly_and_names_the_classes(
+    cache, tok, tmp_path, caplog, transformers_logs_propagate
+):
+    """A base without a head (as MiniLM ships): transformers calls the head MISSING, but the adapter restores it."""
+    import peft_catalyst
+    from peft_catalyst.labels import save_label_names
+    from tests import hub_support as hs
+
+    hs.save_to_cache(cache, hs.BERT_BASE, tiny.tiny_bert_seq_cls(tok).bert, tok)  # an encoder, no classifier
+    base = AutoModelForSequenceClassification.from_pretrained(hs.BERT_BASE, num_labels=2)
+    base.config.id2label, base.config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    model = get_peft_model(base, CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="x"))
+    with torch.no_grad():
+        for param in model.base_model.classifier.modules_to_save["default"].parameters():
+            param.normal_(0, 2.0)  # a trained head, unlike any fresh one
+    folder = tmp_path / "adapter"
+    model.save_pretrained(folder)
+    assert save_label_names(model, folder) == folder / "config.json"  # what CatalystTrainer saves beside it
+    model.eval()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        classify = peft_catalyst.pipeline("text-classification", model=str(folder), tokenizer=tok)
+    assert "MISSING" not in caplog.text and "LOAD REPORT" not in caplog.text, caplog.text
+    assert "newly initialized" not in caplog.text
+    outputs = classify(TEXTS, top_k=None)
+    expected = [_direct_scores(model, tok, t) for t in TEXTS]
+    for got, want in zip(outputs, expected):
+        assert {e["label"] for e in got} == {"negative", "positive"}  # words, not LABEL_0 / LABEL_1
+        assert sorted(e["score"] for e in got) == pytest.approx(sorted(want.values()), abs=1e-6)
+    with caplog.at_level("WARNING"):  # transformers' report, as it comes without the adapter
+        AutoModelForSequenceClassification.from_pretrained(hs.BERT_BASE)
+    assert "MISSING" in caplog.text and "LOAD REPORT" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # a base that really lacks weights is still reported, by name
+        from peft_catalyst.pipelines import _report_what_the_adapter_left, _without_load_report
+
+        with _without_load_report() as held:
+            _, loading = AutoModelForSequenceClassification.from_pretrained(hs.BERT_BASE, output_loading_info=True)
+        assert held and "LOAD REPORT" not in caplog.text
+        _report_what_the_adapter_left(tiny.tiny_bert_seq_cls(tok), loading, held, hs.BERT_BASE)
+    assert "weights the adapter does not restore: missing ['classifier.bias', 'classifier.weight']" in caplog.text

@@ -105,7 +105,7 @@ def test_losing_candidates_leave_training_exactly_as_a_plain_run(tok, tmp_path):
     mentor = ScriptedMentor(["1. call today\n2. hello lunch"])
     trainer = _trainer(tok, tmp_path, mentor, catalyst_metric="prompt_norm")
     weight = get_soft_prompt(trainer.model).weight
-    trainer.compute_metrics = lambda pred: {**tiny.accuracy(pred), "prompt_norm": float(weight.norm())}
+    trainer.compute_metrics = lambda pred: {**tiny.accuracy(pred), "prompt_norm": float(weight.detach().norm())}
     trainer.args.catalyst_greater_is_better = True
     probe = Probe(trainer)
     trainer.add_callback(probe)

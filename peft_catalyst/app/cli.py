@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +47,15 @@ def _guarded(fn, argv: list[str]) -> int:
     """Run a command; user errors (bad input, missing assets) become one line on stderr and exit code 2."""
     from peft_catalyst.app.assets import AssetNotInstalledError
     from peft_catalyst.app.runner import UserError
+    from peft_catalyst.mentors import ReplayMissError
 
     try:
         return fn(argv)
     except (UserError, AssetNotInstalledError) as exc:
         print(f"peft-catalyst: error: {exc}", file=sys.stderr)
+        return 2
+    except ReplayMissError as exc:  # --mentor_replay promises that no round is skipped
+        print(f"peft-catalyst: error: {exc.args[0]}, or drop --mentor_replay to ask the mentor.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("peft-catalyst: interrupted", file=sys.stderr)
@@ -101,6 +103,69 @@ def check_config_values(parser: argparse.ArgumentParser, data: dict[str, Any], s
             raise UserError(f"--config: {key}: invalid choice {value!r} in {source} (choose from {list(choices)}).")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``HfArgumentParser``'s formatter, minus the "(default: ...)" suffix where the help names the default itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if "Default depends on --model" in help_text or help_text.startswith(("Sets --", "Not used by this command")):
+            return help_text
+        return super()._get_help_string(action)
+
+
+def _train_parser(dataclass_types: tuple) -> Any:
+    """``HfArgumentParser`` whose argparse errors (a mistyped option or choice) are one line, not the usage."""
+    from transformers import HfArgumentParser
+
+    from peft_catalyst.app.runner import UserError
+
+    class TrainParser(HfArgumentParser):
+        def error(self, message: str):  # argparse prints the whole usage and exits; we say the one thing
+            raise UserError(f"{message} (see {SEE_HELP})")
+
+    return TrainParser(
+        dataclass_types,
+        prog="peft-catalyst train",
+        description="Prompt-tune a model with LLM-guided restarts. Options may also come from --config FILE.",
+        formatter_class=_HelpFormatter,
+    )
+
+
+#: Where a user error on the command line points to.
+SEE_HELP = "peft-catalyst train --help"
+
+#: Help of this command's options where the library's own help would mislead a command-line user.
+_CLI_HELP = {
+    "catalyst_eval_size": (
+        "Not used by this command: every task here comes with its own catalyst split, sized by --catalyst_size "
+        "(the library carves this share from the training set when no catalyst_dataset is given)."
+    ),
+}
+
+
+_TASKS_OWN = "the task's own"
+
+
+def _document_model_defaults(parser: argparse.ArgumentParser, dataset: str) -> None:
+    """Help that tells the truth per packaged model: options whose default depends on --model say both values."""
+    from peft_catalyst.app.runner import PACKAGED_MODELS, embedded_defaults
+
+    per_model = {m: embedded_defaults(m, None, dataset) for m in PACKAGED_MODELS}
+    for action in parser._actions:
+        if action.dest in _CLI_HELP:
+            action.help = _CLI_HELP[action.dest]
+        if any(o.startswith("--no_") for o in action.option_strings):
+            action.help = f"Sets --{action.dest} to false."
+            continue
+        if action.dest == "output_dir" or not action.option_strings:
+            continue
+        values = [per_model[m].get(action.dest) for m in PACKAGED_MODELS]
+        if len({repr(v) for v in values}) > 1:
+            both = ", ".join(f"{_TASKS_OWN if v is None else v} for {m}" for m, v in zip(PACKAGED_MODELS, values))
+            own = (action.help or "").replace(" (default: the task's)", "").rstrip()
+            action.help = f"{own} Default depends on --model: {both}."
+
+
 def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
     """Pop ``--config PATH`` (or ``--config=PATH``, or a leading ``*.yaml/*.yml/*.json`` path) from ``argv``."""
     rest, config = [], None
@@ -122,8 +187,6 @@ def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
 
 def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
     """``(model, data, mentor, run, training)`` argument dataclasses, embedded defaults filled in."""
-    from transformers import HfArgumentParser
-
     from peft_catalyst.app.runner import (
         DataArguments,
         MentorArguments,
@@ -136,11 +199,7 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
 
     config, tokens = _split_config(argv)
     file_values = read_config_file(config) if config else {}
-    parser = HfArgumentParser(
-        (ModelArguments, DataArguments, MentorArguments, RunArguments, CatalystTrainingArguments),
-        prog="peft-catalyst train",
-        description="Prompt-tune a model with LLM-guided restarts. Options may also come from --config FILE.",
-    )
+    parser = _train_parser((ModelArguments, DataArguments, MentorArguments, RunArguments, CatalystTrainingArguments))
     parser.add_argument("--config", help="YAML or JSON file of options (command-line flags win).")
     check_config_values(parser, file_values, str(config))
     pre = argparse.ArgumentParser(add_help=False)
@@ -154,35 +213,34 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
     known, _ = pre.parse_known_args(tokens)
     dataset = Path(known.dataset_name).stem if known.dataset_name else known.dataset
     parser.set_defaults(**embedded_defaults(known.model, known.model_name_or_path, dataset))
+    _document_model_defaults(parser, dataset)
     parser.set_defaults(**file_values)  # the file over the embedded defaults, command-line flags over both
     try:
         parsed = parser.parse_args_into_dataclasses(args=tokens)
-    except ValueError as exc:  # raised by the dataclasses' own validation (e.g. CatalystTrainingArguments)
-        raise UserError(str(exc)) from exc
+    except ValueError as exc:  # the dataclasses' own validation (e.g. CatalystTrainingArguments), unknown options
+        message = str(exc)
+        if message.startswith("Some specified arguments are not used"):
+            unknown = [t for t in tokens if t.startswith("-") and t.split("=", 1)[0] in message]
+            message = f"unrecognized arguments: {' '.join(unknown) or message} (see {SEE_HELP})"
+        raise UserError(message) from exc
     return tuple(p for p in parsed if not isinstance(p, argparse.Namespace))
 
 
 def train(argv: list[str]) -> int:
     """``peft-catalyst train``: one run, outputs in ``output_dir``, a summary at the end."""
-    from peft_catalyst.app.runner import UserError, has_accelerator, run, summary_lines, validate_mentor_spec
+    from peft_catalyst.app.runner import UserError, run, summary_lines, validate_mentor_args
 
-    if not has_accelerator():  # else an installed DeepSpeed warns that it found no GPU, in every run
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     model_args, data_args, mentor_args, run_args, training_args = parse_train_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    validate_mentor_spec(mentor_args.mentor)
+    validate_mentor_args(mentor_args)  # before any data or model is loaded
     if (mentor_args.mentor.strip() != "none" or mentor_args.mentor_replay) and training_args.catalyst_rounds > 0:
         try:  # only when rounds can happen: without a mentor, the round settings do not matter
             training_args.validate_schedule(training_args.max_steps)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-    with warnings.catch_warnings():
-        # PEFT 0.21 reads transformers 5's deprecated ``is_gradient_checkpointing`` whenever it wraps a model: a
-        # FutureWarning about library internals that no user of this command can act on.
-        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        metrics = run(model_args, data_args, mentor_args, run_args, training_args)
+    metrics = run(model_args, data_args, mentor_args, run_args, training_args)  # upstream noise: peft_catalyst.quiet
     print()
     for line in summary_lines(metrics, training_args.output_dir):
         print(line)

@@ -26,6 +26,7 @@ from peft_catalyst.projection import (
     vocabulary_words,
     write_soft_prompt_,
 )
+from peft_catalyst.quiet import no_pin_memory_without_accelerator
 from peft_catalyst.records import RoundRecord, RunSummary, ranking_key
 
 logger = logging.getLogger(__name__)
@@ -98,17 +99,12 @@ class DataArguments:
     train_size: int | None = field(default=None, metadata={"help": "Training examples (default: the task's)."})
     catalyst_size: int | None = field(
         default=None,
-        metadata={
-            "help": (
-                "Held-out examples candidates are scored on (default: the task's; "
-                f"{SMOLLM2_DEMO_SIZES['catalyst']} for SmolLM2)."
-            )
-        },
+        metadata={"help": "Held-out examples candidates are scored on (default: the task's)."},
     )
     validation_size: int | None = field(default=None, metadata={"help": "Validation examples (default: the task's)."})
     test_size: int | None = field(
         default=None,
-        metadata={"help": f"Test examples reported (default: the task's; {SMOLLM2_DEMO_SIZES['test']} for SmolLM2)."},
+        metadata={"help": "Test examples reported (default: the task's)."},
     )
 
 
@@ -142,7 +138,12 @@ class MentorArguments:
     )
     mentor_replay: str | None = field(
         default=None,
-        metadata={"help": "Replay the mentor from this cache file, with no LLM at all (a miss is an error)."},
+        metadata={
+            "help": (
+                "Replay the mentor from this cache file, with no LLM at all. A round whose request the file does not "
+                "hold is an error (exit code 2) naming the round and the request's key."
+            )
+        },
     )
     mentor_required: bool = field(
         default=False,
@@ -158,7 +159,7 @@ class RunArguments:
         default=False, metadata={"help": "Allow writing into an output_dir that exists (its content is replaced)."}
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the test-accuracy evaluations."})
-    plot: bool = field(default=True, metadata={"help": "Write run.png (needs matplotlib)."})
+    plot: bool = field(default=True, metadata={"help": "Write run.png (needs matplotlib); --no_plot skips it."})
 
 
 def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) -> dict[str, Any]:
@@ -259,6 +260,9 @@ def build_prompt_tuned_model(model_args: ModelArguments, data: DataArguments, ta
     task = task or load_task_data(data)
     kind, name = _model_kind(model_args), model_args.model_name_or_path or model_args.model
     model, tokenizer = load_model_and_tokenizer(kind, model_args.model_name_or_path, task.num_labels)
+    if kind == "seq_cls":  # saved with the adapter (CatalystMixin._save), so a pipeline answers in class names
+        model.config.id2label = dict(enumerate(task.label_names))
+        model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
     max_length = model_args.max_length
     positions = getattr(model.config, "max_position_embeddings", None)
     if positions and max_length + model_args.num_virtual_tokens > positions:
@@ -336,6 +340,25 @@ def validate_mentor_spec(spec: str) -> None:
     raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>', 'random' or 'none'.")
 
 
+def validate_mentor_args(args: MentorArguments) -> None:
+    """Check the mentor's configuration before any data or model is loaded: the spec, a replay file, a key.
+
+    The messages name the command's options (``--mentor_base_url``), not the Python keywords.
+    """
+    if args.mentor_replay:
+        if not Path(args.mentor_replay).is_file():
+            raise UserError(f"--mentor_replay: no cache file at {args.mentor_replay}.")
+        return
+    spec = args.mentor.strip()
+    validate_mentor_spec(spec)
+    has_key_or_server = os.environ.get("OPENAI_API_KEY") or args.mentor_base_url or os.environ.get("OPENAI_BASE_URL")
+    if spec.startswith("openai:") and not has_key_or_server:
+        raise UserError(
+            f"--mentor {spec} needs an API key: set OPENAI_API_KEY, or pass --mentor_base_url for an "
+            "OpenAI-compatible server that needs none."
+        )
+
+
 def build_mentor(
     args: MentorArguments,
     output_dir: str | os.PathLike | None = None,
@@ -357,13 +380,10 @@ def build_mentor(
         TransformersMentor,
     )
 
+    validate_mentor_args(args)
     if args.mentor_replay:
-        path = Path(args.mentor_replay)
-        if not path.is_file():
-            raise UserError(f"--mentor_replay: no cache file at {path}.")
-        return CachedMentor(None, path, mode="strict")
+        return CachedMentor(None, Path(args.mentor_replay), mode="strict")
     spec = args.mentor.strip()
-    validate_mentor_spec(spec)
     backend, _, model = spec.partition(":")
     if spec == "none":
         return None
@@ -478,16 +498,6 @@ class RoundSnapshots(TrainerCallback):
         return control
 
 
-def has_accelerator() -> bool:
-    """True when torch sees an accelerator (CUDA, MPS, XPU, ...) that pinned memory would help."""
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None and hasattr(accelerator, "is_available"):
-        return bool(accelerator.is_available())
-    return torch.cuda.is_available()
-
-
 def _resume_argument(resume: str | bool | None) -> str | bool | None:
     """``--resume_from_checkpoint`` as ``Trainer.train`` takes it (``true``: the last checkpoint in output_dir)."""
     if isinstance(resume, str) and resume.lower() in ("true", "false"):
@@ -521,8 +531,7 @@ def run(
     started = time.perf_counter()
     resume = training_args.resume_from_checkpoint
     out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume)
-    if training_args.dataloader_pin_memory and not has_accelerator():
-        training_args.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns per dataloader
+    no_pin_memory_without_accelerator(training_args)
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
     tuned = build_prompt_tuned_model(model_args, data_args)
     shared = (tuned.model.get_base_model(), tuned.tokenizer) if tuned.name == "smollm2" else None
@@ -592,13 +601,15 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     cat = RunSummary.from_dict(metrics["catalyst"])
     usage = cat.mentor_usage or {}
     minutes, seconds = divmod(int(metrics["wall_time_s"]), 60)
+    hits = usage.get("cache_hits", 0)
+    replayed = f"; {hits} repl{'y' if hits == 1 else 'ies'} from the cache" if hits else ""
     steps = f"{cat.total_steps}" + (f" ({cat.main_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
     return [
         f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
         f"{acc['final']:.3f}{best}",
         f"rounds: {cat.rounds} (accepted {cat.accepted}, kept {cat.kept}, skipped {cat.skipped}); gradient steps "
         f"{steps}; LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
-        f"+ {usage.get('completion_tokens', 0)} completion",
+        f"+ {usage.get('completion_tokens', 0)} completion{replayed}",
         f"final prompt: {metrics['prompts']['final']!r}",
         f"wall time {minutes} min {seconds:02d} s; outputs in {output_dir}",
     ]
@@ -613,6 +624,7 @@ __all__ = [
     "UserError",
     "build_mentor",
     "build_prompt_tuned_model",
+    "validate_mentor_args",
     "load_model_and_tokenizer",
     "load_task_data",
     "embedded_defaults",

@@ -16,6 +16,7 @@ from .base import (
     MentorRequest,
     MentorUsage,
     PastRound,
+    ReplayMissError,
     RetryPolicy,
     TrajectoryPoint,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "ParseResult",
     "PastRound",
     "RandomMentor",
+    "ReplayMissError",
     "RetryPolicy",
     "TransformersMentor",
     "TrajectoryPoint",

@@ -32,6 +32,7 @@ __all__ = [
     "MentorRequest",
     "MentorUsage",
     "PastRound",
+    "ReplayMissError",
     "RetryPolicy",
     "TrajectoryPoint",
     "redact_url",
@@ -59,6 +60,18 @@ class MentorError(Exception):
 
     def __str__(self) -> str:
         return f"[{self.reason}] {self.args[0] if self.args else ''}"
+
+
+class ReplayMissError(MentorError):
+    """A strict replay has no stored reply for a request: the run cannot be replayed as asked.
+
+    Unlike every other mentor fault this one ends the run (the trainer re-raises it, naming the round), because a
+    strict replay promises that no round is skipped or answered differently. ``key`` is the request's cache key.
+    """
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message, reason="cache_miss")
+        self.key = key
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -239,7 +252,11 @@ class MentorProposal:
 
 @dataclass
 class MentorUsage:
-    """Cumulative accounting of a mentor: calls, failures, cache hits, tokens and wall-clock latency."""
+    """Cumulative accounting of a mentor: calls, failures, cache hits, tokens and wall-clock latency.
+
+    ``calls`` counts requests that reached the backend (an LLM); ``cache_hits`` counts replies from a cache or a
+    replay, which are never calls. Tokens are those the calls cost.
+    """
 
     calls: int = 0
     failures: int = 0
@@ -269,9 +286,9 @@ class MentorUsage:
         failed: bool = False,
         cache_hit: bool = False,
     ) -> None:
-        """Add one call (thread-safe)."""
+        """Add one call, or one reply from a cache with ``cache_hit`` (thread-safe)."""
         with self._lock:
-            self.calls += 1
+            self.calls += int(not cache_hit)
             self.failures += int(failed)
             self.cache_hits += int(cache_hit)
             self.prompt_tokens += prompt_tokens or 0
@@ -450,6 +467,11 @@ class Mentor(ABC):
     @abstractmethod
     def propose(self, request: MentorRequest) -> MentorProposal:
         """Candidate prompts for ``request``; raise :class:`MentorError` or return an empty proposal with a warning."""
+
+    @property
+    def time_limit_s(self) -> float | None:
+        """Seconds one call may take, for the line logged before a round asks (None: no limit, or instant)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for mentors without resources
         """Release network clients or other resources (no-op by default)."""

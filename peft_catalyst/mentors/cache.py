@@ -8,7 +8,11 @@ Modes:
     ``"use"``     read-through / write-through: a hit returns the stored proposal, a miss asks the inner mentor and
                   stores its proposal (empty ones too, so a replay reproduces skipped rounds).
     ``"replay"``  cache only, never an LLM call: a miss is an empty proposal with a warning.
-    ``"strict"``  cache only: a miss raises ``MentorError(reason="cache_miss")``.
+    ``"strict"``  cache only: a miss raises :class:`~peft_catalyst.mentors.base.ReplayMissError` (a
+                  ``MentorError`` with ``reason="cache_miss"`` and the request's key), which ends a training run.
+
+Replies from the cache count as ``usage.cache_hits``, never as ``usage.calls`` (those are the inner mentor's LLM
+calls); a replay miss counts as neither.
 
 Several processes may share one file (sqlite locking; the first stored reply for a key wins). No secret is
 stored: identities carry no key or URL, and stored JSON is scrubbed of the inner mentor's key anyway.
@@ -26,7 +30,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
-from .base import Mentor, MentorError, MentorProposal, MentorRequest, scrub_secrets
+from .base import Mentor, MentorError, MentorProposal, MentorRequest, ReplayMissError, scrub_secrets
 from .chat import ChatMentor
 
 logger = logging.getLogger(__name__)
@@ -119,6 +123,11 @@ class CachedMentor(Mentor):
         if self.inner is not None and self.mode == "use":
             self.inner.check()
 
+    @property
+    def time_limit_s(self) -> float | None:
+        """The inner mentor's, when one may be asked; a replay reads a file."""
+        return self.inner.time_limit_s if self.inner is not None and self.mode == "use" else None
+
     def cache_identity(self) -> dict[str, Any]:
         """The inner mentor's identity (empty when replaying without one)."""
         return self.inner.cache_identity() if self.inner is not None else {}
@@ -149,11 +158,9 @@ class CachedMentor(Mentor):
             return proposal
 
         if self.mode == "strict":
-            self.usage.record(latency_s=time.perf_counter() - start, failed=True)
-            raise MentorError(f"strict replay: no stored reply for this request in {self.path}", reason="cache_miss")
+            raise ReplayMissError(f"strict replay: no stored reply for request key {rkey[:16]} in {self.path}", rkey)
         if self.mode == "replay":
             latency = time.perf_counter() - start
-            self.usage.record(latency_s=latency)
             warning = f"replay: no stored reply for this request in {self.path.name}; skipping the round"
             logger.warning("%s", warning)
             return MentorProposal(

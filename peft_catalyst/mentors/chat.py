@@ -35,6 +35,8 @@ class ChatMentor(Mentor):
         strict_retry: when a reply has no usable candidate, ask once more with a stricter instruction.
         few_shot: prepend a worked example (another task) as a previous chat turn; helps small local models.
         min_task_overlap: drop candidates that share no word with the task description (see ``parse_candidates``).
+        progress: show the call's progress on stderr (tokens for a local model, elapsed time for a server);
+            None: only when stderr is a terminal.
     """
 
     #: The meta-prompt used when none is given; a template string or file replaces only its user turn.
@@ -49,8 +51,10 @@ class ChatMentor(Mentor):
         strict_retry: bool = True,
         few_shot: bool = False,
         min_task_overlap: bool = False,
+        progress: bool | None = None,
     ) -> None:
         self.meta_prompt = resolve_meta_prompt(meta_prompt, base=self.default_meta_prompt)
+        self.progress = progress
         self.strict_retry = strict_retry
         self.few_shot = few_shot
         self.min_task_overlap = min_task_overlap

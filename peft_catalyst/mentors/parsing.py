@@ -207,6 +207,24 @@ def _stems(text: str) -> set[str]:
     return {w[:5] for w in _WORD.findall(text.casefold()) if len(w) >= 3 and w not in _STOPWORDS}
 
 
+#: Words an instruction keeps its meaning without: dropped from a candidate only when that brings it within the word
+#: budget. A small mentor (SmolLM2-135M) cannot count words: a third of its lines are one to three words over.
+_FILLERS = frozenset({"a", "an", "the", "either", "please", "just", "simply", "really", "very", "following", "given"})
+
+
+def fit_words(item: str, max_words: int) -> str:
+    """``item`` within ``max_words`` words by dropping filler words (articles, "please", ...), when that suffices;
+    otherwise ``item`` unchanged (it is then rejected as too long)."""
+    if _word_count(item) <= max_words:
+        return item
+    words = item.split()
+    kept = [w for w in words if w.casefold().strip(",.:;!?\"'") not in _FILLERS]
+    if not kept or len(kept) > max_words:
+        return item
+    shorter = " ".join(kept)
+    return shorter[0].upper() + shorter[1:] if item[:1].isupper() else shorter
+
+
 def _reject_reason(
     item: str,
     *,
@@ -261,6 +279,7 @@ def parse_reply(
         room = MAX_REJECTED - len(result.rejected)
         result.rejected.extend((line[:200], reason) for line, reason in dropped[: max(0, room)])
         for item in items:
+            item = fit_words(item, max_words)
             reason = _reject_reason(
                 item, max_words=max_words, seen=seen, excluded=excluded, task_stems=task_stems, banned=banned
             )

@@ -11,6 +11,7 @@ from typing import Any
 from .base import Completion, MentorError, MentorRequest, RetryPolicy
 from .chat import ChatMentor
 from .metaprompt import MetaPrompt
+from .progress import elapsed_bar
 
 __all__ = ["RemoteChatMentor", "http_status_error"]
 
@@ -85,9 +86,15 @@ class RemoteChatMentor(ChatMentor):
         return kwargs
 
     def complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
-        """Send ``messages`` with bounded retries of transient faults (see :attr:`retry`)."""
-        completion, _attempts = self.retry.run(lambda: self._attempt(messages), describe=self.name)
+        """Send ``messages`` with bounded retries of transient faults (see :attr:`retry`), showing the time waited."""
+        with elapsed_bar(f"{self.name}: waiting for the reply", self.progress):
+            completion, _attempts = self.retry.run(lambda: self._attempt(messages), describe=self.name)
         return completion
+
+    @property
+    def time_limit_s(self) -> float:
+        """Seconds one request may take (retries of transient faults may add more)."""
+        return self.timeout
 
     @abstractmethod
     def _attempt(self, messages: list[dict[str, str]]) -> Completion:

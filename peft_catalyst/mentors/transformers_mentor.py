@@ -21,6 +21,7 @@ from typing import Any
 from .base import Completion, MentorError, MentorRequest
 from .chat import ChatMentor
 from .metaprompt import SMALL_MODEL_META_PROMPT, MetaPrompt
+from .progress import token_bar
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class TransformersMentor(ChatMentor):
         min_task_overlap: reject candidates sharing no word with the task description (on by default).
         ban_example_words: forbid, at generation time, the words of the few-shot examples' tasks that this task
             does not use (``bad_words_ids``), so that the model cannot copy the last example.
+        progress: a bar over the generated tokens, with their rate, on stderr (None: when stderr is a terminal).
         model_name: the model's name in ``name`` and the cache key (default: from the model's config).
         name: overrides the display name (default ``transformers:<model_name>``).
     """
@@ -71,6 +73,7 @@ class TransformersMentor(ChatMentor):
         few_shot: bool = True,
         min_task_overlap: bool = True,
         ban_example_words: bool = True,
+        progress: bool | None = None,
         model_name: str | None = None,
         name: str | None = None,
     ) -> None:
@@ -79,6 +82,7 @@ class TransformersMentor(ChatMentor):
             strict_retry=strict_retry,
             few_shot=few_shot,
             min_task_overlap=min_task_overlap,
+            progress=progress,
         )
         if isinstance(model, (str, os.PathLike)):
             from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -118,6 +122,11 @@ class TransformersMentor(ChatMentor):
         """
         kwargs.setdefault("model_name", "SmolLM2-135M-Instruct")
         return cls(model, tokenizer, **kwargs)
+
+    @property
+    def time_limit_s(self) -> float | None:
+        """``max_time``: the cap of one ``generate`` call."""
+        return self.max_time
 
     def cache_identity(self) -> dict[str, Any]:
         """Backend, model and sampling parameters (what decides the reply besides the messages)."""
@@ -159,6 +168,7 @@ class TransformersMentor(ChatMentor):
     def complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
         """Generate the reply locally (seeded per call; the trajectory's texts are banned as token sequences)."""
         import torch
+        from transformers import StoppingCriteriaList
 
         try:
             encoded = self.tokenizer.apply_chat_template(
@@ -195,7 +205,9 @@ class TransformersMentor(ChatMentor):
                 gen_kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
             else:
                 gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            with _forked_rng(device, self._call_seed(messages)):
+            bar = token_bar(f"{self.name}: generating", self.max_new_tokens * self.num_samples, self.progress)
+            gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_CountTokens(bar)])
+            with _forked_rng(device, self._call_seed(messages)), bar:
                 try:
                     gen_kwargs.update(_shared_prefix_cache(model, input_ids, attention_mask, self.num_samples))
                     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
@@ -232,6 +244,19 @@ class TransformersMentor(ChatMentor):
             completion_tokens=completion_tokens,
             request_id=None,
         )
+
+
+class _CountTokens:
+    """A stopping criterion that never stops: it advances the progress bar by one token per sequence and step."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.bar.update(input_ids.shape[0])
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def _short_model_name(name: str) -> str:

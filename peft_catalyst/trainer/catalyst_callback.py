@@ -29,6 +29,7 @@ from peft_catalyst.compat.transformers import trainer_logging_untouched
 from peft_catalyst.compat.trl import can_prepare_dataset, prepare_dataset
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
 from peft_catalyst.projection import Projector, get_soft_prompt
+from peft_catalyst.quiet import no_pin_memory_without_accelerator
 from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger, ranking_key
 from peft_catalyst.restart import apply_rewarmup
 from peft_catalyst.round import RoundEngine
@@ -114,6 +115,7 @@ class CatalystCallback(TrainerCallback):
             self.settings = self.settings or CatalystArguments()
         get_soft_prompt(trainer.model)  # a clear error for any model without a prompt-tuning adapter
         self.trainer = trainer
+        no_pin_memory_without_accelerator(trainer.args)  # as the command line: no pin_memory warning per dataloader
         if self.rounds_enabled:
             if trainer.args.max_steps > 0:
                 self.settings.validate_schedule(trainer.args.max_steps)

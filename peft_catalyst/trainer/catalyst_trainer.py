@@ -18,7 +18,9 @@ from typing import Any
 from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
+from peft_catalyst.labels import save_label_names
 from peft_catalyst.projection import get_soft_prompt
+from peft_catalyst.quiet import saving_prompt_adapter
 from peft_catalyst.records import RoundRecord, RunSummary
 from peft_catalyst.restart import isolate_param_group
 from peft_catalyst.scoring import ScoreFunction
@@ -88,6 +90,12 @@ class CatalystMixin:
         if not self.catalyst.racing:
             self.catalyst.step_loss = (self.catalyst.step_loss or 0.0) + float(loss)
         return loss
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """As the trainer, plus the class names of a classifier (``id2label``), so a pipeline speaks in words."""
+        with saving_prompt_adapter(self.accelerator.unwrap_model(self.model)):
+            super()._save(output_dir, state_dict)
+        save_label_names(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """As the trainer; resuming also restores the catalyst history, schedule and current trajectory."""
