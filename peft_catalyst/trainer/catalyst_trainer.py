@@ -26,7 +26,7 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from peft_catalyst.hub import finish_adapter_folder, set_base_model
-from peft_catalyst.model_card import latest_eval_metrics, write_model_card
+from peft_catalyst.model_card import README_FILE, SECTION_BEGIN, latest_eval_metrics, write_model_card
 from peft_catalyst.projection import _unwrap, get_soft_prompt
 from peft_catalyst.records import History, RoundRecord, RunSummary
 from peft_catalyst.restart import isolate_param_group
@@ -121,6 +121,7 @@ class CatalystMixin:
         soft prompt as a plain PEFT ``PROMPT_TUNING`` adapter), ``catalyst_history.json`` and the peft-catalyst model
         card instead of PEFT's empty template. Call it on every process, as ``Trainer.save_model``."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
+        ours = _our_card(output_dir)  # PEFT's save_pretrained edits a README it finds; ours is rebuilt from this
         with _vocabulary_check_quiet(self.model):
             super().save_model(output_dir, *args, **kwargs)
             self._saved_history = self.catalyst.history_record()  # every process: reading the prompt may be collective
@@ -128,6 +129,7 @@ class CatalystMixin:
                 self.accelerator.unwrap_model(self.model),
                 output_dir,
                 history=self._saved_history,
+                existing_card=ours,
                 is_main_process=self.args.should_save,
                 **self._card_kwargs(self._saved_history, {}),
             )
@@ -186,6 +188,13 @@ class CatalystMixin:
 
 #: What :meth:`CatalystMixin.create_model_card` passes on to the card builder.
 _CARD_OPTIONS = ("repo_id", "task_name", "score_metric", "greater_is_better", "final_prompt", "license", "language")
+
+
+def _our_card(directory: str) -> str | None:
+    """The peft-catalyst card already in ``directory`` (None when there is none, or only PEFT's template)."""
+    readme = Path(directory) / README_FILE
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    return text if SECTION_BEGIN in text else None
 
 
 @contextlib.contextmanager
