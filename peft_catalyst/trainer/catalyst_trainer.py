@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from peft_catalyst.hub import finish_adapter_folder, set_base_model
 from peft_catalyst.model_card import README_FILE, SECTION_BEGIN, latest_eval_metrics, write_model_card
@@ -119,8 +119,13 @@ class CatalystMixin:
     def save_model(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
         """As the trainer, then complete the folder as every peft-catalyst adapter folder: ``portable/`` (the same
         soft prompt as a plain PEFT ``PROMPT_TUNING`` adapter), ``catalyst_history.json`` and the peft-catalyst model
-        card instead of PEFT's empty template. Call it on every process, as ``Trainer.save_model``."""
+        card instead of PEFT's empty template. Call it on every process, as ``Trainer.save_model``. Checkpoints
+        (``checkpoint-N/``) are saved as by the trainer alone."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if Path(output_dir).name.startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
+            # A checkpoint is resume state, not a published adapter; and Trainer would load a portable/ subfolder
+            # there as a second adapter when resuming.
+            return super().save_model(output_dir, *args, **kwargs)
         ours = _our_card(output_dir)  # PEFT's save_pretrained edits a README it finds; ours is rebuilt from this
         with _vocabulary_check_quiet(self.model):
             super().save_model(output_dir, *args, **kwargs)
