@@ -41,8 +41,8 @@ def trained_models(monkeypatch):
 
 def assert_portable_run_folder(out: Path, trained, texts: list[str]) -> None:
     """The run folder is a real adapter: it names the packaged model's Hub id, holds our card and no path of this
-    machine's site-packages, and loads offline in one line (``AutoPeftModel*`` and ``peft_catalyst.pipeline``) with
-    the trained model's predictions."""
+    machine's site-packages or converted-model cache, and loads offline in one line (``AutoPeftModel*`` and
+    ``peft_catalyst.pipeline``) with the trained model's predictions."""
     import sysconfig
 
     import torch
@@ -50,18 +50,18 @@ def assert_portable_run_folder(out: Path, trained, texts: list[str]) -> None:
     from transformers import AutoTokenizer
 
     import peft_catalyst
-    from peft_catalyst.offline_models import PACKAGED_MODELS
+    from peft_catalyst.offline_models import PACKAGED_MODELS, cache_root
 
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] in PACKAGED_MODELS
     card = (out / "README.md").read_text()
     assert "More Information Needed" not in card and "<!-- peft-catalyst:begin -->" in card
     assert f"base_model: {config['base_model_name_or_path']}" in card and "### Restart history" in card
-    site = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    local = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")} | {str(cache_root())}  # converted models
     for path in out.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert not any(s.encode() in data for s in site), path
+            assert not any(p.encode() in data for p in local), path
 
     causal = config["task_type"] == "CAUSAL_LM"
     auto = AutoPeftModelForCausalLM if causal else AutoPeftModelForSequenceClassification
