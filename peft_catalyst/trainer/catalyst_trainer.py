@@ -122,13 +122,14 @@ class CatalystMixin:
         card instead of PEFT's empty template. Call it on every process, as ``Trainer.save_model``. Checkpoints
         (``checkpoint-N/``) are saved as by the trainer alone."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if Path(output_dir).name.startswith(f"{PREFIX_CHECKPOINT_DIR}-"):
-            # A checkpoint is resume state, not a published adapter; and Trainer would load a portable/ subfolder
-            # there as a second adapter when resuming.
-            return super().save_model(output_dir, *args, **kwargs)
-        ours = _our_card(output_dir)  # PEFT's save_pretrained edits a README it finds; ours is rebuilt from this
+        # A checkpoint is resume state, not a published adapter (and Trainer would load a portable/ there as a second
+        # adapter when resuming).
+        checkpoint = Path(output_dir).name.startswith(f"{PREFIX_CHECKPOINT_DIR}-")
+        ours = None if checkpoint else _our_card(output_dir)  # PEFT's save_pretrained edits a README it finds
         with _vocabulary_check_quiet(self.model):
             super().save_model(output_dir, *args, **kwargs)
+            if checkpoint:
+                return
             self._saved_history = self.catalyst.history_record()  # every process: reading the prompt may be collective
             finish_adapter_folder(
                 self.accelerator.unwrap_model(self.model),
