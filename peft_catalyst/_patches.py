@@ -286,11 +286,12 @@ def _patch_packaged_models() -> None:
     unreachable: set[str] = set()  # ids whose Hub request failed in this process: the package from now on
 
     def packaged_dir(repo_id: str, kwargs: dict) -> str | None:
-        if repo_id not in unreachable:
-            offline = constants.HF_HUB_OFFLINE or kwargs.get("local_files_only")
-            cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=kwargs.get("cache_dir"))
-            if not offline or isinstance(cached, str):
-                return None
+        """The package's folder when the Hub is off for ``repo_id`` and no real download of it is cached."""
+        if isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=kwargs.get("cache_dir")), str):
+            return None  # a real download: transformers reads it (and falls back to it when the Hub is down)
+        offline = constants.HF_HUB_OFFLINE or kwargs.get("local_files_only")
+        if not offline and repo_id not in unreachable:
+            return None
         local = local_model_dir(repo_id)
         return str(local) if local is not None else None
 

@@ -29,38 +29,17 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 from peft_catalyst.export import export_prompt_tuning
 from peft_catalyst.history import HISTORY_FILE, write_json_atomic
 from peft_catalyst.model_card import (
-    CARD_TAGS,
     PORTABLE_SUBFOLDER,
     README_FILE,
-    SECTION_BEGIN,
-    SECTION_END,
-    build_model_card,
-    latest_eval_metrics,
-    merge_model_card,
     normalize_history,
     public_obj,
-    public_text,
     write_model_card,
 )
 from peft_catalyst.projection import _unwrap, get_soft_prompt
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "CARD_TAGS",
-    "PORTABLE_SUBFOLDER",
-    "SECTION_BEGIN",
-    "SECTION_END",
-    "build_model_card",
-    "finish_adapter_folder",
-    "latest_eval_metrics",
-    "merge_model_card",
-    "public_text",
-    "push_to_hub",
-    "save_for_hub",
-    "set_base_model",
-    "write_model_card",
-]
+__all__ = ["finish_adapter_folder", "push_to_hub", "save_for_hub", "set_base_model"]
 
 DEFAULT_COMMIT_MESSAGE = "Upload peft-catalyst adapter"
 

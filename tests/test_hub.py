@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import peft_catalyst
 from peft_catalyst import CatalystConfig, set_soft_prompt_from_text, soft_prompt_text
-from peft_catalyst.hub import SECTION_BEGIN, SECTION_END
+from peft_catalyst.model_card import SECTION_BEGIN, SECTION_END
 from peft_catalyst.records import HISTORY_FORMAT, Decision, History
 from tests import hub_support as hs
 from tests import tiny
