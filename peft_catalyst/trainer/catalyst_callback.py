@@ -393,9 +393,10 @@ class CatalystCallback(TrainerCallback):
             else None,
         )
 
-    def history_record(self) -> History:
-        """The run's :class:`~peft_catalyst.records.History` (what ``catalyst_history.json`` holds)."""
-        return History(summary=self.summary(), rounds=list(self.history))
+    def history_record(self, final_prompt: bool = True) -> History:
+        """The run's :class:`~peft_catalyst.records.History` (what ``catalyst_history.json`` holds); see
+        :meth:`summary` for ``final_prompt``."""
+        return History(summary=self.summary(final_prompt), rounds=list(self.history))
 
     def write_history(self) -> None:
         """Write ``catalyst_history.json`` into ``output_dir`` (main process, runs with rounds)."""

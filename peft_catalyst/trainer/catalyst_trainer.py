@@ -60,6 +60,7 @@ class CatalystMixin:
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self._saved_history: History | None = None  # the history save_model() wrote, for create_model_card()
         self.catalyst = CatalystCallback(
             mentor, args=catalyst_args, catalyst_dataset=catalyst_dataset, score_fn=score_fn
         ).attach(self)
@@ -163,7 +164,10 @@ class CatalystMixin:
         """
         if not self.is_world_process_zero():
             return
-        history = getattr(self, "_saved_history", None) or self.catalyst.history_record()
+        history, self._saved_history = self._saved_history, None  # what save_model() just wrote, used once
+        if history is None:  # e.g. TRL's trainers write the card at every checkpoint, from the main process only
+            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled  # reading the prompt would be collective
+            history = self.catalyst.history_record(final_prompt=not sharded)
         out = Path(self.args.output_dir)
         if base_model:
             set_base_model(out, base_model)
