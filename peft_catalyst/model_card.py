@@ -405,10 +405,11 @@ def _card_parts(
     if description:
         task_bits.append(_cell(public_text(description, secrets), 400))
 
-    base_kwargs = ""
+    base_kwargs = pipeline_kwargs = ""  # the head's size: a base model loads with 2 labels unless told
     num_labels = getattr(getattr(_unwrap(model), "config", None), "num_labels", None)
     if task_type in ("SEQ_CLS", "TOKEN_CLS") and num_labels:
         base_kwargs = f", num_labels={int(num_labels)}"
+        pipeline_kwargs = f', model_kwargs={{"num_labels": {int(num_labels)}}}'
 
     environment = jinja2.Environment(
         trim_blocks=True, lstrip_blocks=True, autoescape=False, undefined=jinja2.StrictUndefined
@@ -419,6 +420,7 @@ def _card_parts(
         base_model_md=base_model_md,
         base_model_id=public_text(base_path or "<base model>", secrets).replace('"', '\\"'),
         base_kwargs=base_kwargs,
+        pipeline_kwargs=pipeline_kwargs,
         task_type=task_type or "unknown",
         task_md=": ".join(task_bits),
         peft_type=peft_type,

@@ -236,7 +236,7 @@ def test_trainer_push_uploads_run_history_card_and_no_secret(hub, tok, tmp_path)
     card = ModelCard(commit.files["README.md"].decode())
     assert card.data.base_model == hs.BERT_BASE and card.data.pipeline_tag == "text-classification"
     assert f"| eval\\_accuracy | {metrics['eval_accuracy']:.4g} |" in card.text
-    assert f'AutoPeftModelForSequenceClassification.from_pretrained("{hs.BERT_ADAPTER}")' in card.text
+    assert f'AutoPeftModelForSequenceClassification.from_pretrained("{hs.BERT_ADAPTER}", num_labels=2)' in card.text
     assert "score: loss, lower is better" in card.text
     assert "`openai:tiny-mentor`" in card.text
     # trainer.save_model ran as with Trainer.push_to_hub
