@@ -149,8 +149,8 @@ def test_card_of_a_real_run(run, tok):
 
     # How to load: with the extension by repo id, and without it through portable/.
     assert f'AutoPeftModelForSequenceClassification.from_pretrained("{hs.BERT_ADAPTER}", num_labels=2)' in text
-    pipe = f'peft_catalyst.pipeline("text-classification", model="{hs.BERT_ADAPTER}", model_kwargs={{"num_labels": 2}})'
-    assert pipe in text
+    pipe = f'pipeline("text-classification", model="{hs.BERT_ADAPTER}", model_kwargs={{"num_labels": 2}})'
+    assert f"peft_catalyst.{pipe}" in text
     assert "import peft_catalyst" in text
     assert f'AutoModelForSequenceClassification.from_pretrained("{hs.BERT_BASE}", num_labels=2)' in text
     assert f'PeftModel.from_pretrained(base, "{hs.BERT_ADAPTER}", subfolder="portable")' in text
