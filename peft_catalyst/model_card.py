@@ -43,6 +43,7 @@ __all__ = [
     "normalize_history",
     "public_obj",
     "public_text",
+    "read_card",
     "read_template",
     "write_model_card",
 ]
@@ -567,12 +568,17 @@ def write_model_card(
     what is on disk.
     """
     readme = Path(directory) / README_FILE
-    if existing is None and readme.is_file():
-        text = readme.read_text(encoding="utf-8")
-        if SECTION_BEGIN in text:
-            existing = text
+    existing = existing if existing is not None else read_card(directory)
     build_model_card(model, tokenizer, existing=existing, **kwargs).save(readme)
     return readme
+
+
+def read_card(directory: str | os.PathLike) -> str | None:
+    """The peft-catalyst card in ``directory/README.md`` (None when there is none, or another README such as PEFT's
+    template)."""
+    readme = Path(directory) / README_FILE
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    return text if SECTION_BEGIN in text else None
 
 
 def latest_eval_metrics(log_history: Sequence[Mapping[str, Any]]) -> dict[str, float]:

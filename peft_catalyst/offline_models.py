@@ -311,10 +311,17 @@ def local_model_dir(hub_id: str) -> Path | None:
 
 
 def packaged_vocab_size(hub_id: str) -> int | None:
-    """The vocabulary size in the packaged model's own ``config.json`` (None when not packaged or not installed)."""
+    """The vocabulary size in the packaged model's own ``config.json``; None when ``hub_id`` is not packaged, its
+    package is not installed, or SmolLM2 was never converted here (this never converts)."""
     import json
 
-    local = local_model_dir(hub_id)
+    try:
+        if hub_id == SMOLLM2_HUB_ID:
+            local: Path | None = _smollm2_cache_dir(cache_root(), smollm2_gguf_path())
+        else:
+            local = local_model_dir(hub_id)
+    except AssetNotInstalledError:
+        return None
     if local is None or not (local / "config.json").is_file():
         return None
     return json.loads((local / "config.json").read_text(encoding="utf-8")).get("vocab_size")

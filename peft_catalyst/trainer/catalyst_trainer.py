@@ -26,7 +26,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from peft_catalyst.hub import finish_adapter_folder, set_base_model
-from peft_catalyst.model_card import README_FILE, SECTION_BEGIN, latest_eval_metrics, write_model_card
+from peft_catalyst.model_card import latest_eval_metrics, read_card, write_model_card
 from peft_catalyst.projection import _unwrap, get_soft_prompt
 from peft_catalyst.records import History, RoundRecord, RunSummary
 from peft_catalyst.restart import isolate_param_group
@@ -126,7 +126,7 @@ class CatalystMixin:
         # A checkpoint is resume state, not a published adapter (and Trainer would load a portable/ there as a second
         # adapter when resuming).
         checkpoint = Path(output_dir).name.startswith(f"{PREFIX_CHECKPOINT_DIR}-")
-        ours = None if checkpoint else _our_card(output_dir)  # PEFT's save_pretrained edits a README it finds
+        ours = None if checkpoint else read_card(output_dir)  # PEFT's save_pretrained edits a README it finds
         with _vocabulary_check_quiet(self.model):
             super().save_model(output_dir, *args, **kwargs)
             if checkpoint:
@@ -198,13 +198,6 @@ class CatalystMixin:
 
 #: What :meth:`CatalystMixin.create_model_card` passes on to the card builder.
 _CARD_OPTIONS = ("repo_id", "task_name", "score_metric", "greater_is_better", "final_prompt", "license", "language")
-
-
-def _our_card(directory: str) -> str | None:
-    """The peft-catalyst card already in ``directory`` (None when there is none, or only PEFT's template)."""
-    readme = Path(directory) / README_FILE
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-    return text if SECTION_BEGIN in text else None
 
 
 @contextlib.contextmanager
