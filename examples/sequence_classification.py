@@ -37,7 +37,6 @@ from peft_catalyst.app.runner import (
     load_task_data,
 )
 from peft_catalyst.app.tasks import prepare_task
-from peft_catalyst.hub import save_trainer_for_hub
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +98,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     metrics = trainer.evaluate(spec.datasets["test"], metric_key_prefix="test")
     trainer.log_metrics("test", metrics)
     trainer.save_metrics("test", metrics)
-    saved = save_trainer_for_hub(trainer, metrics=metrics, task_name=task.name)  # what a push uploads, to look at
-    if saved is not None:
-        logger.info("Adapter, portable copy, history and model card in %s", saved)
-    if training_args.push_to_hub:
+    if training_args.push_to_hub:  # saves the folder, writes the card with the test metrics, uploads the folder
         trainer.push_to_hub(metrics=metrics, task_name=task.name)
+    else:  # the same folder, to look at: adapter, portable copy, history and model card
+        trainer.save_model()
+        trainer.create_model_card(metrics=metrics, task_name=task.name)
+        logger.info("Adapter, portable copy, history and model card in %s", training_args.output_dir)
     return metrics
 
 

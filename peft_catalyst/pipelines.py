@@ -36,15 +36,20 @@ TASK_FOR_TASK_TYPE = {
 
 def pipeline(task: str | None = None, model: Any = None, *args: Any, **kwargs: Any):
     """``transformers.pipeline``, where ``model`` may also be the folder or Hub id of a prompt-learning adapter
-    (CATALYST, PROMPT_TUNING, P_TUNING, PREFIX_TUNING): its base model (``base_model_name_or_path``) and the adapter
-    are loaded with ``PeftModel.from_pretrained``, and the tokenizer comes from the adapter's folder when it holds one,
-    else from the base model. ``revision``, ``token`` and ``model_kwargs`` apply to both; ``dtype`` to the base."""
+    (CATALYST, PROMPT_TUNING, P_TUNING, PREFIX_TUNING): its base model (``base_model_name_or_path``, or the
+    ``base_model=`` keyword: a Hub id or a folder) and the adapter are loaded with ``PeftModel.from_pretrained``, and
+    the tokenizer comes from the adapter's folder when it holds one, else from the base model. ``revision``, ``token``
+    and ``model_kwargs`` apply to both; ``dtype`` to the base. The packaged models' Hub ids load offline from their
+    asset packages (``peft_catalyst.offline_models``)."""
+    base_model = kwargs.pop("base_model", None)
     if isinstance(model, (str, os.PathLike)):
         config = _prompt_learning_config(str(model), kwargs)
         if config is not None:
             task = task or TASK_FOR_TASK_TYPE.get(str(config.task_type))
             if task is None:
                 raise ValueError(f"Pass task=...: the adapter {str(model)!r} has task_type {config.task_type!r}.")
+            if base_model is not None:
+                config.base_model_name_or_path = str(base_model)
             model, tokenizer = _load(task, str(model), config, kwargs)
             if kwargs.get("tokenizer") is None and tokenizer is not None:
                 kwargs["tokenizer"] = tokenizer
@@ -89,9 +94,12 @@ def _load(task: str, adapter: str, config, kwargs: dict[str, Any]):
         labels = saved_label_names(adapter, **_hub_kwargs(kwargs))
         model_kwargs.update({k: v for k, v in labels.items() if k not in model_kwargs})
     with _without_load_report() as reports:
-        base, loading = model_class.from_pretrained(
-            config.base_model_name_or_path, output_loading_info=True, **hub, **model_kwargs
-        )
+        try:
+            base, loading = model_class.from_pretrained(
+                config.base_model_name_or_path, output_loading_info=True, **hub, **model_kwargs
+            )
+        except OSError as exc:
+            raise OSError(_base_model_missing(adapter, config.base_model_name_or_path)) from exc
     model = PeftModel.from_pretrained(base, adapter, **_hub_kwargs(kwargs)).eval()
     _report_what_the_adapter_left(model, loading, reports, config.base_model_name_or_path)
     tokenizer = None
@@ -158,6 +166,27 @@ def _report_what_the_adapter_left(model, loading: dict[str, Any], held: list[log
             unexpected or "none",
             mismatched or "none",
         )
+
+
+def _base_model_missing(adapter: str, base: str) -> str:
+    """One line: the base model that could not be loaded, where it was looked for, and the fix."""
+    from huggingface_hub import constants
+
+    from peft_catalyst.offline_models import packaged_model
+
+    fix = "pass base_model=<a Hub id or a local folder of that model>"
+    if os.path.isabs(base) or base.startswith((".", "~")) or "\\" in base or base.count("/") > 1:  # not a Hub id
+        where = f"no model folder at {base}"
+    else:
+        online = "the Hugging Face Hub was not reachable (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else (
+            "the Hugging Face Hub did not answer"
+        )
+        where = f"{online} and the cache {constants.HF_HUB_CACHE} has no copy"
+        packaged = packaged_model(base)
+        if packaged is not None:
+            where += f", nor is its asset package {packaged.distribution!r} installed"
+            fix = f"install it ({packaged.install_command}) or {fix}"
+    return f"Cannot load the base model {base!r} of the adapter {adapter!r}: {where}. Fix: {fix}."
 
 
 __all__ = ["TASK_FOR_TASK_TYPE", "pipeline"]

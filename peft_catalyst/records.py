@@ -343,11 +343,6 @@ class RunSummary:
     def total_steps(self) -> int:
         return self.main_steps + self.race_steps
 
-    @property
-    def stage_steps(self) -> int:
-        """The old name of :attr:`main_steps` (format 2), for readers not yet moved to the new one."""
-        return self.main_steps
-
     @classmethod
     def of(cls, rounds: list[RoundRecord], **kwargs: Any) -> RunSummary:
         """The summary of ``rounds``; ``kwargs`` give the fields that do not come from the rounds."""

@@ -113,9 +113,20 @@ class Commit:
     oid: str
 
 
+def validate_yaml(api, content: str, **kwargs) -> None:
+    """What ``upload_folder`` asks the Hub (``/api/validate-yaml``) before a README is uploaded, checked locally: the
+    card's metadata block must parse as a YAML mapping."""
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(content).data.to_dict()
+    if not isinstance(data, dict):
+        raise ValueError(f"Invalid metadata in README.md: {data!r}")
+
+
 @dataclass
 class HubRecorder:
-    """Replaces the two network calls of a push; commits land in the on-disk cache."""
+    """Replaces the network calls of a push (``create_repo``, ``create_commit`` and the README check of
+    ``upload_folder``); commits land in the on-disk cache."""
 
     cache: Path
     commits: list[Commit] = field(default_factory=list)
@@ -132,7 +143,8 @@ class HubRecorder:
         def create_commit(api, repo_id, operations, *, commit_message, **kwargs):
             files = {op.path_in_repo: _read(op.path_or_fileobj) for op in operations}
             oid = write_snapshot(recorder.cache, repo_id, files)
-            recorder.commits.append(Commit(repo_id, files, commit_message, api.token, kwargs, oid))
+            token = kwargs.get("token") or api.token  # upload_folder passes it per call, HfApi(token=...) per client
+            recorder.commits.append(Commit(repo_id, files, commit_message, token, kwargs, oid))
             return CommitInfo(
                 commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}",
                 commit_message=commit_message,
@@ -142,6 +154,10 @@ class HubRecorder:
 
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
         monkeypatch.setattr(HfApi, "create_commit", create_commit)
+        monkeypatch.setattr(HfApi, "_validate_yaml", validate_yaml)
+        # With hf_xet installed, upload_folder streams through its own pipeline; without it, it ends in one
+        # create_commit, the boundary recorded here (the folder's filtering is upload_folder's own).
+        monkeypatch.setattr("huggingface_hub.hf_api.is_xet_available", lambda: False)
         return self
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from peft_catalyst.app import assets
+from peft_catalyst import offline_models as assets
 from tests.tiny import bpe_tokenizer, tiny_llama
 
 
@@ -85,7 +85,7 @@ def test_smollm2_cache_is_rebuilt_when_corrupt_and_reloads_fast(smollm2, tmp_pat
     entry = assets._smollm2_cache_dir(tmp_path, assets.smollm2_gguf_path())
     shutil.copytree(default_entry, entry)
     (entry / "config.json").write_text("{ not json")
-    with caplog.at_level("WARNING", logger="peft_catalyst.app.assets"):
+    with caplog.at_level("WARNING", logger="peft_catalyst.offline_models"):
         rebuilt, rebuilt_tok = assets.load_smollm2(cache_dir=tmp_path)  # converts from the GGUF again
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
     assert (entry / "COMPLETE").is_file() and not list(tmp_path.glob(".*tmp-*"))

@@ -23,6 +23,70 @@ TINY = [
 ]  # fmt: skip
 
 
+@pytest.fixture
+def trained_models(monkeypatch):
+    """The models the CLI's trainer saves, in memory (``CatalystTrainer.save_model`` records ``self.model`` and runs as
+    it is), to compare with what loads from the run folder."""
+    from peft_catalyst.trainer import CatalystTrainer
+
+    models, save_model = [], CatalystTrainer.save_model
+
+    def recording(self, *args, **kwargs):
+        models.append(self.model)
+        return save_model(self, *args, **kwargs)
+
+    monkeypatch.setattr(CatalystTrainer, "save_model", recording)
+    return models
+
+
+def assert_portable_run_folder(out: Path, trained, texts: list[str]) -> None:
+    """The run folder is a real adapter: it names the packaged model's Hub id, holds our card and no path of this
+    machine's site-packages or converted-model cache, and loads offline in one line (``AutoPeftModel*`` and
+    ``peft_catalyst.pipeline``) with the trained model's predictions."""
+    import sysconfig
+
+    import torch
+    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+    from transformers import AutoTokenizer
+
+    import peft_catalyst
+    from peft_catalyst.offline_models import PACKAGED_MODELS, cache_root
+
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] in PACKAGED_MODELS
+    card = (out / "README.md").read_text()
+    assert "More Information Needed" not in card and "<!-- peft-catalyst:begin -->" in card
+    assert f"base_model: {config['base_model_name_or_path']}" in card and "### Restart history" in card
+    local = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")} | {str(cache_root())}  # converted models
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(p.encode() in data for p in local), path
+
+    causal = config["task_type"] == "CAUSAL_LM"
+    auto = AutoPeftModelForCausalLM if causal else AutoPeftModelForSequenceClassification
+    loaded = auto.from_pretrained(out).eval()  # offline (HF_HUB_OFFLINE=1): the base model comes from its package
+    assert loaded.name_or_path == config["base_model_name_or_path"]
+    tok = AutoTokenizer.from_pretrained(out)
+    trained.eval()
+    batch = tok(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        expected = trained(**batch).logits
+        torch.testing.assert_close(loaded(**batch).logits, expected)
+    pipe = peft_catalyst.pipeline(model=str(out))  # the task from the adapter's task_type
+    if causal:
+        generated = pipe(texts[0], max_new_tokens=2, do_sample=False, return_full_text=False)[0]["generated_text"]
+        ids = tok(texts[0], return_tensors="pt")
+        with torch.no_grad():
+            greedy = trained.generate(**ids, max_new_tokens=2, do_sample=False)
+        assert generated == tok.decode(greedy[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    else:
+        label2id = pipe.model.config.label2id
+        for row, scores in zip(expected.softmax(-1), pipe(texts, top_k=None)):
+            got = {label2id[s["label"]]: s["score"] for s in scores}
+            assert got == pytest.approx({i: float(p) for i, p in enumerate(row)}, abs=1e-5)
+
+
 def _run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """The installed console script in a fresh process, as a user runs it."""
     import os
@@ -40,7 +104,7 @@ def _readme_output_table() -> set[str]:
                                                                                                row.split(" | ")[0])}
 
 
-def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
+def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys, trained_models):
     out = tmp_path / "run"
     with LoopbackOpenAIServer() as server:
         server.set_reply(lambda req: "1. Is this review positive or negative\n2. Classify the movie review sentiment")
@@ -64,8 +128,7 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "CATALYST" and config["task_type"] == "SEQ_CLS"
     listed = _readme_output_table()
-    # README.md (the model card): its row comes with issue 24's change of the card; drop the exemption then
-    unlisted = sorted(p.name for p in out.iterdir() if p.name not in listed and p.name != "README.md")
+    unlisted = sorted(p.name for p in out.iterdir() if p.name not in listed)
     assert not unlisted, f"written but not in README's 'What a run leaves' table: {unlisted}"
     labels = json.loads((out / "config.json").read_text())  # the task's class names, for peft_catalyst.pipeline
     assert labels["id2label"] == {"0": "negative", "1": "positive"} and labels["label2id"]["positive"] == 1
@@ -73,6 +136,10 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys):
     assert lines[-4].startswith("test accuracy (24 examples): initial")
     assert lines[-3].startswith("rounds: 1 (") and "LLM calls 1" in lines[-3] and "gradient steps 6;" in lines[-3]
     assert lines[-1].startswith("wall time") and str(out) in lines[-1]
+    card = (out / "README.md").read_text()
+    assert "| test\\_accuracy\\_final |" in card and "| total\\_steps | 6 |" in card and "`openai:test-model`" in card
+    assert (out / "portable" / "adapter_model.safetensors").is_file()
+    assert_portable_run_folder(out, trained_models[-1], ["a fine, moving film", "dull and far too long"])
 
 
 def test_random_mentor_run_restarts_from_the_doers_vocabulary(tmp_path):
@@ -192,20 +259,40 @@ def test_a_cpu_run_prints_no_warning_the_user_cannot_act_on(tmp_path):
 
 def test_resume_into_the_runs_own_output_dir_without_overwrite(tmp_path, capsys):
     """A killed run resumes from its checkpoint in its own output_dir (no --overwrite_output_dir), keeps what is
-    there, does not ask the mentor again for a round the checkpoint holds, and ends bit-identical."""
-    out = tmp_path / "run"
-    args = ["train", *TINY, "--plot", "false", "--save_strategy", "steps", "--save_steps", "3", "--output_dir",
-            str(out)]  # fmt: skip
+    there, does not ask the mentor again for a round the checkpoint holds, and ends bit-identical, with the same
+    totals: mentor calls and tokens, rounds and steps in metrics.json, the summary line and the model card."""
+    import shutil
+
+    full, out = tmp_path / "uninterrupted", tmp_path / "run"
+    args = ["train", *TINY, "--plot", "false", "--max_steps", "7", "--catalyst_rounds", "2", "--save_strategy",
+            "steps", "--save_steps", "3"]  # fmt: skip
     with LoopbackOpenAIServer() as server:
         server.set_reply(lambda req: "1. Is this review positive or negative\n2. Classify the movie review sentiment")
         mentor = ["--mentor", "openai:test-model", "--mentor_base_url", server.base_url]
-        assert main([*args, *mentor]) == 0
-        uninterrupted = (out / "adapter_model.safetensors").read_bytes()
-        assert (out / "checkpoint-3").is_dir() and server.request_count == 1
+        assert main([*args, *mentor, "--output_dir", str(full)]) == 0
+        uninterrupted = (full / "adapter_model.safetensors").read_bytes()
+        metrics, card = json.loads((full / "metrics.json").read_text()), (full / "README.md").read_text()
+        summary_line = capsys.readouterr().out.strip().splitlines()[-3]
+        assert (full / "checkpoint-3").is_dir() and server.request_count == 2
+        # The folder of a run killed after its first round and its checkpoint at step 3 (the round at step 3 is in
+        # it): resumed, it asks the mentor for the second round only.
+        shutil.copytree(full / "checkpoint-3", out / "checkpoint-3")
+        args += ["--output_dir", str(out)]
         assert main([*args, *mentor, "--resume_from_checkpoint", str(out / "checkpoint-3")]) == 0
-        assert server.request_count == 1  # the round at step 3 came back with the checkpoint
+        assert server.request_count == 3
     assert (out / "adapter_model.safetensors").read_bytes() == uninterrupted
     assert (out / "checkpoint-6").is_dir()
+    resumed = json.loads((out / "metrics.json").read_text())
+    usage, usage_resumed = metrics["catalyst"]["mentor_usage"], resumed["catalyst"]["mentor_usage"]
+    assert usage["calls"] == usage_resumed["calls"] == 2 and usage["prompt_tokens"] > 0
+    for key in ("prompt_tokens", "completion_tokens", "failures", "cache_hits"):
+        assert usage_resumed[key] == usage[key], key
+    assert set(resumed["catalyst"]["seconds"]) == set(metrics["catalyst"]["seconds"])
+    for key in ("rounds", "accepted", "kept", "skipped", "main_steps", "race_steps", "total_steps", "final_prompt"):
+        assert resumed["catalyst"][key] == metrics["catalyst"][key], key
+    assert resumed["test_accuracy"] == metrics["test_accuracy"]
+    assert capsys.readouterr().out.strip().splitlines()[-3] == summary_line and "LLM calls 2," in summary_line
+    assert (out / "README.md").read_text() == card and "2 calls" in card
     assert main([*args, "--mentor", "none", "--resume_from_checkpoint", str(tmp_path / "nope")]) == 2
     assert "no such checkpoint folder" in capsys.readouterr().err
 
@@ -259,8 +346,9 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
 
 
 @pytest.mark.slow
-def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2):
-    """SmolLM2 as doer (label words) and as mentor (same weights), a handful of steps and one round."""
+def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2, trained_models):
+    """SmolLM2 as doer (label words) and as mentor (same weights), a handful of steps and one round; the folder loads
+    in one line, offline, as HuggingFaceTB/SmolLM2-135M-Instruct plus the adapter."""
     out = tmp_path / "run"
     code = main(["train", "--max_steps", "4", "--catalyst_rounds", "1", "--catalyst_stage_steps", "2",
                  "--train_size", "32", "--catalyst_size", "8", "--test_size", "16", "--disable_tqdm", "true",
@@ -273,6 +361,10 @@ def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2):
     assert record.mentor.completion_tokens and record.mentor.error is None
     chat = [json.loads(line) for line in Path(out / "catalyst_chat.jsonl").read_text().splitlines()]
     assert chat and chat[0]["messages"]
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
+    assert_portable_run_folder(out, trained_models[-1], ["Review: a fine, moving film\nSentiment:"])
 
 
 def test_unreachable_mentor_at_start_warns_and_trains_without_rounds(tmp_path, capsys, caplog):

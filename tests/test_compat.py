@@ -66,8 +66,6 @@ PRIVATE_NAMES = (
     "_orig_mod",
     "_version",
 )
-#: Modules still being reworked elsewhere: hub.py's ``save_model(_internal_call=True)`` goes with the hub split.
-NOT_YET = {"hub.py": {"_internal_call"}}
 
 
 def test_private_upstream_names_appear_only_in_the_compat_package():
@@ -78,7 +76,7 @@ def test_private_upstream_names_appear_only_in_the_compat_package():
         if relative.startswith("compat/"):
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            names = set(pattern.findall(line)) - NOT_YET.get(relative, set())
+            names = set(pattern.findall(line))
             if names:
                 found.append(f"{relative}:{number}: {sorted(names)}")
     assert not found, "private upstream API outside peft_catalyst/compat/ (add a named function there):\n" + "\n".join(

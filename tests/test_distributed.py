@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset
 from peft import get_peft_model
 
@@ -181,6 +182,13 @@ def test_zero3_two_process_rounds_restart_through_gathered_parameters(zero3_run)
         prompt = [v for k, v in saved.items() if "prompt_embeddings" in k]
         assert len(prompt) == 1 and tuple(prompt[0].shape) == (4, 32), {k: v.shape for k, v in saved.items()}
         assert (out / f"checkpoint-{step}" / "catalyst_state.json").is_file()
+    # save_model() on both ranks: the full prompt in the adapter and its portable copy, and our card, from rank 0.
+    final = load_file(out / "adapter_model.safetensors")
+    portable = load_file(out / "portable" / "adapter_model.safetensors")
+    assert [tuple(v.shape) for k, v in final.items() if "prompt_embeddings" in k] == [(4, 32)]
+    assert all(torch.equal(final[k], portable[k]) for k in final if "prompt_embeddings" in k)
+    card = (out / "README.md").read_text()
+    assert "<!-- peft-catalyst:begin -->" in card and "More Information Needed" not in card
 
 
 @pytest.mark.timeout(600)

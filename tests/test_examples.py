@@ -21,7 +21,7 @@ from transformers import HfArgumentParser
 from peft_catalyst import CatalystTrainingArguments
 from peft_catalyst.app.runner import DataArguments, MentorArguments
 from peft_catalyst.history import read_history
-from peft_catalyst.hub import SECTION_BEGIN
+from peft_catalyst.model_card import SECTION_BEGIN
 from peft_catalyst.records import Decision
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import peft_catalyst
 from peft_catalyst import CatalystConfig, set_soft_prompt_from_text, soft_prompt_text
-from peft_catalyst.hub import SECTION_BEGIN, SECTION_END
+from peft_catalyst.model_card import SECTION_BEGIN, SECTION_END
 from peft_catalyst.records import HISTORY_FORMAT, Decision, History
 from tests import hub_support as hs
 from tests import tiny
@@ -204,10 +204,13 @@ def test_trainer_push_uploads_run_history_card_and_no_secret(hub, tok, tmp_path)
     hs.save_to_cache(hub.cache, hs.BERT_BASE, tiny.tiny_bert_seq_cls(tok), tok)
     with LoopbackOpenAIServer() as server:
         server.set_reply(lambda req: "1. the movie was great\n2. a terrible film")
-        trainer = hs.catalyst_trainer(tok, tmp_path / "out", hs.credentialed_url(server.base_url))
+        trainer = hs.catalyst_trainer(
+            tok, tmp_path / "out", hs.credentialed_url(server.base_url), hub_model_id=hs.BERT_ADAPTER
+        )
         trainer.train()
         metrics = trainer.evaluate()
-    info = trainer.push_to_hub(repo_id=hs.BERT_ADAPTER, token=hs.FAKE_HF_TOKEN, base_model=hs.BERT_BASE)
+    # The stock Trainer.push_to_hub: save_model() writes the folder, create_model_card() our card, one upload.
+    info = trainer.push_to_hub(token=hs.FAKE_HF_TOKEN, base_model=hs.BERT_BASE)
 
     assert len(hub.commits) == 1
     commit = hub.commits[0]
@@ -233,6 +236,7 @@ def test_trainer_push_uploads_run_history_card_and_no_secret(hub, tok, tmp_path)
     card = ModelCard(commit.files["README.md"].decode())
     assert card.data.base_model == hs.BERT_BASE and card.data.pipeline_tag == "text-classification"
     assert f"| eval\\_accuracy | {metrics['eval_accuracy']:.4g} |" in card.text
+    assert f'AutoPeftModelForSequenceClassification.from_pretrained("{hs.BERT_ADAPTER}", num_labels=2)' in card.text
     assert "score: loss, lower is better" in card.text
     assert "`openai:tiny-mentor`" in card.text
     # trainer.save_model ran as with Trainer.push_to_hub
@@ -276,7 +280,7 @@ from huggingface_hub.hf_api import RepoUrl
 from peft import get_peft_model
 import peft_catalyst
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
-from tests import tiny
+from tests import hub_support, tiny
 from tests.tiny import toy_reviews as toy_dataset
 from transformers import DataCollatorWithPadding
 
@@ -287,6 +291,8 @@ def create_commit(self, repo_id, operations, *, commit_message, **kw):
     return CommitInfo(commit_url=f"https://huggingface.co/{{repo_id}}/commit/{{'0' * 40}}",
                       commit_message=commit_message, commit_description="", oid="0" * 40)
 HfApi.create_commit = create_commit
+HfApi._validate_yaml = hub_support.validate_yaml
+import huggingface_hub.hf_api; huggingface_hub.hf_api.is_xet_available = lambda: False
 
 tok = tiny.bpe_tokenizer()
 model = get_peft_model(tiny.tiny_bert_seq_cls(tok), CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4))
@@ -295,7 +301,8 @@ args = CatalystTrainingArguments(output_dir={out!r}, max_steps=2, per_device_tra
 trainer = CatalystTrainer(model=model, args=args, train_dataset=toy_dataset(tok, 8, 1), processing_class=tok,
                           data_collator=DataCollatorWithPadding(tok))
 trainer.train()
-trainer.push_to_hub(repo_id="org/ddp")
+trainer.args.hub_model_id = "org/ddp"
+trainer.push_to_hub()
 peft_catalyst.push_to_hub(trainer.model, "org/ddp-fn", tokenizer=tok)
 rank = trainer.args.process_index
 with open(os.path.join({out!r}, f"rank{{rank}}.json"), "w") as f:

@@ -195,3 +195,15 @@ def test_two_processes_share_one_cache_file(loopback, tmp_path: Path):
         p.join(timeout=120)
     assert [p.exitcode for p in procs] == [0, 0]
     assert len(CachedMentor(None, path, mode="replay")) == 10
+
+
+def test_secrets_are_reached_through_the_public_method(tmp_path):
+    """What the card and the uploaded history mask: the key a mentor holds, also through a cache; none to replay."""
+    from peft_catalyst.mentors import RandomMentor
+
+    key = "sk-test-secret-method-0123456789"
+    inner = OpenAIMentor("m", base_url="http://127.0.0.1:9/v1", api_key=key, timeout=1, max_retries=0)
+    assert inner.secrets() == [key]
+    assert CachedMentor(inner, tmp_path / "c.sqlite").secrets() == [key]
+    assert CachedMentor(None, tmp_path / "c.sqlite", mode="replay").secrets() == []
+    assert RandomMentor(["a", "b"]).secrets() == []

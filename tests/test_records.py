@@ -198,6 +198,5 @@ def test_format_2_summary_steps_read_as_main_steps():
     summary["stage_steps"] = summary.pop("main_steps")
     history = History.from_dict({**data, "format": 2, "summary": summary})
     assert history.summary.main_steps == 30 and history.summary.total_steps == 46
-    assert history.summary.stage_steps == 30  # the old attribute name, for readers not yet moved
     assert history == raced_history() and history.to_dict()["summary"]["main_steps"] == 30
     assert "stage_steps" not in history.to_dict()["summary"]

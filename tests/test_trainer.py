@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib
 import json
 import math
 import re
@@ -542,8 +541,6 @@ def test_catalyst_arguments_go_beside_any_training_arguments_class():
     from peft_catalyst import CatalystArguments
     from peft_catalyst.trainer.catalyst_arguments import catalyst_fields
 
-    old_module = importlib.import_module("peft_catalyst.trainer.catalyst_config")  # the module's old name
-    assert old_module.CatalystArguments is CatalystArguments
     for f in CatalystArguments.__dataclass_fields__.values():
         help_text = f.metadata.get("help") or ""
         assert help_text and f"{f.name} (`" in CatalystArguments.__doc__, f.name  # help, and a docstring entry

@@ -577,6 +577,7 @@ def run(
         "arguments": {"model": asdict(model_args), "data": asdict(data_args), "mentor": asdict(mentor_args)},
     }
     write_json_atomic(out / "metrics.json", metrics)
+    trainer.create_model_card(metrics=_card_metrics(metrics), task_name=tuned.task.name)
     if run_args.plot:
         try:
             from peft_catalyst.app.plotting import plot_run
@@ -585,6 +586,15 @@ def run(
         except ImportError as exc:
             logger.warning("run.png not written: %s (pip install matplotlib)", exc)
     return metrics
+
+
+def _card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the run folder's model card shows in its evaluation table: test accuracies and the gradient steps."""
+    accuracy, summary = metrics["test_accuracy"], metrics["catalyst"]
+    rows = {f"test_accuracy_{name}": value for name, value in accuracy.items() if value is not None}
+    rows["test_examples"] = metrics["test_examples"]
+    rows.update({name: summary[name] for name in ("total_steps", "main_steps", "race_steps")})
+    return rows
 
 
 def _best_snapshot(snapshots: list[dict[str, Any]], higher_is_better: bool) -> dict[str, Any] | None:

@@ -3,8 +3,7 @@
 Upstream libraries may change their private names and layouts in any release. Keeping each use here, with the
 releases it was verified on, means an upgrade breaks in one known place, and ``tests/test_compat.py`` (one test per
 function, against the installed releases) says which shape moved. No other module of the package reaches a private
-attribute of transformers, TRL, DeepSpeed, PEFT or torch objects (a test checks it; ``hub.py``'s
-``save_model(_internal_call=True)`` is excepted until the hub's split into card rendering and pushing drops it).
+attribute of transformers, TRL, DeepSpeed, PEFT or torch objects (a test checks it).
 
 - :mod:`.transformers`: ``Trainer`` column removal, the loss's item count, and the trainer's logging-state guard.
 - :mod:`.trl`: ``_prepare_dataset`` (bound by parameter name) and the running metrics TRL trainers accumulate.

@@ -476,6 +476,10 @@ class Mentor(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for mentors without resources
         """Release network clients or other resources (no-op by default)."""
 
+    def secrets(self) -> list[str]:
+        """The credentials this mentor holds (API keys, tokens), for masking in anything published; none by default."""
+        return []
+
     def check(self) -> None:  # noqa: B027 - optional hook, a no-op for mentors that are always reachable
         """Raise :class:`MentorError` when the backend cannot be reached right now; costs no tokens.
 

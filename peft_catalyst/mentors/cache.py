@@ -112,6 +112,10 @@ class CachedMentor(Mentor):
     def __repr__(self) -> str:
         return f"CachedMentor(inner={self.inner!r}, path={str(self.path)!r}, mode={self.mode!r})"
 
+    def secrets(self) -> list[str]:
+        """The wrapped mentor's credentials (none when replaying)."""
+        return self.inner.secrets() if self.inner is not None else []
+
     def close(self) -> None:
         """Close the inner mentor."""
         if self.inner is not None:
@@ -243,7 +247,7 @@ class CachedMentor(Mentor):
         return json.loads(rows[0][0])
 
     def _store(self, key: str, rkey: str, identity: dict[str, Any], proposal: MentorProposal) -> None:
-        secrets = list(getattr(self.inner, "_secrets", []) or [])
+        secrets = self.secrets()
         payload = scrub_secrets(json.dumps(proposal.to_dict(), ensure_ascii=False), secrets)
         identity_json = scrub_secrets(json.dumps(identity, sort_keys=True, default=str), secrets)
         with closing(self._connect()) as conn, conn:

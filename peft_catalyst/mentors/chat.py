@@ -60,6 +60,10 @@ class ChatMentor(Mentor):
         self.min_task_overlap = min_task_overlap
         super().__init__()
 
+    def secrets(self) -> list[str]:
+        """The credentials this mentor holds (set by subclasses in ``_secrets``)."""
+        return [s for s in self._secrets if s]
+
     # -- to implement ---------------------------------------------------------------------------------------------
     @abstractmethod
     def complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:

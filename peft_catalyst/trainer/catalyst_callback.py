@@ -100,6 +100,7 @@ class CatalystCallback(TrainerCallback):
         self.state = CatalystState()
         self.timings = _new_timings()
         self.step_loss: float | None = None  # filled by CatalystMixin.training_step; None: loss not known
+        self._carried = _Carried()  # usage and timings of the run before the checkpoint it resumed from
         self._engine: RoundEngine | None = None
         self._projector: Projector | None = None
         self._prepared = False
@@ -207,6 +208,7 @@ class CatalystCallback(TrainerCallback):
             self._engine.hard_prompt_scores.clear()
             self._engine.scorer.seconds = 0.0
         self.step_loss = None
+        self._carried = _Carried()
         if checkpoint is not None:
             self._load_state(checkpoint)
         self._prepared = True
@@ -239,9 +241,15 @@ class CatalystCallback(TrainerCallback):
         if args.should_save:
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             if folder.is_dir():
+                summary = self.summary(final_prompt=False)
                 write_json_atomic(
                     folder / STATE_FILE,
-                    {"state": self.state.to_dict(), "history": [r.to_dict() for r in self.history]},
+                    {
+                        "state": self.state.to_dict(),
+                        "history": [r.to_dict() for r in self.history],
+                        "mentor_usage": summary.mentor_usage,
+                        "seconds": summary.seconds,
+                    },
                 )
         return control
 
@@ -364,12 +372,15 @@ class CatalystCallback(TrainerCallback):
         """Gradient steps spent in races so far (on top of the main loop's ``global_step``)."""
         return sum(r.race_steps for r in self.history)
 
-    def summary(self) -> RunSummary:
-        """Counts over the rounds so far, the mentor's usage and the compute spent."""
+    def summary(self, final_prompt: bool = True) -> RunSummary:
+        """Counts over the rounds so far, the mentor's usage and the compute spent (a resumed run's include what the
+        run spent before its checkpoint). ``final_prompt=False`` skips reading the prompt as text."""
         usage = getattr(getattr(self.mentor, "usage", None), "to_dict", lambda: None)()
+        usage = _add_counts(self._carried.mentor_usage, usage) if usage is not None else None
         trainer = self.trainer
         if self._engine is not None:
             self.timings["scoring"] = self._engine.scorer.seconds
+        seconds = _add_counts(self._carried.seconds, self.timings)
         return RunSummary.of(
             self.history,
             mentor=getattr(self.mentor, "name", None),
@@ -378,15 +389,16 @@ class CatalystCallback(TrainerCallback):
             metric=self.settings.catalyst_metric if self.score_fn is None else "score_fn",
             higher_is_better=self.higher_is_better,
             main_steps=trainer.state.global_step if trainer is not None else 0,
-            seconds={k: round(v, 3) for k, v in self.timings.items()},
+            seconds={k: round(v, 3) for k, v in seconds.items()},
             final_prompt=self.projector.text()
-            if trainer is not None and trainer.processing_class is not None
+            if final_prompt and trainer is not None and trainer.processing_class is not None
             else None,
         )
 
-    def history_record(self) -> History:
-        """The run's :class:`~peft_catalyst.records.History` (what ``catalyst_history.json`` holds)."""
-        return History(summary=self.summary(), rounds=list(self.history))
+    def history_record(self, final_prompt: bool = True) -> History:
+        """The run's :class:`~peft_catalyst.records.History` (what ``catalyst_history.json`` holds); see
+        :meth:`summary` for ``final_prompt``."""
+        return History(summary=self.summary(final_prompt), rounds=list(self.history))
 
     def write_history(self) -> None:
         """Write ``catalyst_history.json`` into ``output_dir`` (main process, runs with rounds)."""
@@ -405,6 +417,7 @@ class CatalystCallback(TrainerCallback):
         data = json.loads(path.read_text(encoding="utf-8"))
         self.state = CatalystState.from_dict(data["state"])
         self.history = History.from_dict({"rounds": data["history"]}).rounds
+        self._carried = _Carried(data.get("mentor_usage") or {}, data.get("seconds") or {})
         name = Path(checkpoint).name
         step = int(name.rsplit("-", 1)[-1]) if "-" in name else None
         if step is not None and self.trainer.args.should_save:
@@ -464,6 +477,24 @@ def _prepared_like_eval(trainer: Any, dataset: Any) -> Any:
     packing = getattr(args, "eval_packing", None)
     packing = getattr(args, "packing", False) if packing is None else packing
     return prepare_dataset(trainer, dataset, packing=packing, dataset_name="catalyst")
+
+
+@dataclass
+class _Carried:
+    """What a run spent before the checkpoint it resumed from, added to this process's own counts in the summary."""
+
+    mentor_usage: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _add_counts(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """``now`` plus ``before``, key by key (numbers; keys only in ``before`` are kept)."""
+    total = dict(before)
+    for key, value in now.items():
+        earlier = before.get(key)
+        numbers = isinstance(value, (int, float)) and isinstance(earlier, (int, float))
+        total[key] = value + earlier if numbers else value
+    return total
 
 
 def _new_timings() -> dict[str, float]:

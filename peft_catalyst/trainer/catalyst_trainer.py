@@ -5,7 +5,9 @@ The rounds themselves live in :class:`~peft_catalyst.trainer.CatalystCallback` (
 
 - the soft prompt gets an optimizer parameter group of its own, so a re-warm-up after a restart scales it alone;
 - the training loss of every optimizer step is summed over its micro-batches for the trajectory and plateaus;
-- ``train(resume_from_checkpoint=...)`` restores the schedule, history and trajectory from that checkpoint.
+- ``train(resume_from_checkpoint=...)`` restores the schedule, history and trajectory from that checkpoint;
+- ``save_model()`` writes a complete adapter folder (``portable/``, history, the peft-catalyst model card), and
+  ``create_model_card()`` builds that card for the stock ``Trainer.push_to_hub``.
 
 ``class CatalystSFTTrainer(CatalystMixin, SFTTrainer): pass`` is all it takes for another trainer class.
 """
@@ -13,15 +15,19 @@ The rounds themselves live in :class:`~peft_catalyst.trainer.CatalystCallback` (
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from transformers import Trainer
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from peft_catalyst.hub import finish_adapter_folder, set_base_model
 from peft_catalyst.labels import save_label_names
+from peft_catalyst.model_card import latest_eval_metrics, read_card, write_model_card
 from peft_catalyst.projection import get_soft_prompt
 from peft_catalyst.quiet import saving_prompt_adapter
-from peft_catalyst.records import RoundRecord, RunSummary
+from peft_catalyst.records import History, RoundRecord, RunSummary
 from peft_catalyst.restart import isolate_param_group
 from peft_catalyst.scoring import ScoreFunction
 
@@ -53,6 +59,7 @@ class CatalystMixin:
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self._saved_history: History | None = None  # the history save_model() wrote, for create_model_card()
         self.catalyst = CatalystCallback(
             mentor, args=catalyst_args, catalyst_dataset=catalyst_dataset, score_fn=score_fn
         ).attach(self)
@@ -112,23 +119,89 @@ class CatalystMixin:
             **kwargs,
         )
 
-    def push_to_hub(
+    # ------------------------------------------------------------------------------------------------------------
+    # Saving and the model card
+    # ------------------------------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+        """As the trainer, then complete the folder as every peft-catalyst adapter folder: ``portable/`` (the same
+        soft prompt as a plain PEFT ``PROMPT_TUNING`` adapter), ``catalyst_history.json`` and the peft-catalyst model
+        card instead of PEFT's empty template. Call it on every process, as ``Trainer.save_model``. Checkpoints
+        (``checkpoint-N/``) are saved as by the trainer alone."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        # A checkpoint is resume state, not a published adapter (and Trainer would load a portable/ there as a second
+        # adapter when resuming).
+        checkpoint = Path(output_dir).name.startswith(f"{PREFIX_CHECKPOINT_DIR}-")
+        ours = None if checkpoint else read_card(output_dir)  # PEFT's save_pretrained edits a README it finds
+        super().save_model(output_dir, *args, **kwargs)  # through _save: no vocabulary-check warning
+        if checkpoint:
+            return
+        self._saved_history = self.catalyst.history_record()  # every process: reading the prompt may be collective
+        finish_adapter_folder(
+            self.accelerator.unwrap_model(self.model),
+            output_dir,
+            history=self._saved_history,
+            existing_card=ours,
+            is_main_process=self.args.should_save,
+            **self._card_kwargs(self._saved_history, {}),
+        )
+
+    def create_model_card(
         self,
-        commit_message: str | None = "End of training",
-        blocking: bool = True,
-        token: str | None = None,
-        revision: str | None = None,
-        private: bool | None = None,
-        **kwargs,
-    ):
-        """Push the adapter, its portable copy, ``catalyst_history.json`` and a model card in one commit.
+        model_name: str | None = None,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        base_model: str | None = None,
+        tags: str | list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write the peft-catalyst model card as ``README.md`` in ``output_dir`` (what ``Trainer.push_to_hub`` calls
+        before it uploads that folder, as in TRL's trainers). The card is the one :meth:`save_model` writes.
 
-        Same arguments as ``Trainer.push_to_hub``, plus ``repo_id``, ``metrics`` and the model-card options of
-        :func:`peft_catalyst.push_to_hub`; only the main process pushes (``peft_catalyst.hub.push_trainer_to_hub``).
+        Args:
+            model_name: accepted for ``Trainer.push_to_hub``; the card's title is the Hub repository's name.
+            metrics: the card's evaluation table (default: the last evaluation's metrics).
+            base_model: the base model's Hub id, when ``base_model_name_or_path`` is a local path; also written
+                into the folder's adapter configs so that ``AutoPeftModel*`` finds it.
+            tags: extra Hub tags.
+            kwargs: :func:`peft_catalyst.model_card.build_model_card` options (``task_name``, ``license``,
+                ``language``, ...); ``Trainer.create_model_card``'s other arguments are ignored.
         """
-        from peft_catalyst.hub import push_trainer_to_hub
+        if not self.is_world_process_zero():
+            return
+        history, self._saved_history = self._saved_history, None  # what save_model() just wrote, used once
+        if history is None:  # e.g. TRL's trainers write the card at every checkpoint, from the main process only
+            sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled  # reading the prompt would be collective
+            history = self.catalyst.history_record(final_prompt=not sharded)
+        out = Path(self.args.output_dir)
+        if base_model:
+            set_base_model(out, base_model)
+        card_kwargs = {k: v for k, v in kwargs.items() if k in _CARD_OPTIONS}
+        write_model_card(
+            self.accelerator.unwrap_model(self.model),
+            out,
+            history=history,
+            metrics=metrics if metrics is not None else latest_eval_metrics(self.state.log_history),
+            repo_id=card_kwargs.pop("repo_id", None) or getattr(self, "hub_model_id", None),
+            base_model=base_model,
+            tags=[tags] if isinstance(tags, str) else tags,
+            **self._card_kwargs(history, card_kwargs),
+        )
 
-        return push_trainer_to_hub(self, commit_message, blocking, token, revision, private, **kwargs)
+    def _card_kwargs(self, history: History, given: dict[str, Any]) -> dict[str, Any]:
+        """What the card says about scoring, the final prompt and secrets to mask, unless the caller says otherwise."""
+        summary = history.summary
+        mentor = self.catalyst.mentor
+        defaults = {
+            "score_metric": summary.metric,
+            "greater_is_better": summary.higher_is_better,
+            "final_prompt": summary.final_prompt,
+            "secrets": mentor.secrets() if mentor is not None and hasattr(mentor, "secrets") else [],
+        }
+        return {**defaults, **given}
+
+
+#: What :meth:`CatalystMixin.create_model_card` passes on to the card builder.
+_CARD_OPTIONS = ("repo_id", "task_name", "score_metric", "greater_is_better", "final_prompt", "license", "language")
 
 
 class CatalystTrainer(CatalystMixin, Trainer):

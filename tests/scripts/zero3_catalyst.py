@@ -127,6 +127,8 @@ def main() -> None:
     probe = RoundProbe(trainer)
     trainer.add_callback(probe)
     trainer.train(resume_from_checkpoint=a.resume)
+    if a.phase == "full":  # every rank: the adapter and its portable copy gather the sharded prompt collectively
+        trainer.save_model()
     rank = trainer.accelerator.process_index
     result = {
         "rank": rank,
