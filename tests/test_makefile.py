@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 def _planned(target: str, tmp_path: Path) -> list[str]:
     """The commands `make <target>` would run in a fresh clone (``make -n`` with a venv that does not exist)."""
-    result = subprocess.run(["make", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, check=True)  # fmt: skip
+    # Under `make test` (CI) this runs inside make: a sub-make then announces its directory unless told not to, and
+    # the outer make's flags travel in MAKEFLAGS. A clean environment plans what a user's `make` would run.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", target, f"VENV={tmp_path / 'venv'}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=True, env=env)  # fmt: skip
     return result.stdout.splitlines()
 
 
