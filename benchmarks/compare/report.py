@@ -65,6 +65,14 @@ def _incomplete_line(plan: Plan, missing: Sequence[str]) -> str:
     )
 
 
+def _row_start(cell: dict[str, Any], method: str, stats: dict[str, Any]) -> tuple[str, str, str]:
+    """A per-cell table row's method name (bold for the cell's better single), rounds kept and Δ vs best single."""
+    reference = method == cell["best_single"]
+    kept = stats["current_beat_all"]
+    kept_s = f"{kept['kept']}/{kept['scored_rounds']}" if kept else "-"
+    return f"**{method}**" if reference else method, kept_s, _fmt_diff(stats.get("vs_best_single"), reference)
+
+
 def _fmt_ci(diff: dict[str, Any]) -> str:
     low, high = diff["t_ci"]
     ci = f" [{100 * low:+.1f}, {100 * high:+.1f}]" if low is not None and math.isfinite(low) else ""
@@ -139,10 +147,7 @@ def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
         for m, r in c["methods"].items():
             if not r["runs"]:
                 continue
-            name = f"**{m}**" if m == c["best_single"] else m
-            kept = r["current_beat_all"]
-            kept_s = f"{kept['kept']}/{kept['scored_rounds']}" if kept else "-"
-            diff = _fmt_diff(r.get("vs_best_single"), m == c["best_single"])
+            name, kept_s, diff = _row_start(c, m, r)
             lines.append(
                 f"| {c['task']} | {c['doer']} | {name} | {r['runs']} | {_fmt_pct(r['mean'], r['std'])} | {diff} | "
                 f"{kept_s} | {r['restarted_per_run']:.2f} | {r['race_steps_per_run']:.0f} | "
@@ -206,12 +211,9 @@ def markdown(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
         for m, r in c["methods"].items():
             if not r["runs"]:
                 continue
-            name = f"**{m}**" if m == c["best_single"] else m
-            kept = r["current_beat_all"]
-            kept_s = f"{kept['kept']}/{kept['scored_rounds']}" if kept else "-"
+            name, kept_s, diff = _row_start(c, m, r)
             llm = r["llm_per_run"]
             tokens = f"{llm['prompt_tokens']:.0f} + {llm['completion_tokens']:.0f}" if llm["calls"] else "-"
-            diff = _fmt_diff(r.get("vs_best_single"), m == c["best_single"])
             lines.append(
                 f"| {c['task']} | {c['doer']} | {name} | {r['runs']} | {_fmt_pct(r['mean'], r['std'])} | {diff} | "
                 f"{kept_s} | {llm['calls']:.1f} | {tokens} | {r['wall_s_per_run']:.0f} |"
@@ -428,8 +430,3 @@ def write_report(
     except ImportError as exc:
         logger.warning("%s not written: %s (pip install matplotlib)", paths["png"], exc)
     return paths
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The command
-# ---------------------------------------------------------------------------------------------------------------
