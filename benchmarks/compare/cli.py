@@ -69,7 +69,11 @@ def select_plan(args: argparse.Namespace) -> Plan:
 def main(argv: list[str] | None = None) -> int:
     """Run the missing runs of the plan, then write the report."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--plan", choices=sorted(PLANS), default="v2", help="v2 (issue 14, default) or full (the first grid)"
     )
