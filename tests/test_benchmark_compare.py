@@ -3,6 +3,7 @@ whole machinery (every method, resume, report) end to end on a tiny BERT doer wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -275,7 +276,7 @@ def test_every_method_runs_resumes_and_reports(tiny_doer_dir, tok, tmp_path, mon
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setattr(compare, "run_cell", no_training)
+    monkeypatch.setattr(compare.runner, "run_cell", no_training)
     compare.run_plan(plan, tmp_path, [], llm_factory=_scripted_llm)
     assert "12 finished runs skipped" in capsys.readouterr().out
 
@@ -336,7 +337,7 @@ def test_changed_settings_are_not_reused(tiny_doer_dir, tmp_path):
     write_json_atomic(path, {"settings": compare.cell_settings(plan, cell), "test_accuracy": 0.5})
     assert cell.key in compare.load_finished(plan, tmp_path / "cells" / "smoke")
     other = compare.Plan(
-        name="smoke", tasks=plan.tasks, doers=(compare.dataclasses.replace(plan.doers[0], max_steps=8),)
+        name="smoke", tasks=plan.tasks, doers=(dataclasses.replace(plan.doers[0], max_steps=8),)
     )
     assert cell.key not in compare.load_finished(other, tmp_path / "cells" / "smoke")
 
@@ -351,7 +352,7 @@ def test_runs_survive_a_change_of_seed_count(tiny_doer_dir, tmp_path):
     old = compare.cell_settings(plan, second)
     old["doer_plan"]["seeds"] = plan.doers[0].seeds  # the earlier format
     write_json_atomic(compare.cell_path(cells_dir, second), {"settings": old})
-    more = compare.dataclasses.replace(plan, doers=(compare.dataclasses.replace(plan.doers[0], seeds=5),))
+    more = dataclasses.replace(plan, doers=(dataclasses.replace(plan.doers[0], seeds=5),))
     assert {first.key, second.key} <= set(compare.load_finished(more, cells_dir))
 
 
@@ -387,7 +388,7 @@ def test_plans_fit_their_budgets():
     fit = compare.seeds_that_fit(bigger, bigger.wall_budget_s, jobs=2, threads=1)
     assert total > bigger.wall_budget_s and all(n >= 2 for n in fit.values())
     assert any("DOES NOT FIT" in line and "minilm 8, smollm2 5" in line for line in lines)
-    part_plan = compare.dataclasses.replace(bigger.with_seeds(fit), wall_budget_s=None)
+    part_plan = dataclasses.replace(bigger.with_seeds(fit), wall_budget_s=None)
     _, part, _ = compare.plan_lines(part_plan, set(), 2, 1)
     assert part <= bigger.wall_budget_s
     # Both doers have seeds to pair (a paired interval needs two), on both tasks of the issue.
@@ -480,7 +481,7 @@ def test_v2_methods_build_the_right_trainer_settings():
         order = [c.method for c in plan.cells() if c.task == task and c.doer == "minilm" and c.seed == 0]
         assert order.index("catalyst-race") < order.index("single-matched")
     # ... also with RANDOM-init copies of it, which a plan may add.
-    extra = compare.dataclasses.replace(plan, random_init_methods=("catalyst-race", "single-matched"))
+    extra = dataclasses.replace(plan, random_init_methods=("catalyst-race", "single-matched"))
     order = extra.run_order("rotten_tomatoes", "minilm")
     assert order.index("catalyst-race@random") < order.index("single-matched@random")
 
@@ -496,7 +497,7 @@ def test_race_shape_matches_the_library():
 
 def _v2_plan(model_dir, seeds=2) -> compare.Plan:
     base = _plan(model_dir)
-    doer = compare.dataclasses.replace(base.doers[0], seeds=seeds, race_steps=1, race_eta=2, race_margin=0.0)
+    doer = dataclasses.replace(base.doers[0], seeds=seeds, race_steps=1, race_eta=2, race_margin=0.0)
     return compare.Plan(
         name="smoke2",
         tasks=("rotten_tomatoes",),
@@ -550,7 +551,7 @@ def test_v2_runs_single_matched_at_catalyst_race_steps_and_reports(tiny_doer_dir
         seen.append((cell.method, matched_steps))
         return {**runs[cell.method], "matched_to": {"method": "catalyst-race", "total_steps": matched_steps}}
 
-    monkeypatch.setattr(compare, "run_cell", fake_run_cell)
+    monkeypatch.setattr(compare.runner, "run_cell", fake_run_cell)
     compare.run_cells(plan, tmp_path, llm_factory=_scripted_llm)
     assert seen == [("single-matched", data["gradient_steps"]["total"])]
 
@@ -558,7 +559,7 @@ def test_v2_runs_single_matched_at_catalyst_race_steps_and_reports(tiny_doer_dir
 def test_single_matched_waits_for_catalyst_race_of_another_worker(tiny_doer_dir, tmp_path, monkeypatch):
     """Two workers share the list: the one that reaches single-matched first runs the other runs meanwhile, then
     waits for catalyst-race; a dependency whose worker died is taken over."""
-    plan = compare.dataclasses.replace(_v2_plan(tiny_doer_dir, seeds=1), random_init_methods=())
+    plan = dataclasses.replace(_v2_plan(tiny_doer_dir, seeds=1), random_init_methods=())
     cells_dir = tmp_path / "cells" / plan.name
     race = compare.Cell("rotten_tomatoes", "tiny", "catalyst-race", 0)
     # A dead worker holds catalyst-race: pid of a finished child process.
@@ -584,7 +585,7 @@ def test_single_matched_waits_for_catalyst_race_of_another_worker(tiny_doer_dir,
             "matched_to": {"method": "catalyst-race", "total_steps": matched_steps} if matched_steps else None,
         }
 
-    monkeypatch.setattr(compare, "run_cell", fake_run_cell)
+    monkeypatch.setattr(compare.runner, "run_cell", fake_run_cell)
     assert compare.run_cells(plan, tmp_path, claim=True, poll_s=0.01) == len(plan.cells())
     assert order[-1] == ("single-matched", 11) and ("catalyst-race", None) in order
 

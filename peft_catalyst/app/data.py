@@ -17,7 +17,7 @@ task                 labels                       raw     pool   train     catal
 
 (*raw*: records in the file; *pool*: unique texts left after cleaning, the rest is unused.)
 
-How the splits are made, identically on every machine for a given ``seed``:
+How the splits are made (:mod:`peft_catalyst.app.splits`), identically on every machine for a given ``seed``:
 
 1. Clean each text (Unicode NFC, cp1252 mojibake in C1 controls repaired, HTML entities unescaped for SMS, ``''``
    read as ``"`` for the movie snippets, whitespace collapsed), drop empty texts.
@@ -53,7 +53,6 @@ import html
 import logging
 import os
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from peft_catalyst.app.splits import SPLITS, deduplicate, normalize_text, resolve_sizes, split_pool, to_dataset_dict
 from peft_catalyst.scoring import sorted_by_length
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,6 @@ __all__ = [
     "normalize_text",
     "sorted_by_length",
 ]
-
-SPLITS: tuple[str, ...] = ("train", "catalyst", "validation", "test")
-"""Split names, in the order a DatasetDict lists them."""
 
 DEFAULT_SPLIT_SIZES: Mapping[str, int] = {"train": 1000, "catalyst": 200, "validation": 300, "test": 500}
 """Split sizes of every packaged task: small enough that prompt tuning and candidate scoring run on 2 CPU cores."""
@@ -113,29 +110,6 @@ class TaskData:
     def format(self, text: str) -> str:
         """The causal-LM input for one text (the template filled in)."""
         return self.template.format(text=text)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Text cleaning
-# ---------------------------------------------------------------------------------------------------------------
-
-_C1 = re.compile("[\x80-\x9f]")
-
-
-def _repair_c1(match: re.Match[str]) -> str:
-    """A C1 control char in decoded text is a cp1252 byte read as latin-1 (e.g. \\x92 for a right quote)."""
-    try:
-        return bytes([ord(match.group())]).decode("cp1252")
-    except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d are undefined in cp1252
-        return " "
-
-
-def normalize_text(text: str) -> str:
-    """NFC, cp1252 C1 controls repaired, U+FFFD and all whitespace runs collapsed to single spaces, stripped."""
-    text = unicodedata.normalize("NFC", text)
-    text = _C1.sub(_repair_c1, text)
-    text = text.replace("\ufffd", " ")
-    return " ".join(text.split())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,105 +268,12 @@ TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
 """Names accepted by :func:`load_task`; the first is the default."""
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Deduplication and splitting
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _deduplicate(texts: Sequence[str], labels: Sequence[int], stats: dict[str, int]) -> tuple[list[str], list[int]]:
-    """Keep the first occurrence of each case-folded text; drop texts that appear with conflicting labels."""
-    first: dict[str, tuple[str, int]] = {}
-    conflicted: set[str] = set()
-    empty = 0
-    for text, label in zip(texts, labels):
-        if not text:
-            empty += 1
-            continue
-        key = text.casefold()
-        if key in first:
-            if first[key][1] != label:
-                conflicted.add(key)
-            continue
-        first[key] = (text, label)
-    kept = [(text, label) for key, (text, label) in first.items() if key not in conflicted]  # dicts keep file order
-    stats["empty"] = empty
-    stats["duplicates"] = len(texts) - empty - len(first)
-    stats["conflicting_texts"] = len(conflicted)
-    stats["pool"] = len(kept)
-    return [t for t, _ in kept], [lab for _, lab in kept]
-
-
-def _stratified_order(labels: Sequence[int], rng: np.random.Generator) -> np.ndarray:
-    """A seeded permutation in which every prefix holds each label within one example of its share of the pool.
-
-    Each label's examples are shuffled and placed at evenly spaced keys ``(i + 0.5) / n_label``; sorting all keys
-    (random tie-break) interleaves the labels proportionally.
-    """
-    labels_arr = np.asarray(labels, dtype=np.int64)
-    keys = np.empty(len(labels_arr), dtype=np.float64)
-    for value in np.unique(labels_arr):  # sorted: no dependence on set or hash order
-        members = rng.permutation(np.flatnonzero(labels_arr == value))
-        keys[members] = (np.arange(len(members)) + 0.5) / len(members)
-    tie_break = rng.random(len(labels_arr))
-    return np.lexsort((tie_break, keys))
-
-
-def _resolve_sizes(sizes: Mapping[str, int | None], defaults: Mapping[str, int]) -> dict[str, int]:
-    """Fill unset sizes from the defaults and check they are non-negative ints."""
-    resolved = {}
-    for split in SPLITS:
-        value = sizes.get(split)
-        value = defaults[split] if value is None else value
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{split}_size must be a non-negative int, got {value!r}")
-        resolved[split] = int(value)
-    return resolved
-
-
-def _split_pool(
-    texts: Sequence[str],
-    labels: Sequence[int],
-    sizes: Mapping[str, int],
-    seed: int,
-    carve_order: Sequence[str] = ("test", "validation", "catalyst", "train"),
-    what: str = "task",
-) -> dict[str, tuple[list[str], list[int]]]:
-    """Carve splits of the given sizes from one deduplicated pool, stratified, in ``carve_order``."""
-    needed = sum(sizes[s] for s in carve_order)
-    if needed > len(texts):
-        wanted = ", ".join(f"{s}={sizes[s]}" for s in carve_order)
-        raise ValueError(f"The {what} has {len(texts)} unique examples, fewer than the {needed} requested ({wanted}).")
-    rng = np.random.default_rng(seed)
-    order = _stratified_order(labels, rng)
-    out: dict[str, tuple[list[str], list[int]]] = {}
-    start = 0
-    for split in carve_order:
-        chunk = order[start : start + sizes[split]]
-        start += sizes[split]
-        chunk = chunk[rng.permutation(len(chunk))]
-        out[split] = ([texts[i] for i in chunk], [int(labels[i]) for i in chunk])
-    return out
-
-
-def _to_dataset_dict(parts: Mapping[str, tuple[list[str], list[int]]], label_names: Sequence[str]) -> Any:
-    """Build the DatasetDict (text: string, label: ClassLabel) in the canonical split order."""
-    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
-
-    features = Features({"text": Value("string"), "label": ClassLabel(names=list(label_names))})
-    return DatasetDict(
-        {
-            split: Dataset.from_dict({"text": parts[split][0], "label": parts[split][1]}, features=features)
-            for split in SPLITS
-        }
-    )
-
-
 @functools.cache
 def _load_pool(name: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[tuple[str, int], ...]]:
     """Read, clean and deduplicate a packaged task once per process (immutable, so safe to cache)."""
     stats: dict[str, int] = {}
     texts, labels = _TASKS[name].reader(stats)
-    texts, labels = _deduplicate(texts, labels, stats)
+    texts, labels = deduplicate(texts, labels, stats)
     logger.info("Task %s: %s", name, ", ".join(f"{k}={v}" for k, v in stats.items()))
     return tuple(texts), tuple(labels), tuple(stats.items())
 
@@ -414,15 +295,15 @@ def load_task(
     if name not in _TASKS:
         raise ValueError(f"Unknown task {name!r}. Choose one of: {', '.join(TASK_NAMES)}.")
     spec = _TASKS[name]
-    sizes = _resolve_sizes(
+    sizes = resolve_sizes(
         {"train": train_size, "catalyst": catalyst_size, "validation": validation_size, "test": test_size},
         DEFAULT_SPLIT_SIZES,
     )
     texts, labels, stats = _load_pool(name)
-    parts = _split_pool(texts, labels, sizes, seed, what=f"task {name!r}")
+    parts = split_pool(texts, labels, sizes, seed, what=f"task {name!r}")
     return TaskData(
         name=name,
-        splits=_to_dataset_dict(parts, spec.label_names),
+        splits=to_dataset_dict(parts, spec.label_names),
         label_names=list(spec.label_names),
         label_words=list(spec.label_words),
         template=spec.template,
@@ -593,7 +474,7 @@ def load_hf_task(
     held_out = {t.casefold() for part in given.values() for t in part[0]}
     keep = [i for i, t in enumerate(texts) if t.casefold() not in held_out]
     stats["overlapping_eval_splits"] = len(texts) - len(keep)
-    texts, labels = _deduplicate([texts[i] for i in keep], [labels[i] for i in keep], stats)
+    texts, labels = deduplicate([texts[i] for i in keep], [labels[i] for i in keep], stats)
 
     pool = len(texts)
     carve: dict[str, int] = {"catalyst": _size_for(catalyst_size, 200, pool, "catalyst")}
@@ -610,7 +491,7 @@ def load_hf_task(
         )
     carve["train"] = rest if train_size is None else _size_for(train_size, rest, pool, "train")
     order = [s for s in ("test", "validation", "catalyst", "train") if s in carve]
-    parts = _split_pool(texts, labels, carve, seed, carve_order=order, what=f"dataset {dataset_name!r}")
+    parts = split_pool(texts, labels, carve, seed, carve_order=order, what=f"dataset {dataset_name!r}")
     parts.update(given)
 
     label_words = list(label_words) if label_words is not None else [" " + n.strip() for n in names]
@@ -618,7 +499,7 @@ def load_hf_task(
         raise ValueError(f"Got {len(label_words)} label words for {len(names)} labels ({', '.join(names)}).")
     return TaskData(
         name=str(dataset_name) if dataset_config is None else f"{dataset_name}/{dataset_config}",
-        splits=_to_dataset_dict(parts, names),
+        splits=to_dataset_dict(parts, names),
         label_names=names,
         label_words=label_words,
         template=template or DEFAULT_TEMPLATE,

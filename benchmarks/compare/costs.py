@@ -1,0 +1,147 @@
+"""The cost model of a run: predicted wall time from calibrated per-step, per-example and per-call figures, the
+expected shape of a race, and what a test split resolves."""
+
+from __future__ import annotations
+
+import math
+
+from benchmarks.compare.methods import Cell, DoerPlan, method_spec
+
+# Cost model of one run with ONE torch thread, in seconds, on this project's 2-core machine (AMD EPYC family 23 model
+# 1), calibrated on the first grid's 48 runs (cells/full/, 2 workers x 1 thread, so the other worker's load is in the
+# figures): Rotten Tomatoes, MiniLM 1.6 s per optimizer step at batch 16 and 0.045 s per forward example (test and
+# catalyst scoring alike); SmolLM2 7.1 s per step at batch 8 and 0.45 s per forward example; TREC's shorter texts
+# cost 0.68 times as much (TASK_SCALE). Mentor calls (embedded SmolLM2, 6 samples of <= 24 tokens) took about 39 s
+# beside MiniLM, 31 s when it shares the SmolLM2 doer, while the mentor encoded its prompt once per sample; encoding
+# it once per call took a 435-token call from 25.1 s to 10.8 s (one thread, idle machine), hence 0.43 of those.
+# A race step costs a gradient step (same batch size), a race
+# scoring a catalyst-split forward pass. That machine type varies about twofold; these are its slow end.
+COSTS: dict[str, dict[str, float]] = {
+    "minilm": {
+        "load": 2.5,
+        "step_per_example": 1.6 / 16,
+        "forward_per_example": 0.045,
+        "frozen_step_ratio": 0.45,
+        "mentor_call_s": 17.0,
+    },
+    "smollm2": {
+        "load": 2.0,
+        "step_per_example": 7.1 / 8,
+        "forward_per_example": 0.45,
+        "frozen_step_ratio": 1.0,
+        "mentor_call_s": 13.0,
+    },
+}
+TASK_SCALE = {"rotten_tomatoes": 1.0, "trec": 0.68}
+MENTOR_CALL_S = 36.0  # a doer without its own figure
+RACE_STEPS_FALLBACK = 4  # catalyst_race_steps of a race method whose doer plan sets none (the library default)
+USABLE_CANDIDATES = 2.4  # usable candidates per mentor call (benchmarks/results/mentor_yield.json: 2.37)
+#: Usable mentor candidates per round in the first grid (40 rounds, 4 asked): how many arms an LLM race has.
+USABLE_COUNTS = {0: 2, 1: 13, 2: 15, 3: 6, 4: 4}
+TWO_THREAD_SPEEDUP = 1.4  # one process on 2 threads vs 1 (0.68 -> 0.47 s per MiniLM step); 2 processes give 2x
+
+
+def thread_speedup(threads: int) -> float:
+    """How much faster one run is with ``threads`` torch threads than with one (2-core machine: at most 1.4)."""
+    return TWO_THREAD_SPEEDUP if threads >= 2 else 1.0
+
+
+def llm_only_schedule(dplan: DoerPlan, prompt_frozen_by_grad: bool) -> tuple[int, int]:
+    """``(max_steps, stage_steps)`` of ``llm-only``: the doer's schedule when something besides the prompt trains
+    (MiniLM's head), otherwise one lr-0 step per stage (rounds back to back; nothing would learn from more)."""
+    if prompt_frozen_by_grad:
+        return dplan.max_steps, dplan.stage_steps
+    return dplan.rounds + 1, 1
+
+
+def race_shape(arms: int, steps: int, eta: int = 2) -> tuple[int, int]:
+    """``(gradient steps, scorings)`` of a successive-halving race of ``arms`` arms (incumbent included) with a
+    first-rung budget of ``steps`` (as ``peft_catalyst.race``: every rung scores its arms, the best 1/eta go on)."""
+    total = scorings = 0
+    alive, budget = arms, steps
+    while alive > 1 and budget > 0:
+        total += alive * budget
+        scorings += alive
+        alive, budget = math.ceil(alive / eta), budget * eta
+    return total, scorings
+
+
+def expected_race(dplan: DoerPlan, mentor: str) -> tuple[float, float]:
+    """Expected ``(gradient steps, scorings)`` of one race round: ``num_candidates`` random candidates, or the LLM's
+    usable ones (:data:`USABLE_COUNTS`, capped at ``num_candidates``)."""
+    steps, eta = dplan.race_steps or 0, dplan.race_eta or 2
+    if mentor == "random":
+        return tuple(float(x) for x in race_shape(1 + dplan.num_candidates, steps, eta))  # type: ignore[return-value]
+    rounds = sum(USABLE_COUNTS.values())
+    total = [0.0, 0.0]
+    for usable, count in USABLE_COUNTS.items():
+        shape = race_shape(1 + min(usable, dplan.num_candidates), steps, eta) if usable else (0, 0)
+        total = [t + count * x / rounds for t, x in zip(total, shape)]
+    return total[0], total[1]
+
+
+def expected_usable(dplan: DoerPlan) -> float:
+    """Expected usable LLM candidates per round with ``num_candidates`` asked."""
+    rounds = sum(USABLE_COUNTS.values())
+    return sum(count * min(u, dplan.num_candidates) for u, count in USABLE_COUNTS.items()) / rounds
+
+
+def expected_total_steps(dplan: DoerPlan, mentor: str = "llm") -> float:
+    """Expected gradient steps of a race method in all (stages + races): single-matched's budget before it runs."""
+    return dplan.max_steps + dplan.rounds * expected_race(dplan, mentor)[0]
+
+
+def estimate_cell_seconds(
+    cell: Cell,
+    dplan: DoerPlan,
+    threads: int = 1,
+    matched_steps: int | None = None,
+    shared_first_call: bool = False,
+) -> float:
+    """Predicted wall time of one run with ``threads`` torch threads from :data:`COSTS` (load, gradient steps,
+    scoring, race steps, mentor calls, test evaluation), on this machine type's slow end.
+
+    ``matched_steps``: single-matched's step count when known (else the expected one of catalyst-race);
+    ``shared_first_call``: the first mentor call is a cache hit (:meth:`Plan.shares_first_call`)."""
+    spec = method_spec(cell.method)
+    c = COSTS.get(cell.doer, COSTS["minilm"])
+    scale = TASK_SCALE.get(cell.task, 1.0)
+    step = c["step_per_example"] * dplan.batch_size * scale
+    forward = c["forward_per_example"] * scale
+    scoring = forward * dplan.catalyst_size
+    seconds = c["load"] + forward * dplan.test_size
+    steps: float = dplan.max_steps
+    if spec.frozen_prompt:
+        steps = dplan.max_steps if cell.doer == "minilm" else dplan.rounds + 1
+        step *= c["frozen_step_ratio"] if cell.doer == "minilm" else 1.0
+    if spec.matched_to is not None:
+        steps = matched_steps if matched_steps is not None else expected_total_steps(dplan)
+    seconds += steps * step
+    if spec.rounds:
+        trajectory = 1 if spec.frozen_prompt else min(dplan.trajectory_points, dplan.stage_steps)
+        per_round = trajectory * scoring
+        if spec.selection == "best":
+            candidates = (
+                dplan.num_candidates if spec.mentor == "random" else min(USABLE_CANDIDATES, expected_usable(dplan))
+            )
+            per_round += (1 + candidates) * scoring
+        elif spec.selection == "race":
+            race_steps, race_scorings = expected_race(dplan, spec.mentor)
+            per_round += race_steps * step + race_scorings * scoring
+        if spec.mentor.startswith("llm"):
+            per_round += c.get("mentor_call_s", MENTOR_CALL_S)
+        seconds += dplan.rounds * per_round
+        if shared_first_call and spec.mentor.startswith("llm"):
+            seconds -= c.get("mentor_call_s", MENTOR_CALL_S)
+    return seconds / thread_speedup(threads)
+
+
+def resolution_line(test_size: int) -> str:
+    """What ``test_size`` test examples resolve: one standard error of a run's accuracy (at 80%) and of a paired
+    accuracy difference of two methods on the same examples (10% of them answered differently)."""
+    run_se = 100 * math.sqrt(0.8 * 0.2 / test_size)
+    paired_se = 100 * math.sqrt(0.10 / test_size)
+    return (
+        f"test {test_size}: one run's accuracy ±{run_se:.1f} points (1 SE at 80%); a paired difference on the same "
+        f"examples ±{paired_se:.1f} points (1 SE, 10% of examples flip); seeds vary more than that"
+    )

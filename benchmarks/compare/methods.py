@@ -1,0 +1,125 @@
+"""What one run of the comparison is: the methods and what each means for the trainer, a doer's budget, a cell."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The first grid's methods (plan ``full``).
+METHODS = ("single-random", "single-text", "random-restarts", "llm-only", "blind", "catalyst")
+#: The v2 methods (issue 14), in report order.
+V2_METHODS = (
+    "single-random",
+    "single-text",
+    "single-matched",
+    "random-race",
+    "catalyst-race",
+    "catalyst-best",
+    "blind",
+)
+ALL_METHODS = tuple(dict.fromkeys(METHODS + V2_METHODS))
+SINGLE_METHODS = ("single-random", "single-text")
+ROUND_METHODS = ("random-restarts", "llm-only", "blind", "catalyst")
+LLM_METHODS = ("llm-only", "blind", "catalyst", "catalyst-race", "catalyst-best")
+#: Suffix of a method run from PEFT's RANDOM init in a plan whose restart methods start from the TEXT init.
+RANDOM_INIT_SUFFIX = "@random"
+#: Bump when the meaning of a cell's result changes: finished cells with another version are run again. The first
+#: plan's runs keep version 1; a plan's ``version`` is the one its runs carry.
+BENCH_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method name means for the trainer: its init, mentor, selection rule and step budget."""
+
+    name: str
+    base: str
+    init: str  # "random" or "text": PEFT's prompt init
+    mentor: str  # "none", "random" (RandomMentor), "llm", or "llm+history" (llm-only)
+    selection: str | None  # catalyst_selection; None: no rounds
+    frozen_prompt: bool = False  # llm-only: the soft prompt gets no gradient update
+    matched_to: str | None = None  # single-matched: the method whose total gradient steps it trains
+
+    @property
+    def rounds(self) -> bool:
+        return self.selection is not None
+
+
+def method_spec(method: str, restart_init: str = "random") -> MethodSpec:
+    """The trainer settings of ``method`` (a name of :data:`ALL_METHODS`, optionally suffixed ``@random``) in a plan
+    whose restart methods start from ``restart_init``."""
+    base, at, suffix = method.partition("@")
+    if at and suffix != "random":
+        raise ValueError(f"unknown init suffix in {method!r} (only {RANDOM_INIT_SUFFIX!r})")
+    if base not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}")
+    init = "random" if at else restart_init
+    table: dict[str, tuple[str, str, str | None]] = {
+        "single-random": ("random", "none", None),
+        "single-text": ("text", "none", None),
+        "single-matched": (init, "none", None),
+        "random-restarts": (init, "random", "best"),
+        "llm-only": (init, "llm+history", "best"),
+        "blind": (init, "llm", "first"),
+        "catalyst": (init, "llm", "best"),
+        "catalyst-best": (init, "llm", "best"),
+        "random-race": (init, "random", "race"),
+        "catalyst-race": (init, "llm", "race"),
+    }
+    prompt_init, mentor, selection = table[base]
+    if at and base in SINGLE_METHODS:
+        raise ValueError(f"{method!r}: the single methods have a fixed init")
+    return MethodSpec(
+        name=method,
+        base=base,
+        init=prompt_init,
+        mentor=mentor,
+        selection=selection,
+        frozen_prompt=base == "llm-only",
+        matched_to="catalyst-race" + (at + suffix) if base == "single-matched" else None,
+    )
+
+
+@dataclass(frozen=True)
+class DoerPlan:
+    """Budget and schedule of one doer: the same for every method and seed of its cells."""
+
+    doer: str
+    seeds: int
+    max_steps: int
+    batch_size: int
+    rounds: int
+    stage_steps: int
+    train_size: int
+    catalyst_size: int
+    test_size: int
+    learning_rate: float = 3e-2
+    num_virtual_tokens: int = 8
+    num_candidates: int = 4
+    trajectory_points: int = 4
+    eval_batch_size: int = 32
+    max_length: int = 128
+    #: A local model directory instead of the packaged doer named ``doer`` (tests, or your own doer).
+    model_path: str | None = None
+    #: Race settings of the race methods (catalyst_race_steps / _eta / _margin); None in plans without races. Fields
+    #: left None are not part of a run's stored settings, so the first plan's runs stay valid.
+    race_steps: int | None = None
+    race_eta: int | None = None
+    race_margin: float | None = None
+
+
+#: DoerPlan fields added after the first grid: left out of the stored settings while None.
+_OPTIONAL_DOER_FIELDS = ("race_steps", "race_eta", "race_margin")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run: a task, a doer, a method and a seed (also the data split's seed)."""
+
+    task: str
+    doer: str
+    method: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}__{self.doer}__{self.method}__s{self.seed}"

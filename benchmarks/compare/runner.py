@@ -1,0 +1,170 @@
+"""Running a plan: its missing runs in order (or in worker processes that claim them one by one), each saved as it
+finishes, then the report."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.compare.plans import Plan, plan_lines
+from benchmarks.compare.report import write_report
+from benchmarks.compare.run import embedded_mentor, run_cell
+from benchmarks.compare.store import (
+    _read_run,
+    cell_path,
+    claim_cell,
+    commit_run,
+    dependency,
+    load_finished,
+    lock_holder_alive,
+    matched_steps,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def run_plan(
+    plan: Plan,
+    output_dir: Path,
+    argv: Sequence[str] = (),
+    *,
+    dry_run: bool = False,
+    report_only: bool = False,
+    jobs: int = 1,
+    threads: int = 1,
+    llm_factory: Callable[[Any, Path, Path], Any] = embedded_mentor,
+    commit_each: bool = False,
+) -> dict[str, Path]:
+    """Print the plan, run its missing runs (each saved as it finishes; ``jobs`` > 1: in worker processes), and
+    write the report; returns the report's paths (empty after a dry run or when a worker failed)."""
+    started = time.perf_counter()
+    cells_dir = output_dir / "cells" / plan.name
+    finished = load_finished(plan, cells_dir)
+    lines, _, _ = plan_lines(plan, set(finished), jobs, threads)
+    print("\n".join(lines), flush=True)
+    if dry_run:
+        return {}
+    if not report_only:
+        shutil.rmtree(cells_dir / "locks", ignore_errors=True)  # claims of an interrupted run
+        if jobs > 1:
+            if not _run_workers(argv, jobs, threads):
+                return {}
+        else:
+            run_cells(plan, output_dir, llm_factory=llm_factory, commit_each=commit_each)
+        finished = load_finished(plan, cells_dir)
+    elapsed = None if report_only else time.perf_counter() - started
+    paths = write_report(plan, finished, output_dir, argv, jobs, threads, elapsed)
+    print(paths["md"].read_text(encoding="utf-8"))
+    print("written: " + ", ".join(str(p) for p in paths.values()), flush=True)
+    return paths
+
+
+def _run_workers(argv: Sequence[str], jobs: int, threads: int) -> bool:
+    """Start ``jobs`` worker processes on the same plan (they claim runs one by one); True when all succeed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "benchmarks.compare", *argv, "--worker", "--threads", str(threads)]
+    workers = [subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[2]) for _ in range(jobs)]
+    try:
+        codes = [w.wait() for w in workers]
+    except KeyboardInterrupt:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait()
+        logger.error("interrupted: finished runs are kept; rerun the same command to resume")
+        raise
+    if any(codes):
+        logger.error("worker exit codes %s: finished runs are kept; rerun the same command to resume", codes)
+        return False
+    return True
+
+
+def run_cells(
+    plan: Plan,
+    output_dir: Path,
+    *,
+    claim: bool = False,
+    llm_factory: Callable[[Any, Path, Path], Any] = embedded_mentor,
+    commit_each: bool = False,
+    poll_s: float = 10.0,
+) -> int:
+    """Run the plan's missing runs in order, saving each as it finishes; with ``claim``, only the runs this worker
+    claims first (several workers share the list). A run that needs another's result (single-matched after
+    catalyst-race) waits for it, running other runs meanwhile; a dependency held by a dead worker is taken over.
+    ``commit_each``: git-commit each finished run's file (only that file). Returns the number of runs done."""
+    from tqdm.auto import tqdm
+
+    from peft_catalyst.history import write_json_atomic
+
+    cells_dir = output_dir / "cells" / plan.name
+    locks = cells_dir / "locks"
+    finished = load_finished(plan, cells_dir)
+    pending = [c for c in plan.cells() if c.key not in finished]
+    uncommitted: list[Path] = []
+    done = 0
+    bar = tqdm(total=len(pending), desc=f"runs (pid {os.getpid()})" if claim else "runs", unit="run")
+    while pending:
+        blocked = False
+        for cell in list(pending):
+            steps = None
+            dep = dependency(plan, cell)
+            if dep is not None:
+                steps = matched_steps(plan, cells_dir, cell)
+                if steps is None:
+                    if any(c.key == dep.key for c in pending):
+                        blocked = True  # its dependency runs first (in this process)
+                        continue
+                    holder = lock_holder_alive(locks, dep) if claim else None
+                    if holder:
+                        blocked = True  # another worker runs it: wait, doing other runs meanwhile
+                        continue
+                    if holder is False:  # its worker died: take the dependency over
+                        (locks / f"{dep.key}.lock").unlink(missing_ok=True)
+                        pending.insert(pending.index(cell), dep)
+                        bar.total += 1
+                        blocked = True
+                        break
+                    logger.error("%s needs %s, which is neither finished nor planned: skipped", cell.key, dep.key)
+                    pending.remove(cell)
+                    bar.update()
+                    continue
+            if claim and not claim_cell(locks, cell):
+                pending.remove(cell)  # another worker has it
+                bar.update()
+                continue
+            pending.remove(cell)
+            if claim and _read_run(plan, cells_dir, cell, quiet=True) is not None:
+                bar.update()
+                continue
+            bar.set_postfix_str(cell.key)
+            # One reply cache per plan: LLM methods of a seed that start alike ask the same first question.
+            cache = output_dir / "cells" / f"mentor_cache_{plan.name}.sqlite"
+            record = run_cell(plan, cell, cells_dir / "runs", cache, llm_factory, matched_steps=steps)
+            path = cell_path(cells_dir, cell)
+            write_json_atomic(path, record)
+            if commit_each:
+                commit_run(path, f"benchmark {plan.name}: {cell.key}", uncommitted)
+            done += 1
+            bar.update()
+            tqdm.write(
+                f"{cell.key}: test accuracy {record['test_accuracy']:.3f}; {record['seconds']['total']:.0f} s "
+                f"(estimated {record['estimated_seconds']:.0f} s); "
+                f"gradient steps {record['gradient_steps']['total']}; "
+                f"rounds {[r['status'] for r in record['rounds']] or '-'}"
+            )
+            break  # rescan from the top: the plan's order, and dependencies that just finished
+        else:
+            if not pending:
+                break
+            if not blocked:
+                break
+            time.sleep(poll_s)
+    bar.close()
+    return done
