@@ -169,6 +169,7 @@ class CatalystCallback(TrainerCallback):
                 metric=self.settings.catalyst_metric,
                 higher_is_better=self.higher_is_better,
                 score_fn=self.score_fn,
+                batch_size=self.settings.catalyst_score_batch_size,
             )
             self._engine = RoundEngine(
                 self.trainer,

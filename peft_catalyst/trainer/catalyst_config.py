@@ -16,6 +16,10 @@ from peft_catalyst.records import higher_is_better
 
 SELECTIONS = ("best", "race", "first")
 
+SCORE_BATCH_SIZE_DEFAULT = 128
+"""Rows (examples x prompts) of one batched scoring or race pass: at the CLI defaults every prompt of a round shares
+a SmolLM2 race step (5 arms x 8) and 4 prompts share a MiniLM or 8 a SmolLM2 scoring pass."""
+
 RACE_STEPS_DEFAULT = 2
 """First-rung budget of a race. At the CLI defaults (4 candidates, so 5 arms: 5x2 + 3x4 + 2x8 = 38 race steps a round)
 that is 1.3 stages of gradient steps on MiniLM and 1.9 on SmolLM2; 4 doubles it, 1 gives a new start a single step at
@@ -32,7 +36,8 @@ class CatalystArguments:
         catalyst_trajectory_points, catalyst_num_candidates, catalyst_max_words, catalyst_task_description,
         catalyst_manual_prompt
     How candidates are judged:
-        catalyst_eval_size, catalyst_selection, catalyst_metric, catalyst_greater_is_better
+        catalyst_eval_size, catalyst_selection, catalyst_metric, catalyst_greater_is_better,
+        catalyst_score_batch_size
     The race (``catalyst_selection="race"``):
         catalyst_race_steps, catalyst_race_eta, catalyst_race_controls, catalyst_race_margin, catalyst_race_seed
     What a restart does to the optimizer:
@@ -85,6 +90,17 @@ class CatalystArguments:
     catalyst_greater_is_better: bool | None = field(
         default=None,
         metadata={"help": "Whether a higher catalyst_metric is better (default: False for names ending in 'loss')."},
+    )
+    catalyst_score_batch_size: int = field(
+        default=SCORE_BATCH_SIZE_DEFAULT,
+        metadata={
+            "help": (
+                "Rows (examples x prompts) of one batched pass: prompts of a round are scored, and race arms "
+                "trained, several at a time, each on every example of a batch, in passes of at most this many rows "
+                "(at least one batch of one prompt). Peak activation memory is about that of a forward (a race: "
+                "forward and backward) over this many rows. 1 handles prompts one at a time."
+            )
+        },
     )
     catalyst_race_steps: int = field(
         default=RACE_STEPS_DEFAULT,
@@ -184,7 +200,7 @@ class CatalystArguments:
         ):
             if getattr(self, name) < 0:
                 errors.append(f"{name} must be >= 0 (got {getattr(self, name)})")
-        for name in ("catalyst_stage_steps", "catalyst_num_candidates"):
+        for name in ("catalyst_stage_steps", "catalyst_num_candidates", "catalyst_score_batch_size"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.catalyst_max_words is not None and self.catalyst_max_words < 1:
