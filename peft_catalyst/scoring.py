@@ -219,7 +219,19 @@ class PromptScorer:
                     logits = logits[0] if len(logits) == 1 else logits
                     label = nested_detach(labels)
                 tally.add(loss.detach().mean(), logits, label, batch_size)
-        return [tally.result() for tally in tallies]
+        if not self.needs_logits:
+            return [tally.result() for tally in tallies]
+        # compute_metrics and score_fn run with each prompt in the model, as when it is scored alone (one may read
+        # the model, e.g. the prompt's norm)
+        saved = read_soft_prompt(model)
+        try:
+            scores = []
+            for prompt, tally in zip(prompts, tallies):
+                write_soft_prompt_(model, prompt)
+                scores.append(tally.result())
+            return scores
+        finally:
+            write_soft_prompt_(model, saved)
 
 
 NO_LABELS = "The catalyst split has no labels, so prompts cannot be scored: add a label column."

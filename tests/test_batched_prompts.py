@@ -214,3 +214,13 @@ def test_resume_after_a_race_with_arms_trained_together_ends_like_an_uninterrupt
     assert strip(resumed.catalyst_history) == strip(full.catalyst_history)
     a, b = _trainable(resumed), _trainable(full)
     assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_metrics_that_read_the_model_see_the_prompt_being_scored(tmp_path):
+    """compute_metrics runs with each prompt written into the model, as when that prompt is scored alone."""
+    trainer = _bert(tmp_path)
+    weight = get_soft_prompt(trainer.model).weight
+    trainer.compute_metrics = lambda pred: {"prompt_norm": float(weight.norm())}
+    prompts = _prompts(trainer, 3)
+    scores = PromptScorer(trainer, trainer.catalyst_dataset, metric="prompt_norm", batch_size=64).score_prompts(prompts)
+    assert [s.value for s in scores] == pytest.approx([float(p.norm()) for p in prompts], rel=1e-6)
