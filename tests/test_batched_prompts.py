@@ -222,5 +222,7 @@ def test_metrics_that_read_the_model_see_the_prompt_being_scored(tmp_path):
     weight = get_soft_prompt(trainer.model).weight
     trainer.compute_metrics = lambda pred: {"prompt_norm": float(weight.norm())}
     prompts = _prompts(trainer, 3)
-    scores = PromptScorer(trainer, trainer.catalyst_dataset, metric="prompt_norm", batch_size=64).score_prompts(prompts)
+    scorer = PromptScorer(trainer, trainer.catalyst_dataset, metric="prompt_norm", batch_size=64)
+    assert scorer.sequential_reason() is None
+    scores = scorer.score_prompts(prompts)
     assert [s.value for s in scores] == pytest.approx([float(p.norm()) for p in prompts], rel=1e-6)
