@@ -178,12 +178,14 @@ def measure(
     race_steps: int,
     score_batch_size: int | None,
     stage_steps: int | None = None,
+    catalyst_size: int | None = None,
     seed: int = 0,
 ) -> dict:
     """One stage and one round at the command line's defaults for ``doer`` (catalyst split of 64 examples).
 
     ``stage_steps`` shortens the measured stage; its per-step time is then scaled to the default stage's length
-    (``stage_s``), against which the round is compared. The round itself is always the default one.
+    (``stage_s``), against which the round is compared. ``catalyst_size`` scores on the first examples of the
+    catalyst split only (a reduced round: scoring costs in proportion).
     """
     from benchmarks.trainer_overhead import setup_doer
     from peft_catalyst.app.runner import embedded_defaults
@@ -192,6 +194,8 @@ def measure(
     default_stage = defaults["catalyst_stage_steps"]
     torch.manual_seed(seed)  # the doer's new classification head is drawn from the global RNG: same in every run
     model, tok, spec, _ = setup_doer(doer, seed)
+    if catalyst_size:
+        spec.datasets["catalyst"] = spec.datasets["catalyst"].select(range(catalyst_size))
     row = measure_round(
         model,
         tok,
@@ -212,7 +216,7 @@ def measure(
         row["measured_stage_steps"], row["measured_stage_s"] = stage_steps, row["stage_s"]
         row["stage_steps"], row["stage_s"] = default_stage, round(row["stage_s"] * default_stage / stage_steps, 2)
         row["round_x_stage"] = round(row["round_s"] / row["stage_s"], 2)
-    return {"doer": doer, **row}
+    return {"doer": doer, "catalyst_size": len(spec.datasets["catalyst"]), **row}
 
 
 def _in_child(spec: dict, threads: int) -> dict:
@@ -270,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="measure a shorter stage and scale its per-step time to the default stage (the round is unchanged)",
     )
+    parser.add_argument("--catalyst-size", type=int, help="score on this many catalyst examples (default: all 64)")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/race_cost.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
@@ -285,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
             steps = a.race_steps if selection == "race" else 0
             for variant, size in VARIANTS.items():
                 spec = {"doer": doer, "selection": selection, "race_steps": steps, "score_batch_size": size}
-                spec["stage_steps"] = a.stage_steps
+                spec["stage_steps"], spec["catalyst_size"] = a.stage_steps, a.catalyst_size
                 row = {"variant": variant, **_in_child(spec, a.threads)}
                 rows.append(row)
                 _print_row(row, variant)
