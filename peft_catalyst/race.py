@@ -278,6 +278,8 @@ class RaceRunner:
         accumulation = accumulation or trainer.args.gradient_accumulation_steps
         grads = []
         self.model.train()
+        if callable(getattr(trainer.optimizer, "train", None)):  # schedule-free optimizers, as training_step does
+            trainer.optimizer.train()
         for first in range(0, len(values), self.arms_per_pass):
             leaf = torch.stack(values[first : first + self.arms_per_pass]).detach().requires_grad_(True)
             for inputs in batches:

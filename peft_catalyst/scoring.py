@@ -201,7 +201,8 @@ class PromptScorer:
         model.eval()
         weight = get_soft_prompt(model).weight
         stacked = torch.stack([p.to(device=weight.device, dtype=weight.dtype) for p in prompts])
-        ignore_keys = list(getattr(getattr(model, "config", None), "keys_to_ignore_at_inference", None) or [])
+        config = getattr(model, "config", None)  # as prediction_step reads it
+        ignore_keys = list(getattr(config, "keys_to_ignore_at_inference", ["cache"]) if config is not None else [])
         tallies = [_Tally(self) for _ in prompts]
         for inputs in self.dataloader():
             batch_size = _batch_size(inputs)
