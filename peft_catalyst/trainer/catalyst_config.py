@@ -17,8 +17,9 @@ from peft_catalyst.records import higher_is_better
 SELECTIONS = ("best", "race", "first")
 
 SCORE_BATCH_SIZE_DEFAULT = 128
-"""Rows (examples x prompts) of one batched scoring or race pass: at the CLI defaults every prompt of a round shares
-a SmolLM2 race step (5 arms x 8) and 4 prompts share a MiniLM or 8 a SmolLM2 scoring pass."""
+"""Rows (examples x prompts) of one batched scoring or race pass. At the CLI defaults all 5 arms share a SmolLM2 race
+step (5 x 8 rows: about 2.7 GiB more peak memory than one arm at a time, measured by ``benchmarks/race_cost.py``),
+8 prompts share a SmolLM2 scoring pass (8 x 16) and 4 a MiniLM one (4 x 32)."""
 
 RACE_STEPS_DEFAULT = 2
 """First-rung budget of a race. At the CLI defaults (4 candidates, so 5 arms: 5x2 + 3x4 + 2x8 = 38 race steps a round)
