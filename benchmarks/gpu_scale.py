@@ -5,8 +5,8 @@ vocabulary; 1.2B parameters) with random weights in bf16, and a synthetic word-l
 nothing is downloaded. The task is a synthetic two-class label-word task wired as the command line wires SmolLM2
 (``compute_loss_func``, ``logits_to_keep``), so the soft prompt is the only trainable parameter.
 
-For each selection (``best``, ``race``) and variant (``catalyst_score_batch_size=1``: sequential; the default:
-batched), interleaved: one stage and one round, as ``benchmarks/race_cost.py`` measures them (stage and round wall
+For each selection (``best``, ``race``) and variant (``catalyst_score_batch_size=1``: sequential; 128, the default on a
+GPU: batched), interleaved: one stage and one round, as ``benchmarks/race_cost.py`` measures them (stage and round wall
 time, scoring and race seconds, peak RSS, the round's peak GPU memory).
 
     python -m benchmarks.gpu_scale                 # on a GPU: the 1B shape, bf16, batch 16

@@ -3,9 +3,9 @@
 One run per doer, selection and variant, each in a fresh process (so its peak memory is its own): a stage of
 ``catalyst_stage_steps`` optimizer steps at the command line's defaults, then one round whose candidates come from the
 random mentor (instant, so the mentor's latency is not measured), then one more step. The variants differ only in
-``catalyst_score_batch_size``: 1 handles prompts one at a time (``sequential``), the default shares passes
-(``batched``). They run interleaved (sequential, batched, for each setting in turn), so a machine whose load changes
-during the benchmark touches both alike; the load average is printed beside each row.
+``catalyst_score_batch_size``: 1 handles prompts one at a time (``sequential``, the default on CPU), 128 shares
+passes (``batched``, the default on a GPU). They run interleaved (sequential, batched, for each setting in turn), so
+a machine whose load changes during the benchmark touches both alike; the load average is printed beside each row.
 
 Per run: the stage's wall time, the round's wall time and its multiple of the stage's, the seconds spent scoring and
 racing, peak RSS of the process and the round's own peak above the RSS it started at (sampled every 5 ms), and on a
@@ -32,8 +32,10 @@ from typing import Any
 
 import torch
 
+from peft_catalyst.trainer.catalyst_config import SCORE_BATCH_SIZE_DEFAULT
+
 RESULTS = Path(__file__).parent / "results" / "race_cost.json"
-VARIANTS = {"sequential": 1, "batched": None}  # catalyst_score_batch_size (None: the default)
+VARIANTS = {"sequential": 1, "batched": SCORE_BATCH_SIZE_DEFAULT}  # catalyst_score_batch_size of each variant
 
 
 def _rss_mib() -> float:
@@ -150,7 +152,7 @@ def measure_round(
     row = {
         "selection": selection,
         "race_steps_setting": race_steps,
-        "score_batch_size": trainer.args.catalyst_score_batch_size,
+        "score_batch_size": engine.scorer.batch_size,
         "stage_steps": stage_steps,
         "stage_s": round(stage_s, 2),
         "round_s": round(record.seconds, 2),
@@ -219,6 +221,45 @@ def measure(
     return {"doer": doer, "catalyst_size": len(spec.datasets["catalyst"]), **row}
 
 
+def scoring_alone(doer: str = "smollm2", prompts: int = 5, examples: int = 32, repeats: int = 3) -> dict:
+    """Scoring only, in this one process: ``prompts`` prompts on ``examples`` catalyst examples, one at a time and in
+    shared passes, alternating ``repeats`` times (best of each), so the machine's load touches both alike."""
+    from benchmarks.trainer_overhead import setup_doer
+    from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
+    from peft_catalyst.app.runner import embedded_defaults
+    from peft_catalyst.projection import get_soft_prompt
+    from peft_catalyst.scoring import PromptScorer
+
+    defaults = embedded_defaults(doer, None, "rotten_tomatoes")
+    torch.manual_seed(0)
+    model, tok, spec, _ = setup_doer(doer, 0)
+    split = spec.datasets["catalyst"].select(range(examples))
+    vocab, weight = model.word_embeddings.weight, get_soft_prompt(model).weight
+    generator = torch.Generator().manual_seed(0)
+    picks = [torch.randint(len(vocab), (weight.shape[0],), generator=generator) for _ in range(prompts - 1)]
+    candidates = [weight.detach().clone()] + [vocab[ids].detach().clone() for ids in picks]
+    seconds: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    with tempfile.TemporaryDirectory() as out:
+        args = CatalystTrainingArguments(
+            output_dir=out,
+            per_device_eval_batch_size=defaults["per_device_eval_batch_size"],
+            use_cpu=not torch.cuda.is_available(),
+            report_to=[],
+            catalyst_rounds=0,
+        )
+        trainer = CatalystTrainer(model=model, args=args, catalyst_dataset=split, **spec.trainer_kwargs())
+        scorers = {
+            name: PromptScorer(trainer, split, metric=defaults["catalyst_metric"], batch_size=size)
+            for name, size in VARIANTS.items()
+        }
+        for repeat in range(repeats):
+            for name in VARIANTS if repeat % 2 == 0 else reversed(VARIANTS):
+                started = time.perf_counter()
+                scorers[name].score_prompts(candidates)
+                seconds[name].append(round(time.perf_counter() - started, 2))
+    return {"doer": doer, "prompts": prompts, "examples": examples, "seconds": seconds}
+
+
 def _in_child(spec: dict, threads: int) -> dict:
     """``measure(**spec)`` in a fresh Python process (its own peak RSS), with the load average around it."""
     before = os.getloadavg()[0]
@@ -276,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--catalyst-size", type=int, help="score on this many catalyst examples (default: all 64)")
     parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/race_cost.json")
+    parser.add_argument(
+        "--scoring-alone", action="store_true", help="time scoring only: 5 SmolLM2 prompts, 32 examples, alternating"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -283,6 +327,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.child:
         logging.basicConfig(level=logging.ERROR)
         print(json.dumps(measure(**json.loads(a.child))), flush=True)
+        return
+    if a.scoring_alone:
+        logging.basicConfig(level=logging.ERROR)
+        result = scoring_alone()
+        best = {name: min(values) for name, values in result["seconds"].items()}
+        print(json.dumps(result), f"\nbest of each: {best}; shared passes {best['sequential'] / best['batched']:.2f}x")
         return
     rows = []
     for doer in a.doers:

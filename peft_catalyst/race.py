@@ -170,20 +170,15 @@ class RaceRunner:
     # ------------------------------------------------------------------------------------------------------------
     def _score(self, states: list[_ArmState], alive: list[int]) -> list[ScoredPrompt]:
         """Each live arm's score and text; arms that differ only in the prompt share scoring passes."""
-        if self.only_prompt:
-            position = self.params.index(self.prompt)
-            values = self.scorer.score_prompts([states[i].values[position] for i in alive])
-        else:
-            values = []
-            for index in alive:
-                self._load(states[index])
-                values.append(self.scorer.score())
+        shared = self.scorer.score_prompts([states[i].values[0] for i in alive]) if self.only_prompt else None
         scores = []
-        for index, score in zip(alive, values):
-            if self.only_prompt:
-                write_soft_prompt_(self.model, states[index].values[self.params.index(self.prompt)])
+        for slot, index in enumerate(alive):
+            if shared is not None:  # values[0]: the prompt, the only trainable parameter
+                write_soft_prompt_(self.model, states[index].values[0])
+                score = shared[slot]
             else:
                 self._load(states[index])
+                score = self.scorer.score()
             text, ids = self.describe()
             scores.append(_scored_prompt(text, ids, score))
         return scores
@@ -246,8 +241,8 @@ class RaceRunner:
         torch.manual_seed(settings.seed * 7919 + rung)
         try:
             for k in range(start, start + budget):
-                grads = self._stacked_gradients([states[i].values[0] for i in alive], self.batches.step_batches(k))
                 # values[0]: the prompt, the only trainable parameter
+                grads = self._stacked_gradients([states[i].values[0] for i in alive], self.batches.step_batches(k))
                 for slot, index in enumerate(alive):
                     arm = states[index]
                     self._load(arm)

@@ -318,9 +318,9 @@ class RoundEngine:
             reason = "fp16 loss scaling"
         if reason is not None:
             return 1, reason
-        per_pass = self.settings.catalyst_score_batch_size // max(1, trainer.args.per_device_train_batch_size)
+        per_pass = self.scorer.batch_size // max(1, trainer.args.per_device_train_batch_size)
         if per_pass < 2:
-            return 1, f"catalyst_score_batch_size={self.settings.catalyst_score_batch_size} holds one arm's batch"
+            return 1, f"catalyst_score_batch_size={self.scorer.batch_size} holds one arm's batch"
         return per_pass, None
 
     def _say(self, note: str) -> str:

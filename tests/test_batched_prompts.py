@@ -94,9 +94,12 @@ def test_out_of_memory_in_a_shared_pass_retries_smaller_and_the_round_goes_on(tm
     assert [s.loss for s in fallback] == pytest.approx([s.loss for s in reference], rel=1e-5)
 
 
-def test_a_score_batch_size_below_one_is_refused():
+def test_a_score_batch_size_below_one_is_refused_and_the_default_depends_on_the_device():
     with pytest.raises(ValueError, match="catalyst_score_batch_size must be >= 1"):
         CatalystArguments(catalyst_score_batch_size=0)
+    default = CatalystArguments()
+    assert default.score_batch_size(torch.device("cpu")) == 1 and default.score_batch_size(torch.device("cuda")) == 128
+    assert CatalystArguments(catalyst_score_batch_size=32).score_batch_size(torch.device("cpu")) == 32
     with pytest.raises(ValueError, match="catalyst_score_batch_size must be >= 1"):
         PromptScorer(trainer=None, dataset=None, batch_size=0)
 
@@ -121,8 +124,8 @@ def _trainable(trainer) -> dict[str, torch.Tensor]:
 
 
 def test_arms_trained_together_reach_the_decision_and_state_of_arms_trained_in_turn(tmp_path):
-    turns = _race(tmp_path / "turns", catalyst_score_batch_size=1)
-    together = _race(tmp_path / "together")
+    turns = _race(tmp_path / "turns", catalyst_score_batch_size=1)  # the default on CPU
+    together = _race(tmp_path / "together", catalyst_score_batch_size=128)  # the default on a GPU
     for a, b in zip(turns.catalyst_history, together.catalyst_history, strict=True):
         assert not a.race.batched and b.race.batched
         assert any("arms trained one at a time (catalyst_score_batch_size=1" in n for n in a.notes)
@@ -181,6 +184,7 @@ def test_resume_after_a_race_with_arms_trained_together_ends_like_an_uninterrupt
         catalyst_race_steps=2,
         catalyst_race_controls=1,
         catalyst_rewarmup_steps=6,  # a re-warm-up still running at the checkpoint
+        catalyst_score_batch_size=128,
     )
     full, _ = _causal_trainer(
         tmp_path / "full", CachedMentor(ScriptedMentor(replies), cache, mode="use"), catalyst_size=12, **common

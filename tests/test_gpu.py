@@ -85,7 +85,7 @@ def test_bf16_race_on_cuda_trains_arms_together_like_one_at_a_time(tmp_path):
     from tests.test_batched_prompts import _race
 
     turns = _race(tmp_path / "turns", use_cpu=False, bf16=True, catalyst_score_batch_size=1)
-    together = _race(tmp_path / "together", use_cpu=False, bf16=True)
+    together = _race(tmp_path / "together", use_cpu=False, bf16=True)  # the default on a GPU: shared passes
     assert get_soft_prompt(together.model).weight.device.type == "cuda"
     for a, b in zip(turns.catalyst_history, together.catalyst_history, strict=True):
         assert not a.race.batched and b.race.batched

@@ -17,9 +17,9 @@ from peft_catalyst.records import higher_is_better
 SELECTIONS = ("best", "race", "first")
 
 SCORE_BATCH_SIZE_DEFAULT = 128
-"""Rows (examples x prompts) of one batched scoring or race pass. At the CLI defaults all 5 arms share a SmolLM2 race
-step (5 x 8 rows: about 2.7 GiB more peak memory than one arm at a time, measured by ``benchmarks/race_cost.py``),
-8 prompts share a SmolLM2 scoring pass (8 x 16) and 4 a MiniLM one (4 x 32)."""
+"""Rows (examples x prompts) of one shared scoring or race pass on an accelerator, when ``catalyst_score_batch_size``
+is not set (on CPU prompts go one at a time: ``benchmarks/race_cost.py`` measured no gain there, and all 5 SmolLM2
+arms of a race step in one pass cost about 2.6 GiB more peak memory)."""
 
 RACE_STEPS_DEFAULT = 2
 """First-rung budget of a race. At the CLI defaults (4 candidates, so 5 arms: 5x2 + 3x4 + 2x8 = 38 race steps a round)
@@ -92,14 +92,15 @@ class CatalystArguments:
         default=None,
         metadata={"help": "Whether a higher catalyst_metric is better (default: False for names ending in 'loss')."},
     )
-    catalyst_score_batch_size: int = field(
-        default=SCORE_BATCH_SIZE_DEFAULT,
+    catalyst_score_batch_size: int | None = field(
+        default=None,
         metadata={
             "help": (
-                "Rows (examples x prompts) of one batched pass: prompts of a round are scored, and race arms "
+                "Rows (examples x prompts) of one shared pass: prompts of a round are scored, and race arms "
                 "trained, several at a time, each on every example of a batch, in passes of at most this many rows "
                 "(at least one batch of one prompt). Peak activation memory is about that of a forward (a race: "
-                "forward and backward) over this many rows. 1 handles prompts one at a time."
+                "forward and backward) over this many rows. 1 handles prompts one at a time. Default: 128 on a GPU "
+                "or other accelerator, 1 on CPU (where shared passes measured no faster)."
             )
         },
     )
@@ -201,9 +202,11 @@ class CatalystArguments:
         ):
             if getattr(self, name) < 0:
                 errors.append(f"{name} must be >= 0 (got {getattr(self, name)})")
-        for name in ("catalyst_stage_steps", "catalyst_num_candidates", "catalyst_score_batch_size"):
+        for name in ("catalyst_stage_steps", "catalyst_num_candidates"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.catalyst_score_batch_size is not None and self.catalyst_score_batch_size < 1:
+            errors.append(f"catalyst_score_batch_size must be >= 1 or None (got {self.catalyst_score_batch_size})")
         if self.catalyst_max_words is not None and self.catalyst_max_words < 1:
             errors.append(f"catalyst_max_words must be >= 1 or None (got {self.catalyst_max_words})")
         if self.catalyst_plateau_patience is not None and self.catalyst_plateau_patience < 1:
@@ -221,6 +224,12 @@ class CatalystArguments:
             errors.append(f"catalyst_race_margin must be >= 0 (got {self.catalyst_race_margin})")
         if errors:
             raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(errors) + ".")
+
+    def score_batch_size(self, device: Any) -> int:
+        """``catalyst_score_batch_size``, or its default on ``device``: 1 on CPU, else ``SCORE_BATCH_SIZE_DEFAULT``."""
+        if self.catalyst_score_batch_size is not None:
+            return self.catalyst_score_batch_size
+        return 1 if getattr(device, "type", str(device)) == "cpu" else SCORE_BATCH_SIZE_DEFAULT
 
     def validate_schedule(self, max_steps: int) -> None:
         """Check that a final gradient stage follows the last round; only called when rounds can happen."""
