@@ -11,13 +11,13 @@ import json
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from peft_catalyst import CatalystArguments, Decision
 from peft_catalyst.mentors import CachedMentor
 from peft_catalyst.projection import get_soft_prompt
 from peft_catalyst.scoring import PromptScorer
 from tests import tiny
+from tests.test_race import StopAt, comparable
 from tests.test_trainer import ScriptedMentor, _causal_trainer
 
 REPLY = "1. who wrote the book\n2. a terrible film"
@@ -192,11 +192,6 @@ def test_resume_after_a_race_with_arms_trained_together_ends_like_an_uninterrupt
     full.train()
     assert all(r.race.batched for r in full.catalyst_history)
 
-    class StopAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = state.global_step == 4
-            return control
-
     def resumable():
         trainer, _ = _causal_trainer(
             tmp_path / "resumed", CachedMentor(None, cache, mode="strict"), catalyst_size=12, **common
@@ -204,18 +199,12 @@ def test_resume_after_a_race_with_arms_trained_together_ends_like_an_uninterrupt
         return trainer
 
     interrupted = resumable()
-    interrupted.add_callback(StopAt())
+    interrupted.add_callback(StopAt(4))
     interrupted.train()
     assert interrupted.state.global_step == 4 and len(interrupted.catalyst_history) == 1
     resumed = resumable()
     resumed.train(resume_from_checkpoint=True)
-
-    def strip(records):
-        drop = {"seconds", "latency_s", "cached", "attempts", "name"}
-        data = json.loads(json.dumps([r.to_dict() for r in records]))
-        return json.loads(json.dumps(data), object_hook=lambda d: {k: v for k, v in d.items() if k not in drop})
-
-    assert strip(resumed.catalyst_history) == strip(full.catalyst_history)
+    assert comparable(resumed.catalyst_history) == comparable(full.catalyst_history)
     a, b = _trainable(resumed), _trainable(full)
     assert all(torch.equal(a[n], b[n]) for n in a)
 
