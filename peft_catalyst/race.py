@@ -7,6 +7,12 @@ with its own optimizer state; every other arm starts from the same snapshot of e
 beats the incumbent only by more than ``margin``. The winner's parameters and optimizer state become the training
 state; losers leave no trace. Race batches come from a seeded stream of their own, and the race runs under the
 caller's forked RNG, so the main loop's data order and random streams are untouched.
+
+When the prompt is the only trainable parameter, the arms train together (``arms_per_pass`` > 1): each race step is
+one forward and backward over the step's batch stacked once per arm (:mod:`peft_catalyst.multi_prompt`), then every
+arm takes its own optimizer step with its own parameter, optimizer state and re-warmed learning rate, and a rung's
+arms are scored in shared passes. Batches are paired as before; dropout noise (for a model that has dropout) is drawn
+per row, so arms no longer share dropout masks. Otherwise the arms train one after the other.
 """
 
 from __future__ import annotations
@@ -20,11 +26,17 @@ from typing import Any
 import torch
 from accelerate.utils import broadcast_object_list
 
-from peft_catalyst.compat.transformers import collator_with_removed_columns, num_items_in_batch, remove_unused_columns
-from peft_catalyst.projection import get_soft_prompt, write_token_ids
+from peft_catalyst.compat.transformers import (
+    collator_with_removed_columns,
+    num_items_in_batch,
+    prepare_inputs,
+    remove_unused_columns,
+)
+from peft_catalyst.multi_prompt import trainer_losses
+from peft_catalyst.projection import get_soft_prompt, write_soft_prompt_, write_token_ids
 from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, ScoredPrompt, ranking_key
 from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restore_state, snapshot_state
-from peft_catalyst.scoring import PromptScorer
+from peft_catalyst.scoring import PromptScorer, Score
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +118,7 @@ class RaceRunner:
         incumbent_rewarm_step: int,
         describe: Callable[[], tuple[str, list[int]]],
         on_step: Callable[[], None] | None = None,
+        arms_per_pass: int = 1,
     ) -> None:
         self.trainer = trainer
         self.scorer = scorer
@@ -117,6 +130,10 @@ class RaceRunner:
         self.model = trainer.model
         self.prompt = get_soft_prompt(self.model).weight
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.only_prompt = len(self.params) == 1 and self.params[0] is self.prompt
+        if arms_per_pass > 1 and not self.only_prompt:
+            raise ValueError("Arms can train together only when the soft prompt is the only trainable parameter.")
+        self.arms_per_pass = arms_per_pass  # > 1: arms train together, this many per forward and backward
 
     # ------------------------------------------------------------------------------------------------------------
     def run(self, arms: list[RaceArm]) -> tuple[Race, int]:
@@ -130,23 +147,19 @@ class RaceRunner:
         base_values = [p.detach().clone() for p in self.params]
         base_state = snapshot_state(optimizer, self.params)
         states = [self._initial_state(arm, base_values, base_state) for arm in arms]
-        race = Race(arms=arms)
+        race = Race(arms=arms, batched=self.arms_per_pass > 1)
         alive = list(range(len(arms)))
         budget, rung = self.settings.steps, 0
         while True:
             start = states[alive[0]].steps
-            scores = []
-            for index in alive:
-                self._load(states[index])
-                self._train(states[index], start, budget, rung)
-                text, ids = self.describe()
-                score = self.scorer.score()
-                scores.append(
-                    ScoredPrompt(
-                        text=text, token_ids=ids, score=score.value, loss=score.loss, metrics=dict(score.metrics)
-                    )
-                )
-                states[index] = self._save(states[index])
+            if race.batched:
+                self._train_together(states, alive, start, budget, rung)
+            else:
+                for index in alive:
+                    self._load(states[index])
+                    self._train(states[index], start, budget, rung)
+                    states[index] = self._save(states[index])
+            scores = self._score(states, alive)
             race.rungs.append(RaceRung(arms=list(alive), steps=start + budget, scores=scores))
             race.steps += budget * len(alive)
             ranked = self._rank(alive, scores)
@@ -161,6 +174,21 @@ class RaceRunner:
         return race, states[race.winner].rewarm_step
 
     # ------------------------------------------------------------------------------------------------------------
+    def _score(self, states: list[_ArmState], alive: list[int]) -> list[ScoredPrompt]:
+        """Each live arm's score and text; arms that differ only in the prompt share scoring passes."""
+        shared = self.scorer.score_prompts([states[i].values[0] for i in alive]) if self.only_prompt else None
+        scores = []
+        for slot, index in enumerate(alive):
+            if shared is not None:  # values[0]: the prompt, the only trainable parameter
+                write_soft_prompt_(self.model, states[index].values[0])
+                score = shared[slot]
+            else:
+                self._load(states[index])
+                score = self.scorer.score()
+            text, ids = self.describe()
+            scores.append(_scored_prompt(text, ids, score))
+        return scores
+
     def _initial_state(self, arm: RaceArm, values: list[torch.Tensor], state: list[dict]) -> _ArmState:
         if arm.kind is ArmKind.INCUMBENT:
             return _ArmState([v.clone() for v in values], state, self.incumbent_rewarm_step)
@@ -210,6 +238,65 @@ class RaceRunner:
             for group, lr in zip(inner_optimizer(optimizer).param_groups, scheduled):
                 group["lr"] = lr
 
+    def _train_together(self, states: list[_ArmState], alive: list[int], start: int, budget: int, rung: int) -> None:
+        """``budget`` race steps of every live arm from race step ``start``: per step, one forward and backward over
+        the stacked batch (in passes of ``arms_per_pass`` arms), then each arm's own optimizer step."""
+        trainer, settings, prompt = self.trainer, self.settings, self.prompt
+        optimizer = trainer.optimizer
+        scheduled = [g["lr"] for g in inner_optimizer(optimizer).param_groups]
+        torch.manual_seed(settings.seed * 7919 + rung)
+        try:
+            for k in range(start, start + budget):
+                # values[0]: the prompt, the only trainable parameter
+                grads = self._stacked_gradients([states[i].values[0] for i in alive], self.batches.step_batches(k))
+                for slot, index in enumerate(alive):
+                    arm = states[index]
+                    self._load(arm)
+                    prompt.grad = grads[slot].to(dtype=prompt.dtype)
+                    apply_rewarmup(optimizer, trainer.lr_scheduler, prompt, arm.rewarm_step, settings.rewarmup_steps)
+                    if trainer.args.max_grad_norm and trainer.args.max_grad_norm > 0:
+                        trainer.accelerator.clip_grad_norm_([prompt], trainer.args.max_grad_norm)
+                    optimizer.step()
+                    self.model.zero_grad()
+                    arm.steps += 1
+                    if arm.rewarm_step > 0:
+                        arm.rewarm_step = arm.rewarm_step + 1 if arm.rewarm_step < settings.rewarmup_steps else 0
+                    states[index] = self._save(arm)
+                    if self.on_step is not None:
+                        self.on_step()
+        finally:
+            for group, lr in zip(inner_optimizer(optimizer).param_groups, scheduled):
+                group["lr"] = lr
+
+    def _stacked_gradients(self, values: list[torch.Tensor], batches: list[dict[str, Any]]) -> torch.Tensor:
+        """Each arm's prompt gradient for one race step, as ``training_step`` over ``batches`` would leave it."""
+        trainer = self.trainer
+        items = num_items_in_batch(trainer, batches)
+        scaled = getattr(trainer, "loss_is_scaled_for_ga", None)
+        if scaled is None:  # as training_step decides whether to divide by the accumulation steps
+            scaled = (trainer.model_accepts_loss_kwargs and items is not None) or trainer.compute_loss_func is not None
+        accumulation = getattr(trainer, "current_gradient_accumulation_steps", None)
+        accumulation = accumulation or trainer.args.gradient_accumulation_steps
+        grads = []
+        self.model.train()
+        if callable(getattr(trainer.optimizer, "train", None)):  # schedule-free optimizers, as training_step does
+            trainer.optimizer.train()
+        for first in range(0, len(values), self.arms_per_pass):
+            leaf = torch.stack(values[first : first + self.arms_per_pass]).detach().requires_grad_(True)
+            for inputs in batches:
+                inputs = prepare_inputs(trainer, inputs)
+                with trainer.compute_loss_context_manager():
+                    losses, _ = trainer_losses(trainer, leaf, inputs, items)
+                    total = torch.stack(losses).sum()
+                if not scaled:
+                    total = total / accumulation
+                trainer.accelerator.backward(total)
+            grads.append(leaf.grad)
+        stacked = torch.cat(grads)
+        if trainer.accelerator.num_processes > 1:  # what DDP's gradient hook does for a model's own parameters
+            stacked = trainer.accelerator.reduce(stacked, reduction="mean")
+        return stacked
+
     def _rank(self, alive: list[int], scores: list[ScoredPrompt]) -> list[int]:
         """Arms best first; the incumbent (arm 0) counts as better by the margin; non-finite scores rank last."""
         scorer, margin = self.scorer, self.settings.margin
@@ -232,3 +319,6 @@ def main_process_decision(accelerator: Any, value: Any) -> Any:
         value = payload[0]
     return value
 
+
+def _scored_prompt(text: str, ids: list[int], score: Score) -> ScoredPrompt:
+    return ScoredPrompt(text=text, token_ids=ids, score=score.value, loss=score.loss, metrics=dict(score.metrics))

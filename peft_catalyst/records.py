@@ -185,12 +185,17 @@ class RaceRung:
 
 @dataclass
 class Race:
-    """A round's race: its arms, its rungs and the winning arm; ``steps`` counts every arm's gradient steps."""
+    """A round's race: its arms, its rungs and the winning arm; ``steps`` counts every arm's gradient steps.
+
+    ``batched``: the arms trained together, one forward and backward over the stacked batch per step (else one arm
+    after the other).
+    """
 
     arms: list[RaceArm]
     rungs: list[RaceRung] = field(default_factory=list)
     winner: int = 0
     steps: int = 0
+    batched: bool = False
 
     def arm_steps(self, arm: int) -> int:
         """Gradient steps arm ``arm`` trained in this race."""
@@ -202,6 +207,7 @@ class Race:
             "rungs": [r.to_dict() for r in self.rungs],
             "winner": self.winner,
             "steps": self.steps,
+            "batched": self.batched,
         }
 
     @classmethod
@@ -211,6 +217,7 @@ class Race:
             [RaceRung.from_dict(r) for r in data.get("rungs", [])],
             int(data.get("winner", 0)),
             int(data.get("steps", 0)),
+            bool(data.get("batched", False)),
         )
 
 
@@ -239,6 +246,7 @@ class RoundRecord:
     race: Race | None = None
     seconds: float = 0.0
     prompt_after: str | None = None
+    notes: list[str] = field(default_factory=list)  # how the round ran, e.g. prompts handled one at a time and why
 
     @property
     def race_steps(self) -> int:
@@ -282,6 +290,7 @@ class RoundRecord:
             "race_steps": self.race_steps,
             "seconds": self.seconds,
             "prompt_after": self.prompt_after,
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -313,6 +322,7 @@ class RoundRecord:
             race=Race.from_dict(data["race"]) if data.get("race") else None,
             seconds=float(data.get("seconds") or 0.0),
             prompt_after=data.get("prompt_after"),
+            notes=list(data.get("notes") or []),
         )
 
 

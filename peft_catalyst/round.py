@@ -25,6 +25,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from peft_catalyst.mentors import (
     ReplayMissError,
     TrajectoryPoint,
 )
+from peft_catalyst.multi_prompt import trainer_unsupported_reason
 from peft_catalyst.projection import (
     Projector,
     allowed_token_ids,
@@ -109,6 +111,7 @@ class RoundEngine:
         self.timings = timings
         self.hard_prompt_scores: dict[tuple[int, ...], Score] = {}
         self.racing = False  # True while race arms train (their losses are not the main loop's)
+        self._said: set[str] = set()
 
     @property
     def model(self):
@@ -146,9 +149,11 @@ class RoundEngine:
             selection=settings.catalyst_selection,
         )
         new_rewarm: int | None = None
+        events = len(self.scorer.events)
         with preserved_rng(), preserved_mode(self.model):
-            for point in trajectory.select(settings.catalyst_trajectory_points):
-                score = self.score_token_ids(point.token_ids)
+            points = trajectory.select(settings.catalyst_trajectory_points)
+            _, scores = self.score_hard_prompts([point.token_ids for point in points])
+            for point, score in zip(points, scores):
                 record.trajectory.append(
                     _scored(point.text, point.token_ids, score, step=point.step, train_loss=point.loss)
                 )
@@ -176,6 +181,10 @@ class RoundEngine:
                 new_rewarm = self.race(record, usable, saved, rewarm_step)
             else:
                 new_rewarm = self.best(record, usable, saved)
+        reason = self.scorer.sequential_reason()
+        if reason is not None:
+            record.notes.insert(0, self._say(f"scoring: one prompt at a time ({reason})"))
+        record.notes.extend(self.scorer.events[events:])
         record.seconds = round(time.perf_counter() - started, 3)
         record.prompt_after = self.projector.text()
         return RoundOutcome(record, new_rewarm)
@@ -187,13 +196,11 @@ class RoundEngine:
     def best(self, record: RoundRecord, usable: list[int], saved: torch.Tensor) -> int | None:
         """Score the current prompt and every candidate untrained; the best finite score, strictly better, wins."""
         bar = self._bar(len(usable) + 1, record.round, "scoring")
-        current = self.scorer.score()
-        bar.update()
+        (current,), scores = self.score_hard_prompts([record.candidates[i].token_ids for i in usable], [saved])
         record.current = _scored(self.projector.text(), None, current)
-        for i in usable:
-            score = self.score_token_ids(record.candidates[i].token_ids)
+        for i, score in zip(usable, scores):
             _fill(record.candidates[i], score)
-            bar.update()
+        bar.update(len(usable) + 1)
         bar.close()
         write_soft_prompt_(self.model, saved)
         best = None
@@ -237,6 +244,9 @@ class RoundEngine:
         )
         total = _race_total_steps(len(arms), race_settings.steps, race_settings.eta)
         bar = self._bar(total, record.round, "race")
+        arms_per_pass, reason = self.arms_per_pass()
+        if reason is not None:
+            record.notes.append(self._say(f"race: arms trained one at a time ({reason})"))
         runner = RaceRunner(
             self.trainer,
             self.scorer,
@@ -245,6 +255,7 @@ class RoundEngine:
             incumbent_rewarm_step=rewarm_step,
             describe=lambda: (self.projector.text(), self.projector.token_ids()),
             on_step=bar.update,
+            arms_per_pass=arms_per_pass,
         )
         self.racing = True
         started = time.perf_counter()
@@ -280,19 +291,52 @@ class RoundEngine:
     # Pieces
     # ------------------------------------------------------------------------------------------------------------
 
-    def score_token_ids(self, token_ids: list[int]) -> Score:
-        """Write a hard prompt into the soft prompt and score it; a repeated prompt reuses its score.
+    def score_hard_prompts(
+        self, token_ids: list[list[int]], prompts: Sequence[torch.Tensor] = ()
+    ) -> tuple[list[Score], list[Score]]:
+        """Scores of ``prompts`` (soft prompt tensors) and of hard prompts (token ids), in shared passes.
 
-        Reuse is exact: a hard prompt's score depends only on its ids and the other weights, which do not change
-        within a round, nor between rounds when the soft prompt is the only trained parameter (the cache is cleared
-        otherwise). Trajectories that stop moving and mentors that repeat themselves make repeats common.
+        A repeated hard prompt reuses its score. Reuse is exact up to float noise: a hard prompt's score depends
+        only on its ids and the other weights, which do not change within a round, nor between rounds when the soft
+        prompt is the only trained parameter (the cache is cleared otherwise). Trajectories that stop moving and
+        mentors that repeat themselves make repeats common. The model's soft prompt is left as it was.
         """
-        key = tuple(int(i) for i in token_ids)
-        score = self.hard_prompt_scores.get(key)
-        if score is None:
-            write_token_ids(self.model, list(key))
-            score = self.hard_prompt_scores[key] = self.scorer.score()
-        return score
+        keys = [tuple(int(i) for i in ids) for ids in token_ids]
+        missing = list(dict.fromkeys(key for key in keys if key not in self.hard_prompt_scores))
+        scores = self.scorer.score_prompts([*prompts, *(self.prompt_of(list(key)) for key in missing)])
+        for key, score in zip(missing, scores[len(prompts) :]):
+            self.hard_prompt_scores[key] = score
+        return scores[: len(prompts)], [self.hard_prompt_scores[key] for key in keys]
+
+    def prompt_of(self, token_ids: list[int]) -> torch.Tensor:
+        """The soft prompt a restart from ``token_ids`` writes (a full copy; the model's prompt is unchanged)."""
+        before = read_soft_prompt(self.model)
+        write_token_ids(self.model, token_ids)
+        value = read_soft_prompt(self.model)
+        write_soft_prompt_(self.model, before)
+        return value
+
+    def arms_per_pass(self) -> tuple[int, str | None]:
+        """How many race arms train in one forward and backward, and why only one when so."""
+        trainer = self.trainer
+        if not self.only_prompt_trains():
+            return 1, "another parameter trains beside the prompt, e.g. a classification head"
+        reason = trainer_unsupported_reason(trainer)
+        if reason is None and getattr(trainer.accelerator, "scaler", None) is not None:
+            reason = "fp16 loss scaling"
+        if reason is not None:
+            return 1, reason
+        per_pass = self.scorer.batch_size // max(1, trainer.args.per_device_train_batch_size)
+        if per_pass < 2:
+            return 1, f"catalyst_score_batch_size={self.scorer.batch_size} holds one arm's batch"
+        return per_pass, None
+
+    def _say(self, note: str) -> str:
+        """``note``, logged the first time this engine meets it (the round record keeps it every time)."""
+        if note not in self._said:
+            self._said.add(note)
+            logger.info("catalyst: %s", note)
+        return note
 
     def only_prompt_trains(self) -> bool:
         """True when the soft prompt is the model's only trainable parameter (no head in ``modules_to_save``)."""

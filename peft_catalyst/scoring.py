@@ -1,23 +1,30 @@
 """Scoring prompts on the held-out catalyst split: the ranking value, its direction and the user's hook.
 
-Knows nothing of mentors or rounds: it scores whatever soft prompt the model holds, with a host ``Trainer``'s own
-evaluation pieces, and says which of two scores is better.
+Knows nothing of mentors or rounds: it scores the soft prompt the model holds, or several given prompts at a time
+(:mod:`peft_catalyst.multi_prompt`), with a host ``Trainer``'s own evaluation pieces, and says which of two scores is
+better.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from transformers.trainer_pt_utils import nested_concat, nested_numpify
+from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_numpify
 from transformers.trainer_utils import EvalPrediction
 
+from peft_catalyst.compat.transformers import num_items_in_batch, prepare_inputs
+from peft_catalyst.multi_prompt import trainer_losses, trainer_unsupported_reason
+from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_
 from peft_catalyst.records import is_better
+
+logger = logging.getLogger(__name__)
 
 
 def sorted_by_length(dataset: Any, column: str = "input_ids") -> Any:
@@ -54,12 +61,16 @@ class Score:
 
 
 class PromptScorer:
-    """Scores whatever soft prompt the model holds on the catalyst split, through a host ``Trainer``'s own pieces.
+    """Scores soft prompts on the catalyst split, through a host ``Trainer``'s own pieces.
 
     The host's eval collator, ``prediction_step`` and ``accelerator`` are used, so the split is batched, sharded and
     gathered exactly as ``Trainer.evaluate`` would do it. The ranking value is, in order of precedence: ``score_fn``
     (a :data:`ScoreFunction`), the loss when ``metric == "loss"``, else ``compute_metrics()[metric]``. Logits are
     gathered only when the ranking value needs them (``score_fn`` or a metric other than the loss).
+
+    :meth:`score_prompts` scores several prompts at a time, each on every example of a batch, in passes of at most
+    ``batch_size`` rows (examples x prompts; :mod:`peft_catalyst.multi_prompt`): the same numbers as one at a time
+    within float tolerance. A pass that runs out of memory is retried with fewer prompts (noted in :attr:`events`).
     """
 
     def __init__(
@@ -69,15 +80,21 @@ class PromptScorer:
         metric: str = "loss",
         higher_is_better: bool = False,
         score_fn: ScoreFunction | None = None,
+        batch_size: int = 1,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"catalyst_score_batch_size must be >= 1 (got {batch_size}).")
         self.trainer = trainer
         self.dataset = dataset
         self.metric = metric
         self.higher_is_better = higher_is_better
         self.score_fn = score_fn
+        self.batch_size = batch_size
         self.seconds = 0.0
         self.calls = 0
+        self.events: list[str] = []  # out-of-memory fallbacks, for the round record
         self._dataloader = None
+        self._reason: str | None | bool = False  # False: not determined yet
 
     @property
     def needs_logits(self) -> bool:
@@ -101,6 +118,19 @@ class PromptScorer:
             self._dataloader = self.trainer.get_eval_dataloader(sorted_by_length(self.dataset, column))
         return self._dataloader
 
+    def sequential_reason(self) -> str | None:
+        """Why prompts are scored one at a time (None when :meth:`score_prompts` batches them)."""
+        if self._reason is False:
+            self._reason = trainer_unsupported_reason(self.trainer)
+        if self._reason is None and self.prompts_per_pass() < 2:
+            return f"catalyst_score_batch_size={self.batch_size} holds one batch of one prompt"
+        return self._reason
+
+    def prompts_per_pass(self) -> int:
+        """How many prompts share one pass over a batch of the catalyst split (at least 1)."""
+        rows = self.trainer.args.eval_batch_size or 1
+        return max(1, self.batch_size // rows)
+
     def score(self) -> Score:
         """Loss, metrics and ranking value of the model's current soft prompt, over all processes."""
         started = time.perf_counter()
@@ -110,55 +140,180 @@ class PromptScorer:
             self.calls += 1
             self.seconds += time.perf_counter() - started
 
+    def score_prompts(self, prompts: Sequence[torch.Tensor]) -> list[Score]:
+        """Scores of ``prompts`` (full tensors shaped like the soft prompt); the model's soft prompt is unchanged.
+
+        Batched when :meth:`sequential_reason` is None; otherwise each prompt is written into the model and scored.
+        """
+        started = time.perf_counter()
+        try:
+            if len(prompts) > 1 and self.sequential_reason() is None:
+                return self._score_in_passes(list(prompts))
+            return [self._score_written(p) for p in prompts]
+        finally:
+            self.calls += len(prompts)
+            self.seconds += time.perf_counter() - started
+
+    # ------------------------------------------------------------------------------------------------------------
+    def _score_written(self, prompt: torch.Tensor) -> Score:
+        saved = read_soft_prompt(self.trainer.model)
+        write_soft_prompt_(self.trainer.model, prompt)
+        try:
+            return self._score()
+        finally:
+            write_soft_prompt_(self.trainer.model, saved)
+
+    def _score_in_passes(self, prompts: list[torch.Tensor]) -> list[Score]:
+        """Chunks of :meth:`prompts_per_pass` prompts; a chunk that runs out of memory is halved and retried."""
+        per_pass, scores = self.prompts_per_pass(), []
+        while len(scores) < len(prompts):
+            chunk = prompts[len(scores) : len(scores) + per_pass]
+            if len(chunk) == 1:
+                scores.append(self._score_written(chunk[0]))
+                continue
+            try:
+                scores.extend(self._score_batched(chunk))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                release_memory()
+                per_pass = len(chunk) // 2
+                note = (
+                    f"scoring: out of memory with {len(chunk)} prompts in one pass; retried with {per_pass} "
+                    "(lower catalyst_score_batch_size)"
+                )
+                self.events.append(note)
+                logger.warning("%s", note)
+        return scores
+
     def _score(self) -> Score:
         trainer = self.trainer
-        accelerator = trainer.accelerator
         model = trainer.model_wrapped if (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled) else trainer.model
         model.eval()
-        want_logits = self.needs_logits
-        losses, preds, labels = [], None, None
+        tally = _Tally(self)
         for inputs in self.dataloader():
-            loss, logits, label = trainer.prediction_step(model, inputs, prediction_loss_only=not want_logits)
-            if loss is None:
-                raise ValueError("The catalyst split has no labels, so prompts cannot be scored: add a label column.")
+            loss, logits, label = trainer.prediction_step(model, inputs, prediction_loss_only=not self.needs_logits)
+            tally.add(loss, logits, label, _batch_size(inputs))
+        return tally.result()
+
+    def _score_batched(self, prompts: list[torch.Tensor]) -> list[Score]:
+        """One pass over the split for all ``prompts``, as ``prediction_step`` computes loss and logits per prompt."""
+        trainer = self.trainer
+        model = trainer.model
+        model.eval()
+        weight = get_soft_prompt(model).weight
+        stacked = torch.stack([p.to(device=weight.device, dtype=weight.dtype) for p in prompts])
+        config = getattr(model, "config", None)  # as prediction_step reads it
+        ignore_keys = list(getattr(config, "keys_to_ignore_at_inference", ["cache"]) if config is not None else [])
+        tallies = [_Tally(self) for _ in prompts]
+        for inputs in self.dataloader():
             batch_size = _batch_size(inputs)
-            losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1).repeat(batch_size)))
-            if want_logits and logits is not None and label is not None:
-                if trainer.preprocess_logits_for_metrics is not None:
-                    logits = trainer.preprocess_logits_for_metrics(logits, label)
-                logits = accelerator.pad_across_processes(logits, dim=1, pad_index=-100)
-                label = accelerator.pad_across_processes(label, dim=1, pad_index=-100)
-                # Batches differ in width (causal-LM labels are as long as their batch): pad while concatenating.
-                logits, label = accelerator.gather_for_metrics((logits, label))
-                preds = logits.cpu() if preds is None else nested_concat(preds, logits.cpu(), padding_index=-100)
-                labels = label.cpu() if labels is None else nested_concat(labels, label.cpu(), padding_index=-100)
-        all_losses = torch.cat(losses).cpu()
+            inputs = prepare_inputs(trainer, inputs)
+            labels = inputs.get("labels")
+            if labels is None:
+                raise ValueError(NO_LABELS)
+            num_items = num_items_in_batch(trainer, [inputs])
+            with torch.no_grad(), trainer.compute_loss_context_manager():
+                losses, outputs = trainer_losses(trainer, stacked, inputs, num_items)
+            for tally, loss, output in zip(tallies, losses, outputs):
+                logits, label = None, None
+                if self.needs_logits:
+                    logits = nested_detach(tuple(v for k, v in output.items() if k not in ignore_keys + ["loss"]))
+                    logits = logits[0] if len(logits) == 1 else logits
+                    label = nested_detach(labels)
+                tally.add(loss.detach().mean(), logits, label, batch_size)
+        if not self.needs_logits:
+            return [tally.result() for tally in tallies]
+        # compute_metrics and score_fn run with each prompt in the model, as when it is scored alone (one may read
+        # the model, e.g. the prompt's norm)
+        saved = read_soft_prompt(model)
+        try:
+            scores = []
+            for prompt, tally in zip(prompts, tallies):
+                write_soft_prompt_(model, prompt)
+                scores.append(tally.result())
+            return scores
+        finally:
+            write_soft_prompt_(model, saved)
+
+
+NO_LABELS = "The catalyst split has no labels, so prompts cannot be scored: add a label column."
+
+
+class _Tally:
+    """One prompt's losses and predictions over the split's batches, gathered as ``Trainer.evaluate`` gathers them."""
+
+    def __init__(self, scorer: PromptScorer) -> None:
+        self.scorer = scorer
+        self.losses: list[torch.Tensor] = []
+        self.preds: Any = None
+        self.labels: Any = None
+
+    def add(self, loss: torch.Tensor | None, logits: Any, label: Any, batch_size: int) -> None:
+        if loss is None:
+            raise ValueError(NO_LABELS)
+        trainer = self.scorer.trainer
+        accelerator = trainer.accelerator
+        self.losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1).repeat(batch_size)))
+        if self.scorer.needs_logits and logits is not None and label is not None:
+            if trainer.preprocess_logits_for_metrics is not None:
+                logits = trainer.preprocess_logits_for_metrics(logits, label)
+            logits = accelerator.pad_across_processes(logits, dim=1, pad_index=-100)
+            label = accelerator.pad_across_processes(label, dim=1, pad_index=-100)
+            # Batches differ in width (causal-LM labels are as long as their batch): pad while concatenating.
+            logits, label = accelerator.gather_for_metrics((logits, label))
+            preds, labels = self.preds, self.labels
+            self.preds = logits.cpu() if preds is None else nested_concat(preds, logits.cpu(), padding_index=-100)
+            self.labels = label.cpu() if labels is None else nested_concat(labels, label.cpu(), padding_index=-100)
+
+    def result(self) -> Score:
+        scorer, trainer = self.scorer, self.scorer.trainer
+        all_losses = torch.cat(self.losses).cpu()
         mean_loss = float(all_losses.mean()) if torch.isfinite(all_losses).all() else math.inf
         metrics: dict[str, float] = {}
         prediction = None
-        if want_logits and preds is not None:
+        if scorer.needs_logits and self.preds is not None:
             prediction = EvalPrediction(
-                predictions=nested_numpify(preds), label_ids=nested_numpify(labels), losses=all_losses.numpy()
+                predictions=nested_numpify(self.preds),
+                label_ids=nested_numpify(self.labels),
+                losses=all_losses.numpy(),
             )
         if prediction is not None and trainer.compute_metrics is not None:
             result = trainer.compute_metrics(prediction)
             metrics = {k: float(v) for k, v in result.items() if isinstance(v, (int, float, np.floating))}
-        if self.score_fn is not None:
+        if scorer.score_fn is not None:
             if prediction is None:
                 raise ValueError("score_fn needs predictions, but the catalyst split gave no logits and labels.")
-            value = float(self.score_fn(prediction))
-        elif self.metric == "loss":
+            value = float(scorer.score_fn(prediction))
+        elif scorer.metric == "loss":
             value = mean_loss
-        elif self.metric in metrics:
-            value = metrics[self.metric]
+        elif scorer.metric in metrics:
+            value = metrics[scorer.metric]
         else:
             raise ValueError(
-                f"catalyst_metric={self.metric!r} is not among the metrics compute_metrics returns "
+                f"catalyst_metric={scorer.metric!r} is not among the metrics compute_metrics returns "
                 f"({sorted(metrics)}); set catalyst_metric to 'loss' or one of those keys."
             )
         if not math.isfinite(value) or not math.isfinite(mean_loss):
-            value = self.worst()
+            value = scorer.worst()
         return Score(value=value, loss=mean_loss, metrics=metrics)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (a device's out-of-memory error, or the CPU allocator's)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def release_memory() -> None:
+    """Return cached device memory after an out-of-memory error, so a smaller retry can fit."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _batch_size(inputs: dict[str, Any]) -> int:

@@ -213,6 +213,7 @@ def test_bad_config_file_is_one_user_error(tmp_path, text, message):
         (["--catalyst_selection", "worst"], "catalyst_selection"),
         (["--config", "/nonexistent/run.yaml"], "no file at"),
         (["--num_virtual_tokens", "0"], "--num_virtual_tokens must be at least 1"),
+        (["--catalyst_score_batch_size", "0"], "catalyst_score_batch_size must be >= 1"),
         (["--dataset_name", "missing.csv"], "no such file or folder 'missing.csv'"),
         (["--dataset_name", "./data/reviews"], "no such file or folder 'data/reviews'"),
     ],

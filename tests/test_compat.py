@@ -43,6 +43,7 @@ PRIVATE_NAMES = (
     "_remove_unused_columns",
     "_get_collator_with_removed_columns",
     "_get_num_items_in_batch",
+    "_prepare_inputs",
     "should_log",
     "_internal_call",
     # TRL
@@ -125,6 +126,14 @@ def test_num_items_in_batch(trainer):
     count = tf_compat.num_items_in_batch(trainer, batches)
     assert int(count) == 4, _moved(
         "transformers", "Trainer._get_num_items_in_batch(batch_samples, device)", "transformers.num_items_in_batch"
+    )
+
+
+def test_prepare_inputs(trainer):
+    batch = {"input_ids": torch.tensor([[5, 6]]), "labels": torch.tensor([1])}
+    prepared = tf_compat.prepare_inputs(trainer, batch)
+    assert prepared["input_ids"].device == trainer.args.device and torch.equal(prepared["labels"], batch["labels"]), (
+        _moved("transformers", "Trainer._prepare_inputs(inputs)", "transformers.prepare_inputs")
     )
 
 

@@ -78,3 +78,16 @@ def test_cached_generation_on_cuda_equals_greedy_without_cache(tok, arch, method
             out = pm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS,
                               do_sample=False, use_cache=use_cache)  # fmt: skip
             assert torch.equal(out[:, -STEPS:], reference), (text, use_cache)
+
+
+def test_bf16_race_on_cuda_trains_arms_together_like_one_at_a_time(tmp_path):
+    """Shared scoring passes and arms trained together on CUDA in bf16: the scores of one at a time (bf16 noise)."""
+    from tests.test_batched_prompts import _race
+
+    turns = _race(tmp_path / "turns", use_cpu=False, bf16=True, catalyst_score_batch_size=1)
+    together = _race(tmp_path / "together", use_cpu=False, bf16=True)  # the default on a GPU: shared passes
+    assert get_soft_prompt(together.model).weight.device.type == "cuda"
+    for a, b in zip(turns.catalyst_history, together.catalyst_history, strict=True):
+        assert not a.race.batched and b.race.batched
+        first_a, first_b = a.race.rungs[0].scores, b.race.rungs[0].scores
+        assert [s.loss for s in first_a] == pytest.approx([s.loss for s in first_b], rel=2e-2)

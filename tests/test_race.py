@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from peft_catalyst import ArmKind, Decision
 from peft_catalyst.mentors import MentorRequest
@@ -170,9 +171,25 @@ def test_controls_race_but_never_reach_the_mentor_as_its_proposals(tmp_path):
     assert all(c.text not in controls for c in first.candidates)
 
 
-def test_resume_after_a_race_round_ends_like_an_uninterrupted_run(tmp_path):
-    from transformers import TrainerCallback
+class StopAt(TrainerCallback):
+    """Stops training after optimizer step ``step`` (an interrupted run, to resume from its checkpoint)."""
 
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        control.should_training_stop = state.global_step == self.step
+        return control
+
+
+def comparable(records) -> list[dict]:
+    """Round records as dicts without what differs between equal runs (timings, cache hits, the mentor's name)."""
+    drop = {"seconds", "latency_s", "cached", "attempts", "name"}
+    data = json.loads(json.dumps([r.to_dict() for r in records]))
+    return json.loads(json.dumps(data), object_hook=lambda d: {k: v for k, v in d.items() if k not in drop})
+
+
+def test_resume_after_a_race_round_ends_like_an_uninterrupted_run(tmp_path):
     from peft_catalyst.mentors import CachedMentor
 
     tok = tiny.bpe_tokenizer()
@@ -194,29 +211,18 @@ def test_resume_after_a_race_round_ends_like_an_uninterrupted_run(tmp_path):
     full.train()
     assert full.catalyst_history[0].race_steps > 0
 
-    class StopAt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = state.global_step == 4
-            return control
-
     def resumed_trainer():
         return tiny.catalyst_trainer(
             tok, tmp_path / "resumed", CachedMentor(None, cache, mode="strict"), model=_model(tok), **common
         )
 
     interrupted = resumed_trainer()
-    interrupted.add_callback(StopAt())
+    interrupted.add_callback(StopAt(4))
     interrupted.train()
     assert interrupted.state.global_step == 4 and len(interrupted.catalyst_history) == 1
     resumed = resumed_trainer()
     resumed.train(resume_from_checkpoint=True)
-
-    def strip(records):
-        drop = {"seconds", "latency_s", "cached", "attempts", "name"}
-        data = json.loads(json.dumps([r.to_dict() for r in records]))
-        return json.loads(json.dumps(data), object_hook=lambda d: {k: v for k, v in d.items() if k not in drop})
-
-    assert strip(resumed.catalyst_history) == strip(full.catalyst_history)
+    assert comparable(resumed.catalyst_history) == comparable(full.catalyst_history)
     a, b = _trainable(resumed), _trainable(full)
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert resumed.catalyst_summary().total_steps == full.catalyst_summary().total_steps

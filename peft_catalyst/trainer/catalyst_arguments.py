@@ -17,6 +17,11 @@ from peft_catalyst.records import higher_is_better
 
 SELECTIONS = ("best", "race", "first")
 
+SCORE_BATCH_SIZE_DEFAULT = 128
+"""Rows (examples x prompts) of one shared scoring or race pass on an accelerator, when ``catalyst_score_batch_size``
+is not set (on CPU prompts go one at a time: ``benchmarks/race_cost.py`` measured no gain there, and all 5 SmolLM2
+arms of a race step in one pass cost about 2.6 GiB more peak memory)."""
+
 RACE_STEPS_DEFAULT = 2
 """First-rung budget of a race: with 4 candidates (5 arms) a round trains 5x2 + 3x4 + 2x8 = 38 race steps; 4 doubles
 that, 1 gives a new start a single step at a sixth of the lr (re-warm-up). What that costs against a stage depends on
@@ -74,6 +79,10 @@ class CatalystArguments:
         catalyst_greater_is_better (`bool` or `None`, *optional*, defaults to `None`):
             Whether a higher `catalyst_metric` is better. `None`: lower is better for names ending in `"loss"`,
             higher otherwise (as `Trainer` does).
+        catalyst_score_batch_size (`int` or `None`, *optional*, defaults to `None`):
+            Rows (examples x prompts) of one shared scoring or race pass: prompts are scored, and race arms trained,
+            several in one forward pass up to this budget. `None`: one prompt at a time on CPU, 128 rows on an
+            accelerator.
 
         > Parameters that control the race (`catalyst_selection="race"`)
 
@@ -149,6 +158,18 @@ class CatalystArguments:
     catalyst_greater_is_better: bool | None = field(
         default=None,
         metadata={"help": "Whether a higher catalyst_metric is better (default: False for names ending in 'loss')."},
+    )
+    catalyst_score_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Rows (examples x prompts) of one shared pass: prompts of a round are scored, and race arms "
+                "trained, several at a time, each on every example of a batch, in passes of at most this many rows "
+                "(at least one batch of one prompt). Peak activation memory is about that of a forward (a race: "
+                "forward and backward) over this many rows. 1 handles prompts one at a time. Default: 128 on a GPU "
+                "or other accelerator, 1 on CPU (where shared passes measured no faster)."
+            )
+        },
     )
     catalyst_race_steps: int = field(
         default=RACE_STEPS_DEFAULT,
@@ -251,6 +272,8 @@ class CatalystArguments:
         for name in ("catalyst_stage_steps", "catalyst_num_candidates"):
             if getattr(self, name) < 1:
                 errors.append(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.catalyst_score_batch_size is not None and self.catalyst_score_batch_size < 1:
+            errors.append(f"catalyst_score_batch_size must be >= 1 or None (got {self.catalyst_score_batch_size})")
         if self.catalyst_max_words is not None and self.catalyst_max_words < 1:
             errors.append(f"catalyst_max_words must be >= 1 or None (got {self.catalyst_max_words})")
         if self.catalyst_plateau_patience is not None and self.catalyst_plateau_patience < 1:
@@ -268,6 +291,12 @@ class CatalystArguments:
             errors.append(f"catalyst_race_margin must be >= 0 (got {self.catalyst_race_margin})")
         if errors:
             raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(errors) + ".")
+
+    def score_batch_size(self, device: Any) -> int:
+        """``catalyst_score_batch_size``, or its default on ``device``: 1 on CPU, else ``SCORE_BATCH_SIZE_DEFAULT``."""
+        if self.catalyst_score_batch_size is not None:
+            return self.catalyst_score_batch_size
+        return 1 if getattr(device, "type", str(device)) == "cpu" else SCORE_BATCH_SIZE_DEFAULT
 
     def validate_schedule(self, max_steps: int) -> None:
         """Check that a final gradient stage follows the last round; only called when rounds can happen."""

@@ -172,6 +172,7 @@ class CatalystCallback(TrainerCallback):
                 metric=self.settings.catalyst_metric,
                 higher_is_better=self.higher_is_better,
                 score_fn=self.score_fn,
+                batch_size=self.settings.score_batch_size(self.trainer.args.device),
             )
             self._engine = RoundEngine(
                 self.trainer,
