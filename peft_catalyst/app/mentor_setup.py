@@ -1,0 +1,186 @@
+"""The ``--mentor*`` arguments and the mentor they build: checked before anything is loaded, cached on disk.
+
+Split from :mod:`peft_catalyst.app.runner` (one idea per module): the runner asks for a mentor, this module knows the
+backends, the replay file, the key check and the reachability probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peft_catalyst.app.errors import UserError
+from peft_catalyst.projection import vocabulary_words
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MentorArguments:
+    """The mentor LLM."""
+
+    mentor: str = field(
+        default="smollm2",
+        metadata={
+            "help": (
+                "'smollm2' (embedded, offline; shares the doer's weights when the doer is SmolLM2), "
+                "'openai:<model>' (OpenAI or any compatible server, see --mentor_base_url), 'hf:<model>' "
+                "(Hugging Face inference), 'random' (random vocabulary words of the doer's tokenizer, seeded by "
+                "--mentor_seed: the control that tells whether an LLM beats random restarts), or 'none' (plain "
+                "prompt tuning)."
+            )
+        },
+    )
+    mentor_base_url: str | None = field(
+        default=None, metadata={"help": "Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...)."}
+    )
+    mentor_timeout: float = field(default=60.0, metadata={"help": "Seconds before one mentor request times out."})
+    mentor_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the mentor."})
+    mentor_max_tokens: int = field(default=256, metadata={"help": "Reply budget of a remote mentor, in tokens."})
+    mentor_seed: int | None = field(default=0, metadata={"help": "Sampling seed of the mentor (None: random)."})
+    meta_prompt: str | None = field(default=None, metadata={"help": "File with a meta-prompt template to use."})
+    mentor_cache: str | None = field(
+        default=None,
+        metadata={"help": "sqlite cache of mentor replies (default: <output_dir>/mentor_cache.sqlite)."},
+    )
+    mentor_replay: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Replay the mentor from this cache file, with no LLM at all. A round whose request the file does not "
+                "hold is an error (exit code 2) naming the round and the request's key."
+            )
+        },
+    )
+    mentor_required: bool = field(
+        default=False,
+        metadata={"help": "Stop with an error when the mentor cannot be reached at start (default: warn, no rounds)."},
+    )
+
+
+def validate_mentor_spec(spec: str) -> None:
+    """Reject a malformed ``--mentor`` before anything is loaded."""
+    backend, _, model = spec.strip().partition(":")
+    if spec.strip() in ("none", "smollm2", "embedded", "random") or (backend in ("openai", "hf") and model):
+        return
+    raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>', 'random' or 'none'.")
+
+
+def validate_mentor_args(args: MentorArguments) -> None:
+    """Check the mentor's configuration before any data or model is loaded: the spec, a replay file, a key.
+
+    The messages name the command's options (``--mentor_base_url``), not the Python keywords.
+    """
+    if args.mentor_replay:
+        if not Path(args.mentor_replay).is_file():
+            raise UserError(f"--mentor_replay: no cache file at {args.mentor_replay}.")
+        return
+    spec = args.mentor.strip()
+    validate_mentor_spec(spec)
+    has_key_or_server = os.environ.get("OPENAI_API_KEY") or args.mentor_base_url or os.environ.get("OPENAI_BASE_URL")
+    if spec.startswith("openai:") and not has_key_or_server:
+        raise UserError(
+            f"--mentor {spec} needs an API key: set OPENAI_API_KEY, or pass --mentor_base_url for an "
+            "OpenAI-compatible server that needs none."
+        )
+
+
+def build_mentor(
+    args: MentorArguments,
+    output_dir: str | os.PathLike | None = None,
+    shared: tuple | None = None,
+    tokenizer: Any = None,
+):
+    """The mentor named by ``--mentor``, or None for plain prompt tuning.
+
+    ``shared``: ``(model, tokenizer)`` of an already loaded SmolLM2 for the embedded mentor to use instead of a
+    second copy. ``tokenizer``: the doer's, whose vocabulary ``--mentor random`` draws from. Replies of a chat mentor
+    are cached in ``--mentor_cache`` or, with an ``output_dir``, its ``mentor_cache.sqlite``.
+    """
+    from peft_catalyst.mentors import (
+        CachedMentor,
+        HubInferenceMentor,
+        MentorError,
+        OpenAIMentor,
+        RandomMentor,
+        TransformersMentor,
+    )
+
+    validate_mentor_args(args)
+    if args.mentor_replay:
+        return CachedMentor(None, Path(args.mentor_replay), mode="strict")
+    spec = args.mentor.strip()
+    backend, _, model = spec.partition(":")
+    if spec == "none":
+        return None
+    if spec == "random":  # free and deterministic: nothing to cache
+        if tokenizer is None:
+            raise UserError("--mentor random needs the doer's tokenizer (build_mentor(..., tokenizer=...)).")
+        try:
+            words = vocabulary_words(tokenizer)
+        except ValueError as exc:
+            raise UserError(f"Mentor 'random': {exc}") from exc
+        return RandomMentor(words, seed=args.mentor_seed if args.mentor_seed is not None else 0)
+    try:
+        if spec in ("smollm2", "embedded"):
+            if not shared:
+                from peft_catalyst.app.assets import load_smollm2
+
+                shared = load_smollm2()
+            inner = TransformersMentor.embedded(
+                shared[0],
+                shared[1],
+                temperature=args.mentor_temperature,
+                seed=args.mentor_seed,
+                meta_prompt=args.meta_prompt,
+            )
+        elif backend == "openai":
+            inner = OpenAIMentor(
+                model,
+                base_url=args.mentor_base_url,
+                timeout=args.mentor_timeout,
+                temperature=args.mentor_temperature,
+                max_tokens=args.mentor_max_tokens,
+                seed=args.mentor_seed,
+                meta_prompt=args.meta_prompt,
+            )
+        else:  # "hf:<model>", the one form validate_mentor_spec leaves
+            inner = HubInferenceMentor(
+                model,
+                timeout=args.mentor_timeout,
+                temperature=args.mentor_temperature,
+                max_tokens=args.mentor_max_tokens,
+                seed=args.mentor_seed,
+                meta_prompt=args.meta_prompt,
+            )
+    except (MentorError, OSError, ValueError) as exc:
+        raise UserError(f"Mentor {spec!r}: {exc}") from exc
+    if args.mentor_cache:
+        return CachedMentor(inner, args.mentor_cache, mode="use")
+    if output_dir is not None:
+        return CachedMentor(inner, Path(output_dir) / "mentor_cache.sqlite", mode="use")
+    return inner
+
+
+def check_mentor(mentor, required: bool):
+    """Probe a remote mentor once; unreachable: ``UserError`` when required, else a warning and no mentor."""
+    from peft_catalyst.mentors import MentorError
+
+    if mentor is None:
+        return None
+    try:
+        mentor.check()
+    except MentorError as exc:
+        if required:
+            raise UserError(
+                f"The mentor cannot be reached ({exc}); fix --mentor/--mentor_base_url or the key."
+            ) from exc
+        logger.warning("The mentor cannot be reached (%s): training runs without rounds.", exc)
+        return None
+    return mentor
+
+
+__all__ = ["MentorArguments", "build_mentor", "check_mentor", "validate_mentor_args", "validate_mentor_spec"]
