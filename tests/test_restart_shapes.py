@@ -238,3 +238,47 @@ def test_records_without_shapes_read_as_full():
     assert RoundRecord.from_dict(record.to_dict()).shape == record.shape
     assert record.shape.label == "blend alpha=0.6"
     assert RestartShape("partial", positions=[0, 2]).label == "partial at positions 0, 2"
+
+
+def test_a_partial_restart_in_a_run_keeps_the_optimizer_rows_it_did_not_write(tmp_path):
+    """``"first"`` always restarts: right after the round, the prompt's Adam moments are the incumbent's on the
+    untouched positions and zero on the written ones (its step count is kept)."""
+    from transformers import TrainerCallback
+
+    tok = tiny.bpe_tokenizer()
+    trainer = tiny.catalyst_trainer(
+        tok,
+        tmp_path,
+        ScriptedMentor(["1. who wrote the book"]),
+        catalyst_rounds=1,
+        catalyst_num_candidates=1,
+        catalyst_selection="first",
+        catalyst_restart="partial",
+        catalyst_partial_tokens=1,
+    )
+    seen: dict[str, dict] = {}
+
+    class Snapshot(TrainerCallback):
+        def __init__(self, name):
+            self.name = name
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:  # the round's step (catalyst_stage_steps=3)
+                weight = get_soft_prompt(trainer.model).weight
+                held = trainer.optimizer.optimizer.state[weight]  # inside Accelerate's wrapper
+                seen[self.name] = {k: v.clone() for k, v in held.items()}
+                seen[self.name]["prompt"] = weight.detach().clone()
+
+    trainer.callback_handler.callbacks.insert(0, Snapshot("before"))  # runs before the catalyst callback
+    trainer.add_callback(Snapshot("after"))
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert record.decision is Decision.BLIND and record.shape.name == "partial"
+    (written,) = record.shape.positions
+    kept = [p for p in range(4) if p != written]
+    before, after = seen["before"], seen["after"]
+    assert [p for p in range(4) if not torch.equal(before["prompt"][p], after["prompt"][p])] == [written]
+    assert torch.equal(after["step"], before["step"])
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert torch.equal(after[key][kept], before[key][kept])
+        assert torch.count_nonzero(after[key][written]) == 0 < torch.count_nonzero(before[key][written])
