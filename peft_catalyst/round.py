@@ -253,11 +253,7 @@ class RoundEngine:
         record.current = _scored(self.projector.text(), None, current)
         best: int | None = None
         for k, ((i, _), score) in enumerate(zip(starts, scores)):
-            cand = record.candidates[i]
-            if cand.score is None or (score.finite and not cand.finite) or (
-                score.finite and self.scorer.better(score.value, cand.score)
-            ):
-                _fill(cand, score)
+            self._fill_best(record.candidates[i], score)
             if score.finite and (best is None or self.scorer.better(score.value, scores[best].value)):
                 best = k
         if best is not None and current.finite and not self.scorer.better(scores[best].value, current.value):
@@ -331,11 +327,7 @@ class RoundEngine:
                     metrics=dict(score.metrics),
                 )
             elif arm.kind is ArmKind.CANDIDATE:  # in several shapes: the candidate's best arm
-                cand = record.candidates[arm.candidate]
-                if cand.score is None or (score.finite and not cand.finite) or (
-                    score.finite and self.scorer.better(score.score, cand.score)
-                ):
-                    _fill(cand, Score(score.score, score.loss, score.metrics))
+                self._fill_best(record.candidates[arm.candidate], Score(score.score, score.loss, score.metrics))
         winner = race.arms[race.winner]
         if winner.kind is ArmKind.INCUMBENT:
             record.decision = Decision.KEPT
@@ -490,6 +482,14 @@ class RoundEngine:
         generator = torch.Generator().manual_seed(seed)
         picks = torch.randint(len(allowed), (count, soft.num_virtual_tokens), generator=generator)
         return [allowed[row].tolist() for row in picks]
+
+    def _fill_best(self, candidate: ScoredPrompt, score: Score) -> None:
+        """Give ``candidate`` ``score`` unless it holds a better one already (a candidate started in several shapes
+        keeps its best shape's score: what the mentor later sees of its proposal)."""
+        if candidate.score is None or (
+            score.finite and (not candidate.finite or self.scorer.better(score.value, candidate.score))
+        ):
+            _fill(candidate, score)
 
     def restart_shapes(self) -> list[RestartShape]:
         """The shapes of this round's starts (``catalyst_restart``); partial positions follow the current prompt
