@@ -6,12 +6,15 @@ random mentor (instant, so the mentor's latency is not measured), then one more 
 ``catalyst_score_batch_size``: 1 handles prompts one at a time (``sequential``, the default on CPU), 128 shares
 passes (``batched``, the default on a GPU). They run interleaved (sequential, batched, for each setting in turn), so
 a machine whose load changes during the benchmark touches both alike; the load average is printed beside each row.
+``--restarts full blend partial`` measures each restart shape (``catalyst_restart``) in turn: a blended round races
+or scores every proposal and control once per alpha (2 by default), a partial round once.
 
 Per run: the stage's wall time, the round's wall time and its multiple of the stage's, the seconds spent scoring and
 racing, peak RSS of the process and the round's own peak above the RSS it started at (sampled every 5 ms), and on a
 GPU the round's peak allocated memory.
 
     python -m benchmarks.race_cost [--doers minilm smollm2] [--selections best race] [--race-steps 2] [--threads 2]
+        [--restarts full blend partial] [--variants sequential batched] [--results PATH]
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def measure_round(
     metric: str = "label_loss",
     bf16: bool = False,
     seed: int = 0,
+    restart: str = "full",
 ) -> dict[str, Any]:
     """One stage and one round of ``model`` on ``spec``; seconds, steps and memory of each."""
     from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
@@ -113,6 +117,7 @@ def measure_round(
             catalyst_metric=metric,
             catalyst_selection=selection,
             catalyst_race_steps=race_steps,
+            catalyst_restart=restart,
             **extra,
         )
         trainer = CatalystTrainer(
@@ -151,6 +156,8 @@ def measure_round(
     stage_s = train_s * stage_steps / (stage_steps + 1)
     row = {
         "selection": selection,
+        "restart": restart,
+        "race_arms": len(record.race.arms) if record.race else None,
         "race_steps_setting": race_steps,
         "score_batch_size": engine.scorer.batch_size,
         "stage_steps": stage_steps,
@@ -182,6 +189,7 @@ def measure(
     stage_steps: int | None = None,
     catalyst_size: int | None = None,
     seed: int = 0,
+    restart: str = "full",
 ) -> dict:
     """One stage and one round at the command line's defaults for ``doer`` (catalyst split of 64 examples).
 
@@ -213,6 +221,7 @@ def measure(
         trajectory_points=defaults["catalyst_trajectory_points"],
         metric=defaults["catalyst_metric"],
         seed=seed,
+        restart=restart,
     )
     if stage_steps and stage_steps != default_stage:
         row["measured_stage_steps"], row["measured_stage_s"] = stage_steps, row["stage_s"]
@@ -274,7 +283,8 @@ def _in_child(spec: dict, threads: int) -> dict:
 
 def _print_row(row: dict, variant: str) -> None:
     print(
-        f"{row['doer']:8s} {row['selection']:4s} {variant:10s} | stage {row['stage_s']:6.1f} s | round "
+        f"{row['doer']:8s} {row['selection']:4s} {row.get('restart', 'full'):7s} {variant:10s} | "
+        f"stage {row['stage_s']:6.1f} s | round "
         f"{row['round_s']:6.1f} s ({row['round_x_stage']:.2f}x stage; scoring {row['scoring_s']:.1f} s for "
         f"{row['prompts_scored']} prompts, race {row['race_s']:.1f} s / {row['round_race_steps']} steps) | peak RSS "
         f"{row['peak_rss_mib']:.0f} MiB, round peak {row['round_rss_peak_mib']:.0f} MiB from "
@@ -287,9 +297,9 @@ def _print_row(row: dict, variant: str) -> None:
 def _compare(rows: list[dict]) -> None:
     """Sequential vs batched per setting: the speed-ups of scoring, race and round."""
     print("\nsetting       | scoring s seq -> batched | race s seq -> batched | round x stage seq -> batched")
-    by = {(r["doer"], r["selection"], r["variant"]): r for r in rows}
-    for doer, selection in dict.fromkeys((r["doer"], r["selection"]) for r in rows):
-        seq, bat = by.get((doer, selection, "sequential")), by.get((doer, selection, "batched"))
+    by = {(r["doer"], r["selection"], r["restart"], r["variant"]): r for r in rows}
+    for doer, selection, restart in dict.fromkeys((r["doer"], r["selection"], r["restart"]) for r in rows):
+        seq, bat = by.get((doer, selection, restart, "sequential")), by.get((doer, selection, restart, "batched"))
         if not seq or not bat:
             continue
 
@@ -316,7 +326,10 @@ def main(argv: list[str] | None = None) -> None:
         help="measure a shorter stage and scale its per-step time to the default stage (the round is unchanged)",
     )
     parser.add_argument("--catalyst-size", type=int, help="score on this many catalyst examples (default: all 64)")
-    parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/race_cost.json")
+    parser.add_argument("--restarts", nargs="+", default=["full"], choices=["full", "blend", "partial"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the rows go (JSON)")
+    parser.add_argument("--no-save", action="store_true", help="do not write the results file")
     parser.add_argument(
         "--scoring-alone", action="store_true", help="time scoring only: 5 SmolLM2 prompts, 32 examples, alternating"
     )
@@ -338,21 +351,23 @@ def main(argv: list[str] | None = None) -> None:
     for doer in a.doers:
         for selection in a.selections:
             steps = a.race_steps if selection == "race" else 0
-            for variant, size in VARIANTS.items():
-                spec = {"doer": doer, "selection": selection, "race_steps": steps, "score_batch_size": size}
-                spec["stage_steps"], spec["catalyst_size"] = a.stage_steps, a.catalyst_size
-                row = {"variant": variant, **_in_child(spec, a.threads)}
-                rows.append(row)
-                _print_row(row, variant)
-                if not a.no_save:  # after every row: a long benchmark keeps what it measured
-                    _save(rows, a.threads)
+            for restart in a.restarts:
+                for variant in a.variants:
+                    spec = {"doer": doer, "selection": selection, "race_steps": steps}
+                    spec["score_batch_size"], spec["restart"] = VARIANTS[variant], restart
+                    spec["stage_steps"], spec["catalyst_size"] = a.stage_steps, a.catalyst_size
+                    row = {"variant": variant, **_in_child(spec, a.threads)}
+                    rows.append(row)
+                    _print_row(row, variant)
+                    if not a.no_save:  # after every row: a long benchmark keeps what it measured
+                        _save(rows, a.threads, a.results)
     _compare(rows)
     if not a.no_save:
-        print(f"written: {RESULTS}")
+        print(f"written: {a.results}")
 
 
-def _save(rows: list[dict], threads: int) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+def _save(rows: list[dict], threads: int, path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     machine = {
         "cpus": os.cpu_count(),
         "threads": threads,
@@ -360,7 +375,7 @@ def _save(rows: list[dict], threads: int) -> None:
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    path.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,16 @@ def _race_note(record: RoundRecord, header_metric: str | None) -> str:
     return f"race: {metric}{_fmt(decisive.score)} after {race.arm_steps(race.winner)} steps"
 
 
+def _shape_note(record: RoundRecord, secrets: Sequence[str | None]) -> str:
+    """A blended or partial restart's shape, and the nearest-token reading of where it started: such a start is no
+    longer a token sequence, so its text is only a reading of it (empty for a full restart or no restart)."""
+    shape = record.shape
+    if shape is None or shape.name == "full" or not record.restarted:
+        return ""
+    reading = f", reads as {_code_span(public_text(record.prompt_after, secrets), 60)}" if record.prompt_after else ""
+    return f"{shape.label} start{reading}"
+
+
 def _taken(label: str, note: str) -> str:
     """``label`` with ``note`` added inside its parentheses (or in new ones)."""
     if not note:
@@ -272,7 +282,7 @@ def _history_rows(history: History, secrets: Sequence[str | None]) -> list[dict[
             continue
         race = record.race
         winning_arm = race.arms[race.winner] if race is not None and race.arms else None
-        note = _race_note(record, header_metric)
+        note = ", ".join(n for n in (_race_note(record, header_metric), _shape_note(record, secrets)) if n)
         if record.current is not None:
             prompt = f"{_cell(public_text(record.current.text, secrets))} *(current soft prompt)*"
             taken = _taken("**taken** (kept)", note) if decision is Decision.KEPT else ""
@@ -294,7 +304,8 @@ def _history_rows(history: History, secrets: Sequence[str | None]) -> list[dict[
                 arm = race.arms[arm_index]
                 if arm.kind is not ArmKind.CONTROL:
                     continue
-                prompt = f"{_cell(public_text(arm.text, secrets))} *(random control)*"
+                shaped = f", {arm.shape.label}" if arm.shape.name != "full" else ""
+                prompt = f"{_cell(public_text(arm.text, secrets))} *(random control{shaped})*"
                 taken = _taken("**taken**", note) if winning_arm is arm and decision.restarted else ""
                 rows.append({**base, "prompt": prompt, **_scores(score, cell_metric), "taken": taken})
     return rows
@@ -436,6 +447,7 @@ def _card_parts(
         history_given=history is not None,
         history_rows=_history_rows(history, secrets) if history is not None else [],
         raced=history is not None and any(r.race is not None for r in history.rounds),
+        shaped=history is not None and any(_shape_note(r, secrets) for r in history.rounds),
         score_header=_score_header(history),
         score_note=_score_note(score_metric, greater_is_better),
         auto_class=auto_class,

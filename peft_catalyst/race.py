@@ -3,7 +3,9 @@
 Successive halving (as in Hyperband): all arms train ``steps`` optimizer steps and are scored on the catalyst split;
 the best ``1/eta`` (rounded up) go on with ``eta`` times the budget, until one arm is left. The incumbent continues
 with its own optimizer state; every other arm starts from the same snapshot of every other trainable parameter
-(e.g. a classification head), with a fresh optimizer state for the prompt and the usual re-warm-up. A challenger
+(e.g. a classification head), with a fresh optimizer state for the prompt and the usual re-warm-up; a blended or
+partial arm (``catalyst_restart``, :mod:`peft_catalyst.restart_shapes`) starts between the incumbent and its proposal
+and inherits what that module says of the incumbent's optimizer state. A challenger
 beats the incumbent only by more than ``margin``. The winner's parameters and optimizer state become the training
 state; losers leave no trace. Race batches come from a seeded stream of their own, and the race runs under the
 caller's forked RNG, so the main loop's data order and random streams are untouched.
@@ -33,9 +35,10 @@ from peft_catalyst.compat.transformers import (
     remove_unused_columns,
 )
 from peft_catalyst.multi_prompt import trainer_losses
-from peft_catalyst.projection import get_soft_prompt, write_soft_prompt_, write_token_ids
+from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_, write_token_ids
 from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, ScoredPrompt, ranking_key
 from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restore_state, snapshot_state
+from peft_catalyst.restart_shapes import reshaped_optimizer_state, shaped_start
 from peft_catalyst.scoring import PromptScorer, Score
 
 logger = logging.getLogger(__name__)
@@ -146,7 +149,8 @@ class RaceRunner:
         optimizer = self.trainer.optimizer
         base_values = [p.detach().clone() for p in self.params]
         base_state = snapshot_state(optimizer, self.params)
-        states = [self._initial_state(arm, base_values, base_state) for arm in arms]
+        incumbent = read_soft_prompt(self.model)  # a reshaped arm starts between it and its proposal
+        states = [self._initial_state(arm, base_values, base_state, incumbent) for arm in arms]
         race = Race(arms=arms, batched=self.arms_per_pass > 1)
         alive = list(range(len(arms)))
         budget, rung = self.settings.steps, 0
@@ -189,12 +193,21 @@ class RaceRunner:
             scores.append(_scored_prompt(text, ids, score))
         return scores
 
-    def _initial_state(self, arm: RaceArm, values: list[torch.Tensor], state: list[dict]) -> _ArmState:
+    def _initial_state(
+        self, arm: RaceArm, values: list[torch.Tensor], state: list[dict], incumbent: torch.Tensor
+    ) -> _ArmState:
         if arm.kind is ArmKind.INCUMBENT:
             return _ArmState([v.clone() for v in values], state, self.incumbent_rewarm_step)
         write_token_ids(self.model, arm.token_ids)
-        start = [p.detach().clone() if p is self.prompt else v.clone() for p, v in zip(self.params, values)]
         fresh = [{} if p is self.prompt else s for p, s in zip(self.params, state)]
+        if arm.shape.name != "full":  # blended or partial: see peft_catalyst.restart_shapes
+            n = get_soft_prompt(self.model).num_virtual_tokens
+            write_soft_prompt_(self.model, shaped_start(arm.shape, incumbent, read_soft_prompt(self.model), n))
+            fresh = [
+                (reshaped_optimizer_state(s, arm.shape, n, p.shape) or {}) if p is self.prompt else s
+                for p, s in zip(self.params, state)
+            ]
+        start = [p.detach().clone() if p is self.prompt else v.clone() for p, v in zip(self.params, values)]
         return _ArmState(start, fresh, 1 if self.settings.rewarmup_steps > 0 else 0)
 
     def _load(self, arm: _ArmState) -> None:

@@ -146,13 +146,46 @@ class MentorCall:
 
 
 @dataclass
+class RestartShape:
+    """How a restart uses a proposal (``catalyst_restart``): ``"full"`` starts from the proposal's tokens, ``"blend"``
+    from ``incumbent + alpha * (proposal - incumbent)``, ``"partial"`` from the incumbent with the proposal's tokens
+    written at ``positions`` only. Records written before shapes existed read as ``"full"``."""
+
+    name: str = "full"
+    alpha: float | None = None
+    positions: list[int] | None = None
+
+    @property
+    def label(self) -> str:
+        """The shape and its parameter in a few words, e.g. ``"blend alpha=0.3"``."""
+        if self.name == "blend":
+            return f"blend alpha={self.alpha:g}"
+        if self.name == "partial":
+            return "partial at position" + ("s " if len(self.positions or []) != 1 else " ") + ", ".join(
+                str(p) for p in self.positions or []
+            )
+        return self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "alpha": self.alpha, "positions": self.positions}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> RestartShape:
+        data = data or {}
+        positions = data.get("positions")
+        return cls(data.get("name", "full"), data.get("alpha"), list(positions) if positions is not None else None)
+
+
+@dataclass
 class RaceArm:
-    """An arm of a race: where it starts (``kind``; ``candidate`` indexes the round's candidates) and its text."""
+    """An arm of a race: where it starts (``kind``; ``candidate`` indexes the round's candidates), its text, and the
+    ``shape`` of its start (a blended or partial arm starts between the incumbent and the text's tokens)."""
 
     kind: ArmKind
     text: str
     token_ids: list[int]
     candidate: int | None = None
+    shape: RestartShape = field(default_factory=RestartShape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,11 +193,18 @@ class RaceArm:
             "text": self.text,
             "token_ids": list(self.token_ids),
             "candidate": self.candidate,
+            "shape": self.shape.to_dict(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RaceArm:
-        return cls(ArmKind(data["kind"]), data["text"], list(data["token_ids"]), data.get("candidate"))
+        return cls(
+            ArmKind(data["kind"]),
+            data["text"],
+            list(data["token_ids"]),
+            data.get("candidate"),
+            RestartShape.from_dict(data.get("shape")),
+        )
 
 
 @dataclass
@@ -247,6 +287,7 @@ class RoundRecord:
     seconds: float = 0.0
     prompt_after: str | None = None
     notes: list[str] = field(default_factory=list)  # how the round ran, e.g. prompts handled one at a time and why
+    shape: RestartShape | None = None  # the shape of the restart taken (None: no restart, or a record before shapes)
 
     @property
     def race_steps(self) -> int:
@@ -291,6 +332,7 @@ class RoundRecord:
             "seconds": self.seconds,
             "prompt_after": self.prompt_after,
             "notes": list(self.notes),
+            "shape": self.shape.to_dict() if self.shape is not None else None,
         }
 
     @classmethod
@@ -323,6 +365,7 @@ class RoundRecord:
             seconds=float(data.get("seconds") or 0.0),
             prompt_after=data.get("prompt_after"),
             notes=list(data.get("notes") or []),
+            shape=RestartShape.from_dict(data["shape"]) if data.get("shape") else None,
         )
 
 

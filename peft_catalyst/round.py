@@ -12,7 +12,9 @@ prompt maps to tokens (``peft_catalyst.projection``), how prompts are scored (``
    ``"race"`` trains them (and optional random controls) for a counted budget first; ``"first"`` takes the first
    candidate unscored (the research code's rule, for ablations);
 4. a new start is written into the soft prompt in place, the prompt's optimizer state is reset and its learning
-   rate re-warmed; otherwise the soft prompt is restored bit for bit.
+   rate re-warmed; otherwise the soft prompt is restored bit for bit. ``catalyst_restart`` shapes every start: the
+   proposal's tokens, blends of the trained prompt towards them, or a few of its positions rewritten
+   (:mod:`peft_catalyst.restart_shapes`).
 
 Everything runs under a forked RNG and restores the model's train/eval mode, so a ``"best"`` round whose candidates
 all lose leaves training exactly as if it had not happened.
@@ -60,9 +62,17 @@ from peft_catalyst.records import (
     Decision,
     MentorCall,
     RaceArm,
+    RestartShape,
     RoundRecord,
     ScoredPrompt,
     Trigger,
+)
+from peft_catalyst.restart_shapes import (
+    partial_count,
+    partial_positions,
+    reshape_optimizer_state_,
+    round_shapes,
+    shaped_start,
 )
 from peft_catalyst.scoring import PromptScorer, Score
 from peft_catalyst.sharding import reset_optimizer_state
@@ -175,8 +185,12 @@ class RoundEngine:
                 record.reason = "no candidate could be tokenized"
             elif settings.catalyst_selection == "first":
                 record.decision, record.winner = Decision.BLIND, usable[0]
-                write_token_ids(self.model, record.candidates[usable[0]].token_ids)
-                new_rewarm = self.after_restart()
+                record.shape, first = self.restart_shapes()[0], record.candidates[usable[0]]  # blend: first alpha
+                if record.shape.name == "full":
+                    write_token_ids(self.model, first.token_ids)
+                else:
+                    write_soft_prompt_(self.model, self.shaped_prompt(record.shape, saved, first))
+                new_rewarm = self.after_restart(record.shape)
             elif settings.catalyst_selection == "race":
                 new_rewarm = self.race(record, usable, saved, rewarm_step)
             else:
@@ -195,6 +209,9 @@ class RoundEngine:
 
     def best(self, record: RoundRecord, usable: list[int], saved: torch.Tensor) -> int | None:
         """Score the current prompt and every candidate untrained; the best finite score, strictly better, wins."""
+        shapes = self.restart_shapes()
+        if shapes[0].name != "full":
+            return self.best_shaped(record, usable, saved, shapes)
         bar = self._bar(len(usable) + 1, record.round, "scoring")
         (current,), scores = self.score_hard_prompts([record.candidates[i].token_ids for i in usable], [saved])
         record.current = _scored(self.projector.text(), None, current)
@@ -218,23 +235,55 @@ class RoundEngine:
         if best is None:
             record.decision = Decision.KEPT
             return None
-        record.decision, record.winner = Decision.ACCEPTED, best
+        record.decision, record.winner, record.shape = Decision.ACCEPTED, best, RestartShape()
         write_token_ids(self.model, record.candidates[best].token_ids)
         return self.after_restart()
+
+    def best_shaped(
+        self, record: RoundRecord, usable: list[int], saved: torch.Tensor, shapes: list[RestartShape]
+    ) -> int | None:
+        """``"best"`` with blended or partial starts: every candidate's start in every shape is scored untrained; a
+        candidate's recorded score is its best shape's; the best finite start, strictly better than current, wins."""
+        starts = [(i, shape) for i in usable for shape in shapes]
+        values = [self.shaped_prompt(shape, saved, record.candidates[i]) for i, shape in starts]
+        bar = self._bar(len(starts) + 1, record.round, "scoring")
+        current, *scores = self.scorer.score_prompts([saved, *values])
+        bar.update(len(starts) + 1)
+        bar.close()
+        record.current = _scored(self.projector.text(), None, current)
+        best: int | None = None
+        for k, ((i, _), score) in enumerate(zip(starts, scores)):
+            self._fill_best(record.candidates[i], score)
+            if score.finite and (best is None or self.scorer.better(score.value, scores[best].value)):
+                best = k
+        if best is not None and current.finite and not self.scorer.better(scores[best].value, current.value):
+            best = None
+        best = main_process_decision(self.trainer.accelerator, best)
+        if best is None:
+            record.decision = Decision.KEPT
+            return None
+        (winner, shape), record.decision = starts[best], Decision.ACCEPTED
+        record.winner, record.shape = winner, shape
+        write_soft_prompt_(self.model, values[best])
+        return self.after_restart(shape)
 
     def race(self, record: RoundRecord, usable: list[int], saved: torch.Tensor, rewarm_step: int) -> int | None:
         """Race the incumbent, the usable candidates and the controls (see :mod:`peft_catalyst.race`)."""
         settings = self.settings
         current_text, current_ids = self.projector.text(), self.projector.token_ids()
+        shapes = self.restart_shapes()  # every proposal and every control races in each shape
         arms = [RaceArm(ArmKind.INCUMBENT, current_text, list(current_ids))]
         arms += [
-            RaceArm(ArmKind.CANDIDATE, record.candidates[i].text, list(record.candidates[i].token_ids), candidate=i)
+            RaceArm(
+                ArmKind.CANDIDATE, record.candidates[i].text, list(record.candidates[i].token_ids), i, shape=shape
+            )
             for i in usable
+            for shape in shapes
         ]
         seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
         seed = seed * 1009 + record.round
         for ids in self.control_token_ids(settings.catalyst_race_controls, seed):
-            arms.append(RaceArm(ArmKind.CONTROL, self.tokenizer.decode(ids), ids))
+            arms += [RaceArm(ArmKind.CONTROL, self.tokenizer.decode(ids), ids, shape=shape) for shape in shapes]
         race_settings = RaceSettings(
             steps=settings.catalyst_race_steps,
             eta=settings.catalyst_race_eta,
@@ -277,14 +326,14 @@ class RoundEngine:
                     loss=score.loss,
                     metrics=dict(score.metrics),
                 )
-            elif arm.kind is ArmKind.CANDIDATE:
-                _fill(record.candidates[arm.candidate], Score(score.score, score.loss, score.metrics))
+            elif arm.kind is ArmKind.CANDIDATE:  # in several shapes: the candidate's best arm
+                self._fill_best(record.candidates[arm.candidate], Score(score.score, score.loss, score.metrics))
         winner = race.arms[race.winner]
         if winner.kind is ArmKind.INCUMBENT:
             record.decision = Decision.KEPT
         else:
             record.decision = Decision.ACCEPTED
-            record.winner = winner.candidate
+            record.winner, record.shape = winner.candidate, winner.shape
         return rewarm
 
     # ------------------------------------------------------------------------------------------------------------
@@ -434,11 +483,41 @@ class RoundEngine:
         picks = torch.randint(len(allowed), (count, soft.num_virtual_tokens), generator=generator)
         return [allowed[row].tolist() for row in picks]
 
-    def after_restart(self) -> int:
-        """Reset the prompt's optimizer state; return the re-warm-up step to start at (0: none)."""
+    def _fill_best(self, candidate: ScoredPrompt, score: Score) -> None:
+        """Give ``candidate`` ``score`` unless it holds a better one already (a candidate started in several shapes
+        keeps its best shape's score: what the mentor later sees of its proposal)."""
+        if candidate.score is None or (
+            score.finite and (not candidate.finite or self.scorer.better(score.value, candidate.score))
+        ):
+            _fill(candidate, score)
+
+    def restart_shapes(self) -> list[RestartShape]:
+        """The shapes of this round's starts (``catalyst_restart``); partial positions follow the current prompt
+        (:mod:`peft_catalyst.restart_shapes`), as the main process reads it."""
         settings = self.settings
-        weight = get_soft_prompt(self.model).weight
+        positions = None
+        if settings.catalyst_restart == "partial":
+            n = get_soft_prompt(self.model).num_virtual_tokens
+            nearness, _ = self.projector.nearest_ids(1, rows=n)
+            count = partial_count(settings.catalyst_partial_tokens, n)
+            positions = main_process_decision(self.trainer.accelerator, partial_positions(nearness[:, 0], count))
+        return round_shapes(settings.catalyst_restart, settings.catalyst_blend_alphas, positions)
+
+    def shaped_prompt(self, shape: RestartShape, incumbent: torch.Tensor, candidate: ScoredPrompt) -> torch.Tensor:
+        """The soft prompt a restart of ``shape`` from ``candidate`` starts at (the model's prompt is unchanged)."""
+        n = get_soft_prompt(self.model).num_virtual_tokens
+        return shaped_start(shape, incumbent, self.prompt_of(candidate.token_ids), n)
+
+    def after_restart(self, shape: RestartShape | None = None) -> int:
+        """Reset the prompt's optimizer state (a partial restart keeps its untouched rows: see
+        :func:`~peft_catalyst.restart_shapes.reshaped_optimizer_state`); return the re-warm-up step (0: none)."""
+        settings = self.settings
+        soft = get_soft_prompt(self.model)
+        weight = soft.weight
         if settings.catalyst_reset_optimizer and self.trainer.optimizer is not None:
+            if shape is not None and shape.name == "partial":
+                if reshape_optimizer_state_(self.trainer.optimizer, weight, shape, soft.num_virtual_tokens):
+                    return 1 if settings.catalyst_rewarmup_steps > 0 else 0
             # on every rank: under ZeRO-3 each rank resets its own partition of the state
             if not (reset := reset_optimizer_state(self.trainer.optimizer, weight)):
                 logger.warning("catalyst_reset_optimizer: the prompt's optimizer state is kept: %s.", reset.reason)

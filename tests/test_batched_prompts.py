@@ -140,6 +140,22 @@ def test_arms_trained_together_reach_the_decision_and_state_of_arms_trained_in_t
     assert together.catalyst_summary().total_steps == turns.catalyst_summary().total_steps
 
 
+def test_blended_arms_trained_together_match_blended_arms_trained_in_turn(tmp_path):
+    """catalyst_restart="blend" under the batched race: each proposal and control races at 0.3 and 0.6."""
+    kwargs = {"catalyst_restart": "blend", "catalyst_rounds": 1, "max_steps": 5}
+    turns = _race(tmp_path / "turns", catalyst_score_batch_size=1, **kwargs)
+    together = _race(tmp_path / "together", catalyst_score_batch_size=128, **kwargs)
+    (a,), (b,) = turns.catalyst_history, together.catalyst_history
+    assert not a.race.batched and b.race.batched
+    assert [(x.kind, x.shape) for x in a.race.arms] == [(x.kind, x.shape) for x in b.race.arms]
+    assert [x.shape.alpha for x in b.race.arms[1:]] == [0.3, 0.6] * 3  # two candidates, one control
+    assert (a.decision, a.winner, a.race.winner, a.shape) == (b.decision, b.winner, b.race.winner, b.shape)
+    for rung_a, rung_b in zip(a.race.rungs, b.race.rungs, strict=True):
+        assert [s.loss for s in rung_a.scores] == pytest.approx([s.loss for s in rung_b.scores], rel=1e-4)
+    x, y = _trainable(turns), _trainable(together)
+    assert all(torch.allclose(x[n], y[n], rtol=1e-4, atol=1e-5) for n in x)
+
+
 def test_arms_train_together_in_passes_of_the_budget(tmp_path):
     """With 4 arms and room for 2 batches of 4 rows per pass, every race step is two stacked passes of 8 rows."""
     trainer = _causal(

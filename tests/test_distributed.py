@@ -38,8 +38,10 @@ def _data(tok, n: int, seed: int) -> Dataset:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("selection", ["best", "race"])
-def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_path, selection):
+@pytest.mark.parametrize(
+    "selection, restart", [("best", "full"), ("race", "full"), ("best", "blend"), ("race", "partial")]
+)
+def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_path, selection, restart):
     tok = tiny.bpe_tokenizer()
     assets = tmp_path / "assets"
     tok.save_pretrained(assets / "tokenizer")
@@ -57,7 +59,7 @@ def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_pa
         server.set_reply(lambda req: "1. the movie was great\n2. a boring plot")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
                "--assets", str(assets), "--base_url", server.base_url, "--out", str(out),
-               "--selection", selection]  # fmt: skip
+               "--selection", selection, "--restart", restart]  # fmt: skip
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
         (tmp_path / "log.txt").write_text(result.stdout + result.stderr)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -74,6 +76,9 @@ def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_pa
     history = json.loads((out / "catalyst_history.json").read_text())
     assert len(history["rounds"]) == 2
     assert ranks[0]["race_steps"] == ranks[1]["race_steps"]
+    # one restart shape, and for a partial restart the same positions, on every rank
+    assert ranks[0]["shapes"] == ranks[1]["shapes"] and ranks[0]["arm_shapes"] == ranks[1]["arm_shapes"]
+    assert ranks[0]["shapes"][0]["name"] == restart
     if selection == "race":
         # rung 0: incumbent, 2 candidates and 1 control train 2 steps each on the same batches (per rank: its share
         # of the same global batch); the decision and the prompt after the race are one for all ranks

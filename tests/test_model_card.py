@@ -29,7 +29,7 @@ from peft_catalyst.model_card import (
     public_text,
     read_template,
 )
-from peft_catalyst.records import HISTORY_FORMAT, Decision, RaceRung, ScoredPrompt
+from peft_catalyst.records import HISTORY_FORMAT, Decision, RaceRung, RestartShape, ScoredPrompt
 from tests import hub_support as hs
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer
@@ -446,3 +446,19 @@ def test_cards_of_a_vanilla_prompt_tuning_adapter_and_a_seq2seq_one(tok):
     assert f'AutoPeftModelForSeq2SeqLM.from_pretrained("{t5_repo}")' in card.text
     assert "AutoModelForSeq2SeqLM.from_pretrained(" in card.text
     assert f"```text\n{soft_prompt_text(seq2seq, tok)}\n```" in card.text
+
+
+def test_a_blended_restart_names_its_shape_and_its_nearest_token_reading(tok):
+    """After a blended restart the prompt is no longer a token sequence: the card says so and shows the reading."""
+    history = raced_history()
+    raced = history.rounds[1]
+    blend = RestartShape("blend", alpha=0.3)
+    raced.shape, raced.prompt_after = blend, "r t"
+    raced.race.arms[2].shape = blend
+    raced.race.arms[3].shape = blend  # the control raced in the same shape
+    card = build_model_card(_model(tok), tok, history=history, repo_id="org/blend")
+    rows = _table(card.text, "| Round |")
+    assert rows[-2][-1] == "**taken** (race: 0.3 after 6 steps, blend alpha=0.3 start, reads as `r t`)"
+    assert rows[-1][2] == "zq wv *(random control, blend alpha=0.3)*"
+    assert "no longer a token sequence" in card.text
+    assert "no longer a token sequence" not in build_model_card(_model(tok), tok, history=raced_history()).text

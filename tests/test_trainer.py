@@ -551,7 +551,8 @@ def test_catalyst_arguments_go_beside_any_training_arguments_class():
         assert help_text and f"{f.name} (`" in CatalystArguments.__doc__, f.name  # help, and a docstring entry
         assert not any(model in help_text for model in ("MiniLM", "SmolLM2")), f"{f.name}: demo figures in help"
         documented = re.search(rf"{f.name} \(`[^`]+`[^)]*defaults to `([^`]+)`\)", CatalystArguments.__doc__)
-        assert documented and ast.literal_eval(documented.group(1)) == f.default, f"{f.name}: documented default"
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # list fields: a factory
+        assert documented and ast.literal_eval(documented.group(1)) == default, f"{f.name}: documented default"
     for training_class in (SFTConfig, Seq2SeqTrainingArguments):
         parser = HfArgumentParser((training_class, CatalystArguments))
         training, catalyst = parser.parse_args_into_dataclasses(

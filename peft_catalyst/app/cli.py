@@ -238,6 +238,7 @@ def train(argv: list[str]) -> int:
     if (mentor_args.mentor.strip() != "none" or mentor_args.mentor_replay) and training_args.catalyst_rounds > 0:
         try:  # only when rounds can happen: without a mentor, the round settings do not matter
             training_args.validate_schedule(training_args.max_steps)
+            training_args.validate_restart_shape(model_args.num_virtual_tokens)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
     metrics = run(model_args, data_args, mentor_args, run_args, training_args)  # upstream noise: peft_catalyst.quiet

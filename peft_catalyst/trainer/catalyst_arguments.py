@@ -14,6 +14,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from peft_catalyst.records import higher_is_better
+from peft_catalyst.restart_shapes import shape_errors
 
 SELECTIONS = ("best", "race", "first")
 
@@ -107,6 +108,20 @@ class CatalystArguments:
             Reset the soft prompt's optimizer state (e.g. Adam's moments) after a restart.
         catalyst_rewarmup_steps (`int`, *optional*, defaults to `5`):
             Optimizer steps over which the prompt's learning rate ramps up again after a restart.
+
+        > Parameters that control the shape of a restart
+
+        catalyst_restart (`str`, *optional*, defaults to `"full"`):
+            How a proposal becomes a new start: `"full"` starts from its tokens; `"blend"` from `incumbent + alpha *
+            (proposal - incumbent)` in embedding space, one start per alpha of `catalyst_blend_alphas`; `"partial"`
+            keeps the trained vectors and writes the proposal's tokens at `catalyst_partial_tokens` positions (those
+            nearest to a vocabulary token). Random controls start in the same shapes.
+        catalyst_blend_alphas (`list[float]`, *optional*, defaults to `[0.3, 0.6]`):
+            `catalyst_restart="blend"` only: how far each blended start moves from the incumbent towards the
+            proposal, each in (0, 1].
+        catalyst_partial_tokens (`int` or `None`, *optional*, defaults to `None`):
+            `catalyst_restart="partial"` only: how many positions take the proposal's tokens, in [1,
+            num_virtual_tokens]. `None`: half the prompt, rounded up.
 
         > Parameters that control the outputs
 
@@ -228,6 +243,36 @@ class CatalystArguments:
         default=5,
         metadata={"help": "Optimizer steps over which the prompt's learning rate ramps up again after a restart."},
     )
+    catalyst_restart: str = field(
+        default="full",
+        metadata={
+            "help": (
+                "How a proposal becomes a new start: 'full' starts from its tokens (the stage's learning is "
+                "dropped); 'blend' from incumbent + alpha * (proposal - incumbent) in embedding space, one start "
+                "per alpha of catalyst_blend_alphas; 'partial' keeps the trained vectors and writes the proposal's "
+                "tokens at catalyst_partial_tokens positions (those nearest to a vocabulary token). Random "
+                "controls start in the same shapes."
+            )
+        },
+    )
+    catalyst_blend_alphas: list[float] = field(
+        default_factory=lambda: [0.3, 0.6],
+        metadata={
+            "help": (
+                "catalyst_restart='blend' only: how far each blended start moves from the incumbent towards the "
+                "proposal, each in (0, 1]; every proposal (and control) becomes one start per alpha."
+            )
+        },
+    )
+    catalyst_partial_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "catalyst_restart='partial' only: how many positions take the proposal's tokens, in [1, "
+                "num_virtual_tokens] (default: half the prompt, rounded up)."
+            )
+        },
+    )
     catalyst_plateau_patience: int | None = field(
         default=None,
         metadata={
@@ -289,6 +334,7 @@ class CatalystArguments:
             errors.append(f"catalyst_race_eta must be >= 2 (got {self.catalyst_race_eta})")
         if not self.catalyst_race_margin >= 0:
             errors.append(f"catalyst_race_margin must be >= 0 (got {self.catalyst_race_margin})")
+        errors += shape_errors(self.catalyst_restart, self.catalyst_blend_alphas, self.catalyst_partial_tokens)
         if errors:
             raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(errors) + ".")
 
@@ -297,6 +343,14 @@ class CatalystArguments:
         if self.catalyst_score_batch_size is not None:
             return self.catalyst_score_batch_size
         return 1 if getattr(device, "type", str(device)) == "cpu" else SCORE_BATCH_SIZE_DEFAULT
+
+    def validate_restart_shape(self, num_virtual_tokens: int) -> None:
+        """Check ``catalyst_partial_tokens`` against the prompt's length (known once a model is attached)."""
+        errors = shape_errors(
+            self.catalyst_restart, self.catalyst_blend_alphas, self.catalyst_partial_tokens, num_virtual_tokens
+        )
+        if errors:
+            raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(errors) + ".")
 
     def validate_schedule(self, max_steps: int) -> None:
         """Check that a final gradient stage follows the last round; only called when rounds can happen."""

@@ -120,6 +120,7 @@ class CatalystCallback(TrainerCallback):
         if self.rounds_enabled:
             if trainer.args.max_steps > 0:
                 self.settings.validate_schedule(trainer.args.max_steps)
+            self.settings.validate_restart_shape(get_soft_prompt(trainer.model).num_virtual_tokens)
             if self.catalyst_dataset is None:
                 if trainer.train_dataset is None:
                     raise ValueError(

@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--base_url", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--selection", default="best")
+    parser.add_argument("--restart", default="full")
     a = parser.parse_args()
     assets = Path(a.assets)
     # Arguments first, as in any Trainer script: they set up the distributed state (gloo on CPU) before models load.
@@ -96,6 +97,7 @@ def main() -> None:
         catalyst_selection=a.selection,
         catalyst_race_steps=2,
         catalyst_race_controls=1,
+        catalyst_restart=a.restart,
     )
     trainer = build_trainer(assets, args, a.base_url)
     model = trainer.model
@@ -123,6 +125,8 @@ def main() -> None:
         "candidate_scores": [[c.score for c in r.candidates] for r in trainer.catalyst_history],
         "race_steps": [r.race_steps for r in trainer.catalyst_history],
         "race_batches": race_batches,
+        "shapes": [r.shape.to_dict() if r.shape else None for r in trainer.catalyst_history],
+        "arm_shapes": [[x.shape.to_dict() for x in r.race.arms] if r.race else [] for r in trainer.catalyst_history],
     }
     (Path(a.out) / f"rank{rank}.json").write_text(json.dumps(result))
 
