@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-HISTORY_FORMAT = 3
+HISTORY_FORMAT = 4
 """Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key), 2
-named the summary's ``main_steps`` ``stage_steps``. Every earlier format reads into the current types."""
+named the summary's ``main_steps`` ``stage_steps``, 3 had no ``evidence`` in a round (what the mentor was shown of
+the data; it reads as None). Every earlier format reads into the current types."""
 
 
 def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:
@@ -112,6 +113,59 @@ class ScoredPrompt:
             error=data.get("error"),
             step=data.get("step"),
             train_loss=data.get("train_loss"),
+        )
+
+
+@dataclass(frozen=True)
+class LabeledExample:
+    """A catalyst-split example as the mentor sees it: its ``text`` (cut to a word budget), its true ``label`` and,
+    for an error, the ``predicted`` label the current prompt gave. ``cut`` is True when the text was shortened."""
+
+    text: str
+    label: str
+    predicted: str | None = None
+    cut: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form; :meth:`from_dict` reads it back."""
+        return {"text": self.text, "label": self.label, "predicted": self.predicted, "cut": self.cut}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabeledExample:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(data["text"]), str(data["label"]), data.get("predicted"), bool(data.get("cut", False)))
+
+
+@dataclass
+class Evidence:
+    """What a round showed the mentor of the data (``MentorRequest``'s evidence fields), kept in its record.
+
+    ``best_prompts`` hold text and score only; ``proposal`` is the mode asked (``"new"`` or ``"edit"``).
+    """
+
+    examples: list[LabeledExample] = field(default_factory=list)
+    errors: list[LabeledExample] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    best_prompts: list[ScoredPrompt] = field(default_factory=list)
+    proposal: str = "new"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "examples": [e.to_dict() for e in self.examples],
+            "errors": [e.to_dict() for e in self.errors],
+            "labels": list(self.labels),
+            "best_prompts": [p.to_dict() for p in self.best_prompts],
+            "proposal": self.proposal,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        return cls(
+            examples=[LabeledExample.from_dict(e) for e in data.get("examples") or []],
+            errors=[LabeledExample.from_dict(e) for e in data.get("errors") or []],
+            labels=[str(label) for label in data.get("labels") or []],
+            best_prompts=[ScoredPrompt.from_dict(p) for p in data.get("best_prompts") or []],
+            proposal=data.get("proposal") or "new",
         )
 
 
@@ -247,6 +301,7 @@ class RoundRecord:
     seconds: float = 0.0
     prompt_after: str | None = None
     notes: list[str] = field(default_factory=list)  # how the round ran, e.g. prompts handled one at a time and why
+    evidence: Evidence | None = None  # what the mentor was shown of the data (None: format 3 and earlier)
 
     @property
     def race_steps(self) -> int:
@@ -291,6 +346,7 @@ class RoundRecord:
             "seconds": self.seconds,
             "prompt_after": self.prompt_after,
             "notes": list(self.notes),
+            "evidence": self.evidence.to_dict() if self.evidence is not None else None,
         }
 
     @classmethod
@@ -323,6 +379,7 @@ class RoundRecord:
             seconds=float(data.get("seconds") or 0.0),
             prompt_after=data.get("prompt_after"),
             notes=list(data.get("notes") or []),
+            evidence=Evidence.from_dict(data["evidence"]) if data.get("evidence") else None,
         )
 
 
@@ -395,7 +452,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | list[dict[str, Any]]) -> History:
-        """Read format 2 or the unversioned format 1; a bare list is read as the rounds alone."""
+        """Read any format up to :data:`HISTORY_FORMAT` (1 is unversioned); a bare list is read as the rounds alone."""
         if isinstance(data, list):
             data = {"rounds": data}
         version = int(data.get("format", 1))

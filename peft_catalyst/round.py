@@ -34,6 +34,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
+from peft_catalyst.evidence import EvidenceSource, label_names_of
 from peft_catalyst.history import ChatLog
 from peft_catalyst.mentors import (
     Mentor,
@@ -58,17 +59,22 @@ from peft_catalyst.race import RaceBatches, RaceRunner, RaceSettings, main_proce
 from peft_catalyst.records import (
     ArmKind,
     Decision,
+    Evidence,
     MentorCall,
     RaceArm,
     RoundRecord,
     ScoredPrompt,
     Trigger,
+    ranking_key,
 )
 from peft_catalyst.scoring import PromptScorer, Score
 from peft_catalyst.sharding import reset_optimizer_state
 from peft_catalyst.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
+
+#: How many of the best prompts scored so far a request shows (``MentorRequest.best_prompts``).
+BEST_PROMPTS_SHOWN = 3
 
 
 @dataclass
@@ -112,6 +118,7 @@ class RoundEngine:
         self.hard_prompt_scores: dict[tuple[int, ...], Score] = {}
         self.racing = False  # True while race arms train (their losses are not the main loop's)
         self._said: set[str] = set()
+        self._evidence_source: EvidenceSource | None = None
 
     @property
     def model(self):
@@ -159,7 +166,8 @@ class RoundEngine:
                 )
             write_soft_prompt_(self.model, saved)
 
-            request = self.mentor_request(record.trajectory, earlier)
+            record.evidence = self.evidence(index, record.trajectory, scores[-1] if scores else None, earlier)
+            request = self.mentor_request(record.trajectory, earlier, record.evidence)
             proposal, error = self.propose(request, index)
             record.mentor = _mentor_call(self.mentor, proposal, error)
             if chat_log is not None:
@@ -343,8 +351,53 @@ class RoundEngine:
         prompt = get_soft_prompt(self.model).weight
         return all(p is prompt for p in self.model.parameters() if p.requires_grad)
 
-    def mentor_request(self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord]) -> MentorRequest:
-        """What the mentor sees: the finite-scored trajectory, the metric and its direction, earlier outcomes."""
+    @property
+    def evidence_source(self) -> EvidenceSource:
+        """The catalyst split as texts and class ids, in scoring order (read once)."""
+        if self._evidence_source is None:
+            names = label_names_of(self.model, self.settings.catalyst_labels)
+            self._evidence_source = EvidenceSource(self.scorer.scored_dataset, self.tokenizer, names)
+        return self._evidence_source
+
+    def evidence(
+        self, index: int, trajectory: list[ScoredPrompt], latest: Score | None, earlier: list[RoundRecord]
+    ) -> Evidence:
+        """What the mentor is shown of the data: balanced examples, the errors of the current prompt (the latest
+        trajectory point, from the pass that scored it), the label names and the best prompts scored so far."""
+        settings = self.settings
+        source = self.evidence_source
+        seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
+        seed = seed * 1009 + index
+        count = settings.catalyst_mentor_examples + settings.catalyst_mentor_errors
+        words = max(1, settings.catalyst_mentor_words // max(1, count))
+        examples = source.examples(settings.catalyst_mentor_examples, words, seed) if source.has_classes else []
+        predictions = latest.predictions if latest is not None else None
+        errors = source.errors(predictions, settings.catalyst_mentor_errors, words, seed) if source.has_classes else []
+        return Evidence(
+            examples=examples,
+            errors=errors,
+            labels=list(source.label_names),
+            best_prompts=self.best_prompts(trajectory, earlier),
+            proposal=settings.catalyst_proposal,
+        )
+
+    def best_prompts(self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord]) -> list[ScoredPrompt]:
+        """The best :data:`BEST_PROMPTS_SHOWN` distinct discrete prompts scored so far (this stage's trajectory and
+        earlier rounds' candidates), best first, as text and score."""
+        best: dict[str, ScoredPrompt] = {}
+        scored = [*trajectory, *(c for r in earlier for c in r.candidates)]
+        for p in scored:
+            if p.finite and (p.text not in best or self.scorer.better(p.score, best[p.text].score)):
+                best[p.text] = ScoredPrompt(text=p.text, score=p.score, loss=p.loss)
+        ranked = sorted(best.values(), key=lambda p: ranking_key(p.score, self.scorer.higher_is_better))
+        return ranked[:BEST_PROMPTS_SHOWN]
+
+    def mentor_request(
+        self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord], evidence: Evidence | None = None
+    ) -> MentorRequest:
+        """What the mentor sees: the finite-scored trajectory, the metric and its direction, earlier outcomes, and
+        the evidence (examples, errors, labels, best prompts) when given."""
+        evidence = evidence if evidence is not None else Evidence()
         soft = get_soft_prompt(self.model)
         points = [TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in trajectory if p.finite]
         past = [
@@ -367,6 +420,11 @@ class RoundEngine:
             metric=self.scorer.metric if self.scorer.score_fn is None else "score",
             higher_is_better=self.scorer.higher_is_better,
             earlier_rounds=past,
+            examples=evidence.examples,
+            errors=evidence.errors,
+            labels=evidence.labels,
+            best_prompts=[TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in evidence.best_prompts],
+            proposal=evidence.proposal,
         )
 
     def propose(self, request: MentorRequest, index: int = 0) -> tuple[MentorProposal | None, str | None]:

@@ -220,6 +220,12 @@ class PromptTunedModel:
     name: str
 
 
+def task_label_words(task: Any, kind: str) -> list[str]:
+    """The labels the doer answers with: the label words of a causal LM (without their leading space), else the
+    class names."""
+    return [w.strip() for w in task.label_words] if kind == "causal_lm" else list(task.label_names)
+
+
 def load_task_data(data: DataArguments):
     """The task's splits (packaged or ``datasets``); missing columns and unknown datasets become ``UserError``."""
     from peft_catalyst.app.data import load_hf_task, load_task
@@ -545,6 +551,8 @@ def run(
     logger.info("test accuracy of the initial prompt: %.4f", initial)
     kwargs = tuned.spec.trainer_kwargs()
     catalyst_dataset = tuned.spec.datasets["catalyst"]
+    if training_args.catalyst_labels is None:  # the mentor is told the words the doer answers with
+        training_args.catalyst_labels = task_label_words(tuned.task, tuned.kind)
     trainer = CatalystTrainer(
         model=tuned.model, args=training_args, mentor=mentor, catalyst_dataset=catalyst_dataset, **kwargs
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from peft_catalyst.mentors.base import PROPOSALS
 from peft_catalyst.records import higher_is_better
 
 SELECTIONS = ("best", "race", "first")
@@ -64,6 +65,20 @@ class CatalystArguments:
             Task description for the mentor. `None` uses the [`CatalystConfig`]'s `task_description`.
         catalyst_manual_prompt (`str` or `None`, *optional*, defaults to `None`):
             A human-written prompt shown to the mentor as a starting point.
+        catalyst_mentor_examples (`int`, *optional*, defaults to `3`):
+            Labelled catalyst-split examples shown to the mentor in every request, balanced over the classes.
+        catalyst_mentor_errors (`int`, *optional*, defaults to `3`):
+            Catalyst-split examples the current prompt gets wrong (true and predicted label) shown to the mentor,
+            from the scoring pass the round runs anyway. None where the ranking has no classes (`score_fn`,
+            regression, generation).
+        catalyst_mentor_words (`int`, *optional*, defaults to `150`):
+            Total words of example and error texts in one request: each text is cut to its share (marked " ...").
+        catalyst_labels (`list[str]` or `None`, *optional*, defaults to `None`):
+            The class names or label words the doer answers with, in class-id order, shown to the mentor. `None`
+            reads the model config's `id2label` when it names the classes.
+        catalyst_proposal (`str`, *optional*, defaults to `"new"`):
+            `"new"` asks for new prompts from the scored history; `"edit"` asks the mentor to rewrite the best
+            prompt so far so that it fixes the errors shown.
 
         > Parameters that control how candidates are judged
 
@@ -249,6 +264,42 @@ class CatalystArguments:
         default=None,
         metadata={"help": "Optional human-written prompt shown to the mentor as a starting point."},
     )
+    catalyst_mentor_examples: int = field(
+        default=3,
+        metadata={"help": "Labelled catalyst examples shown to the mentor per request, balanced over the classes."},
+    )
+    catalyst_mentor_errors: int = field(
+        default=3,
+        metadata={
+            "help": (
+                "Catalyst examples the current prompt gets wrong (true and predicted label) shown to the mentor, "
+                "taken from the round's own scoring pass; none where the ranking has no classes (score_fn, "
+                "regression, generation)."
+            )
+        },
+    )
+    catalyst_mentor_words: int = field(
+        default=150,
+        metadata={"help": "Total words of example and error texts per request; each text is cut to its share."},
+    )
+    catalyst_labels: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Class names or label words the doer answers with, in class-id order, shown to the mentor "
+                "(default: the model config's id2label when it names the classes)."
+            )
+        },
+    )
+    catalyst_proposal: str = field(
+        default="new",
+        metadata={
+            "help": (
+                "'new': new prompts from the scored history; 'edit': rewrite the best prompt so far so that it "
+                "fixes the errors shown."
+            )
+        },
+    )
     catalyst_chat_log: str = field(
         default="catalyst_chat.jsonl",
         metadata={"help": "File name (in output_dir) of the JSON Lines log of every mentor exchange."},
@@ -266,6 +317,8 @@ class CatalystArguments:
             "catalyst_rewarmup_steps",
             "catalyst_race_steps",
             "catalyst_race_controls",
+            "catalyst_mentor_examples",
+            "catalyst_mentor_errors",
         ):
             if getattr(self, name) < 0:
                 errors.append(f"{name} must be >= 0 (got {getattr(self, name)})")
@@ -283,6 +336,12 @@ class CatalystArguments:
                 f"catalyst_eval_size must be a fraction in (0, 1) or a whole number of examples (got "
                 f"{self.catalyst_eval_size})"
             )
+        if self.catalyst_mentor_words < 1:
+            errors.append(f"catalyst_mentor_words must be >= 1 (got {self.catalyst_mentor_words})")
+        if self.catalyst_proposal not in PROPOSALS:
+            errors.append(f"catalyst_proposal must be one of {PROPOSALS} (got {self.catalyst_proposal!r})")
+        if self.catalyst_labels is not None and len(self.catalyst_labels) < 2:
+            errors.append(f"catalyst_labels must name at least 2 classes or be None (got {self.catalyst_labels})")
         if self.catalyst_selection not in SELECTIONS:
             errors.append(f"catalyst_selection must be one of {SELECTIONS} (got {self.catalyst_selection!r})")
         if self.catalyst_race_eta < 2:

@@ -173,6 +173,7 @@ class CatalystCallback(TrainerCallback):
                 higher_is_better=self.higher_is_better,
                 score_fn=self.score_fn,
                 batch_size=self.settings.score_batch_size(self.trainer.args.device),
+                predictions=self.score_fn is None and self.settings.catalyst_mentor_errors > 0,
             )
             self._engine = RoundEngine(
                 self.trainer,

@@ -1,0 +1,203 @@
+"""A mentor that sees the data: examples, the current prompt's errors, labels and best prompts in every request."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from transformers import DataCollatorWithPadding
+
+from peft_catalyst import CatalystTrainingArguments
+from peft_catalyst.evidence import EvidenceSource, balanced_indices, cut_words
+from peft_catalyst.mentors import LabeledExample, MentorRequest, MetaPrompt, TrajectoryPoint
+from peft_catalyst.mentors.cache import full_key, request_key
+from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT
+from peft_catalyst.projection import read_soft_prompt, write_soft_prompt_, write_token_ids
+from peft_catalyst.records import Decision, Evidence, History, RoundRecord, Trigger
+from tests import tiny
+from tests.test_trainer import ScriptedMentor
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny.bpe_tokenizer()
+
+
+def test_cut_words_marks_what_it_cuts():
+    assert cut_words("a  b c", 5) == ("a b c", False)
+    assert cut_words("one two three four", 2) == ("one two", True)
+
+
+def test_balanced_indices_take_the_classes_in_turn():
+    labels = [0] * 10 + [1] * 2 + [2] * 5
+    picked = balanced_indices(labels, 7, seed=3)
+    assert len(set(picked)) == 7
+    assert Counter(labels[i] for i in picked) == {0: 3, 1: 2, 2: 2}  # class 1 runs out, the others fill in
+    assert picked == balanced_indices(labels, 7, seed=3) != balanced_indices(labels, 7, seed=4)
+
+
+def test_errors_are_exactly_the_misclassified_rows(tok):
+    data = tiny.toy_reviews(tok, 12, seed=5)
+    source = EvidenceSource(data, tok, ["negative", "positive"])
+    predictions = [1 - label if i % 3 == 0 else label for i, label in enumerate(source.labels)]
+    errors = source.errors(predictions, count=100, words=50, seed=0)
+    expected = Counter((source.texts[i], source.name(source.labels[i])) for i in range(12) if i % 3 == 0)
+    assert Counter((e.text, e.label) for e in errors) == expected
+    assert all(e.predicted != e.label and e.predicted in ("negative", "positive") for e in errors)
+    assert source.errors(None, 3, 50, 0) == [] and source.errors(predictions[:-1], 3, 50, 0) == []
+    cut = source.examples(4, words=1, seed=0)  # a budget of 1 word cuts every text, and marks it
+    assert len(cut) == 4 and all(e.cut and len(e.text.split()) == 1 for e in cut)
+
+
+def _request(**kwargs) -> MentorRequest:
+    return MentorRequest(
+        task_description="Classify review sentiment",
+        trajectory=[TrajectoryPoint("great movie", 0.5)],
+        metric="label_loss",
+        **kwargs,
+    )
+
+
+EVIDENCE = dict(
+    examples=[
+        LabeledExample("the movie was great", "positive"),
+        LabeledExample("a boring plot", "negative", cut=True),
+    ],
+    errors=[LabeledExample("bad acting", "negative", predicted="positive")],
+    labels=["negative", "positive"],
+    best_prompts=[TrajectoryPoint("Is the review positive or negative?", 0.41)],
+)
+
+
+def test_cache_keys_change_with_the_evidence_and_not_without_it():
+    plain = _request()
+    assert "examples" not in plain.to_dict()  # no evidence: the request (and its keys) read as before
+    messages = MetaPrompt().render(plain)
+    keys = {request_key(plain)}
+    full = {full_key({}, messages, plain)}
+    for name, value in EVIDENCE.items():
+        request = _request(**{name: value})
+        keys.add(request_key(request))
+        full.add(full_key({}, messages, request))  # same messages (a template without evidence): new key anyway
+    keys.add(request_key(_request(proposal="edit")))
+    assert len(keys) == len(EVIDENCE) + 2 and len(full) == len(EVIDENCE) + 1
+    again = MentorRequest.from_dict(json.loads(json.dumps(_request(**EVIDENCE).to_dict())))
+    assert again == _request(**EVIDENCE)
+
+
+def test_both_templates_render_the_evidence_and_old_templates_still_work():
+    request = _request(**EVIDENCE)
+    for meta in (MetaPrompt(), SMALL_MODEL_META_PROMPT):
+        text = meta.render_user(request)
+        assert '"negative", "positive"' in text
+        assert '"the movie was great" -> positive' in text and '"a boring plot ..." -> negative' in text
+        assert '"bad acting" -> true: negative, predicted: positive' in text
+    assert '"Is the review positive or negative?" (label_loss 0.4100)' in MetaPrompt().render_user(request)
+    edit = MetaPrompt().render_user(_request(**EVIDENCE, proposal="edit"))
+    assert 'Edit the best prompt so far, "Is the review positive or negative?" so that it fixes the errors' in edit
+    # Without evidence the default template renders exactly as before the evidence existed.
+    bare = MetaPrompt().render_user(_request())
+    assert "labels" not in bare and "\n\n\n" not in bare
+    old = MetaPrompt().with_user("Task: {task_description}\n{trajectory}\nWrite {num_candidates}.")
+    assert "bad acting" not in old.render_user(request)
+    custom = MetaPrompt().with_user("{labels}{errors}{trajectory}")
+    assert custom.render_user(request).startswith("The model must answer with one of these labels")
+    with pytest.raises(ValueError, match="Unknown placeholder.*mistakes"):
+        MetaPrompt().with_user("{trajectory} {mistakes}")
+
+
+def test_evidence_is_held_in_the_record_and_older_formats_read():
+    evidence = Evidence(
+        examples=list(EVIDENCE["examples"]), errors=list(EVIDENCE["errors"]), labels=["negative", "positive"]
+    )
+    record = RoundRecord(round=1, step=3, trigger=Trigger.SCHEDULE, decision=Decision.KEPT, evidence=evidence)
+    data = History(rounds=[RoundRecord.from_dict(record.to_dict())]).to_dict()
+    assert data["format"] == 4
+    assert History.from_dict(json.loads(json.dumps(data))).rounds[0].evidence == evidence
+    old = {"format": 3, "rounds": [{"round": 1, "step": 3, "trigger": "schedule", "decision": "kept"}]}
+    assert History.from_dict(old).rounds[0].evidence is None
+
+
+def test_arguments_validate_the_evidence_settings(tmp_path):
+    with pytest.raises(ValueError, match="catalyst_mentor_errors must be >= 0"):
+        tiny.catalyst_args(tmp_path, catalyst_mentor_errors=-1)
+    with pytest.raises(ValueError, match="catalyst_proposal must be one of"):
+        tiny.catalyst_args(tmp_path, catalyst_proposal="rewrite")
+    with pytest.raises(ValueError, match="catalyst_mentor_words must be >= 1"):
+        tiny.catalyst_args(tmp_path, catalyst_mentor_words=0)
+    assert isinstance(tiny.catalyst_args(tmp_path, catalyst_labels=["neg", "pos"]), CatalystTrainingArguments)
+
+
+class Inspecting(ScriptedMentor):
+    """A scripted mentor that, when asked, predicts the catalyst split itself with the latest trajectory prompt."""
+
+    def __init__(self, replies, trainer_box):
+        super().__init__(replies)
+        self.box, self.expected, self.requests = trainer_box, [], []
+
+    def complete(self, messages, request):
+        trainer = self.box[0]
+        model, callback = trainer.model, trainer.catalyst
+        ids = callback.state.trajectory.records[-1].token_ids
+        saved = read_soft_prompt(model)
+        write_token_ids(model, ids)
+        collate = DataCollatorWithPadding(trainer.processing_class)
+        data = trainer.catalyst_dataset
+        wrong = Counter()
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            for i in range(len(data)):
+                row = data[i]
+                batch = collate([{"input_ids": row["input_ids"], "attention_mask": row["attention_mask"]}])
+                predicted = int(model(**batch).logits.argmax(-1))
+                if predicted != row["label"]:
+                    text = trainer.processing_class.decode(row["input_ids"], skip_special_tokens=True)
+                    wrong[(" ".join(text.split()), ["negative", "positive"][row["label"]])] += 1
+        model.train(was)
+        write_soft_prompt_(model, saved)
+        self.expected.append(wrong)
+        self.requests.append(request)
+        return super().complete(messages, request)
+
+
+def test_a_round_shows_examples_labels_best_prompts_and_exactly_the_current_errors(tok, tmp_path):
+    box = []
+    mentor = Inspecting(["1. the movie was great\n2. a boring plot"], box)
+    trainer = tiny.catalyst_trainer(
+        tok,
+        tmp_path / "out",
+        mentor,
+        catalyst_labels=["negative", "positive"],
+        catalyst_mentor_examples=4,
+        catalyst_mentor_errors=100,  # every error, to compare with the mentor's own count
+        catalyst_mentor_words=10_000,
+    )
+    box.append(trainer)
+    trainer.train()
+    assert len(mentor.requests) == 2
+    for record, request, expected in zip(trainer.catalyst_history, mentor.requests, mentor.expected):
+        evidence = record.evidence
+        assert evidence.labels == ["negative", "positive"] == list(request.labels)
+        assert Counter(e.label for e in evidence.examples) == {"negative": 2, "positive": 2}
+        assert Counter((e.text, e.label) for e in evidence.errors) == expected
+        assert tuple(evidence.errors) == request.errors and tuple(evidence.examples) == request.examples
+        assert [p.text for p in evidence.best_prompts] == [p.text for p in request.best_prompts]
+        assert evidence.best_prompts and all(p.finite for p in evidence.best_prompts)
+    assert sum(sum(e.values()) for e in mentor.expected) > 0  # the check saw errors to compare
+    chat = [json.loads(line) for line in (tmp_path / "out" / "catalyst_chat.jsonl").read_text().splitlines()]
+    assert "Examples from the task (text -> label)" in chat[0]["messages"][-1]["content"]
+    saved = json.loads((tmp_path / "out" / "catalyst_history.json").read_text())
+    assert saved["rounds"][0]["evidence"]["labels"] == ["negative", "positive"]
+
+
+def test_a_score_fn_ranking_has_no_errors_but_still_examples(tok, tmp_path):
+    mentor = ScriptedMentor(["1. the movie was great"])
+    trainer = tiny.catalyst_trainer(tok, tmp_path / "out", mentor, catalyst_rounds=1)
+    trainer.catalyst.score_fn = lambda prediction: float(prediction.losses.mean())
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert record.evidence.errors == [] and len(record.evidence.examples) == 3
+    assert record.evidence.labels == []  # the tiny BERT's config names no classes and none were given
