@@ -170,6 +170,43 @@ class Evidence:
 
 
 @dataclass
+class Screening:
+    """Many samples screened, few kept (``catalyst_num_samples``): each usable candidate (and each random control)
+    scored untrained on the catalyst split, the best going on to selection.
+
+    ``kept`` indexes the round's candidates that went on, best first; ``controls`` are the random controls screened
+    (with their scores) and ``kept_controls`` index those that went on; ``scores`` hold each candidate's screening
+    score. ``prompts`` were scored in ``passes`` passes
+    over the split (several prompts share a pass when scoring is batched), in ``seconds``.
+    """
+
+    samples: int
+    kept: list[int] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)  # untrained; a race rescores the kept after training
+    controls: list[ScoredPrompt] = field(default_factory=list)
+    kept_controls: list[int] = field(default_factory=list)
+    prompts: int = 0
+    passes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "controls": [c.to_dict() for c in self.controls]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Screening:
+        return cls(
+            samples=int(data["samples"]),
+            kept=list(data.get("kept") or []),
+            scores=list(data.get("scores") or []),
+            controls=[ScoredPrompt.from_dict(c) for c in data.get("controls") or []],
+            kept_controls=list(data.get("kept_controls") or []),
+            prompts=int(data.get("prompts") or 0),
+            passes=int(data.get("passes") or 0),
+            seconds=float(data.get("seconds") or 0.0),
+        )
+
+
+@dataclass
 class MentorCall:
     """One mentor exchange as the history keeps it (the full messages are in the chat log)."""
 
@@ -302,6 +339,10 @@ class RoundRecord:
     prompt_after: str | None = None
     notes: list[str] = field(default_factory=list)  # how the round ran, e.g. prompts handled one at a time and why
     evidence: Evidence | None = None  # what the mentor was shown of the data (None: format 3 and earlier)
+    screening: Screening | None = None  # None: every usable candidate went on to selection
+    #: Whether the best mentor prompt beat the best random control at screening / in the race (None: not compared).
+    beat_random_screening: bool | None = None
+    beat_random_race: bool | None = None
 
     @property
     def race_steps(self) -> int:
@@ -347,6 +388,9 @@ class RoundRecord:
             "prompt_after": self.prompt_after,
             "notes": list(self.notes),
             "evidence": self.evidence.to_dict() if self.evidence is not None else None,
+            "screening": self.screening.to_dict() if self.screening is not None else None,
+            "beat_random_screening": self.beat_random_screening,
+            "beat_random_race": self.beat_random_race,
         }
 
     @classmethod
@@ -380,6 +424,9 @@ class RoundRecord:
             prompt_after=data.get("prompt_after"),
             notes=list(data.get("notes") or []),
             evidence=Evidence.from_dict(data["evidence"]) if data.get("evidence") else None,
+            screening=Screening.from_dict(data["screening"]) if data.get("screening") else None,
+            beat_random_screening=data.get("beat_random_screening"),
+            beat_random_race=data.get("beat_random_race"),
         )
 
 
@@ -405,10 +452,23 @@ class RunSummary:
     race_steps: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     final_prompt: str | None = None
+    #: Rounds where the best mentor prompt beat the best random control, and rounds where they were compared: at
+    #: screening and in the race (``[wins, rounds]``; ``[0, 0]`` when no random control ran beside the mentor).
+    beat_random_screening: list[int] = field(default_factory=lambda: [0, 0])
+    beat_random_race: list[int] = field(default_factory=lambda: [0, 0])
 
     @property
     def total_steps(self) -> int:
         return self.main_steps + self.race_steps
+
+    def beat_random_line(self) -> str | None:
+        """``"mentor beat random in X of Y rounds (screening), ..."`` or None when never compared."""
+        parts = [
+            f"{wins} of {rounds} rounds ({what})"
+            for what, (wins, rounds) in (("screening", self.beat_random_screening), ("race", self.beat_random_race))
+            if rounds
+        ]
+        return "mentor beat random in " + ", ".join(parts) if parts else None
 
     @classmethod
     def of(cls, rounds: list[RoundRecord], **kwargs: Any) -> RunSummary:
@@ -420,6 +480,8 @@ class RunSummary:
             kept=decisions.count(Decision.KEPT),
             skipped=decisions.count(Decision.SKIPPED),
             race_steps=sum(r.race_steps for r in rounds),
+            beat_random_screening=_wins(r.beat_random_screening for r in rounds),
+            beat_random_race=_wins(r.beat_random_race for r in rounds),
             **kwargs,
         )
 
@@ -437,6 +499,12 @@ class RunSummary:
         kept = {k: v for k, v in data.items() if k in known}
         kept["higher_is_better"] = bool(kept["higher_is_better"])
         return cls(**kept)
+
+
+def _wins(outcomes: Any) -> list[int]:
+    """``[wins, compared]`` over per-round outcomes (True, False, or None: not compared)."""
+    compared = [o for o in outcomes if o is not None]
+    return [sum(bool(o) for o in compared), len(compared)]
 
 
 @dataclass

@@ -61,10 +61,13 @@ from peft_catalyst.records import (
     Decision,
     Evidence,
     MentorCall,
+    Race,
     RaceArm,
     RoundRecord,
     ScoredPrompt,
+    Screening,
     Trigger,
+    is_better,
     ranking_key,
 )
 from peft_catalyst.scoring import PromptScorer, Score
@@ -175,6 +178,9 @@ class RoundEngine:
 
             record.candidates = self.tokenize(proposal.candidates if proposal else [])
             usable = [i for i, c in enumerate(record.candidates) if c.token_ids is not None]
+            controls = None
+            if error is None and usable:
+                usable, controls = self.screen(record, usable)
             if error is not None:
                 record.reason = "mentor_error"
             elif not record.candidates:
@@ -186,7 +192,7 @@ class RoundEngine:
                 write_token_ids(self.model, record.candidates[usable[0]].token_ids)
                 new_rewarm = self.after_restart()
             elif settings.catalyst_selection == "race":
-                new_rewarm = self.race(record, usable, saved, rewarm_step)
+                new_rewarm = self.race(record, usable, saved, rewarm_step, controls)
             else:
                 new_rewarm = self.best(record, usable, saved)
         reason = self.scorer.sequential_reason()
@@ -230,8 +236,16 @@ class RoundEngine:
         write_token_ids(self.model, record.candidates[best].token_ids)
         return self.after_restart()
 
-    def race(self, record: RoundRecord, usable: list[int], saved: torch.Tensor, rewarm_step: int) -> int | None:
-        """Race the incumbent, the usable candidates and the controls (see :mod:`peft_catalyst.race`)."""
+    def race(
+        self,
+        record: RoundRecord,
+        usable: list[int],
+        saved: torch.Tensor,
+        rewarm_step: int,
+        controls: list[list[int]] | None = None,
+    ) -> int | None:
+        """Race the incumbent, the usable candidates and the controls (see :mod:`peft_catalyst.race`); ``controls``:
+        the screened controls' token ids (None: draw ``catalyst_race_controls`` unscreened)."""
         settings = self.settings
         current_text, current_ids = self.projector.text(), self.projector.token_ids()
         arms = [RaceArm(ArmKind.INCUMBENT, current_text, list(current_ids))]
@@ -239,10 +253,11 @@ class RoundEngine:
             RaceArm(ArmKind.CANDIDATE, record.candidates[i].text, list(record.candidates[i].token_ids), candidate=i)
             for i in usable
         ]
-        seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
-        seed = seed * 1009 + record.round
-        for ids in self.control_token_ids(settings.catalyst_race_controls, seed):
-            arms.append(RaceArm(ArmKind.CONTROL, self.tokenizer.decode(ids), ids))
+        seed = self.race_seed(record.round)
+        if controls is None:
+            controls = self.control_token_ids(settings.catalyst_race_controls, seed)
+        for ids in controls:
+            arms.append(RaceArm(ArmKind.CONTROL, self.tokenizer.decode(ids), list(ids)))
         race_settings = RaceSettings(
             steps=settings.catalyst_race_steps,
             eta=settings.catalyst_race_eta,
@@ -274,6 +289,7 @@ class RoundEngine:
             bar.close()
             self.timings["race"] = self.timings.get("race", 0.0) + time.perf_counter() - started
         record.race = race
+        record.beat_random_race = _race_beats_random(race, self.scorer.higher_is_better)
         first = race.rungs[0]
         for arm_index, score in zip(first.arms, first.scores):
             arm = race.arms[arm_index]
@@ -298,6 +314,59 @@ class RoundEngine:
     # ------------------------------------------------------------------------------------------------------------
     # Pieces
     # ------------------------------------------------------------------------------------------------------------
+
+    def race_seed(self, index: int) -> int:
+        """Seed of round ``index``'s race stream and random controls."""
+        settings = self.settings
+        seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
+        return seed * 1009 + index
+
+    def screen(self, record: RoundRecord, usable: list[int]) -> tuple[list[int], list[list[int]] | None]:
+        """Screen many, race few: with ``catalyst_num_samples`` above ``catalyst_num_candidates``, score every usable
+        candidate untrained (and, for a race with controls, as many random controls) and keep the best.
+
+        Returns the candidates that go on (best first) and the controls' token ids (None: no screening). Only
+        scores: the soft prompt, optimizer and RNG streams are left as they were.
+        """
+        settings = self.settings
+        keep, samples = settings.catalyst_num_candidates, settings.catalyst_samples
+        if samples <= keep:
+            return usable, None
+        started, calls = time.perf_counter(), self.scorer.calls
+        _, scores = self.score_hard_prompts([record.candidates[i].token_ids for i in usable])
+        for i, score in zip(usable, scores):
+            _fill(record.candidates[i], score)
+        num_controls = settings.catalyst_race_controls if settings.catalyst_selection == "race" else 0
+        controls: list[ScoredPrompt] = []
+        if num_controls > 0:
+            ids = self.control_token_ids(max(samples, num_controls), self.race_seed(record.round))
+            _, control_scores = self.score_hard_prompts(ids)
+            controls = [_scored(self.tokenizer.decode(c), c, s) for c, s in zip(ids, control_scores)]
+        kept = self._ranked(record.candidates, usable)[:keep]
+        kept_controls = self._ranked(controls, list(range(len(controls))))[:num_controls]
+        prompts = self.scorer.calls - calls
+        per_pass = self.scorer.prompts_per_pass() if self.scorer.sequential_reason() is None else 1
+        record.screening = Screening(
+            samples=samples,
+            kept=kept,
+            scores=[c.score if c.finite else None for c in record.candidates],
+            controls=controls,
+            kept_controls=kept_controls,
+            prompts=prompts,
+            passes=math.ceil(prompts / per_pass),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        if controls:
+            record.beat_random_screening = _beats(
+                [record.candidates[i] for i in usable], controls, self.scorer.higher_is_better
+            )
+        return kept, [controls[i].token_ids for i in kept_controls]
+
+    def _ranked(self, prompts: list[ScoredPrompt], indices: list[int]) -> list[int]:
+        """``indices`` of ``prompts`` best first; prompts without a finite score last, in their order."""
+        finite = [i for i in indices if prompts[i].finite]
+        finite.sort(key=lambda i: ranking_key(prompts[i].score, self.scorer.higher_is_better))
+        return finite + [i for i in indices if not prompts[i].finite]
 
     def score_hard_prompts(
         self, token_ids: list[list[int]], prompts: Sequence[torch.Tensor] = ()
@@ -414,7 +483,7 @@ class RoundEngine:
         return MentorRequest(
             task_description=self.task_description,
             trajectory=points,
-            num_candidates=self.settings.catalyst_num_candidates,
+            num_candidates=self.settings.catalyst_samples,
             max_words=self.settings.catalyst_max_words or soft.num_virtual_tokens,
             manual_prompt=self.settings.catalyst_manual_prompt,
             metric=self.scorer.metric if self.scorer.score_fn is None else "score",
@@ -523,6 +592,39 @@ def _race_total_steps(arms: int, steps: int, eta: int) -> int:
         total += alive * budget
         alive, budget = math.ceil(alive / eta), budget * eta
     return total
+
+
+def _beats(mentor: list[ScoredPrompt], random: list[ScoredPrompt], higher_is_better: bool) -> bool | None:
+    """Whether the best finite mentor score beats the best finite random one (None: neither has one)."""
+    best = [
+        min((p.score for p in group if p.finite), key=lambda v: ranking_key(v, higher_is_better), default=None)
+        for group in (mentor, random)
+    ]
+    if best[0] is None or best[1] is None:
+        return None if best[0] is None and best[1] is None else best[1] is None
+    return is_better(best[0], best[1], higher_is_better)
+
+
+def _race_beats_random(race: Race, higher_is_better: bool) -> bool | None:
+    """Whether the best mentor arm did better than the best control arm in ``race``: it reached a later rung, or
+    the same rung with a better score (None: the race had no candidate or no control arm)."""
+
+    def standing(arm: int) -> tuple[int, float]:
+        reached = [(i, rung.scores[rung.arms.index(arm)]) for i, rung in enumerate(race.rungs) if arm in rung.arms]
+        if not reached:
+            return (-1, math.inf)
+        rung, score = reached[-1]
+        value = ranking_key(score.score, higher_is_better) if score.finite else math.inf
+        return (rung, -value)
+
+    groups = [
+        [i for i, a in enumerate(race.arms) if a.kind is kind] for kind in (ArmKind.CANDIDATE, ArmKind.CONTROL)
+    ]
+    if not groups[0] or not groups[1]:
+        return None
+    if race.arms[race.winner].kind is not ArmKind.INCUMBENT:
+        return race.arms[race.winner].kind is ArmKind.CANDIDATE
+    return max(standing(i) for i in groups[0]) > max(standing(i) for i in groups[1])
 
 
 def _scored(text: str, token_ids, score: Score, step: int | None = None, train_loss: float | None = None):

@@ -214,6 +214,7 @@ def test_bad_config_file_is_one_user_error(tmp_path, text, message):
         (["--config", "/nonexistent/run.yaml"], "no file at"),
         (["--num_virtual_tokens", "0"], "--num_virtual_tokens must be at least 1"),
         (["--catalyst_score_batch_size", "0"], "catalyst_score_batch_size must be >= 1"),
+        (["--catalyst_num_samples", "2"], "catalyst_num_samples (2) must be >= catalyst_num_candidates (4)"),
         (["--dataset_name", "missing.csv"], "no such file or folder 'missing.csv'"),
         (["--dataset_name", "./data/reviews"], "no such file or folder 'data/reviews'"),
     ],

@@ -201,3 +201,91 @@ def test_a_score_fn_ranking_has_no_errors_but_still_examples(tok, tmp_path):
     (record,) = trainer.catalyst_history
     assert record.evidence.errors == [] and len(record.evidence.examples) == 3
     assert record.evidence.labels == []  # the tiny BERT's config names no classes and none were given
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Screen many, race few
+# ------------------------------------------------------------------------------------------------------------------
+
+FOUR = "1. the movie was great\n2. a boring plot\n3. wonderful acting\n4. this is spam"
+
+
+def test_num_samples_below_num_candidates_names_both(tmp_path):
+    with pytest.raises(ValueError, match=r"catalyst_num_samples \(1\) must be >= catalyst_num_candidates \(2\)"):
+        tiny.catalyst_args(tmp_path, catalyst_num_samples=1)
+
+
+def test_screening_keeps_the_best_untrained_scores(tok, tmp_path):
+    mentor = ScriptedMentor([FOUR])
+    trainer = tiny.catalyst_trainer(tok, tmp_path / "out", mentor, catalyst_num_samples=4, catalyst_rounds=1)
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    screening = record.screening
+    assert screening.samples == 4 and len(record.candidates) == 4 and all(c.finite for c in record.candidates)
+    ranked = sorted(range(4), key=lambda i: record.candidates[i].score)  # loss: lower is better
+    assert screening.kept == ranked[:2]
+    assert screening.prompts == 4 and screening.passes == 4 and screening.seconds > 0  # one at a time on CPU
+    assert record.winner in (None, *screening.kept)
+    chat = [json.loads(line) for line in (tmp_path / "out" / "catalyst_chat.jsonl").read_text().splitlines()]
+    assert chat[0]["request"]["num_candidates"] == 4  # the mentor was asked for N
+
+
+def test_screening_never_changes_the_training_state(tok, tmp_path):
+    """Every screened candidate loses (the prompt-norm ranking): the run ends bit for bit as one with no restart."""
+    from tests.test_trainer import _plain_run, _trainable
+
+    mentor = ScriptedMentor([FOUR])
+    trainer = tiny.catalyst_trainer(
+        tok, tmp_path / "out", mentor, catalyst_metric="prompt_norm", catalyst_num_samples=4
+    )
+    from peft_catalyst.projection import get_soft_prompt
+
+    weight = get_soft_prompt(trainer.model).weight
+    trainer.compute_metrics = lambda pred: {**tiny.accuracy(pred), "prompt_norm": float(weight.detach().norm())}
+    trainer.args.catalyst_greater_is_better = True
+    trainer.train()
+    assert [r.decision.value for r in trainer.catalyst_history] == ["kept", "kept"]
+    assert all(r.screening is not None and len(r.screening.kept) == 2 for r in trainer.catalyst_history)
+    final, plain = _trainable(trainer.model), _plain_run(tok, tmp_path)
+    assert all(torch.equal(final[n], plain[n]) for n in plain)
+
+
+def test_random_controls_are_screened_alike_and_the_paired_statistic_is_reported(tok, tmp_path):
+    mentor = ScriptedMentor([FOUR])
+    trainer = tiny.catalyst_trainer(
+        tok,
+        tmp_path / "out",
+        mentor,
+        catalyst_selection="race",
+        catalyst_race_controls=1,
+        catalyst_race_steps=1,
+        catalyst_num_samples=4,
+    )
+    trainer.train()
+    for record in trainer.catalyst_history:
+        screening = record.screening
+        assert len(screening.controls) == 4 and all(c.finite for c in screening.controls)  # N drawn, all scored
+        best_control = min(range(4), key=lambda i: screening.controls[i].score)
+        assert screening.kept_controls == [best_control]
+        raced = [a.token_ids for a in record.race.arms if a.kind.value == "control"]
+        assert raced == [screening.controls[best_control].token_ids]
+        best_mentor = min(screening.scores)
+        assert record.beat_random_screening == (best_mentor < screening.controls[best_control].score)
+        assert record.beat_random_race is not None
+    summary = trainer.catalyst_summary()
+    assert summary.beat_random_screening[1] == summary.beat_random_race[1] == 2
+    line = summary.beat_random_line()
+    assert line.startswith("mentor beat random in ") and "of 2 rounds (screening)" in line
+    assert summary.to_dict()["beat_random_race"] == summary.beat_random_race  # metrics.json carries the summary
+    trainer.save_model(str(tmp_path / "saved"))
+    assert line in (tmp_path / "saved" / "README.md").read_text()  # the model card
+    from peft_catalyst.app.runner import summary_lines
+
+    metrics = {
+        "test_accuracy": {"initial": 0.5, "final": 0.6, "best_round": None},
+        "test_examples": 10,
+        "catalyst": summary.to_dict(),
+        "wall_time_s": 1.0,
+        "prompts": {"final": "x"},
+    }
+    assert any(line in printed for printed in summary_lines(metrics, "out"))  # the command's summary line

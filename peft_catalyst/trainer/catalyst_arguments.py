@@ -59,6 +59,10 @@ class CatalystArguments:
             How many scored prompts of the stage (deduplicated, spread over it) the mentor sees.
         catalyst_num_candidates (`int`, *optional*, defaults to `4`):
             Number of candidate prompts asked of the mentor per round.
+        catalyst_num_samples (`int` or `None`, *optional*, defaults to `None`):
+            Prompts asked of the mentor per round, at least `catalyst_num_candidates`: each is scored untrained on
+            the catalyst split (screening) and the best `catalyst_num_candidates` go on to selection; race controls
+            are screened the same way. `None` asks `catalyst_num_candidates` and screens nothing.
         catalyst_max_words (`int` or `None`, *optional*, defaults to `None`):
             Word budget of each candidate. `None` uses the adapter's `num_virtual_tokens`.
         catalyst_task_description (`str` or `None`, *optional*, defaults to `None`):
@@ -140,6 +144,16 @@ class CatalystArguments:
     catalyst_num_candidates: int = field(
         default=4,
         metadata={"help": "Number of candidate prompts asked of the mentor per round."},
+    )
+    catalyst_num_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Prompts asked of the mentor per round (>= catalyst_num_candidates): all are scored untrained on "
+                "the catalyst split and the best catalyst_num_candidates go on to selection; race controls are "
+                "screened alike. Default: catalyst_num_candidates, no screening."
+            )
+        },
     )
     catalyst_trajectory_points: int = field(
         default=4,
@@ -336,6 +350,11 @@ class CatalystArguments:
                 f"catalyst_eval_size must be a fraction in (0, 1) or a whole number of examples (got "
                 f"{self.catalyst_eval_size})"
             )
+        if self.catalyst_num_samples is not None and self.catalyst_num_samples < self.catalyst_num_candidates:
+            errors.append(
+                f"catalyst_num_samples ({self.catalyst_num_samples}) must be >= catalyst_num_candidates "
+                f"({self.catalyst_num_candidates})"
+            )
         if self.catalyst_mentor_words < 1:
             errors.append(f"catalyst_mentor_words must be >= 1 (got {self.catalyst_mentor_words})")
         if self.catalyst_proposal not in PROPOSALS:
@@ -366,6 +385,11 @@ class CatalystArguments:
                 f"must be < max_steps = {max_steps}, so that a final gradient stage follows the last round; "
                 "lower catalyst_rounds or catalyst_stage_steps, or raise max_steps."
             )
+
+    @property
+    def catalyst_samples(self) -> int:
+        """Prompts asked per round: ``catalyst_num_samples``, or ``catalyst_num_candidates`` when not set."""
+        return self.catalyst_num_samples or self.catalyst_num_candidates
 
     @property
     def catalyst_higher_is_better(self) -> bool:
