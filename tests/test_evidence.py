@@ -289,3 +289,15 @@ def test_random_controls_are_screened_alike_and_the_paired_statistic_is_reported
         "prompts": {"final": "x"},
     }
     assert any(line in printed for printed in summary_lines(metrics, "out"))  # the command's summary line
+
+
+def test_edit_proposals_ask_to_rewrite_the_best_prompt_so_far(tok, tmp_path):
+    mentor = ScriptedMentor(["1. the movie was great"])
+    trainer = tiny.catalyst_trainer(tok, tmp_path / "out", mentor, catalyst_rounds=1, catalyst_proposal="edit")
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert record.evidence.proposal == "edit"
+    best = record.evidence.best_prompts[0].text
+    chat = [json.loads(line) for line in (tmp_path / "out" / "catalyst_chat.jsonl").read_text().splitlines()]
+    assert chat[0]["request"]["proposal"] == "edit"
+    assert f"Edit the best prompt so far, {json.dumps(' '.join(best.split()))}" in chat[0]["messages"][-1]["content"]
