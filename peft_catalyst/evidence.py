@@ -15,7 +15,7 @@ from typing import Any
 
 from peft_catalyst.mentors import LabeledExample
 
-__all__ = ["EvidenceSource", "balanced_indices", "cut_words", "label_names_of"]
+__all__ = ["EvidenceSource", "anchor_labels", "balanced_indices", "cut_words", "label_names_of", "missing_labels"]
 
 LABEL_COLUMNS = ("label", "labels", "label_ids")
 
@@ -24,6 +24,30 @@ def cut_words(text: str, budget: int) -> tuple[str, bool]:
     """``text`` with at most ``budget`` words (whitespace collapsed) and whether it was cut."""
     words = text.split()
     return " ".join(words[: max(1, budget)]), len(words) > max(1, budget)
+
+
+def missing_labels(text: str, labels: Sequence[str]) -> list[str]:
+    """The labels ``text`` does not name (whole words, case-insensitive)."""
+    words = {w.strip(".,;:!?\"'()").lower() for w in text.split()}
+    return [label for label in labels if label.lower() not in words]
+
+
+def anchor_labels(text: str, labels: Sequence[str], fits: Any) -> str:
+    """``text`` completed with the labels it does not name (``catalyst_label_anchor``), as ``"<text>: a, b"``.
+
+    ``fits(candidate) -> bool`` says whether a text fits the prompt (its token budget): the text's last words are
+    dropped until the completed text fits, so the labels are never the part that is cut.
+    """
+    if not missing_labels(text, labels):
+        return text
+    words = text.split()
+    for keep in range(len(words), -1, -1):
+        kept = " ".join(words[:keep])
+        suffix = ", ".join(missing_labels(kept, labels))  # a label named by a dropped word is added back
+        anchored = f"{kept}: {suffix}" if keep else suffix
+        if fits(anchored):
+            return anchored
+    return ", ".join(labels)
 
 
 def balanced_indices(labels: Sequence[int], count: int, seed: int) -> list[int]:

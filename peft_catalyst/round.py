@@ -34,7 +34,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
-from peft_catalyst.evidence import EvidenceSource, label_names_of
+from peft_catalyst.evidence import EvidenceSource, anchor_labels, label_names_of
 from peft_catalyst.history import ChatLog
 from peft_catalyst.mentors import (
     Mentor,
@@ -176,7 +176,7 @@ class RoundEngine:
             if chat_log is not None:
                 chat_log.append(_chat_entry(record, request, proposal, error))
 
-            record.candidates = self.tokenize(proposal.candidates if proposal else [])
+            record.candidates = self.tokenize(self.anchored(proposal.candidates if proposal else [], record))
             usable = [i for i, c in enumerate(record.candidates) if c.token_ids is not None]
             controls = None
             if error is None and usable:
@@ -540,6 +540,23 @@ class RoundEngine:
         proposal = MentorProposal.from_dict(data["proposal"]) if data["proposal"] else None
         return proposal, data["error"]
 
+    def anchored(self, texts: list[str], record: RoundRecord | None = None) -> list[str]:
+        """``texts`` completed with the task's labels where they do not name them (``catalyst_label_anchor``), cut
+        to the prompt's length first so that the labels stay in; unchanged without labels or the setting."""
+        labels = self.evidence_source.label_names if self.settings.catalyst_label_anchor else []
+        if not labels:
+            return list(texts)
+        n = get_soft_prompt(self.model).num_virtual_tokens
+
+        def fits(text: str) -> bool:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) <= n
+
+        out = [anchor_labels(text, labels, fits) for text in texts]
+        changed = sum(a != t for a, t in zip(out, texts))
+        if record is not None and changed:
+            record.notes.append(f"label anchor: {changed} of {len(texts)} prompt(s) completed with the labels")
+        return out
+
     def tokenize(self, texts: list[str]) -> list[ScoredPrompt]:
         """Candidates as token ids of the prompt's length; one that cannot be tokenized keeps its error."""
         n = get_soft_prompt(self.model).num_virtual_tokens
@@ -552,14 +569,19 @@ class RoundEngine:
         return out
 
     def control_token_ids(self, count: int, seed: int) -> list[list[int]]:
-        """``count`` prompts of uniformly random printable vocabulary tokens (the race's controls), seeded."""
+        """``count`` prompts of uniformly random printable vocabulary tokens (the race's controls), seeded; with
+        ``catalyst_label_anchor`` each is completed with the labels as the mentor's candidates are."""
         if count <= 0:
             return []
         soft = get_soft_prompt(self.model)
         allowed = allowed_token_ids(self.tokenizer, "printable", self.model.word_embeddings.weight.shape[0])
         generator = torch.Generator().manual_seed(seed)
         picks = torch.randint(len(allowed), (count, soft.num_virtual_tokens), generator=generator)
-        return [allowed[row].tolist() for row in picks]
+        controls = [allowed[row].tolist() for row in picks]
+        if not (self.settings.catalyst_label_anchor and self.evidence_source.label_names):
+            return controls
+        texts = self.anchored([self.tokenizer.decode(ids) for ids in controls])
+        return [text_to_token_ids(self.tokenizer, text, soft.num_virtual_tokens) for text in texts]
 
     def after_restart(self) -> int:
         """Reset the prompt's optimizer state; return the re-warm-up step to start at (0: none)."""

@@ -301,3 +301,49 @@ def test_edit_proposals_ask_to_rewrite_the_best_prompt_so_far(tok, tmp_path):
     chat = [json.loads(line) for line in (tmp_path / "out" / "catalyst_chat.jsonl").read_text().splitlines()]
     assert chat[0]["request"]["proposal"] == "edit"
     assert f"Edit the best prompt so far, {json.dumps(' '.join(best.split()))}" in chat[0]["messages"][-1]["content"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Label anchoring
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_anchor_labels_completes_what_is_missing_within_the_budget():
+    from peft_catalyst.evidence import anchor_labels
+
+    def fits(text):
+        return len(text.split()) <= 4
+
+    labels = ["negative", "positive"]
+    assert anchor_labels("Is it positive or negative?", labels, fits) == "Is it positive or negative?"
+    assert anchor_labels("Is it positive?", labels, fits) == "Is it positive?: negative"
+    assert anchor_labels("Classify the movie review", labels, fits) == "Classify the: negative, positive"
+    # a cut that drops "positive" from the text puts it back in the completion
+    assert anchor_labels("Say positive or not", labels, lambda text: len(text.split()) <= 2) == "negative, positive"
+
+
+def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
+    from peft_catalyst.evidence import missing_labels
+
+    mentor = ScriptedMentor([FOUR])
+    trainer = tiny.catalyst_trainer(
+        tok,
+        tmp_path / "out",
+        mentor,
+        catalyst_labels=["bad", "great"],
+        catalyst_label_anchor=True,
+        catalyst_selection="race",
+        catalyst_race_controls=1,
+        catalyst_race_steps=1,
+        catalyst_num_samples=4,
+        catalyst_rounds=1,
+    )
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    decode = trainer.processing_class.decode
+    assert record.mentor.candidates[2] == "wonderful acting"  # the mentor's own words are kept as it said them
+    for prompt in [*record.candidates, *record.screening.controls]:
+        text = decode(prompt.token_ids)  # the prompt as written (a short text repeats to the prompt's length)
+        assert "bad" in text and "great" in text, prompt
+    assert missing_labels(record.candidates[2].text, ["bad", "great"]) == []
+    assert any("label anchor" in note for note in record.notes)

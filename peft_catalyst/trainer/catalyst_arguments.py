@@ -80,6 +80,9 @@ class CatalystArguments:
         catalyst_labels (`list[str]` or `None`, *optional*, defaults to `None`):
             The class names or label words the doer answers with, in class-id order, shown to the mentor. `None`
             reads the model config's `id2label` when it names the classes.
+        catalyst_label_anchor (`bool`, *optional*, defaults to `False`):
+            Complete every candidate (and every random control) that does not name the task's labels with them, so
+            that each prompt names the label words the doer answers with.
         catalyst_proposal (`str`, *optional*, defaults to `"new"`):
             `"new"` asks for new prompts from the scored history; `"edit"` asks the mentor to rewrite the best
             prompt so far so that it fixes the errors shown.
@@ -302,6 +305,15 @@ class CatalystArguments:
             "help": (
                 "Class names or label words the doer answers with, in class-id order, shown to the mentor "
                 "(default: the model config's id2label when it names the classes)."
+            )
+        },
+    )
+    catalyst_label_anchor: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Complete each candidate and random control that does not name the task's labels "
+                "(catalyst_labels) with them."
             )
         },
     )
