@@ -37,10 +37,12 @@ def ranking_key(score: float, higher_is_better: bool) -> float:
 
 
 class Trigger(str, Enum):
-    """Why a round started: the stage reached ``catalyst_stage_steps``, or the training loss plateaued."""
+    """Why a round started: the stage reached ``catalyst_stage_steps``, the training loss plateaued, or the run
+    starts (``catalyst_initial_round``)."""
 
     SCHEDULE = "schedule"
     PLATEAU = "plateau"
+    INITIAL = "initial"  # catalyst_initial_round: once at step 0, before any training
 
 
 class Decision(str, Enum):

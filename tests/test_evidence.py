@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
-from transformers import DataCollatorWithPadding
+from transformers import DataCollatorWithPadding, TrainerCallback
 
 from peft_catalyst import CatalystTrainingArguments
 from peft_catalyst.evidence import EvidenceSource, balanced_indices, cut_words
@@ -347,3 +347,72 @@ def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
         assert "bad" in text and "great" in text, prompt
     assert missing_labels(record.candidates[2].text, ["bad", "great"]) == []
     assert any("label anchor" in note for note in record.notes)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A round before training
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_an_initial_round_restarts_from_the_screened_winner_before_any_step(tok, tmp_path):
+    from peft_catalyst.projection import get_soft_prompt, text_to_token_ids
+    from peft_catalyst.records import Trigger
+
+    model = tiny.catalyst_model(tok, init_scale=50.0)  # any text beats the blown-up initial prompt
+    mentor = ScriptedMentor([FOUR])
+    trainer = tiny.catalyst_trainer(
+        tok,
+        tmp_path / "out",
+        mentor,
+        model=model,
+        catalyst_initial_round=True,
+        catalyst_num_samples=4,
+        catalyst_labels=["negative", "positive"],
+    )
+    seen = {}
+
+    class AtFirstStep(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            seen.setdefault("prompt", get_soft_prompt(model).weight.detach().clone())
+
+    trainer.add_callback(AtFirstStep())
+    trainer.train()
+    initial, *later = trainer.catalyst_history
+    assert (initial.round, initial.step, initial.trigger) == (0, 0, Trigger.INITIAL)
+    assert [r.round for r in later] == [1, 2]  # catalyst_rounds still counts the scheduled rounds
+    assert initial.trajectory == [] and initial.decision.value == "accepted"
+    assert initial.winner == initial.screening.kept[0]  # the best screened prompt, which beat the initial one
+    ids = text_to_token_ids(tok, initial.candidates[initial.winner].text, 4)
+    assert torch.equal(seen["prompt"], model.word_embeddings.weight[ids].detach())  # training starts from it
+    chat = [json.loads(line) for line in (tmp_path / "out" / "catalyst_chat.jsonl").read_text().splitlines()]
+    request = chat[0]["request"]
+    assert request["trajectory"] == [] and request["labels"] == ["negative", "positive"] and request["examples"]
+
+
+def test_a_run_resumed_after_an_initial_round_ends_bit_identical(tok, tmp_path):
+    from peft_catalyst.mentors import CachedMentor
+    from peft_catalyst.projection import get_soft_prompt
+    from tests.test_race import StopAt, comparable
+
+    cache = tmp_path / "mentor.sqlite"
+    common = dict(save_strategy="steps", save_steps=4, catalyst_initial_round=True, catalyst_num_samples=4)
+
+    def run(folder, mentor, stop=None, resume=False):
+        trainer = tiny.catalyst_trainer(
+            tok, tmp_path / folder, mentor, model=tiny.catalyst_model(tok, init_scale=50.0), **common
+        )
+        if stop:
+            trainer.add_callback(StopAt(stop))
+        trainer.train(resume_from_checkpoint=resume or None)
+        return trainer
+
+    full = run("full", CachedMentor(ScriptedMentor([FOUR]), cache, mode="use"))
+    assert full.catalyst_history[0].restarted
+    interrupted = run("resumed", CachedMentor(None, cache, mode="strict"), stop=4)
+    assert [r.round for r in interrupted.catalyst_history] == [0, 1]
+    resumed = run("resumed", CachedMentor(None, cache, mode="strict"), resume=True)
+    assert comparable(resumed.catalyst_history) == comparable(full.catalyst_history)
+    for name, value in full.model.named_parameters():
+        if value.requires_grad:
+            assert torch.equal(dict(resumed.model.named_parameters())[name], value), name
+    assert torch.equal(get_soft_prompt(resumed.model).weight, get_soft_prompt(full.model).weight)

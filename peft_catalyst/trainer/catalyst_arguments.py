@@ -49,6 +49,10 @@ class CatalystArguments:
         catalyst_stage_steps (`int`, *optional*, defaults to `50`):
             Optimizer steps of each gradient stage before a mentor round. `catalyst_rounds * catalyst_stage_steps`
             must be below `max_steps`, so that a final gradient stage follows the last round.
+        catalyst_initial_round (`bool`, *optional*, defaults to `False`):
+            Ask the mentor once at step 0 (examples and labels, no trajectory): its prompts and the initial prompt
+            are screened (and raced with `catalyst_selection="race"`) and training starts from the winner. Recorded
+            as round 0; not counted in `catalyst_rounds`.
         catalyst_plateau_patience (`int` or `None`, *optional*, defaults to `None`):
             Start a round early when the training loss has not improved for this many optimizer steps of the current
             stage. `None` keeps to the schedule.
@@ -259,6 +263,16 @@ class CatalystArguments:
     catalyst_rewarmup_steps: int = field(
         default=5,
         metadata={"help": "Optimizer steps over which the prompt's learning rate ramps up again after a restart."},
+    )
+    catalyst_initial_round: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Ask the mentor once at step 0 (examples and labels, no trajectory); its prompts and the initial "
+                "prompt are screened (raced with catalyst_selection='race') and training starts from the winner. "
+                "Recorded as round 0, not counted in catalyst_rounds."
+            )
+        },
     )
     catalyst_plateau_patience: int | None = field(
         default=None,
