@@ -140,10 +140,6 @@ class EvidenceSource:
         picked = balanced_indices([self.labels[i] for i in wrong], count, seed)
         return [self._example(wrong[i], words, predicted=int(predictions[wrong[i]])) for i in picked]
 
-    def misclassified(self, predictions: Sequence[int]) -> list[int]:
-        """Every row index the predictions get wrong."""
-        return [i for i, (p, t) in enumerate(zip(predictions, self.labels)) if int(p) != t]
-
     def _example(self, index: int, words: int, predicted: int | None = None) -> LabeledExample:
         text, cut = cut_words(self.texts[index], words)
         return LabeledExample(
