@@ -416,3 +416,30 @@ def test_a_run_resumed_after_an_initial_round_ends_bit_identical(tok, tmp_path):
         if value.requires_grad:
             assert torch.equal(dict(resumed.model.named_parameters())[name], value), name
     assert torch.equal(get_soft_prompt(resumed.model).weight, get_soft_prompt(full.model).weight)
+
+
+def test_a_label_word_doer_shows_as_many_errors_as_its_accuracy_misses(tmp_path):
+    """The command line's doer (a causal LM answering with label words): predictions come from the label words'
+    scores that preprocess_logits_for_metrics keeps, so the errors number exactly (1 - accuracy) x the split."""
+    from tests.test_trainer import _causal_trainer
+
+    trainer, spec = _causal_trainer(
+        tmp_path,
+        ScriptedMentor(["1. Is this review positive"]),
+        catalyst_size=20,
+        max_steps=4,
+        catalyst_rounds=1,
+        catalyst_stage_steps=2,
+        per_device_eval_batch_size=3,
+        catalyst_metric="accuracy",
+        catalyst_labels=["negative", "positive"],
+        catalyst_mentor_errors=100,
+        catalyst_mentor_words=10_000,
+    )
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    accuracy = record.trajectory[-1].metrics["accuracy"]
+    errors = record.evidence.errors
+    assert 0 < len(errors) == round((1 - accuracy) * 20)
+    assert all({e.label, e.predicted} == {"negative", "positive"} for e in errors)
+    assert all(e.text.startswith("Review:") for e in errors)  # the decoded model input: the filled template
