@@ -149,7 +149,7 @@ def screen(args) -> dict:
     vocab = model.word_embeddings.weight
     labels = [w.strip() for w in task.label_words]
     mentor = TransformersMentor.embedded(model.get_base_model(), tok, seed=args.seed)
-    random_mentor = RandomMentor(vocabulary_words(tok), seed=args.seed)
+    words = vocabulary_words(tok)
     rng = random.Random(args.seed)
 
     def fits(text: str) -> bool:
@@ -191,7 +191,8 @@ def screen(args) -> dict:
             }
             for name, request in asked.items():
                 started = time.perf_counter()
-                who = random_mentor if name == "d_random" else mentor
+                # new random words for every request (RandomMentor seeds by round: each request here is a first one)
+                who = RandomMentor(words, seed=args.seed * 1000 + call) if name == "d_random" else mentor
                 texts = who.propose(request).candidates
                 seconds = time.perf_counter() - started
                 row["sources"][name] = {"texts": texts, "seconds": round(seconds, 1)}
