@@ -14,6 +14,16 @@ gives the requests of the first measurements (issue 3).
     python benchmarks/mentor_yield.py --calls-per-task 2 --no-write --temperature 0.5   # quick look
 
 Runs offline (HF_HUB_OFFLINE=1). One thread by default: on a shared 2-core machine two threads thrash.
+
+``--screen`` (issue 19) measures what the prompts are worth, not only how many come back: for each request the
+SmolLM2 doer (label words) scores, untrained on the first ``--screen-examples`` catalyst examples of Rotten
+Tomatoes, every prompt of each source, and the best of N counts: (a) today's request, (b) the evidence request
+(examples, errors of the manual prompt, label words, best prompts) asking "new", (c) the same asking "edit",
+(d) random words, (e) random words anchored with the label words, (f) the manual prompt. It reports usable prompts
+and seconds per call, the best-of-N label_loss and accuracy per source, and how often (b) and (c) beat (e), with a
+95% Wilson interval::
+
+    python benchmarks/mentor_yield.py --screen --calls-per-task 4 --screen-n 4    # the README's reduced setting
 """
 
 from __future__ import annotations
@@ -108,6 +118,132 @@ def make_request(
     )
 
 
+def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion ``wins / n``."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3))
+
+
+def screen(args) -> dict:
+    """Best-of-N zero-shot scores per source on Rotten Tomatoes (see the module docstring, ``--screen``)."""
+    import tempfile
+    from dataclasses import replace
+
+    import torch
+
+    from benchmarks.trainer_overhead import setup_doer
+    from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
+    from peft_catalyst.evidence import EvidenceSource, anchor_labels
+    from peft_catalyst.mentors import RandomMentor, TrajectoryPoint, TransformersMentor
+    from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, vocabulary_words
+    from peft_catalyst.scoring import PromptScorer
+
+    torch.set_num_threads(args.threads)
+    model, tok, spec, task = setup_doer("smollm2", args.seed)
+    split = spec.datasets["catalyst"].select(range(args.screen_examples))
+    n_tokens = get_soft_prompt(model).num_virtual_tokens
+    vocab = model.word_embeddings.weight
+    labels = [w.strip() for w in task.label_words]
+    mentor = TransformersMentor.embedded(model.get_base_model(), tok, seed=args.seed)
+    words = vocabulary_words(tok)
+    rng = random.Random(args.seed)
+
+    def fits(text: str) -> bool:
+        return len(tok(text, add_special_tokens=False)["input_ids"]) <= n_tokens
+
+    with tempfile.TemporaryDirectory() as out:
+        targs = CatalystTrainingArguments(
+            output_dir=out, per_device_eval_batch_size=16, use_cpu=True, report_to=[], catalyst_rounds=0
+        )
+        trainer = CatalystTrainer(model=model, args=targs, catalyst_dataset=split, **spec.trainer_kwargs())
+        scorer = PromptScorer(trainer, split, metric="label_loss", predictions=True)
+        source = EvidenceSource(scorer.scored_dataset, tok, labels)
+
+        def scores(texts: list[str]) -> list:
+            prompts = [vocab[text_to_token_ids(tok, t, n_tokens)].detach().clone() for t in texts]
+            return scorer.score_prompts(prompts) if prompts else []
+
+        (manual,) = scores([task.manual_prompt])
+        rows = []
+        for call in range(args.calls_per_task):
+            today = make_request(
+                TASKS["sentiment"], tok, rng, num_candidates=args.screen_n, max_words=args.max_words,
+                metric="label_loss", description=task.task_description, manual_rate=0.0, readable_rate=0.5,
+            )  # fmt: skip
+            best = sorted(today.trajectory, key=lambda p: p.score)[:3]
+            evidence = replace(
+                today,
+                examples=source.examples(3, 25, seed=call),
+                errors=source.errors(manual.predictions, 3, 25, seed=call),
+                labels=labels,
+                best_prompts=[TrajectoryPoint(p.text, p.score, p.loss) for p in best],
+            )
+            row = {"call": call, "sources": {}}
+            asked = {
+                "a_today": today,
+                "b_evidence_new": evidence,
+                "c_evidence_edit": replace(evidence, proposal="edit"),
+                "d_random": today,
+            }
+            for name, request in asked.items():
+                started = time.perf_counter()
+                # new random words for every request (RandomMentor seeds by round: each request here is a first one)
+                who = RandomMentor(words, seed=args.seed * 1000 + call) if name == "d_random" else mentor
+                texts = who.propose(request).candidates
+                seconds = time.perf_counter() - started
+                row["sources"][name] = {"texts": texts, "seconds": round(seconds, 1)}
+            random_texts = row["sources"]["d_random"]["texts"]
+            row["sources"]["e_random_anchored"] = {"texts": [anchor_labels(t, labels, fits) for t in random_texts]}
+            for entry in row["sources"].values():
+                results = scores(entry["texts"])
+                entry["usable"] = len(entry["texts"])
+                entry["label_loss"] = [round(s.value, 4) for s in results]
+                entry["accuracy"] = [round(s.metrics.get("accuracy", float("nan")), 4) for s in results]
+                finite = [(s.value, s.metrics.get("accuracy")) for s in results if s.finite]
+                entry["best_label_loss"], entry["best_accuracy"] = min(finite) if finite else (None, None)
+            row["sources"]["f_manual"] = {
+                "texts": [task.manual_prompt],
+                "best_label_loss": round(manual.value, 4),
+                "best_accuracy": manual.metrics.get("accuracy"),
+            }
+            rows.append(row)
+            print(json.dumps({k: v.get("best_label_loss") for k, v in row["sources"].items()}), flush=True)
+    summary = {}
+    for name in rows[0]["sources"] if rows else []:
+        entries = [r["sources"][name] for r in rows]
+        best = [e["best_label_loss"] for e in entries if e["best_label_loss"] is not None]
+        acc = [e["best_accuracy"] for e in entries if e["best_accuracy"] is not None]
+        usable = [e["usable"] for e in entries if e.get("usable") is not None]
+        seconds = [e["seconds"] for e in entries if e.get("seconds") is not None]
+        summary[name] = {
+            "best_label_loss_mean": round(statistics.fmean(best), 4) if best else None,
+            "best_accuracy_mean": round(statistics.fmean(acc), 4) if acc else None,
+            "usable_per_call": round(statistics.fmean(usable), 2) if usable else None,
+            "seconds_per_call": round(statistics.fmean(seconds), 1) if seconds else None,
+        }
+    for name in ("b_evidence_new", "c_evidence_edit"):
+        pairs = [
+            (r["sources"][name]["best_label_loss"], r["sources"]["e_random_anchored"]["best_label_loss"]) for r in rows
+        ]
+        wins = sum(m is not None and (c is None or m < c) for m, c in pairs)
+        summary[f"{name}_beats_e"] = {"wins": wins, "requests": len(pairs), "wilson95": wilson(wins, len(pairs))}
+    return {
+        "benchmark": "mentor_yield --screen",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "settings": {
+            "task": "rotten_tomatoes", "doer": "SmolLM2-135M (label words)", "n": args.screen_n,
+            "catalyst_examples": args.screen_examples, "requests": args.calls_per_task, "seed": args.seed,
+            "threads": args.threads, "metric": "label_loss (lower is better), untrained",
+        },  # fmt: skip
+        "summary": summary,
+        "rows": rows,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls-per-task", type=int, default=4)
@@ -138,7 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mentor_yield.json")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--show", action="store_true", help="print every raw reply and the candidates")
+    parser.add_argument("--screen", action="store_true", help="score each source's prompts with the doer (issue 19)")
+    parser.add_argument("--screen-n", type=int, default=4, help="prompts per source and request (N)")
+    parser.add_argument("--screen-examples", type=int, default=32, help="catalyst examples each prompt is scored on")
     args = parser.parse_args(argv)
+    if args.screen:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        result = screen(args)
+        print(json.dumps(result["summary"], indent=2))
+        if not args.no_write:
+            out = args.out.with_name(f"mentor_yield_screen_n{args.screen_n}.json")
+            out.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"wrote {out}")
+        return 0
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch

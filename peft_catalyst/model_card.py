@@ -339,9 +339,10 @@ def _rounds_md(history: History | None) -> str:
         return ""
     decisions = [r.decision for r in history.rounds]
     restarted = sum(d.restarted for d in decisions)
+    paired = RunSummary.of(history.rounds).beat_random_line()
     return (
         f"{len(decisions)} ({restarted} restarted from a mentor prompt, {decisions.count(Decision.KEPT)} kept the "
-        f"soft prompt, {decisions.count(Decision.SKIPPED)} skipped)"
+        f"soft prompt, {decisions.count(Decision.SKIPPED)} skipped)" + (f"; {paired}" if paired else "")
     )
 
 

@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-HISTORY_FORMAT = 3
+HISTORY_FORMAT = 4
 """Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key), 2
-named the summary's ``main_steps`` ``stage_steps``. Every earlier format reads into the current types."""
+named the summary's ``main_steps`` ``stage_steps``, 3 had no ``evidence`` in a round (what the mentor was shown of
+the data; it reads as None). Every earlier format reads into the current types."""
 
 
 def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:
@@ -36,10 +37,12 @@ def ranking_key(score: float, higher_is_better: bool) -> float:
 
 
 class Trigger(str, Enum):
-    """Why a round started: the stage reached ``catalyst_stage_steps``, or the training loss plateaued."""
+    """Why a round started: the stage reached ``catalyst_stage_steps``, the training loss plateaued, or the run
+    starts (``catalyst_initial_round``)."""
 
     SCHEDULE = "schedule"
     PLATEAU = "plateau"
+    INITIAL = "initial"  # catalyst_initial_round: once at step 0, before any training
 
 
 class Decision(str, Enum):
@@ -112,6 +115,96 @@ class ScoredPrompt:
             error=data.get("error"),
             step=data.get("step"),
             train_loss=data.get("train_loss"),
+        )
+
+
+@dataclass(frozen=True)
+class LabeledExample:
+    """A catalyst-split example as the mentor sees it: its ``text`` (cut to a word budget), its true ``label`` and,
+    for an error, the ``predicted`` label the current prompt gave. ``cut`` is True when the text was shortened."""
+
+    text: str
+    label: str
+    predicted: str | None = None
+    cut: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable form; :meth:`from_dict` reads it back."""
+        return {"text": self.text, "label": self.label, "predicted": self.predicted, "cut": self.cut}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabeledExample:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(data["text"]), str(data["label"]), data.get("predicted"), bool(data.get("cut", False)))
+
+
+@dataclass
+class Evidence:
+    """What a round showed the mentor of the data (``MentorRequest``'s evidence fields), kept in its record.
+
+    ``best_prompts`` hold text and score only; ``proposal`` is the mode asked (``"new"`` or ``"edit"``).
+    """
+
+    examples: list[LabeledExample] = field(default_factory=list)
+    errors: list[LabeledExample] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    best_prompts: list[ScoredPrompt] = field(default_factory=list)
+    proposal: str = "new"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "examples": [e.to_dict() for e in self.examples],
+            "errors": [e.to_dict() for e in self.errors],
+            "labels": list(self.labels),
+            "best_prompts": [p.to_dict() for p in self.best_prompts],
+            "proposal": self.proposal,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Evidence:
+        return cls(
+            examples=[LabeledExample.from_dict(e) for e in data.get("examples") or []],
+            errors=[LabeledExample.from_dict(e) for e in data.get("errors") or []],
+            labels=[str(label) for label in data.get("labels") or []],
+            best_prompts=[ScoredPrompt.from_dict(p) for p in data.get("best_prompts") or []],
+            proposal=data.get("proposal") or "new",
+        )
+
+
+@dataclass
+class Screening:
+    """Many samples screened, few kept (``catalyst_num_samples``): each usable candidate (and each random control)
+    scored untrained on the catalyst split, the best going on to selection.
+
+    ``kept`` indexes the round's candidates that went on, best first; ``controls`` are the random controls screened
+    (with their scores) and ``kept_controls`` index those that went on; ``scores`` hold each candidate's screening
+    score. ``prompts`` were scored in ``passes`` passes
+    over the split (several prompts share a pass when scoring is batched), in ``seconds``.
+    """
+
+    samples: int
+    kept: list[int] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)  # untrained; a race rescores the kept after training
+    controls: list[ScoredPrompt] = field(default_factory=list)
+    kept_controls: list[int] = field(default_factory=list)
+    prompts: int = 0
+    passes: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "controls": [c.to_dict() for c in self.controls]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Screening:
+        return cls(
+            samples=int(data["samples"]),
+            kept=list(data.get("kept") or []),
+            scores=list(data.get("scores") or []),
+            controls=[ScoredPrompt.from_dict(c) for c in data.get("controls") or []],
+            kept_controls=list(data.get("kept_controls") or []),
+            prompts=int(data.get("prompts") or 0),
+            passes=int(data.get("passes") or 0),
+            seconds=float(data.get("seconds") or 0.0),
         )
 
 
@@ -288,6 +381,11 @@ class RoundRecord:
     prompt_after: str | None = None
     notes: list[str] = field(default_factory=list)  # how the round ran, e.g. prompts handled one at a time and why
     shape: RestartShape | None = None  # the shape of the restart taken (None: no restart, or a record before shapes)
+    evidence: Evidence | None = None  # what the mentor was shown of the data (None: format 3 and earlier)
+    screening: Screening | None = None  # None: every usable candidate went on to selection
+    #: Whether the best mentor prompt beat the best random control at screening / in the race (None: not compared).
+    beat_random_screening: bool | None = None
+    beat_random_race: bool | None = None
 
     @property
     def race_steps(self) -> int:
@@ -333,6 +431,10 @@ class RoundRecord:
             "prompt_after": self.prompt_after,
             "notes": list(self.notes),
             "shape": self.shape.to_dict() if self.shape is not None else None,
+            "evidence": self.evidence.to_dict() if self.evidence is not None else None,
+            "screening": self.screening.to_dict() if self.screening is not None else None,
+            "beat_random_screening": self.beat_random_screening,
+            "beat_random_race": self.beat_random_race,
         }
 
     @classmethod
@@ -366,6 +468,10 @@ class RoundRecord:
             prompt_after=data.get("prompt_after"),
             notes=list(data.get("notes") or []),
             shape=RestartShape.from_dict(data["shape"]) if data.get("shape") else None,
+            evidence=Evidence.from_dict(data["evidence"]) if data.get("evidence") else None,
+            screening=Screening.from_dict(data["screening"]) if data.get("screening") else None,
+            beat_random_screening=data.get("beat_random_screening"),
+            beat_random_race=data.get("beat_random_race"),
         )
 
 
@@ -391,10 +497,23 @@ class RunSummary:
     race_steps: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     final_prompt: str | None = None
+    #: Rounds where the best mentor prompt beat the best random control, and rounds where they were compared: at
+    #: screening and in the race (``[wins, rounds]``; ``[0, 0]`` when no random control ran beside the mentor).
+    beat_random_screening: list[int] = field(default_factory=lambda: [0, 0])
+    beat_random_race: list[int] = field(default_factory=lambda: [0, 0])
 
     @property
     def total_steps(self) -> int:
         return self.main_steps + self.race_steps
+
+    def beat_random_line(self) -> str | None:
+        """``"mentor beat random in X of Y rounds (screening), ..."`` or None when never compared."""
+        parts = [
+            f"{wins} of {rounds} rounds ({what})"
+            for what, (wins, rounds) in (("screening", self.beat_random_screening), ("race", self.beat_random_race))
+            if rounds
+        ]
+        return "mentor beat random in " + ", ".join(parts) if parts else None
 
     @classmethod
     def of(cls, rounds: list[RoundRecord], **kwargs: Any) -> RunSummary:
@@ -406,6 +525,8 @@ class RunSummary:
             kept=decisions.count(Decision.KEPT),
             skipped=decisions.count(Decision.SKIPPED),
             race_steps=sum(r.race_steps for r in rounds),
+            beat_random_screening=_wins(r.beat_random_screening for r in rounds),
+            beat_random_race=_wins(r.beat_random_race for r in rounds),
             **kwargs,
         )
 
@@ -425,6 +546,12 @@ class RunSummary:
         return cls(**kept)
 
 
+def _wins(outcomes: Any) -> list[int]:
+    """``[wins, compared]`` over per-round outcomes (True, False, or None: not compared)."""
+    compared = [o for o in outcomes if o is not None]
+    return [sum(bool(o) for o in compared), len(compared)]
+
+
 @dataclass
 class History:
     """The content of ``catalyst_history.json``: the summary and one record per round, with the format version."""
@@ -438,7 +565,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | list[dict[str, Any]]) -> History:
-        """Read format 2 or the unversioned format 1; a bare list is read as the rounds alone."""
+        """Read any format up to :data:`HISTORY_FORMAT` (1 is unversioned); a bare list is read as the rounds alone."""
         if isinstance(data, list):
             data = {"rounds": data}
         version = int(data.get("format", 1))

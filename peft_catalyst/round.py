@@ -36,6 +36,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
+from peft_catalyst.evidence import EvidenceSource, anchor_labels, label_names_of
 from peft_catalyst.history import ChatLog
 from peft_catalyst.mentors import (
     Mentor,
@@ -60,12 +61,17 @@ from peft_catalyst.race import RaceBatches, RaceRunner, RaceSettings, main_proce
 from peft_catalyst.records import (
     ArmKind,
     Decision,
+    Evidence,
     MentorCall,
+    Race,
     RaceArm,
     RestartShape,
     RoundRecord,
     ScoredPrompt,
+    Screening,
     Trigger,
+    is_better,
+    ranking_key,
 )
 from peft_catalyst.restart_shapes import (
     partial_count,
@@ -79,6 +85,9 @@ from peft_catalyst.sharding import reset_optimizer_state
 from peft_catalyst.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
+
+#: How many of the best prompts scored so far a request shows (``MentorRequest.best_prompts``).
+BEST_PROMPTS_SHOWN = 3
 
 
 @dataclass
@@ -122,6 +131,7 @@ class RoundEngine:
         self.hard_prompt_scores: dict[tuple[int, ...], Score] = {}
         self.racing = False  # True while race arms train (their losses are not the main loop's)
         self._said: set[str] = set()
+        self._evidence_source: EvidenceSource | None = None
 
     @property
     def model(self):
@@ -169,14 +179,18 @@ class RoundEngine:
                 )
             write_soft_prompt_(self.model, saved)
 
-            request = self.mentor_request(record.trajectory, earlier)
+            record.evidence = self.evidence(index, record.trajectory, scores[-1] if scores else None, earlier)
+            request = self.mentor_request(record.trajectory, earlier, record.evidence)
             proposal, error = self.propose(request, index)
             record.mentor = _mentor_call(self.mentor, proposal, error)
             if chat_log is not None:
                 chat_log.append(_chat_entry(record, request, proposal, error))
 
-            record.candidates = self.tokenize(proposal.candidates if proposal else [])
+            record.candidates = self.tokenize(self.anchored(proposal.candidates if proposal else [], record))
             usable = [i for i, c in enumerate(record.candidates) if c.token_ids is not None]
+            controls = None
+            if error is None and usable:
+                usable, controls = self.screen(record, usable)
             if error is not None:
                 record.reason = "mentor_error"
             elif not record.candidates:
@@ -192,7 +206,7 @@ class RoundEngine:
                     write_soft_prompt_(self.model, self.shaped_prompt(record.shape, saved, first))
                 new_rewarm = self.after_restart(record.shape)
             elif settings.catalyst_selection == "race":
-                new_rewarm = self.race(record, usable, saved, rewarm_step)
+                new_rewarm = self.race(record, usable, saved, rewarm_step, controls)
             else:
                 new_rewarm = self.best(record, usable, saved)
         reason = self.scorer.sequential_reason()
@@ -267,8 +281,16 @@ class RoundEngine:
         write_soft_prompt_(self.model, values[best])
         return self.after_restart(shape)
 
-    def race(self, record: RoundRecord, usable: list[int], saved: torch.Tensor, rewarm_step: int) -> int | None:
-        """Race the incumbent, the usable candidates and the controls (see :mod:`peft_catalyst.race`)."""
+    def race(
+        self,
+        record: RoundRecord,
+        usable: list[int],
+        saved: torch.Tensor,
+        rewarm_step: int,
+        controls: list[list[int]] | None = None,
+    ) -> int | None:
+        """Race the incumbent, the usable candidates and the controls (see :mod:`peft_catalyst.race`); ``controls``:
+        the screened controls' token ids (None: draw ``catalyst_race_controls`` unscreened)."""
         settings = self.settings
         current_text, current_ids = self.projector.text(), self.projector.token_ids()
         shapes = self.restart_shapes()  # every proposal and every control races in each shape
@@ -280,10 +302,11 @@ class RoundEngine:
             for i in usable
             for shape in shapes
         ]
-        seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
-        seed = seed * 1009 + record.round
-        for ids in self.control_token_ids(settings.catalyst_race_controls, seed):
-            arms += [RaceArm(ArmKind.CONTROL, self.tokenizer.decode(ids), ids, shape=shape) for shape in shapes]
+        seed = self.race_seed(record.round)
+        if controls is None:
+            controls = self.control_token_ids(settings.catalyst_race_controls, seed)
+        for ids in controls:
+            arms += [RaceArm(ArmKind.CONTROL, self.tokenizer.decode(ids), list(ids), shape=shape) for shape in shapes]
         race_settings = RaceSettings(
             steps=settings.catalyst_race_steps,
             eta=settings.catalyst_race_eta,
@@ -315,6 +338,7 @@ class RoundEngine:
             bar.close()
             self.timings["race"] = self.timings.get("race", 0.0) + time.perf_counter() - started
         record.race = race
+        record.beat_random_race = _race_beats_random(race, self.scorer.higher_is_better)
         first = race.rungs[0]
         for arm_index, score in zip(first.arms, first.scores):
             arm = race.arms[arm_index]
@@ -339,6 +363,59 @@ class RoundEngine:
     # ------------------------------------------------------------------------------------------------------------
     # Pieces
     # ------------------------------------------------------------------------------------------------------------
+
+    def race_seed(self, index: int) -> int:
+        """Seed of round ``index``'s race stream and random controls."""
+        settings = self.settings
+        seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
+        return seed * 1009 + index
+
+    def screen(self, record: RoundRecord, usable: list[int]) -> tuple[list[int], list[list[int]] | None]:
+        """Screen many, race few: with ``catalyst_num_samples`` above ``catalyst_num_candidates``, score every usable
+        candidate untrained (and, for a race with controls, as many random controls) and keep the best.
+
+        Returns the candidates that go on (best first) and the controls' token ids (None: no screening). Only
+        scores: the soft prompt, optimizer and RNG streams are left as they were.
+        """
+        settings = self.settings
+        keep, samples = settings.catalyst_num_candidates, settings.catalyst_samples
+        if samples <= keep:
+            return usable, None
+        started, calls = time.perf_counter(), self.scorer.calls
+        _, scores = self.score_hard_prompts([record.candidates[i].token_ids for i in usable])
+        for i, score in zip(usable, scores):
+            _fill(record.candidates[i], score)
+        num_controls = settings.catalyst_race_controls if settings.catalyst_selection == "race" else 0
+        controls: list[ScoredPrompt] = []
+        if num_controls > 0:
+            ids = self.control_token_ids(max(samples, num_controls), self.race_seed(record.round))
+            _, control_scores = self.score_hard_prompts(ids)
+            controls = [_scored(self.tokenizer.decode(c), c, s) for c, s in zip(ids, control_scores)]
+        kept = self._ranked(record.candidates, usable)[:keep]
+        kept_controls = self._ranked(controls, list(range(len(controls))))[:num_controls]
+        prompts = self.scorer.calls - calls
+        per_pass = self.scorer.prompts_per_pass() if self.scorer.sequential_reason() is None else 1
+        record.screening = Screening(
+            samples=samples,
+            kept=kept,
+            scores=[c.score if c.finite else None for c in record.candidates],
+            controls=controls,
+            kept_controls=kept_controls,
+            prompts=prompts,
+            passes=math.ceil(prompts / per_pass),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        if controls:
+            record.beat_random_screening = _beats(
+                [record.candidates[i] for i in usable], controls, self.scorer.higher_is_better
+            )
+        return kept, [controls[i].token_ids for i in kept_controls]
+
+    def _ranked(self, prompts: list[ScoredPrompt], indices: list[int]) -> list[int]:
+        """``indices`` of ``prompts`` best first; prompts without a finite score last, in their order."""
+        finite = [i for i in indices if prompts[i].finite]
+        finite.sort(key=lambda i: ranking_key(prompts[i].score, self.scorer.higher_is_better))
+        return finite + [i for i in indices if not prompts[i].finite]
 
     def score_hard_prompts(
         self, token_ids: list[list[int]], prompts: Sequence[torch.Tensor] = ()
@@ -392,8 +469,53 @@ class RoundEngine:
         prompt = get_soft_prompt(self.model).weight
         return all(p is prompt for p in self.model.parameters() if p.requires_grad)
 
-    def mentor_request(self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord]) -> MentorRequest:
-        """What the mentor sees: the finite-scored trajectory, the metric and its direction, earlier outcomes."""
+    @property
+    def evidence_source(self) -> EvidenceSource:
+        """The catalyst split as texts and class ids, in scoring order (read once)."""
+        if self._evidence_source is None:
+            names = label_names_of(self.model, self.settings.catalyst_labels)
+            self._evidence_source = EvidenceSource(self.scorer.scored_dataset, self.tokenizer, names)
+        return self._evidence_source
+
+    def evidence(
+        self, index: int, trajectory: list[ScoredPrompt], latest: Score | None, earlier: list[RoundRecord]
+    ) -> Evidence:
+        """What the mentor is shown of the data: balanced examples, the errors of the current prompt (the latest
+        trajectory point, from the pass that scored it), the label names and the best prompts scored so far."""
+        settings = self.settings
+        source = self.evidence_source
+        seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
+        seed = seed * 1009 + index
+        count = settings.catalyst_mentor_examples + settings.catalyst_mentor_errors
+        words = max(1, settings.catalyst_mentor_words // max(1, count))
+        examples = source.examples(settings.catalyst_mentor_examples, words, seed) if source.has_classes else []
+        predictions = latest.predictions if latest is not None else None
+        errors = source.errors(predictions, settings.catalyst_mentor_errors, words, seed) if source.has_classes else []
+        return Evidence(
+            examples=examples,
+            errors=errors,
+            labels=list(source.label_names),
+            best_prompts=self.best_prompts(trajectory, earlier),
+            proposal=settings.catalyst_proposal,
+        )
+
+    def best_prompts(self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord]) -> list[ScoredPrompt]:
+        """The best :data:`BEST_PROMPTS_SHOWN` distinct discrete prompts scored so far (this stage's trajectory and
+        earlier rounds' candidates), best first, as text and score."""
+        best: dict[str, ScoredPrompt] = {}
+        scored = [*trajectory, *(c for r in earlier for c in r.candidates)]
+        for p in scored:
+            if p.finite and (p.text not in best or self.scorer.better(p.score, best[p.text].score)):
+                best[p.text] = ScoredPrompt(text=p.text, score=p.score, loss=p.loss)
+        ranked = sorted(best.values(), key=lambda p: ranking_key(p.score, self.scorer.higher_is_better))
+        return ranked[:BEST_PROMPTS_SHOWN]
+
+    def mentor_request(
+        self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord], evidence: Evidence | None = None
+    ) -> MentorRequest:
+        """What the mentor sees: the finite-scored trajectory, the metric and its direction, earlier outcomes, and
+        the evidence (examples, errors, labels, best prompts) when given."""
+        evidence = evidence if evidence is not None else Evidence()
         soft = get_soft_prompt(self.model)
         points = [TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in trajectory if p.finite]
         past = [
@@ -410,12 +532,17 @@ class RoundEngine:
         return MentorRequest(
             task_description=self.task_description,
             trajectory=points,
-            num_candidates=self.settings.catalyst_num_candidates,
+            num_candidates=self.settings.catalyst_samples,
             max_words=self.settings.catalyst_max_words or soft.num_virtual_tokens,
             manual_prompt=self.settings.catalyst_manual_prompt,
             metric=self.scorer.metric if self.scorer.score_fn is None else "score",
             higher_is_better=self.scorer.higher_is_better,
             earlier_rounds=past,
+            examples=evidence.examples,
+            errors=evidence.errors,
+            labels=evidence.labels,
+            best_prompts=[TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in evidence.best_prompts],
+            proposal=evidence.proposal,
         )
 
     def propose(self, request: MentorRequest, index: int = 0) -> tuple[MentorProposal | None, str | None]:
@@ -462,6 +589,23 @@ class RoundEngine:
         proposal = MentorProposal.from_dict(data["proposal"]) if data["proposal"] else None
         return proposal, data["error"]
 
+    def anchored(self, texts: list[str], record: RoundRecord | None = None) -> list[str]:
+        """``texts`` completed with the task's labels where they do not name them (``catalyst_label_anchor``), cut
+        to the prompt's length first so that the labels stay in; unchanged without labels or the setting."""
+        labels = self.evidence_source.label_names if self.settings.catalyst_label_anchor else []
+        if not labels:
+            return list(texts)
+        n = get_soft_prompt(self.model).num_virtual_tokens
+
+        def fits(text: str) -> bool:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) <= n
+
+        out = [anchor_labels(text, labels, fits) for text in texts]
+        changed = sum(a != t for a, t in zip(out, texts))
+        if record is not None and changed:
+            record.notes.append(f"label anchor: {changed} of {len(texts)} prompt(s) completed with the labels")
+        return out
+
     def tokenize(self, texts: list[str]) -> list[ScoredPrompt]:
         """Candidates as token ids of the prompt's length; one that cannot be tokenized keeps its error."""
         n = get_soft_prompt(self.model).num_virtual_tokens
@@ -474,14 +618,19 @@ class RoundEngine:
         return out
 
     def control_token_ids(self, count: int, seed: int) -> list[list[int]]:
-        """``count`` prompts of uniformly random printable vocabulary tokens (the race's controls), seeded."""
+        """``count`` prompts of uniformly random printable vocabulary tokens (the race's controls), seeded; with
+        ``catalyst_label_anchor`` each is completed with the labels as the mentor's candidates are."""
         if count <= 0:
             return []
         soft = get_soft_prompt(self.model)
         allowed = allowed_token_ids(self.tokenizer, "printable", self.model.word_embeddings.weight.shape[0])
         generator = torch.Generator().manual_seed(seed)
         picks = torch.randint(len(allowed), (count, soft.num_virtual_tokens), generator=generator)
-        return [allowed[row].tolist() for row in picks]
+        controls = [allowed[row].tolist() for row in picks]
+        if not (self.settings.catalyst_label_anchor and self.evidence_source.label_names):
+            return controls
+        texts = self.anchored([self.tokenizer.decode(ids) for ids in controls])
+        return [text_to_token_ids(self.tokenizer, text, soft.num_virtual_tokens) for text in texts]
 
     def _fill_best(self, candidate: ScoredPrompt, score: Score) -> None:
         """Give ``candidate`` ``score`` unless it holds a better one already (a candidate started in several shapes
@@ -544,6 +693,39 @@ def _race_total_steps(arms: int, steps: int, eta: int) -> int:
         total += alive * budget
         alive, budget = math.ceil(alive / eta), budget * eta
     return total
+
+
+def _beats(mentor: list[ScoredPrompt], random: list[ScoredPrompt], higher_is_better: bool) -> bool | None:
+    """Whether the best finite mentor score beats the best finite random one (None: neither has one)."""
+    best = [
+        min((p.score for p in group if p.finite), key=lambda v: ranking_key(v, higher_is_better), default=None)
+        for group in (mentor, random)
+    ]
+    if best[0] is None or best[1] is None:
+        return None if best[0] is None and best[1] is None else best[1] is None
+    return is_better(best[0], best[1], higher_is_better)
+
+
+def _race_beats_random(race: Race, higher_is_better: bool) -> bool | None:
+    """Whether the best mentor arm did better than the best control arm in ``race``: it reached a later rung, or
+    the same rung with a better score (None: the race had no candidate or no control arm)."""
+
+    def standing(arm: int) -> tuple[int, float]:
+        reached = [(i, rung.scores[rung.arms.index(arm)]) for i, rung in enumerate(race.rungs) if arm in rung.arms]
+        if not reached:
+            return (-1, math.inf)
+        rung, score = reached[-1]
+        value = ranking_key(score.score, higher_is_better) if score.finite else math.inf
+        return (rung, -value)
+
+    groups = [
+        [i for i, a in enumerate(race.arms) if a.kind is kind] for kind in (ArmKind.CANDIDATE, ArmKind.CONTROL)
+    ]
+    if not groups[0] or not groups[1]:
+        return None
+    if race.arms[race.winner].kind is not ArmKind.INCUMBENT:
+        return race.arms[race.winner].kind is ArmKind.CANDIDATE
+    return max(standing(i) for i in groups[0]) > max(standing(i) for i in groups[1])
 
 
 def _scored(text: str, token_ids, score: Score, step: int | None = None, train_loss: float | None = None):

@@ -49,11 +49,17 @@ ScoreFunction = Callable[[EvalPrediction], float]
 
 @dataclass
 class Score:
-    """A prompt's result on the catalyst split: the ranking value, the mean loss and any task metrics."""
+    """A prompt's result on the catalyst split: the ranking value, the mean loss and any task metrics.
+
+    ``predictions``: the predicted class id of every catalyst example, in the order of
+    :attr:`PromptScorer.scored_dataset`, when the scorer was asked for them and the predictions are class scores
+    (``(examples, classes)``); None otherwise (regression, generation, or not asked).
+    """
 
     value: float
     loss: float
     metrics: dict[str, float] = field(default_factory=dict)
+    predictions: tuple[int, ...] | None = None
 
     @property
     def finite(self) -> bool:
@@ -71,6 +77,11 @@ class PromptScorer:
     :meth:`score_prompts` scores several prompts at a time, each on every example of a batch, in passes of at most
     ``batch_size`` rows (examples x prompts; :mod:`peft_catalyst.multi_prompt`): the same numbers as one at a time
     within float tolerance. A pass that runs out of memory is retried with fewer prompts (noted in :attr:`events`).
+
+    ``predictions=True`` also keeps each example's predicted class (the argmax of the logits after the trainer's
+    ``preprocess_logits_for_metrics``) in :attr:`Score.predictions`, from the same pass (only the argmax is kept
+    when the ranking does not need the logits themselves): where the predictions are not ``(examples, classes)``
+    scores, there are none.
     """
 
     def __init__(
@@ -81,6 +92,7 @@ class PromptScorer:
         higher_is_better: bool = False,
         score_fn: ScoreFunction | None = None,
         batch_size: int = 1,
+        predictions: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"catalyst_score_batch_size must be >= 1 (got {batch_size}).")
@@ -90,16 +102,29 @@ class PromptScorer:
         self.higher_is_better = higher_is_better
         self.score_fn = score_fn
         self.batch_size = batch_size
+        self.predictions = predictions
         self.seconds = 0.0
         self.calls = 0
         self.events: list[str] = []  # out-of-memory fallbacks, for the round record
         self._dataloader = None
+        self._scored_dataset: Any = None
         self._reason: str | None | bool = False  # False: not determined yet
 
     @property
     def needs_logits(self) -> bool:
         """Whether scoring must gather predictions (a user function or a metric of ``compute_metrics``)."""
         return self.score_fn is not None or self.metric != "loss"
+
+    @property
+    def gathers_logits(self) -> bool:
+        """Whether the scoring pass returns logits: for the ranking, or for per-example predictions."""
+        return self.needs_logits or self.predictions
+
+    @property
+    def scored_dataset(self) -> Any:
+        """The catalyst split in the order it is scored (longest rows first): :attr:`Score.predictions` index it."""
+        self.dataloader()
+        return self._scored_dataset
 
     def worst(self) -> float:
         """The value that loses to every finite score in this direction."""
@@ -115,7 +140,8 @@ class PromptScorer:
             tok = self.trainer.processing_class
             tok = getattr(tok, "tokenizer", tok)
             column = (getattr(tok, "model_input_names", None) or ["input_ids"])[0]
-            self._dataloader = self.trainer.get_eval_dataloader(sorted_by_length(self.dataset, column))
+            self._scored_dataset = sorted_by_length(self.dataset, column)
+            self._dataloader = self.trainer.get_eval_dataloader(self._scored_dataset)
         return self._dataloader
 
     def sequential_reason(self) -> str | None:
@@ -192,7 +218,7 @@ class PromptScorer:
         model.eval()
         tally = _Tally(self)
         for inputs in self.dataloader():
-            loss, logits, label = trainer.prediction_step(model, inputs, prediction_loss_only=not self.needs_logits)
+            loss, logits, label = trainer.prediction_step(model, inputs, prediction_loss_only=not self.gathers_logits)
             tally.add(loss, logits, label, _batch_size(inputs))
         return tally.result()
 
@@ -217,7 +243,7 @@ class PromptScorer:
                 losses, outputs = trainer_losses(trainer, stacked, inputs, num_items)
             for tally, loss, output in zip(tallies, losses, outputs):
                 logits, label = None, None
-                if self.needs_logits:
+                if self.gathers_logits:
                     logits = nested_detach(tuple(v for k, v in output.items() if k not in ignore_keys + ["loss"]))
                     logits = logits[0] if len(logits) == 1 else logits
                     label = nested_detach(labels)
@@ -248,6 +274,7 @@ class _Tally:
         self.losses: list[torch.Tensor] = []
         self.preds: Any = None
         self.labels: Any = None
+        self.classes: list[torch.Tensor] | None = [] if scorer.predictions else None  # per-batch argmax
 
     def add(self, loss: torch.Tensor | None, logits: Any, label: Any, batch_size: int) -> None:
         if loss is None:
@@ -255,9 +282,17 @@ class _Tally:
         trainer = self.scorer.trainer
         accelerator = trainer.accelerator
         self.losses.append(accelerator.gather_for_metrics(loss.detach().float().reshape(1).repeat(batch_size)))
-        if self.scorer.needs_logits and logits is not None and label is not None:
+        if self.scorer.gathers_logits and logits is not None and label is not None:
             if trainer.preprocess_logits_for_metrics is not None:
                 logits = trainer.preprocess_logits_for_metrics(logits, label)
+            if self.classes is not None:
+                scores = logits[0] if isinstance(logits, (tuple, list)) and len(logits) == 1 else logits
+                if isinstance(scores, torch.Tensor) and scores.dim() == 2 and scores.shape[1] >= 2:
+                    self.classes.append(accelerator.gather_for_metrics(scores.argmax(dim=-1)).cpu())
+                else:  # no class scores (regression, generation): no per-example predictions
+                    self.classes = None
+            if not self.scorer.needs_logits:
+                return
             logits = accelerator.pad_across_processes(logits, dim=1, pad_index=-100)
             label = accelerator.pad_across_processes(label, dim=1, pad_index=-100)
             # Batches differ in width (causal-LM labels are as long as their batch): pad while concatenating.
@@ -296,7 +331,8 @@ class _Tally:
             )
         if not math.isfinite(value) or not math.isfinite(mean_loss):
             value = scorer.worst()
-        return Score(value=value, loss=mean_loss, metrics=metrics)
+        classes = tuple(int(c) for c in torch.cat(self.classes).tolist()) if self.classes else None
+        return Score(value=value, loss=mean_loss, metrics=metrics, predictions=classes)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

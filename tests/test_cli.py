@@ -217,6 +217,7 @@ def test_bad_config_file_is_one_user_error(tmp_path, text, message):
         (["--catalyst_restart", "half"], "catalyst_restart must be one of"),
         (["--catalyst_blend_alphas", "0.3", "1.5"], "catalyst_blend_alphas must each be in (0, 1]"),
         (["--catalyst_restart", "partial", "--catalyst_partial_tokens", "9"], "at most num_virtual_tokens = 8"),
+        (["--catalyst_num_samples", "2"], "catalyst_num_samples (2) must be >= catalyst_num_candidates (4)"),
         (["--dataset_name", "missing.csv"], "no such file or folder 'missing.csv'"),
         (["--dataset_name", "./data/reviews"], "no such file or folder 'data/reviews'"),
     ],

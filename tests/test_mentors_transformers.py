@@ -287,3 +287,32 @@ def test_a_call_shows_a_bar_over_generated_tokens_with_its_rate(tiny, capsys):
     quiet = TransformersMentor(model, tok, seed=0, num_samples=3, max_new_tokens=6, progress=False)
     quiet.complete(quiet.build_messages(REQ), REQ)
     assert "generating" not in capsys.readouterr().err
+
+
+def test_one_prompt_per_reply_samples_as_many_replies_as_prompts_asked_in_one_call(tiny):
+    """Screening asks N prompts (catalyst_num_samples): a one-line template samples N replies in one generate()."""
+    from dataclasses import replace
+
+    from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT
+
+    model, tok = tiny
+    mentor = TransformersMentor(
+        model, tok, seed=0, num_samples=2, max_new_tokens=4, meta_prompt=SMALL_MODEL_META_PROMPT
+    )
+    calls = []
+    generate = model.generate
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["num_return_sequences"])
+        return generate(*args, **kwargs)
+
+    model.generate = counting
+    try:
+        wide = replace(REQ, num_candidates=5)
+        completion = mentor.complete(mentor.build_messages(wide), wide)
+        narrow = mentor.complete(mentor.build_messages(REQ), REQ)
+    finally:
+        del model.generate
+    assert calls == [5, 2] and len(completion.texts) == 5 and len(narrow.texts) == 2
+    listing = TransformersMentor(model, tok, num_samples=2, meta_prompt=MetaPrompt())  # a numbered list per reply
+    assert listing.samples_for(replace(REQ, num_candidates=5)) == 2

@@ -24,7 +24,7 @@ def _trainer(tok, tmp_path, **kwargs):
 
 
 def test_logits_are_gathered_only_when_the_ranking_needs_them(tok, tmp_path):
-    trainer = _trainer(tok, tmp_path / "loss", catalyst_rounds=1)
+    trainer = _trainer(tok, tmp_path / "loss", catalyst_rounds=1, catalyst_mentor_errors=0)
     trainer.compute_metrics = tiny.accuracy
     modes = []
     step = trainer.prediction_step
@@ -36,7 +36,19 @@ def test_logits_are_gathered_only_when_the_ranking_needs_them(tok, tmp_path):
     trainer.prediction_step = spy
     trainer.train()
     (record,) = trainer.catalyst_history
-    assert modes and all(modes)  # ranked by the loss: no logits, no compute_metrics
+    assert modes and all(modes)  # ranked by the loss, no errors shown: no logits, no compute_metrics
+    assert record.current.metrics == {} and record.current.score == record.current.loss
+
+    # Errors for the mentor need each example's predicted class: logits come from the same pass, only their argmax
+    # is kept, and the ranking is still the loss without compute_metrics.
+    trainer = _trainer(tok, tmp_path / "errors", catalyst_rounds=1)
+    trainer.compute_metrics = tiny.accuracy
+    modes.clear()
+    step = trainer.prediction_step
+    trainer.prediction_step = spy
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert modes and not any(modes)
     assert record.current.metrics == {} and record.current.score == record.current.loss
 
     trainer = _trainer(tok, tmp_path / "acc", catalyst_rounds=1, catalyst_metric="accuracy")

@@ -173,6 +173,12 @@ class PromptTunedModel:
     name: str
 
 
+def task_label_words(task: Any, kind: str) -> list[str]:
+    """The labels the doer answers with: the label words of a causal LM (without their leading space), else the
+    class names."""
+    return [w.strip() for w in task.label_words] if kind == "causal_lm" else list(task.label_names)
+
+
 def load_task_data(data: DataArguments):
     """The task's splits (packaged or ``datasets``); missing columns and unknown datasets become ``UserError``."""
     from peft_catalyst.app.data import load_hf_task, load_task
@@ -376,6 +382,8 @@ def run(
     logger.info("test accuracy of the initial prompt: %.4f", initial)
     kwargs = tuned.spec.trainer_kwargs()
     catalyst_dataset = tuned.spec.datasets["catalyst"]
+    if training_args.catalyst_labels is None:  # the mentor is told the words the doer answers with
+        training_args.catalyst_labels = task_label_words(tuned.task, tuned.kind)
     trainer = CatalystTrainer(
         model=tuned.model, args=training_args, mentor=mentor, catalyst_dataset=catalyst_dataset, **kwargs
     )
@@ -445,12 +453,13 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     hits = usage.get("cache_hits", 0)
     replayed = f"; {hits} repl{'y' if hits == 1 else 'ies'} from the cache" if hits else ""
     steps = f"{cat.total_steps}" + (f" ({cat.main_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
+    paired = cat.beat_random_line()
     return [
         f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
         f"{acc['final']:.3f}{best}",
         f"rounds: {cat.rounds} (accepted {cat.accepted}, kept {cat.kept}, skipped {cat.skipped}); gradient steps "
         f"{steps}; LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
-        f"+ {usage.get('completion_tokens', 0)} completion{replayed}",
+        f"+ {usage.get('completion_tokens', 0)} completion{replayed}" + (f"; {paired}" if paired else ""),
         f"final prompt: {metrics['prompts']['final']!r}",
         f"wall time {minutes} min {seconds:02d} s; outputs in {output_dir}",
     ]

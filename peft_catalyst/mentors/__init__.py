@@ -10,6 +10,7 @@ Mentors know nothing of torch or the trainer; ``transformers_mentor`` is the onl
 
 from .base import (
     Completion,
+    LabeledExample,
     Mentor,
     MentorError,
     MentorProposal,
@@ -44,6 +45,7 @@ __all__ = [
     "ChatMentor",
     "Completion",
     "HubInferenceMentor",
+    "LabeledExample",
     "Mentor",
     "MentorError",
     "MentorProposal",

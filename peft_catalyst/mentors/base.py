@@ -20,17 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from peft_catalyst.records import is_better
+from peft_catalyst.records import LabeledExample, is_better
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "Completion",
     "Mentor",
+    "LabeledExample",
     "MentorError",
     "MentorProposal",
     "MentorRequest",
     "MentorUsage",
+    "PROPOSALS",
     "PastRound",
     "ReplayMissError",
     "RetryPolicy",
@@ -147,12 +149,23 @@ class PastRound:
         )
 
 
+#: How a mentor proposes: ``"new"`` prompts from the scored history, or an ``"edit"`` of the best prompt so far that
+#: fixes the errors shown.
+PROPOSALS = ("new", "edit")
+
+
 @dataclass(frozen=True)
 class MentorRequest:
     """What the mentor is asked: the task, the scored trajectory, and how many prompts of how many words to return.
 
     ``metric`` names the score that ranks prompts (``TrajectoryPoint.score``) and ``higher_is_better`` its direction;
     ``earlier_rounds`` holds the outcomes of the rounds before this one, oldest first.
+
+    The evidence, plain data drawn from the catalyst split by the round: ``examples`` (labelled, balanced over the
+    classes), ``errors`` (examples the current prompt gets wrong, with the predicted label; empty where the ranking
+    has no notion of a label), ``labels`` (the class names or label words the doer uses) and ``best_prompts`` (the
+    best discrete prompts scored so far, best first). ``proposal`` is ``"new"`` or ``"edit"`` (:data:`PROPOSALS`).
+    Empty evidence and ``"new"`` leave :meth:`to_dict` as it was before they existed, so older cache keys still hold.
     """
 
     task_description: str
@@ -163,6 +176,11 @@ class MentorRequest:
     metric: str = "loss"
     higher_is_better: bool = False
     earlier_rounds: Sequence[PastRound] = ()
+    examples: Sequence[LabeledExample] = ()
+    errors: Sequence[LabeledExample] = ()
+    labels: Sequence[str] = ()
+    best_prompts: Sequence[TrajectoryPoint] = ()
+    proposal: str = "new"
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1:
@@ -173,8 +191,18 @@ class MentorRequest:
             raise ValueError("metric must be a non-empty name")
         points = tuple(p if isinstance(p, TrajectoryPoint) else TrajectoryPoint.from_dict(p) for p in self.trajectory)
         rounds = tuple(r if isinstance(r, PastRound) else PastRound.from_dict(r) for r in self.earlier_rounds)
+        if self.proposal not in PROPOSALS:
+            raise ValueError(f"proposal must be one of {PROPOSALS}, not {self.proposal!r}")
         object.__setattr__(self, "trajectory", points)
         object.__setattr__(self, "earlier_rounds", rounds)
+        for name in ("examples", "errors"):
+            items = getattr(self, name)
+            object.__setattr__(
+                self, name, tuple(e if isinstance(e, LabeledExample) else LabeledExample.from_dict(e) for e in items)
+            )
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        best = tuple(p if isinstance(p, TrajectoryPoint) else TrajectoryPoint.from_dict(p) for p in self.best_prompts)
+        object.__setattr__(self, "best_prompts", best)
         object.__setattr__(self, "higher_is_better", bool(self.higher_is_better))
 
     def better(self, a: float, b: float) -> bool:
@@ -192,7 +220,23 @@ class MentorRequest:
             "metric": self.metric,
             "higher_is_better": self.higher_is_better,
             "earlier_rounds": [r.to_dict() for r in self.earlier_rounds],
+            **self.evidence_dict(),
         }
+
+    def evidence_dict(self) -> dict[str, Any]:
+        """The evidence fields that are set (none: ``{}``), as :meth:`to_dict` writes them and cache keys hash them."""
+        data: dict[str, Any] = {}
+        if self.examples:
+            data["examples"] = [e.to_dict() for e in self.examples]
+        if self.errors:
+            data["errors"] = [e.to_dict() for e in self.errors]
+        if self.labels:
+            data["labels"] = list(self.labels)
+        if self.best_prompts:
+            data["best_prompts"] = [p.to_dict() for p in self.best_prompts]
+        if self.proposal != "new":
+            data["proposal"] = self.proposal
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MentorRequest:

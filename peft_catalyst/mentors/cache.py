@@ -1,7 +1,8 @@
 """An on-disk cache of mentor replies (stdlib ``sqlite3``), and replay of a finished run with no LLM at all.
 
 Each row is keyed by the backend, model, sampling parameters and seed (``ChatMentor.cache_identity()``), the exact chat
-messages, and the request's candidate count and word budget. A second key, the request alone, lets a replay find
+messages, the request's candidate count and word budget, and its evidence (examples, errors, labels, best prompts).
+A second key, the request alone, lets a replay find
 the replies without the original mentor object (``CachedMentor(None, path, mode="replay")``).
 
 Modes:
@@ -66,7 +67,9 @@ def request_key(request: MentorRequest) -> str:
 
 
 def full_key(identity: dict[str, Any], messages: list[dict[str, str]], request: MentorRequest) -> str:
-    """Key of one mentor call: backend/model/params/seed, the exact messages, and the candidate/word budget."""
+    """Key of one mentor call: backend/model/params/seed, the exact messages, the candidate/word budget and the
+    evidence (examples, errors, labels, best prompts, proposal mode; absent when empty, so older keys still hold):
+    a template that does not show the evidence still gets a new key when the evidence changes."""
     return _digest(
         {
             "format": CACHE_FORMAT,
@@ -74,6 +77,7 @@ def full_key(identity: dict[str, Any], messages: list[dict[str, str]], request: 
             "messages": messages,
             "num_candidates": request.num_candidates,
             "max_words": request.max_words,
+            **({"evidence": evidence} if (evidence := request.evidence_dict()) else {}),
         }
     )
 

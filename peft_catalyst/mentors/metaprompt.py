@@ -11,6 +11,12 @@ Template placeholders (``str.format`` syntax; write ``{{`` and ``}}`` for litera
 ``{best_prompt}``, ``{metric}`` (the ranking metric's name), ``{direction}`` (e.g. "lower label_loss is better"),
 ``{earlier_rounds}`` (a short section on the earlier rounds, empty in the first round). ``{metric_note}`` is kept for
 older templates: empty when the metric is ``loss``, else "; " and the direction.
+
+The evidence (each a section ending in a newline, empty when the request has none): ``{labels}`` (the label words
+the doer answers with), ``{examples}`` (labelled catalyst examples), ``{errors}`` (examples the current prompt gets
+wrong, true and predicted label), ``{best_prompts}`` (the best prompts scored so far) and ``{proposal_instruction}``
+(empty for ``proposal="new"``; for ``"edit"`` the request to rewrite the best prompt so that it fixes the errors).
+A template without them still works; it only shows the mentor less.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 
 from peft_catalyst.records import is_better, ranking_key
 
-from .base import MentorRequest, PastRound, TrajectoryPoint
+from .base import LabeledExample, MentorRequest, PastRound, TrajectoryPoint
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ __all__ = [
     "MetaPrompt",
     "direction_sentence",
     "format_earlier_rounds",
+    "format_evidence",
     "format_trajectory",
     "load_meta_prompt",
     "render_meta_prompt",
@@ -59,6 +66,11 @@ PLACEHOLDERS = frozenset(
         "metric",
         "direction",
         "earlier_rounds",
+        "labels",
+        "examples",
+        "errors",
+        "best_prompts",
+        "proposal_instruction",
     }
 )
 
@@ -167,6 +179,36 @@ def format_earlier_rounds(rounds: Sequence[PastRound], metric: str = "loss", lim
     return f"Earlier rounds ({metric} of each prompt):\n" + "\n".join(lines) + "\n"
 
 
+def format_evidence(request: MentorRequest) -> dict[str, str]:
+    """The request's evidence as template sections (``labels``, ``examples``, ``errors``, ``best_prompts``,
+    ``proposal_instruction``), each empty when the request has none."""
+    labels = request.labels
+    sections = {"labels": "", "examples": "", "errors": "", "best_prompts": "", "proposal_instruction": ""}
+    if labels:
+        names = ", ".join(map(_quoted, labels))
+        sections["labels"] = f"The model must answer with one of these labels: {names}\n"
+    if request.examples:
+        lines = [f"- {_example_text(e)} -> {e.label}" for e in request.examples]
+        sections["examples"] = "Examples from the task (text -> label):\n" + "\n".join(lines) + "\n"
+    if request.errors:
+        lines = [f"- {_example_text(e)} -> true: {e.label}, predicted: {e.predicted}" for e in request.errors]
+        sections["errors"] = "Examples the current prompt gets wrong:\n" + "\n".join(lines) + "\n"
+    if request.best_prompts:
+        lines = [f"- {_quoted(p.text)} ({request.metric} {p.score:.4f})" for p in request.best_prompts]
+        sections["best_prompts"] = f"Best prompts so far ({request.metric}):\n" + "\n".join(lines) + "\n"
+    if request.proposal == "edit":
+        best = request.best_prompts[0].text if request.best_prompts else (request.manual_prompt or "")
+        fix = " so that it fixes the errors shown" if request.errors else ""
+        sections["proposal_instruction"] = (
+            f"Edit the best prompt so far, {_quoted(best)}{fix}: keep what works, change what the errors show.\n"
+        )
+    return sections
+
+
+def _example_text(example: LabeledExample) -> str:
+    return _quoted(example.text + (" ..." if example.cut else ""))
+
+
 def _quoted(text: str) -> str:
     return json.dumps(" ".join(text.split()), ensure_ascii=False)
 
@@ -192,6 +234,7 @@ def _fields(request: MentorRequest) -> dict[str, Any]:
         "metric": request.metric,
         "direction": direction,
         "earlier_rounds": format_earlier_rounds(request.earlier_rounds, request.metric),
+        **format_evidence(request),
     }
 
 

@@ -159,6 +159,13 @@ class TransformersMentor(ChatMentor):
                     sequences.add(tuple(ids))
         return [list(s) for s in sorted(sequences)]
 
+    def samples_for(self, request: MentorRequest) -> int:
+        """Replies sampled for ``request`` in its one ``generate`` call: ``num_samples``, or as many as the prompts
+        asked (``catalyst_num_samples``) when each reply holds one prompt (the prompt is encoded once either way)."""
+        if self.meta_prompt.answers_per_reply == 1:
+            return max(self.num_samples, request.num_candidates)
+        return self.num_samples
+
     def _call_seed(self, messages: list[dict[str, str]]) -> int:
         if self.seed is None:
             return self._entropy.randrange(2**31)
@@ -184,9 +191,10 @@ class TransformersMentor(ChatMentor):
             attention_mask = attention_mask.to(device) if attention_mask is not None else torch.ones_like(input_ids)
             eos = self.tokenizer.eos_token_id
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+            samples = self.samples_for(request)
             gen_kwargs: dict[str, Any] = {
                 "max_new_tokens": self.max_new_tokens,
-                "num_return_sequences": self.num_samples,
+                "num_return_sequences": samples,
                 "pad_token_id": pad,
                 "eos_token_id": eos,
                 "use_cache": True,
@@ -205,11 +213,11 @@ class TransformersMentor(ChatMentor):
                 gen_kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0)
             else:
                 gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            bar = token_bar(f"{self.name}: generating", self.max_new_tokens * self.num_samples, self.progress)
+            bar = token_bar(f"{self.name}: generating", self.max_new_tokens * samples, self.progress)
             gen_kwargs["stopping_criteria"] = StoppingCriteriaList([_CountTokens(bar)])
             with _forked_rng(device, self._call_seed(messages)), bar:
                 try:
-                    gen_kwargs.update(_shared_prefix_cache(model, input_ids, attention_mask, self.num_samples))
+                    gen_kwargs.update(_shared_prefix_cache(model, input_ids, attention_mask, samples))
                     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
                 except Exception as exc:
                     raise MentorError(

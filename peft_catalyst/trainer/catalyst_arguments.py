@@ -13,6 +13,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from peft_catalyst.mentors.base import PROPOSALS
 from peft_catalyst.records import higher_is_better
 from peft_catalyst.restart_shapes import shape_errors
 
@@ -49,6 +50,10 @@ class CatalystArguments:
         catalyst_stage_steps (`int`, *optional*, defaults to `50`):
             Optimizer steps of each gradient stage before a mentor round. `catalyst_rounds * catalyst_stage_steps`
             must be below `max_steps`, so that a final gradient stage follows the last round.
+        catalyst_initial_round (`bool`, *optional*, defaults to `False`):
+            Ask the mentor once at step 0 (examples and labels, no trajectory): its prompts and the initial prompt
+            are screened (and raced with `catalyst_selection="race"`) and training starts from the winner. Recorded
+            as round 0; not counted in `catalyst_rounds`.
         catalyst_plateau_patience (`int` or `None`, *optional*, defaults to `None`):
             Start a round early when the training loss has not improved for this many optimizer steps of the current
             stage. `None` keeps to the schedule.
@@ -59,12 +64,33 @@ class CatalystArguments:
             How many scored prompts of the stage (deduplicated, spread over it) the mentor sees.
         catalyst_num_candidates (`int`, *optional*, defaults to `4`):
             Number of candidate prompts asked of the mentor per round.
+        catalyst_num_samples (`int` or `None`, *optional*, defaults to `None`):
+            Prompts asked of the mentor per round, at least `catalyst_num_candidates`: each is scored untrained on
+            the catalyst split (screening) and the best `catalyst_num_candidates` go on to selection; race controls
+            are screened the same way. `None` asks `catalyst_num_candidates` and screens nothing.
         catalyst_max_words (`int` or `None`, *optional*, defaults to `None`):
             Word budget of each candidate. `None` uses the adapter's `num_virtual_tokens`.
         catalyst_task_description (`str` or `None`, *optional*, defaults to `None`):
             Task description for the mentor. `None` uses the [`CatalystConfig`]'s `task_description`.
         catalyst_manual_prompt (`str` or `None`, *optional*, defaults to `None`):
             A human-written prompt shown to the mentor as a starting point.
+        catalyst_mentor_examples (`int`, *optional*, defaults to `3`):
+            Labelled catalyst-split examples shown to the mentor in every request, balanced over the classes.
+        catalyst_mentor_errors (`int`, *optional*, defaults to `3`):
+            Catalyst-split examples the current prompt gets wrong (true and predicted label) shown to the mentor,
+            from the scoring pass the round runs anyway. None where the ranking has no classes (`score_fn`,
+            regression, generation).
+        catalyst_mentor_words (`int`, *optional*, defaults to `150`):
+            Total words of example and error texts in one request: each text is cut to its share (marked " ...").
+        catalyst_labels (`list[str]` or `None`, *optional*, defaults to `None`):
+            The class names or label words the doer answers with, in class-id order, shown to the mentor. `None`
+            reads the model config's `id2label` when it names the classes.
+        catalyst_label_anchor (`bool`, *optional*, defaults to `False`):
+            Complete every candidate (and every random control) that does not name the task's labels with them, so
+            that each prompt names the label words the doer answers with.
+        catalyst_proposal (`str`, *optional*, defaults to `"new"`):
+            `"new"` asks for new prompts from the scored history; `"edit"` asks the mentor to rewrite the best
+            prompt so far so that it fixes the errors shown.
 
         > Parameters that control how candidates are judged
 
@@ -140,6 +166,16 @@ class CatalystArguments:
     catalyst_num_candidates: int = field(
         default=4,
         metadata={"help": "Number of candidate prompts asked of the mentor per round."},
+    )
+    catalyst_num_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Prompts asked of the mentor per round (>= catalyst_num_candidates): all are scored untrained on "
+                "the catalyst split and the best catalyst_num_candidates go on to selection; race controls are "
+                "screened alike. Default: catalyst_num_candidates, no screening."
+            )
+        },
     )
     catalyst_trajectory_points: int = field(
         default=4,
@@ -273,6 +309,16 @@ class CatalystArguments:
             )
         },
     )
+    catalyst_initial_round: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Ask the mentor once at step 0 (examples and labels, no trajectory); its prompts and the initial "
+                "prompt are screened (raced with catalyst_selection='race') and training starts from the winner. "
+                "Recorded as round 0, not counted in catalyst_rounds."
+            )
+        },
+    )
     catalyst_plateau_patience: int | None = field(
         default=None,
         metadata={
@@ -294,6 +340,51 @@ class CatalystArguments:
         default=None,
         metadata={"help": "Optional human-written prompt shown to the mentor as a starting point."},
     )
+    catalyst_mentor_examples: int = field(
+        default=3,
+        metadata={"help": "Labelled catalyst examples shown to the mentor per request, balanced over the classes."},
+    )
+    catalyst_mentor_errors: int = field(
+        default=3,
+        metadata={
+            "help": (
+                "Catalyst examples the current prompt gets wrong (true and predicted label) shown to the mentor, "
+                "taken from the round's own scoring pass; none where the ranking has no classes (score_fn, "
+                "regression, generation)."
+            )
+        },
+    )
+    catalyst_mentor_words: int = field(
+        default=150,
+        metadata={"help": "Total words of example and error texts per request; each text is cut to its share."},
+    )
+    catalyst_labels: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Class names or label words the doer answers with, in class-id order, shown to the mentor "
+                "(default: the model config's id2label when it names the classes)."
+            )
+        },
+    )
+    catalyst_label_anchor: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Complete each candidate and random control that does not name the task's labels "
+                "(catalyst_labels) with them."
+            )
+        },
+    )
+    catalyst_proposal: str = field(
+        default="new",
+        metadata={
+            "help": (
+                "'new': new prompts from the scored history; 'edit': rewrite the best prompt so far so that it "
+                "fixes the errors shown."
+            )
+        },
+    )
     catalyst_chat_log: str = field(
         default="catalyst_chat.jsonl",
         metadata={"help": "File name (in output_dir) of the JSON Lines log of every mentor exchange."},
@@ -311,6 +402,8 @@ class CatalystArguments:
             "catalyst_rewarmup_steps",
             "catalyst_race_steps",
             "catalyst_race_controls",
+            "catalyst_mentor_examples",
+            "catalyst_mentor_errors",
         ):
             if getattr(self, name) < 0:
                 errors.append(f"{name} must be >= 0 (got {getattr(self, name)})")
@@ -328,6 +421,17 @@ class CatalystArguments:
                 f"catalyst_eval_size must be a fraction in (0, 1) or a whole number of examples (got "
                 f"{self.catalyst_eval_size})"
             )
+        if self.catalyst_num_samples is not None and self.catalyst_num_samples < self.catalyst_num_candidates:
+            errors.append(
+                f"catalyst_num_samples ({self.catalyst_num_samples}) must be >= catalyst_num_candidates "
+                f"({self.catalyst_num_candidates})"
+            )
+        if self.catalyst_mentor_words < 1:
+            errors.append(f"catalyst_mentor_words must be >= 1 (got {self.catalyst_mentor_words})")
+        if self.catalyst_proposal not in PROPOSALS:
+            errors.append(f"catalyst_proposal must be one of {PROPOSALS} (got {self.catalyst_proposal!r})")
+        if self.catalyst_labels is not None and len(self.catalyst_labels) < 2:
+            errors.append(f"catalyst_labels must name at least 2 classes or be None (got {self.catalyst_labels})")
         if self.catalyst_selection not in SELECTIONS:
             errors.append(f"catalyst_selection must be one of {SELECTIONS} (got {self.catalyst_selection!r})")
         if self.catalyst_race_eta < 2:
@@ -361,6 +465,11 @@ class CatalystArguments:
                 f"must be < max_steps = {max_steps}, so that a final gradient stage follows the last round; "
                 "lower catalyst_rounds or catalyst_stage_steps, or raise max_steps."
             )
+
+    @property
+    def catalyst_samples(self) -> int:
+        """Prompts asked per round: ``catalyst_num_samples``, or ``catalyst_num_candidates`` when not set."""
+        return self.catalyst_num_samples or self.catalyst_num_candidates
 
     @property
     def catalyst_higher_is_better(self) -> bool:

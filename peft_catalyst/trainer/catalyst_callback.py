@@ -174,6 +174,7 @@ class CatalystCallback(TrainerCallback):
                 higher_is_better=self.higher_is_better,
                 score_fn=self.score_fn,
                 batch_size=self.settings.score_batch_size(self.trainer.args.device),
+                predictions=self.score_fn is None and self.settings.catalyst_mentor_errors > 0,
             )
             self._engine = RoundEngine(
                 self.trainer,
@@ -227,7 +228,26 @@ class CatalystCallback(TrainerCallback):
             self.prepare(folder if state.global_step > 0 else None)
         if self.trainer.is_deepspeed_enabled:  # the same ZeRO-3 fetch order in fresh and resumed runs
             register_with_root_module(self.trainer.model, get_soft_prompt(self.trainer.model).weight)
+        if self.rounds_enabled and self.settings.catalyst_initial_round and state.global_step == 0:
+            started = time.perf_counter()
+            self._run_initial_round()
+            self.timings["rounds"] += time.perf_counter() - started
         return control
+
+    def _run_initial_round(self) -> None:
+        """Round 0 (``catalyst_initial_round``): the mentor asked before any step, with examples and labels and no
+        trajectory; the winner is the prompt training starts from. A resumed run has it in its history already
+        (the checkpoint holds the prompt it chose), so it runs only when training starts at step 0."""
+        trainer, state = self.trainer, self.state
+        chat_log = self.chat_log() if trainer.args.should_save else None
+        with trainer_logging_untouched(trainer):
+            outcome = self.engine.run(0, 0, Trigger.INITIAL, Trajectory(), [], state.rewarm_step, chat_log)
+            if outcome.rewarm_step is not None:
+                state.rewarm_step = outcome.rewarm_step
+                self._apply_rewarmup()
+            self.history.append(outcome.record)
+            self._log_round(outcome.record)
+        self.write_history()
 
     def on_step_end(self, args, state, control, **kwargs):
         started = time.perf_counter()
