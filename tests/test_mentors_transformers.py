@@ -178,6 +178,7 @@ def test_a_memorized_instruction_comes_back_as_the_candidate():
     tok = chat_tokenizer()
     model = tiny_chat_llama(tok, seed=3)
     mentor = TransformersMentor(model, tok, temperature=0, num_samples=1, max_new_tokens=24, strict_retry=False)
+    assert mentor.samples_for(REQ) == 1 < REQ.num_candidates  # greedy: one reply, not copies of it
     assert memorize(mentor, REQ, ANSWER + "\nand then some rambling") < 0.05
     model.train()
     proposal = mentor.propose(REQ)
