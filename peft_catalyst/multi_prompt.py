@@ -24,7 +24,7 @@ from accelerate.utils import extract_model_from_parallel
 from transformers.loss.loss_utils import ForSequenceClassificationLoss, ForTokenClassification
 
 from peft_catalyst.projection import get_soft_prompt
-from peft_catalyst.sharding import _is_dtensor, fsdp1_root
+from peft_catalyst.sharding import fsdp1_root, is_dtensor
 
 #: Task types whose prompt-learning forward :func:`multi_prompt_forward` reproduces.
 SUPPORTED_TASK_TYPES = ("CAUSAL_LM", "SEQ_CLS", "SEQ_2_SEQ_LM", "TOKEN_CLS")
@@ -55,7 +55,7 @@ def unsupported_reason(model: Any) -> str | None:
     if task not in SUPPORTED_TASK_TYPES:
         return f"task type {task} is not one of {SUPPORTED_TASK_TYPES}"
     weight = soft.weight
-    if hasattr(weight, "ds_shape") or _is_dtensor(weight) or fsdp1_root(model) is not None:
+    if hasattr(weight, "ds_shape") or is_dtensor(weight) or fsdp1_root(model) is not None:
         return "the prompt is sharded (DeepSpeed ZeRO-3 or FSDP)"
     return None
 

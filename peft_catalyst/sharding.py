@@ -26,7 +26,8 @@ from peft_catalyst.compat.deepspeed import (
 from peft_catalyst.restart import inner_optimizer
 
 
-def _is_dtensor(tensor: torch.Tensor) -> bool:
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is an FSDP2 ``DTensor`` shard (False on a torch without distributed)."""
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover - torch without distributed
@@ -85,7 +86,7 @@ def gathered(model: torch.nn.Module, params: Iterable[torch.nn.Parameter], write
 
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor (all-gathered for an FSDP2 ``DTensor``; the tensor itself otherwise)."""
-    return tensor.full_tensor() if _is_dtensor(tensor) else tensor
+    return tensor.full_tensor() if is_dtensor(tensor) else tensor
 
 
 def num_rows(tensor: torch.Tensor) -> int:
@@ -97,7 +98,7 @@ def num_rows(tensor: torch.Tensor) -> int:
 @torch.no_grad()
 def assign_full_(param: torch.Tensor, value: torch.Tensor) -> None:
     """Overwrite ``param`` in place with the full ``value`` (same on every rank); the Parameter object is kept."""
-    if _is_dtensor(param):
+    if is_dtensor(param):
         from torch.distributed.tensor import distribute_tensor
 
         value = value.to(device=param.to_local().device, dtype=param.dtype)
