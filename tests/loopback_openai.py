@@ -31,6 +31,11 @@ Reply builders (all return ``ScriptedReply``):
     trickle_reply(seconds_per_chunk, chunks)  # headers at once, then the body a few bytes at a time
     disconnect_reply()                        # close the socket without any response
 
+``n`` (choices per request): with ``LoopbackOpenAIServer(n="honour")`` (the default) a request for ``n`` choices
+calls the reply function ``n`` times, one choice each (a function returning a list answers once, with its list);
+``n="ignore"`` answers one choice whatever ``n`` is, as servers without ``n`` do; ``n="refuse"`` answers HTTP 400 to
+any ``n`` above 1. Queued replies are sent as they are.
+
 ``unused_port()`` / ``refused_base_url()`` give an address where nothing listens (connection refused).
 A pytest fixture is in ``tests/test_mentors_openai.py`` (``loopback``); copy its three lines to reuse it elsewhere::
 
@@ -221,7 +226,12 @@ ReplyFunction = Callable[[RecordedRequest], "ScriptedReply | str | list[str]"]
 class LoopbackOpenAIServer:
     """OpenAI chat-completions server on 127.0.0.1 in a background thread; a context manager (see module doc)."""
 
-    def __init__(self, reply: ReplyFunction | str | list[str] | None = None, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, reply: ReplyFunction | str | list[str] | None = None, *, host: str = "127.0.0.1", n: str = "honour"
+    ) -> None:
+        if n not in ("honour", "ignore", "refuse"):
+            raise ValueError(f"n must be 'honour', 'ignore' or 'refuse', not {n!r}")
+        self._n_mode = n
         self._host = host
         self._lock = threading.Lock()
         self._queue: deque[ScriptedReply] = deque()
@@ -316,8 +326,15 @@ class LoopbackOpenAIServer:
             queued = self._queue.popleft() if self._queue else None
         if queued is not None:
             return queued
+        asked = request.json.get("n", 1) if isinstance(request.json, dict) else 1
+        asked = asked if isinstance(asked, int) and asked > 0 else 1
+        if asked > 1 and self._n_mode == "refuse":
+            return error_reply(400, "n: only 1 choice is supported by this server")
         try:
-            return _as_reply(self._reply_fn(request))
+            first = self._reply_fn(request)
+            if asked == 1 or self._n_mode == "ignore" or not isinstance(first, str):
+                return _as_reply(first)
+            return chat_reply([first, *(self._reply_fn(request) for _ in range(asked - 1))])
         except Exception as exc:  # a broken reply function shows up as a 500, not a hung client
             return error_reply(500, f"reply function raised {type(exc).__name__}: {exc}")
 

@@ -37,7 +37,7 @@ OTHER = MentorRequest("SMS spam detection (spam or ham)", [TrajectoryPoint("free
 def loopback():
     with LoopbackOpenAIServer() as server:
         counter = iter(range(1000))
-        server.set_reply(lambda req: chat_reply(f"1. Label the SMS: spam or ham ({next(counter)})\n2. Spam or not?"))
+        server.set_reply(lambda req: f"1. Label the SMS: spam or ham ({next(counter)})\n2. Spam or not?")
         yield server
 
 

@@ -101,6 +101,77 @@ def test_several_samples_are_pooled_and_usage_accumulates(loopback):
     assert usage["latency_s"] >= first.latency_s
 
 
+# ------------------------------------------------------------------------ N prompts: n=, or several requests
+ONE_LINE_WORDS = ["Rate the review", "Judge the review", "Grade the review", "Score the review", "Weigh the review"]
+
+
+def one_line_mentor(server: LoopbackOpenAIServer, **kwargs) -> OpenAIMentor:
+    """A chat mentor whose template asks one prompt per reply, so N prompts need N replies (``n``)."""
+    from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT
+
+    return make_mentor(server, meta_prompt=SMALL_MODEL_META_PROMPT, **kwargs)
+
+
+def numbered_replies(server: LoopbackOpenAIServer) -> None:
+    """Answer every choice with the next of ONE_LINE_WORDS (distinct prompts), 10 prompt and 3 completion tokens."""
+    counter = iter(range(10_000))
+    server.set_reply(lambda req: ONE_LINE_WORDS[next(counter) % len(ONE_LINE_WORDS)])
+
+
+def test_one_reply_per_prompt_asks_n_for_the_prompts_wanted(loopback):
+    numbered_replies(loopback)
+    proposal = one_line_mentor(loopback).propose(MentorRequest(**{**REQ.to_dict(), "num_candidates": 4}))
+    assert proposal.candidates == ONE_LINE_WORDS[:4]
+    (request,) = loopback.requests  # one request, four choices
+    assert request.json["n"] == 4
+
+
+def test_a_server_that_ignores_n_gets_several_requests_each_with_its_own_seed():
+    with LoopbackOpenAIServer(n="ignore") as server:
+        numbered_replies(server)
+        proposal = one_line_mentor(server, seed=7).propose(REQ)
+        assert proposal.candidates == ONE_LINE_WORDS[:4]
+        assert [r.json.get("n") for r in server.requests] == [4, 3, 2, None]  # n=1 is not sent
+        assert [r.json["seed"] for r in server.requests] == [7, 8, 9, 10]
+        assert proposal.completion_tokens == sum(len(w.split()) for w in ONE_LINE_WORDS[:4])
+
+
+def test_a_server_that_refuses_n_is_asked_one_reply_at_a_time_and_remembered():
+    with LoopbackOpenAIServer(n="refuse") as server:
+        numbered_replies(server)
+        mentor = one_line_mentor(server)
+        assert mentor.propose(REQ).candidates == ONE_LINE_WORDS[:4]
+        assert [r.json.get("n") for r in server.requests] == [4, None, None, None, None]
+        server.clear()
+        mentor.propose(REQ)
+        assert [r.json.get("n") for r in server.requests] == [None] * 4  # no second refusal
+
+
+def test_further_requests_stop_at_the_time_limit_and_keep_the_replies_in_hand():
+    def slow(req):
+        time.sleep(0.4)
+        return ONE_LINE_WORDS[len(server.requests) - 1]
+
+    with LoopbackOpenAIServer(slow, n="ignore") as server:
+        mentor = one_line_mentor(server, timeout=1.0, max_retries=0)
+        started = time.monotonic()
+        proposal = mentor.propose(MentorRequest(**{**REQ.to_dict(), "num_candidates": 16}))
+        elapsed = time.monotonic() - started
+    assert 1 <= len(proposal.candidates) < 16
+    assert proposal.candidates == ONE_LINE_WORDS[: len(proposal.candidates)]
+    assert elapsed < 1.0 + 0.5  # the limit, plus one reply's time at most
+    assert mentor.usage.to_dict()["failures"] == 0
+
+
+def test_a_further_request_that_fails_leaves_the_first_replies_standing():
+    with LoopbackOpenAIServer(n="ignore") as server:
+        server.enqueue(chat_reply("Rate the review"), error_reply(500), chat_reply("never asked"))
+        mentor = one_line_mentor(server, max_retries=0)
+        proposal = mentor.propose(REQ)
+        assert proposal.candidates == ["Rate the review"]
+        assert server.request_count == 2 and proposal.warning is None
+
+
 def test_key_and_base_url_from_environment(loopback, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", loopback.base_url)

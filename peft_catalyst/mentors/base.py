@@ -362,6 +362,21 @@ class Completion:
     completion_tokens: int | None = None
     request_id: str | None = None
 
+    def joined(self, other: Completion) -> Completion:
+        """This reply and a further one of the same call: texts pooled, token counts added."""
+        return Completion(
+            texts=[*self.texts, *other.texts],
+            model=self.model,
+            prompt_tokens=add_token_counts(self.prompt_tokens, other.prompt_tokens),
+            completion_tokens=add_token_counts(self.completion_tokens, other.completion_tokens),
+            request_id=self.request_id,
+        )
+
+
+def add_token_counts(a: int | None, b: int | None) -> int | None:
+    """The sum of two token counts a backend may not report (None when neither was)."""
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
 
 # --------------------------------------------------------------------------------------------------------- secrets
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}")

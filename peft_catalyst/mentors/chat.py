@@ -13,7 +13,16 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from .base import MAX_RAW_CHARS, Completion, Mentor, MentorError, MentorProposal, MentorRequest, scrub_secrets
+from .base import (
+    MAX_RAW_CHARS,
+    Completion,
+    Mentor,
+    MentorError,
+    MentorProposal,
+    MentorRequest,
+    add_token_counts,
+    scrub_secrets,
+)
 from .metaprompt import MetaPrompt, resolve_meta_prompt
 from .parsing import ParseResult, parse_reply, stems
 
@@ -43,6 +52,8 @@ class ChatMentor(Mentor):
     default_meta_prompt: MetaPrompt = MetaPrompt()
     #: Credentials this mentor holds; scrubbed from replies, errors and anything written (set by subclasses).
     _secrets: list[str] = []
+    #: Replies sampled per call (``n`` for a server); set by subclasses.
+    num_samples: int = 1
 
     def __init__(
         self,
@@ -84,6 +95,13 @@ class ChatMentor(Mentor):
     def build_messages(self, request: MentorRequest) -> list[dict[str, str]]:
         """The chat messages sent for ``request`` (system, optional few-shot turn, the rendered meta-prompt)."""
         return self.meta_prompt.render(request, few_shot=self.few_shot)
+
+    def samples_for(self, request: MentorRequest) -> int:
+        """Replies wanted for ``request``: ``num_samples``, or as many as the prompts asked (``catalyst_num_samples``)
+        when each reply holds one prompt."""
+        if self.meta_prompt.answers_per_reply == 1:
+            return max(self.num_samples, request.num_candidates)
+        return self.num_samples
 
     def parse(self, raw_texts: Sequence[str], request: MentorRequest) -> ParseResult:
         """Parse and filter the samples of one reply into usable candidates (in order, deduplicated)."""
@@ -142,8 +160,8 @@ class ChatMentor(Mentor):
                 except MentorError as exc:  # the first reply stands: an empty proposal, with the reason
                     retry_error = str(exc)
                 else:
-                    prompt_tokens = _add(prompt_tokens, retry.prompt_tokens)
-                    completion_tokens = _add(completion_tokens, retry.completion_tokens)
+                    prompt_tokens = add_token_counts(prompt_tokens, retry.prompt_tokens)
+                    completion_tokens = add_token_counts(completion_tokens, retry.completion_tokens)
                     retry_texts = self._scrub_texts(retry.texts)
                     retry_parsed = self.parse(retry_texts, request)
                     retry_parsed.rejected = parsed.rejected + retry_parsed.rejected
@@ -189,10 +207,6 @@ class ChatMentor(Mentor):
                 completion_tokens,
             )
         return proposal
-
-
-def _add(a: int | None, b: int | None) -> int | None:
-    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 def _truncate(text: str | None, limit: int = MAX_RAW_CHARS) -> str:

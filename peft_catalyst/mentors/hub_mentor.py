@@ -101,13 +101,15 @@ class HubInferenceMentor(RemoteChatMentor):
         return {"provider": self.provider, **super()._identity_params()}
 
     # ------------------------------------------------------------------------------------------------------------
-    def _attempt(self, messages: list[dict[str, str]]) -> Completion:
-        kwargs = self._sampling_kwargs()
+    def _attempt(
+        self, messages: list[dict[str, str]], *, n: int = 1, extra: int = 0, timeout: float | None = None
+    ) -> Completion:
+        kwargs = self._sampling_kwargs(n=n, extra=extra)
         if self.base_url:
             kwargs["model"] = self.model
         output = _call_with_deadline(
             lambda: self._client.chat_completion(messages, **kwargs),
-            self.timeout,
+            self.timeout if timeout is None else timeout,
             describe=self.name,
             classify=self._classify,
         )

@@ -149,23 +149,27 @@ class OpenAIMentor(RemoteChatMentor):
             ) from _scrubbed(exc, self._secrets)
 
     # ------------------------------------------------------------------------------------------------------------
-    def _request_params(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+    def _request_params(self, messages: list[dict[str, str]], *, n: int = 1, extra: int = 0) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
-            **self._sampling_kwargs(self.token_limit_param),
+            **self._sampling_kwargs(self.token_limit_param, n=n, extra=extra),
         }
         if self.extra_body:
             params["extra_body"] = self.extra_body
         return params
 
-    def _attempt(self, messages: list[dict[str, str]]) -> Completion:
+    def _attempt(
+        self, messages: list[dict[str, str]], *, n: int = 1, extra: int = 0, timeout: float | None = None
+    ) -> Completion:
         import openai
 
-        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        client = self._client if timeout == self.timeout else self._client.with_options(timeout=timeout)
         try:
-            with self._client.chat.completions.with_streaming_response.create(
-                **self._request_params(messages)
+            with client.chat.completions.with_streaming_response.create(
+                **self._request_params(messages, n=n, extra=extra)
             ) as response:
                 request_id = response.request_id
                 declared = response.headers.get("content-length")
@@ -181,7 +185,7 @@ class OpenAIMentor(RemoteChatMentor):
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from _scrubbed(exc, self._secrets)
         except openai.APITimeoutError as exc:
-            raise MentorError(f"{self.name}: no reply within {self.timeout:.0f} s", reason="timeout") from exc
+            raise MentorError(f"{self.name}: no reply within {timeout:.0f} s", reason="timeout") from exc
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
             raise MentorError(

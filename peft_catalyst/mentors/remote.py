@@ -4,7 +4,9 @@ HTTP status -> ``MentorError`` reason mapping. Each backend (``openai_mentor``, 
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from abc import abstractmethod
 from typing import Any
 
@@ -15,13 +17,22 @@ from .progress import elapsed_bar
 
 __all__ = ["RemoteChatMentor", "http_status_error"]
 
+logger = logging.getLogger(__name__)
+
 
 class RemoteChatMentor(ChatMentor):
     """Base of mentors that send chat-completion requests to a server, one bounded attempt at a time.
 
     Subclasses create their client, implement :meth:`_attempt` (one request, any fault raised as a scrubbed
     :class:`MentorError`) and may extend :meth:`_identity_params`; retries follow :attr:`retry`.
+
+    A call wants :meth:`samples_for` replies and asks for them with ``n``. A server that returns fewer choices
+    (it ignores ``n``) or refuses ``n`` (HTTP 400/422, remembered) gets further requests while the call's
+    :attr:`timeout` lasts; the replies that came back stand.
     """
+
+    #: Set once the server refused ``n``: from then on each request asks for one reply.
+    _n_refused: bool = False
 
     #: Prefix of the default :attr:`name` (``"<prefix>:<model>"``).
     name_prefix: str = "remote"
@@ -74,21 +85,57 @@ class RemoteChatMentor(ChatMentor):
         """Backend, model, sampling parameters and seed (no key, no URL)."""
         return {"backend": self.backend, "model": self.model, "params": self._identity_params(), "seed": self.seed}
 
-    def _sampling_kwargs(self, max_tokens_key: str = "max_tokens") -> dict[str, Any]:
-        """The request's sampling fields; optional ones only when set, so servers that lack them are not bothered."""
+    def _sampling_kwargs(self, max_tokens_key: str = "max_tokens", *, n: int = 1, extra: int = 0) -> dict[str, Any]:
+        """The request's sampling fields; optional ones only when set, so servers that lack them are not bothered.
+
+        ``extra`` numbers the further requests of one call: each gets its own seed, or a seeded server would repeat
+        the first reply.
+        """
         kwargs: dict[str, Any] = {"temperature": self.temperature, max_tokens_key: self.max_tokens}
         if self.top_p is not None:
             kwargs["top_p"] = self.top_p
-        if self.num_samples > 1:
-            kwargs["n"] = self.num_samples
+        if n > 1:
+            kwargs["n"] = n
         if self.seed is not None:
-            kwargs["seed"] = self.seed
+            kwargs["seed"] = self.seed + extra
         return kwargs
 
     def complete(self, messages: list[dict[str, str]], request: MentorRequest) -> Completion:
-        """Send ``messages`` with bounded retries of transient faults (see :attr:`retry`), showing the time waited."""
+        """Send ``messages`` with bounded retries of transient faults (see :attr:`retry`), showing the time waited;
+        then, while fewer than :meth:`samples_for` replies came back and time is left, ask again."""
+        wanted = self.samples_for(request)
+        started = time.monotonic()
         with elapsed_bar(f"{self.name}: waiting for the reply", self.progress):
-            completion, _attempts = self.retry.run(lambda: self._attempt(messages), describe=self.name)
+            completion = self._first_request(messages, wanted)
+            extra = 0
+            while len(completion.texts) < wanted:
+                remaining = self.timeout - (time.monotonic() - started)
+                if remaining <= 0:
+                    logger.info("%s: %d of %d replies within %.0f s", self.name, len(completion.texts), wanted,
+                                self.timeout)  # fmt: skip
+                    break
+                extra += 1
+                n = 1 if self._n_refused else wanted - len(completion.texts)
+                try:
+                    more = self._attempt(messages, n=n, extra=extra, timeout=remaining)
+                except MentorError as exc:  # the replies in hand stand; the round goes on with them
+                    logger.info("%s: %d of %d replies (%s)", self.name, len(completion.texts), wanted, exc)
+                    break
+                completion = completion.joined(more)
+        return completion
+
+    def _first_request(self, messages: list[dict[str, str]], wanted: int) -> Completion:
+        """The call's first request, retried; a refused ``n`` is remembered and the request sent without it."""
+        n = 1 if self._n_refused else wanted
+        try:
+            completion, _attempts = self.retry.run(lambda: self._attempt(messages, n=n), describe=self.name)
+        except MentorError as exc:
+            if n == 1 or exc.reason != "client_error":
+                raise
+            self._n_refused = True
+            logger.warning("%s: the server refused n=%d (%s); asking one reply per request from now on", self.name,
+                           n, exc)  # fmt: skip
+            completion, _attempts = self.retry.run(lambda: self._attempt(messages, n=1), describe=self.name)
         return completion
 
     @property
@@ -97,8 +144,11 @@ class RemoteChatMentor(ChatMentor):
         return self.timeout
 
     @abstractmethod
-    def _attempt(self, messages: list[dict[str, str]]) -> Completion:
-        """One request within :attr:`timeout`; any fault raised as a scrubbed :class:`MentorError`."""
+    def _attempt(
+        self, messages: list[dict[str, str]], *, n: int = 1, extra: int = 0, timeout: float | None = None
+    ) -> Completion:
+        """One request for ``n`` replies (the ``extra``-th further one of its call) within ``timeout`` (default
+        :attr:`timeout`); any fault raised as a scrubbed :class:`MentorError`."""
 
 
 def http_status_error(name: str, status: int, detail: str, retry_after: float | None) -> MentorError:

@@ -160,14 +160,9 @@ class TransformersMentor(ChatMentor):
         return [list(s) for s in sorted(sequences)]
 
     def samples_for(self, request: MentorRequest) -> int:
-        """Replies sampled for ``request`` in its one ``generate`` call: ``num_samples``, or as many as the prompts
-        asked (``catalyst_num_samples``) when each reply holds one prompt (the prompt is encoded once either way).
-        Greedy decoding (``temperature=0``) has one reply to give: more would be copies (``generate`` refuses them)."""
-        if self.temperature <= 0:
-            return 1
-        if self.meta_prompt.answers_per_reply == 1:
-            return max(self.num_samples, request.num_candidates)
-        return self.num_samples
+        """Replies sampled in the call's one ``generate`` (the prompt is encoded once either way). Greedy decoding
+        (``temperature=0``) has one reply to give: more would be copies (``generate`` refuses them)."""
+        return 1 if self.temperature <= 0 else super().samples_for(request)
 
     def _call_seed(self, messages: list[dict[str, str]]) -> int:
         if self.seed is None:
