@@ -16,14 +16,15 @@ gives the requests of the first measurements (issue 3).
 Runs offline (HF_HUB_OFFLINE=1). One thread by default: on a shared 2-core machine two threads thrash.
 
 ``--screen`` (issue 19) measures what the prompts are worth, not only how many come back: for each request the
-SmolLM2 doer (label words) scores, untrained on the first ``--screen-examples`` catalyst examples of Rotten
-Tomatoes, every prompt of each source, and the best of N counts: (a) today's request, (b) the evidence request
+SmolLM2 doer (label words) scores, untrained on the first ``--screen-examples`` catalyst examples of the task, every
+prompt of each source, and the best of N (N = 4 and 16) counts: (a) today's request, (b) the evidence request
 (examples, errors of the manual prompt, label words, best prompts) asking "new", (c) the same asking "edit",
 (d) random words, (e) random words anchored with the label words, (f) the manual prompt. It reports usable prompts
-and seconds per call, the best-of-N label_loss and accuracy per source, and how often (b) and (c) beat (e), with a
-95% Wilson interval::
+and seconds per call, the best-of-N label_loss and accuracy per source, and how often (a), (b) and (c) beat (e),
+with a 95% Wilson interval, per task and pooled. Each finished request appends one line to
+``benchmarks/results/mentor_yield_screen_rows.jsonl``; the same command resumes::
 
-    python benchmarks/mentor_yield.py --screen --calls-per-task 4 --screen-n 4    # the README's reduced setting
+    python -m benchmarks.mentor_yield --screen --calls-per-task 30     # the README's setting (about 3 h here)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -128,119 +130,200 @@ def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3))
 
 
+SOURCES = ("a_today", "b_evidence_new", "c_evidence_edit", "d_random", "e_random_anchored", "f_manual")
+MENTOR_SOURCES = ("a_today", "b_evidence_new", "c_evidence_edit")
+
+
+def screen_settings(args) -> dict:
+    """What a screening row depends on: rows recorded under other settings are not resumed."""
+    return {
+        "doer": "SmolLM2-135M (label words)", "ns": sorted(args.screen_ns), "catalyst_examples": args.screen_examples,
+        "seed": args.seed, "max_words": args.max_words, "metric": "label_loss (lower is better), untrained",
+    }  # fmt: skip
+
+
+class _ScreenTask:
+    """One task's doer, scorer, evidence source and mentor for ``--screen``; every distinct prompt is scored once."""
+
+    def __init__(self, task_name: str, args, out_dir: str) -> None:
+        from benchmarks.trainer_overhead import setup_doer
+        from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
+        from peft_catalyst.evidence import EvidenceSource
+        from peft_catalyst.mentors import TransformersMentor
+        from peft_catalyst.projection import get_soft_prompt, vocabulary_words
+        from peft_catalyst.scoring import PromptScorer
+
+        self.name = task_name
+        model, self.tok, spec, self.task = setup_doer("smollm2", args.seed, PACKAGED[task_name])
+        split = spec.datasets["catalyst"].select(range(args.screen_examples))
+        self.n_tokens = get_soft_prompt(model).num_virtual_tokens
+        self.vocab = model.word_embeddings.weight
+        self.labels = [w.strip() for w in self.task.label_words]
+        self.mentor = TransformersMentor.embedded(model.get_base_model(), self.tok, seed=args.seed)
+        self.words = vocabulary_words(self.tok)
+        targs = CatalystTrainingArguments(
+            output_dir=f"{out_dir}/{task_name}", per_device_eval_batch_size=16, use_cpu=True, report_to=[],
+            catalyst_rounds=0,
+        )  # fmt: skip
+        trainer = CatalystTrainer(model=model, args=targs, catalyst_dataset=split, **spec.trainer_kwargs())
+        self.scorer = PromptScorer(trainer, split, metric="label_loss", predictions=True)
+        self.source = EvidenceSource(self.scorer.scored_dataset, self.tok, self.labels)
+        self.scored: dict[str, tuple[float, float]] = {}
+        (self.manual,) = self.scorer.score_prompts([self._embed(self.task.manual_prompt)])
+
+    def _embed(self, text: str):
+        from peft_catalyst.projection import text_to_token_ids
+
+        return self.vocab[text_to_token_ids(self.tok, text, self.n_tokens)].detach().clone()
+
+    def fits(self, text: str) -> bool:
+        return len(self.tok(text, add_special_tokens=False)["input_ids"]) <= self.n_tokens
+
+    def score(self, texts: list[str]) -> list[tuple[float, float]]:
+        """(label_loss, accuracy) of each text as the doer's prompt, untrained."""
+        new = [t for t in dict.fromkeys(texts) if t not in self.scored]
+        if new:
+            for text, s in zip(new, self.scorer.score_prompts([self._embed(t) for t in new])):
+                self.scored[text] = (s.value, s.metrics.get("accuracy", float("nan")))
+        return [self.scored[t] for t in texts]
+
+    def row(self, call: int, args, settings: dict) -> dict:
+        """One request's record: every source's prompts at each N and the best of them."""
+        from dataclasses import replace
+
+        from peft_catalyst.evidence import anchor_labels
+        from peft_catalyst.mentors import RandomMentor, TrajectoryPoint
+
+        ns, top = sorted(args.screen_ns), max(args.screen_ns)
+        rng = random.Random(f"{args.seed}-{self.name}-{call}")
+        today = make_request(
+            TASKS[self.name], self.tok, rng, num_candidates=top, max_words=args.max_words, metric="label_loss",
+            description=self.task.task_description, manual_rate=0.0, readable_rate=0.5,
+        )  # fmt: skip
+        best = sorted(today.trajectory, key=lambda p: p.score)[:3]
+        evidence = replace(
+            today,
+            examples=self.source.examples(3, 25, seed=call),
+            errors=self.source.errors(self.manual.predictions, 3, 25, seed=call),
+            labels=self.labels,
+            best_prompts=[TrajectoryPoint(p.text, p.score, p.loss) for p in best],
+        )
+        edit = replace(evidence, proposal="edit")
+        asked = {"a_today": today, "b_evidence_new": evidence, "c_evidence_edit": edit}
+        row: dict = {"task": self.name, "call": call, "settings": settings, "sources": {}}
+        started = time.perf_counter()
+        for name, request in asked.items():
+            began = time.perf_counter()
+            replies = self.mentor.complete(self.mentor.build_messages(request), request).texts
+            seconds = time.perf_counter() - began
+            per_n = {}
+            for n in ns:
+                sub = replace(request, num_candidates=n)
+                per_n[n] = self.mentor.parse(replies[: self.mentor.samples_for(sub)], sub).candidates
+            row["sources"][name] = {"seconds": round(seconds, 1), "replies": len(replies), "texts": per_n}
+        control = RandomMentor(self.words, seed=args.seed * 100_000 + call)
+        random_texts = list(control.propose(replace(today, num_candidates=top)).candidates)
+        row["sources"]["d_random"] = {"texts": {n: random_texts[:n] for n in ns}}
+        anchored = [anchor_labels(t, self.labels, self.fits) for t in random_texts]
+        row["sources"]["e_random_anchored"] = {"texts": {n: anchored[:n] for n in ns}}
+        for entry in row["sources"].values():
+            entry["best"] = {}
+            for n, texts in entry["texts"].items():
+                results = [r for r in self.score(texts) if math.isfinite(r[0])]
+                loss, acc = min(results) if results else (None, None)
+                entry["best"][n] = {"usable": len(texts), "label_loss": loss, "accuracy": acc}
+        manual = (self.manual.value, self.manual.metrics.get("accuracy"))
+        row["sources"]["f_manual"] = {
+            "texts": {n: [self.task.manual_prompt] for n in ns},
+            "best": {n: {"usable": 1, "label_loss": manual[0], "accuracy": manual[1]} for n in ns},
+        }
+        row["seconds"] = round(time.perf_counter() - started, 1)
+        return row
+
+
 def screen(args) -> dict:
-    """Best-of-N zero-shot scores per source on Rotten Tomatoes (see the module docstring, ``--screen``)."""
+    """Best-of-N zero-shot scores per source and task (see the module docstring, ``--screen``); resumable.
+
+    One mentor call per source and request samples ``max(N)`` one-line replies; a smaller N is judged on the first
+    ``mentor.samples_for`` of them, exactly the replies a call asking for that N samples (replies are drawn
+    independently, and a one-line request does not depend on N). Random words are drawn ``max(N)`` at a time and the
+    first N count. Requests go round the tasks (call 0 of each, then call 1, ...), so a stopped run covers them all;
+    each finished one appends a line to ``--screen-rows``, and the same command resumes.
+    """
     import tempfile
-    from dataclasses import replace
 
     import torch
 
-    from benchmarks.trainer_overhead import setup_doer
-    from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
-    from peft_catalyst.evidence import EvidenceSource, anchor_labels
-    from peft_catalyst.mentors import RandomMentor, TrajectoryPoint, TransformersMentor
-    from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, vocabulary_words
-    from peft_catalyst.scoring import PromptScorer
-
     torch.set_num_threads(args.threads)
-    model, tok, spec, task = setup_doer("smollm2", args.seed)
-    split = spec.datasets["catalyst"].select(range(args.screen_examples))
-    n_tokens = get_soft_prompt(model).num_virtual_tokens
-    vocab = model.word_embeddings.weight
-    labels = [w.strip() for w in task.label_words]
-    mentor = TransformersMentor.embedded(model.get_base_model(), tok, seed=args.seed)
-    words = vocabulary_words(tok)
-    rng = random.Random(args.seed)
-
-    def fits(text: str) -> bool:
-        return len(tok(text, add_special_tokens=False)["input_ids"]) <= n_tokens
-
+    settings = screen_settings(args)
+    rows_path: Path = args.screen_rows
+    done = set()
+    if rows_path.exists():
+        for line in rows_path.read_text().splitlines():
+            row = json.loads(line)
+            if row["settings"] == settings:
+                done.add((row["task"], row["call"]))
+    top = max(args.screen_ns)
+    tasks: dict[str, _ScreenTask] = {}
     with tempfile.TemporaryDirectory() as out:
-        targs = CatalystTrainingArguments(
-            output_dir=out, per_device_eval_batch_size=16, use_cpu=True, report_to=[], catalyst_rounds=0
-        )
-        trainer = CatalystTrainer(model=model, args=targs, catalyst_dataset=split, **spec.trainer_kwargs())
-        scorer = PromptScorer(trainer, split, metric="label_loss", predictions=True)
-        source = EvidenceSource(scorer.scored_dataset, tok, labels)
-
-        def scores(texts: list[str]) -> list:
-            prompts = [vocab[text_to_token_ids(tok, t, n_tokens)].detach().clone() for t in texts]
-            return scorer.score_prompts(prompts) if prompts else []
-
-        (manual,) = scores([task.manual_prompt])
-        rows = []
         for call in range(args.calls_per_task):
-            today = make_request(
-                TASKS["sentiment"], tok, rng, num_candidates=args.screen_n, max_words=args.max_words,
-                metric="label_loss", description=task.task_description, manual_rate=0.0, readable_rate=0.5,
-            )  # fmt: skip
-            best = sorted(today.trajectory, key=lambda p: p.score)[:3]
-            evidence = replace(
-                today,
-                examples=source.examples(3, 25, seed=call),
-                errors=source.errors(manual.predictions, 3, 25, seed=call),
-                labels=labels,
-                best_prompts=[TrajectoryPoint(p.text, p.score, p.loss) for p in best],
-            )
-            row = {"call": call, "sources": {}}
-            asked = {
-                "a_today": today,
-                "b_evidence_new": evidence,
-                "c_evidence_edit": replace(evidence, proposal="edit"),
-                "d_random": today,
-            }
-            for name, request in asked.items():
-                started = time.perf_counter()
-                # new random words for every request (RandomMentor seeds by round: each request here is a first one)
-                who = RandomMentor(words, seed=args.seed * 1000 + call) if name == "d_random" else mentor
-                texts = who.propose(request).candidates
-                seconds = time.perf_counter() - started
-                row["sources"][name] = {"texts": texts, "seconds": round(seconds, 1)}
-            random_texts = row["sources"]["d_random"]["texts"]
-            row["sources"]["e_random_anchored"] = {"texts": [anchor_labels(t, labels, fits) for t in random_texts]}
-            for entry in row["sources"].values():
-                results = scores(entry["texts"])
-                entry["usable"] = len(entry["texts"])
-                entry["label_loss"] = [round(s.value, 4) for s in results]
-                entry["accuracy"] = [round(s.metrics.get("accuracy", float("nan")), 4) for s in results]
-                finite = [(s.value, s.metrics.get("accuracy")) for s in results if s.finite]
-                entry["best_label_loss"], entry["best_accuracy"] = min(finite) if finite else (None, None)
-            row["sources"]["f_manual"] = {
-                "texts": [task.manual_prompt],
-                "best_label_loss": round(manual.value, 4),
-                "best_accuracy": manual.metrics.get("accuracy"),
-            }
-            rows.append(row)
-            print(json.dumps({k: v.get("best_label_loss") for k, v in row["sources"].items()}), flush=True)
-    summary = {}
-    for name in rows[0]["sources"] if rows else []:
-        entries = [r["sources"][name] for r in rows]
-        best = [e["best_label_loss"] for e in entries if e["best_label_loss"] is not None]
-        acc = [e["best_accuracy"] for e in entries if e["best_accuracy"] is not None]
-        usable = [e["usable"] for e in entries if e.get("usable") is not None]
-        seconds = [e["seconds"] for e in entries if e.get("seconds") is not None]
-        summary[name] = {
-            "best_label_loss_mean": round(statistics.fmean(best), 4) if best else None,
-            "best_accuracy_mean": round(statistics.fmean(acc), 4) if acc else None,
-            "usable_per_call": round(statistics.fmean(usable), 2) if usable else None,
-            "seconds_per_call": round(statistics.fmean(seconds), 1) if seconds else None,
-        }
-    for name in ("b_evidence_new", "c_evidence_edit"):
-        pairs = [
-            (r["sources"][name]["best_label_loss"], r["sources"]["e_random_anchored"]["best_label_loss"]) for r in rows
-        ]
-        wins = sum(m is not None and (c is None or m < c) for m, c in pairs)
-        summary[f"{name}_beats_e"] = {"wins": wins, "requests": len(pairs), "wilson95": wilson(wins, len(pairs))}
+            for task_name in args.tasks:
+                if (task_name, call) in done:
+                    continue
+                if task_name not in tasks:
+                    tasks[task_name] = _ScreenTask(task_name, args, out)
+                row = tasks[task_name].row(call, args, settings)
+                rows_path.parent.mkdir(parents=True, exist_ok=True)
+                with rows_path.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                line = {k: v["best"][top]["label_loss"] for k, v in row["sources"].items()}
+                print(f"{task_name} {call} ({row['seconds']} s): {json.dumps(line)}", flush=True)
+    return summarize_screen(rows_path, settings, args.tasks)
+
+
+def summarize_screen(rows_path: Path, settings: dict, tasks: list[str]) -> dict:
+    """Per task and pooled: best-of-N label loss / accuracy per source, usable prompts, seconds per mentor call,
+    and how often (b) and (c) beat (e) (ties counted apart), with a 95% Wilson interval."""
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.exists() else []
+    rows = [r for r in rows if r["settings"] == settings and r["task"] in tasks]
+    summary: dict = {}
+    for scope in [*tasks, "pooled"]:
+        picked = [r for r in rows if scope in ("pooled", r["task"])]
+        if not picked:
+            continue
+        out: dict = {"requests": len(picked)}
+        for n in settings["ns"]:
+            key = str(n)
+            per_n: dict = {}
+            for name in SOURCES:
+                best = [r["sources"][name]["best"][key] for r in picked]
+                losses = [b["label_loss"] for b in best if b["label_loss"] is not None]
+                accs = [b["accuracy"] for b in best if b["accuracy"] is not None]
+                seconds = [r["sources"][name]["seconds"] for r in picked if "seconds" in r["sources"][name]]
+                per_n[name] = {
+                    "best_label_loss_mean": round(statistics.fmean(losses), 4) if losses else None,
+                    "best_accuracy_mean": round(statistics.fmean(accs), 4) if accs else None,
+                    "usable_per_call": round(statistics.fmean(b["usable"] for b in best), 2),
+                    "seconds_per_call": round(statistics.fmean(seconds), 1) if seconds else None,
+                }
+            for name in ("b_evidence_new", "c_evidence_edit", "a_today"):
+                wins = ties = 0
+                for r in picked:
+                    m = r["sources"][name]["best"][key]["label_loss"]
+                    c = r["sources"]["e_random_anchored"]["best"][key]["label_loss"]
+                    wins += m is not None and (c is None or m < c)
+                    ties += m is not None and c is not None and m == c
+                per_n[f"{name}_beats_e"] = {
+                    "wins": wins, "ties": ties, "requests": len(picked), "wilson95": wilson(wins, len(picked)),
+                }  # fmt: skip
+            out[key] = per_n
+        summary[scope] = out
     return {
         "benchmark": "mentor_yield --screen",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "settings": {
-            "task": "rotten_tomatoes", "doer": "SmolLM2-135M (label words)", "n": args.screen_n,
-            "catalyst_examples": args.screen_examples, "requests": args.calls_per_task, "seed": args.seed,
-            "threads": args.threads, "metric": "label_loss (lower is better), untrained",
-        },  # fmt: skip
+        "settings": settings | {"tasks": tasks},
         "summary": summary,
-        "rows": rows,
+        "rows_file": rows_path.name,
     }
 
 
@@ -275,7 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--show", action="store_true", help="print every raw reply and the candidates")
     parser.add_argument("--screen", action="store_true", help="score each source's prompts with the doer (issue 19)")
-    parser.add_argument("--screen-n", type=int, default=4, help="prompts per source and request (N)")
+    parser.add_argument("--screen-ns", type=int, nargs="+", default=[4, 16], help="prompts per source and request (N)")
+    parser.add_argument(
+        "--screen-rows", type=Path, default=Path(__file__).parent / "results" / "mentor_yield_screen_rows.jsonl",
+        help="one line per finished request; a rerun resumes from it",
+    )
     parser.add_argument("--screen-examples", type=int, default=32, help="catalyst examples each prompt is scored on")
     args = parser.parse_args(argv)
     if args.screen:
@@ -283,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         result = screen(args)
         print(json.dumps(result["summary"], indent=2))
         if not args.no_write:
-            out = args.out.with_name(f"mentor_yield_screen_n{args.screen_n}.json")
+            out = args.out.with_name("mentor_yield_screen.json")
             out.write_text(json.dumps(result, indent=2) + "\n")
             print(f"wrote {out}")
         return 0

@@ -48,9 +48,9 @@ class InstantMentor(ChatMentor):
         return {"backend": "instant", "model": "instant"}
 
 
-def setup_doer(model_name: str, seed: int):
-    """The packaged doer (MiniLM or SmolLM2), an 8-token CATALYST prompt, Rotten Tomatoes: model, tok, spec, task."""
-    task = load_task("rotten_tomatoes", seed=0, catalyst_size=64)
+def setup_doer(model_name: str, seed: int, task_name: str = "rotten_tomatoes"):
+    """The packaged doer (MiniLM or SmolLM2), an 8-token CATALYST prompt, a packaged task: model, tok, spec, task."""
+    task = load_task(task_name, seed=0, catalyst_size=64)
     if model_name == "minilm":
         model, tok = load_minilm_for_sequence_classification(num_labels=2)
         kind, task_type = "seq_cls", "SEQ_CLS"
