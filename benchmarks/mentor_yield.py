@@ -281,6 +281,57 @@ def screen(args) -> dict:
     return summarize_screen(rows_path, settings, args.tasks)
 
 
+SOURCE_NAMES = {
+    "a_today": "(a) today's request",
+    "b_evidence_new": '(b) evidence request, `"new"`',
+    "c_evidence_edit": '(c) evidence request, `"edit"`',
+    "d_random": "(d) random words",
+    "e_random_anchored": "(e) random words, label-anchored",
+    "f_manual": "(f) the manual prompt",
+}
+
+
+def screen_markdown(result: dict) -> str:
+    """The screening summary as markdown: per N a pooled table of the sources, then per task how often each mentor
+    source beat (e)."""
+    summary, settings = result["summary"], result["settings"]
+    lines = [f"# mentor_yield --screen ({result['date']})", "", f"settings: `{json.dumps(settings)}`", ""]
+    pooled = summary.get("pooled")
+    if not pooled:
+        return "\n".join([*lines, "no requests recorded yet", ""])
+    tasks = [t for t in settings["tasks"] if t in summary]
+    counts = ", ".join(f"{t} {summary[t]['requests']}" for t in tasks)
+    for n in settings["ns"]:
+        per_n = pooled[str(n)]
+        lines += [
+            f"## best of N = {n} (requests: {counts})", "",
+            "| source | usable per call | s per call | " + " | ".join(f"{t}: label_loss (acc)" for t in tasks) + " |",
+            "|---|---|---|" + "---|" * len(tasks),
+        ]  # fmt: skip
+        for key, name in SOURCE_NAMES.items():
+            row = per_n[key]
+            cells = ["-" if row[c] is None else str(row[c]) for c in ("usable_per_call", "seconds_per_call")]
+            for t in tasks:
+                mine = summary[t][str(n)][key]
+                loss, acc = mine["best_label_loss_mean"], mine["best_accuracy_mean"]
+                cells.append("-" if loss is None else f"{loss:.3f} ({acc:.3f})")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += ["", "| beats (e) on best label_loss | " + " | ".join([*settings["tasks"], "pooled"]) + " |",
+                  "|---|" + "---|" * (len(settings["tasks"]) + 1)]  # fmt: skip
+        for key in ("a_today", "b_evidence_new", "c_evidence_edit"):
+            cells = []
+            for scope in [*settings["tasks"], "pooled"]:
+                if scope not in summary:
+                    cells.append("-")
+                    continue
+                won = summary[scope][str(n)][f"{key}_beats_e"]
+                low, high = won["wilson95"]
+                cells.append(f"{won['wins']}/{won['requests']} [{low:.2f}, {high:.2f}]")
+            lines.append(f"| {SOURCE_NAMES[key]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def summarize_screen(rows_path: Path, settings: dict, tasks: list[str]) -> dict:
     """Per task and pooled: best-of-N label loss / accuracy per source, usable prompts, seconds per mentor call,
     and how often (b) and (c) beat (e) (ties counted apart), with a 95% Wilson interval."""
@@ -358,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--show", action="store_true", help="print every raw reply and the candidates")
     parser.add_argument("--screen", action="store_true", help="score each source's prompts with the doer (issue 19)")
+    parser.add_argument("--screen-report", action="store_true", help="summarize the --screen rows recorded so far")
     parser.add_argument("--screen-ns", type=int, nargs="+", default=[4, 16], help="prompts per source and request (N)")
     parser.add_argument(
         "--screen-rows", type=Path, default=Path(__file__).parent / "results" / "mentor_yield_screen_rows.jsonl",
@@ -365,14 +417,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--screen-examples", type=int, default=32, help="catalyst examples each prompt is scored on")
     args = parser.parse_args(argv)
-    if args.screen:
+    if args.screen or args.screen_report:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        result = screen(args)
-        print(json.dumps(result["summary"], indent=2))
+        if args.screen_report:  # the rows so far, no model loaded
+            result = summarize_screen(args.screen_rows, screen_settings(args), args.tasks)
+        else:
+            result = screen(args)
+        report = screen_markdown(result)
+        print(report)
         if not args.no_write:
             out = args.out.with_name("mentor_yield_screen.json")
             out.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"wrote {out}")
+            out.with_suffix(".md").write_text(report)
+            print(f"wrote {out} and {out.with_suffix('.md')}")
         return 0
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
