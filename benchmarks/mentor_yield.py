@@ -87,7 +87,8 @@ def make_request(
     readable_rate: float = 0.7,
 ):
     """A request like the trainer sends after a gradient stage: 4-6 scored points, worst to best."""
-    from peft_catalyst.mentors import MentorRequest, TrajectoryPoint
+    from peft_catalyst.mentors import MentorRequest, ScoredPrompt
+    from peft_catalyst.records import higher_is_better
 
     vocab = [
         tok
@@ -105,7 +106,7 @@ def make_request(
         loss -= rng.uniform(0.02, 0.15)
         noise = rng.uniform(-0.05, 0.05)  # drawn for every metric, so the requests stay those measured before
         score = round(loss, 4) if metric.endswith("loss") else round(min(1.0, 0.5 + (1.4 - loss) / 2 + noise), 4)
-        points.append(TrajectoryPoint(text, score, round(loss, 4)))
+        points.append(ScoredPrompt(text, score, round(loss, 4)))
     manual = task["manual"] if rng.random() < manual_rate else None
     return MentorRequest(
         description or task["description"],
@@ -114,7 +115,7 @@ def make_request(
         max_words=max_words,
         manual_prompt=manual,
         metric=metric,
-        higher_is_better=not metric.endswith("loss"),
+        higher_is_better=higher_is_better(metric),
     )
 
 
@@ -138,8 +139,9 @@ def screen(args) -> dict:
     from benchmarks.trainer_overhead import setup_doer
     from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
     from peft_catalyst.evidence import EvidenceSource, anchor_labels
-    from peft_catalyst.mentors import RandomMentor, TrajectoryPoint, TransformersMentor
+    from peft_catalyst.mentors import RandomMentor, TransformersMentor
     from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, vocabulary_words
+    from peft_catalyst.records import ranking_key
     from peft_catalyst.scoring import PromptScorer
 
     torch.set_num_threads(args.threads)
@@ -174,13 +176,13 @@ def screen(args) -> dict:
                 TASKS["sentiment"], tok, rng, num_candidates=args.screen_n, max_words=args.max_words,
                 metric="label_loss", description=task.task_description, manual_rate=0.0, readable_rate=0.5,
             )  # fmt: skip
-            best = sorted(today.trajectory, key=lambda p: p.score)[:3]
+            best = sorted(today.trajectory, key=lambda p: ranking_key(p.score, today.higher_is_better))[:3]
             evidence = replace(
                 today,
                 examples=source.examples(3, 25, seed=call),
                 errors=source.errors(manual.predictions, 3, 25, seed=call),
                 labels=labels,
-                best_prompts=[TrajectoryPoint(p.text, p.score, p.loss) for p in best],
+                best_prompts=best,
             )
             row = {"call": call, "sources": {}}
             asked = {

@@ -45,7 +45,6 @@ from peft_catalyst.mentors import (
     MentorRequest,
     PastRound,
     ReplayMissError,
-    TrajectoryPoint,
 )
 from peft_catalyst.multi_prompt import trainer_unsupported_reason
 from peft_catalyst.projection import (
@@ -175,7 +174,7 @@ class RoundEngine:
             _, scores = self.score_hard_prompts([point.token_ids for point in points])
             for point, score in zip(points, scores):
                 record.trajectory.append(
-                    _scored(point.text, point.token_ids, score, step=point.step, train_loss=point.loss)
+                    _scored(point.text, point.token_ids, score, step=point.step, train_loss=point.train_loss)
                 )
             write_soft_prompt_(self.model, saved)
 
@@ -517,7 +516,6 @@ class RoundEngine:
         the evidence (examples, errors, labels, best prompts) when given."""
         evidence = evidence if evidence is not None else Evidence()
         soft = get_soft_prompt(self.model)
-        points = [TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in trajectory if p.finite]
         past = [
             PastRound(
                 round=r.round,
@@ -531,7 +529,7 @@ class RoundEngine:
         ]
         return MentorRequest(
             task_description=self.task_description,
-            trajectory=points,
+            trajectory=[p for p in trajectory if p.finite],  # the request keeps text, score and loss
             num_candidates=self.settings.catalyst_samples,
             max_words=self.settings.catalyst_max_words or soft.num_virtual_tokens,
             manual_prompt=self.settings.catalyst_manual_prompt,
@@ -541,7 +539,7 @@ class RoundEngine:
             examples=evidence.examples,
             errors=evidence.errors,
             labels=evidence.labels,
-            best_prompts=[TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in evidence.best_prompts],
+            best_prompts=evidence.best_prompts,
             proposal=evidence.proposal,
         )
 

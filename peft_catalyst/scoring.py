@@ -49,7 +49,12 @@ ScoreFunction = Callable[[EvalPrediction], float]
 
 @dataclass
 class Score:
-    """A prompt's result on the catalyst split: the ranking value, the mean loss and any task metrics.
+    """What :class:`PromptScorer` measured of one prompt on the catalyst split: the ranking value, the mean loss,
+    any task metrics and, when asked, per-example predictions.
+
+    A measurement, not a record: it holds no prompt text and is never written anywhere. A round copies ``value``,
+    ``loss`` and ``metrics`` into the prompt's :class:`~peft_catalyst.records.ScoredPrompt` (the type the history,
+    the mentor and the card read) and uses ``predictions`` for the errors it shows the mentor.
 
     ``predictions``: the predicted class id of every catalyst example, in the order of
     :attr:`PromptScorer.scored_dataset`, when the scorer was asked for them and the predictions are class scores
