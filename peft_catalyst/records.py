@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import KW_ONLY, asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, get_args
 
 HISTORY_FORMAT = 4
 """Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key), 2
@@ -34,6 +34,11 @@ def is_better(a: float, b: float, higher_is_better: bool, margin: float = 0.0) -
 def ranking_key(score: float, higher_is_better: bool) -> float:
     """``score`` turned so that lower is better whatever the metric: the key to sort best first or ``min`` by."""
     return -score if higher_is_better else score
+
+
+Selection = Literal["best", "race", "first"]
+"""How a round judges candidates (``catalyst_selection``): score them untrained, race them, or take the first."""
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 
 
 class Trigger(str, Enum):
@@ -388,7 +393,7 @@ class RoundRecord:
     decision: Decision
     metric: str = "loss"
     higher_is_better: bool = False
-    selection: str = "best"
+    selection: Selection = "best"
     reason: str | None = None
     winner: int | None = None
     trajectory: list[ScoredPrompt] = field(default_factory=list)
@@ -509,7 +514,7 @@ class RunSummary:
     skipped: int = 0
     mentor: str | None = None
     mentor_usage: dict[str, Any] | None = None
-    selection: str = "best"
+    selection: Selection = "best"
     metric: str = "loss"
     higher_is_better: bool = False
     main_steps: int = 0

@@ -94,8 +94,7 @@ class CatalystMixin:
     def training_step(self, model, inputs, num_items_in_batch=None):
         """As the trainer, and sum the micro-batch losses of the optimizer step for the trajectory."""
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if not self.catalyst.racing:
-            self.catalyst.step_loss = (self.catalyst.step_loss or 0.0) + float(loss)
+        self.catalyst.add_step_loss(float(loss))
         return loss
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
