@@ -16,8 +16,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from peft_catalyst.mentors import Mentor, MentorProposal, MentorRequest, TrajectoryPoint
-from peft_catalyst.records import RoundRecord
+from peft_catalyst.mentors import Mentor, MentorProposal, MentorRequest
+from peft_catalyst.records import RoundRecord, ScoredPrompt, ranking_key
 from peft_catalyst.trainer import CatalystTrainer
 
 logger = logging.getLogger(__name__)
@@ -55,12 +55,12 @@ class HistoryMentor(Mentor):
 
     def with_history(self, request: MentorRequest) -> MentorRequest:
         """``request`` whose trajectory is the ``max_points`` best-scoring distinct prompts scored so far."""
-        best: dict[str, TrajectoryPoint] = {}
+        best: dict[str, ScoredPrompt] = {}
 
         def add(text: str, score: float | None, loss: float | None = None) -> None:
             if text.strip() and score is not None and math.isfinite(score):
                 if text not in best or request.better(score, best[text].score):
-                    best[text] = TrajectoryPoint(text=text, score=float(score), loss=loss)
+                    best[text] = ScoredPrompt(text, float(score), loss)
 
         for record in self.history():
             if record.current is not None:
@@ -69,7 +69,7 @@ class HistoryMentor(Mentor):
                 add(candidate.text, candidate.score, candidate.loss)
         for point in request.trajectory:
             add(point.text, point.score, point.loss)
-        points = sorted(best.values(), key=lambda p: p.score, reverse=request.higher_is_better)[: self.max_points]
+        points = sorted(best.values(), key=lambda p: ranking_key(p.score, request.higher_is_better))[: self.max_points]
         return dataclasses.replace(request, trajectory=points)
 
     def propose(self, request: MentorRequest) -> MentorProposal:

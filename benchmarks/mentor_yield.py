@@ -89,7 +89,8 @@ def make_request(
     readable_rate: float = 0.7,
 ):
     """A request like the trainer sends after a gradient stage: 4-6 scored points, worst to best."""
-    from peft_catalyst.mentors import MentorRequest, TrajectoryPoint
+    from peft_catalyst.mentors import MentorRequest, ScoredPrompt
+    from peft_catalyst.records import higher_is_better
 
     vocab = [
         tok
@@ -107,7 +108,7 @@ def make_request(
         loss -= rng.uniform(0.02, 0.15)
         noise = rng.uniform(-0.05, 0.05)  # drawn for every metric, so the requests stay those measured before
         score = round(loss, 4) if metric.endswith("loss") else round(min(1.0, 0.5 + (1.4 - loss) / 2 + noise), 4)
-        points.append(TrajectoryPoint(text, score, round(loss, 4)))
+        points.append(ScoredPrompt(text, score, round(loss, 4)))
     manual = task["manual"] if rng.random() < manual_rate else None
     return MentorRequest(
         description or task["description"],
@@ -116,7 +117,7 @@ def make_request(
         max_words=max_words,
         manual_prompt=manual,
         metric=metric,
-        higher_is_better=not metric.endswith("loss"),
+        higher_is_better=higher_is_better(metric),
     )
 
 
@@ -192,7 +193,8 @@ class _ScreenTask:
         from dataclasses import replace
 
         from peft_catalyst.evidence import anchor_labels
-        from peft_catalyst.mentors import RandomMentor, TrajectoryPoint
+        from peft_catalyst.mentors import RandomMentor
+        from peft_catalyst.records import ranking_key
 
         ns, top = sorted(args.screen_ns), max(args.screen_ns)
         rng = random.Random(f"{args.seed}-{self.name}-{call}")
@@ -200,13 +202,13 @@ class _ScreenTask:
             TASKS[self.name], self.tok, rng, num_candidates=top, max_words=args.max_words, metric="label_loss",
             description=self.task.task_description, manual_rate=0.0, readable_rate=0.5,
         )  # fmt: skip
-        best = sorted(today.trajectory, key=lambda p: p.score)[:3]
+        best = sorted(today.trajectory, key=lambda p: ranking_key(p.score, today.higher_is_better))[:3]
         evidence = replace(
             today,
             examples=self.source.examples(3, 25, seed=call),
             errors=self.source.errors(self.manual.predictions, 3, 25, seed=call),
             labels=self.labels,
-            best_prompts=[TrajectoryPoint(p.text, p.score, p.loss) for p in best],
+            best_prompts=best,
         )
         edit = replace(evidence, proposal="edit")
         asked = {"a_today": today, "b_evidence_new": evidence, "c_evidence_edit": edit}

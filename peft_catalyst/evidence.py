@@ -4,18 +4,33 @@ Reads the catalyst split (a text per row and its class id) and a prompt's per-ex
 (:attr:`peft_catalyst.scoring.Score.predictions`, from the scoring pass a round runs anyway) and turns them into
 plain :class:`~peft_catalyst.mentors.LabeledExample` data for a :class:`~peft_catalyst.mentors.MentorRequest`.
 Examples are balanced over the classes and seeded; every text is cut to its share of a total word budget, and a
-cut text is marked (``cut=True``), never dropped.
+cut text is marked (``cut=True``), never dropped. :func:`round_evidence` assembles a round's
+:class:`~peft_catalyst.records.Evidence`, with the best prompts scored so far (:func:`best_prompts`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from peft_catalyst.mentors import LabeledExample
+from peft_catalyst.records import Evidence, ScoredPrompt, is_better, ranking_key
 
-__all__ = ["EvidenceSource", "anchor_labels", "balanced_indices", "cut_words", "label_names_of", "missing_labels"]
+__all__ = [
+    "BEST_PROMPTS_SHOWN",
+    "EvidenceSource",
+    "anchor_labels",
+    "balanced_indices",
+    "best_prompts",
+    "cut_words",
+    "label_names_of",
+    "missing_labels",
+    "round_evidence",
+]
+
+#: How many of the best prompts scored so far a request shows (``MentorRequest.best_prompts``).
+BEST_PROMPTS_SHOWN = 3
 
 LABEL_COLUMNS = ("label", "labels", "label_ids")
 
@@ -148,3 +163,39 @@ class EvidenceSource:
             predicted=self.name(predicted) if predicted is not None else None,
             cut=cut,
         )
+
+
+def best_prompts(
+    scored: Iterable[ScoredPrompt], higher_is_better: bool, count: int = BEST_PROMPTS_SHOWN
+) -> list[ScoredPrompt]:
+    """The best ``count`` distinct discrete prompts among ``scored`` (finite scores only), best first, as text, score
+    and loss."""
+    best: dict[str, ScoredPrompt] = {}
+    for p in scored:
+        if p.finite and (p.text not in best or is_better(p.score, best[p.text].score, higher_is_better)):
+            best[p.text] = ScoredPrompt(p.text, p.score, p.loss)
+    return sorted(best.values(), key=lambda p: ranking_key(p.score, higher_is_better))[:count]
+
+
+def round_evidence(
+    source: EvidenceSource,
+    *,
+    examples: int,
+    errors: int,
+    words: int,
+    seed: int,
+    predictions: Sequence[int] | None,
+    best: list[ScoredPrompt],
+    proposal: str,
+) -> Evidence:
+    """What a round shows the mentor of the data: ``examples`` balanced examples and ``errors`` errors of the
+    ``predictions`` (the current prompt's), their texts sharing ``words`` words, the label names, the ``best`` prompts
+    scored so far and the ``proposal`` mode."""
+    share = max(1, words // max(1, examples + errors))
+    return Evidence(
+        examples=source.examples(examples, share, seed) if source.has_classes else [],
+        errors=source.errors(predictions, errors, share, seed) if source.has_classes else [],
+        labels=list(source.label_names),
+        best_prompts=best,
+        proposal=proposal,
+    )

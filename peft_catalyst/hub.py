@@ -28,15 +28,10 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
 
 from peft_catalyst.export import export_prompt_tuning
 from peft_catalyst.history import HISTORY_FILE, write_json_atomic
-from peft_catalyst.model_card import (
-    PORTABLE_SUBFOLDER,
-    README_FILE,
-    normalize_history,
-    public_obj,
-    write_model_card,
-)
+from peft_catalyst.model_card import PORTABLE_SUBFOLDER, README_FILE, normalize_history, write_model_card
 from peft_catalyst.projection import _unwrap, get_soft_prompt
 from peft_catalyst.quiet import saving_prompt_adapter
+from peft_catalyst.redaction import public_obj
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +127,10 @@ def finish_adapter_folder(
     Under ZeRO-3 / FSDP call it on every process (the portable copy gathers the weights) with ``is_main_process``
     true on the one that writes, and pass ``final_prompt`` (the card does not read the sharded prompt then).
     ``base_model`` (a Hub id) replaces ``base_model_name_or_path`` in both adapter configs, so that
-    ``AutoPeftModel*`` finds the base model on the Hub. The history is written through :func:`public_text` (no
-    secret, no credentialed URL). The card is :func:`write_model_card`'s: an existing peft-catalyst ``README.md`` keeps
-    what its owner wrote, PEFT's template is replaced. ``tokenizer`` reads the soft prompt as text for the card.
+    ``AutoPeftModel*`` finds the base model on the Hub. The history is written through
+    :func:`~peft_catalyst.redaction.public_obj` (no secret, no credentialed URL). The card is
+    :func:`write_model_card`'s: an existing peft-catalyst ``README.md`` keeps what its owner wrote, PEFT's template is
+    replaced. ``tokenizer`` reads the soft prompt as text for the card.
     """
     out = Path(directory)
     secrets = [s for s in secrets if s]

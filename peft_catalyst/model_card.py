@@ -7,8 +7,8 @@ gradient steps (stages + races), the mentor's name and how to load the adapter.
 
 The card's peft-catalyst part sits between ``<!-- peft-catalyst:begin -->`` and ``<!-- peft-catalyst:end -->``;
 updating a card replaces only that part and merges the metadata, so whatever the owner wrote stays. Nothing in it
-carries a credential: mentor names, errors and replies go through :func:`public_text` (URLs lose their user info
-and query, key-shaped strings and the given secrets are masked).
+carries a credential: mentor names, errors and replies go through :func:`~peft_catalyst.redaction.public_text`
+(re-exported here; URLs lose their user info and query, key-shaped strings and the given secrets are masked).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from peft_catalyst.history import read_history
-from peft_catalyst.mentors.base import redact_url, scrub_secrets
 from peft_catalyst.offline_models import packaged_model
 from peft_catalyst.projection import _unwrap, get_soft_prompt, soft_prompt_text
 from peft_catalyst.records import ArmKind, Decision, History, RoundRecord, RunSummary, ScoredPrompt, higher_is_better
+from peft_catalyst.redaction import public_obj, public_text
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,6 @@ LOCAL_REPO_PLACEHOLDER = "<this folder, or its Hub repo id>"
 PROJECT_URL = "https://github.com/peft-catalyst/peft-catalyst"
 
 _SECTION_RE = re.compile(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END), re.DOTALL)
-_URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\]{}`|]+")
-_USERINFO_RE = re.compile(r"[^\s/@:'\"`]+:[^\s/@'\"`]+@(?=[\w.-])")  # "user:pass@" without a scheme
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#])")
 _PROMPT_CELL_CHARS = 200
 # Per task type: the transformers auto class of the base model, PEFT's auto class for the adapter, and the Hub's
@@ -90,29 +88,6 @@ def read_template(name: str) -> str:
     except ModuleNotFoundError:  # a source checkout on sys.path without `pip install`: no package-dir mapping
         folder = Path(__file__).resolve().parent.parent / "model_cards"
     return folder.joinpath(name).read_text(encoding="utf-8")
-
-
-def public_text(text: Any, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` made safe to publish: the given secrets and key-shaped strings masked, URLs without user info/query.
-
-    Why: mentor names, errors and replies end up in the card and the uploaded history; a base URL such as
-    ``http://user:pass@host/v1?key=...`` or an echoed API key must never reach the Hub.
-    """
-    text = scrub_secrets(str(text), [s for s in secrets if s], patterns=False)
-    text = _URL_RE.sub(lambda m: redact_url(m.group(0)) or "", text)
-    text = _USERINFO_RE.sub("***@", text)
-    return scrub_secrets(text, patterns=True)
-
-
-def public_obj(obj: Any, secrets: Sequence[str | None]) -> Any:
-    """Every string inside ``obj`` (dicts, lists) passed through :func:`public_text`."""
-    if isinstance(obj, str):
-        return public_text(obj, secrets)
-    if isinstance(obj, Mapping):
-        return {str(k): public_obj(v, secrets) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [public_obj(v, secrets) for v in obj]
-    return obj
 
 
 def _cell(text: Any, limit: int = _PROMPT_CELL_CHARS) -> str:

@@ -188,6 +188,15 @@ def allowed_token_ids(tokenizer, policy: str | Sequence[int], num_embeddings: in
     return per_tokenizer[key]
 
 
+def random_token_ids(tokenizer, model, count: int, length: int, seed: int) -> list[list[int]]:
+    """``count`` prompts of ``length`` uniformly random printable vocabulary tokens of ``model``, seeded (a generator
+    of their own: no global RNG stream is drawn from)."""
+    allowed = allowed_token_ids(tokenizer, "printable", model.word_embeddings.weight.shape[0])
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(allowed), (count, length), generator=generator)
+    return [allowed[row].tolist() for row in picks]
+
+
 def vocabulary_words(tokenizer) -> list[str]:
     """Alphabetic vocabulary tokens that are their own single-token encoding as a space-separated word (sorted).
 

@@ -34,12 +34,12 @@ from peft_catalyst.compat.transformers import (
     prepare_inputs,
     remove_unused_columns,
 )
-from peft_catalyst.multi_prompt import trainer_losses
+from peft_catalyst.multi_prompt import trainer_losses, trainer_unsupported_reason
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_, write_token_ids
-from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, ScoredPrompt, ranking_key
+from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, RestartShape, ScoredPrompt, ranking_key
 from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restore_state, snapshot_state
 from peft_catalyst.restart_shapes import reshaped_optimizer_state, shaped_start
-from peft_catalyst.scoring import PromptScorer, Score
+from peft_catalyst.scoring import PromptScorer
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class RaceRunner:
                 self._load(states[index])
                 score = self.scorer.score()
             text, ids = self.describe()
-            scores.append(_scored_prompt(text, ids, score))
+            scores.append(score.prompt(text, ids))
         return scores
 
     def _initial_state(
@@ -324,6 +324,65 @@ class RaceRunner:
         return main_process_decision(self.trainer.accelerator, [i for i, _ in sorted(zip(alive, scores), key=key)])
 
 
+def arms_per_pass(trainer: Any, batch_size: int, only_prompt: bool) -> tuple[int, str | None]:
+    """How many race arms train in one forward and backward under a ``batch_size`` of rows
+    (``catalyst_score_batch_size``), and why only one when so; ``only_prompt``: the prompt is the only trainable
+    parameter."""
+    if not only_prompt:
+        return 1, "another parameter trains beside the prompt, e.g. a classification head"
+    reason = trainer_unsupported_reason(trainer)
+    if reason is None and getattr(trainer.accelerator, "scaler", None) is not None:
+        reason = "fp16 loss scaling"
+    if reason is not None:
+        return 1, reason
+    per_pass = batch_size // max(1, trainer.args.per_device_train_batch_size)
+    if per_pass < 2:
+        return 1, f"catalyst_score_batch_size={batch_size} holds one arm's batch"
+    return per_pass, None
+
+
+def race_arms(
+    incumbent: tuple[str, list[int]],
+    candidates: list[ScoredPrompt],
+    indices: list[int],
+    controls: list[tuple[str, list[int]]],
+    shapes: list[RestartShape],
+) -> list[RaceArm]:
+    """The arms of a race: the ``incumbent`` (text, token ids), then every candidate (``indices``: their places in
+    the round's candidates) and every control (text, token ids), each in every restart shape."""
+    arms = [RaceArm(ArmKind.INCUMBENT, incumbent[0], list(incumbent[1]))]
+    arms += [
+        RaceArm(ArmKind.CANDIDATE, c.text, list(c.token_ids), i, shape=shape)
+        for c, i in zip(candidates, indices)
+        for shape in shapes
+    ]
+    for text, ids in controls:
+        arms += [RaceArm(ArmKind.CONTROL, text, list(ids), shape=shape) for shape in shapes]
+    return arms
+
+
+def race_beats_random(race: Race, higher_is_better: bool) -> bool | None:
+    """Whether the best mentor arm did better than the best control arm in ``race``: it reached a later rung, or
+    the same rung with a better score (None: the race had no candidate or no control arm)."""
+
+    def standing(arm: int) -> tuple[int, float]:
+        reached = [(i, rung.scores[rung.arms.index(arm)]) for i, rung in enumerate(race.rungs) if arm in rung.arms]
+        if not reached:
+            return (-1, math.inf)
+        rung, score = reached[-1]
+        value = ranking_key(score.score, higher_is_better) if score.finite else math.inf
+        return (rung, -value)
+
+    groups = [
+        [i for i, a in enumerate(race.arms) if a.kind is kind] for kind in (ArmKind.CANDIDATE, ArmKind.CONTROL)
+    ]
+    if not groups[0] or not groups[1]:
+        return None
+    if race.arms[race.winner].kind is not ArmKind.INCUMBENT:
+        return race.arms[race.winner].kind is ArmKind.CANDIDATE
+    return max(standing(i) for i in groups[0]) > max(standing(i) for i in groups[1])
+
+
 def main_process_decision(accelerator: Any, value: Any) -> Any:
     """Rank 0's ``value`` on every process: one decision for all ranks, even if their float sums differ by a bit."""
     if accelerator.num_processes > 1:
@@ -332,6 +391,3 @@ def main_process_decision(accelerator: Any, value: Any) -> Any:
         value = payload[0]
     return value
 
-
-def _scored_prompt(text: str, ids: list[int], score: Score) -> ScoredPrompt:
-    return ScoredPrompt(text=text, token_ids=ids, score=score.value, loss=score.loss, metrics=dict(score.metrics))

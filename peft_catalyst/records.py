@@ -8,9 +8,9 @@ histories written before the format carried a version (format 1, peft-catalyst 0
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal, get_args
 
 HISTORY_FORMAT = 4
 """Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key), 2
@@ -34,6 +34,11 @@ def is_better(a: float, b: float, higher_is_better: bool, margin: float = 0.0) -
 def ranking_key(score: float, higher_is_better: bool) -> float:
     """``score`` turned so that lower is better whatever the metric: the key to sort best first or ``min`` by."""
     return -score if higher_is_better else score
+
+
+Selection = Literal["best", "race", "first"]
+"""How a round judges candidates (``catalyst_selection``): score them untrained, race them, or take the first."""
+SELECTIONS: tuple[str, ...] = get_args(Selection)
 
 
 class Trigger(str, Enum):
@@ -69,17 +74,24 @@ class ArmKind(str, Enum):
 
 @dataclass
 class ScoredPrompt:
-    """A prompt (text and token ids) with its catalyst-split result.
+    """A discrete prompt with its result on the catalyst split: the one record of "a prompt with a score".
 
     ``score`` is the value of the ranking metric (``metric`` of the round), ``loss`` the mean loss; both are None when
-    the prompt was not scored (unusable candidate, blind selection) and ``error`` says why when it could not be used.
-    Trajectory points also carry the optimizer ``step`` they were projected at and that step's ``train_loss``.
+    the prompt was not scored (a trajectory point not scored yet, an unusable candidate, blind selection) and
+    ``error`` says why when it could not be used. Trajectory points carry the optimizer ``step`` they were projected
+    at and that step's ``train_loss`` (:class:`~peft_catalyst.trajectory.Trajectory`).
+
+    The same class is what a mentor reads (``MentorRequest.trajectory`` and ``best_prompts``, exported there as
+    ``TrajectoryPoint``): a request keeps only ``text``, ``score`` and ``loss``. ``text``, ``score`` and ``loss`` are
+    the positional fields; the others are keyword-only. The scorer's own measurement, with per-example predictions,
+    is :class:`peft_catalyst.scoring.Score`; a round copies its value, loss and metrics into a ``ScoredPrompt``.
     """
 
     text: str
-    token_ids: list[int] | None = None
     score: float | None = None
     loss: float | None = None
+    _: KW_ONLY
+    token_ids: list[int] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     step: int | None = None
@@ -91,10 +103,22 @@ class ScoredPrompt:
         return self.score is not None and math.isfinite(self.score)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "finite": self.finite}
+        """JSON-serializable form (history layout: the key order of every format so far); see :meth:`from_dict`."""
+        return {
+            "text": self.text,
+            "token_ids": list(self.token_ids) if self.token_ids is not None else None,
+            "score": self.score,
+            "loss": self.loss,
+            "metrics": dict(self.metrics),
+            "error": self.error,
+            "step": self.step,
+            "train_loss": self.train_loss,
+            "finite": self.finite,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoredPrompt:
+        """Inverse of :meth:`to_dict`, for every history format."""
         # format 1 wrote trajectory scores as catalyst_score/catalyst_loss/catalyst_metrics and "loss" = train loss
         if "catalyst_score" in data:
             return cls(
@@ -369,7 +393,7 @@ class RoundRecord:
     decision: Decision
     metric: str = "loss"
     higher_is_better: bool = False
-    selection: str = "best"
+    selection: Selection = "best"
     reason: str | None = None
     winner: int | None = None
     trajectory: list[ScoredPrompt] = field(default_factory=list)
@@ -490,7 +514,7 @@ class RunSummary:
     skipped: int = 0
     mentor: str | None = None
     mentor_usage: dict[str, Any] | None = None
-    selection: str = "best"
+    selection: Selection = "best"
     metric: str = "loss"
     higher_is_better: bool = False
     main_steps: int = 0

@@ -1,8 +1,9 @@
 """One LLM-guided round, start to finish, producing a :class:`~peft_catalyst.records.RoundRecord`.
 
 The round orchestrates; it does not know how a mentor talks to its server (``peft_catalyst.mentors``), how a soft
-prompt maps to tokens (``peft_catalyst.projection``), how prompts are scored (``peft_catalyst.scoring``) or raced
-(``peft_catalyst.race``). In order:
+prompt maps to tokens (``peft_catalyst.projection``), how prompts are scored (``peft_catalyst.scoring``), screened
+(``peft_catalyst.screening``) or raced (``peft_catalyst.race``), what the mentor is shown of the data
+(``peft_catalyst.evidence``) or how the exchange with it is kept (``peft_catalyst.mentor_exchange``). In order:
 
 1. the stage's trajectory is thinned to a few distinct points, each re-embedded from its tokens and scored on the
    catalyst split (a hard prompt scored before reuses its score while nothing but the soft prompt trains);
@@ -28,50 +29,40 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
-from peft_catalyst.evidence import EvidenceSource, anchor_labels, label_names_of
-from peft_catalyst.history import ChatLog
-from peft_catalyst.mentors import (
-    Mentor,
-    MentorError,
-    MentorProposal,
-    MentorRequest,
-    PastRound,
-    ReplayMissError,
-    TrajectoryPoint,
-)
-from peft_catalyst.multi_prompt import trainer_unsupported_reason
+from peft_catalyst.evidence import EvidenceSource, anchor_labels, best_prompts, label_names_of, round_evidence
+from peft_catalyst.mentor_exchange import ask, chat_entry, mentor_call, mentor_request
+from peft_catalyst.mentors import Mentor
 from peft_catalyst.projection import (
     Projector,
-    allowed_token_ids,
     get_soft_prompt,
+    random_token_ids,
     read_soft_prompt,
     text_to_token_ids,
     write_soft_prompt_,
     write_token_ids,
 )
-from peft_catalyst.race import RaceBatches, RaceRunner, RaceSettings, main_process_decision
+from peft_catalyst.race import (
+    RaceBatches,
+    RaceRunner,
+    RaceSettings,
+    arms_per_pass,
+    main_process_decision,
+    race_arms,
+    race_beats_random,
+)
 from peft_catalyst.records import (
     ArmKind,
     Decision,
     Evidence,
-    MentorCall,
-    Race,
-    RaceArm,
     RestartShape,
     RoundRecord,
     ScoredPrompt,
-    Screening,
-    Trigger,
-    is_better,
-    ranking_key,
 )
 from peft_catalyst.restart_shapes import (
     partial_count,
@@ -80,22 +71,12 @@ from peft_catalyst.restart_shapes import (
     round_shapes,
     shaped_start,
 )
+from peft_catalyst.round_contract import RoundContext, RoundOutcome, RoundSettings, RoundTimings
 from peft_catalyst.scoring import PromptScorer, Score
+from peft_catalyst.screening import screen
 from peft_catalyst.sharding import reset_optimizer_state
-from peft_catalyst.trajectory import Trajectory
 
 logger = logging.getLogger(__name__)
-
-#: How many of the best prompts scored so far a request shows (``MentorRequest.best_prompts``).
-BEST_PROMPTS_SHOWN = 3
-
-
-@dataclass
-class RoundOutcome:
-    """A round's record, plus what the schedule must carry on: the re-warm-up step (None: leave it as it was)."""
-
-    record: RoundRecord
-    rewarm_step: int | None
 
 
 class RoundEngine:
@@ -103,23 +84,25 @@ class RoundEngine:
 
     Args:
         trainer: the host ``transformers.Trainer`` (or ``SFTTrainer``, ``Seq2SeqTrainer``, ...).
-        mentor: anything with ``propose(request) -> MentorProposal``, ``name`` and ``usage``.
-        settings: the ``catalyst_*`` settings (:class:`~peft_catalyst.trainer.CatalystArguments`).
+        mentor: the :class:`~peft_catalyst.mentors.Mentor` asked for candidates.
+        settings: the ``catalyst_*`` settings (:class:`RoundSettings`: a
+            :class:`~peft_catalyst.trainer.CatalystArguments`).
         scorer: scores the model's current soft prompt on the catalyst split.
         projector: reads the soft prompt as text and token ids.
         task_description: what the mentor is told the task is.
-        timings: seconds per phase, accumulated in place.
+
+    The engine owns what it measures (:attr:`timings`, :attr:`racing`); the schedule reads them and calls
+    :meth:`reset` when a run starts.
     """
 
     def __init__(
         self,
         trainer: Any,
         mentor: Mentor,
-        settings: Any,
+        settings: RoundSettings,
         scorer: PromptScorer,
         projector: Projector,
         task_description: str,
-        timings: dict[str, float],
     ) -> None:
         self.trainer = trainer
         self.mentor = mentor
@@ -127,11 +110,21 @@ class RoundEngine:
         self.scorer = scorer
         self.projector = projector
         self.task_description = task_description
-        self.timings = timings
+        self.timings = RoundTimings()
         self.hard_prompt_scores: dict[tuple[int, ...], Score] = {}
         self.racing = False  # True while race arms train (their losses are not the main loop's)
         self._said: set[str] = set()
         self._evidence_source: EvidenceSource | None = None
+
+    def reset(self) -> None:
+        """Start a run: no timings, no scoring seconds, no remembered hard-prompt scores."""
+        self.timings = RoundTimings()
+        self.scorer.seconds = 0.0
+        self.hard_prompt_scores.clear()
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds spent since :meth:`reset`: ``scoring``, ``mentor`` and ``race``."""
+        return {"scoring": self.scorer.seconds, "mentor": self.timings.mentor, "race": self.timings.race}
 
     @property
     def model(self):
@@ -143,26 +136,18 @@ class RoundEngine:
         return getattr(tok, "tokenizer", tok)
 
     # ------------------------------------------------------------------------------------------------------------
-    def run(
-        self,
-        index: int,
-        step: int,
-        trigger: Trigger,
-        trajectory: Trajectory,
-        earlier: list[RoundRecord],
-        rewarm_step: int,
-        chat_log: ChatLog | None,
-    ) -> RoundOutcome:
-        """Run round ``index`` at optimizer step ``step``; the model keeps the chosen prompt afterwards."""
-        settings = self.settings
+    def run(self, context: RoundContext) -> RoundOutcome:
+        """Run round ``context.index`` at optimizer step ``context.step``; the model keeps the chosen prompt
+        afterwards."""
+        settings, index, earlier = self.settings, context.index, context.earlier
         started = time.perf_counter()
         saved = read_soft_prompt(self.model)
         if not self.only_prompt_trains():  # the trained weights also move hard prompts' scores
             self.hard_prompt_scores.clear()
         record = RoundRecord(
             round=index,
-            step=step,
-            trigger=trigger,
+            step=context.step,
+            trigger=context.trigger,
             decision=Decision.SKIPPED,
             metric=self.scorer.metric if self.scorer.score_fn is None else "score_fn",
             higher_is_better=self.scorer.higher_is_better,
@@ -171,20 +156,34 @@ class RoundEngine:
         new_rewarm: int | None = None
         events = len(self.scorer.events)
         with preserved_rng(), preserved_mode(self.model):
-            points = trajectory.select(settings.catalyst_trajectory_points)
+            points = context.trajectory.select(settings.catalyst_trajectory_points)
             _, scores = self.score_hard_prompts([point.token_ids for point in points])
             for point, score in zip(points, scores):
                 record.trajectory.append(
-                    _scored(point.text, point.token_ids, score, step=point.step, train_loss=point.loss)
+                    score.prompt(point.text, point.token_ids, step=point.step, train_loss=point.train_loss)
                 )
             write_soft_prompt_(self.model, saved)
 
             record.evidence = self.evidence(index, record.trajectory, scores[-1] if scores else None, earlier)
-            request = self.mentor_request(record.trajectory, earlier, record.evidence)
-            proposal, error = self.propose(request, index)
-            record.mentor = _mentor_call(self.mentor, proposal, error)
-            if chat_log is not None:
-                chat_log.append(_chat_entry(record, request, proposal, error))
+            request = mentor_request(
+                self.task_description,
+                record.trajectory,
+                earlier,
+                record.evidence,
+                num_candidates=settings.catalyst_samples,
+                max_words=settings.catalyst_max_words or get_soft_prompt(self.model).num_virtual_tokens,
+                manual_prompt=settings.catalyst_manual_prompt,
+                metric=self.scorer.metric if self.scorer.score_fn is None else "score",
+                higher_is_better=self.scorer.higher_is_better,
+            )
+            started_asking = time.perf_counter()
+            try:
+                proposal, error = ask(self.mentor, request, self.trainer.accelerator, index)
+            finally:
+                self.timings.mentor += time.perf_counter() - started_asking
+            record.mentor = mentor_call(self.mentor, proposal, error)
+            if context.chat_log is not None:
+                context.chat_log.append(chat_entry(record, request, proposal, error))
 
             record.candidates = self.tokenize(self.anchored(proposal.candidates if proposal else [], record))
             usable = [i for i, c in enumerate(record.candidates) if c.token_ids is not None]
@@ -206,7 +205,7 @@ class RoundEngine:
                     write_soft_prompt_(self.model, self.shaped_prompt(record.shape, saved, first))
                 new_rewarm = self.after_restart(record.shape)
             elif settings.catalyst_selection == "race":
-                new_rewarm = self.race(record, usable, saved, rewarm_step, controls)
+                new_rewarm = self.race(record, usable, saved, context.rewarm_step, controls)
             else:
                 new_rewarm = self.best(record, usable, saved)
         reason = self.scorer.sequential_reason()
@@ -228,9 +227,9 @@ class RoundEngine:
             return self.best_shaped(record, usable, saved, shapes)
         bar = self._bar(len(usable) + 1, record.round, "scoring")
         (current,), scores = self.score_hard_prompts([record.candidates[i].token_ids for i in usable], [saved])
-        record.current = _scored(self.projector.text(), None, current)
+        record.current = current.prompt(self.projector.text())
         for i, score in zip(usable, scores):
-            _fill(record.candidates[i], score)
+            score.fill(record.candidates[i])
         bar.update(len(usable) + 1)
         bar.close()
         write_soft_prompt_(self.model, saved)
@@ -264,7 +263,7 @@ class RoundEngine:
         current, *scores = self.scorer.score_prompts([saved, *values])
         bar.update(len(starts) + 1)
         bar.close()
-        record.current = _scored(self.projector.text(), None, current)
+        record.current = current.prompt(self.projector.text())
         best: int | None = None
         for k, ((i, _), score) in enumerate(zip(starts, scores)):
             self._fill_best(record.candidates[i], score)
@@ -293,20 +292,16 @@ class RoundEngine:
         the screened controls' token ids (None: draw ``catalyst_race_controls`` unscreened)."""
         settings = self.settings
         current_text, current_ids = self.projector.text(), self.projector.token_ids()
-        shapes = self.restart_shapes()  # every proposal and every control races in each shape
-        arms = [RaceArm(ArmKind.INCUMBENT, current_text, list(current_ids))]
-        arms += [
-            RaceArm(
-                ArmKind.CANDIDATE, record.candidates[i].text, list(record.candidates[i].token_ids), i, shape=shape
-            )
-            for i in usable
-            for shape in shapes
-        ]
         seed = self.race_seed(record.round)
         if controls is None:
             controls = self.control_token_ids(settings.catalyst_race_controls, seed)
-        for ids in controls:
-            arms += [RaceArm(ArmKind.CONTROL, self.tokenizer.decode(ids), list(ids), shape=shape) for shape in shapes]
+        arms = race_arms(
+            (current_text, current_ids),
+            [record.candidates[i] for i in usable],
+            usable,
+            [(self.tokenizer.decode(ids), ids) for ids in controls],
+            self.restart_shapes(),  # every proposal and every control races in each shape
+        )
         race_settings = RaceSettings(
             steps=settings.catalyst_race_steps,
             eta=settings.catalyst_race_eta,
@@ -316,7 +311,7 @@ class RoundEngine:
         )
         total = _race_total_steps(len(arms), race_settings.steps, race_settings.eta)
         bar = self._bar(total, record.round, "race")
-        arms_per_pass, reason = self.arms_per_pass()
+        per_pass, reason = arms_per_pass(self.trainer, self.scorer.batch_size, self.only_prompt_trains())
         if reason is not None:
             record.notes.append(self._say(f"race: arms trained one at a time ({reason})"))
         runner = RaceRunner(
@@ -327,7 +322,7 @@ class RoundEngine:
             incumbent_rewarm_step=rewarm_step,
             describe=lambda: (self.projector.text(), self.projector.token_ids()),
             on_step=bar.update,
-            arms_per_pass=arms_per_pass,
+            arms_per_pass=per_pass,
         )
         self.racing = True
         started = time.perf_counter()
@@ -336,19 +331,15 @@ class RoundEngine:
         finally:
             self.racing = False
             bar.close()
-            self.timings["race"] = self.timings.get("race", 0.0) + time.perf_counter() - started
+            self.timings.race += time.perf_counter() - started
         record.race = race
-        record.beat_random_race = _race_beats_random(race, self.scorer.higher_is_better)
+        record.beat_random_race = race_beats_random(race, self.scorer.higher_is_better)
         first = race.rungs[0]
         for arm_index, score in zip(first.arms, first.scores):
             arm = race.arms[arm_index]
             if arm.kind is ArmKind.INCUMBENT:
                 record.current = ScoredPrompt(
-                    text=current_text,
-                    token_ids=list(current_ids),
-                    score=score.score,
-                    loss=score.loss,
-                    metrics=dict(score.metrics),
+                    current_text, score.score, score.loss, token_ids=list(current_ids), metrics=dict(score.metrics)
                 )
             elif arm.kind is ArmKind.CANDIDATE:  # in several shapes: the candidate's best arm
                 self._fill_best(record.candidates[arm.candidate], Score(score.score, score.loss, score.metrics))
@@ -371,51 +362,21 @@ class RoundEngine:
         return seed * 1009 + index
 
     def screen(self, record: RoundRecord, usable: list[int]) -> tuple[list[int], list[list[int]] | None]:
-        """Screen many, race few: with ``catalyst_num_samples`` above ``catalyst_num_candidates``, score every usable
-        candidate untrained (and, for a race with controls, as many random controls) and keep the best.
-
-        Returns the candidates that go on (best first) and the controls' token ids (None: no screening). Only
-        scores: the soft prompt, optimizer and RNG streams are left as they were.
-        """
+        """Screen many, race few (:func:`peft_catalyst.screening.screen`): with ``catalyst_num_samples`` above
+        ``catalyst_num_candidates``, keep the best usable candidates (and, for a race, random controls) scored
+        untrained. Returns the candidates that go on and the controls' token ids (None: no screening)."""
         settings = self.settings
-        keep, samples = settings.catalyst_num_candidates, settings.catalyst_samples
-        if samples <= keep:
-            return usable, None
-        started, calls = time.perf_counter(), self.scorer.calls
-        _, scores = self.score_hard_prompts([record.candidates[i].token_ids for i in usable])
-        for i, score in zip(usable, scores):
-            _fill(record.candidates[i], score)
-        num_controls = settings.catalyst_race_controls if settings.catalyst_selection == "race" else 0
-        controls: list[ScoredPrompt] = []
-        if num_controls > 0:
-            ids = self.control_token_ids(max(samples, num_controls), self.race_seed(record.round))
-            _, control_scores = self.score_hard_prompts(ids)
-            controls = [_scored(self.tokenizer.decode(c), c, s) for c, s in zip(ids, control_scores)]
-        kept = self._ranked(record.candidates, usable)[:keep]
-        kept_controls = self._ranked(controls, list(range(len(controls))))[:num_controls]
-        prompts = self.scorer.calls - calls
-        per_pass = self.scorer.prompts_per_pass() if self.scorer.sequential_reason() is None else 1
-        record.screening = Screening(
-            samples=samples,
-            kept=kept,
-            scores=[c.score if c.finite else None for c in record.candidates],
-            controls=controls,
-            kept_controls=kept_controls,
-            prompts=prompts,
-            passes=math.ceil(prompts / per_pass),
-            seconds=round(time.perf_counter() - started, 3),
+        return screen(
+            record,
+            usable,
+            keep=settings.catalyst_num_candidates,
+            samples=settings.catalyst_samples,
+            num_controls=settings.catalyst_race_controls if settings.catalyst_selection == "race" else 0,
+            scorer=self.scorer,
+            score_ids=lambda ids: self.score_hard_prompts(ids)[1],
+            draw_controls=lambda count: self.control_token_ids(count, self.race_seed(record.round)),
+            decode=self.tokenizer.decode,
         )
-        if controls:
-            record.beat_random_screening = _beats(
-                [record.candidates[i] for i in usable], controls, self.scorer.higher_is_better
-            )
-        return kept, [controls[i].token_ids for i in kept_controls]
-
-    def _ranked(self, prompts: list[ScoredPrompt], indices: list[int]) -> list[int]:
-        """``indices`` of ``prompts`` best first; prompts without a finite score last, in their order."""
-        finite = [i for i in indices if prompts[i].finite]
-        finite.sort(key=lambda i: ranking_key(prompts[i].score, self.scorer.higher_is_better))
-        return finite + [i for i in indices if not prompts[i].finite]
 
     def score_hard_prompts(
         self, token_ids: list[list[int]], prompts: Sequence[torch.Tensor] = ()
@@ -442,21 +403,6 @@ class RoundEngine:
         write_soft_prompt_(self.model, before)
         return value
 
-    def arms_per_pass(self) -> tuple[int, str | None]:
-        """How many race arms train in one forward and backward, and why only one when so."""
-        trainer = self.trainer
-        if not self.only_prompt_trains():
-            return 1, "another parameter trains beside the prompt, e.g. a classification head"
-        reason = trainer_unsupported_reason(trainer)
-        if reason is None and getattr(trainer.accelerator, "scaler", None) is not None:
-            reason = "fp16 loss scaling"
-        if reason is not None:
-            return 1, reason
-        per_pass = self.scorer.batch_size // max(1, trainer.args.per_device_train_batch_size)
-        if per_pass < 2:
-            return 1, f"catalyst_score_batch_size={self.scorer.batch_size} holds one arm's batch"
-        return per_pass, None
-
     def _say(self, note: str) -> str:
         """``note``, logged the first time this engine meets it (the round record keeps it every time)."""
         if note not in self._said:
@@ -480,114 +426,21 @@ class RoundEngine:
     def evidence(
         self, index: int, trajectory: list[ScoredPrompt], latest: Score | None, earlier: list[RoundRecord]
     ) -> Evidence:
-        """What the mentor is shown of the data: balanced examples, the errors of the current prompt (the latest
-        trajectory point, from the pass that scored it), the label names and the best prompts scored so far."""
+        """What the mentor is shown of the data (:func:`peft_catalyst.evidence.round_evidence`): balanced examples,
+        the errors of the current prompt (the latest trajectory point, from the pass that scored it), the label names
+        and the best prompts scored so far (this stage's trajectory and earlier rounds' candidates)."""
         settings = self.settings
-        source = self.evidence_source
-        seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
-        seed = seed * 1009 + index
-        count = settings.catalyst_mentor_examples + settings.catalyst_mentor_errors
-        words = max(1, settings.catalyst_mentor_words // max(1, count))
-        examples = source.examples(settings.catalyst_mentor_examples, words, seed) if source.has_classes else []
-        predictions = latest.predictions if latest is not None else None
-        errors = source.errors(predictions, settings.catalyst_mentor_errors, words, seed) if source.has_classes else []
-        return Evidence(
-            examples=examples,
-            errors=errors,
-            labels=list(source.label_names),
-            best_prompts=self.best_prompts(trajectory, earlier),
+        scored = [*trajectory, *(c for r in earlier for c in r.candidates)]
+        return round_evidence(
+            self.evidence_source,
+            examples=settings.catalyst_mentor_examples,
+            errors=settings.catalyst_mentor_errors,
+            words=settings.catalyst_mentor_words,
+            seed=self.race_seed(index),
+            predictions=latest.predictions if latest is not None else None,
+            best=best_prompts(scored, self.scorer.higher_is_better),
             proposal=settings.catalyst_proposal,
         )
-
-    def best_prompts(self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord]) -> list[ScoredPrompt]:
-        """The best :data:`BEST_PROMPTS_SHOWN` distinct discrete prompts scored so far (this stage's trajectory and
-        earlier rounds' candidates), best first, as text and score."""
-        best: dict[str, ScoredPrompt] = {}
-        scored = [*trajectory, *(c for r in earlier for c in r.candidates)]
-        for p in scored:
-            if p.finite and (p.text not in best or self.scorer.better(p.score, best[p.text].score)):
-                best[p.text] = ScoredPrompt(text=p.text, score=p.score, loss=p.loss)
-        ranked = sorted(best.values(), key=lambda p: ranking_key(p.score, self.scorer.higher_is_better))
-        return ranked[:BEST_PROMPTS_SHOWN]
-
-    def mentor_request(
-        self, trajectory: list[ScoredPrompt], earlier: list[RoundRecord], evidence: Evidence | None = None
-    ) -> MentorRequest:
-        """What the mentor sees: the finite-scored trajectory, the metric and its direction, earlier outcomes, and
-        the evidence (examples, errors, labels, best prompts) when given."""
-        evidence = evidence if evidence is not None else Evidence()
-        soft = get_soft_prompt(self.model)
-        points = [TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in trajectory if p.finite]
-        past = [
-            PastRound(
-                round=r.round,
-                proposed=[c.text for c in r.candidates],
-                scores=[c.score if c.finite else None for c in r.candidates],
-                taken=r.candidates[r.winner].text if r.winner is not None and r.restarted else None,
-                current_score=r.current.score if r.current is not None and r.current.finite else None,
-            )
-            for r in earlier
-            if r.candidates
-        ]
-        return MentorRequest(
-            task_description=self.task_description,
-            trajectory=points,
-            num_candidates=self.settings.catalyst_samples,
-            max_words=self.settings.catalyst_max_words or soft.num_virtual_tokens,
-            manual_prompt=self.settings.catalyst_manual_prompt,
-            metric=self.scorer.metric if self.scorer.score_fn is None else "score",
-            higher_is_better=self.scorer.higher_is_better,
-            earlier_rounds=past,
-            examples=evidence.examples,
-            errors=evidence.errors,
-            labels=evidence.labels,
-            best_prompts=[TrajectoryPoint(text=p.text, score=p.score, loss=p.loss) for p in evidence.best_prompts],
-            proposal=evidence.proposal,
-        )
-
-    def propose(self, request: MentorRequest, index: int = 0) -> tuple[MentorProposal | None, str | None]:
-        """Ask the mentor on the main process only and broadcast its answer.
-
-        Never raises for a mentor fault (the round is skipped), except a strict replay's miss: that ends the run on
-        every process with a :class:`ReplayMissError` naming the round and the request's key.
-        """
-        started = time.perf_counter()
-        accelerator = self.trainer.accelerator
-        payload: list[Any] = [None]
-        if accelerator.is_main_process:
-            limit = self.mentor.time_limit_s if isinstance(self.mentor, Mentor) else None
-            logger.info(
-                "catalyst round %d: asking %s for %d prompt(s) of at most %d words%s",
-                index,
-                getattr(self.mentor, "name", type(self.mentor).__name__),
-                request.num_candidates,
-                request.max_words,
-                f" (time limit {limit:.0f} s)" if limit else "",
-            )
-            try:
-                proposal = self.mentor.propose(request)
-                payload = [{"proposal": proposal.to_dict(), "error": None}]
-            except ReplayMissError as exc:
-                payload = [{"proposal": None, "error": str(exc), "replay_miss": exc.key}]
-            except MentorError as exc:
-                logger.warning("Mentor round skipped: %s", exc)
-                payload = [{"proposal": None, "error": str(exc)}]
-            except Exception as exc:  # a mentor bug must not kill a training run
-                logger.warning("Mentor round skipped: unexpected %s: %s", type(exc).__name__, exc)
-                payload = [{"proposal": None, "error": f"{type(exc).__name__}: {exc}"}]
-        if accelerator.num_processes > 1:
-            broadcast_object_list(payload, from_process=0)
-        data = payload[0]
-        self.timings["mentor"] += time.perf_counter() - started
-        if data.get("replay_miss"):
-            key = data["replay_miss"]
-            raise ReplayMissError(
-                f"round {index}: the strict replay has no stored reply for this request (key {key[:16]}); replay the "
-                "cache of a run with the same settings and data",
-                key,
-            )
-        proposal = MentorProposal.from_dict(data["proposal"]) if data["proposal"] else None
-        return proposal, data["error"]
 
     def anchored(self, texts: list[str], record: RoundRecord | None = None) -> list[str]:
         """``texts`` completed with the task's labels where they do not name them (``catalyst_label_anchor``), cut
@@ -623,10 +476,7 @@ class RoundEngine:
         if count <= 0:
             return []
         soft = get_soft_prompt(self.model)
-        allowed = allowed_token_ids(self.tokenizer, "printable", self.model.word_embeddings.weight.shape[0])
-        generator = torch.Generator().manual_seed(seed)
-        picks = torch.randint(len(allowed), (count, soft.num_virtual_tokens), generator=generator)
-        controls = [allowed[row].tolist() for row in picks]
+        controls = random_token_ids(self.tokenizer, self.model, count, soft.num_virtual_tokens, seed)
         if not (self.settings.catalyst_label_anchor and self.evidence_source.label_names):
             return controls
         texts = self.anchored([self.tokenizer.decode(ids) for ids in controls])
@@ -638,7 +488,7 @@ class RoundEngine:
         if candidate.score is None or (
             score.finite and (not candidate.finite or self.scorer.better(score.value, candidate.score))
         ):
-            _fill(candidate, score)
+            score.fill(candidate)
 
     def restart_shapes(self) -> list[RestartShape]:
         """The shapes of this round's starts (``catalyst_restart``); partial positions follow the current prompt
@@ -695,90 +545,6 @@ def _race_total_steps(arms: int, steps: int, eta: int) -> int:
     return total
 
 
-def _beats(mentor: list[ScoredPrompt], random: list[ScoredPrompt], higher_is_better: bool) -> bool | None:
-    """Whether the best finite mentor score beats the best finite random one (None: neither has one)."""
-    best = [
-        min((p.score for p in group if p.finite), key=lambda v: ranking_key(v, higher_is_better), default=None)
-        for group in (mentor, random)
-    ]
-    if best[0] is None or best[1] is None:
-        return None if best[0] is None and best[1] is None else best[1] is None
-    return is_better(best[0], best[1], higher_is_better)
-
-
-def _race_beats_random(race: Race, higher_is_better: bool) -> bool | None:
-    """Whether the best mentor arm did better than the best control arm in ``race``: it reached a later rung, or
-    the same rung with a better score (None: the race had no candidate or no control arm)."""
-
-    def standing(arm: int) -> tuple[int, float]:
-        reached = [(i, rung.scores[rung.arms.index(arm)]) for i, rung in enumerate(race.rungs) if arm in rung.arms]
-        if not reached:
-            return (-1, math.inf)
-        rung, score = reached[-1]
-        value = ranking_key(score.score, higher_is_better) if score.finite else math.inf
-        return (rung, -value)
-
-    groups = [
-        [i for i, a in enumerate(race.arms) if a.kind is kind] for kind in (ArmKind.CANDIDATE, ArmKind.CONTROL)
-    ]
-    if not groups[0] or not groups[1]:
-        return None
-    if race.arms[race.winner].kind is not ArmKind.INCUMBENT:
-        return race.arms[race.winner].kind is ArmKind.CANDIDATE
-    return max(standing(i) for i in groups[0]) > max(standing(i) for i in groups[1])
-
-
-def _scored(text: str, token_ids, score: Score, step: int | None = None, train_loss: float | None = None):
-    return ScoredPrompt(
-        text=text,
-        token_ids=list(token_ids) if token_ids is not None else None,
-        score=score.value,
-        loss=score.loss,
-        metrics=dict(score.metrics),
-        step=step,
-        train_loss=train_loss,
-    )
-
-
-def _fill(prompt: ScoredPrompt, score: Score) -> None:
-    prompt.score, prompt.loss, prompt.metrics = score.value, score.loss, dict(score.metrics)
-
-
-def _mentor_call(mentor: Any, proposal: MentorProposal | None, error: str | None) -> MentorCall:
-    name = getattr(mentor, "name", type(mentor).__name__)
-    if proposal is None:
-        return MentorCall(name=name, error=error)
-    return MentorCall(
-        name=name,
-        error=error,
-        candidates=list(proposal.candidates),
-        model=proposal.model,
-        latency_s=proposal.latency_s,
-        prompt_tokens=proposal.prompt_tokens,
-        completion_tokens=proposal.completion_tokens,
-        attempts=proposal.attempts,
-        cached=proposal.cached,
-        warning=proposal.warning,
-        rejected=[list(r) for r in proposal.rejected],
-    )
-
-
-def _chat_entry(record: RoundRecord, request: MentorRequest, proposal: MentorProposal | None, error: str | None):
-    return {
-        "round": record.round,
-        "step": record.step,
-        "mentor": record.mentor.name if record.mentor else None,
-        "request": request.to_dict(),
-        "messages": proposal.messages if proposal else None,
-        "reply": proposal.raw if proposal else None,
-        "candidates": proposal.candidates if proposal else [],
-        "latency_s": proposal.latency_s if proposal else None,
-        "prompt_tokens": proposal.prompt_tokens if proposal else None,
-        "completion_tokens": proposal.completion_tokens if proposal else None,
-        "error": error,
-    }
-
-
 @contextlib.contextmanager
 def preserved_rng():
     """Run the block without consuming the torch (CPU and CUDA), NumPy or Python RNG streams of training."""
@@ -803,4 +569,12 @@ def preserved_mode(model: torch.nn.Module):
             module.training = mode
 
 
-__all__ = ["RoundEngine", "RoundOutcome", "preserved_mode", "preserved_rng"]
+__all__ = [
+    "RoundContext",
+    "RoundEngine",
+    "RoundOutcome",
+    "RoundSettings",
+    "RoundTimings",
+    "preserved_mode",
+    "preserved_rng",
+]

@@ -22,7 +22,7 @@ from transformers.trainer_utils import EvalPrediction
 from peft_catalyst.compat.transformers import num_items_in_batch, prepare_inputs
 from peft_catalyst.multi_prompt import trainer_losses, trainer_unsupported_reason
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_
-from peft_catalyst.records import is_better
+from peft_catalyst.records import ScoredPrompt, is_better
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,12 @@ ScoreFunction = Callable[[EvalPrediction], float]
 
 @dataclass
 class Score:
-    """A prompt's result on the catalyst split: the ranking value, the mean loss and any task metrics.
+    """What :class:`PromptScorer` measured of one prompt on the catalyst split: the ranking value, the mean loss,
+    any task metrics and, when asked, per-example predictions.
+
+    A measurement, not a record: it holds no prompt text and is never written anywhere. A round copies ``value``,
+    ``loss`` and ``metrics`` into the prompt's :class:`~peft_catalyst.records.ScoredPrompt` (the type the history,
+    the mentor and the card read) and uses ``predictions`` for the errors it shows the mentor.
 
     ``predictions``: the predicted class id of every catalyst example, in the order of
     :attr:`PromptScorer.scored_dataset`, when the scorer was asked for them and the predictions are class scores
@@ -64,6 +69,16 @@ class Score:
     @property
     def finite(self) -> bool:
         return math.isfinite(self.value)
+
+    def prompt(self, text: str, token_ids: Sequence[int] | None = None, **details: Any) -> ScoredPrompt:
+        """The record of ``text`` (and its ``token_ids``) scored with this measurement; ``details``: the record's
+        other keyword fields (``step``, ``train_loss``)."""
+        ids = list(token_ids) if token_ids is not None else None
+        return ScoredPrompt(text, self.value, self.loss, token_ids=ids, metrics=dict(self.metrics), **details)
+
+    def fill(self, prompt: ScoredPrompt) -> None:
+        """Write this measurement's value, loss and metrics into ``prompt``."""
+        prompt.score, prompt.loss, prompt.metrics = self.value, self.loss, dict(self.metrics)
 
 
 class PromptScorer:

@@ -6,32 +6,25 @@ the stage, so a mentor reads how the prompt moved rather than eight copies of th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass
-class StepRecord:
-    """The prompt after optimizer step ``step``: its projected text, token ids and the step's training loss."""
-
-    step: int
-    text: str
-    token_ids: list[int]
-    loss: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from peft_catalyst.records import ScoredPrompt
 
 
 @dataclass
 class Trajectory:
-    """The records of the current gradient stage (cleared when a new stage starts)."""
+    """The prompts of the current gradient stage, one per optimizer step (cleared when a new stage starts).
 
-    records: list[StepRecord] = field(default_factory=list)
+    Each is a :class:`~peft_catalyst.records.ScoredPrompt` not scored yet: its projected ``text``, ``token_ids``, the
+    ``step`` and that step's ``train_loss``. The round scores the ones a mentor sees.
+    """
+
+    records: list[ScoredPrompt] = field(default_factory=list)
 
     def append(self, step: int, text: str, token_ids: list[int], loss: float) -> None:
-        """Record the prompt after an optimizer step."""
-        self.records.append(StepRecord(step, text, list(token_ids), float(loss)))
+        """Record the prompt after an optimizer step and the step's training loss."""
+        self.records.append(ScoredPrompt(text, token_ids=list(token_ids), step=step, train_loss=float(loss)))
 
     def clear(self) -> None:
         """Start a new stage."""
@@ -40,7 +33,7 @@ class Trajectory:
     def __len__(self) -> int:
         return len(self.records)
 
-    def select(self, num_points: int) -> list[StepRecord]:
+    def select(self, num_points: int) -> list[ScoredPrompt]:
         """Up to ``num_points`` records with distinct token ids, spread evenly over the stage, the latest included.
 
         Deduplication keeps the latest occurrence of each projection (the prompt that the last gradient steps
@@ -48,7 +41,7 @@ class Trajectory:
         """
         if num_points < 1 or not self.records:
             return []
-        latest: dict[tuple[int, ...], StepRecord] = {}
+        latest: dict[tuple[int, ...], ScoredPrompt] = {}
         for record in self.records:
             latest[tuple(record.token_ids)] = record
         distinct = sorted(latest.values(), key=lambda r: r.step)
@@ -61,10 +54,16 @@ class Trajectory:
         return [distinct[i] for i in indices]
 
     def to_list(self) -> list[dict[str, Any]]:
-        """JSON-serializable form (checkpoints)."""
-        return [r.to_dict() for r in self.records]
+        """JSON-serializable form (checkpoints): ``{"step", "text", "token_ids", "loss"}`` per step, ``loss`` being the
+        step's training loss (the layout of every checkpoint so far)."""
+        return [{"step": r.step, "text": r.text, "token_ids": r.token_ids, "loss": r.train_loss} for r in self.records]
 
     @classmethod
     def from_list(cls, items: list[dict[str, Any]]) -> Trajectory:
-        """Inverse of :meth:`to_list`."""
-        return cls([StepRecord(**item) for item in items])
+        """Inverse of :meth:`to_list` (a loss that was not finite reads back as None, as JSON wrote it)."""
+        return cls(
+            [
+                ScoredPrompt(item["text"], token_ids=item["token_ids"], step=item["step"], train_loss=item["loss"])
+                for item in items
+            ]
+        )

@@ -109,13 +109,13 @@ def test_history_mentor_shows_the_best_prompts_scored_so_far():
     history = [
         _round(
             1,
-            ScoredPrompt("zz qq", [1], score=0.9, loss=0.3),
-            ScoredPrompt("good or bad", [2], score=0.5, loss=0.2),
-            ScoredPrompt("broken", [3], score=float("inf"), loss=float("inf")),
-            ScoredPrompt("unusable", None, error="tokenises to nothing"),
-            ScoredPrompt("movie mood", [4], score=0.7, loss=0.1),
+            ScoredPrompt("zz qq", token_ids=[1], score=0.9, loss=0.3),
+            ScoredPrompt("good or bad", token_ids=[2], score=0.5, loss=0.2),
+            ScoredPrompt("broken", token_ids=[3], score=float("inf"), loss=float("inf")),
+            ScoredPrompt("unusable", error="tokenises to nothing"),
+            ScoredPrompt("movie mood", token_ids=[4], score=0.7, loss=0.1),
         ),
-        _round(2, ScoredPrompt("good or bad", [2], score=0.45, loss=0.2), ScoredPrompt("xx", [5], score=2.0)),
+        _round(2, ScoredPrompt("good or bad", 0.45, 0.2, token_ids=[2]), ScoredPrompt("xx", 2.0, token_ids=[5])),
     ]
     mentor = HistoryMentor(inner, lambda: history, max_points=3)
     request = MentorRequest("Classify review sentiment", [TrajectoryPoint("good or bad", 0.45, 0.2)], 2, 4)

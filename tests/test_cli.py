@@ -427,7 +427,7 @@ def test_run_png_plots_the_score_that_decided(tmp_path, monkeypatch):
     ]  # fmt: skip
 
     # A 'best' round accepted on label_loss whose winner has the higher LM loss: plotted by the score, it is better.
-    current, winner = ScoredPrompt("a c", [1], score=0.6, loss=0.8), ScoredPrompt("x y", [2], score=0.4, loss=1.5)
+    current, winner = ScoredPrompt("a c", 0.6, 0.8, token_ids=[1]), ScoredPrompt("x y", 0.4, 1.5, token_ids=[2])
     accepted = dataclasses.replace(history[0], decision=Decision.ACCEPTED, winner=0, current=current,
                                    candidates=[winner])  # fmt: skip
     plotted.clear()

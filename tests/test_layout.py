@@ -66,12 +66,14 @@ def test_dependency_goes_one_way(low, high):
     assert not _reaches(graph, low, high), f"{low} imports {high} (directly or through others): a cycle"
 
 
-#: Package modules a mentor may import: pure data, no torch (the records and their one score comparison).
+#: Package modules a mentor may import: pure data, no torch (the records, their scored prompt and the one score
+#: comparison).
 MENTOR_MAY_IMPORT = {
     "peft_catalyst.records",
     "peft_catalyst.records.is_better",
     "peft_catalyst.records.ranking_key",
     "peft_catalyst.records.LabeledExample",
+    "peft_catalyst.records.ScoredPrompt",
 }
 
 

@@ -15,13 +15,16 @@ import pytest
 
 from peft_catalyst.mentors import (
     CachedMentor,
+    LabeledExample,
     MentorError,
     MentorRequest,
     OpenAIMentor,
+    PastRound,
     ReplayMissError,
+    ScoredPrompt,
     TrajectoryPoint,
 )
-from peft_catalyst.mentors.cache import request_key
+from peft_catalyst.mentors.cache import full_key, request_key
 from tests.loopback_openai import LoopbackOpenAIServer, chat_reply, error_reply
 
 REQ = MentorRequest(
@@ -85,6 +88,46 @@ def test_key_covers_the_model(loopback, tmp_path: Path):
     other = OpenAIMentor("other-model", base_url=loopback.base_url, api_key="x" * 12, timeout=2)
     CachedMentor(other, path).propose(REQ)
     assert loopback.request_count == 2
+
+
+# Keys of these requests as peft-catalyst 0.1 computed them (before TrajectoryPoint became an alias of ScoredPrompt):
+# a cache or a --mentor_replay file written then must still answer the same requests.
+RICH = MentorRequest(
+    "movie review sentiment",
+    [ScoredPrompt("great movie", 0.5, 0.7, token_ids=[4, 5], step=3, train_loss=0.9, metrics={"accuracy": 0.5})],
+    num_candidates=3,
+    max_words=6,
+    manual_prompt="Is it positive?",
+    metric="accuracy",
+    higher_is_better=True,
+    earlier_rounds=[PastRound(1, ["a b", "c d"], [0.4, None], "a b", 0.3)],
+    examples=[LabeledExample("fine film", "positive")],
+    errors=[LabeledExample("dull", "negative", "positive", True)],
+    labels=["negative", "positive"],
+    best_prompts=[TrajectoryPoint("Is the review positive or negative?", 0.41)],
+    proposal="edit",
+)
+LEGACY = MentorRequest.from_dict({"task_description": "t", "trajectory": [{"text": "a", "loss": 1.0, "metric": "x"}]})
+PINNED_KEYS = {
+    "plain": (REQ, "917a7d8b8d836d503d4dcd6012930a9e835666da1acc9f7f4092f2c79fad93be", None),
+    "rich": (
+        RICH,
+        "0ad7bf2087d941d2efa96140b4a24902d7ba198b1336fb56be34182af23d5a24",
+        "e3ae44c6bc655769d4e6f1b321f24ef7db3739ae6346093c250f04030614723c",
+    ),
+    "legacy": (LEGACY, "45250f6cf838ac11ade4933a9517452e5e3cedc43a23acdf6ef6d49d0766617b", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_KEYS))
+def test_cache_keys_of_a_request_never_change(name):
+    """A point's token ids, step or metrics are not what a mentor reads: they never reach the key."""
+    request, key, call_key = PINNED_KEYS[name]
+    assert request_key(request) == key
+    point = request.trajectory[0]
+    assert point == ScoredPrompt(point.text, point.score, point.loss)  # the request keeps text, score, loss alone
+    if call_key is not None:
+        assert full_key({"backend": "x"}, [{"role": "user", "content": "hi"}], request) == call_key
 
 
 def test_replay_reruns_a_finished_run_without_any_llm(loopback, tmp_path: Path):

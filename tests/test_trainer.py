@@ -378,6 +378,22 @@ def test_arguments_parse_with_hfargumentparser_and_validate():
             CatalystTrainingArguments(output_dir="x", report_to=[], **kwargs)
 
 
+def test_the_round_engine_contract_is_typed():
+    """The round reads the catalyst settings through a protocol CatalystArguments satisfies, takes a Mentor only,
+    and the selection rule is one Literal that the argument parser turns into choices."""
+    import typing
+
+    from peft_catalyst import CatalystArguments, CatalystCallback
+    from peft_catalyst.records import SELECTIONS, Selection
+    from peft_catalyst.round_contract import RoundSettings
+
+    assert isinstance(CatalystArguments(), RoundSettings) and isinstance(tiny.catalyst_args("x"), RoundSettings)
+    hints = typing.get_type_hints(CatalystArguments)
+    assert hints["catalyst_selection"] is Selection and SELECTIONS == ("best", "race", "first")
+    with pytest.raises(TypeError, match="mentor must be a peft_catalyst.mentors.Mentor, not object"):
+        CatalystCallback(mentor=object())
+
+
 def test_metric_direction_follows_the_name_unless_given():
     from peft_catalyst.trainer.catalyst_arguments import higher_is_better
 

@@ -4,7 +4,8 @@ The contract the trainer uses is :class:`Mentor` (``name``, ``usage``, ``propose
 :class:`ChatMentor`, whose one extension point is ``complete(messages, request)``: :class:`OpenAIMentor` (OpenAI or
 any compatible server), :class:`HubInferenceMentor` (Hugging Face inference API), :class:`TransformersMentor` (a
 local model, offline; the embedded SmolLM2 by :meth:`TransformersMentor.embedded`). :class:`CachedMentor` caches and
-replays replies; :class:`RandomMentor` proposes random vocabulary words (the control for any LLM).
+replays replies; :class:`RandomMentor` proposes random vocabulary words (the control for any LLM). A request's scored
+prompts are :class:`ScoredPrompt` (the run records' type, re-exported; ``TrajectoryPoint`` is its alias).
 Mentors know nothing of torch or the trainer; ``transformers_mentor`` is the only module that imports torch, lazily.
 """
 
@@ -19,6 +20,7 @@ from .base import (
     PastRound,
     ReplayMissError,
     RetryPolicy,
+    ScoredPrompt,
     TrajectoryPoint,
 )
 from .cache import CachedMentor
@@ -59,6 +61,7 @@ __all__ = [
     "RandomMentor",
     "ReplayMissError",
     "RetryPolicy",
+    "ScoredPrompt",
     "TransformersMentor",
     "TrajectoryPoint",
     "load_meta_prompt",

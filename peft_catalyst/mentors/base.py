@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from peft_catalyst.records import LabeledExample, is_better
+from peft_catalyst.records import LabeledExample, ScoredPrompt, is_better
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ __all__ = [
     "PastRound",
     "ReplayMissError",
     "RetryPolicy",
+    "ScoredPrompt",
     "TrajectoryPoint",
     "redact_url",
     "scrub_secrets",
@@ -84,24 +85,32 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@dataclass(frozen=True)
-class TrajectoryPoint:
-    """One scored prompt: its text, its ``score`` on the ranking metric (``MentorRequest.metric``), its loss."""
+TrajectoryPoint = ScoredPrompt
+"""The mentor API's name for a scored prompt of a request: an alias of :class:`~peft_catalyst.records.ScoredPrompt`
+(one class), built as ``TrajectoryPoint(text, score, loss=None)``. A request keeps a point's text, score and loss."""
 
-    text: str
-    score: float
-    loss: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serializable form; :meth:`from_dict` reads it back."""
-        return {"text": self.text, "score": self.score, "loss": self.loss}
+def _request_point(point: ScoredPrompt | dict[str, Any]) -> ScoredPrompt:
+    """What a request keeps of a scored prompt: a copy holding ``text``, ``score`` and ``loss`` alone.
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrajectoryPoint:
-        """Inverse of :meth:`to_dict`; an older ``{"text", "loss", "metric"}`` dict reads its loss as the score."""
-        if "score" not in data:  # written before scores were named: the loss ranked the prompts
-            return cls(text=data["text"], score=data["loss"], loss=data["loss"])
-        return cls(text=data["text"], score=data["score"], loss=data.get("loss"))
+    A dict is a point as :meth:`MentorRequest.to_dict` writes it; an older ``{"text", "loss", "metric"}`` dict (written
+    before scores were named, when the loss ranked the prompts) reads its loss as the score.
+    """
+    if isinstance(point, ScoredPrompt):
+        text, score, loss = point.text, point.score, point.loss
+    elif "score" not in point:
+        text, score, loss = point["text"], point["loss"], point["loss"]
+    else:
+        text, score, loss = point["text"], point["score"], point.get("loss")
+    if score is None:
+        raise ValueError(f"a mentor request shows scored prompts only; {text!r} has no score")
+    return ScoredPrompt(text, score, loss)
+
+
+def _point_dict(point: ScoredPrompt) -> dict[str, Any]:
+    """A request point's JSON form, ``{"text", "score", "loss"}``: what cache keys hash (:func:`_request_point` reads
+    it back)."""
+    return {"text": point.text, "score": point.score, "loss": point.loss}
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,7 @@ PROPOSALS = ("new", "edit")
 class MentorRequest:
     """What the mentor is asked: the task, the scored trajectory, and how many prompts of how many words to return.
 
-    ``metric`` names the score that ranks prompts (``TrajectoryPoint.score``) and ``higher_is_better`` its direction;
+    ``metric`` names the score that ranks prompts (``ScoredPrompt.score``) and ``higher_is_better`` its direction;
     ``earlier_rounds`` holds the outcomes of the rounds before this one, oldest first.
 
     The evidence, plain data drawn from the catalyst split by the round: ``examples`` (labelled, balanced over the
@@ -169,7 +178,7 @@ class MentorRequest:
     """
 
     task_description: str
-    trajectory: Sequence[TrajectoryPoint]
+    trajectory: Sequence[ScoredPrompt]
     num_candidates: int = 4
     max_words: int = 8
     manual_prompt: str | None = None
@@ -179,7 +188,7 @@ class MentorRequest:
     examples: Sequence[LabeledExample] = ()
     errors: Sequence[LabeledExample] = ()
     labels: Sequence[str] = ()
-    best_prompts: Sequence[TrajectoryPoint] = ()
+    best_prompts: Sequence[ScoredPrompt] = ()
     proposal: str = "new"
 
     def __post_init__(self) -> None:
@@ -189,7 +198,7 @@ class MentorRequest:
             raise ValueError(f"max_words must be >= 1, got {self.max_words}")
         if not self.metric:
             raise ValueError("metric must be a non-empty name")
-        points = tuple(p if isinstance(p, TrajectoryPoint) else TrajectoryPoint.from_dict(p) for p in self.trajectory)
+        points = tuple(_request_point(p) for p in self.trajectory)
         rounds = tuple(r if isinstance(r, PastRound) else PastRound.from_dict(r) for r in self.earlier_rounds)
         if self.proposal not in PROPOSALS:
             raise ValueError(f"proposal must be one of {PROPOSALS}, not {self.proposal!r}")
@@ -201,7 +210,7 @@ class MentorRequest:
                 self, name, tuple(e if isinstance(e, LabeledExample) else LabeledExample.from_dict(e) for e in items)
             )
         object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
-        best = tuple(p if isinstance(p, TrajectoryPoint) else TrajectoryPoint.from_dict(p) for p in self.best_prompts)
+        best = tuple(_request_point(p) for p in self.best_prompts)
         object.__setattr__(self, "best_prompts", best)
         object.__setattr__(self, "higher_is_better", bool(self.higher_is_better))
 
@@ -213,7 +222,7 @@ class MentorRequest:
         """JSON-serializable form (broadcast between processes, logged to the chat log); see :meth:`from_dict`."""
         return {
             "task_description": self.task_description,
-            "trajectory": [p.to_dict() for p in self.trajectory],
+            "trajectory": [_point_dict(p) for p in self.trajectory],
             "num_candidates": self.num_candidates,
             "max_words": self.max_words,
             "manual_prompt": self.manual_prompt,
@@ -233,7 +242,7 @@ class MentorRequest:
         if self.labels:
             data["labels"] = list(self.labels)
         if self.best_prompts:
-            data["best_prompts"] = [p.to_dict() for p in self.best_prompts]
+            data["best_prompts"] = [_point_dict(p) for p in self.best_prompts]
         if self.proposal != "new":
             data["proposal"] = self.proposal
         return data

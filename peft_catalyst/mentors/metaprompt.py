@@ -33,7 +33,7 @@ from typing import Any
 
 from peft_catalyst.records import is_better, ranking_key
 
-from .base import LabeledExample, MentorRequest, PastRound, TrajectoryPoint
+from .base import LabeledExample, MentorRequest, PastRound, ScoredPrompt
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +153,9 @@ def direction_sentence(metric: str = "loss", higher_is_better: bool = False) -> 
     return f"{'higher' if higher_is_better else 'lower'} {metric} is better"
 
 
-def format_trajectory(points: Sequence[TrajectoryPoint], metric: str = "loss", higher_is_better: bool = False) -> str:
+def format_trajectory(points: Sequence[ScoredPrompt], metric: str = "loss", higher_is_better: bool = False) -> str:
     """The trajectory as text lines under the metric's name, worst to best in its direction, duplicates merged."""
-    best: dict[str, TrajectoryPoint] = {}
+    best: dict[str, ScoredPrompt] = {}
     for p in points:
         if p.text not in best or is_better(p.score, best[p.text].score, higher_is_better):
             best[p.text] = p
@@ -307,7 +307,7 @@ class MetaPrompt:
             example = MentorRequest(
                 task_description=ex.task_description,
                 trajectory=[
-                    TrajectoryPoint(text, metric if request.higher_is_better else loss, loss)
+                    ScoredPrompt(text, metric if request.higher_is_better else loss, loss)
                     for text, loss, metric in ex.trajectory
                 ],
                 num_candidates=request.num_candidates,

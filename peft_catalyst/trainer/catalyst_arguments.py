@@ -14,10 +14,8 @@ from typing import Any
 from transformers import TrainingArguments
 
 from peft_catalyst.mentors.base import PROPOSALS
-from peft_catalyst.records import higher_is_better
+from peft_catalyst.records import SELECTIONS, Selection, higher_is_better
 from peft_catalyst.restart_shapes import shape_errors
-
-SELECTIONS = ("best", "race", "first")
 
 SCORE_BATCH_SIZE_DEFAULT = 128
 """Rows (examples x prompts) of one shared scoring or race pass on an accelerator, when ``catalyst_score_batch_size``
@@ -190,7 +188,7 @@ class CatalystArguments:
             )
         },
     )
-    catalyst_selection: str = field(
+    catalyst_selection: Selection = field(
         default="best",
         metadata={
             "help": (

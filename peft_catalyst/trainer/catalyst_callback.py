@@ -28,11 +28,13 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from peft_catalyst.compat.transformers import trainer_logging_untouched
 from peft_catalyst.compat.trl import can_prepare_dataset, prepare_dataset
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
+from peft_catalyst.mentors import Mentor
 from peft_catalyst.projection import Projector, get_soft_prompt
 from peft_catalyst.quiet import no_pin_memory_without_accelerator
 from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger, ranking_key
 from peft_catalyst.restart import apply_rewarmup
 from peft_catalyst.round import RoundEngine
+from peft_catalyst.round_contract import RoundContext
 from peft_catalyst.scoring import PromptScorer, ScoreFunction
 from peft_catalyst.sharding import register_with_root_module
 from peft_catalyst.trajectory import Trajectory
@@ -72,7 +74,8 @@ class CatalystCallback(TrainerCallback):
     """Runs LLM-guided rounds in the ``Trainer`` it is attached to.
 
     Args:
-        mentor: a mentor (``propose(request) -> MentorProposal``, ``name``, ``usage``); ``None`` runs no rounds.
+        mentor: a :class:`~peft_catalyst.mentors.Mentor` (``propose(request) -> MentorProposal``, ``name``,
+            ``usage``); ``None`` runs no rounds.
         args: the ``catalyst_*`` settings: :class:`CatalystArguments`, or any object carrying them (e.g. a config
             class inheriting both ``SFTConfig`` and ``CatalystArguments``). Default: the trainer's ``args`` when
             they carry them, else ``CatalystArguments()``.
@@ -86,11 +89,16 @@ class CatalystCallback(TrainerCallback):
 
     def __init__(
         self,
-        mentor: Any = None,
+        mentor: Mentor | None = None,
         args: Any = None,
         catalyst_dataset: Any = None,
         score_fn: ScoreFunction | None = None,
     ) -> None:
+        if mentor is not None and not isinstance(mentor, Mentor):
+            raise TypeError(
+                f"mentor must be a peft_catalyst.mentors.Mentor, not {type(mentor).__name__}: subclass Mentor and "
+                "implement propose(request)."
+            )
         self.mentor = mentor
         self.settings: CatalystArguments | None = catalyst_fields(args) if args is not None else None
         self.catalyst_dataset = catalyst_dataset
@@ -98,8 +106,8 @@ class CatalystCallback(TrainerCallback):
         self.trainer: Any = None
         self.history: list[RoundRecord] = []
         self.state = CatalystState()
-        self.timings = _new_timings()
-        self.step_loss: float | None = None  # filled by CatalystMixin.training_step; None: loss not known
+        self.timings = _new_timings()  # the callback's own; the engine's are read from it (RoundEngine.seconds)
+        self.step_loss: float | None = None  # filled by add_step_loss (CatalystMixin.training_step); None: not known
         self._carried = _Carried()  # usage and timings of the run before the checkpoint it resumed from
         self._engine: RoundEngine | None = None
         self._projector: Projector | None = None
@@ -177,13 +185,7 @@ class CatalystCallback(TrainerCallback):
                 predictions=self.score_fn is None and self.settings.catalyst_mentor_errors > 0,
             )
             self._engine = RoundEngine(
-                self.trainer,
-                self.mentor,
-                self.settings,
-                scorer,
-                self.projector,
-                self.task_description(),
-                self.timings,
+                self.trainer, self.mentor, self.settings, scorer, self.projector, self.task_description()
             )
         return self._engine
 
@@ -191,6 +193,12 @@ class CatalystCallback(TrainerCallback):
     def racing(self) -> bool:
         """True while race arms train (their losses are not the main loop's)."""
         return self._engine is not None and self._engine.racing
+
+    def add_step_loss(self, loss: float) -> None:
+        """Add a micro-batch's training loss to the current optimizer step's (for the trajectory and plateau
+        detection); a race arm's loss is not the main loop's and is left out."""
+        if not self.racing:
+            self.step_loss = (self.step_loss or 0.0) + loss
 
     def task_description(self) -> str:
         soft = get_soft_prompt(self.trainer.model)
@@ -205,11 +213,9 @@ class CatalystCallback(TrainerCallback):
     def prepare(self, checkpoint: str | os.PathLike | None = None) -> None:
         """Start a run: fresh state, or the state saved in ``checkpoint`` when resuming."""
         self.history, self.state = [], CatalystState()
-        self.timings.clear()
-        self.timings.update(_new_timings())  # in place: the engine accumulates into the same dict
+        self.timings = _new_timings()
         if self._engine is not None:
-            self._engine.hard_prompt_scores.clear()
-            self._engine.scorer.seconds = 0.0
+            self._engine.reset()
         self.step_loss = None
         self._carried = _Carried()
         if checkpoint is not None:
@@ -241,7 +247,8 @@ class CatalystCallback(TrainerCallback):
         trainer, state = self.trainer, self.state
         chat_log = self.chat_log() if trainer.args.should_save else None
         with trainer_logging_untouched(trainer):
-            outcome = self.engine.run(0, 0, Trigger.INITIAL, Trajectory(), [], state.rewarm_step, chat_log)
+            context = RoundContext(0, 0, Trigger.INITIAL, rewarm_step=state.rewarm_step, chat_log=chat_log)
+            outcome = self.engine.run(context)
             if outcome.rewarm_step is not None:
                 state.rewarm_step = outcome.rewarm_step
                 self._apply_rewarmup()
@@ -321,7 +328,9 @@ class CatalystCallback(TrainerCallback):
         chat_log = self.chat_log() if trainer.args.should_save else None
         with trainer_logging_untouched(trainer):
             outcome = self.engine.run(
-                state.rounds_done + 1, step, trigger, state.trajectory, self.history, state.rewarm_step, chat_log
+                RoundContext(
+                    state.rounds_done + 1, step, trigger, state.trajectory, self.history, state.rewarm_step, chat_log
+                )
             )
             if outcome.rewarm_step is not None:
                 state.rewarm_step = outcome.rewarm_step
@@ -400,12 +409,11 @@ class CatalystCallback(TrainerCallback):
         usage = getattr(getattr(self.mentor, "usage", None), "to_dict", lambda: None)()
         usage = _add_counts(self._carried.mentor_usage, usage) if usage is not None else None
         trainer = self.trainer
-        if self._engine is not None:
-            self.timings["scoring"] = self._engine.scorer.seconds
-        seconds = _add_counts(self._carried.seconds, self.timings)
+        engine = self._engine.seconds() if self._engine is not None else {"scoring": 0.0, "mentor": 0.0, "race": 0.0}
+        seconds = _add_counts(self._carried.seconds, {**self.timings, **engine})
         return RunSummary.of(
             self.history,
-            mentor=getattr(self.mentor, "name", None),
+            mentor=self.mentor.name if self.mentor is not None else None,
             mentor_usage=usage,
             selection=self.settings.catalyst_selection,
             metric=self.settings.catalyst_metric if self.score_fn is None else "score_fn",
@@ -520,9 +528,9 @@ def _add_counts(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
 
 
 def _new_timings() -> dict[str, float]:
-    """Seconds spent by the catalyst machinery: per-step bookkeeping (of which projection) and rounds (of which
-    scoring, the mentor call and races)."""
-    return {"step_bookkeeping": 0.0, "projection": 0.0, "rounds": 0.0, "scoring": 0.0, "mentor": 0.0, "race": 0.0}
+    """Seconds the callback spends: per-step bookkeeping (of which projection) and rounds (of which the engine's
+    scoring, mentor calls and races: :meth:`RoundEngine.seconds`)."""
+    return {"step_bookkeeping": 0.0, "projection": 0.0, "rounds": 0.0}
 
 
 __all__ = ["CatalystCallback", "CatalystState", "HISTORY_FILE", "STATE_FILE", "split_catalyst_dataset"]

@@ -24,6 +24,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from peft_catalyst.hub import finish_adapter_folder, set_base_model
 from peft_catalyst.labels import save_label_names
+from peft_catalyst.mentors import Mentor
 from peft_catalyst.model_card import latest_eval_metrics, read_card, write_model_card
 from peft_catalyst.projection import get_soft_prompt
 from peft_catalyst.quiet import saving_prompt_adapter
@@ -41,7 +42,7 @@ class CatalystMixin:
     """Mix in before a ``Trainer`` class to run LLM-guided rounds: ``class T(CatalystMixin, SFTTrainer): pass``.
 
     Extra keyword arguments (everything else goes to the trainer class):
-        mentor: a mentor (``propose``, ``name``, ``usage``); ``None`` runs plain prompt tuning.
+        mentor: a :class:`~peft_catalyst.mentors.Mentor`; ``None`` runs plain prompt tuning.
         catalyst_args: the ``catalyst_*`` settings (:class:`CatalystArguments`); default: taken from ``args`` when
             its class carries them (e.g. :class:`CatalystTrainingArguments`), else the defaults.
         catalyst_dataset: the held-out split candidates are scored on (default: carved from the prepared
@@ -52,7 +53,7 @@ class CatalystMixin:
     def __init__(
         self,
         *args: Any,
-        mentor: Any = None,
+        mentor: Mentor | None = None,
         catalyst_args: CatalystArguments | None = None,
         catalyst_dataset: Any = None,
         score_fn: ScoreFunction | None = None,
@@ -66,7 +67,7 @@ class CatalystMixin:
 
     # ------------------------------------------------------------------------------------------------------------
     @property
-    def mentor(self) -> Any:
+    def mentor(self) -> Mentor | None:
         return self.catalyst.mentor
 
     @property
@@ -94,8 +95,7 @@ class CatalystMixin:
     def training_step(self, model, inputs, num_items_in_batch=None):
         """As the trainer, and sum the micro-batch losses of the optimizer step for the trajectory."""
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if not self.catalyst.racing:
-            self.catalyst.step_loss = (self.catalyst.step_loss or 0.0) + float(loss)
+        self.catalyst.add_step_loss(float(loss))
         return loss
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
