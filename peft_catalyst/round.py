@@ -256,7 +256,8 @@ class RoundEngine:
         self, record: RoundRecord, usable: list[int], saved: torch.Tensor, shapes: list[RestartShape]
     ) -> int | None:
         """``"best"`` with blended or partial starts: every candidate's start in every shape is scored untrained; a
-        candidate's recorded score is its best shape's; the best finite start, strictly better than current, wins."""
+        candidate's recorded score is its best shape's (not its screening score, which is not what is compared);
+        the best finite start, strictly better than current, wins."""
         starts = [(i, shape) for i in usable for shape in shapes]
         values = [self.shaped_prompt(shape, saved, record.candidates[i]) for i, shape in starts]
         bar = self._bar(len(starts) + 1, record.round, "scoring")
@@ -264,6 +265,8 @@ class RoundEngine:
         bar.update(len(starts) + 1)
         bar.close()
         record.current = current.prompt(self.projector.text())
+        for i in usable:  # the record shows what was compared; a screening score stays in ``record.screening``
+            record.candidates[i].score, record.candidates[i].loss, record.candidates[i].metrics = None, None, {}
         best: int | None = None
         for k, ((i, _), score) in enumerate(zip(starts, scores)):
             self._fill_best(record.candidates[i], score)

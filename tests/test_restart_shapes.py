@@ -282,3 +282,32 @@ def test_a_partial_restart_in_a_run_keeps_the_optimizer_rows_it_did_not_write(tm
     for key in ("exp_avg", "exp_avg_sq"):
         assert torch.equal(after[key][kept], before[key][kept])
         assert torch.count_nonzero(after[key][written]) == 0 < torch.count_nonzero(before[key][written])
+
+
+def test_with_screening_a_candidates_recorded_score_is_its_best_shaped_start(monkeypatch, tmp_path):
+    """Screening scores the full replacement; ``best`` then compares shaped starts. The record must show the number
+    that was compared (the screening score stays in ``record.screening``), or a candidate better than current on
+    paper can stand beside a KEPT decision."""
+    tok = tiny.bpe_tokenizer()
+    last: list[list[float]] = []
+    original = PromptScorer.score_prompts
+
+    def spy(self, prompts):
+        scores = original(self, prompts)
+        last.append([s.value for s in scores])
+        return scores
+
+    monkeypatch.setattr(PromptScorer, "score_prompts", spy)
+    texts = ["the movie was great", "who wrote the book", "a fine film indeed"]
+    trainer = _run(
+        tok, tmp_path, texts, catalyst_num_candidates=2, catalyst_num_samples=3,
+        catalyst_restart="blend", catalyst_blend_alphas=[0.25],
+    )  # fmt: skip
+    (record,) = trainer.catalyst_history
+    current, *shaped = last[-1]  # the current prompt, then each kept candidate's one blended start
+    kept = [record.candidates[i] for i in record.screening.kept]
+    assert len(kept) == len(shaped) == 2
+    assert sorted(c.score for c in kept) == sorted(shaped)
+    assert record.current.score == current
+    better = [s for s in shaped if s < current]
+    assert (record.decision is Decision.ACCEPTED) == bool(better)
