@@ -24,7 +24,7 @@ and seconds per call, the best-of-N label_loss and accuracy per source, and how 
 with a 95% Wilson interval, per task and pooled. Each finished request appends one line to
 ``benchmarks/results/mentor_yield_screen_rows.jsonl``; the same command resumes::
 
-    python -m benchmarks.mentor_yield --screen --calls-per-task 30     # the README's setting (about 3 h here)
+    python -m benchmarks.mentor_yield --screen --calls-per-task 30 --screen-examples 16 --threads 2   # the README's
 """
 
 from __future__ import annotations
@@ -167,7 +167,9 @@ class _ScreenTask:
             catalyst_rounds=0,
         )  # fmt: skip
         trainer = CatalystTrainer(model=model, args=targs, catalyst_dataset=split, **spec.trainer_kwargs())
-        self.scorer = PromptScorer(trainer, split, metric="label_loss", predictions=True)
+        self.scorer = PromptScorer(
+            trainer, split, metric="label_loss", predictions=True, batch_size=args.screen_score_batch
+        )
         self.source = EvidenceSource(self.scorer.scored_dataset, self.tok, self.labels)
         self.scored: dict[str, tuple[float, float]] = {}
         (self.manual,) = self.scorer.score_prompts([self._embed(self.task.manual_prompt)])
@@ -411,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--show", action="store_true", help="print every raw reply and the candidates")
     parser.add_argument("--screen", action="store_true", help="score each source's prompts with the doer (issue 19)")
+    parser.add_argument(
+        "--screen-score-batch", type=int, default=64, help="rows (examples x prompts) per scoring pass"
+    )
     parser.add_argument("--screen-report", action="store_true", help="summarize the --screen rows recorded so far")
     parser.add_argument("--screen-ns", type=int, nargs="+", default=[4, 16], help="prompts per source and request (N)")
     parser.add_argument(
