@@ -15,8 +15,8 @@ from transformers import DataCollatorForLanguageModeling
 
 from benchmarks import compare
 from benchmarks.baselines import FrozenPromptTrainer, HistoryMentor, freeze_soft_prompt
-from benchmarks.stats import bootstrap_ci, mean_std, paired_difference, paired_t_ci, t_quantile
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.app.compare.stats import bootstrap_ci, mean_std, paired_difference, paired_t_ci, t_quantile
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.mentors import ChatMentor, Completion, MentorRequest, RandomMentor, TrajectoryPoint
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, text_to_token_ids, vocabulary_words

@@ -8,7 +8,7 @@ modules of one idea each:
 - :mod:`~benchmarks.compare.plans`: the grids and the printed plan with its estimate;
 - :mod:`~benchmarks.compare.run`: one run, trained and recorded;
 - :mod:`~benchmarks.compare.store`: the resumable record store (one JSON per finished run), worker locks, commits;
-- :mod:`~benchmarks.compare.summary`: the statistics of a grid (arithmetic in :mod:`benchmarks.stats`);
+- :mod:`~benchmarks.compare.summary`: the statistics of a grid (arithmetic in :mod:`peft_catalyst.app.compare.stats`);
 - :mod:`~benchmarks.compare.report`: the JSON, Markdown and PNG report;
 - :mod:`~benchmarks.compare.runner`: running a plan (in order, or in worker processes), then the report.
 """

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import platform
-import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -322,50 +318,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 def environment(argv: Sequence[str], jobs: int = 1, threads: int = 1) -> dict[str, Any]:
     """The exact command, package versions, git commit and machine description."""
-    import importlib.metadata as md
+    from peft_catalyst.app.compare.environment import environment as describe
 
-    packages = {}
-    for name in ("peft-catalyst", "torch", "transformers", "peft", "accelerate", "datasets", "numpy", "tokenizers"):
-        try:
-            packages[name] = md.version(name)
-        except md.PackageNotFoundError:
-            packages[name] = None
-    packages["python"] = platform.python_version()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        git = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except OSError:
-        git = None
-    try:
-        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        memory_gb = math.nan
-    return {
-        "command": " ".join(["python -m benchmarks.compare", *argv]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git": git,
-        "packages": packages,
-        "machine": {
-            "cpu": cpu,
-            "cpu_count": os.cpu_count(),
-            "workers": jobs,
-            "torch_threads_per_worker": threads,
-            "memory_gb": round(memory_gb, 1),
-            "platform": platform.platform(),
-            "description": f"{cpu}, {os.cpu_count()} cores ({jobs} worker(s) x {threads} torch thread(s)), "
-            f"{memory_gb:.0f} GB RAM, "
-            f"{platform.system()} {platform.release()}",
-        },
-    }
+    return describe(" ".join(["python -m benchmarks.compare", *argv]), jobs, threads, git_dir=Path(__file__).parent)
 
 
 def write_report(

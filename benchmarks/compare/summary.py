@@ -1,5 +1,5 @@
 """The statistics of a grid: per cell and pooled paired differences, the headline contrasts of v2, per-method costs
-(the arithmetic itself is :mod:`benchmarks.stats`)."""
+(the arithmetic itself is :mod:`peft_catalyst.app.compare.stats`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from benchmarks.compare.methods import RANDOM_INIT_SUFFIX, SINGLE_METHODS, Cell, DoerPlan, method_spec
 from benchmarks.compare.plans import Plan
-from benchmarks.stats import mean_std, paired_difference
+from peft_catalyst.app.compare.stats import mean_std, paired_difference
 
 
 def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
