@@ -21,8 +21,9 @@ USAGE = """peft-catalyst <command> [options]
 
 commands:
   train    prompt-tune a model with LLM-guided restarts (no options: the embedded offline default)
+  compare  does the mentor help on this task? catalyst vs random restarts vs plain prompt tuning, paired per seed
 
-Run 'peft-catalyst train --help' for every option."""
+Run 'peft-catalyst train --help' for every option, 'peft-catalyst compare --help' for what compare adds."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "train":
         return _guarded(train, rest)
+    if command == "compare":
+        from peft_catalyst.app.compare.command import compare
+
+        return _guarded(compare, rest)
     if command.startswith("-"):  # options without a command: they are train's
         return _guarded(train, argv)
     print(f"peft-catalyst: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
