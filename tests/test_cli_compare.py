@@ -150,3 +150,29 @@ def test_help_and_usage_name_the_command(capsys):
     assert "--seeds S" in capsys.readouterr().out
     assert main(["--help"]) == 0
     assert "compare  does the mentor help" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(600)
+def test_compare_under_two_processes_asks_once_per_round_and_writes_once(doer_dir, tmp_path):
+    """torchrun, 2 CPU processes (gloo; `accelerate launch --cpu` starts one process without MPI, see README): every
+    process trains every run, the mentor is asked from the main process only, the main process writes the records
+    and the report and prints the headline once."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "cmp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: REPLY)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "peft_catalyst.app.cli", *_args(doer_dir, out, server.base_url), "--seeds", "2",
+               "--use_cpu", "true"]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        assert server.request_count == 4  # 2 rounds x 2 catalyst runs, from the main process only
+    report = json.loads((out / "compare.json").read_text())
+    assert report["machine"]["workers"] == 2
+    assert len(list((out / "records").glob("*.json"))) == 6
+    assert result.stdout.count("catalyst - random: ") == 1 and report["headline"] in result.stdout
+    assert not list(out.rglob("*.tmp"))  # no half-written file from two processes writing one path

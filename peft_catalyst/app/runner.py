@@ -304,13 +304,18 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resume_from_checkpoint:
                 raise UserError(f"--resume_from_checkpoint: no such checkpoint folder {resume_from_checkpoint!r}.")
         path.mkdir(parents=True, exist_ok=True)
         return path
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise UserError(
-                f"output_dir {path} exists and is not empty: pick another one or pass --overwrite_output_dir."
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    from accelerate import PartialState
+
+    state = PartialState()  # several processes (torchrun, accelerate launch): only the main one changes the folder
+    occupied = path.exists() and any(path.iterdir())
+    if occupied and not overwrite:
+        raise UserError(f"output_dir {path} exists and is not empty: pick another one or pass --overwrite_output_dir.")
+    state.wait_for_everyone()  # every process looked before the folder changes
+    if state.is_main_process:
+        if occupied:
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
     return path
 
 
@@ -415,9 +420,11 @@ def run(
         "wall_time_s": round(time.perf_counter() - started, 1),
         "arguments": {"model": asdict(model_args), "data": asdict(data_args), "mentor": asdict(mentor_args)},
     }
-    write_json_atomic(out / "metrics.json", metrics)
+    main_process = trainer.is_world_process_zero()  # every process holds the same metrics; one writes them
+    if main_process:
+        write_json_atomic(out / "metrics.json", metrics)
     trainer.create_model_card(metrics=_card_metrics(metrics), task_name=tuned.task.name)
-    if run_args.plot:
+    if run_args.plot and main_process:
         try:
             from peft_catalyst.app.plotting import plot_run
 
