@@ -6,6 +6,7 @@ modules of one idea each:
 - :mod:`~benchmarks.compare.methods`: what a run is (methods, a doer's budget, a cell);
 - :mod:`~benchmarks.compare.costs`: the cost model (predicted wall time of a run);
 - :mod:`~benchmarks.compare.plans`: the grids and the printed plan with its estimate;
+- :mod:`~benchmarks.compare.plans_v3`: benchmark v3's methods and plans (stall and plateau regimes);
 - :mod:`~benchmarks.compare.run`: one run, trained and recorded;
 - :mod:`~benchmarks.compare.store`: the resumable record store (one JSON per finished run), worker locks, commits;
 - :mod:`~benchmarks.compare.summary`: the statistics of a grid (arithmetic in :mod:`peft_catalyst.app.compare.stats`);
@@ -55,15 +56,22 @@ from benchmarks.compare.methods import (  # noqa: E402
 from benchmarks.compare.plans import (  # noqa: E402
     BUDGET_SLACK,
     FULL_PLAN,
-    PLANS,
     QUICK_PLAN,
-    QUICK_PLANS,
     V2_DOERS,
     V2_PLAN,
     V2_QUICK_PLAN,
     Plan,
     plan_lines,
     seeds_that_fit,
+)
+from benchmarks.compare.plans_v3 import (  # noqa: E402
+    PLANS,
+    QUICK_PLANS,
+    V3_CONTRASTS,
+    V3_METHODS,
+    V3_PLATEAU_PLAN,
+    V3_STALL_PLAN,
+    v3_specs,
 )
 from benchmarks.compare.report import (  # noqa: E402
     METHOD_DEFINITIONS,
@@ -122,6 +130,10 @@ __all__ = [
     "V2_METHODS",
     "V2_PLAN",
     "V2_QUICK_PLAN",
+    "V3_CONTRASTS",
+    "V3_METHODS",
+    "V3_PLATEAU_PLAN",
+    "V3_STALL_PLAN",
     "Cell",
     "DoerPlan",
     "MethodSpec",
@@ -159,5 +171,6 @@ __all__ = [
     "select_plan",
     "summarize",
     "thread_speedup",
+    "v3_specs",
     "write_report",
 ]

@@ -37,9 +37,13 @@ import warnings
 from pathlib import Path
 
 from benchmarks.compare.methods import ALL_METHODS, RANDOM_INIT_SUFFIX, SINGLE_METHODS
-from benchmarks.compare.plans import PLANS, QUICK_PLANS, Plan
+from benchmarks.compare.plans import Plan
+from benchmarks.compare.plans_v3 import PLANS, QUICK_PLANS, V3_METHODS
 from benchmarks.compare.runner import run_cells, run_plan
 from benchmarks.compare.store import RESULTS_DIR
+
+#: Methods a plan may also run from PEFT's RANDOM init (``--methods catalyst-race@random``).
+RANDOM_INIT_METHODS = tuple(f"{m}{RANDOM_INIT_SUFFIX}" for m in ALL_METHODS if m not in SINGLE_METHODS)
 
 
 def select_plan(args: argparse.Namespace) -> Plan:
@@ -75,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--plan", choices=sorted(PLANS), default="v2", help="v2 (issue 14, default) or full (the first grid)"
+        "--plan",
+        choices=sorted(PLANS),
+        default="v2",
+        help="v2 (issue 14, default), full (the first grid), v3-stall or v3-plateau (issue 22)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="the plan's machinery check (1 task, 1 seed, tiny budget)"
@@ -85,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=[*ALL_METHODS, *(f"{m}{RANDOM_INIT_SUFFIX}" for m in ALL_METHODS if m not in SINGLE_METHODS)],
+        choices=list(dict.fromkeys([*ALL_METHODS, *V3_METHODS, *RANDOM_INIT_METHODS])),
     )
-    parser.add_argument("--seeds", type=int, help="seeds per doer (default: the plan's: v2 5 and 3, full 2, quick 1)")
+    parser.add_argument(
+        "--seeds", type=int, help="seeds per doer (default: the plan's: v2 5 and 3, full 2, v3-stall 5, v3-plateau 3)"
+    )
     parser.add_argument(
         "--restart-init", choices=["random", "text"], help="init of restart methods (default: the plan's)"
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from benchmarks.compare.methods import BENCH_VERSION, SINGLE_METHODS
 from benchmarks.compare.plans import Plan, plan_lines
+from benchmarks.compare.report_v3 import METHOD_DEFINITIONS_V3, v3_lines
 from benchmarks.compare.summary import HEADLINE_CONTRASTS, _gradient_steps, summarize
 
 logger = logging.getLogger(__name__)
@@ -107,16 +108,22 @@ def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
                 f"| {start} | `{name}` | {pooled['n']} | {_fmt_ci(pooled)} | "
                 f"{pooled['wins']}/{pooled['ties']}/{pooled['losses']} | " + " | ".join(per) + " |"
             )
+    if plan.contrasts:
+        lines += ["", *[f"- `{a} - {b}`: {what}." for a, b, what in plan.contrasts]]
+        lines += v3_lines(plan, summary)
+    else:
+        lines += [
+            "",
+            "- `catalyst-race - random-race`: " + HEADLINE_CONTRASTS[0][2] + ".",
+            "- `catalyst-race - single-matched`: " + HEADLINE_CONTRASTS[1][2] + ".",
+            "- `catalyst-race - better-single`: " + HEADLINE_CONTRASTS[2][2] + " (picked on the test mean, which "
+            "favours the baseline).",
+        ]
     lines += [
-        "",
-        "- `catalyst-race - random-race`: " + HEADLINE_CONTRASTS[0][2] + ".",
-        "- `catalyst-race - single-matched`: " + HEADLINE_CONTRASTS[1][2] + ".",
-        "- `catalyst-race - better-single`: " + HEADLINE_CONTRASTS[2][2] + " (picked on the test mean, which "
-        "favours the baseline).",
         "",
         "## What each method spent",
         "",
-        "Per run, averaged over both tasks: rounds, rounds that restarted (a candidate replaced the prompt), race "
+        "Per run, averaged over its tasks: rounds, rounds that restarted (a candidate replaced the prompt), race "
         "steps, gradient steps in all (stages + races), LLM calls, tokens (prompt + completion), wall seconds.",
         "",
         "| doer | method | runs | rounds | restarted | race steps | gradient steps | LLM calls | tokens | wall s |",
@@ -158,7 +165,7 @@ def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
         "",
         "## Methods",
         "",
-        *[f"- {line}" for line in METHOD_DEFINITIONS_V2],
+        *[f"- {line}" for line in (METHOD_DEFINITIONS_V3 if plan.version >= 3 else METHOD_DEFINITIONS_V2)],
         "",
     ]
     lines += _setup_lines(meta)
@@ -370,7 +377,11 @@ def write_report(
                 "random_init_methods": plan.random_init_methods,
                 "doers": [asdict(d) for d in plan.doers],
             },
-            "method_definitions": METHOD_DEFINITIONS if plan.version == 1 else METHOD_DEFINITIONS_V2,
+            "method_definitions": METHOD_DEFINITIONS
+            if plan.version == 1
+            else METHOD_DEFINITIONS_V2
+            if plan.version == 2
+            else METHOD_DEFINITIONS_V3,
             "summary": summary,
             "runs": [
                 {k: r[k] for k in ("task", "doer", "method", "seed", "test_accuracy", "prompts", "llm", "seconds")}

@@ -3,6 +3,7 @@ settings), where it is stored, and which run a matched ``single`` needs."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -36,8 +37,11 @@ def cell_settings(plan: Plan, cell: Cell) -> dict[str, Any]:
         "restart_init": plan.restart_init,
     }
     if plan.version > 1:
-        settings["method"] = asdict(plan.spec(cell.method))
-    return settings
+        method = asdict(plan.spec(cell.method))
+        if not method["trainer"]:  # a field added with v3: v2's runs were stored without it
+            method.pop("trainer")
+        settings["method"] = method
+    return json.loads(json.dumps(settings))  # as stored: tuples read back as lists
 
 
 def _comparable_settings(settings: Any) -> Any:
