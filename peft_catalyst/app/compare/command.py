@@ -68,7 +68,7 @@ def _pop_seeds(argv: list[str]) -> tuple[int, list[str]]:
 
 
 def _output_dir_given(argv: list[str]) -> bool:
-    from peft_catalyst.app.cli import _split_config, read_config_file
+    from peft_catalyst.app.arguments import _split_config, read_config_file
 
     config, tokens = _split_config(argv)
     if any(t == "--output_dir" or t.startswith("--output_dir=") for t in tokens):
@@ -135,7 +135,7 @@ def check_output_dir(out: Path, settings: dict[str, Any]) -> None:
 
 def parse_compare_args(argv: list[str]) -> tuple[int, Any]:
     """``(seeds, TrainConfig)`` from the command line, checked; nothing loaded yet."""
-    from peft_catalyst.app.cli import parse_train_args
+    from peft_catalyst.app.arguments import parse_train_args
     from peft_catalyst.app.compare.runs import TrainConfig
 
     seeds, rest = _pop_seeds(argv)
