@@ -79,7 +79,8 @@ def _fmt_ci(diff: dict[str, Any]) -> str:
 def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """The v2 report: headline contrasts, per-method costs, per-cell table, definitions and the exact setup."""
     doers = [d.doer for d in plan.doers]
-    lines = [f"# Does the mentor help? Benchmark {plan.name} (issue 14)", ""]
+    issue = "issue 22" if plan.version >= 3 else "issue 14"
+    lines = [f"# Does the mentor help? Benchmark {plan.name} ({issue})", ""]
     if meta.get("missing_runs"):
         lines += [_incomplete_line(plan, meta["missing_runs"]), ""]
     lines += [

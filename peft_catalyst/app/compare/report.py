@@ -165,6 +165,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             right.plot(i, mean, "o")
         right.scatter([i] * len(diff["pairs"]), [100 * p["difference"] for p in diff["pairs"]], s=10, alpha=0.5)
     right.axhline(0.0, color="black", lw=0.8)
+    right.set_xlim(-0.5, len(names) - 0.5)
     right.set_xticks(range(len(names)), names)
     right.set_ylabel("Δ test accuracy (points, 95% CI)")
     right.grid(axis="y", alpha=0.3)
