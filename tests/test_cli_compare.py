@@ -10,6 +10,7 @@ import pytest
 from peft_catalyst.app.cli import main
 from peft_catalyst.app.compare import runs as compare_runs
 from peft_catalyst.app.compare.stats import binomial_interval, paired_difference
+from peft_catalyst.app.errors import UserError
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer
 
@@ -106,7 +107,8 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
         "steps"
     ]
 
-    # The same folder with another configuration: refused, nothing touched.
+    # The same folder with another configuration: refused, nothing touched (a comparison with no finished run
+    # would be replaced: test_a_comparison_without_a_finished_run_is_replaced).
     capsys.readouterr()
     code = main([*_args(doer_dir, out), "--seeds", "2", "--learning_rate", "0.05"])
     err = capsys.readouterr().err.strip()
@@ -126,6 +128,7 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
         (["--catalyst_selection", "nope"], "catalyst_selection must be one of"),
         (["--max_steps", "4"], "catalyst_rounds"),  # 2 rounds x 2 steps leave no final stage
         (["--config", "missing.yaml"], "--config: no file at missing.yaml"),
+        (["--model_name_or_path", "no/such-model-here"], "Cannot load model 'no/such-model-here'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(doer_dir, tmp_path, capsys, extra, message):
@@ -176,3 +179,17 @@ def test_compare_under_two_processes_asks_once_per_round_and_writes_once(doer_di
     assert len(list((out / "records").glob("*.json"))) == 6
     assert result.stdout.count("catalyst - random: ") == 1 and report["headline"] in result.stdout
     assert not list(out.rglob("*.tmp"))  # no half-written file from two processes writing one path
+
+
+def test_a_comparison_without_a_finished_run_is_replaced(doer_dir, tmp_path):
+    """A comparison whose first run failed left its configuration and no record: a corrected command runs there."""
+    from peft_catalyst.app.compare.command import COMPARISON_FILE, check_output_dir
+
+    out = tmp_path / "cmp"
+    (out / "runs" / "catalyst__seed42").mkdir(parents=True)
+    (out / COMPARISON_FILE).write_text(json.dumps({"settings": {"model": "other"}, "seeds": 2}))
+    check_output_dir(out, {"model": "mine"})  # no record: nothing to keep
+    (out / "records").mkdir()
+    (out / "records" / "catalyst__seed42.json").write_text("{}")
+    with pytest.raises(UserError, match="differs in model"):
+        check_output_dir(out, {"model": "mine"})

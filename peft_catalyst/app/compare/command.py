@@ -115,14 +115,15 @@ def _differences(a: Any, b: Any, path: str = "") -> list[str]:
 
 
 def check_output_dir(out: Path, settings: dict[str, Any]) -> None:
-    """Refuse an output directory that holds another comparison (other settings) or something else entirely."""
+    """Refuse an output directory that holds another comparison's records (other settings) or something else
+    entirely; a comparison that finished no run yet (say its first run failed to load the model) is replaced."""
     file = out / COMPARISON_FILE
     if file.is_file():
         try:
             stored = json.loads(file.read_text(encoding="utf-8")).get("settings")
         except (OSError, json.JSONDecodeError, AttributeError) as exc:
             raise UserError(f"{file} is unreadable ({exc}): pick another --output_dir.") from exc
-        if stored != settings:
+        if stored != settings and any((out / RECORDS_DIR).glob("*.json")):  # no finished run: nothing to keep
             names = _differences(stored, settings)
             shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
             raise UserError(
@@ -145,6 +146,9 @@ def parse_compare_args(argv: list[str]) -> tuple[int, Any]:
         name = "custom" if model.model_name_or_path else model.model
         training.output_dir = str(Path("runs") / f"compare-{dataset}-{name}")
     _check_contrast(mentor, training, model.num_virtual_tokens)
+    from peft_catalyst.app.runner import model_kind
+
+    model_kind(model)  # a model path or id that does not load: refused before anything is written
     return seeds, TrainConfig(model, data, mentor, run_args, training)
 
 
