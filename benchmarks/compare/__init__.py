@@ -1,16 +1,17 @@
 """Does the mentor help? The catalyst against the right baselines, with seeds, spread and paired intervals.
 
-The command (``python -m benchmarks.compare``; its plans, methods and flags: :mod:`benchmarks.compare.cli`), in
-modules of one idea each:
+The command (``python -m benchmarks.compare``; its plans, methods and flags: :mod:`benchmarks.compare.cli`) is a set
+of plans on top of the comparison machinery that ``peft-catalyst compare`` uses too (:mod:`peft_catalyst.app.compare`:
+the statistics, the record store, the run schedule, the environment), in modules of one idea each:
 
 - :mod:`~benchmarks.compare.methods`: what a run is (methods, a doer's budget, a cell);
 - :mod:`~benchmarks.compare.costs`: the cost model (predicted wall time of a run);
 - :mod:`~benchmarks.compare.plans`: the grids and the printed plan with its estimate;
 - :mod:`~benchmarks.compare.plans_v3`: benchmark v3's methods and plans (stall and plateau regimes);
 - :mod:`~benchmarks.compare.run`: one run, trained and recorded;
-- :mod:`~benchmarks.compare.store`: the resumable record store (one JSON per finished run), worker locks, commits;
-- :mod:`~benchmarks.compare.summary`: the statistics of a grid (arithmetic in :mod:`peft_catalyst.app.compare.stats`);
-- :mod:`~benchmarks.compare.report`: the JSON, Markdown and PNG report;
+- :mod:`~benchmarks.compare.store`: a run's settings and place in the record store, and what a matched single needs;
+- :mod:`~benchmarks.compare.summary`: the statistics of a grid;
+- :mod:`~benchmarks.compare.report` (and :mod:`~benchmarks.compare.report_v3`): the JSON, Markdown and PNG report;
 - :mod:`~benchmarks.compare.runner`: running a plan (in order, or in worker processes), then the report.
 """
 
