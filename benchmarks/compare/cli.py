@@ -1,9 +1,10 @@
 """Does the mentor help? The catalyst against the right baselines, with seeds, spread and paired intervals.
 
-Two plans. ``full`` (issue 7, committed under ``results/compare/cells/full/``): the first grid, six methods, restart
-methods from PEFT's RANDOM init. ``v2`` (issue 14, the default): seven methods, paired per seed (same split, init,
-head and data order), restart methods from the TEXT init of the task's manual prompt in every cell and, in one cell,
-also from the RANDOM init (methods suffixed ``@random``):
+Plans ``full``, ``v2``, ``v3-stall`` and ``v3-plateau``. ``full`` (issue 7, committed under
+``results/compare/cells/full/``): the first grid, six methods, restart methods from PEFT's RANDOM init. ``v2``
+(issue 14, the default): seven methods, paired per seed (same split, init, head and data order), restart methods
+from the TEXT init of the task's manual prompt in every cell and, in one cell, also from the RANDOM init (methods
+suffixed ``@random``):
 
     single-random    plain prompt tuning from PEFT's RANDOM init (no rounds)
     single-text      plain prompt tuning from the TEXT init of the task's manual prompt (no rounds)
@@ -24,6 +25,14 @@ as it finishes and skipped on rerun.
     python -m benchmarks.compare --quick               # machinery check, under 10 minutes
     python -m benchmarks.compare --plan v2 --commit-each  # the v2 grid, resumable; git-commits each finished run
     python -m benchmarks.compare --plan full --report-only # rebuild the first grid's report from its runs
+
+Benchmark v3 (issue 22; methods and regimes: :mod:`benchmarks.compare.plans_v3`), resumable, a regime or a task at
+a time:
+
+    python -m benchmarks.compare --plan v3-stall --dry-run                     # its plan and time estimate
+    python -m benchmarks.compare --plan v3-stall --commit-each                 # 3 tasks x 5 seeds, about 3 h
+    python -m benchmarks.compare --plan v3-plateau --tasks trec --commit-each  # the plateau regime, a task at a time
+    python -m benchmarks.compare --plan v3-stall --quick                       # its machinery check
 """
 
 from __future__ import annotations
