@@ -121,14 +121,12 @@ def make_request(
     )
 
 
-def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion ``wins / n``."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = wins / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return (round(max(0.0, centre - half), 3), round(min(1.0, centre + half), 3))
+def wilson(wins: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion ``wins / n``, to 3 decimals (as the results store it)."""
+    from peft_catalyst.app.compare.stats import binomial_interval
+
+    low, high = binomial_interval(wins, n)
+    return round(low, 3), round(high, 3)
 
 
 SOURCES = ("a_today", "b_evidence_new", "c_evidence_edit", "d_random", "e_random_anchored", "f_manual")

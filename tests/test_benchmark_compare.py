@@ -15,8 +15,8 @@ from transformers import DataCollatorForLanguageModeling
 
 from benchmarks import compare
 from benchmarks.baselines import FrozenPromptTrainer, HistoryMentor, freeze_soft_prompt
-from benchmarks.stats import bootstrap_ci, mean_std, paired_difference, paired_t_ci, t_quantile
 from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst.app.compare.stats import bootstrap_ci, mean_std, paired_difference, paired_t_ci, t_quantile
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.mentors import ChatMentor, Completion, MentorRequest, RandomMentor, TrajectoryPoint
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, text_to_token_ids, vocabulary_words
@@ -690,3 +690,79 @@ def test_commit_each_commits_only_that_run(tmp_path):
     assert git("log", "-1", "--format=%s").strip() == "benchmark v2: a"
     assert git("show", "--name-only", "--format=", "HEAD").split() == ["cells/v2/a.json"]
     assert "other.txt" in git("diff", "--cached", "--name-only")  # still staged, not swept in
+
+
+def test_report_only_reproduces_the_committed_v2_tables(tmp_path):
+    """v2's stored runs give the committed v2.md tables row for row (the settings of v2's runs did not change when
+    methods gained trainer settings for v3)."""
+    plan, cells_dir = compare.V2_PLAN, compare.RESULTS_DIR / "cells" / "v2"
+    finished = compare.load_finished(plan, cells_dir)
+    assert len(finished) == len(plan.cells())
+    paths = compare.write_report(plan, finished, tmp_path, ["--report-only"], jobs=2, threads=1)
+    table = [line for line in paths["md"].read_text().splitlines() if line.startswith("| ")]
+    committed = (compare.RESULTS_DIR / "v2.md").read_text().splitlines()
+    assert table and table == [line for line in committed if line.startswith("| ")]
+
+
+# ------------------------------------------------------------------------------------------------------ v3
+
+
+def _v3_plan(model_dir) -> compare.Plan:
+    base = _plan(model_dir)
+    doer = dataclasses.replace(base.doers[0], seeds=1, rounds=1, stage_steps=3, num_candidates=2, race_steps=1,
+                               race_eta=2, race_margin=0.0, validation_size=8, curve_points=2)  # fmt: skip
+    return dataclasses.replace(
+        compare.V3_STALL_PLAN, name="smoke3", tasks=("rotten_tomatoes",), doers=(doer,),
+        specs=compare.v3_specs("random", samples=3, controls=1), wall_budget_s=None,
+    )  # fmt: skip
+
+
+def test_v3_methods_run_with_random_controls_and_report_the_mentor_vs_random_count(tiny_doer_dir, tmp_path):
+    plan = _v3_plan(tiny_doer_dir)
+    paths = compare.run_plan(plan, tmp_path, ["--smoke3"], llm_factory=_scripted_llm)
+    runs = {
+        r["method"]: r for r in (json.loads(p.read_text()) for p in (tmp_path / "cells" / "smoke3").glob("*.json"))
+    }
+    assert set(runs) == set(compare.V3_METHODS)
+    assert len({r["prompts"]["initial"] for r in runs.values()}) == 1  # one init per seed
+    for m in ("catalyst", "random", "catalyst-blend", "catalyst-partial"):
+        rounds = runs[m]["rounds"]
+        assert [r["round"] for r in rounds] == [0, 1], m  # the initial round, then the scheduled one
+        assert runs[m]["beat_random"]["race"][1] == 2, m  # a random control raced in both
+        assert runs[m]["beat_random"]["screening"][1] >= 1, m  # screened against as many controls
+    assert [r["round"] for r in runs["catalyst-race"]["rounds"]] == [1]  # v2's rule: no initial round, no screening
+    assert runs["catalyst-race"]["beat_random"]["screening"] == [0, 0]
+    assert runs["catalyst-race"]["beat_random"]["race"][1] == 1
+    matched = runs["single-matched"]
+    assert matched["optimizer_steps"] == runs["catalyst"]["gradient_steps"]["total"] and not matched["rounds"]
+    assert [p["step"] for p in matched["curve"]] and all(0 <= p["accuracy"] <= 1 for p in matched["curve"])
+    assert runs["random"]["llm"]["calls"] == 0 and runs["catalyst"]["llm"]["calls"] == 2
+    settings = compare.cell_settings(plan, compare.Cell("rotten_tomatoes", "tiny", "catalyst-blend", 0))
+    assert ["catalyst_restart", "blend"] in settings["method"]["trainer"]
+    report = json.loads(paths["json"].read_text())
+    pooled = report["summary"]["beat_random"]["catalyst"]["pooled"]["race"]
+    assert (pooled["wins"], pooled["rounds"]) == (runs["catalyst"]["beat_random"]["race"][0], 2)
+    assert set(report["summary"]["beat_random"]) == {"catalyst", "catalyst-blend", "catalyst-partial", "catalyst-race"}
+    assert "catalyst - random" in report["summary"]["headline"]["random init"]
+    md = paths["md"].read_text()
+    assert "## Mentor against random controls (the primary statistic)" in md and "## Validation curve" in md
+    assert "| catalyst | race | " in md
+
+
+def test_v3_plans_fit_their_stretch():
+    """The stall regime fits one stretch of about 3 h (2 workers x 1 thread); each regime has the seeds, tasks and
+    methods of the issue; the plateau regime runs a task at a time."""
+    stall, plateau = compare.V3_STALL_PLAN, compare.V3_PLATEAU_PLAN
+    lines, total, _ = compare.plan_lines(stall, set(), jobs=2, threads=1)
+    assert total <= stall.wall_budget_s <= 3 * 3600 and any("fits the budget" in line for line in lines)
+    assert stall.tasks == ("rotten_tomatoes", "trec", "sms_spam") and stall.doers[0].seeds >= 5
+    assert plateau.tasks == ("rotten_tomatoes", "trec") and plateau.doers[0].seeds >= 3
+    assert stall.restart_init == "random" and plateau.doers[0].curve_points
+    for plan in (stall, plateau):
+        assert plan.methods == compare.V3_METHODS and plan.doers[0].doer == "smollm2"
+        assert all(dict(plan.spec(m).trainer).get("catalyst_race_controls", 0) >= 1 for m in plan.methods)
+        d = plan.doers[0]
+        assert d.rounds * d.stage_steps < d.max_steps
+        # catalyst, catalyst-blend and catalyst-partial ask the same first question: the shared cache answers it
+        cells = [compare.Cell(plan.tasks[0], "smollm2", m, 0) for m in plan.methods]
+        assert [c.method for c in cells if plan.shares_first_call(c)] == ["catalyst-blend", "catalyst-partial"]

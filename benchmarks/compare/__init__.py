@@ -1,15 +1,17 @@
 """Does the mentor help? The catalyst against the right baselines, with seeds, spread and paired intervals.
 
-The command (``python -m benchmarks.compare``; its plans, methods and flags: :mod:`benchmarks.compare.cli`), in
-modules of one idea each:
+The command (``python -m benchmarks.compare``; its plans, methods and flags: :mod:`benchmarks.compare.cli`) is a set
+of plans on top of the comparison machinery that ``peft-catalyst compare`` uses too (:mod:`peft_catalyst.app.compare`:
+the statistics, the record store, the run schedule, the environment), in modules of one idea each:
 
 - :mod:`~benchmarks.compare.methods`: what a run is (methods, a doer's budget, a cell);
 - :mod:`~benchmarks.compare.costs`: the cost model (predicted wall time of a run);
 - :mod:`~benchmarks.compare.plans`: the grids and the printed plan with its estimate;
+- :mod:`~benchmarks.compare.plans_v3`: benchmark v3's methods and plans (stall and plateau regimes);
 - :mod:`~benchmarks.compare.run`: one run, trained and recorded;
-- :mod:`~benchmarks.compare.store`: the resumable record store (one JSON per finished run), worker locks, commits;
-- :mod:`~benchmarks.compare.summary`: the statistics of a grid (arithmetic in :mod:`benchmarks.stats`);
-- :mod:`~benchmarks.compare.report`: the JSON, Markdown and PNG report;
+- :mod:`~benchmarks.compare.store`: a run's settings and place in the record store, and what a matched single needs;
+- :mod:`~benchmarks.compare.summary`: the statistics of a grid;
+- :mod:`~benchmarks.compare.report` (and :mod:`~benchmarks.compare.report_v3`): the JSON, Markdown and PNG report;
 - :mod:`~benchmarks.compare.runner`: running a plan (in order, or in worker processes), then the report.
 """
 
@@ -55,15 +57,22 @@ from benchmarks.compare.methods import (  # noqa: E402
 from benchmarks.compare.plans import (  # noqa: E402
     BUDGET_SLACK,
     FULL_PLAN,
-    PLANS,
     QUICK_PLAN,
-    QUICK_PLANS,
     V2_DOERS,
     V2_PLAN,
     V2_QUICK_PLAN,
     Plan,
     plan_lines,
     seeds_that_fit,
+)
+from benchmarks.compare.plans_v3 import (  # noqa: E402
+    PLANS,
+    QUICK_PLANS,
+    V3_CONTRASTS,
+    V3_METHODS,
+    V3_PLATEAU_PLAN,
+    V3_STALL_PLAN,
+    v3_specs,
 )
 from benchmarks.compare.report import (  # noqa: E402
     METHOD_DEFINITIONS,
@@ -122,6 +131,10 @@ __all__ = [
     "V2_METHODS",
     "V2_PLAN",
     "V2_QUICK_PLAN",
+    "V3_CONTRASTS",
+    "V3_METHODS",
+    "V3_PLATEAU_PLAN",
+    "V3_STALL_PLAN",
     "Cell",
     "DoerPlan",
     "MethodSpec",
@@ -159,5 +172,6 @@ __all__ = [
     "select_plan",
     "summarize",
     "thread_speedup",
+    "v3_specs",
     "write_report",
 ]

@@ -1,9 +1,10 @@
 """Does the mentor help? The catalyst against the right baselines, with seeds, spread and paired intervals.
 
-Two plans. ``full`` (issue 7, committed under ``results/compare/cells/full/``): the first grid, six methods, restart
-methods from PEFT's RANDOM init. ``v2`` (issue 14, the default): seven methods, paired per seed (same split, init,
-head and data order), restart methods from the TEXT init of the task's manual prompt in every cell and, in one cell,
-also from the RANDOM init (methods suffixed ``@random``):
+Plans ``full``, ``v2``, ``v3-stall`` and ``v3-plateau``. ``full`` (issue 7, committed under
+``results/compare/cells/full/``): the first grid, six methods, restart methods from PEFT's RANDOM init. ``v2``
+(issue 14, the default): seven methods, paired per seed (same split, init, head and data order), restart methods
+from the TEXT init of the task's manual prompt in every cell and, in one cell, also from the RANDOM init (methods
+suffixed ``@random``):
 
     single-random    plain prompt tuning from PEFT's RANDOM init (no rounds)
     single-text      plain prompt tuning from the TEXT init of the task's manual prompt (no rounds)
@@ -24,6 +25,14 @@ as it finishes and skipped on rerun.
     python -m benchmarks.compare --quick               # machinery check, under 10 minutes
     python -m benchmarks.compare --plan v2 --commit-each  # the v2 grid, resumable; git-commits each finished run
     python -m benchmarks.compare --plan full --report-only # rebuild the first grid's report from its runs
+
+Benchmark v3 (issue 22; methods and regimes: :mod:`benchmarks.compare.plans_v3`), resumable, a regime or a task at
+a time:
+
+    python -m benchmarks.compare --plan v3-stall --dry-run                     # its plan and time estimate
+    python -m benchmarks.compare --plan v3-stall --commit-each                 # 3 tasks x 5 seeds, about 3 h
+    python -m benchmarks.compare --plan v3-plateau --tasks trec --commit-each  # the plateau regime, a task at a time
+    python -m benchmarks.compare --plan v3-stall --quick                       # its machinery check
 """
 
 from __future__ import annotations
@@ -37,9 +46,13 @@ import warnings
 from pathlib import Path
 
 from benchmarks.compare.methods import ALL_METHODS, RANDOM_INIT_SUFFIX, SINGLE_METHODS
-from benchmarks.compare.plans import PLANS, QUICK_PLANS, Plan
+from benchmarks.compare.plans import Plan
+from benchmarks.compare.plans_v3 import PLANS, QUICK_PLANS, V3_METHODS
 from benchmarks.compare.runner import run_cells, run_plan
 from benchmarks.compare.store import RESULTS_DIR
+
+#: Methods a plan may also run from PEFT's RANDOM init (``--methods catalyst-race@random``).
+RANDOM_INIT_METHODS = tuple(f"{m}{RANDOM_INIT_SUFFIX}" for m in ALL_METHODS if m not in SINGLE_METHODS)
 
 
 def select_plan(args: argparse.Namespace) -> Plan:
@@ -75,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--plan", choices=sorted(PLANS), default="v2", help="v2 (issue 14, default) or full (the first grid)"
+        "--plan",
+        choices=sorted(PLANS),
+        default="v2",
+        help="v2 (issue 14, default), full (the first grid), v3-stall or v3-plateau (issue 22)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="the plan's machinery check (1 task, 1 seed, tiny budget)"
@@ -85,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=[*ALL_METHODS, *(f"{m}{RANDOM_INIT_SUFFIX}" for m in ALL_METHODS if m not in SINGLE_METHODS)],
+        choices=list(dict.fromkeys([*ALL_METHODS, *V3_METHODS, *RANDOM_INIT_METHODS])),
     )
-    parser.add_argument("--seeds", type=int, help="seeds per doer (default: the plan's: v2 5 and 3, full 2, quick 1)")
+    parser.add_argument(
+        "--seeds", type=int, help="seeds per doer (default: the plan's: v2 5 and 3, full 2, v3-stall 5, v3-plateau 3)"
+    )
     parser.add_argument(
         "--restart-init", choices=["random", "text"], help="init of restart methods (default: the plan's)"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from benchmarks.compare.methods import Cell, DoerPlan, method_spec
+from benchmarks.compare.methods import Cell, DoerPlan, MethodSpec, method_spec
 
 # Cost model of one run with ONE torch thread, in seconds, on this project's 2-core machine (AMD EPYC family 23 model
 # 1), calibrated on the first grid's 48 runs (cells/full/, 2 workers x 1 thread, so the other worker's load is in the
@@ -39,6 +39,11 @@ USABLE_CANDIDATES = 2.4  # usable candidates per mentor call (benchmarks/results
 #: Usable mentor candidates per round in the first grid (40 rounds, 4 asked): how many arms an LLM race has.
 USABLE_COUNTS = {0: 2, 1: 13, 2: 15, 3: 6, 4: 4}
 TWO_THREAD_SPEEDUP = 1.4  # one process on 2 threads vs 1 (0.68 -> 0.47 s per MiniLM step); 2 processes give 2x
+
+
+def c_call(doer: str) -> float:
+    """Seconds of one mentor call beside ``doer`` (:data:`COSTS`)."""
+    return COSTS.get(doer, COSTS["minilm"]).get("mentor_call_s", MENTOR_CALL_S)
 
 
 def thread_speedup(threads: int) -> float:
@@ -97,13 +102,20 @@ def estimate_cell_seconds(
     threads: int = 1,
     matched_steps: int | None = None,
     shared_first_call: bool = False,
+    spec: MethodSpec | None = None,
 ) -> float:
     """Predicted wall time of one run with ``threads`` torch threads from :data:`COSTS` (load, gradient steps,
     scoring, race steps, mentor calls, test evaluation), on this machine type's slow end.
 
     ``matched_steps``: single-matched's step count when known (else the expected one of catalyst-race);
-    ``shared_first_call``: the first mentor call is a cache hit (:meth:`Plan.shares_first_call`)."""
-    spec = method_spec(cell.method)
+    ``shared_first_call``: the first mentor call is a cache hit (:meth:`Plan.shares_first_call`); ``spec``: the
+    method's settings (default: the shared table's, :func:`method_spec`)."""
+    spec = spec or method_spec(cell.method)
+    if spec.trainer:
+        seconds = _estimate_v3(cell, dplan, spec, threads, matched_steps)
+        if shared_first_call and spec.mentor.startswith("llm"):
+            seconds -= c_call(cell.doer) * EVIDENCE_CALL_FACTOR / thread_speedup(threads)
+        return seconds
     c = COSTS.get(cell.doer, COSTS["minilm"])
     scale = TASK_SCALE.get(cell.task, 1.0)
     step = c["step_per_example"] * dplan.batch_size * scale
@@ -133,6 +145,81 @@ def estimate_cell_seconds(
         seconds += dplan.rounds * per_round
         if shared_first_call and spec.mentor.startswith("llm"):
             seconds -= c.get("mentor_call_s", MENTOR_CALL_S)
+    return seconds / thread_speedup(threads)
+
+
+#: Plans from v3 on (benchmarks/results/mentor_yield_screen_n4.json, SmolLM2 mentor, N=4, one thread): a mentor call
+#: with evidence took 10.0 s against 8.5 s without; 2.6 of 4 prompts asked were usable.
+EVIDENCE_CALL_FACTOR = 10.0 / 8.5
+USABLE_RATE = 2.6 / 4
+
+
+def v3_round(dplan: DoerPlan, spec: MethodSpec, initial: bool = False) -> dict[str, float]:
+    """Expected cost of one round of a method with trainer settings (plans from v3 on): ``scorings`` (untrained
+    catalyst-split passes: trajectory, screening of the mentor's prompts and of the random controls, race rungs),
+    ``race_steps`` (gradient steps of all arms) and ``mentor_calls`` (0 for random candidates)."""
+    t = dict(spec.trainer)
+    asked = t.get("catalyst_num_samples") or dplan.num_candidates
+    usable = asked * (USABLE_RATE if spec.mentor.startswith("llm") else 1.0)
+    controls = t.get("catalyst_race_controls", 0) if spec.selection == "race" else 0
+    scorings = 0.0 if initial else float(min(dplan.trajectory_points, dplan.stage_steps))
+    if asked > dplan.num_candidates:  # screening: every usable prompt, and as many random controls
+        scorings += usable + (max(asked, controls) if controls else 0)
+    kept = min(dplan.num_candidates, usable)
+    alphas = t.get("catalyst_blend_alphas", (0.3, 0.6))
+    shapes = len(alphas) if t.get("catalyst_restart") == "blend" else 1
+    race_steps = 0.0
+    if spec.selection == "race":
+        # kept is fractional: interpolate the race between its neighbouring whole arm counts
+        low = math.floor(kept)
+        shape_low = race_shape(1 + (low + controls) * shapes, dplan.race_steps or 0, dplan.race_eta or 2)
+        shape_high = race_shape(1 + (low + 1 + controls) * shapes, dplan.race_steps or 0, dplan.race_eta or 2)
+        frac = kept - low
+        race_steps = shape_low[0] + frac * (shape_high[0] - shape_low[0])
+        scorings += shape_low[1] + frac * (shape_high[1] - shape_low[1])
+    else:
+        scorings += 1 + kept * shapes
+    calls = 1.0 if spec.mentor.startswith("llm") else 0.0
+    return {"scorings": scorings, "race_steps": race_steps, "mentor_calls": calls}
+
+
+def v3_expected_total_steps(dplan: DoerPlan, spec: MethodSpec) -> float:
+    """Expected gradient steps in all (stages + races) of a round method with trainer settings: what a matched
+    single trains before its catalyst run has finished."""
+    t = dict(spec.trainer)
+    races = dplan.rounds * v3_round(dplan, spec)["race_steps"]
+    if t.get("catalyst_initial_round"):
+        races += v3_round(dplan, spec, initial=True)["race_steps"]
+    return dplan.max_steps + races
+
+
+def _estimate_v3(
+    cell: Cell, dplan: DoerPlan, spec: MethodSpec, threads: int, matched_steps: int | None
+) -> float:
+    """:func:`estimate_cell_seconds` for a method with trainer settings: screening, random controls in the race,
+    restart shapes, an initial round, evidence in the mentor's request, and a validation curve."""
+    c = COSTS.get(cell.doer, COSTS["minilm"])
+    scale = TASK_SCALE.get(cell.task, 1.0)
+    step = c["step_per_example"] * dplan.batch_size * scale
+    forward = c["forward_per_example"] * scale
+    t = dict(spec.trainer)
+    seconds = c["load"] + forward * dplan.test_size
+    if not spec.rounds:  # single: the matched method's settings tell its expected budget
+        round_spec = MethodSpec(spec.name, spec.base, spec.init, "llm", "race", trainer=spec.trainer)
+        steps = matched_steps if matched_steps is not None else v3_expected_total_steps(dplan, round_spec)
+        seconds += steps * step
+        if dplan.curve_points:
+            seconds += dplan.curve_points * forward * (dplan.validation_size or 300)
+        return seconds / thread_speedup(threads)
+    call = c.get("mentor_call_s", MENTOR_CALL_S)
+    if t.get("catalyst_mentor_examples", 3) or t.get("catalyst_mentor_errors", 3):
+        call *= EVIDENCE_CALL_FACTOR
+    rounds = [v3_round(dplan, spec)] * dplan.rounds
+    if t.get("catalyst_initial_round"):
+        rounds.append(v3_round(dplan, spec, initial=True))
+    seconds += dplan.max_steps * step
+    for r in rounds:
+        seconds += r["race_steps"] * step + r["scorings"] * forward * dplan.catalyst_size + r["mentor_calls"] * call
     return seconds / thread_speedup(threads)
 
 

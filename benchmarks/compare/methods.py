@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 #: The first grid's methods (plan ``full``).
 METHODS = ("single-random", "single-text", "random-restarts", "llm-only", "blind", "catalyst")
@@ -38,6 +39,9 @@ class MethodSpec:
     selection: str | None  # catalyst_selection; None: no rounds
     frozen_prompt: bool = False  # llm-only: the soft prompt gets no gradient update
     matched_to: str | None = None  # single-matched: the method whose total gradient steps it trains
+    #: More ``CatalystTrainingArguments`` of the method, as (name, value) pairs (plans from v3 on: screening,
+    #: evidence, initial round, label anchor, restart shape, random controls); empty: the library's defaults.
+    trainer: tuple[tuple[str, Any], ...] = ()
 
     @property
     def rounds(self) -> bool:
@@ -105,10 +109,14 @@ class DoerPlan:
     race_steps: int | None = None
     race_eta: int | None = None
     race_margin: float | None = None
+    #: Validation examples (None: the task's) and how many points of a validation curve the runs without rounds
+    #: record (None: none), to show where plain prompt tuning flattens.
+    validation_size: int | None = None
+    curve_points: int | None = None
 
 
 #: DoerPlan fields added after the first grid: left out of the stored settings while None.
-_OPTIONAL_DOER_FIELDS = ("race_steps", "race_eta", "race_margin")
+_OPTIONAL_DOER_FIELDS = ("race_steps", "race_eta", "race_margin", "validation_size", "curve_points")
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from benchmarks.compare.costs import estimate_cell_seconds, expected_total_steps, resolution_line
+from benchmarks.compare.costs import (
+    estimate_cell_seconds,
+    expected_total_steps,
+    resolution_line,
+    v3_expected_total_steps,
+)
 from benchmarks.compare.methods import (
     METHODS,
     RANDOM_INIT_SUFFIX,
@@ -35,6 +40,10 @@ class Plan:
     random_init_methods: tuple[str, ...] = ()
     #: Wall-clock budget the plan is sized for (seconds); the printed plan says how many seeds fit in it.
     wall_budget_s: float | None = None
+    #: Methods of this plan's own (from v3 on), looked up before the shared table of :func:`method_spec`.
+    specs: tuple[MethodSpec, ...] = ()
+    #: The headline contrasts (method, reference, what it measures); None: v2's (``summary.HEADLINE_CONTRASTS``).
+    contrasts: tuple[tuple[str, str, str], ...] | None = None
 
     def doer(self, name: str) -> DoerPlan:
         """The budget of doer ``name``."""
@@ -47,6 +56,9 @@ class Plan:
 
     def spec(self, method: str) -> MethodSpec:
         """Trainer settings of ``method`` in this plan."""
+        for spec in self.specs:
+            if spec.name == method:
+                return spec
         return method_spec(method, self.restart_init)
 
     def run_order(self, task: str, doer: str) -> list[str]:
@@ -65,12 +77,17 @@ class Plan:
             return False
         earlier = self.run_order(cell.task, cell.doer)
         earlier = earlier[: earlier.index(cell.method)] if cell.method in earlier else []
-        return any(self.spec(m).mentor == "llm" and self.spec(m).init == spec.init for m in earlier)
+        return any(self.spec(m).mentor == "llm" and _request(self.spec(m)) == _request(spec) for m in earlier)
 
     def estimate(self, cell: Cell, threads: int = 1, matched_steps: int | None = None) -> float:
         """Predicted wall time of ``cell`` (:func:`estimate_cell_seconds` with this plan's doer budget)."""
         return estimate_cell_seconds(
-            cell, self.doer(cell.doer), threads, matched_steps, shared_first_call=self.shares_first_call(cell)
+            cell,
+            self.doer(cell.doer),
+            threads,
+            matched_steps,
+            shared_first_call=self.shares_first_call(cell),
+            spec=self.spec(cell.method),
         )
 
     def cells(self) -> list[Cell]:
@@ -90,6 +107,15 @@ class Plan:
         return dataclasses.replace(
             self, doers=tuple(dataclasses.replace(d, seeds=seeds.get(d.doer, d.seeds)) for d in self.doers)
         )
+
+
+#: Trainer settings that shape a restart, not the mentor's first request.
+_RESTART_SETTINGS = ("catalyst_restart", "catalyst_blend_alphas", "catalyst_partial_tokens")
+
+
+def _request(spec: MethodSpec) -> tuple:
+    """What decides a method's first mentor request besides the seed: its init and the settings the request reads."""
+    return spec.init, tuple((k, v) for k, v in spec.trainer if k not in _RESTART_SETTINGS)
 
 
 # Full grid, sized to fit 2.5 hours on this project's 2-core machine (--dry-run prints the estimate). That machine
@@ -245,8 +271,6 @@ V2_QUICK_PLAN = Plan(
     # no RANDOM-init copies here (tests/test_benchmark_compare.py covers their settings): 14 runs, under 10 minutes
     wall_budget_s=10 * 60,
 )
-PLANS = {"full": FULL_PLAN, "v2": V2_PLAN}
-QUICK_PLANS = {"full": QUICK_PLAN, "v2": V2_QUICK_PLAN}
 
 
 #: "About" the wall budget: an estimate within 5% of it fits (the cost model itself is good to about 10%).
@@ -305,7 +329,14 @@ def plan_lines(plan: Plan, done: set[str], jobs: int = 1, threads: int = 1) -> t
             f"{race}; splits train {d.train_size} / catalyst {d.catalyst_size} / test {d.test_size}; eval batch "
             f"{d.eval_batch_size}"
         )
-        if any(plan.spec(m).selection == "race" for m in methods):
+        if plan.specs:
+            races = [m for m in methods if plan.spec(m).selection == "race"]
+            lines.append(
+                "    expected gradient steps in all: "
+                + ", ".join(f"{m} {v3_expected_total_steps(d, plan.spec(m)):.0f}" for m in races)
+                + " (single-matched trains its run's actual count)"
+            )
+        elif any(plan.spec(m).selection == "race" for m in methods):
             lines.append(
                 f"    expected gradient steps in all: catalyst-race {expected_total_steps(d, 'llm'):.0f}, random-race "
                 f"{expected_total_steps(d, 'random'):.0f} (single-matched trains catalyst-race's actual count)"

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import platform
-import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from benchmarks.compare.methods import BENCH_VERSION, SINGLE_METHODS
 from benchmarks.compare.plans import Plan, plan_lines
+from benchmarks.compare.report_v3 import METHOD_DEFINITIONS_V3, v3_lines
 from benchmarks.compare.summary import HEADLINE_CONTRASTS, _gradient_steps, summarize
 
 logger = logging.getLogger(__name__)
@@ -82,7 +79,8 @@ def _fmt_ci(diff: dict[str, Any]) -> str:
 def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """The v2 report: headline contrasts, per-method costs, per-cell table, definitions and the exact setup."""
     doers = [d.doer for d in plan.doers]
-    lines = [f"# Does the mentor help? Benchmark {plan.name} (issue 14)", ""]
+    issue = "issue 22" if plan.version >= 3 else "issue 14"
+    lines = [f"# Does the mentor help? Benchmark {plan.name} ({issue})", ""]
     if meta.get("missing_runs"):
         lines += [_incomplete_line(plan, meta["missing_runs"]), ""]
     lines += [
@@ -111,16 +109,22 @@ def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
                 f"| {start} | `{name}` | {pooled['n']} | {_fmt_ci(pooled)} | "
                 f"{pooled['wins']}/{pooled['ties']}/{pooled['losses']} | " + " | ".join(per) + " |"
             )
+    if plan.contrasts:
+        lines += ["", *[f"- `{a} - {b}`: {what}." for a, b, what in plan.contrasts]]
+        lines += v3_lines(plan, summary)
+    else:
+        lines += [
+            "",
+            "- `catalyst-race - random-race`: " + HEADLINE_CONTRASTS[0][2] + ".",
+            "- `catalyst-race - single-matched`: " + HEADLINE_CONTRASTS[1][2] + ".",
+            "- `catalyst-race - better-single`: " + HEADLINE_CONTRASTS[2][2] + " (picked on the test mean, which "
+            "favours the baseline).",
+        ]
     lines += [
-        "",
-        "- `catalyst-race - random-race`: " + HEADLINE_CONTRASTS[0][2] + ".",
-        "- `catalyst-race - single-matched`: " + HEADLINE_CONTRASTS[1][2] + ".",
-        "- `catalyst-race - better-single`: " + HEADLINE_CONTRASTS[2][2] + " (picked on the test mean, which "
-        "favours the baseline).",
         "",
         "## What each method spent",
         "",
-        "Per run, averaged over both tasks: rounds, rounds that restarted (a candidate replaced the prompt), race "
+        "Per run, averaged over its tasks: rounds, rounds that restarted (a candidate replaced the prompt), race "
         "steps, gradient steps in all (stages + races), LLM calls, tokens (prompt + completion), wall seconds.",
         "",
         "| doer | method | runs | rounds | restarted | race steps | gradient steps | LLM calls | tokens | wall s |",
@@ -162,7 +166,7 @@ def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
         "",
         "## Methods",
         "",
-        *[f"- {line}" for line in METHOD_DEFINITIONS_V2],
+        *[f"- {line}" for line in (METHOD_DEFINITIONS_V3 if plan.version >= 3 else METHOD_DEFINITIONS_V2)],
         "",
     ]
     lines += _setup_lines(meta)
@@ -322,50 +326,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 def environment(argv: Sequence[str], jobs: int = 1, threads: int = 1) -> dict[str, Any]:
     """The exact command, package versions, git commit and machine description."""
-    import importlib.metadata as md
+    from peft_catalyst.app.compare.environment import environment as describe
 
-    packages = {}
-    for name in ("peft-catalyst", "torch", "transformers", "peft", "accelerate", "datasets", "numpy", "tokenizers"):
-        try:
-            packages[name] = md.version(name)
-        except md.PackageNotFoundError:
-            packages[name] = None
-    packages["python"] = platform.python_version()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        git = subprocess.run(
-            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent
-        ).stdout.strip()
-    except OSError:
-        git = None
-    try:
-        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        memory_gb = math.nan
-    return {
-        "command": " ".join(["python -m benchmarks.compare", *argv]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git": git,
-        "packages": packages,
-        "machine": {
-            "cpu": cpu,
-            "cpu_count": os.cpu_count(),
-            "workers": jobs,
-            "torch_threads_per_worker": threads,
-            "memory_gb": round(memory_gb, 1),
-            "platform": platform.platform(),
-            "description": f"{cpu}, {os.cpu_count()} cores ({jobs} worker(s) x {threads} torch thread(s)), "
-            f"{memory_gb:.0f} GB RAM, "
-            f"{platform.system()} {platform.release()}",
-        },
-    }
+    return describe(" ".join(["python -m benchmarks.compare", *argv]), jobs, threads, git_dir=Path(__file__).parent)
 
 
 def write_report(
@@ -415,7 +378,11 @@ def write_report(
                 "random_init_methods": plan.random_init_methods,
                 "doers": [asdict(d) for d in plan.doers],
             },
-            "method_definitions": METHOD_DEFINITIONS if plan.version == 1 else METHOD_DEFINITIONS_V2,
+            "method_definitions": METHOD_DEFINITIONS
+            if plan.version == 1
+            else METHOD_DEFINITIONS_V2
+            if plan.version == 2
+            else METHOD_DEFINITIONS_V3,
             "summary": summary,
             "runs": [
                 {k: r[k] for k in ("task", "doer", "method", "seed", "test_accuracy", "prompts", "llm", "seconds")}

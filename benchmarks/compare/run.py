@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.compare.costs import RACE_STEPS_FALLBACK, llm_only_schedule
-from benchmarks.compare.methods import Cell, method_spec
+from benchmarks.compare.methods import Cell, MethodSpec, method_spec
 from benchmarks.compare.plans import Plan
 from benchmarks.compare.store import cell_settings
 
@@ -67,10 +67,11 @@ def _history_rounds(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
     return rounds
 
 
-def llm_usage(rounds: list[dict[str, Any]], method: str) -> dict[str, Any]:
-    """LLM calls (a stricter retry counts), tokens and replayed calls of a run, from its rounds (0 without an LLM)."""
+def llm_usage(rounds: list[dict[str, Any]], method: str, spec: MethodSpec | None = None) -> dict[str, Any]:
+    """LLM calls (a stricter retry counts), tokens and replayed calls of a run, from its rounds (0 without an LLM);
+    ``spec``: the method's settings (default: the shared table's)."""
     usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_calls": 0}
-    if method_spec(method).mentor == "none" or method_spec(method).mentor == "random":
+    if (spec or method_spec(method)).mentor in ("none", "random"):
         return usage
     for r in rounds:
         m = r["mentor"]
@@ -110,7 +111,7 @@ def run_cell(
     from transformers.trainer_callback import PrinterCallback
 
     from benchmarks.baselines import FrozenPromptTrainer, HistoryMentor, freeze_soft_prompt
-    from peft_catalyst.app.runner import DataArguments, ModelArguments, build_prompt_tuned_model
+    from peft_catalyst.app.runner import DataArguments, ModelArguments, build_prompt_tuned_model, task_label_words
     from peft_catalyst.app.tasks import evaluate_accuracy
     from peft_catalyst.mentors import RandomMentor
     from peft_catalyst.projection import soft_prompt_text, vocabulary_words
@@ -138,6 +139,7 @@ def run_cell(
             split_seed=cell.seed,
             train_size=d.train_size,
             catalyst_size=d.catalyst_size,
+            validation_size=d.validation_size,
             test_size=d.test_size,
         ),
     )
@@ -175,6 +177,12 @@ def run_cell(
             "catalyst_race_eta": d.race_eta or 2,
             "catalyst_race_margin": d.race_margin or 0.0,
         }
+    extra: dict[str, Any] = {}
+    if spec.trainer and spec.rounds:  # v3 on: the method's own settings, and the label words as the command gives
+        extra = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.trainer}
+        extra["catalyst_labels"] = task_label_words(doer.task, doer.kind)
+    if d.curve_points and not spec.rounds:  # where plain prompt tuning flattens: a validation curve
+        extra.update(eval_strategy="steps", eval_steps=max(1, max_steps // d.curve_points))
     args = CatalystTrainingArguments(
         output_dir=str(out),
         max_steps=max_steps,
@@ -193,7 +201,7 @@ def run_cell(
         catalyst_trajectory_points=d.trajectory_points,
         catalyst_selection=selection,
         catalyst_metric="label_loss",  # as the product's default (runner.embedded_defaults)
-        **race_kwargs,
+        **{**race_kwargs, **extra},
     )
     trainer = trainer_cls(
         model=doer.model,
@@ -236,7 +244,16 @@ def run_cell(
         "train_loss": train_loss,
         "prompts": {"initial": initial_prompt, "final": soft_prompt_text(doer.model, doer.tokenizer)},
         "rounds": rounds_done,
-        "llm": llm_usage(rounds_done, cell.method),
+        "llm": llm_usage(rounds_done, cell.method, spec),
+        "beat_random": {
+            "screening": list(run_summary.beat_random_screening),
+            "race": list(run_summary.beat_random_race),
+        },
+        "curve": [
+            {"step": e["step"], "loss": e.get("eval_loss"), "accuracy": e.get("eval_accuracy")}
+            for e in trainer.state.log_history
+            if "eval_loss" in e
+        ],
         "seconds": {
             "total": round(evaluated - started, 2),
             "cpu": round(time.process_time() - cpu_started, 2),

@@ -1,5 +1,5 @@
 """Running a plan: its missing runs in order (or in worker processes that claim them one by one), each saved as it
-finishes, then the report."""
+finishes, then the report (the scheduling itself: :mod:`peft_catalyst.app.compare.schedule`)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.compare.methods import Cell
 from benchmarks.compare.plans import Plan, plan_lines
 from benchmarks.compare.report import write_report
 from benchmarks.compare.run import embedded_mentor, run_cell
-from benchmarks.compare.store import (
-    _read_run,
-    cell_path,
-    claim_cell,
-    commit_run,
-    dependency,
-    load_finished,
-    lock_holder_alive,
-    matched_steps,
-)
+from benchmarks.compare.store import _read_run, cell_path, dependency, load_finished, matched_steps
+from peft_catalyst.app.compare.schedule import run_pending
+from peft_catalyst.app.compare.store import commit_run, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -97,74 +91,35 @@ def run_cells(
 ) -> int:
     """Run the plan's missing runs in order, saving each as it finishes; with ``claim``, only the runs this worker
     claims first (several workers share the list). A run that needs another's result (single-matched after
-    catalyst-race) waits for it, running other runs meanwhile; a dependency held by a dead worker is taken over.
-    ``commit_each``: git-commit each finished run's file (only that file). Returns the number of runs done."""
+    catalyst-race) waits for it, running other runs meanwhile; a dependency held by a dead worker is taken over
+    (:func:`peft_catalyst.app.compare.schedule.run_pending`). ``commit_each``: git-commit each finished run's file
+    (only that file). Returns the number of runs done."""
     from tqdm.auto import tqdm
 
-    from peft_catalyst.history import write_json_atomic
-
     cells_dir = output_dir / "cells" / plan.name
-    locks = cells_dir / "locks"
     finished = load_finished(plan, cells_dir)
-    pending = [c for c in plan.cells() if c.key not in finished]
     uncommitted: list[Path] = []
-    done = 0
-    bar = tqdm(total=len(pending), desc=f"runs (pid {os.getpid()})" if claim else "runs", unit="run")
-    while pending:
-        blocked = False
-        for cell in list(pending):
-            steps = None
-            dep = dependency(plan, cell)
-            if dep is not None:
-                steps = matched_steps(plan, cells_dir, cell)
-                if steps is None:
-                    if any(c.key == dep.key for c in pending):
-                        blocked = True  # its dependency runs first (in this process)
-                        continue
-                    holder = lock_holder_alive(locks, dep) if claim else None
-                    if holder:
-                        blocked = True  # another worker runs it: wait, doing other runs meanwhile
-                        continue
-                    if holder is False:  # its worker died: take the dependency over
-                        (locks / f"{dep.key}.lock").unlink(missing_ok=True)
-                        pending.insert(pending.index(cell), dep)
-                        bar.total += 1
-                        blocked = True
-                        break
-                    logger.error("%s needs %s, which is neither finished nor planned: skipped", cell.key, dep.key)
-                    pending.remove(cell)
-                    bar.update()
-                    continue
-            if claim and not claim_cell(locks, cell):
-                pending.remove(cell)  # another worker has it
-                bar.update()
-                continue
-            pending.remove(cell)
-            if claim and _read_run(plan, cells_dir, cell, quiet=True) is not None:
-                bar.update()
-                continue
-            bar.set_postfix_str(cell.key)
-            # One reply cache per plan: LLM methods of a seed that start alike ask the same first question.
-            cache = output_dir / "cells" / f"mentor_cache_{plan.name}.sqlite"
-            record = run_cell(plan, cell, cells_dir / "runs", cache, llm_factory, matched_steps=steps)
-            path = cell_path(cells_dir, cell)
-            write_json_atomic(path, record)
-            if commit_each:
-                commit_run(path, f"benchmark {plan.name}: {cell.key}", uncommitted)
-            done += 1
-            bar.update()
-            tqdm.write(
-                f"{cell.key}: test accuracy {record['test_accuracy']:.3f}; {record['seconds']['total']:.0f} s "
-                f"(estimated {record['estimated_seconds']:.0f} s); "
-                f"gradient steps {record['gradient_steps']['total']}; "
-                f"rounds {[r['status'] for r in record['rounds']] or '-'}"
-            )
-            break  # rescan from the top: the plan's order, and dependencies that just finished
-        else:
-            if not pending:
-                break
-            if not blocked:
-                break
-            time.sleep(poll_s)
-    bar.close()
-    return done
+    # One reply cache per plan: LLM methods of a seed that start alike ask the same first question.
+    cache = output_dir / "cells" / f"mentor_cache_{plan.name}.sqlite"
+
+    def run_one(cell: Cell, steps: int | None) -> None:
+        record = run_cell(plan, cell, cells_dir / "runs", cache, llm_factory, matched_steps=steps)
+        path = write_record(cell_path(cells_dir, cell), record)
+        if commit_each:
+            commit_run(path, f"benchmark {plan.name}: {cell.key}", uncommitted)
+        tqdm.write(
+            f"{cell.key}: test accuracy {record['test_accuracy']:.3f}; {record['seconds']['total']:.0f} s "
+            f"(estimated {record['estimated_seconds']:.0f} s); "
+            f"gradient steps {record['gradient_steps']['total']}; "
+            f"rounds {[r['status'] for r in record['rounds']] or '-'}"
+        )
+
+    return run_pending(
+        [c for c in plan.cells() if c.key not in finished],
+        run_one,
+        dependency=lambda cell: dependency(plan, cell),
+        needs=lambda cell: matched_steps(plan, cells_dir, cell),
+        locks=cells_dir / "locks" if claim else None,
+        finished=lambda cell: _read_run(plan, cells_dir, cell, quiet=True) is not None,
+        poll_s=poll_s,
+    )

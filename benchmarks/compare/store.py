@@ -1,19 +1,18 @@
-"""The resumable record store: one JSON per finished run, reused only while the settings that decide its result
-match; locks that let worker processes share a plan, and a git commit per finished run."""
+"""The plan's side of the record store (:mod:`peft_catalyst.app.compare.store`): what decides a run's result (its
+settings), where it is stored, and which run a matched ``single`` needs."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from benchmarks.compare.methods import _OPTIONAL_DOER_FIELDS, BENCH_VERSION, Cell
 from benchmarks.compare.plans import Plan
+from peft_catalyst.app.compare.store import claim, commit_run, read_record, record_path
+from peft_catalyst.app.compare.store import lock_holder_alive as lock_holder_alive_by_key
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +37,11 @@ def cell_settings(plan: Plan, cell: Cell) -> dict[str, Any]:
         "restart_init": plan.restart_init,
     }
     if plan.version > 1:
-        settings["method"] = asdict(plan.spec(cell.method))
-    return settings
+        method = asdict(plan.spec(cell.method))
+        if not method["trainer"]:  # a field added with v3: v2's runs were stored without it
+            method.pop("trainer")
+        settings["method"] = method
+    return json.loads(json.dumps(settings))  # as stored: tuples read back as lists
 
 
 def _comparable_settings(settings: Any) -> Any:
@@ -51,25 +53,12 @@ def _comparable_settings(settings: Any) -> Any:
 
 def cell_path(cells_dir: Path, cell: Cell) -> Path:
     """Where a finished run is stored."""
-    return cells_dir / f"{cell.key}.json"
+    return record_path(cells_dir, cell.key)
 
 
 def _read_run(plan: Plan, cells_dir: Path, cell: Cell, quiet: bool = False) -> dict[str, Any] | None:
     """The stored run of ``cell`` when it was run with the plan's settings (None otherwise)."""
-    path = cell_path(cells_dir, cell)
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        if not quiet:
-            logger.warning("ignoring unreadable %s (%s): it will be run again", path, exc)
-        return None
-    if _comparable_settings(data.get("settings")) != cell_settings(plan, cell):
-        if not quiet:
-            logger.warning("%s was run with other settings: it will be run again", path.name)
-        return None
-    return data
+    return read_record(cell_path(cells_dir, cell), cell_settings(plan, cell), _comparable_settings, quiet)
 
 
 def dependency(plan: Plan, cell: Cell) -> Cell | None:
@@ -111,66 +100,22 @@ def load_finished(plan: Plan, cells_dir: Path) -> dict[str, dict[str, Any]]:
 
 def claim_cell(locks_dir: Path, cell: Cell) -> bool:
     """Atomically claim a run for this worker (False when another worker holds it); the lock holds our pid."""
-    locks_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(locks_dir / f"{cell.key}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return False
-    try:
-        os.write(fd, str(os.getpid()).encode())
-    finally:
-        os.close(fd)
-    return True
+    return claim(locks_dir, cell.key)
 
 
 def lock_holder_alive(locks_dir: Path, cell: Cell) -> bool | None:
     """Whether the process holding ``cell``'s lock still runs (None: no lock; True when its pid is unreadable)."""
-    path = locks_dir / f"{cell.key}.lock"
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return True
-    if not text.isdigit():
-        return True  # being written, or an old lock without a pid
-    try:
-        os.kill(int(text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return lock_holder_alive_by_key(locks_dir, cell.key)
 
 
-def commit_run(path: Path, message: str, pending: list[Path] | None = None, attempts: int = 20) -> bool:
-    """``git add -f`` and ``git commit -m message -- <paths>``: commits only ``path`` (and the earlier runs in
-    ``pending`` whose commit failed), never anything else that is staged. Failures are logged, not raised: the
-    file stays on disk and is retried with the next run. Returns True when committed."""
-    paths = [*(pending or []), path]
-    cwd = path.parent
-    names = [str(p.resolve()) for p in paths]
-    for attempt in range(attempts):
-        add = subprocess.run(["git", "add", "-f", "--", *names], cwd=cwd, capture_output=True, text=True)
-        if add.returncode == 0:
-            commit = subprocess.run(
-                ["git", "commit", "-q", "-m", message, "--", *names], cwd=cwd, capture_output=True, text=True
-            )
-            if commit.returncode == 0:
-                if pending is not None:
-                    pending.clear()
-                return True
-            error = (commit.stderr or commit.stdout).strip()
-            if "nothing to commit" in error or "no changes added" in error:
-                if pending is not None:
-                    pending.clear()
-                return True
-        else:
-            error = add.stderr.strip()
-        if "index.lock" not in error and ".lock" not in error:  # not another git process: don't spin
-            break
-        time.sleep(0.5 + attempt * 0.25)
-    logger.warning("could not commit %s (%s): the run is kept on disk and retried with the next one", path, error)
-    if pending is not None and path not in pending:
-        pending.append(path)
-    return False
+__all__ = [
+    "RESULTS_DIR",
+    "cell_path",
+    "cell_settings",
+    "claim_cell",
+    "commit_run",
+    "dependency",
+    "load_finished",
+    "lock_holder_alive",
+    "matched_steps",
+]

@@ -1,14 +1,15 @@
 """The statistics of a grid: per cell and pooled paired differences, the headline contrasts of v2, per-method costs
-(the arithmetic itself is :mod:`benchmarks.stats`)."""
+(the arithmetic itself is :mod:`peft_catalyst.app.compare.stats`)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from benchmarks.compare.methods import RANDOM_INIT_SUFFIX, SINGLE_METHODS, Cell, DoerPlan, method_spec
+from benchmarks.compare.methods import RANDOM_INIT_SUFFIX, SINGLE_METHODS, Cell, DoerPlan, MethodSpec
 from benchmarks.compare.plans import Plan
-from benchmarks.stats import mean_std, paired_difference
+from peft_catalyst.app.compare.stats import mean_std, paired_difference
+from peft_catalyst.app.compare.summary import beat_random
 
 
 def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     "accuracy": accs,
                     "mean": mean,
                     "std": std,
-                    **_rounds_summary(list(by_seed.values()), m),
+                    **_rounds_summary(list(by_seed.values()), plan.spec(m)),
                 }
             best = _better_single(methods_out)
             if best is not None:
@@ -65,7 +66,51 @@ def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         summary["pooled_vs_start"] = pool(pooled_start)
         summary["headline"] = headline_contrasts(plan, results)
         summary["per_method"] = per_method_costs(plan, results)
+    if plan.version >= 3:
+        summary["beat_random"] = beat_random_by_method(plan, results)
+        summary["curves"] = validation_curves(plan, results)
     return summary
+
+
+def beat_random_by_method(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per LLM round method, the rounds where the mentor's best prompt beat the best random control, pooled over
+    every run and per task, at screening and in the race, with Wilson intervals (the primary statistic of v3)."""
+    out: dict[str, Any] = {}
+    for m in plan.methods:
+        spec = plan.spec(m)
+        if not spec.rounds or not spec.mentor.startswith("llm"):
+            continue
+        runs = [r for r in results.values() if r["method"] == m and "beat_random" in r]
+        if runs:
+            out[m] = {
+                "pooled": beat_random(runs),
+                "by_task": {t: beat_random([r for r in runs if r["task"] == t]) for t in plan.tasks},
+            }
+    return out
+
+
+def validation_curves(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per task and method without rounds, the validation accuracy and loss at each recorded step, averaged over
+    seeds: where plain prompt tuning flattens (plans with ``curve_points``)."""
+    out: dict[str, Any] = {}
+    for task in plan.tasks:
+        for m in plan.methods:
+            runs = [r for r in results.values() if r["task"] == task and r["method"] == m and r.get("curve")]
+            points: dict[int, list[dict[str, Any]]] = {}
+            for r in runs:
+                for point in r["curve"]:
+                    points.setdefault(point["step"], []).append(point)
+            if points:
+                out.setdefault(task, {})[m] = [
+                    {
+                        "step": step,
+                        "seeds": len(ps),
+                        "accuracy": mean_std([p["accuracy"] for p in ps if p["accuracy"] is not None])[0],
+                        "loss": mean_std([p["loss"] for p in ps if p["loss"] is not None])[0],
+                    }
+                    for step, ps in sorted(points.items())
+                ]
+    return out
 
 
 def _cell_runs(plan: Plan, results: dict[str, dict[str, Any]], task: str, d: DoerPlan) -> dict[str, dict[int, Any]]:
@@ -103,7 +148,7 @@ def headline_contrasts(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[s
     out: dict[str, Any] = {}
     for suffix, init in starts:
         group: dict[str, Any] = {}
-        for method, reference, what in HEADLINE_CONTRASTS:
+        for method, reference, what in plan.contrasts or HEADLINE_CONTRASTS:
             a_name = method + suffix
             b_base = reference if reference == "better-single" else reference + suffix
             pairs: list[dict[str, Any]] = []
@@ -140,17 +185,22 @@ def headline_contrasts(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[s
             if not pairs:
                 continue
             diffs = [p["difference"] for p in pairs]
-            by_doer = {}
+            by_doer, by_task = {}, {}
             for d in plan.doers:
                 dd = [p["difference"] for p in pairs if p["doer"] == d.doer]
                 if dd:
                     by_doer[d.doer] = paired_difference(dd, [0.0] * len(dd)).to_dict()
+            for task in plan.tasks:
+                dt = [p["difference"] for p in pairs if p["task"] == task]
+                if dt:
+                    by_task[task] = paired_difference(dt, [0.0] * len(dt)).to_dict()
             group[f"{a_name} - {b_base}"] = {
                 "what": what,
                 "method": a_name,
                 "reference": b_base,
                 "pooled": paired_difference(diffs, [0.0] * len(diffs)).to_dict(),
                 "by_doer": by_doer,
+                "by_task": by_task,
                 "pairs": pairs,
             }
         if group:
@@ -200,7 +250,7 @@ def _gradient_steps(run: dict[str, Any]) -> dict[str, int]:
     return {"stages": run["optimizer_steps"], "races": 0, "total": run["optimizer_steps"]}
 
 
-def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
+def _rounds_summary(runs: list[dict[str, Any]], spec: MethodSpec) -> dict[str, Any]:
     """Round decisions, 'current beat every candidate', LLM usage and wall time, totalled over a method's runs."""
     statuses: dict[str, int] = {}
     accepted: dict[str, int] = {}
@@ -228,7 +278,7 @@ def _rounds_summary(runs: list[dict[str, Any]], method: str) -> dict[str, Any]:
         "runs": len(runs),
         "round_status": statuses,
         "current_beat_all": {"kept": statuses.get("kept", 0), "scored_rounds": scored}
-        if method_spec(method).rounds and method_spec(method).selection != "first"
+        if spec.rounds and spec.selection != "first"
         else None,
         "llm_per_run": {k: v / n for k, v in llm.items()},
         "llm_total": llm,

@@ -217,7 +217,7 @@ def build_prompt_tuned_model(model_args: ModelArguments, data: DataArguments, ta
     from peft_catalyst.tuners.catalyst import CatalystConfig
 
     task = task or load_task_data(data)
-    kind, name = _model_kind(model_args), model_args.model_name_or_path or model_args.model
+    kind, name = model_kind(model_args), model_args.model_name_or_path or model_args.model
     model, tokenizer = load_model_and_tokenizer(kind, model_args.model_name_or_path, task.num_labels)
     if kind == "seq_cls":  # saved with the adapter (CatalystMixin._save), so a pipeline answers in class names
         model.config.id2label = dict(enumerate(task.label_names))
@@ -249,7 +249,9 @@ def build_prompt_tuned_model(model_args: ModelArguments, data: DataArguments, ta
     return PromptTunedModel(peft_model, tokenizer, task, spec, kind, name)
 
 
-def _model_kind(model_args: ModelArguments) -> str:
+def model_kind(model_args: ModelArguments) -> str:
+    """The doer's kind: "causal_lm" or "seq_cls", from the packaged name, --doer_kind, or the checkpoint's config
+    (a path or id that does not load is a ``UserError``)."""
     if not model_args.model_name_or_path:
         return "seq_cls" if model_args.model == "minilm" else "causal_lm"
     if model_args.doer_kind != "auto":
@@ -259,7 +261,8 @@ def _model_kind(model_args: ModelArguments) -> str:
     try:
         config = AutoConfig.from_pretrained(model_args.model_name_or_path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"Cannot load model {model_args.model_name_or_path!r}: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # one line
+        raise UserError(f"Cannot load model {model_args.model_name_or_path!r}: {first}") from exc
     architectures = " ".join(getattr(config, "architectures", None) or [])
     return "seq_cls" if "SequenceClassification" in architectures or config.model_type == "bert" else "causal_lm"
 
@@ -304,13 +307,18 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resume_from_checkpoint:
                 raise UserError(f"--resume_from_checkpoint: no such checkpoint folder {resume_from_checkpoint!r}.")
         path.mkdir(parents=True, exist_ok=True)
         return path
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise UserError(
-                f"output_dir {path} exists and is not empty: pick another one or pass --overwrite_output_dir."
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    from accelerate import PartialState
+
+    state = PartialState()  # several processes (torchrun, accelerate launch): only the main one changes the folder
+    occupied = path.exists() and any(path.iterdir())
+    if occupied and not overwrite:
+        raise UserError(f"output_dir {path} exists and is not empty: pick another one or pass --overwrite_output_dir.")
+    state.wait_for_everyone()  # every process looked before the folder changes
+    if state.is_main_process:
+        if occupied:
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+    state.wait_for_everyone()
     return path
 
 
@@ -415,9 +423,11 @@ def run(
         "wall_time_s": round(time.perf_counter() - started, 1),
         "arguments": {"model": asdict(model_args), "data": asdict(data_args), "mentor": asdict(mentor_args)},
     }
-    write_json_atomic(out / "metrics.json", metrics)
+    main_process = trainer.is_world_process_zero()  # every process holds the same metrics; one writes them
+    if main_process:
+        write_json_atomic(out / "metrics.json", metrics)
     trainer.create_model_card(metrics=_card_metrics(metrics), task_name=tuned.task.name)
-    if run_args.plot:
+    if run_args.plot and main_process:
         try:
             from peft_catalyst.app.plotting import plot_run
 

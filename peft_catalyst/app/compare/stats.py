@@ -1,4 +1,5 @@
-"""Paired statistics over seeds for the method comparison: paired t and bootstrap intervals, from scipy.stats."""
+"""Statistics of a comparison: paired t and bootstrap intervals over seeds, and the binomial interval of a win count,
+from scipy.stats (shared by ``peft-catalyst compare`` and the benchmarks)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-__all__ = ["PairedDifference", "bootstrap_ci", "mean_std", "paired_difference", "paired_t_ci", "t_quantile"]
+__all__ = [
+    "PairedDifference",
+    "binomial_interval",
+    "bootstrap_ci",
+    "mean_std",
+    "paired_difference",
+    "paired_t_ci",
+    "t_quantile",
+]
 
 
 def t_quantile(p: float, df: int) -> float:
@@ -103,3 +112,11 @@ def paired_difference(
         ties=int((np.abs(d) <= 1e-12).sum()),
         losses=int((d < -1e-12).sum()),
     )
+
+
+def binomial_interval(wins: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the proportion ``wins / n`` (``(0, 1)`` when ``n`` is 0: nothing was compared)."""
+    if n == 0:
+        return 0.0, 1.0
+    interval = stats.binomtest(int(wins), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)

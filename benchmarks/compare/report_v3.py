@@ -1,0 +1,95 @@
+"""What a v3 report adds to v2's (:func:`benchmarks.compare.report.markdown_v2`): the contrasts per task, the pooled
+mentor-vs-random count (the primary statistic) per method and task, and the validation curve of plain prompt
+tuning."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from benchmarks.compare.plans import Plan
+
+METHOD_DEFINITIONS_V3 = [
+    "`catalyst`: the LLM mentor (embedded SmolLM2, sharing the doer's weights) with the mentor-evidence features: "
+    "labelled examples and the current prompt's errors in every request, an initial round at step 0, more prompts "
+    "asked than raced (`catalyst_num_samples`; the best by untrained score go on), every prompt completed with the "
+    "label words (`catalyst_label_anchor`); `catalyst_selection='race'` with random controls in every race; full "
+    "restarts.",
+    "`random`: the same rounds with random-vocabulary candidates (`RandomMentor`), screened, anchored and raced "
+    "alike.",
+    "`catalyst-blend` / `catalyst-partial`: `catalyst` with blended restarts (alpha 0.5) / partial restarts (the "
+    "proposal's tokens at half the positions, the rest kept).",
+    "`catalyst-race`: v2's rule, for continuity: the race without screening, evidence, initial round or anchor "
+    "(random controls in its races too).",
+    "`single-matched`: plain prompt tuning for as many gradient steps as the same seed's `catalyst` run spent in all "
+    "(stages + races, read from its record); with `curve_points`, its validation accuracy along the way.",
+    "Every method of a seed starts from the same prompt init, split and data order. Mentor vs random: in every round "
+    "of an LLM method, whether the mentor's best prompt beat the best random control, at screening (untrained "
+    "label loss) and in the race (the later rung, or the better score on the same rung).",
+]
+
+
+def _ci(d: dict[str, Any]) -> str:
+    low, high = d["t_ci"]
+    if low is None or not math.isfinite(low):
+        return f"{100 * d['mean']:+.1f} (n={d['n']})"
+    return f"{100 * d['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] ({d['wins']}/{d['ties']}/{d['losses']})"
+
+
+def _count(b: dict[str, Any]) -> str:
+    if not b["rounds"]:
+        return "-"
+    low, high = b["ci95"]
+    return f"{b['wins']}/{b['rounds']} = {100 * b['share']:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+def v3_lines(plan: Plan, summary: dict[str, Any]) -> list[str]:
+    """Markdown sections of a v3 report."""
+    lines = [
+        "",
+        "## Per task",
+        "",
+        "Each contrast per task: Δ test accuracy in points, mean [95% paired-t interval] (w/t/l).",
+        "",
+        "| contrast | " + " | ".join(plan.tasks) + " |",
+        "|---|" + "---|" * len(plan.tasks),
+    ]
+    for group in summary.get("headline", {}).values():
+        for name, c in group.items():
+            cells = [_ci(c["by_task"][t]) if t in c.get("by_task", {}) else "-" for t in plan.tasks]
+            lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Mentor against random controls (the primary statistic)",
+        "",
+        "Rounds where the mentor's best prompt beat the best random control, over every round where both competed: "
+        "wins/rounds = share [95% Wilson interval].",
+        "",
+        "| method | where | pooled | " + " | ".join(plan.tasks) + " |",
+        "|---|---|---|" + "---|" * len(plan.tasks),
+    ]
+    for m, b in summary.get("beat_random", {}).items():
+        for kind in ("race", "screening"):
+            cells = [_count(b["by_task"][t][kind]) for t in plan.tasks]
+            lines.append(f"| {m} | {kind} | {_count(b['pooled'][kind])} | " + " | ".join(cells) + " |")
+    curves = summary.get("curves") or {}
+    if curves:
+        lines += [
+            "",
+            "## Validation curve of plain prompt tuning",
+            "",
+            "Validation accuracy % (and loss) at each evaluation, mean over seeds: has `single-matched` flattened?",
+            "",
+        ]
+        for task, by_method in curves.items():
+            for m, points in by_method.items():
+                row = ", ".join(
+                    f"{p['step']}: {100 * p['accuracy']:.1f} ({p['loss']:.3f})"
+                    for p in points
+                    if p["accuracy"] is not None and math.isfinite(p["accuracy"])
+                )
+                lines.append(f"- {task} / {m}: {row}")
+    return lines
+
+
+__all__ = ["METHOD_DEFINITIONS_V3", "v3_lines"]

@@ -1,0 +1,250 @@
+"""``peft-catalyst compare``: does the mentor beat random restarts, and plain prompt tuning, on my task?
+
+It takes any ``peft-catalyst train`` configuration (flags or ``--config``) plus ``--seeds S`` and runs, paired per
+seed, ``catalyst`` (the configured mentor), ``random`` (the same rounds with random-vocabulary candidates) and
+``single`` (plain prompt tuning for ``catalyst``'s counted gradient steps): see :mod:`~peft_catalyst.app.compare.runs`.
+Each finished run's record is written as it lands (``records/``) and skipped when the same command runs again. It
+runs on one process or under a multi-process launcher (``torchrun``, ``accelerate launch``): every process trains
+every run, the main process writes the records and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from peft_catalyst.app.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+#: The comparison's configuration, written first: an output directory holding another one is refused.
+COMPARISON_FILE = "comparison.json"
+RECORDS_DIR = "records"
+DEFAULT_SEEDS = 3
+
+HELP = f"""usage: peft-catalyst compare [--seeds S] [train options] [--config FILE]
+
+Does the mentor help on this task? Runs, paired per seed (same split, init and data order):
+  catalyst  the configuration as given, with its LLM mentor
+  random    the same rounds (screening, anchoring, shapes, race) with random-vocabulary candidates
+  single    plain prompt tuning for as many gradient steps as that seed's catalyst run counted
+then writes compare.md, compare.json and compare.png into --output_dir and prints one line: catalyst - random and
+catalyst - single in test accuracy with 95% intervals, the pooled count of rounds where the mentor beat random
+controls (needs --catalyst_selection race --catalyst_race_controls N) with its interval, and each method's steps,
+LLM calls, tokens and wall time. Run the same command again to resume: finished runs are skipped.
+
+options:
+  --seeds S   seeds, at least 2 (default {DEFAULT_SEEDS}): the i-th uses --seed + i and --split_seed + i
+  every option of 'peft-catalyst train' (see peft-catalyst train --help); --mentor must be an LLM
+  --output_dir defaults to runs/compare-<dataset>-<model> (no time stamp, so the same command resumes)"""
+
+
+def _pop_seeds(argv: list[str]) -> tuple[int, list[str]]:
+    """``--seeds S`` (or ``--seeds=S``) out of ``argv``."""
+    rest, seeds, i = [], None, 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--seeds":
+            if i + 1 >= len(argv):
+                raise UserError("--seeds needs a number, e.g. --seeds 5.")
+            seeds, i = argv[i + 1], i + 2
+            continue
+        if token.startswith("--seeds="):
+            seeds = token.split("=", 1)[1]
+        else:
+            rest.append(token)
+        i += 1
+    if seeds is None:
+        return DEFAULT_SEEDS, rest
+    try:
+        value = int(seeds)
+    except ValueError:
+        raise UserError(f"--seeds must be a whole number, got {seeds!r}.") from None
+    if value < 2:
+        raise UserError(f"--seeds must be at least 2 (a paired interval needs two seeds), got {value}.")
+    return value, rest
+
+
+def _output_dir_given(argv: list[str]) -> bool:
+    from peft_catalyst.app.arguments import _split_config, read_config_file
+
+    config, tokens = _split_config(argv)
+    if any(t == "--output_dir" or t.startswith("--output_dir=") for t in tokens):
+        return True
+    return bool(config) and "output_dir" in read_config_file(config)
+
+
+def _check_contrast(mentor: Any, training: Any, num_virtual_tokens: int) -> None:
+    """Refuse a configuration whose comparison would be empty or could not run, before anything loads."""
+    from peft_catalyst.app.mentor_setup import validate_mentor_args
+
+    validate_mentor_args(mentor)
+    spec = mentor.mentor.strip()
+    if not mentor.mentor_replay and spec in ("none", "random"):
+        raise UserError(
+            f"--mentor {spec}: the contrast is empty (catalyst would be {'single' if spec == 'none' else 'random'} "
+            "itself); compare an LLM mentor, e.g. --mentor smollm2 or --mentor openai:<model>."
+        )
+    if training.catalyst_rounds < 1 and not training.catalyst_initial_round:
+        raise UserError(
+            "--catalyst_rounds 0: the contrast is empty (no round, so catalyst, random and single are the same "
+            "run); set --catalyst_rounds 1 or more."
+        )
+    try:
+        training.validate_schedule(training.max_steps)
+        training.validate_restart_shape(num_virtual_tokens)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    try:
+        import scipy  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "peft-catalyst compare needs scipy for its intervals: pip install 'peft-catalyst[compare]'."
+        ) from None
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """The option names where two settings differ (nested keys joined by dots)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        ]
+    return [] if a == b else [path]
+
+
+def check_output_dir(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse an output directory that holds another comparison's records (other settings) or something else
+    entirely; a comparison that finished no run yet (say its first run failed to load the model) is replaced."""
+    file = out / COMPARISON_FILE
+    if file.is_file():
+        try:
+            stored = json.loads(file.read_text(encoding="utf-8")).get("settings")
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            raise UserError(f"{file} is unreadable ({exc}): pick another --output_dir.") from exc
+        if stored != settings and any((out / RECORDS_DIR).glob("*.json")):  # no finished run: nothing to keep
+            names = _differences(stored, settings)
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            raise UserError(
+                f"--output_dir {out} holds the records of another comparison (it differs in {shown}): pick another "
+                "--output_dir, or delete that folder to start over."
+            )
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"--output_dir {out} exists and holds no comparison: pick another --output_dir.")
+
+
+def parse_compare_args(argv: list[str]) -> tuple[int, Any]:
+    """``(seeds, TrainConfig)`` from the command line, checked; nothing loaded yet."""
+    from peft_catalyst.app.arguments import parse_train_args
+    from peft_catalyst.app.compare.runs import TrainConfig
+
+    seeds, rest = _pop_seeds(argv)
+    model, data, mentor, run_args, training = parse_train_args(rest)
+    if not _output_dir_given(rest):
+        dataset = Path(data.dataset_name).stem if data.dataset_name else data.dataset
+        name = "custom" if model.model_name_or_path else model.model
+        training.output_dir = str(Path("runs") / f"compare-{dataset}-{name}")
+    _check_contrast(mentor, training, model.num_virtual_tokens)
+    from peft_catalyst.app.runner import model_kind
+
+    model_kind(model)  # a model path or id that does not load: refused before anything is written
+    return seeds, TrainConfig(model, data, mentor, run_args, training)
+
+
+def _finished(config: Any, jobs: list[Any], records: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Records of ``jobs`` already stored with today's settings (a ``single`` only while it matched the stored
+    ``catalyst`` run of its seed)."""
+    from peft_catalyst.app.compare.runs import MATCHED_TO, job_settings
+    from peft_catalyst.app.compare.store import read_record, record_path
+
+    done: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        steps = None
+        if job.method == "single":
+            matched = done.get(f"{MATCHED_TO}__seed{job.seed}")
+            if matched is None:
+                continue
+            steps = matched["steps"]["total"]
+        record = read_record(record_path(records, job.key), job_settings(settings, job, steps))
+        if record is not None:
+            done[job.key] = record
+    return done
+
+
+def compare(argv: list[str]) -> int:
+    """``peft-catalyst compare``: the missing runs of the comparison, then its report and the headline line."""
+    if any(a in ("-h", "--help") for a in argv):
+        print(HELP)
+        return 0
+    seeds, config = parse_compare_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    from accelerate import PartialState
+
+    from peft_catalyst.app.compare.environment import environment
+    from peft_catalyst.app.compare.report import headline, write_report
+    from peft_catalyst.app.compare.runs import MATCHED_TO, Job, job_settings, run_record, train
+    from peft_catalyst.app.compare.schedule import run_pending
+    from peft_catalyst.app.compare.store import record_path, write_record
+    from peft_catalyst.history import write_json_atomic
+
+    out = Path(config.training.output_dir)
+    settings = config.settings()
+    check_output_dir(out, settings)  # every process reads it before the main one writes anything
+    state = PartialState()
+    state.wait_for_everyone()
+    main = state.is_main_process
+    if main:
+        write_json_atomic(out / COMPARISON_FILE, {"settings": settings, "seeds": seeds})
+    records = out / RECORDS_DIR
+    jobs = config.jobs(seeds)
+    done = _finished(config, jobs, records, settings)
+    pending = [j for j in jobs if j.key not in done]
+    if main:
+        print(
+            f"compare: {seeds} seeds x 3 methods (catalyst, random, single) = {len(jobs)} runs; {len(done)} finished "
+            f"runs skipped, {len(pending)} to run; outputs in {out}",
+            flush=True,
+        )
+
+    def matched(job: Job) -> Job | None:
+        return Job(MATCHED_TO, job.seed, job.index) if job.method == "single" else None
+
+    def needs(job: Job) -> int | None:
+        record = done.get(matched(job).key)  # in memory: every process knows what it trained
+        return None if record is None else int(record["steps"]["total"])
+
+    def run_one(job: Job, steps: int | None) -> None:
+        metrics = train(config.for_job(job, out, steps))
+        record = run_record(job, job_settings(settings, job, steps), metrics)
+        done[job.key] = record
+        if main:
+            write_record(record_path(records, job.key), record)
+            print(
+                f"{job.key}: test accuracy {record['test_accuracy']:.3f}; gradient steps {record['steps']['total']}; "
+                f"LLM calls {record['llm']['calls']}; {record['wall_s']:.0f} s",
+                flush=True,
+            )
+
+    run_pending(pending, run_one, dependency=matched, needs=needs, desc="compare")
+    if not main:
+        return 0
+    import torch
+
+    meta = environment(
+        " ".join(["peft-catalyst compare", *argv]), jobs=state.num_processes, threads=torch.get_num_threads()
+    )
+    seeds_done = {j.seed for j in jobs} - {j.seed for j in jobs if j.key not in done}
+    meta.update(seeds=seeds, seeds_finished=len(seeds_done), settings=settings)
+    finished = {k: v for k, v in done.items() if k in {j.key for j in jobs}}
+    paths = write_report(out, finished, meta)
+    from peft_catalyst.app.compare.summary import summarize
+
+    print(headline(summarize(finished)))
+    print("report: " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+__all__ = ["COMPARISON_FILE", "DEFAULT_SEEDS", "check_output_dir", "compare", "parse_compare_args"]

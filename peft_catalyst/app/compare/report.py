@@ -1,0 +1,199 @@
+"""The report of ``peft-catalyst compare``: ``compare.json``, ``compare.md`` and ``compare.png`` in the output
+directory, and the one headline line the command prints."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from peft_catalyst.app.compare.runs import METHODS
+from peft_catalyst.app.compare.summary import CONTRASTS, summarize
+from peft_catalyst.history import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "compare"
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def format_difference(diff: dict[str, Any] | None) -> str:
+    """``+1.2 points [-0.5, +2.9] (w/t/l 3/0/2)``: a paired difference of accuracies, in points."""
+    if not diff:
+        return "no common seed"
+    low, high = diff["t_ci"]
+    ci = f" [{100 * low:+.1f}, {100 * high:+.1f}]" if _finite(low) and _finite(high) else " [interval needs 2 seeds]"
+    return f"{100 * diff['mean']:+.1f} points{ci} (w/t/l {diff['wins']}/{diff['ties']}/{diff['losses']})"
+
+
+def format_beat_random(beat: dict[str, Any]) -> str:
+    """``mentor beat random in 7 of 12 race rounds (58%, 95% CI 32-81%)``, or why it was never compared."""
+    kind = beat["primary"]
+    if kind is None:
+        return (
+            "mentor vs random: no round compared them (random controls need --catalyst_selection race and "
+            "--catalyst_race_controls 1 or more)"
+        )
+    b = beat[kind]
+    low, high = b["ci95"]
+    return (
+        f"mentor beat random in {b['wins']} of {b['rounds']} {kind} rounds "
+        f"({100 * b['share']:.0f}%, 95% CI {100 * low:.0f}-{100 * high:.0f}%)"
+    )
+
+
+def format_costs(costs: dict[str, Any]) -> str:
+    """``single 30 steps, 0 LLM calls, 0 tokens, 12 s | ...`` per run of each method."""
+    parts = []
+    for m in METHODS:
+        c = costs.get(m)
+        if c:
+            parts.append(
+                f"{m} {c['steps']:.0f} steps, {c['llm_calls']:.1f} LLM calls, {c['tokens']:.0f} tokens, "
+                f"{c['wall_s']:.0f} s"
+            )
+    return "per run: " + " | ".join(parts)
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """The one line the command prints: both contrasts, the pooled mentor-vs-random count, the costs."""
+    contrasts = "; ".join(
+        f"{a} - {b}: {format_difference(summary['contrasts'][f'{a} - {b}']['difference'])}" for a, b, _ in CONTRASTS
+    )
+    return f"{contrasts}; {format_beat_random(summary['beat_random'])}; {format_costs(summary['costs'])}"
+
+
+def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The report as Markdown: the headline contrasts, the mentor-vs-random counts, per-method costs and accuracy,
+    the definitions and the exact setup."""
+    lines = [
+        "# Does the mentor help? `peft-catalyst compare`",
+        "",
+        f"{meta['seeds_finished']} of {meta['seeds']} seeds finished. Test accuracy differences in points, paired "
+        "per seed (same split, init and data order), mean [95% paired-t interval] (wins/ties/losses).",
+        "",
+        "| contrast | seeds | Δ test accuracy | what it measures |",
+        "|---|---|---|---|",
+    ]
+    for a, b, what in CONTRASTS:
+        diff = summary["contrasts"][f"{a} - {b}"]["difference"]
+        lines.append(f"| `{a} - {b}` | {diff['n'] if diff else 0} | {format_difference(diff)} | {what} |")
+    beat = summary["beat_random"]
+    lines += [
+        "",
+        "Mentor against random, pooled over every round of the `catalyst` runs where both competed (the best mentor "
+        "prompt against the best random control; 95% Wilson interval):",
+        "",
+        "| where | mentor won | rounds | share [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for kind in ("screening", "race"):
+        b = beat[kind]
+        share = f"{100 * b['share']:.0f}% [{100 * b['ci95'][0]:.0f}, {100 * b['ci95'][1]:.0f}]" if b["rounds"] else "-"
+        lines.append(f"| {kind} | {b['wins']} | {b['rounds']} | {share} |")
+    lines += [
+        "",
+        "Per run, averaged over seeds:",
+        "",
+        "| method | runs | test accuracy % (mean ± std) | gradient steps (race) | restarts | LLM calls | tokens "
+        "| wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in METHODS:
+        c, acc = summary["costs"][m], summary["methods"][m]
+        if not c:
+            continue
+        std = f" ± {100 * acc['std']:.1f}" if _finite(acc["std"]) else ""
+        lines.append(
+            f"| {m} | {c['runs']} | {100 * acc['mean']:.1f}{std} | {c['steps']:.0f} ({c['race_steps']:.0f}) | "
+            f"{c['restarts']:.1f} | {c['llm_calls']:.1f} | {c['tokens']:.0f} | {c['wall_s']:.0f} |"
+        )
+    lines += [
+        "",
+        "## Methods",
+        "",
+        "- `catalyst`: the configuration as given, with its mentor.",
+        "- `random`: the same rounds (screening, anchoring, restart shapes, race, initial round) with "
+        "`--mentor random` (random vocabulary words of the doer's tokenizer, seeded per seed).",
+        "- `single`: plain prompt tuning, no rounds, for as many gradient steps as the same seed's `catalyst` run "
+        "counted in all (stages + races); its learning-rate schedule spans those steps.",
+        "",
+        "## Setup",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- date: {meta['date']}",
+        f"- machine: {meta['machine']['description']}",
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()),
+        "- every run's folder (adapter, `catalyst_history.json`, `metrics.json`): `runs/<method>__seed<seed>/`; its "
+        "record: `records/<method>__seed<seed>.json`",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Left: test accuracy per method, one line per seed. Right: the paired differences with their intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    methods = summary["methods"]
+    seeds = sorted({s for m in METHODS for s in methods[m]["seeds"]})
+    for seed in seeds:
+        xs = [i for i, m in enumerate(METHODS) if seed in methods[m]["seeds"]]
+        ys = [100 * methods[METHODS[i]]["accuracy"][methods[METHODS[i]]["seeds"].index(seed)] for i in xs]
+        left.plot(xs, ys, "o-", alpha=0.6, label=f"seed {seed}")
+    left.set_xticks(range(len(METHODS)), METHODS)
+    left.set_ylabel("test accuracy (%)")
+    left.grid(axis="y", alpha=0.3)
+    if len(seeds) <= 8:
+        left.legend(fontsize=7)
+    names = [f"{a} - {b}" for a, b, _ in CONTRASTS]
+    for i, name in enumerate(names):
+        diff = summary["contrasts"][name]["difference"]
+        if not diff:
+            continue
+        mean, (low, high) = 100 * diff["mean"], diff["t_ci"]
+        if _finite(low) and _finite(high):
+            right.errorbar(i, mean, yerr=[[mean - 100 * low], [100 * high - mean]], fmt="o", capsize=5)
+        else:
+            right.plot(i, mean, "o")
+        right.scatter([i] * len(diff["pairs"]), [100 * p["difference"] for p in diff["pairs"]], s=10, alpha=0.5)
+    right.axhline(0.0, color="black", lw=0.8)
+    right.set_xlim(-0.5, len(names) - 0.5)
+    right.set_xticks(range(len(names)), names)
+    right.set_ylabel("Δ test accuracy (points, 95% CI)")
+    right.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out: Path, records: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Path]:
+    """Write ``compare.json``, ``compare.md`` and ``compare.png`` (when matplotlib is installed) into ``out``."""
+    summary = summarize(records)
+    paths = {ext: out / f"{REPORT_NAME}.{ext}" for ext in ("json", "md", "png")}
+    write_json_atomic(
+        paths["json"],
+        {
+            **meta,
+            "headline": headline(summary),
+            "summary": summary,
+            "runs": sorted(records.values(), key=lambda r: (r["seed"], METHODS.index(r["method"]))),
+        },
+    )
+    paths["md"].write_text(markdown(summary, meta), encoding="utf-8")
+    try:
+        plot(summary, paths["png"])
+    except ImportError as exc:
+        logger.warning("%s not written: %s (pip install matplotlib)", paths["png"], exc)
+        del paths["png"]
+    return paths
+
+
+__all__ = ["REPORT_NAME", "format_difference", "headline", "markdown", "plot", "write_report"]

@@ -1,0 +1,168 @@
+"""The three methods of ``peft-catalyst compare`` as ``peft-catalyst train`` runs, paired per seed.
+
+A seed ``s`` (the i-th of ``--seeds``) is the training seed ``seed + i`` and the split seed ``split_seed + i``: the
+three methods of a seed share the train/catalyst/test split, the soft prompt's init (and a new head's) and the data
+order; they differ only in what the rounds propose, or in having no rounds:
+
+- ``catalyst``: the configuration as given, with its mentor;
+- ``random``: the same rounds (screening, anchoring, shapes, race, initial round) with ``--mentor random``
+  (``RandomMentor``, seeded by the seed);
+- ``single``: plain prompt tuning (no rounds) for as many gradient steps as that seed's ``catalyst`` run counted in
+  all (stages + races), so it runs after it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+#: The methods, in the order a seed runs them (``single`` needs ``catalyst``'s step count).
+METHODS = ("catalyst", "random", "single")
+#: Method whose counted gradient steps ``single`` trains.
+MATCHED_TO = "catalyst"
+
+#: Training arguments that do not change a run's result: where it writes, what it logs and shows, how it saves.
+_COSMETIC_TRAINING = {
+    "output_dir",
+    "disable_tqdm",
+    "report_to",
+    "run_name",
+    "resume_from_checkpoint",
+    "local_rank",
+    "dataloader_pin_memory",
+    "catalyst_chat_log",
+    "overwrite_output_dir",
+    "project",
+    "skip_memory_metrics",
+    "log_level",
+    "log_level_replica",
+    "log_on_each_node",
+}
+_COSMETIC_PREFIXES = ("logging_", "save_", "push_to_hub", "hub_", "trackio_")
+#: Mentor arguments that say how to reach the mentor, not what it answers.
+_COSMETIC_MENTOR = {"mentor_base_url", "mentor_timeout", "mentor_cache", "mentor_required"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the comparison: a method and a seed."""
+
+    method: str
+    seed: int
+    index: int  # the seed's place among --seeds (0-based)
+
+    @property
+    def key(self) -> str:
+        return f"{self.method}__seed{self.seed}"
+
+
+@dataclass
+class TrainConfig:
+    """The ``peft-catalyst train`` configuration a comparison runs: its five argument dataclasses."""
+
+    model: Any
+    data: Any
+    mentor: Any
+    run: Any
+    training: Any
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the comparison's results (the configuration minus where it writes and how it logs): records
+        in an output directory with other settings belong to another comparison."""
+        training = {
+            k: v
+            for k, v in self.training.to_dict().items()
+            if k not in _COSMETIC_TRAINING and not k.startswith(_COSMETIC_PREFIXES)
+        }
+        mentor = {k: v for k, v in asdict(self.mentor).items() if k not in _COSMETIC_MENTOR}
+        settings = {
+            "model": asdict(self.model),
+            "data": asdict(self.data),
+            "mentor": mentor,
+            "eval_batch_size": self.run.eval_batch_size,
+            "training": training,
+        }
+        return json.loads(json.dumps(settings, default=str))  # as stored: tuples read back as lists
+
+    def jobs(self, seeds: int) -> list[Job]:
+        """Every run, seed by seed (a comparison cut short has whole seeds), in the order each seed runs them."""
+        return [Job(m, self.training.seed + i, i) for i in range(seeds) for m in METHODS]
+
+    def for_job(self, job: Job, out: Path, matched_steps: int | None = None) -> TrainConfig:
+        """The configuration of one run: its seed and split, its method's mentor and rounds, its own run folder
+        under ``out/runs/`` (replaced when a cut run left one) and the comparison's shared mentor cache."""
+        if job.method == "single" and matched_steps is None:
+            raise ValueError(f"{job.key} needs the total gradient steps of {MATCHED_TO}__seed{job.seed}")
+        data = dataclasses.replace(self.data, split_seed=self.data.split_seed + job.index)
+        mentor = copy.deepcopy(self.mentor)
+        changes: dict[str, Any] = {"output_dir": str(out / "runs" / job.key), "seed": job.seed}
+        if job.method == "random":
+            mentor = dataclasses.replace(mentor, mentor="random", mentor_seed=job.seed, mentor_replay=None)
+        elif job.method == "single":
+            mentor = dataclasses.replace(mentor, mentor="none", mentor_replay=None)
+            changes.update(max_steps=int(matched_steps), catalyst_rounds=0, catalyst_initial_round=False)
+        elif mentor.mentor_cache is None and not mentor.mentor_replay:
+            mentor = dataclasses.replace(mentor, mentor_cache=str(out / "mentor_cache.sqlite"))
+        training = copy.deepcopy(self.training)
+        for name, value in changes.items():
+            setattr(training, name, value)
+        run = dataclasses.replace(self.run, overwrite_output_dir=True)
+        return TrainConfig(copy.deepcopy(self.model), data, mentor, run, training)
+
+
+def job_settings(comparison: dict[str, Any], job: Job, matched_steps: int | None) -> dict[str, Any]:
+    """A run's stored settings: the comparison's, its method and seed, and for ``single`` the steps it matched."""
+    return {
+        "comparison": comparison,
+        "method": job.method,
+        "seed": job.seed,
+        "matched_steps": matched_steps if job.method == "single" else None,
+    }
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """One ``peft-catalyst train`` run of ``config``; returns its ``metrics.json`` content."""
+    from peft_catalyst.app.runner import run
+
+    return run(config.model, config.data, config.mentor, config.run, config.training)
+
+
+def run_record(job: Job, settings: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The stored record of a finished run, from its ``metrics.json``: test accuracy, counted steps, mentor usage
+    (LLM calls count for the ``catalyst`` run only: ``random`` draws words), the mentor-vs-random counts, wall time."""
+    summary = metrics["catalyst"]
+    usage = summary.get("mentor_usage") or {}
+    llm = job.method == "catalyst"
+    return {
+        "settings": settings,
+        "method": job.method,
+        "seed": job.seed,
+        "test_accuracy": metrics["test_accuracy"]["final"],
+        "initial_test_accuracy": metrics["test_accuracy"]["initial"],
+        "test_examples": metrics["test_examples"],
+        "steps": {"main": summary["main_steps"], "race": summary["race_steps"], "total": summary["total_steps"]},
+        "rounds": {k: summary[k] for k in ("rounds", "accepted", "kept", "skipped")},
+        "llm": {
+            "calls": int(usage.get("calls", 0)) if llm else 0,
+            "prompt_tokens": int(usage.get("prompt_tokens", 0)) if llm else 0,
+            "completion_tokens": int(usage.get("completion_tokens", 0)) if llm else 0,
+            "cache_hits": int(usage.get("cache_hits", 0)) if llm else 0,
+        },
+        "beat_random": {
+            "screening": list(summary.get("beat_random_screening") or [0, 0]),
+            "race": list(summary.get("beat_random_race") or [0, 0]),
+        },
+        "mentor": metrics.get("mentor"),
+        "prompts": metrics["prompts"],
+        "wall_s": metrics["wall_time_s"],
+        "run_dir": str(Path("runs") / job.key),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+__all__ = ["MATCHED_TO", "METHODS", "Job", "TrainConfig", "job_settings", "run_record", "train"]

@@ -1,0 +1,88 @@
+"""The statistics of a comparison: catalyst - random and catalyst - single paired over seeds, the pooled
+mentor-vs-random count over every round where both competed, and what each method cost per run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peft_catalyst.app.compare.runs import METHODS
+from peft_catalyst.app.compare.stats import binomial_interval, mean_std, paired_difference
+
+#: The contrasts of the headline: (method, reference, what it measures).
+CONTRASTS = (
+    ("catalyst", "random", "the mentor's own value: the same rounds with random-vocabulary candidates"),
+    ("catalyst", "single", "the method at equal compute: plain prompt tuning for the same counted gradient steps"),
+)
+
+
+def by_method(records: dict[str, dict[str, Any]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """method -> seed -> record."""
+    out: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in METHODS}
+    for record in records.values():
+        out.setdefault(record["method"], {})[record["seed"]] = record
+    return out
+
+
+def contrast(a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+    """Test accuracy of ``a`` minus ``b`` over the seeds both finished: the paired difference (mean, 95% paired-t
+    and bootstrap intervals, wins/ties/losses) and the pairs; None without a common seed."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    x = [a[s]["test_accuracy"] for s in seeds]
+    y = [b[s]["test_accuracy"] for s in seeds]
+    return {
+        **paired_difference(x, y).to_dict(),
+        "pairs": [{"seed": s, "difference": u - v} for s, u, v in zip(seeds, x, y)],
+    }
+
+
+def beat_random(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mentor-vs-random count pooled over ``runs`` (the ``catalyst`` runs), at screening and in the race, each
+    with its 95% Wilson interval; ``primary`` is the race's (the later, trained comparison) when any round raced
+    random controls, else screening's, else None (no round compared them)."""
+    out: dict[str, Any] = {}
+    for kind in ("screening", "race"):
+        wins = sum(r["beat_random"][kind][0] for r in runs)
+        rounds = sum(r["beat_random"][kind][1] for r in runs)
+        low, high = binomial_interval(wins, rounds)
+        out[kind] = {"wins": wins, "rounds": rounds, "share": wins / rounds if rounds else None, "ci95": [low, high]}
+    out["primary"] = "race" if out["race"]["rounds"] else "screening" if out["screening"]["rounds"] else None
+    return out
+
+
+def costs(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per run of one method, averaged: counted gradient steps (stages + races), LLM calls, tokens, wall time."""
+    if not runs:
+        return None
+    n = len(runs)
+    return {
+        "runs": n,
+        "steps": sum(r["steps"]["total"] for r in runs) / n,
+        "race_steps": sum(r["steps"]["race"] for r in runs) / n,
+        "llm_calls": sum(r["llm"]["calls"] for r in runs) / n,
+        "tokens": sum(r["llm"]["prompt_tokens"] + r["llm"]["completion_tokens"] for r in runs) / n,
+        "wall_s": sum(r["wall_s"] for r in runs) / n,
+        "restarts": sum(r["rounds"]["accepted"] for r in runs) / n,
+    }
+
+
+def summarize(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything the report shows, from the finished records."""
+    runs = by_method(records)
+    methods = {}
+    for m in METHODS:
+        accuracies = [runs[m][s]["test_accuracy"] for s in sorted(runs[m])]
+        mean, std = mean_std(accuracies)
+        methods[m] = {"seeds": sorted(runs[m]), "accuracy": accuracies, "mean": mean, "std": std}
+    return {
+        "methods": methods,
+        "contrasts": {
+            f"{a} - {b}": {"what": what, "difference": contrast(runs[a], runs[b])} for a, b, what in CONTRASTS
+        },
+        "beat_random": beat_random(list(runs["catalyst"].values())),
+        "costs": {m: costs(list(runs[m].values())) for m in METHODS},
+    }
+
+
+__all__ = ["CONTRASTS", "beat_random", "by_method", "contrast", "costs", "summarize"]

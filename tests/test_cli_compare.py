@@ -1,0 +1,195 @@
+"""``peft-catalyst compare``: end to end on a tiny BERT doer with the loopback OpenAI mentor (the three methods paired
+per seed, the headline line, the report, resume) and every bad input as one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peft_catalyst.app.cli import main
+from peft_catalyst.app.compare import runs as compare_runs
+from peft_catalyst.app.compare.stats import binomial_interval, paired_difference
+from peft_catalyst.app.errors import UserError
+from tests import tiny
+from tests.loopback_openai import LoopbackOpenAIServer
+
+REPLY = "1. the movie was great\n2. a terrible film\n3. an excellent story"
+
+
+@pytest.fixture(scope="module")
+def doer_dir(tmp_path_factory):
+    """A tiny BERT sequence classifier and its tokenizer on disk, for --model_name_or_path."""
+    path = tmp_path_factory.mktemp("tiny_bert")
+    tok = tiny.bpe_tokenizer()
+    tiny.tiny_bert_seq_cls(tok, num_labels=2).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _args(doer_dir, out, base_url: str = "http://127.0.0.1:9/v1") -> list[str]:
+    return [
+        "compare", "--model_name_or_path", str(doer_dir), "--dataset", "rotten_tomatoes", "--num_virtual_tokens", "4",
+        "--max_length", "64", "--train_size", "32", "--catalyst_size", "8", "--test_size", "16",
+        "--max_steps", "6", "--catalyst_rounds", "2", "--catalyst_stage_steps", "2",
+        "--per_device_train_batch_size", "4", "--catalyst_num_candidates", "2", "--catalyst_num_samples", "3",
+        "--catalyst_selection", "race", "--catalyst_race_controls", "1", "--catalyst_race_steps", "1",
+        "--disable_tqdm", "true", "--plot", "false", "--logging_steps", "1",
+        "--mentor", "openai:test-model", "--mentor_base_url", base_url, "--output_dir", str(out),
+    ]  # fmt: skip
+
+
+def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cmp"
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: REPLY)
+        assert main([*_args(doer_dir, out, server.base_url), "--seeds", "2"]) == 0
+        calls = server.request_count
+    printed = capsys.readouterr().out.strip().splitlines()
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
+    assert set(records) == {f"{m}__seed{s}" for m in ("catalyst", "random", "single") for s in (42, 43)}
+    for seed in (42, 43):
+        cat, rnd, single = (records[f"{m}__seed{seed}"] for m in ("catalyst", "random", "single"))
+        # Paired: the same split and init, so the same initial prompt and initial accuracy on the same test examples.
+        assert cat["prompts"]["initial"] == rnd["prompts"]["initial"] == single["prompts"]["initial"]
+        assert cat["initial_test_accuracy"] == rnd["initial_test_accuracy"] == single["initial_test_accuracy"]
+        assert cat["rounds"]["rounds"] == rnd["rounds"]["rounds"] == 2 and single["rounds"]["rounds"] == 0
+        assert cat["steps"]["race"] > 0 and rnd["steps"]["race"] > 0  # the same race rule for both
+        # single trains catalyst's counted gradient steps (stages + races) in its main loop
+        assert single["steps"] == {"main": cat["steps"]["total"], "race": 0, "total": cat["steps"]["total"]}
+        assert single["settings"]["matched_steps"] == cat["steps"]["total"]
+        assert cat["llm"]["calls"] == 2 and rnd["llm"]["calls"] == single["llm"]["calls"] == 0
+        assert cat["mentor"] == "openai:test-model" and rnd["mentor"] == "random-words"
+        assert cat["beat_random"]["race"][1] == 2  # a random control raced beside the mentor in both rounds
+        assert (out / "runs" / f"catalyst__seed{seed}" / "catalyst_history.json").is_file()
+    assert calls == 4  # one request per round of the two catalyst runs; random and single ask no one
+    data = json.loads((out / "compare.json").read_text())
+    for ref in ("random", "single"):
+        diffs = [records[f"catalyst__seed{s}"]["test_accuracy"] - records[f"{ref}__seed{s}"]["test_accuracy"]
+                 for s in (42, 43)]  # fmt: skip
+        expected = paired_difference(diffs, [0.0, 0.0])
+        got = data["summary"]["contrasts"][f"catalyst - {ref}"]["difference"]
+        assert got["mean"] == pytest.approx(expected.mean) and got["n"] == 2
+        assert got["t_ci"] == pytest.approx(list(expected.t_ci), nan_ok=True)
+    wins = sum(records[f"catalyst__seed{s}"]["beat_random"]["race"][0] for s in (42, 43))
+    race = data["summary"]["beat_random"]["race"]
+    assert (race["wins"], race["rounds"]) == (wins, 4) and race["ci95"] == pytest.approx(binomial_interval(wins, 4))
+    headline = printed[-2]
+    assert headline == data["headline"]
+    assert headline.startswith("catalyst - random: ") and "; catalyst - single: " in headline
+    assert f"mentor beat random in {wins} of 4 race rounds" in headline
+    assert "per run: catalyst " in headline and "| random " in headline and "| single " in headline
+    assert printed[-1].startswith("report: ")
+    for name in ("compare.md", "compare.json", "compare.png", "comparison.json"):
+        assert (out / name).is_file(), name
+    md = (out / "compare.md").read_text()
+    assert "| `catalyst - random` | 2 |" in md and "| race | " in md and "2 of 2 seeds finished" in md
+
+    # Resume: nothing is trained again, no mentor is asked; a record that is missing is the only run that runs.
+    trained = []
+    real_train = compare_runs.train
+
+    def counting(config):
+        trained.append(config.training.output_dir)
+        return real_train(config)
+
+    monkeypatch.setattr(compare_runs, "train", counting)
+    with LoopbackOpenAIServer() as server:  # another port: how the mentor is reached is not the comparison's
+        server.set_reply(lambda req: REPLY)
+        assert main([*_args(doer_dir, out, server.base_url), "--seeds", "2"]) == 0
+        assert server.request_count == 0
+    assert trained == []
+    assert "6 finished runs skipped, 0 to run" in capsys.readouterr().out
+    (out / "records" / "single__seed43.json").unlink()
+    assert main([*_args(doer_dir, out), "--seeds", "2"]) == 0
+    assert [p.rsplit("/", 1)[-1] for p in trained] == ["single__seed43"]
+    assert json.loads((out / "records" / "single__seed43.json").read_text())["steps"] == records["single__seed43"][
+        "steps"
+    ]
+
+    # The same folder with another configuration: refused, nothing touched (a comparison with no finished run
+    # would be replaced: test_a_comparison_without_a_finished_run_is_replaced).
+    capsys.readouterr()
+    code = main([*_args(doer_dir, out), "--seeds", "2", "--learning_rate", "0.05"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "holds the records of another comparison" in err and "training.learning_rate" in err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seeds", "1"], "--seeds must be at least 2"),
+        (["--seeds", "two"], "--seeds must be a whole number"),
+        (["--mentor", "none"], "--mentor none: the contrast is empty"),
+        (["--mentor", "random"], "--mentor random: the contrast is empty"),
+        (["--catalyst_rounds", "0"], "--catalyst_rounds 0: the contrast is empty"),
+        (["--catalyst_num_samples", "1"], "catalyst_num_samples (1) must be >= catalyst_num_candidates (2)"),
+        (["--catalyst_selection", "nope"], "catalyst_selection must be one of"),
+        (["--max_steps", "4"], "catalyst_rounds"),  # 2 rounds x 2 steps leave no final stage
+        (["--config", "missing.yaml"], "--config: no file at missing.yaml"),
+        (["--model_name_or_path", "no/such-model-here"], "Cannot load model 'no/such-model-here'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(doer_dir, tmp_path, capsys, extra, message):
+    out = tmp_path / "cmp"
+    assert main([*_args(doer_dir, out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not out.exists()  # refused before anything was loaded or written
+
+
+def test_an_output_dir_holding_something_else_is_refused(doer_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")  # e.g. a train run's folder
+    assert main([*_args(doer_dir, out)]) == 2
+    assert "holds no comparison" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["metrics.json"]
+
+
+def test_help_and_usage_name_the_command(capsys):
+    assert main(["compare", "--help"]) == 0
+    assert "--seeds S" in capsys.readouterr().out
+    assert main(["--help"]) == 0
+    assert "compare  does the mentor help" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(600)
+def test_compare_under_two_processes_asks_once_per_round_and_writes_once(doer_dir, tmp_path):
+    """torchrun, 2 CPU processes (gloo; `accelerate launch --cpu` starts one process without MPI, see README): every
+    process trains every run, the mentor is asked from the main process only, the main process writes the records
+    and the report and prints the headline once."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "cmp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: REPLY)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "peft_catalyst.app.cli", *_args(doer_dir, out, server.base_url), "--seeds", "2",
+               "--use_cpu", "true"]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        assert server.request_count == 4  # 2 rounds x 2 catalyst runs, from the main process only
+    report = json.loads((out / "compare.json").read_text())
+    assert report["machine"]["workers"] == 2
+    assert len(list((out / "records").glob("*.json"))) == 6
+    assert result.stdout.count("catalyst - random: ") == 1 and report["headline"] in result.stdout
+    assert not list(out.rglob("*.tmp"))  # no half-written file from two processes writing one path
+
+
+def test_a_comparison_without_a_finished_run_is_replaced(doer_dir, tmp_path):
+    """A comparison whose first run failed left its configuration and no record: a corrected command runs there."""
+    from peft_catalyst.app.compare.command import COMPARISON_FILE, check_output_dir
+
+    out = tmp_path / "cmp"
+    (out / "runs" / "catalyst__seed42").mkdir(parents=True)
+    (out / COMPARISON_FILE).write_text(json.dumps({"settings": {"model": "other"}, "seeds": 2}))
+    check_output_dir(out, {"model": "mine"})  # no record: nothing to keep
+    (out / "records").mkdir()
+    (out / "records" / "catalyst__seed42.json").write_text("{}")
+    with pytest.raises(UserError, match="differs in model"):
+        check_output_dir(out, {"model": "mine"})
