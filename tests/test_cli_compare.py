@@ -125,7 +125,7 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
         (["--mentor", "random"], "--mentor random: the contrast is empty"),
         (["--catalyst_rounds", "0"], "--catalyst_rounds 0: the contrast is empty"),
         (["--catalyst_num_samples", "1"], "catalyst_num_samples (1) must be >= catalyst_num_candidates (2)"),
-        (["--catalyst_selection", "nope"], "catalyst_selection must be one of"),
+        (["--catalyst_selection", "nope"], "--catalyst_selection/--catalyst-selection: invalid choice: 'nope'"),
         (["--max_steps", "4"], "catalyst_rounds"),  # 2 rounds x 2 steps leave no final stage
         (["--config", "missing.yaml"], "--config: no file at missing.yaml"),
         (["--model_name_or_path", "no/such-model-here"], "Cannot load model 'no/such-model-here'"),
