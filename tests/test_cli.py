@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from peft_catalyst.app.cli import main
+from peft_catalyst.app.runner import summary_lines
 from peft_catalyst.history import read_history
 from peft_catalyst.records import Decision, RunSummary, ScoredPrompt
 from tests.loopback_openai import LoopbackOpenAIServer
@@ -146,6 +147,8 @@ def test_random_mentor_run_restarts_from_the_doers_vocabulary(tmp_path):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--mentor", "random", "--output_dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    rounds_line = next(line for line in summary_lines(metrics, str(out)) if line.startswith("rounds:"))
+    assert "random draws 1, no LLM calls" in rounds_line and "tokens" not in rounds_line
     assert metrics["mentor"] == "random-words" and metrics["catalyst"]["rounds"] == 1
     (record,) = json.loads((out / "catalyst_history.json").read_text())["rounds"]
     assert record["candidates"] and all(c["finite"] for c in record["candidates"])
@@ -436,7 +439,7 @@ def test_run_png_plots_the_score_that_decided(tmp_path, monkeypatch):
 
 
 def test_round_snapshots_and_summary_read_the_typed_records():
-    from peft_catalyst.app.runner import _score_after, summary_lines
+    from peft_catalyst.app.runner import _score_after
     from tests.test_records import raced_history
 
     history = raced_history()

@@ -464,12 +464,19 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     replayed = f"; {hits} repl{'y' if hits == 1 else 'ies'} from the cache" if hits else ""
     steps = f"{cat.total_steps}" + (f" ({cat.main_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
     paired = cat.beat_random_line()
+    spec = metrics.get("arguments", {}).get("mentor", {}).get("mentor")
+    if spec == "random":  # the control draws words: no LLM is asked
+        asked = f"random draws {usage.get('calls', 0)}, no LLM calls"
+    else:
+        asked = (
+            f"LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
+            f"+ {usage.get('completion_tokens', 0)} completion"
+        )
     return [
         f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
         f"{acc['final']:.3f}{best}",
         f"rounds: {cat.rounds} (accepted {cat.accepted}, kept {cat.kept}, skipped {cat.skipped}); gradient steps "
-        f"{steps}; LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
-        f"+ {usage.get('completion_tokens', 0)} completion{replayed}" + (f"; {paired}" if paired else ""),
+        f"{steps}; {asked}{replayed}" + (f"; {paired}" if paired else ""),
         f"final prompt: {metrics['prompts']['final']!r}",
         f"wall time {minutes} min {seconds:02d} s; outputs in {output_dir}",
     ]
