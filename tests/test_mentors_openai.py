@@ -147,6 +147,17 @@ def test_a_server_that_refuses_n_is_asked_one_reply_at_a_time_and_remembered():
         assert [r.json.get("n") for r in server.requests] == [None] * 4  # no second refusal
 
 
+def test_a_client_error_that_is_not_about_n_is_raised_and_not_remembered_as_a_refused_n(loopback):
+    loopback.set_reply(lambda req: error_reply(400, "bad model"))
+    mentor = one_line_mentor(loopback, max_retries=0)
+    with pytest.raises(MentorError, match="bad model"):
+        mentor.propose(REQ)
+    assert [r.json.get("n") for r in loopback.requests] == [4, None]  # tried without n once
+    loopback.set_reply(lambda req: "Rate the review")
+    mentor.propose(REQ)
+    assert loopback.requests[2].json["n"] == 4  # n is still asked
+
+
 def test_further_requests_stop_at_the_time_limit_and_keep_the_replies_in_hand():
     def slow(req):
         time.sleep(0.4)

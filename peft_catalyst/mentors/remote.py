@@ -132,10 +132,11 @@ class RemoteChatMentor(ChatMentor):
         except MentorError as exc:
             if n == 1 or exc.reason != "client_error":
                 raise
+            # Without n: if this fails too, n was not the cause, and nothing is remembered.
+            completion, _attempts = self.retry.run(lambda: self._attempt(messages, n=1), describe=self.name)
             self._n_refused = True
             logger.warning("%s: the server refused n=%d (%s); asking one reply per request from now on", self.name,
                            n, exc)  # fmt: skip
-            completion, _attempts = self.retry.run(lambda: self._attempt(messages, n=1), describe=self.name)
         return completion
 
     @property
