@@ -130,6 +130,9 @@ def wilson(wins: int, n: int) -> tuple[float, float]:
 
 
 SOURCES = ("a_today", "b_evidence_new", "c_evidence_edit", "d_random", "e_random_anchored", "f_manual")
+#: The random sources each mentor source is counted against: (e) as the issue asks, and (d), what (e) is wherever
+#: the labels cannot sit beside a text (TREC-6 in 8 tokens, since the anchor stopped replacing whole prompts).
+CONTROLS = {"e": "e_random_anchored", "d": "d_random"}
 MENTOR_SOURCES = ("a_today", "b_evidence_new", "c_evidence_edit")
 
 
@@ -295,7 +298,7 @@ SOURCE_NAMES = {
 
 def screen_markdown(result: dict) -> str:
     """The screening summary as markdown: per N a pooled table of the sources, then per task how often each mentor
-    source beat (e)."""
+    source beat (e) and (d)."""
     summary, settings = result["summary"], result["settings"]
     lines = [f"# mentor_yield --screen ({result['date']})", "", f"settings: `{json.dumps(settings)}`", ""]
     pooled = summary.get("pooled")
@@ -318,25 +321,27 @@ def screen_markdown(result: dict) -> str:
                 loss, acc = mine["best_label_loss_mean"], mine["best_accuracy_mean"]
                 cells.append("-" if loss is None else f"{loss:.3f} ({acc:.3f})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", "| beats (e) on best label_loss | " + " | ".join([*settings["tasks"], "pooled"]) + " |",
-                  "|---|" + "---|" * (len(settings["tasks"]) + 1)]  # fmt: skip
-        for key in ("a_today", "b_evidence_new", "c_evidence_edit"):
-            cells = []
-            for scope in [*settings["tasks"], "pooled"]:
-                if scope not in summary:
-                    cells.append("-")
-                    continue
-                won = summary[scope][str(n)][f"{key}_beats_e"]
-                low, high = won["wilson95"]
-                cells.append(f"{won['wins']}/{won['requests']} [{low:.2f}, {high:.2f}]")
-            lines.append(f"| {SOURCE_NAMES[key]} | " + " | ".join(cells) + " |")
+        for letter in CONTROLS:
+            scopes = [*settings["tasks"], "pooled"]
+            lines += ["", f"| beats ({letter}) on best label_loss | " + " | ".join(scopes) + " |",
+                      "|---|" + "---|" * len(scopes)]  # fmt: skip
+            for key in ("a_today", "b_evidence_new", "c_evidence_edit"):
+                cells = []
+                for scope in scopes:
+                    won = summary.get(scope, {}).get(str(n), {}).get(f"{key}_beats_{letter}")
+                    if won is None:
+                        cells.append("-")
+                        continue
+                    low, high = won["wilson95"]
+                    cells.append(f"{won['wins']}/{won['requests']} [{low:.2f}, {high:.2f}]")
+                lines.append(f"| {SOURCE_NAMES[key]} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
 
 def summarize_screen(rows_path: Path, settings: dict, tasks: list[str]) -> dict:
     """Per task and pooled: best-of-N label loss / accuracy per source, usable prompts, seconds per mentor call,
-    and how often (b) and (c) beat (e) (ties counted apart), with a 95% Wilson interval."""
+    and how often (a), (b) and (c) beat (e) and (d) (ties counted apart), with a 95% Wilson interval."""
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.exists() else []
     rows = [r for r in rows if r["settings"] == settings and r["task"] in tasks]
     summary: dict = {}
@@ -360,15 +365,16 @@ def summarize_screen(rows_path: Path, settings: dict, tasks: list[str]) -> dict:
                     "seconds_per_call": round(statistics.fmean(seconds), 1) if seconds else None,
                 }
             for name in ("b_evidence_new", "c_evidence_edit", "a_today"):
-                wins = ties = 0
-                for r in picked:
-                    m = r["sources"][name]["best"][key]["label_loss"]
-                    c = r["sources"]["e_random_anchored"]["best"][key]["label_loss"]
-                    wins += m is not None and (c is None or m < c)
-                    ties += m is not None and c is not None and m == c
-                per_n[f"{name}_beats_e"] = {
-                    "wins": wins, "ties": ties, "requests": len(picked), "wilson95": wilson(wins, len(picked)),
-                }  # fmt: skip
+                for letter, control in CONTROLS.items():
+                    wins = ties = 0
+                    for r in picked:
+                        m = r["sources"][name]["best"][key]["label_loss"]
+                        c = r["sources"][control]["best"][key]["label_loss"]
+                        wins += m is not None and (c is None or m < c)
+                        ties += m is not None and c is not None and m == c
+                    per_n[f"{name}_beats_{letter}"] = {
+                        "wins": wins, "ties": ties, "requests": len(picked), "wilson95": wilson(wins, len(picked)),
+                    }  # fmt: skip
             out[key] = per_n
         summary[scope] = out
     return {
