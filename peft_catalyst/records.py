@@ -39,6 +39,8 @@ def ranking_key(score: float, higher_is_better: bool) -> float:
 Selection = Literal["best", "race", "first"]
 """How a round judges candidates (``catalyst_selection``): score them untrained, race them, or take the first."""
 SELECTIONS: tuple[str, ...] = get_args(Selection)
+#: How a restart uses a proposal (``catalyst_restart``, :class:`RestartShape`).
+RestartName = Literal["full", "blend", "partial"]
 
 
 class Trigger(str, Enum):
@@ -268,7 +270,7 @@ class RestartShape:
     from ``incumbent + alpha * (proposal - incumbent)``, ``"partial"`` from the incumbent with the proposal's tokens
     written at ``positions`` only. Records written before shapes existed read as ``"full"``."""
 
-    name: str = "full"
+    name: RestartName = "full"
     alpha: float | None = None
     positions: list[int] | None = None
 

@@ -21,14 +21,14 @@ Knows nothing of mentors, rounds or races: tensors and optimizer state in, tenso
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
-from peft_catalyst.records import RestartShape
+from peft_catalyst.records import RestartName, RestartShape
 from peft_catalyst.restart import inner_optimizer
 
-RESTART_SHAPES = ("full", "blend", "partial")
+RESTART_SHAPES: tuple[str, ...] = get_args(RestartName)
 
 
 def shape_errors(

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from peft_catalyst.history import ChatLog
-from peft_catalyst.records import RoundRecord, Selection, Trigger
+from peft_catalyst.mentors.base import Proposal
+from peft_catalyst.records import RestartName, RoundRecord, Selection, Trigger
 from peft_catalyst.trajectory import Trajectory
 
 __all__ = ["RoundContext", "RoundOutcome", "RoundSettings", "RoundTimings"]
@@ -33,7 +34,7 @@ class RoundSettings(Protocol):
     catalyst_mentor_words: int
     catalyst_labels: list[str] | None
     catalyst_label_anchor: bool
-    catalyst_proposal: str
+    catalyst_proposal: Proposal
     catalyst_race_steps: int
     catalyst_race_eta: int
     catalyst_race_controls: int
@@ -41,7 +42,7 @@ class RoundSettings(Protocol):
     catalyst_race_seed: int | None
     catalyst_reset_optimizer: bool
     catalyst_rewarmup_steps: int
-    catalyst_restart: str
+    catalyst_restart: RestartName
     catalyst_blend_alphas: list[float]
     catalyst_partial_tokens: int | None
 

@@ -217,7 +217,7 @@ def test_bad_config_file_is_one_user_error(tmp_path, text, message):
         (["--config", "/nonexistent/run.yaml"], "no file at"),
         (["--num_virtual_tokens", "0"], "--num_virtual_tokens must be at least 1"),
         (["--catalyst_score_batch_size", "0"], "catalyst_score_batch_size must be >= 1"),
-        (["--catalyst_restart", "half"], "catalyst_restart must be one of"),
+        (["--catalyst_restart", "half"], "invalid choice: 'half'"),
         (["--catalyst_blend_alphas", "0.3", "1.5"], "catalyst_blend_alphas must each be in (0, 1]"),
         (["--catalyst_restart", "partial", "--catalyst_partial_tokens", "9"], "at most num_virtual_tokens = 8"),
         (["--catalyst_num_samples", "2"], "catalyst_num_samples (2) must be >= catalyst_num_candidates (4)"),

@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from peft_catalyst.records import LabeledExample, ScoredPrompt, is_better
@@ -160,7 +160,8 @@ class PastRound:
 
 #: How a mentor proposes: ``"new"`` prompts from the scored history, or an ``"edit"`` of the best prompt so far that
 #: fixes the errors shown.
-PROPOSALS = ("new", "edit")
+Proposal = Literal["new", "edit"]
+PROPOSALS: tuple[str, ...] = get_args(Proposal)
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ class MentorRequest:
     errors: Sequence[LabeledExample] = ()
     labels: Sequence[str] = ()
     best_prompts: Sequence[ScoredPrompt] = ()
-    proposal: str = "new"
+    proposal: Proposal = "new"
 
     def __post_init__(self) -> None:
         if self.num_candidates < 1:

@@ -13,8 +13,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from peft_catalyst.mentors.base import PROPOSALS
-from peft_catalyst.records import SELECTIONS, Selection, higher_is_better
+from peft_catalyst.mentors.base import PROPOSALS, Proposal
+from peft_catalyst.records import SELECTIONS, RestartName, Selection, higher_is_better
 from peft_catalyst.restart_shapes import shape_errors
 
 SCORE_BATCH_SIZE_DEFAULT = 128
@@ -277,7 +277,7 @@ class CatalystArguments:
         default=5,
         metadata={"help": "Optimizer steps over which the prompt's learning rate ramps up again after a restart."},
     )
-    catalyst_restart: str = field(
+    catalyst_restart: RestartName = field(
         default="full",
         metadata={
             "help": (
@@ -374,7 +374,7 @@ class CatalystArguments:
             )
         },
     )
-    catalyst_proposal: str = field(
+    catalyst_proposal: Proposal = field(
         default="new",
         metadata={
             "help": (
