@@ -369,23 +369,28 @@ def test_anchor_labels_never_replace_a_whole_proposal():
     assert anchor_labels("goodce}Hrezng whe", ["bad", "great"], lambda t: len(t) <= 16) == "good: bad, great"
 
 
-def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
-    from peft_catalyst.evidence import missing_labels
-
-    mentor = ScriptedMentor([FOUR])
-    trainer = tiny.catalyst_trainer(
+def _anchoring_trainer(tok, tmp_path, labels, **kwargs):
+    """One race round of FOUR's prompts and one random control, anchored with ``labels``."""
+    return tiny.catalyst_trainer(
         tok,
         tmp_path / "out",
-        mentor,
-        model=tiny.catalyst_model(tok, num_virtual_tokens=8),  # room for the labels beside a proposal's words
-        catalyst_labels=["bad", "great"],
+        ScriptedMentor([FOUR]),
+        catalyst_labels=labels,
         catalyst_label_anchor=True,
         catalyst_selection="race",
         catalyst_race_controls=1,
         catalyst_race_steps=1,
         catalyst_num_samples=4,
         catalyst_rounds=1,
+        **kwargs,
     )
+
+
+def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
+    from peft_catalyst.evidence import missing_labels
+
+    # 8 tokens leave room for the labels beside a proposal's words
+    trainer = _anchoring_trainer(tok, tmp_path, ["bad", "great"], model=tiny.catalyst_model(tok, num_virtual_tokens=8))
     trainer.train()
     (record,) = trainer.catalyst_history
     decode = trainer.processing_class.decode
@@ -399,18 +404,7 @@ def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
 
 def test_labels_that_do_not_fit_the_prompt_leave_the_candidates_distinct(tok, tmp_path, caplog):
     labels = ["awful", "bad", "fine", "good", "great"]  # five labels cannot sit beside any word in 4 tokens
-    trainer = tiny.catalyst_trainer(
-        tok,
-        tmp_path / "out",
-        ScriptedMentor([FOUR]),
-        catalyst_labels=labels,
-        catalyst_label_anchor=True,
-        catalyst_selection="race",
-        catalyst_race_controls=1,
-        catalyst_race_steps=1,
-        catalyst_num_samples=4,
-        catalyst_rounds=1,
-    )
+    trainer = _anchoring_trainer(tok, tmp_path, labels)
     with caplog.at_level("WARNING", logger="peft_catalyst.round"):
         trainer.train()
     (record,) = trainer.catalyst_history
