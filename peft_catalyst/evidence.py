@@ -51,18 +51,22 @@ def anchor_labels(text: str, labels: Sequence[str], fits: Any) -> str:
     """``text`` completed with the labels it does not name (``catalyst_label_anchor``), as ``"<text>: a, b"``.
 
     ``fits(candidate) -> bool`` says whether a text fits the prompt (its token budget): the text's last words are
-    dropped until the completed text fits, so the labels are never the part that is cut.
+    dropped until the completed text fits (then the first word's last characters: random tokens decode to long
+    "words"), so the labels are never the part that is cut. When nothing of the text fits beside the labels, the
+    text is returned as it is: completing it would replace the whole proposal with the labels, and every candidate
+    (the mentor's and the random controls') would become one prompt.
     """
     if not missing_labels(text, labels):
         return text
     words = text.split()
-    for keep in range(len(words), -1, -1):
-        kept = " ".join(words[:keep])
+    prefixes = [" ".join(words[:keep]) for keep in range(len(words), 0, -1)]
+    prefixes += [words[0][:cut] for cut in range(len(words[0]) - 1, 0, -1)] if words else []
+    for kept in prefixes:
         suffix = ", ".join(missing_labels(kept, labels))  # a label named by a dropped word is added back
-        anchored = f"{kept}: {suffix}" if keep else suffix
+        anchored = f"{kept}: {suffix}"
         if fits(anchored):
             return anchored
-    return ", ".join(labels)
+    return text
 
 
 def balanced_indices(labels: Sequence[int], count: int, seed: int) -> list[int]:

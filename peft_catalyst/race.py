@@ -363,7 +363,8 @@ def race_arms(
 
 def race_beats_random(race: Race, higher_is_better: bool) -> bool | None:
     """Whether the best mentor arm did better than the best control arm in ``race``: it reached a later rung, or
-    the same rung with a better score (None: the race had no candidate or no control arm)."""
+    the same rung with a better score (None: the race had no candidate or no control arm, or the best of each
+    stood level, as identical prompts do; the race's winner then came first in arm order, which is no evidence)."""
 
     def standing(arm: int) -> tuple[int, float]:
         reached = [(i, rung.scores[rung.arms.index(arm)]) for i, rung in enumerate(race.rungs) if arm in rung.arms]
@@ -378,9 +379,12 @@ def race_beats_random(race: Race, higher_is_better: bool) -> bool | None:
     ]
     if not groups[0] or not groups[1]:
         return None
+    mentor, control = (max(standing(i) for i in group) for group in groups)
+    if mentor == control:
+        return None
     if race.arms[race.winner].kind is not ArmKind.INCUMBENT:
         return race.arms[race.winner].kind is ArmKind.CANDIDATE
-    return max(standing(i) for i in groups[0]) > max(standing(i) for i in groups[1])
+    return mentor > control
 
 
 def main_process_decision(accelerator: Any, value: Any) -> Any:

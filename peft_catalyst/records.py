@@ -407,7 +407,8 @@ class RoundRecord:
     shape: RestartShape | None = None  # the shape of the restart taken (None: no restart, or a record before shapes)
     evidence: Evidence | None = None  # what the mentor was shown of the data (None: format 3 and earlier)
     screening: Screening | None = None  # None: every usable candidate went on to selection
-    #: Whether the best mentor prompt beat the best random control at screening / in the race (None: not compared).
+    #: Whether the best mentor prompt beat the best random control at screening / in the race (None: not compared,
+    #: or a tie: the two best stood level, as identical prompts do).
     beat_random_screening: bool | None = None
     beat_random_race: bool | None = None
 
@@ -522,7 +523,8 @@ class RunSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     final_prompt: str | None = None
     #: Rounds where the best mentor prompt beat the best random control, and rounds where they were compared: at
-    #: screening and in the race (``[wins, rounds]``; ``[0, 0]`` when no random control ran beside the mentor).
+    #: screening and in the race (``[wins, rounds]``; ``[0, 0]`` when no random control ran beside the mentor; a
+    #: tied round is not counted).
     beat_random_screening: list[int] = field(default_factory=lambda: [0, 0])
     beat_random_race: list[int] = field(default_factory=lambda: [0, 0])
 

@@ -35,7 +35,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from peft_catalyst.evidence import EvidenceSource, anchor_labels, best_prompts, label_names_of, round_evidence
+from peft_catalyst.evidence import (
+    EvidenceSource,
+    anchor_labels,
+    best_prompts,
+    label_names_of,
+    missing_labels,
+    round_evidence,
+)
 from peft_catalyst.mentor_exchange import ask, chat_entry, mentor_call, mentor_request
 from peft_catalyst.mentors import Mentor
 from peft_catalyst.projection import (
@@ -115,6 +122,7 @@ class RoundEngine:
         self.racing = False  # True while race arms train (their losses are not the main loop's)
         self._said: set[str] = set()
         self._evidence_source: EvidenceSource | None = None
+        self._anchor_warned = False
 
     def reset(self) -> None:
         """Start a run: no timings, no scoring seconds, no remembered hard-prompt scores."""
@@ -458,8 +466,18 @@ class RoundEngine:
 
         out = [anchor_labels(text, labels, fits) for text in texts]
         changed = sum(a != t for a, t in zip(out, texts))
+        unanchored = sum(a == t and bool(missing_labels(t, labels)) for a, t in zip(out, texts))
         if record is not None and changed:
             record.notes.append(f"label anchor: {changed} of {len(texts)} prompt(s) completed with the labels")
+        if unanchored and record is not None:
+            note = (
+                f"label anchor: {unanchored} of {len(texts)} prompt(s) left as proposed: the labels do not fit the "
+                f"prompt's {n} tokens beside any of their words"
+            )
+            record.notes.append(note)
+            if not self._anchor_warned:
+                self._anchor_warned = True
+                logger.warning("catalyst: %s (a longer prompt, num_virtual_tokens, leaves room for them)", note)
         return out
 
     def tokenize(self, texts: list[str]) -> list[ScoredPrompt]:

@@ -28,13 +28,16 @@ def ranked(prompts: Sequence[ScoredPrompt], indices: list[int], higher_is_better
 def beats_random(
     mentor: Sequence[ScoredPrompt], random: Sequence[ScoredPrompt], higher_is_better: bool
 ) -> bool | None:
-    """Whether the best finite mentor score beats the best finite random one (None: neither has one)."""
+    """Whether the best finite mentor score beats the best finite random one (None: neither has one, or the two are
+    equal, as when anchoring or a short prompt makes a mentor and a random prompt one text: a tie is no evidence)."""
     best = [
         min((p.score for p in group if p.finite), key=lambda v: ranking_key(v, higher_is_better), default=None)
         for group in (mentor, random)
     ]
     if best[0] is None or best[1] is None:
         return None if best[0] is None and best[1] is None else best[1] is None
+    if best[0] == best[1]:
+        return None
     return is_better(best[0], best[1], higher_is_better)
 
 

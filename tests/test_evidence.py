@@ -291,6 +291,33 @@ def test_random_controls_are_screened_alike_and_the_paired_statistic_is_reported
     assert any(line in printed for printed in summary_lines(metrics, "out"))  # the command's summary line
 
 
+def test_a_tie_between_mentor_and_random_is_not_counted_for_either():
+    """Identical prompts score alike: a tie said "random won" at screening and "the mentor won" in the race (its arm
+    came first in order), so TREC-6's label-anchored rounds counted 0/8 at screening and 8/8 in races."""
+    from peft_catalyst import ArmKind, RaceArm
+    from peft_catalyst.race import race_beats_random
+    from peft_catalyst.records import Race, RaceRung, ScoredPrompt
+    from peft_catalyst.screening import beats_random
+
+    def sp(text, score):
+        return ScoredPrompt(text=text, score=score, loss=score)
+
+    assert beats_random([sp("a", 0.4)], [sp("a", 0.4)], higher_is_better=False) is None
+    assert beats_random([sp("a", 0.3)], [sp("b", 0.4)], higher_is_better=False) is True
+    assert beats_random([sp("a", 0.5)], [sp("b", 0.4)], higher_is_better=False) is False
+
+    def race(mentor_score, control_score, winner):
+        arms = [RaceArm(ArmKind.INCUMBENT, "i", [1]), RaceArm(ArmKind.CANDIDATE, "a", [2], candidate=0)]
+        arms.append(RaceArm(ArmKind.CONTROL, "a", [2]))
+        rung = RaceRung([0, 1, 2], 1, [sp("i", 0.9), sp("a", mentor_score), sp("a", control_score)])
+        return Race(arms=arms, rungs=[rung], winner=winner, steps=3)
+
+    assert race_beats_random(race(0.4, 0.4, winner=1), higher_is_better=False) is None
+    assert race_beats_random(race(0.3, 0.4, winner=1), higher_is_better=False) is True
+    assert race_beats_random(race(0.5, 0.4, winner=2), higher_is_better=False) is False
+    assert race_beats_random(race(0.3, 0.4, winner=0), higher_is_better=False) is True  # the incumbent kept
+
+
 def test_edit_proposals_ask_to_rewrite_the_best_prompt_so_far(tok, tmp_path):
     mentor = ScriptedMentor(["1. the movie was great"])
     trainer = tiny.catalyst_trainer(tok, tmp_path / "out", mentor, catalyst_rounds=1, catalyst_proposal="edit")
@@ -319,7 +346,27 @@ def test_anchor_labels_completes_what_is_missing_within_the_budget():
     assert anchor_labels("Is it positive?", labels, fits) == "Is it positive?: negative"
     assert anchor_labels("Classify the movie review", labels, fits) == "Classify the: negative, positive"
     # a cut that drops "positive" from the text puts it back in the completion
-    assert anchor_labels("Say positive or not", labels, lambda text: len(text.split()) <= 2) == "negative, positive"
+    three = lambda t: len(t.split()) <= 3  # noqa: E731
+    assert anchor_labels("Say something positive or not", labels, three) == "Say: negative, positive"
+
+
+def test_anchor_labels_never_replace_a_whole_proposal():
+    """Where not one word fits beside the labels, the text stays as proposed: otherwise every candidate, the mentor's
+    and the random controls', became the one label list (TREC-6's six labels in an 8-token prompt did)."""
+    from peft_catalyst.evidence import anchor_labels
+
+    labels = ["abbreviation", "entity", "description", "human", "location", "number"]
+
+    def fits(text):
+        return len(text.split()) <= 4
+
+    texts = ["Which kind of question is this", "zq wv lorem ipsum"]
+    assert [anchor_labels(t, labels, fits) for t in texts] == texts
+    assert anchor_labels("Say positive or not", ["negative", "positive"], lambda t: len(t.split()) <= 2) == (
+        "Say positive or not"
+    )
+    # random tokens decode to long "words": the first word's end is cut before the whole text is given up
+    assert anchor_labels("goodce}Hrezng whe", ["bad", "great"], lambda t: len(t) <= 16) == "good: bad, great"
 
 
 def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
@@ -330,6 +377,7 @@ def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
         tok,
         tmp_path / "out",
         mentor,
+        model=tiny.catalyst_model(tok, num_virtual_tokens=8),  # room for the labels beside a proposal's words
         catalyst_labels=["bad", "great"],
         catalyst_label_anchor=True,
         catalyst_selection="race",
@@ -347,6 +395,30 @@ def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
         assert "bad" in text and "great" in text, prompt
     assert missing_labels(record.candidates[2].text, ["bad", "great"]) == []
     assert any("label anchor" in note for note in record.notes)
+
+
+def test_labels_that_do_not_fit_the_prompt_leave_the_candidates_distinct(tok, tmp_path, caplog):
+    labels = ["awful", "bad", "fine", "good", "great"]  # five labels cannot sit beside any word in 4 tokens
+    trainer = tiny.catalyst_trainer(
+        tok,
+        tmp_path / "out",
+        ScriptedMentor([FOUR]),
+        catalyst_labels=labels,
+        catalyst_label_anchor=True,
+        catalyst_selection="race",
+        catalyst_race_controls=1,
+        catalyst_race_steps=1,
+        catalyst_num_samples=4,
+        catalyst_rounds=1,
+    )
+    with caplog.at_level("WARNING", logger="peft_catalyst.round"):
+        trainer.train()
+    (record,) = trainer.catalyst_history
+    texts = [c.text for c in record.candidates]
+    assert len(set(texts)) == len(texts) > 1, texts  # not one label list for all
+    assert all(text in FOUR for text in texts)
+    assert any("left as proposed" in note for note in record.notes)
+    assert sum("left as proposed" in r.getMessage() for r in caplog.records) == 1
 
 
 # ------------------------------------------------------------------------------------------------------------------

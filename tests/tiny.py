@@ -178,13 +178,15 @@ def accuracy(pred) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def catalyst_model(tok, init_scale: float | None = None, seed: int = 0) -> PeftModel:
-    """A tiny BERT classifier with a 4-token CATALYST prompt; ``init_scale`` multiplies PEFT's RANDOM init.
+def catalyst_model(tok, init_scale: float | None = None, seed: int = 0, num_virtual_tokens: int = 4) -> PeftModel:
+    """A tiny BERT classifier with a CATALYST prompt (4 tokens); ``init_scale`` multiplies PEFT's RANDOM init.
 
     A large scale (50) makes any text candidate win the first round: token embeddings are much smaller.
     """
     model = tiny_bert_seq_cls(tok, seed=seed)
-    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
+    config = CatalystConfig(
+        task_type="SEQ_CLS", num_virtual_tokens=num_virtual_tokens, task_description="Classify review sentiment"
+    )
     torch.manual_seed(seed)
     pm = get_peft_model(model, config)
     if init_scale is not None:
