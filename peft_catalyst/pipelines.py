@@ -67,7 +67,7 @@ def _prompt_learning_config(model: str, kwargs: dict[str, Any]):
     """The adapter's ``PeftConfig`` when ``model`` is a prompt-learning adapter; ``None`` for anything else."""
     from peft import PeftConfig
 
-    import peft_catalyst  # noqa: F401 - registers CATALYST, so that its adapter_config.json parses
+    import peft_catalyst.tuners.catalyst  # noqa: F401 - registers CATALYST, so that its adapter_config.json parses
 
     try:
         config = PeftConfig.from_pretrained(model, **_hub_kwargs(kwargs))
