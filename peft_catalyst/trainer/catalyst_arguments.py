@@ -85,7 +85,8 @@ class CatalystArguments:
             reads the model config's `id2label` when it names the classes.
         catalyst_label_anchor (`bool`, *optional*, defaults to `False`):
             Complete every candidate (and every random control) that does not name the task's labels with them, so
-            that each prompt names the label words the doer answers with.
+            that each prompt names the label words the doer answers with. A prompt too short to hold the labels
+            beside any of a candidate's words leaves it as proposed (noted in the round record).
         catalyst_proposal (`str`, *optional*, defaults to `"new"`):
             `"new"` asks for new prompts from the scored history; `"edit"` asks the mentor to rewrite the best
             prompt so far so that it fixes the errors shown.
@@ -370,7 +371,8 @@ class CatalystArguments:
         metadata={
             "help": (
                 "Complete each candidate and random control that does not name the task's labels "
-                "(catalyst_labels) with them."
+                "(catalyst_labels) with them; one that cannot keep any of its words beside them in the prompt "
+                "stays as proposed."
             )
         },
     )
