@@ -321,11 +321,11 @@ def screen_markdown(result: dict) -> str:
                 loss, acc = mine["best_label_loss_mean"], mine["best_accuracy_mean"]
                 cells.append("-" if loss is None else f"{loss:.3f} ({acc:.3f})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        scopes = [*settings["tasks"], "pooled"]
         for letter in CONTROLS:
-            scopes = [*settings["tasks"], "pooled"]
             lines += ["", f"| beats ({letter}) on best label_loss | " + " | ".join(scopes) + " |",
                       "|---|" + "---|" * len(scopes)]  # fmt: skip
-            for key in ("a_today", "b_evidence_new", "c_evidence_edit"):
+            for key in MENTOR_SOURCES:
                 cells = []
                 for scope in scopes:
                     won = summary.get(scope, {}).get(str(n), {}).get(f"{key}_beats_{letter}")
@@ -364,7 +364,7 @@ def summarize_screen(rows_path: Path, settings: dict, tasks: list[str]) -> dict:
                     "usable_per_call": round(statistics.fmean(b["usable"] for b in best), 2),
                     "seconds_per_call": round(statistics.fmean(seconds), 1) if seconds else None,
                 }
-            for name in ("b_evidence_new", "c_evidence_edit", "a_today"):
+            for name in MENTOR_SOURCES:
                 for letter, control in CONTROLS.items():
                     wins = ties = 0
                     for r in picked:
