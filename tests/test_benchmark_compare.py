@@ -749,6 +749,25 @@ def test_v3_methods_run_with_random_controls_and_report_the_mentor_vs_random_cou
     assert "| catalyst | race | " in md
 
 
+def test_validation_curve_pairs_seeds_by_evaluation_index():
+    """Matched runs evaluate every max_steps // curve_points steps, so seeds evaluate at different steps (22 vs 23):
+    the curve averages the k-th evaluations, over the evaluations every run has."""
+    from benchmarks.compare.summary import validation_curves
+
+    def run(seed, steps, accuracies):
+        curve = [{"step": s, "accuracy": a, "loss": 1.0 - a} for s, a in zip(steps, accuracies)]
+        return {"task": "trec", "method": "single-matched", "seed": seed, "curve": curve}
+
+    results = {
+        "a": run(0, [23, 46, 69], [0.2, 0.6, 0.8]),
+        "b": run(1, [22, 44, 66, 88], [0.4, 0.6, 0.6, 0.9]),  # one evaluation more: dropped
+    }
+    curve = validation_curves(compare.V3_PLATEAU_PLAN, results)["trec"]["single-matched"]
+    assert [p["step"] for p in curve] == [22, 45, 68]
+    assert [p["seeds"] for p in curve] == [2, 2, 2]
+    assert [round(p["accuracy"], 6) for p in curve] == [0.3, 0.6, 0.7]
+
+
 def test_v3_plans_fit_their_stretch():
     """The stall regime fits one stretch of about 3 h (2 workers x 1 thread); each regime has the seeds, tasks and
     methods of the issue; the plateau regime runs a task at a time."""

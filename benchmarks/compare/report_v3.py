@@ -43,6 +43,15 @@ def _count(b: dict[str, Any]) -> str:
     return f"{b['wins']}/{b['rounds']} = {100 * b['share']:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
 
 
+def _last_quarter(points: list[dict[str, Any]]) -> str:
+    """The accuracy change from the evaluation at about three quarters of the steps to the last one, as text."""
+    if len(points) < 2:
+        return "last quarter: -"
+    start = points[min(len(points) - 2, round(0.75 * (len(points) - 1)))]
+    gain = 100 * (points[-1]["accuracy"] - start["accuracy"])
+    return f"last quarter (steps {start['step']}-{points[-1]['step']}): {gain:+.1f} points"
+
+
 def v3_lines(plan: Plan, summary: dict[str, Any]) -> list[str]:
     """Markdown sections of a v3 report."""
     lines = [
@@ -78,17 +87,17 @@ def v3_lines(plan: Plan, summary: dict[str, Any]) -> list[str]:
             "",
             "## Validation curve of plain prompt tuning",
             "",
-            "Validation accuracy % (and loss) at each evaluation, mean over seeds: has `single-matched` flattened?",
+            "Validation accuracy % (and loss) at each evaluation (step: accuracy (loss)), mean over seeds: has "
+            "`single-matched` flattened? The figure after each curve is the accuracy change over the last quarter "
+            "of training (last evaluation minus the one at about three quarters of the steps); on 100 validation "
+            "examples one point is 1 example.",
             "",
         ]
         for task, by_method in curves.items():
             for m, points in by_method.items():
-                row = ", ".join(
-                    f"{p['step']}: {100 * p['accuracy']:.1f} ({p['loss']:.3f})"
-                    for p in points
-                    if p["accuracy"] is not None and math.isfinite(p["accuracy"])
-                )
-                lines.append(f"- {task} / {m}: {row}")
+                shown = [p for p in points if p["accuracy"] is not None and math.isfinite(p["accuracy"])]
+                row = ", ".join(f"{p['step']}: {100 * p['accuracy']:.1f} ({p['loss']:.3f})" for p in shown)
+                lines.append(f"- {task} / {m} ({max(p['seeds'] for p in shown)} seeds): {row}; {_last_quarter(shown)}")
     return lines
 
 

@@ -90,25 +90,31 @@ def beat_random_by_method(plan: Plan, results: dict[str, dict[str, Any]]) -> dic
 
 
 def validation_curves(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per task and method without rounds, the validation accuracy and loss at each recorded step, averaged over
-    seeds: where plain prompt tuning flattens (plans with ``curve_points``)."""
+    """Per task and method without rounds, the validation accuracy and loss at each evaluation, averaged over seeds:
+    where plain prompt tuning flattens (plans with ``curve_points``).
+
+    Points are paired by their index (the k-th evaluation of each run), not their step: a matched run's evaluation
+    interval follows its own step count, so seeds evaluate at slightly different steps (22 vs 23) and grouping by
+    step would average nothing. ``step`` is the mean step of the k-th evaluations; only the evaluations every run
+    has are kept."""
     out: dict[str, Any] = {}
     for task in plan.tasks:
         for m in plan.methods:
             runs = [r for r in results.values() if r["task"] == task and r["method"] == m and r.get("curve")]
+            common = min((len(r["curve"]) for r in runs), default=0)  # a run may log one evaluation more
             points: dict[int, list[dict[str, Any]]] = {}
             for r in runs:
-                for point in r["curve"]:
-                    points.setdefault(point["step"], []).append(point)
+                for k, point in enumerate(sorted(r["curve"], key=lambda p: p["step"])[:common]):
+                    points.setdefault(k, []).append(point)
             if points:
                 out.setdefault(task, {})[m] = [
                     {
-                        "step": step,
+                        "step": round(mean_std([p["step"] for p in ps])[0]),
                         "seeds": len(ps),
                         "accuracy": mean_std([p["accuracy"] for p in ps if p["accuracy"] is not None])[0],
                         "loss": mean_std([p["loss"] for p in ps if p["loss"] is not None])[0],
                     }
-                    for step, ps in sorted(points.items())
+                    for _, ps in sorted(points.items())
                 ]
     return out
 
