@@ -768,6 +768,45 @@ def test_validation_curve_pairs_seeds_by_evaluation_index():
     assert [round(p["accuracy"], 6) for p in curve] == [0.3, 0.6, 0.7]
 
 
+def test_pooled_report_pools_pairs_and_counts_over_regimes(tmp_path):
+    """The pooled v3 answer: a contrast's pairs of every regime in one paired interval, the mentor-vs-random counts
+    summed per method and over all methods, and a regime with missing runs said so."""
+    from benchmarks.compare import pooled
+
+    def report(init, diffs, counts, missing=()):
+        pairs = [{"task": "trec", "seed": s, "difference": d} for s, d in enumerate(diffs)]
+        entry = paired_difference(diffs, [0.0] * len(diffs)).to_dict()
+        beat = {
+            m: {"pooled": {k: {"wins": w, "rounds": n} for k, (w, n) in zip(("race", "screening"), c)}}
+            for m, c in counts.items()
+        }
+        headline = {init: {"catalyst - random": {"what": "w", "pooled": entry, "pairs": pairs}}}
+        return {"missing_runs": list(missing), "summary": {"headline": headline, "beat_random": beat}}
+
+    write_json_atomic(tmp_path / "a.json", report("random init", [0.01, -0.03, 0.0], {"catalyst": [(1, 3), (0, 3)]}))
+    write_json_atomic(
+        tmp_path / "b.json",
+        report("text init", [0.04, 0.02], {"catalyst": [(2, 2), (1, 2)], "catalyst-blend": [(1, 4), (0, 0)]}, ["x"]),
+    )
+    assert pooled.main(["a", "b", "--name", "ab", "--results-dir", str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "ab.json").read_text())
+    row = out["contrasts"]["catalyst - random"]
+    assert [p["regime"] for p in row["pairs"]] == ["a", "a", "a", "b", "b"]
+    assert row["pooled"]["n"] == 5 and math.isclose(row["pooled"]["mean"], 0.008)
+    assert (row["pooled"]["wins"], row["pooled"]["ties"], row["pooled"]["losses"]) == (3, 1, 1)
+    race = out["beat_random"]["catalyst"]["race"]
+    assert (race["wins"], race["rounds"]) == (3, 5) and 0 < race["ci95"][0] < 0.6 < race["ci95"][1] < 1
+    every = out["beat_random"]["all"]["race"]
+    assert (every["wins"], every["rounds"]) == (4, 9) and every["regimes"]["b"] == {"wins": 3, "rounds": 6}
+    md = (tmp_path / "ab.md").read_text()
+    assert "**b is incomplete: 1 planned run(s) missing.**" in md
+    line = next(x for x in md.splitlines() if x.startswith("| `catalyst - random` |"))
+    assert line.startswith("| `catalyst - random` | -0.7 [") and line.endswith(" (3/1/1) |") and "| +0.8 [" in line
+    assert "| all | race | 1/3 = 33% [6, 79] | 3/6 = 50% [19, 81] | 4/9 = 44% [19, 73] |" in md
+    with pytest.raises(SystemExit, match="--plan c --report-only"):
+        pooled.main(["c", "--results-dir", str(tmp_path)])
+
+
 def test_v3_plans_fit_their_stretch():
     """The stall regime fits one stretch of about 3 h (2 workers x 1 thread); each regime has the seeds, tasks and
     methods of the issue; the plateau regime runs a task at a time."""

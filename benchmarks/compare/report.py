@@ -18,7 +18,8 @@ from benchmarks.compare.summary import HEADLINE_CONTRASTS, _gradient_steps, summ
 logger = logging.getLogger(__name__)
 
 
-def _fmt_diff(diff: dict[str, Any] | None, reference: bool = False) -> str:
+def fmt_diff(diff: dict[str, Any] | None, reference: bool = False) -> str:
+    """A paired difference in points: ``+1.2 [-0.3, +2.7] (w/t/l)``, ``+1.2 (n=1)`` without an interval, ``-``."""
     if not diff:
         return "(reference)" if reference else "-"
     mean, (low, high) = diff["mean"], diff["t_ci"]
@@ -67,7 +68,7 @@ def _row_start(cell: dict[str, Any], method: str, stats: dict[str, Any]) -> tupl
     reference = method == cell["best_single"]
     kept = stats["current_beat_all"]
     kept_s = f"{kept['kept']}/{kept['scored_rounds']}" if kept else "-"
-    return f"**{method}**" if reference else method, kept_s, _fmt_diff(stats.get("vs_best_single"), reference)
+    return f"**{method}**" if reference else method, kept_s, fmt_diff(stats.get("vs_best_single"), reference)
 
 
 def _fmt_ci(diff: dict[str, Any]) -> str:

@@ -1,0 +1,141 @@
+"""Benchmark v3's answer in one table: each regime's headline contrasts and mentor-vs-random counts, and the same
+pooled over the regimes, read from the regimes' finished reports (``<plan>.json``) so nothing is run again.
+
+    python -m benchmarks.compare.pooled                       # v3-stall + v3-plateau -> results/compare/v3.md/.json
+    python -m benchmarks.compare.pooled v3-stall v3-plateau --name v3
+
+Paired differences pool as pairs (one per task and seed, each regime's own), so the pooled interval is a paired-t
+interval over every pair of every regime; counts pool as wins and rounds, with a Wilson interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.compare.report import fmt_diff
+from benchmarks.compare.store import RESULTS_DIR
+from peft_catalyst.app.compare.stats import binomial_interval, paired_difference
+
+logger = logging.getLogger(__name__)
+
+V3_REGIMES = ("v3-stall", "v3-plateau")
+
+
+def _load(results_dir: Path, name: str) -> dict[str, Any]:
+    path = results_dir / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"no report {path}: run `python -m benchmarks.compare --plan {name} --report-only` first")
+    return json.loads(path.read_text())
+
+
+def _contrasts(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Contrast name -> its headline entry (each v3 regime has one start: RANDOM or TEXT init)."""
+    out: dict[str, dict[str, Any]] = {}
+    for by_name in report["summary"]["headline"].values():
+        out.update(by_name)
+    return out
+
+
+def pool(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per contrast and per mentor method: each regime's figures as reported, and the pool over all regimes."""
+    contrasts: dict[str, Any] = {}
+    for regime, report in reports.items():
+        for name, entry in _contrasts(report).items():
+            row = contrasts.setdefault(name, {"what": entry.get("what"), "regimes": {}, "pairs": []})
+            row["regimes"][regime] = entry["pooled"]
+            row["pairs"] += [{"regime": regime, **p} for p in entry.get("pairs", [])]
+    for row in contrasts.values():
+        diffs = [p["difference"] for p in row["pairs"]]
+        row["pooled"] = paired_difference(diffs, [0.0] * len(diffs)).to_dict() if diffs else None
+    counts: dict[str, Any] = {}
+    for regime, report in reports.items():
+        for method, entry in report["summary"].get("beat_random", {}).items():
+            for kind in ("race", "screening"):
+                c = entry["pooled"][kind]
+                row = counts.setdefault(method, {}).setdefault(kind, {"regimes": {}, "wins": 0, "rounds": 0})
+                row["regimes"][regime] = c
+                row["wins"] += c["wins"]
+                row["rounds"] += c["rounds"]
+    if len(counts) > 1:  # every mentor method together: the primary statistic over all rounds
+        every: dict[str, Any] = {}
+        for kind in ("race", "screening"):
+            rows = [by_kind[kind] for by_kind in counts.values()]
+            regimes = {r for row in rows for r in row["regimes"]}
+            every[kind] = {
+                "regimes": {
+                    r: {
+                        k: sum(row["regimes"][r][k] for row in rows if r in row["regimes"]) for k in ("wins", "rounds")
+                    }
+                    for r in sorted(regimes, key=list(reports).index)
+                },
+                "wins": sum(row["wins"] for row in rows),
+                "rounds": sum(row["rounds"] for row in rows),
+            }
+        counts["all"] = every
+    for by_kind in counts.values():
+        for row in by_kind.values():
+            row["ci95"] = list(binomial_interval(row["wins"], row["rounds"]))
+    incomplete = {r: len(rep.get("missing_runs") or []) for r, rep in reports.items() if rep.get("missing_runs")}
+    return {"regimes": list(reports), "incomplete": incomplete, "contrasts": contrasts, "beat_random": counts}
+
+
+def _count(c: dict[str, Any]) -> str:
+    if not c["rounds"]:
+        return "-"
+    low, high = binomial_interval(c["wins"], c["rounds"])
+    return f"{c['wins']}/{c['rounds']} = {100 * c['wins'] / c['rounds']:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+def pooled_lines(pooled: dict[str, Any]) -> list[str]:
+    """The markdown of the pooled answer: contrasts per regime and pooled, then the mentor-vs-random counts."""
+    regimes = pooled["regimes"]
+    lines = [f"# Does the mentor help? Benchmark v3, {' + '.join(regimes)} pooled", ""]
+    for regime, missing in pooled["incomplete"].items():
+        lines += [f"**{regime} is incomplete: {missing} planned run(s) missing.**", ""]
+    lines += [
+        "Test accuracy differences in points, paired per (regime, task, seed): mean [95% paired-t interval] "
+        "(wins/ties/losses). Each regime's report has the per-task tables and every run.",
+        "",
+        "| contrast | " + " | ".join(regimes) + " | pooled |",
+        "|---|" + "---|" * (len(regimes) + 1),
+    ]
+    for name, row in pooled["contrasts"].items():
+        cells = [fmt_diff(row["regimes"].get(r)) for r in regimes]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {fmt_diff(row['pooled'])} |")
+    lines += [
+        "",
+        "Rounds where the mentor's best prompt beat the best random control, over every round where both competed: "
+        "wins/rounds = share [95% Wilson interval].",
+        "",
+        "| method | where | " + " | ".join(regimes) + " | pooled |",
+        "|---|---|" + "---|" * (len(regimes) + 1),
+    ]
+    for method, by_kind in pooled["beat_random"].items():
+        for kind, row in by_kind.items():
+            cells = [_count(row["regimes"][r]) if r in row["regimes"] else "-" for r in regimes]
+            lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {_count(row)} |")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write ``<name>.json`` and ``<name>.md`` beside the regimes' reports and print the markdown."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("regimes", nargs="*", default=list(V3_REGIMES), help="report names to pool (default: v3's)")
+    parser.add_argument("--name", default="v3", help="name of the pooled report (default v3)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the reports are")
+    args = parser.parse_args(argv)
+    pooled = pool({name: _load(args.results_dir, name) for name in args.regimes})
+    md = "\n".join(pooled_lines(pooled)) + "\n"
+    (args.results_dir / f"{args.name}.json").write_text(json.dumps(pooled, indent=1) + "\n")
+    (args.results_dir / f"{args.name}.md").write_text(md)
+    print(md, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
