@@ -97,7 +97,8 @@ def v3_lines(plan: Plan, summary: dict[str, Any]) -> list[str]:
             for m, points in by_method.items():
                 shown = [p for p in points if p["accuracy"] is not None and math.isfinite(p["accuracy"])]
                 row = ", ".join(f"{p['step']}: {100 * p['accuracy']:.1f} ({p['loss']:.3f})" for p in shown)
-                lines.append(f"- {task} / {m} ({max(p['seeds'] for p in shown)} seeds): {row}; {_last_quarter(shown)}")
+                seeds = max(p["seeds"] for p in shown)
+                lines.append(f"- {task} / {m} ({seeds} seed{'s' * (seeds != 1)}): {row}; {_last_quarter(shown)}")
     return lines
 
 
