@@ -33,6 +33,7 @@ V3_METHODS = ("single-matched", "random", "catalyst", "catalyst-blend", "catalys
 V3_CONTRASTS = (
     ("catalyst", "random", "the mentor's own value: the same rounds with random-vocabulary candidates"),
     ("catalyst", "single-matched", "the method at equal compute (stages + races)"),
+    ("random", "single-matched", "the rounds without the mentor at equal compute: whether restarting itself pays"),
     ("catalyst-blend", "random", "blended restarts against random candidates in the default shape"),
     ("catalyst-partial", "random", "partial restarts against random candidates in the default shape"),
     ("catalyst-race", "random", "v2's race rule against random candidates with the mentor-evidence features"),
