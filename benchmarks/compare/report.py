@@ -158,12 +158,15 @@ def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
                 f"{kept_s} | {r['restarted_per_run']:.2f} | {r['race_steps_per_run']:.0f} | "
                 f"{r['wall_s_per_run']:.0f} |"
             )
+    if summary.get("pooled_vs_start"):  # v3 has no single-text / single-random: its cells compare to single-matched
+        lines += [
+            "",
+            "Pooled Δ of each round method vs the single run from its own start (`single-text` for the TEXT init, "
+            "`single-random` for `@random`), 95% paired-t interval:",
+            "",
+            *_pooled_table(summary["pooled_vs_start"]),
+        ]
     lines += [
-        "",
-        "Pooled Δ of each round method vs the single run from its own start (`single-text` for the TEXT init, "
-        "`single-random` for `@random`), 95% paired-t interval:",
-        "",
-        *_pooled_table(summary.get("pooled_vs_start", {})),
         "",
         "## Methods",
         "",

@@ -130,8 +130,11 @@ def _cell_runs(plan: Plan, results: dict[str, dict[str, Any]], task: str, d: Doe
 
 
 def _better_single(methods_out: dict[str, Any]) -> str | None:
-    """The single method with the higher mean test accuracy in a cell (None without single runs)."""
+    """The single method with the higher mean test accuracy in a cell; in a cell without single-random /
+    single-text (v3), its ``single-matched``; None without single runs."""
     singles = [m for m in SINGLE_METHODS if m in methods_out and methods_out[m]["accuracy"]]
+    if not singles and methods_out.get("single-matched", {}).get("accuracy"):
+        singles = ["single-matched"]
     return max(singles, key=lambda m: methods_out[m]["mean"]) if singles else None
 
 
