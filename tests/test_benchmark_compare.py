@@ -744,6 +744,8 @@ def test_v3_methods_run_with_random_controls_and_report_the_mentor_vs_random_cou
     assert (pooled["wins"], pooled["rounds"]) == (runs["catalyst"]["beat_random"]["race"][0], 2)
     assert set(report["summary"]["beat_random"]) == {"catalyst", "catalyst-blend", "catalyst-partial", "catalyst-race"}
     assert "catalyst - random" in report["summary"]["headline"]["random init"]
+    cell = report["summary"]["cells"][0]  # no single-random / single-text in v3: the cell's single is single-matched
+    assert cell["best_single"] == "single-matched" and cell["methods"]["catalyst"]["vs_best_single"]["n"] == 1
     md = paths["md"].read_text()
     assert "## Mentor against random controls (the primary statistic)" in md and "## Validation curve" in md
     assert "| catalyst | race | " in md
