@@ -12,6 +12,7 @@ the statistics, the record store, the run schedule, the environment), in modules
 - :mod:`~benchmarks.compare.store`: a run's settings and place in the record store, and what a matched single needs;
 - :mod:`~benchmarks.compare.summary`: the statistics of a grid;
 - :mod:`~benchmarks.compare.report` (and :mod:`~benchmarks.compare.report_v3`): the JSON, Markdown and PNG report;
+- :mod:`~benchmarks.compare.formats`: how every report writes a paired difference and a wins/rounds count;
 - :mod:`~benchmarks.compare.runner`: running a plan (in order, or in worker processes), then the report;
 - :mod:`~benchmarks.compare.pooled`: benchmark v3's answer, the regimes' reports pooled in one table.
 """

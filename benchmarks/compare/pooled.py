@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.compare.report import fmt_diff
+from benchmarks.compare.formats import fmt_count, fmt_diff
 from benchmarks.compare.store import RESULTS_DIR
 from peft_catalyst.app.compare.stats import binomial_interval, paired_difference
-
-logger = logging.getLogger(__name__)
 
 V3_REGIMES = ("v3-stall", "v3-plateau")
 
@@ -57,38 +54,20 @@ def pool(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for method, entry in report["summary"].get("beat_random", {}).items():
             for kind in ("race", "screening"):
                 c = entry["pooled"][kind]
-                row = counts.setdefault(method, {}).setdefault(kind, {"regimes": {}, "wins": 0, "rounds": 0})
-                row["regimes"][regime] = c
-                row["wins"] += c["wins"]
-                row["rounds"] += c["rounds"]
-    if len(counts) > 1:  # every mentor method together: the primary statistic over all rounds
-        every: dict[str, Any] = {}
-        for kind in ("race", "screening"):
-            rows = [by_kind[kind] for by_kind in counts.values()]
-            regimes = {r for row in rows for r in row["regimes"]}
-            every[kind] = {
-                "regimes": {
-                    r: {
-                        k: sum(row["regimes"][r][k] for row in rows if r in row["regimes"]) for k in ("wins", "rounds")
-                    }
-                    for r in sorted(regimes, key=list(reports).index)
-                },
-                "wins": sum(row["wins"] for row in rows),
-                "rounds": sum(row["rounds"] for row in rows),
-            }
+                for name in (method, "all"):  # "all": every mentor method together, the primary statistic
+                    row = counts.setdefault(name, {}).setdefault(kind, {"regimes": {}, "wins": 0, "rounds": 0})
+                    at = row["regimes"].setdefault(regime, {"wins": 0, "rounds": 0})
+                    for k in ("wins", "rounds"):
+                        at[k] += c[k]
+                        row[k] += c[k]
+    every = counts.pop("all", None)
+    if every is not None and len(counts) > 1:  # last, and only where it adds to a single method's row
         counts["all"] = every
     for by_kind in counts.values():
         for row in by_kind.values():
             row["ci95"] = list(binomial_interval(row["wins"], row["rounds"]))
     incomplete = {r: len(rep.get("missing_runs") or []) for r, rep in reports.items() if rep.get("missing_runs")}
     return {"regimes": list(reports), "incomplete": incomplete, "contrasts": contrasts, "beat_random": counts}
-
-
-def _count(c: dict[str, Any]) -> str:
-    if not c["rounds"]:
-        return "-"
-    low, high = binomial_interval(c["wins"], c["rounds"])
-    return f"{c['wins']}/{c['rounds']} = {100 * c['wins'] / c['rounds']:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
 
 
 def pooled_lines(pooled: dict[str, Any]) -> list[str]:
@@ -117,8 +96,8 @@ def pooled_lines(pooled: dict[str, Any]) -> list[str]:
     ]
     for method, by_kind in pooled["beat_random"].items():
         for kind, row in by_kind.items():
-            cells = [_count(row["regimes"][r]) if r in row["regimes"] else "-" for r in regimes]
-            lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {_count(row)} |")
+            cells = [fmt_count(row["regimes"][r]) if r in row["regimes"] else "-" for r in regimes]
+            lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {fmt_count(row)} |")
     return lines
 
 

@@ -10,22 +10,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.compare.formats import fmt_diff
 from benchmarks.compare.methods import BENCH_VERSION, SINGLE_METHODS
 from benchmarks.compare.plans import Plan, plan_lines
 from benchmarks.compare.report_v3 import METHOD_DEFINITIONS_V3, v3_lines
 from benchmarks.compare.summary import HEADLINE_CONTRASTS, _gradient_steps, summarize
 
 logger = logging.getLogger(__name__)
-
-
-def fmt_diff(diff: dict[str, Any] | None, reference: bool = False) -> str:
-    """A paired difference in points: ``+1.2 [-0.3, +2.7] (w/t/l)``, ``+1.2 (n=1)`` without an interval, ``-``."""
-    if not diff:
-        return "(reference)" if reference else "-"
-    mean, (low, high) = diff["mean"], diff["t_ci"]
-    if low is None or not math.isfinite(low if low is not None else math.nan):
-        return f"{100 * mean:+.1f} (n={diff['n']})"
-    return f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] ({diff['wins']}/{diff['ties']}/{diff['losses']})"
 
 
 def _fmt_pct(mean: float, std: float) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from benchmarks.compare.formats import fmt_count, fmt_diff
 from benchmarks.compare.plans import Plan
 
 METHOD_DEFINITIONS_V3 = [
@@ -27,20 +28,6 @@ METHOD_DEFINITIONS_V3 = [
     "of an LLM method, whether the mentor's best prompt beat the best random control, at screening (untrained "
     "label loss) and in the race (the later rung, or the better score on the same rung).",
 ]
-
-
-def _ci(d: dict[str, Any]) -> str:
-    low, high = d["t_ci"]
-    if low is None or not math.isfinite(low):
-        return f"{100 * d['mean']:+.1f} (n={d['n']})"
-    return f"{100 * d['mean']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] ({d['wins']}/{d['ties']}/{d['losses']})"
-
-
-def _count(b: dict[str, Any]) -> str:
-    if not b["rounds"]:
-        return "-"
-    low, high = b["ci95"]
-    return f"{b['wins']}/{b['rounds']} = {100 * b['share']:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
 
 
 def _last_quarter(points: list[dict[str, Any]]) -> str:
@@ -65,7 +52,7 @@ def v3_lines(plan: Plan, summary: dict[str, Any]) -> list[str]:
     ]
     for group in summary.get("headline", {}).values():
         for name, c in group.items():
-            cells = [_ci(c["by_task"][t]) if t in c.get("by_task", {}) else "-" for t in plan.tasks]
+            cells = [fmt_diff(c["by_task"][t]) if t in c.get("by_task", {}) else "-" for t in plan.tasks]
             lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -79,8 +66,8 @@ def v3_lines(plan: Plan, summary: dict[str, Any]) -> list[str]:
     ]
     for m, b in summary.get("beat_random", {}).items():
         for kind in ("race", "screening"):
-            cells = [_count(b["by_task"][t][kind]) for t in plan.tasks]
-            lines.append(f"| {m} | {kind} | {_count(b['pooled'][kind])} | " + " | ".join(cells) + " |")
+            cells = [fmt_count(b["by_task"][t][kind]) for t in plan.tasks]
+            lines.append(f"| {m} | {kind} | {fmt_count(b['pooled'][kind])} | " + " | ".join(cells) + " |")
     curves = summary.get("curves") or {}
     if curves:
         lines += [
