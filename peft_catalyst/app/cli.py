@@ -58,7 +58,10 @@ def _guarded(fn, argv: list[str]) -> int:
     from peft_catalyst.mentors import ReplayMissError
 
     try:
-        return fn(argv)
+        code = fn(argv)
+        if code == 0:
+            _end_processes()
+        return code
     except (UserError, AssetNotInstalledError) as exc:
         print(f"peft-catalyst: error: {exc}", file=sys.stderr)
         return 2
@@ -68,6 +71,17 @@ def _guarded(fn, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("peft-catalyst: interrupted", file=sys.stderr)
         return 130
+
+
+def _end_processes() -> None:
+    """After a command finished on every process (torchrun / accelerate launch), destroy the process group, as
+    PyTorch asks a program to before it exits: left to interpreter teardown, a finished ZeRO-3 run was seen to abort
+    (SIGABRT) on one rank. Only on success: destroying the group while another rank is still failing can hang."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def train(argv: list[str]) -> int:
