@@ -70,35 +70,38 @@ def pool(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"regimes": list(reports), "incomplete": incomplete, "contrasts": contrasts, "beat_random": counts}
 
 
+def _table(head: Sequence[str], rows: list[Sequence[str]]) -> list[str]:
+    """A markdown table: the head row, the rule, the rows."""
+    return ["| " + " | ".join(r) + " |" for r in (head, ["---"] * len(head), *rows)]
+
+
 def pooled_lines(pooled: dict[str, Any]) -> list[str]:
     """The markdown of the pooled answer: contrasts per regime and pooled, then the mentor-vs-random counts."""
     regimes = pooled["regimes"]
     lines = [f"# Does the mentor help? Benchmark v3, {' + '.join(regimes)} pooled", ""]
     for regime, missing in pooled["incomplete"].items():
         lines += [f"**{regime} is incomplete: {missing} planned run(s) missing.**", ""]
-    lines += [
+    diffs = [
+        [f"`{name}`", *(fmt_diff(row["regimes"].get(r)) for r in regimes), fmt_diff(row["pooled"])]
+        for name, row in pooled["contrasts"].items()
+    ]
+    counts = [
+        [method, kind, *(fmt_count(row["regimes"].get(r, {"wins": 0, "rounds": 0})) for r in regimes), fmt_count(row)]
+        for method, by_kind in pooled["beat_random"].items()
+        for kind, row in by_kind.items()
+    ]
+    return [
+        *lines,
         "Test accuracy differences in points, paired per (regime, task, seed): mean [95% paired-t interval] "
         "(wins/ties/losses). Each regime's report has the per-task tables and every run.",
         "",
-        "| contrast | " + " | ".join(regimes) + " | pooled |",
-        "|---|" + "---|" * (len(regimes) + 1),
-    ]
-    for name, row in pooled["contrasts"].items():
-        cells = [fmt_diff(row["regimes"].get(r)) for r in regimes]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + f" | {fmt_diff(row['pooled'])} |")
-    lines += [
+        *_table(["contrast", *regimes, "pooled"], diffs),
         "",
         "Rounds where the mentor's best prompt beat the best random control, over every round where both competed: "
         "wins/rounds = share [95% Wilson interval].",
         "",
-        "| method | where | " + " | ".join(regimes) + " | pooled |",
-        "|---|---|" + "---|" * (len(regimes) + 1),
+        *_table(["method", "where", *regimes, "pooled"], counts),
     ]
-    for method, by_kind in pooled["beat_random"].items():
-        for kind, row in by_kind.items():
-            cells = [fmt_count(row["regimes"][r]) if r in row["regimes"] else "-" for r in regimes]
-            lines.append(f"| {method} | {kind} | " + " | ".join(cells) + f" | {fmt_count(row)} |")
-    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
