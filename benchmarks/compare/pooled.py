@@ -19,6 +19,7 @@ from typing import Any
 from benchmarks.compare.formats import fmt_count, fmt_diff
 from benchmarks.compare.store import RESULTS_DIR
 from peft_catalyst.app.compare.stats import binomial_interval, paired_difference
+from peft_catalyst.history import write_json_atomic
 
 V3_REGIMES = ("v3-stall", "v3-plateau")
 
@@ -113,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pooled = pool({name: _load(args.results_dir, name) for name in args.regimes})
     md = "\n".join(pooled_lines(pooled)) + "\n"
-    (args.results_dir / f"{args.name}.json").write_text(json.dumps(pooled, indent=1) + "\n")
-    (args.results_dir / f"{args.name}.md").write_text(md)
+    write_json_atomic(args.results_dir / f"{args.name}.json", pooled)  # NaN (one pair, no interval) -> null
+    (args.results_dir / f"{args.name}.md").write_text(md, encoding="utf-8")
     print(md, end="")
     return 0
 
