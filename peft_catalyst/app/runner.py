@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from transformers import TrainerCallback, set_seed
 
 from peft_catalyst.app.errors import UserError
 from peft_catalyst.app.mentor_setup import MentorArguments, build_mentor, check_mentor, validate_mentor_args
+from peft_catalyst.app.output_dir import prepare_output_dir
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.projection import (
     read_soft_prompt,
@@ -73,6 +73,11 @@ class ModelArguments:
 SMOLLM2_DEMO_SIZES = {"catalyst": 100, "test": 300}
 
 
+#: The split-size options of the command (counts, or fractions of the task's pool of examples).
+SIZE_FLAGS = ("train_size", "catalyst_size", "validation_size", "test_size")
+_SIZE = "a count (200) or a fraction of the task's examples in (0, 1) (0.2); default: the task's"
+
+
 @dataclass
 class DataArguments:
     """The task: a packaged dataset or any ``datasets`` dataset."""
@@ -92,16 +97,25 @@ class DataArguments:
         default=None, metadata={"help": "What the mentor is told the task is (default: the task's own description)."}
     )
     split_seed: int = field(default=0, metadata={"help": "Seed of the train/catalyst/validation/test split."})
-    train_size: int | None = field(default=None, metadata={"help": "Training examples (default: the task's)."})
-    catalyst_size: int | None = field(
-        default=None,
-        metadata={"help": "Held-out examples candidates are scored on (default: the task's)."},
+    train_size: float | None = field(default=None, metadata={"help": f"Training examples: {_SIZE}."})
+    catalyst_size: float | None = field(
+        default=None, metadata={"help": f"Held-out examples candidates are scored on: {_SIZE}."}
     )
-    validation_size: int | None = field(default=None, metadata={"help": "Validation examples (default: the task's)."})
-    test_size: int | None = field(
-        default=None,
-        metadata={"help": "Test examples reported (default: the task's)."},
-    )
+    validation_size: float | None = field(default=None, metadata={"help": f"Validation examples: {_SIZE}."})
+    test_size: float | None = field(default=None, metadata={"help": f"Test examples reported: {_SIZE}."})
+
+    def __post_init__(self) -> None:
+        """Sizes become counts (int) or fractions (float in (0, 1)); anything else is refused before data loads."""
+        for name in SIZE_FLAGS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            least = 0 if name == "validation_size" else 1
+            if float(value).is_integer() and value >= least:
+                setattr(self, name, int(value))
+            elif not 0 < value < 1:
+                kind = "a count of at least 1" if least else "a count"
+                raise ValueError(f"--{name} must be {kind} or a fraction in (0, 1), got {value:g}.")
 
 
 @dataclass
@@ -109,7 +123,13 @@ class RunArguments:
     """What the command does around training."""
 
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Allow writing into an output_dir that exists (its content is replaced)."}
+        default=False,
+        metadata={
+            "help": (
+                "Write into an output_dir that exists and is not empty: files of yours there are kept (never "
+                "deleted); the outputs an earlier peft-catalyst run wrote there are replaced."
+            )
+        },
     )
     eval_batch_size: int = field(default=32, metadata={"help": "Batch size of the test-accuracy evaluations."})
     plot: bool = field(default=True, metadata={"help": "Write run.png (needs matplotlib); --no_plot skips it."})
@@ -123,7 +143,10 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
         "output_dir": str(Path("runs") / f"{dataset}-{name}-{stamp}"),
         "learning_rate": 3e-2,
         "logging_steps": 5,
-        "save_strategy": "no",
+        # A checkpoint at each round boundary (save_steps = catalyst_stage_steps, set by the argument parser unless
+        # given), only the newest kept: a killed run resumes with --resume_from_checkpoint true (README: resume).
+        "save_strategy": "steps",
+        "save_total_limit": 1,
         "report_to": "none",
         "catalyst_num_candidates": 4,
         "catalyst_trajectory_points": 4,
@@ -292,34 +315,6 @@ def load_model_and_tokenizer(kind: str, model_name_or_path: str | None = None, n
         tokenizer.pad_token = tokenizer.eos_token
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
-
-
-def prepare_output_dir(output_dir: str, overwrite: bool, resume_from_checkpoint: str | bool | None = None) -> Path:
-    """Create ``output_dir``; an existing non-empty one is refused unless ``overwrite``.
-
-    Resuming (``resume_from_checkpoint``) continues the run in its own ``output_dir``: it is kept as it is, never
-    refused nor emptied; a checkpoint path that does not exist is refused.
-    """
-    path = Path(output_dir)
-    if resume_from_checkpoint:
-        if isinstance(resume_from_checkpoint, str) and resume_from_checkpoint.lower() not in ("true", "false"):
-            if not Path(resume_from_checkpoint).is_dir():
-                raise UserError(f"--resume_from_checkpoint: no such checkpoint folder {resume_from_checkpoint!r}.")
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    from accelerate import PartialState
-
-    state = PartialState()  # several processes (torchrun, accelerate launch): only the main one changes the folder
-    occupied = path.exists() and any(path.iterdir())
-    if occupied and not overwrite:
-        raise UserError(f"output_dir {path} exists and is not empty: pick another one or pass --overwrite_output_dir.")
-    state.wait_for_everyone()  # every process looked before the folder changes
-    if state.is_main_process:
-        if occupied:
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-    state.wait_for_everyone()
-    return path
 
 
 class RoundSnapshots(TrainerCallback):

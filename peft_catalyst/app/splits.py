@@ -16,6 +16,7 @@ __all__ = [
     "deduplicate",
     "normalize_text",
     "resolve_sizes",
+    "size_count",
     "split_pool",
     "stratified_order",
     "to_dataset_dict",
@@ -91,15 +92,28 @@ def stratified_order(labels: Sequence[int], rng: np.random.Generator) -> np.ndar
     return np.lexsort((tie_break, keys))
 
 
-def resolve_sizes(sizes: Mapping[str, int | None], defaults: Mapping[str, int]) -> dict[str, int]:
-    """Fill unset sizes from the defaults and check they are non-negative ints."""
+def size_count(value: int | float, pool: int, split: str) -> int:
+    """A split size as a count: an int is a count, a float in (0, 1) a fraction of the ``pool`` (rounded)."""
+    if isinstance(value, (float, np.floating)) and not float(value).is_integer():
+        if not 0 < value < 1:
+            raise ValueError(f"{split}_size as a fraction must be in (0, 1), got {value}")
+        return int(round(float(value) * pool))
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or value < 0:
+        raise ValueError(f"{split}_size must be a non-negative count or a fraction in (0, 1), got {value!r}")
+    return int(value)
+
+
+def resolve_sizes(
+    sizes: Mapping[str, int | float | None], defaults: Mapping[str, int], pool: int | None = None
+) -> dict[str, int]:
+    """Fill unset sizes from the defaults and check them: counts, or fractions in (0, 1) of ``pool`` (when given)."""
     resolved = {}
     for split in SPLITS:
         value = sizes.get(split)
         value = defaults[split] if value is None else value
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        if pool is None and isinstance(value, (float, np.floating)) and not float(value).is_integer():
             raise ValueError(f"{split}_size must be a non-negative int, got {value!r}")
-        resolved[split] = int(value)
+        resolved[split] = size_count(value, pool or 0, split)
     return resolved
 
 

@@ -268,6 +268,10 @@ class LabelWordScores:
         return row_logits[:, torch.as_tensor(list(self.label_word_ids), device=row_logits.device)]
 
 
+#: What :class:`AccuracyMetric` returns: the names ``--catalyst_metric`` may take besides ``"loss"``.
+METRIC_NAMES = ("label_loss", "accuracy")
+
+
 @dataclass
 class AccuracyMetric:
     """``Trainer(compute_metrics=...)``: accuracy of the argmax over the classes (label words for causal LMs)."""
