@@ -129,7 +129,8 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys, t
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "CATALYST" and config["task_type"] == "SEQ_CLS"
     listed = _readme_output_table()
-    unlisted = sorted(p.name for p in out.iterdir() if p.name not in listed)
+    unlisted = sorted(p.name for p in out.iterdir() if re.sub(r"-\d+$", "-N", p.name) not in listed)
+    assert (out / "checkpoint-6").is_dir() and not (out / "checkpoint-3").exists()  # a round boundary's, the newest
     assert not unlisted, f"written but not in README's 'What a run leaves' table: {unlisted}"
     labels = json.loads((out / "config.json").read_text())  # the task's class names, for peft_catalyst.pipeline
     assert labels["id2label"] == {"0": "negative", "1": "positive"} and labels["label2id"]["positive"] == 1
@@ -231,16 +232,49 @@ def test_bad_arguments_exit_2_with_one_message(args, message, tmp_path):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_existing_output_dir_is_refused_unless_overwrite(tmp_path, capsys):
+def test_existing_output_dir_is_refused_unless_overwrite_which_keeps_the_users_files(tmp_path, capsys):
+    """--overwrite_output_dir writes into the folder (transformers' meaning): the user's files stay; an earlier run's
+    outputs there (per its marker) are replaced, a stale checkpoint included; files of the names a run writes that
+    no run wrote (a README.md) are refused, untouched."""
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert main(["train", *TINY, "--mentor", "none", "--output_dir", str(out)]) == 2
-    assert "--overwrite_output_dir" in capsys.readouterr().err
+    args = ["train", *TINY, "--mentor", "none", "--catalyst_rounds", "0", "--plot", "false", "--output_dir", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite_output_dir" in err and "kept" in err
+    assert "empties" not in err and (out / "keep.txt").read_text() == "mine"
+    assert main([*args, "--overwrite_output_dir", "true"]) == 0
+    assert (out / "keep.txt").read_text() == "mine" and (out / "metrics.json").exists()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]  # the default: the newest only
+    assert main([*args, "--max_steps", "4", "--overwrite_output_dir"]) == 0  # the earlier run's checkpoint-6 goes
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
     assert (out / "keep.txt").read_text() == "mine"
-    code = main(["train", *TINY, "--mentor", "none", "--catalyst_rounds", "0", "--output_dir", str(out),
-                 "--overwrite_output_dir", "true", "--plot", "false"])  # fmt: skip
-    assert code == 0 and not (out / "keep.txt").exists() and (out / "metrics.json").exists()
+    assert json.loads((out / "metrics.json").read_text())["catalyst"]["total_steps"] == 4
+
+    capsys.readouterr()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "README.md").write_text("my project")
+    assert main([*args[:-1], str(theirs), "--overwrite_output_dir"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "README.md" in err and "would overwrite" in err
+    assert [p.name for p in theirs.iterdir()] == ["README.md"] and (theirs / "README.md").read_text() == "my project"
+
+
+def test_output_dir_dot_with_overwrite_keeps_the_working_directorys_files(tmp_path, monkeypatch):
+    """The issue's case: ``--output_dir . --overwrite_output_dir`` in a folder holding notes and data deleted them
+    and crashed. Now both runs (the second replacing the first's outputs) finish and every file of the user's stays."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("my notes")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("text,label\n")
+    args = ["train", *TINY, "--mentor", "none", "--catalyst_rounds", "0", "--plot", "false", "--output_dir", "."]
+    for _ in range(2):
+        assert main([*args, "--overwrite_output_dir"]) == 0
+        assert (tmp_path / "notes.txt").read_text() == "my notes"
+        assert (tmp_path / "data" / "train.csv").read_text() == "text,label\n"
+        assert (tmp_path / "metrics.json").is_file() and (tmp_path / "adapter_model.safetensors").is_file()
 
 
 def test_round_settings_are_validated_only_when_rounds_can_happen(tmp_path, capsys):
@@ -273,7 +307,7 @@ def test_resume_into_the_runs_own_output_dir_without_overwrite(tmp_path, capsys)
 
     full, out = tmp_path / "uninterrupted", tmp_path / "run"
     args = ["train", *TINY, "--plot", "false", "--max_steps", "7", "--catalyst_rounds", "2", "--save_strategy",
-            "steps", "--save_steps", "3"]  # fmt: skip
+            "steps", "--save_steps", "3", "--save_total_limit", "0"]  # fmt: skip
     with LoopbackOpenAIServer() as server:
         server.set_reply(lambda req: "1. Is this review positive or negative\n2. Classify the movie review sentiment")
         mentor = ["--mentor", "openai:test-model", "--mentor_base_url", server.base_url]
@@ -303,6 +337,42 @@ def test_resume_into_the_runs_own_output_dir_without_overwrite(tmp_path, capsys)
     assert (out / "README.md").read_text() == card and "2 calls" in card
     assert main([*args, "--mentor", "none", "--resume_from_checkpoint", str(tmp_path / "nope")]) == 2
     assert "no such checkpoint folder" in capsys.readouterr().err
+
+
+def test_a_killed_default_configured_run_resumes_from_its_round_boundary_checkpoint(tmp_path):
+    """No checkpoint option given: the run saves at each round boundary (the newest kept). A run killed (SIGKILL)
+    right after the checkpoint of its round at step 3 resumes with --resume_from_checkpoint true and ends with the
+    uninterrupted run's adapter, bit for bit."""
+    import os
+    import signal
+
+    args = ["train", *TINY, "--mentor", "random", "--plot", "false"]
+    full, out = tmp_path / "uninterrupted", tmp_path / "killed"
+    assert main([*args, "--output_dir", str(full)]) == 0
+    assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-6"]
+    kill_after_round = (
+        "import os, signal, sys\n"
+        "from transformers.trainer_callback import CallbackHandler\n"
+        "saved = CallbackHandler.on_save\n"
+        "def on_save(self, args, state, control):\n"
+        "    control = saved(self, args, state, control)\n"
+        "    if state.global_step == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return control\n"
+        "CallbackHandler.on_save = on_save\n"
+        "from peft_catalyst.app.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", kill_after_round, *args, "--output_dir", str(out)],
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (out / "checkpoint-3" / "trainer_state.json").is_file() and not (out / "metrics.json").exists()
+    assert main([*args, "--output_dir", str(out), "--resume_from_checkpoint", "true"]) == 0
+    assert (out / "adapter_model.safetensors").read_bytes() == (full / "adapter_model.safetensors").read_bytes()
+    resumed, uninterrupted = (json.loads((d / "metrics.json").read_text()) for d in (out, full))
+    assert resumed["catalyst"]["total_steps"] == uninterrupted["catalyst"]["total_steps"] == 6
+    assert resumed["test_accuracy"] == uninterrupted["test_accuracy"]
 
 
 def test_missing_label_column_names_the_columns(tmp_path):
@@ -345,6 +415,16 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     model, data, mentor, _, training = cli.parse_train_args([])
     assert (model.model, data.dataset, mentor.mentor) == ("smollm2", "rotten_tomatoes", "smollm2")
     assert training.max_steps == 60 and training.catalyst_rounds == 2 and training.output_dir.startswith("runs")
+    # a checkpoint at each round boundary, the newest kept: a killed default run can resume
+    assert (training.save_strategy, training.save_steps, training.save_total_limit) == ("steps", 20, 1)
+    assert cli.parse_train_args(["--catalyst_stage_steps", "7"])[-1].save_steps == 7
+    assert cli.parse_train_args(["--save_steps", "5"])[-1].save_steps == 5
+    line = cli.default_job_line(model, data, mentor, training)
+    assert line.startswith("Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps, 2 mentor ")
+    assert "about 10 min on 2 CPU cores (README: Timings)" in line and len(line.splitlines()) == 1
+    timings = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    timings = timings.split("## Timings", 1)[1].split("\n## ", 1)[0]
+    assert "the job itself 10 min" in timings  # where "about 10 min" comes from
     assert training.catalyst_metric == "label_loss" and not training.catalyst_higher_is_better
     assert (data.catalyst_size, data.test_size) == (100, 300)  # the SmolLM2 default's smaller splits
     assert cli.parse_train_args(["--test_size", "500"])[1].test_size == 500  # still an ordinary default
@@ -462,10 +542,14 @@ def test_round_snapshots_and_summary_read_the_typed_records():
     "args, message",
     [
         (["--model", "smollm"], "argument --model: invalid choice: 'smollm'"),
-        (["--mdoel", "minilm"], "unrecognized arguments: --mdoel"),
+        (["--mdoel", "minilm"], "unrecognized arguments: --mdoel (did you mean --model?)"),
         (["--max_steps", "many"], "invalid int value: 'many'"),
+        (["--max_step", "6"], "unrecognized arguments: --max_step (did you mean --max_steps?)"),  # no abbreviation
+        (["--mentor", "random", "--mentor_tiemout", "5"],
+         "error: unrecognized arguments: --mentor_tiemout (did you mean --mentor_timeout?) (see"),
+        (["--catalyst-size", "0.2", "--zzz_option=3"], "error: unrecognized arguments: --zzz_option (see"),
     ],
-)
+)  # fmt: skip
 def test_a_mistyped_option_or_choice_is_one_line_that_points_to_help(args, message, capsys):
     assert main(["train", *args]) == 2
     err = capsys.readouterr().err.strip()
@@ -473,18 +557,160 @@ def test_a_mistyped_option_or_choice_is_one_line_that_points_to_help(args, messa
     assert "usage:" not in err
 
 
-def test_help_tells_each_packaged_models_default(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", "--help"])
-    assert exit_info.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+def test_short_help_leads_with_the_common_options_and_fits_a_screen(capsys):
+    """``train --help``: about 100 lines, the options most runs need first, the full list one flag away."""
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert 40 <= len(lines) <= 100 and max(map(len, lines)) <= 120
+    order = [text.index(f"\n  {flag} ") for flag in ("--model", "--dataset", "--mentor", "--catalyst_rounds",
+                                                      "--max_steps", "--output_dir")]  # fmt: skip
+    assert order == sorted(order)
+    assert "--help-all" in text and "(default: " not in text and "Not directly used" not in text
+    assert "Default: 2 for smollm2, 3 for minilm." in " ".join(text.split())
+    assert main(["--model", "minilm", "-h"]) == 0 and capsys.readouterr().out == text  # options without 'train'
+
+
+def test_short_help_names_real_options_with_their_real_choices_and_defaults():
+    """The short help is plain text (printed without importing the package): every option it names is one of the
+    parser's, with the parser's choices, and the default it states is the parsed default of each packaged model."""
+    from peft_catalyst.app.arguments import _full_parser
+    from peft_catalyst.app.cli import parse_train_args
+    from peft_catalyst.app.help_text import SECTIONS
+
+    parser = _full_parser(None, [], {})
+    actions = {o: a for a in parser._actions for o in a.option_strings}
+    parsed = {"smollm2": parse_train_args([]), "minilm": parse_train_args(["--model", "minilm"])}
+    for _, options in SECTIONS:
+        for flags, _, dest, default in options:
+            for flag in re.findall(r"--[a-z_]+", flags):
+                assert flag in actions, flag
+            choices = re.search(r"\{(.+)\}", flags)
+            if choices and choices.group(1) != "true,DIR":
+                action = actions[flags.split()[0]]
+                assert set(choices.group(1).split(",")) <= {str(c) for c in (action.choices or [])} or (
+                    dest == "catalyst_metric"
+                ), flags
+            if dest is None or default is None or dest == "output_dir":
+                continue
+            for model, args in parsed.items():
+                if dest == "model" and model == "minilm":
+                    continue
+                shown = default.get(model) if isinstance(default, dict) else default
+                value = next(getattr(a, dest) for a in args if hasattr(a, dest))
+                if shown == "the task's":
+                    assert value is None, (dest, model)
+                else:
+                    assert str(value) == shown or float(value) == float(shown), (dest, model, value, shown)
+
+
+def test_full_help_lists_every_option_once_with_our_words(capsys):
+    """``--help-all``: every option, catalyst options before transformers' own, a default shown once, our own help
+    where transformers' would mislead a command-line user, and a one-line usage."""
+    assert main(["train", "--help-all"]) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())  # argparse wraps lines
+    assert out.startswith("usage: peft-catalyst train [options] [--config FILE]\n")
+    assert text.count("--learning_rate LEARNING_RATE, --learning-rate") == 1
+    assert text.index("mentor rounds (catalyst_*):") < text.index("transformers TrainingArguments")
     assert "0 makes the run plain prompt tuning. Default depends on --model: 2 for smollm2, 3 for minilm." in text
-    assert "Held-out examples candidates are scored on. Default depends on --model: 100 for smollm2" in text
+    assert "Held-out examples candidates are scored on: a count (200) or a fraction" in text
     catalyst_size = text[text.index("--catalyst_size CATALYST_SIZE") : text.index("--validation_size VALIDATION")]
-    assert "(default:" not in catalyst_size and "SmolLM2" not in catalyst_size
+    assert "(default:" not in catalyst_size and "Default depends on --model: 100 for smollm2" in catalyst_size
     assert "--no_plot, --no-plot Sets --plot to false." in text  # not "Write run.png"
     assert "--catalyst-eval-size CATALYST_EVAL_SIZE Not used by this command" in text
     assert "A round whose request the file does not hold is an error (exit code 2)" in text
+    assert "Not directly used by Trainer" not in text and "(default: None)" not in text
+    entries = re.split(r"\n  (?=-)", out)  # one per option
+    doubled = [e.split()[0] for e in entries if "(default:" in e and e.lower().count("default") > 1]
+    assert not doubled, doubled  # no option shows two defaults
+    resume = text[text.index("--resume_from_checkpoint RESUME") :]
+    assert "Continue a killed or stopped run" in resume and "checkpoint-N" in resume
+
+
+@pytest.fixture
+def nothing_loads(monkeypatch):
+    """A run that gets as far as loading data or a model fails the test: the check had to come first."""
+    from peft_catalyst.app import runner
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data or a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(runner, "load_task_data", no_loading)
+    monkeypatch.setattr(runner, "build_prompt_tuned_model", no_loading)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--learning_rate", "-0.01"], "--learning_rate must be a positive number, got -0.01."),
+        (["--learning_rate", "0"], "--learning_rate must be a positive number, got 0.0."),
+        (["--max_steps", "-5"], "--max_steps must be at least 1 (or -1: train --num_train_epochs), got -5."),
+        (["--max_steps", "0"], "--max_steps must be at least 1"),
+        (["--max_steps", "-1", "--num_train_epochs", "0"], "--num_train_epochs must be a positive number"),
+        (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be at least 1, got 0"),
+        (["--per_device_eval_batch_size", "-2"], "--per_device_eval_batch_size must be at least 1"),
+        (["--eval_batch_size", "0"], "--eval_batch_size must be at least 1"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be at least 1"),
+        (["--mentor_timeout", "0"], "--mentor_timeout must be a positive number of seconds"),
+        (["--seed", "-1"], "--seed must be at least 0"),
+        (["--catalyst_metric", "acc"], "--catalyst_metric 'acc' is not a metric of this command's tasks: choose "
+                                       "'loss', 'label_loss', 'accuracy' (did you mean 'accuracy'?)"),
+        (["--catalyst_size", "1.5"], "--catalyst_size must be a count of at least 1 or a fraction in (0, 1), got 1.5"),
+        (["--train_size", "0"], "--train_size must be a count of at least 1"),
+        (["--test_size", "-3"], "--test_size must be a count of at least 1"),
+        (["--max_steps", "6", "--catalyst_rounds", "2"], "catalyst_rounds * catalyst_stage_steps = 6"),
+    ],
+)  # fmt: skip
+def test_bad_values_are_one_line_before_anything_loads(args, message, tmp_path, capsys, nothing_loads):
+    out = tmp_path / "o"
+    assert main(["train", *TINY, "--mentor", "random", *args, "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and message in err, err
+    assert not out.exists()
+
+
+def test_a_resume_without_a_checkpoint_is_one_line_naming_the_fix(tmp_path, capsys, nothing_loads):
+    run_dir = tmp_path / "run"
+    args = ["train", *TINY, "--mentor", "none", "--output_dir", str(run_dir)]
+    assert main([*args, "--resume_from_checkpoint", "true"]) == 2  # no such folder yet
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "holds no checkpoint-N folder" in err and "--output_dir" in err
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text("{}")
+    assert main([*args, "--resume_from_checkpoint", "true"]) == 2  # a folder of a run that saved nothing
+    assert "holds no checkpoint-N folder" in capsys.readouterr().err
+    assert main([*args, "--resume_from_checkpoint", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "holds no checkpoint" in err and "checkpoint-N" in err
+    (run_dir / "checkpoint-4").mkdir()
+    (run_dir / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    assert main([*args, "--resume_from_checkpoint", str(run_dir)]) == 2  # the run folder instead of its checkpoint
+    err = capsys.readouterr().err.strip()
+    assert "is a run folder, not a checkpoint: pass " + str(run_dir / "checkpoint-4") in err
+    (run_dir / "checkpoint-8").mkdir()  # cut short while saving: no trainer_state.json
+    assert main([*args, "--resume_from_checkpoint", "true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint-8 is incomplete" in err and f"--resume_from_checkpoint {run_dir / 'checkpoint-4'}" in err
+    assert main([*args, "--resume_from_checkpoint", str(tmp_path / "nope")]) == 2
+    assert "no such checkpoint folder" in capsys.readouterr().err
+
+
+def test_size_flags_take_counts_or_fractions(tmp_path):
+    from peft_catalyst.app.cli import parse_train_args
+    from peft_catalyst.app.data import load_hf_task, load_task
+
+    _, data, *_ = parse_train_args(["--catalyst_size", "0.2", "--test_size", "50", "--train_size", "100.0"])
+    assert (data.catalyst_size, data.test_size, data.train_size) == (0.2, 50, 100)
+    assert isinstance(data.test_size, int) and isinstance(data.train_size, int)
+    task = load_task("sms_spam", train_size=0.1, catalyst_size=16, validation_size=0, test_size=16)
+    assert len(task.splits["train"]) == round(0.1 * task.stats["pool"])
+    small = tmp_path / "small.csv"
+    small.write_text("text,label\n" + "".join(f"text number {i},{i % 2}\n" for i in range(40)))
+    with pytest.raises(ValueError, match=r"pass smaller --catalyst_size/--validation_size/--test_size \(a count"):
+        load_hf_task(str(small))
+    task = load_hf_task(str(small), catalyst_size=0.2, validation_size=0.2, test_size=0.2)
+    assert [len(task.splits[s]) for s in ("catalyst", "validation", "test", "train")] == [8, 8, 8, 16]
 
 
 def test_mentor_configuration_is_checked_before_any_data_or_model_loads(tmp_path, monkeypatch, capsys):
@@ -528,3 +754,16 @@ def test_strict_replay_reproduces_a_run_and_a_miss_is_exit_2_naming_round_and_ke
     (err,) = errors  # one line (beside the progress of loading the model)
     assert err.startswith("peft-catalyst: error: round 1: the strict replay has no stored reply")
     assert re.search(r"\(key [0-9a-f]{16}\)", err) and "--mentor_replay" in err
+
+
+def test_a_run_without_options_first_says_what_it_runs_and_for_how_long(monkeypatch, capsys):
+    from peft_catalyst.app import runner
+
+    def stop(*args, **kwargs):  # the line must come before anything is loaded: stop where the run would start
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", stop)
+    assert main([]) == 130
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps")
+    assert "about 10 min on 2 CPU cores (README: Timings)" in line

@@ -136,11 +136,12 @@ def check_output_dir(out: Path, settings: dict[str, Any]) -> None:
 
 def parse_compare_args(argv: list[str]) -> tuple[int, Any]:
     """``(seeds, TrainConfig)`` from the command line, checked; nothing loaded yet."""
-    from peft_catalyst.app.arguments import parse_train_args
+    from peft_catalyst.app.arguments import check_train_args, parse_train_args
     from peft_catalyst.app.compare.runs import TrainConfig
 
     seeds, rest = _pop_seeds(argv)
     model, data, mentor, run_args, training = parse_train_args(rest)
+    check_train_args(model, data, mentor, run_args, training, resume=False)  # the numbers, as train checks them
     if not _output_dir_given(rest):
         dataset = Path(data.dataset_name).stem if data.dataset_name else data.dataset
         name = "custom" if model.model_name_or_path else model.model
