@@ -375,7 +375,7 @@ def test_templates_ship_in_the_wheel_and_the_editable_install(tmp_path):
     # A real wheel, built from a copy of the sources (no build artefacts in the checkout).
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "peft_catalyst_cli.py"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, src / name)
     for folder in ("peft_catalyst", "model_cards"):
@@ -427,6 +427,21 @@ def test_templates_ship_in_the_wheel_and_the_editable_install(tmp_path):
     location, first_line = result.stdout.strip().splitlines()[-2:]
     assert Path(location).resolve().is_relative_to(target.resolve())
     assert first_line == SECTION_BEGIN
+
+    # The console script's module ships too, and prints `train --help` from the installed package's help text
+    # without importing the package (which imports torch).
+    assert "peft_catalyst_cli.py" in names
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "peft-catalyst = peft_catalyst_cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    script = (
+        "import sys, peft_catalyst_cli; code = peft_catalyst_cli.main(['train', '--help']); "
+        "print(code, 'peft_catalyst' in sys.modules, 'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("usage: peft-catalyst train") and result.stdout.strip().endswith("0 False False")
 
 
 def test_cards_of_a_vanilla_prompt_tuning_adapter_and_a_seq2seq_one(tok):
