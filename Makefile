@@ -39,7 +39,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 TORCH_EXTENSIONS_DIR=$(abspath $(VENV))/torch_extensions $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check peft_catalyst tests examples benchmarks
+	$(VENV)/bin/ruff check peft_catalyst peft_catalyst_cli.py tests examples benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -55,13 +55,17 @@ def check_config_values(parser: argparse.ArgumentParser, data: dict[str, Any], s
             raise UserError(f"--config: {key}: invalid choice {value!r} in {source} (choose from {list(choices)}).")
 
 
+#: Help that must not end in a default: a --no_* flag's, and an option the command does not use.
+_OWN_DEFAULT = ("Sets --", "Not used by this command")
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``HfArgumentParser``'s formatter, minus the "(default: ...)" suffix where the help names its default itself
     (or the default is None: not set), so that no option shows two defaults."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         help_text = action.help or ""
-        if action.default is None or "default" in help_text.lower() or help_text.startswith("Sets --"):
+        if action.default is None or "default" in help_text.lower() or help_text.startswith(_OWN_DEFAULT):
             return help_text
         return super()._get_help_string(action)
 
@@ -116,9 +120,7 @@ _CLI_HELP = {
         "(the library carves this share from the training set when no catalyst_dataset is given)."
     ),
     "output_dir": "Run folder (default: runs/<dataset>-<model>-<date>-<time>).",
-    "max_steps": (
-        "Optimizer steps of the run (at least 1), or -1 to train --num_train_epochs epochs instead."
-    ),
+    "max_steps": "Optimizer steps of the run (at least 1), or -1 to train --num_train_epochs epochs instead.",
     "resume_from_checkpoint": (
         "Continue a killed or stopped run in its own --output_dir (with the same options): a checkpoint folder "
         "(<output_dir>/checkpoint-N), or 'true' for the last one in --output_dir. Runs save one at each round "
