@@ -676,6 +676,10 @@ def test_a_resume_without_a_checkpoint_is_one_line_naming_the_fix(tmp_path, caps
     assert main([*args, "--resume_from_checkpoint", "true"]) == 2  # no such folder yet
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "holds no checkpoint-N folder" in err and "--output_dir" in err
+    killed = tmp_path / "rotten_tomatoes-minilm-20261207-013806"  # a default --output_dir with its time stamp
+    (killed / "checkpoint-3").mkdir(parents=True)
+    assert main([*args, "--resume_from_checkpoint", "true"]) == 2  # the same options name a new time stamp
+    assert f"pass --output_dir {killed} (or" in capsys.readouterr().err
     run_dir.mkdir()
     (run_dir / "metrics.json").write_text("{}")
     assert main([*args, "--resume_from_checkpoint", "true"]) == 2  # a folder of a run that saved nothing

@@ -298,6 +298,17 @@ def _number_errors(model: Any, data: Any, mentor: Any, run: Any, training: Any) 
     return [f"--{name} must be {what}, got {value}" for name, value, ok, what in rules if not ok(value)]
 
 
+def _newest_run_with_a_checkpoint(folder: Path) -> Path | None:
+    """The most recently changed run folder in ``folder`` that holds a checkpoint (the default --output_dir has a
+    time stamp, so the same options name a new folder: the run to resume is most likely this one)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not folder.is_dir():
+        return None
+    runs = [d for d in folder.iterdir() if d.is_dir() and get_last_checkpoint(str(d))]
+    return max(runs, key=lambda d: d.stat().st_mtime, default=None)
+
+
 def _checkpoint_error(resume: Any, output_dir: str) -> str | None:
     """Why ``--resume_from_checkpoint`` cannot resume (one line naming the fix), or None when it can."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -309,10 +320,12 @@ def _checkpoint_error(resume: Any, output_dir: str) -> str | None:
         out = Path(output_dir)
         last = get_last_checkpoint(str(out)) if out.is_dir() else None
         if last is None:
+            newest = _newest_run_with_a_checkpoint(out.parent) if not out.exists() else None
+            own = f"--output_dir {newest}" if newest else "the stopped run's own --output_dir"
             return (
-                f"--resume_from_checkpoint true: --output_dir {out} holds no checkpoint-N folder; pass the stopped "
-                "run's own --output_dir (or --resume_from_checkpoint <its folder>/checkpoint-N). A run saves one at "
-                "each round boundary unless --save_strategy no."
+                f"--resume_from_checkpoint true: --output_dir {out} holds no checkpoint-N folder; pass {own} (or "
+                "--resume_from_checkpoint <its folder>/checkpoint-N). A run saves one at each round boundary unless "
+                "--save_strategy no."
             )
         if not (Path(last) / complete).is_file():
             earlier = sorted(out.glob("checkpoint-*/" + complete))
