@@ -56,8 +56,13 @@ class MentorArguments:
         },
     )
     mentor_required: bool = field(
-        default=False,
-        metadata={"help": "Stop with an error when the mentor cannot be reached at start (default: warn, no rounds)."},
+        default=True,
+        metadata={
+            "help": (
+                "Stop before training (exit code 2) when the mentor cannot be reached or rejects the key at start; "
+                "--mentor_required false trains without rounds instead."
+            )
+        },
     )
 
 
@@ -86,6 +91,31 @@ def validate_mentor_args(args: MentorArguments) -> None:
             f"--mentor {spec} needs an API key: set OPENAI_API_KEY, or pass --mentor_base_url for an "
             "OpenAI-compatible server that needs none."
         )
+    if spec.startswith("hf:") and args.mentor_required and not _hf_token():
+        raise UserError(
+            f"--mentor {spec} needs a Hugging Face token: set HF_TOKEN or log in with `hf auth login` "
+            f"({GO_ON_WITHOUT})."
+        )
+
+
+#: How a run goes on when its mentor cannot be had, said by every message that stops it.
+GO_ON_WITHOUT = "or pass --mentor_required false to train without rounds"
+
+
+def _hf_token() -> str | None:
+    """The token ``huggingface_hub`` would send (``HF_TOKEN``, the stored login), or None."""
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # pragma: no cover - an unreadable token file is no token
+        return None
+
+
+def needs_doer(args: MentorArguments) -> bool:
+    """Whether the mentor is built from the doer (the embedded SmolLM2 shares its weights, ``random`` its
+    vocabulary); the others (a server, a replay, none) are built and probed before any model is loaded."""
+    return not args.mentor_replay and args.mentor.strip() in ("smollm2", "embedded", "random")
 
 
 def build_mentor(
@@ -166,21 +196,43 @@ def build_mentor(
 
 
 def check_mentor(mentor, required: bool):
-    """Probe a remote mentor once; unreachable: ``UserError`` when required, else a warning and no mentor."""
+    """Probe a mentor once (no tokens spent): the mentor, or None when it cannot be had and not ``required``.
+
+    See :func:`reach_mentor`, which also says why."""
+    return reach_mentor(mentor, required)[0]
+
+
+def reach_mentor(mentor, required: bool) -> tuple[Any, str | None]:
+    """Probe a mentor once: ``(mentor, None)`` when it answers; unreachable, or its key rejected: a one-line
+    ``UserError`` naming the fix when ``required`` (``--mentor_required``, the default), else a warning and
+    ``(None, why)``, so the run trains without rounds and its summary says why."""
     from peft_catalyst.mentors import MentorError
 
     if mentor is None:
-        return None
+        return None, None
     try:
         mentor.check()
     except MentorError as exc:
+        message = str(exc.args[0]) if exc.args else ""
+        why = message.strip().splitlines()[0] if message.strip() else exc.reason
+        if exc.reason == "auth":
+            problem, fix = "rejects the credentials", "the key or token (OPENAI_API_KEY, HF_TOKEN)"
+        else:
+            problem, fix = "cannot be reached", "--mentor or --mentor_base_url, or start the server"
         if required:
-            raise UserError(
-                f"The mentor cannot be reached ({exc}); fix --mentor/--mentor_base_url or the key."
-            ) from exc
-        logger.warning("The mentor cannot be reached (%s): training runs without rounds.", exc)
-        return None
-    return mentor
+            raise UserError(f"The mentor {problem} ({why}): fix {fix}, {GO_ON_WITHOUT}.") from exc
+        logger.warning("The mentor %s (%s): training runs without rounds.", problem, why)
+        mentor.close()
+        return None, why
+    return mentor, None
 
 
-__all__ = ["MentorArguments", "build_mentor", "check_mentor", "validate_mentor_args", "validate_mentor_spec"]
+__all__ = [
+    "MentorArguments",
+    "build_mentor",
+    "check_mentor",
+    "needs_doer",
+    "reach_mentor",
+    "validate_mentor_args",
+    "validate_mentor_spec",
+]
