@@ -305,6 +305,26 @@ def test_resume_into_the_runs_own_output_dir_without_overwrite(tmp_path, capsys)
     assert "no such checkpoint folder" in capsys.readouterr().err
 
 
+def test_a_local_csv_is_recorded_by_its_file_name_only(tmp_path):
+    """The run folder is meant to be shared as it is: its card, history and metrics name the user's CSV by its file
+    name, never by a path of this machine."""
+    data = tmp_path / "private" / "reviews.csv"
+    data.parent.mkdir()
+    words = ["good", "bad", "great", "awful", "fine", "dull"]
+    data.write_text("text,label\n" + "".join(f"a {words[i % 6]} film number {i},{'pos' if i % 2 == 0 else 'neg'}\n"
+                                             for i in range(120)))  # fmt: skip
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--mentor", "random", "--dataset_name", str(data), "--validation_size", "16",
+                 "--plot", "false", "--output_dir", str(out)]) == 0  # fmt: skip
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert str(data.parent).encode() not in path.read_bytes(), path
+    facts = {row.split(" | ")[0]: row for row in (out / "README.md").read_text().splitlines() if row.startswith("| ")}
+    assert "`reviews.csv`" in facts["| Task"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == metrics["arguments"]["data"]["dataset_name"] == "reviews.csv"
+
+
 def test_missing_label_column_names_the_columns(tmp_path):
     data = tmp_path / "reviews.csv"
     data.write_text("review,stars\n" + "".join(f"text number {i},{i % 2}\n" for i in range(40)))

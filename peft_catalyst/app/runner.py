@@ -434,7 +434,11 @@ def run(
         "catalyst": summary.to_dict(),
         "train_loss": trainer.state.log_history[-1].get("train_loss") if trainer.state.log_history else None,
         "wall_time_s": round(time.perf_counter() - started, 1),
-        "arguments": {"model": asdict(model_args), "data": asdict(data_args), "mentor": asdict(mentor_args)},
+        "arguments": {
+            "model": asdict(model_args),
+            "data": _public_data_args(data_args),
+            "mentor": asdict(mentor_args),
+        },
     }
     main_process = trainer.is_world_process_zero()  # every process holds the same metrics; one writes them
     if main_process:
@@ -448,6 +452,16 @@ def run(
         except ImportError as exc:
             logger.warning("run.png not written: %s (pip install matplotlib)", exc)
     return metrics
+
+
+def _public_data_args(data: DataArguments) -> dict[str, Any]:
+    """The data arguments as ``metrics.json`` keeps them: a local ``--dataset_name`` by its file name only."""
+    from peft_catalyst.app.data import public_dataset_name
+
+    kept = asdict(data)
+    if data.dataset_name:
+        kept["dataset_name"] = public_dataset_name(data.dataset_name)
+    return kept
 
 
 def _card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
