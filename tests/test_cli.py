@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -66,8 +67,19 @@ def assert_portable_run_folder(out: Path, trained, texts: list[str]) -> None:
 
     causal = config["task_type"] == "CAUSAL_LM"
     auto = AutoPeftModelForCausalLM if causal else AutoPeftModelForSequenceClassification
-    loaded = auto.from_pretrained(out).eval()  # offline (HF_HUB_OFFLINE=1): the base model comes from its package
+    reports: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("transformers.modeling_utils").addHandler(handler)
+    try:
+        loaded = auto.from_pretrained(out).eval()  # offline (HF_HUB_OFFLINE=1): the base model comes from its package
+    finally:
+        logging.getLogger("transformers.modeling_utils").removeHandler(handler)
     assert loaded.name_or_path == config["base_model_name_or_path"]
+    assert not [r for r in reports if "LOAD REPORT" in r]  # the head the base lacks is the adapter's: no MISSING
+    if not causal:  # the task's class names, not LABEL_0/LABEL_1
+        saved = json.loads((out / "config.json").read_text())["id2label"]
+        assert loaded.config.id2label == {int(i): name for i, name in saved.items()} != {0: "LABEL_0", 1: "LABEL_1"}
     tok = AutoTokenizer.from_pretrained(out)
     trained.eval()
     batch = tok(texts, return_tensors="pt", padding=True)

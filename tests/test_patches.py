@@ -117,6 +117,22 @@ def test_transformers_still_resolves_files_through_cached_files():
     assert params[:2] == ["path_or_repo_id", "filenames"] and "local_files_only" in params and "subfolder" in params
 
 
+def test_auto_peft_heads_hook_still_sees_the_report_and_the_base_load():
+    """The classifier-head hook filters the missing keys in ``_adjust_missing_and_unexpected_keys``: transformers must
+    still call it before logging the load report, and AutoPeftModel must still pass its keyword arguments (the class
+    names) to the base model's ``from_pretrained``."""
+    from peft.auto import _BaseAutoPeftModel
+    from transformers import PreTrainedModel
+
+    assert getattr(PreTrainedModel._adjust_missing_and_unexpected_keys, "_catalyst_patched", False)
+    finalize = inspect.getsource(PreTrainedModel._finalize_model_loading)
+    assert finalize.index("_adjust_missing_and_unexpected_keys(") < finalize.index("log_state_dict_report(")
+    base_load = inspect.getsource(_original(_BaseAutoPeftModel.from_pretrained))
+    assert "target_class.from_pretrained(base_model_path, revision=base_model_revision, **kwargs)" in base_load
+    _patches.apply()  # idempotent
+    assert not getattr(_original(PreTrainedModel._adjust_missing_and_unexpected_keys), "_catalyst_patched", False)
+
+
 def test_packaged_hub_id_loads_offline_from_its_package_and_keeps_its_name(monkeypatch, tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
