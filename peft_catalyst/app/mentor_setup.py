@@ -55,6 +55,15 @@ class MentorArguments:
             )
         },
     )
+    mentor_random_counts: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "--mentor random only: how many candidates each round draws, comma-separated (default: as many as "
+                "asked). `compare` sets it to what the same seed's LLM mentor gave, so both train equal steps."
+            )
+        },
+    )
     mentor_required: bool = field(
         default=True,
         metadata={
@@ -74,6 +83,25 @@ def validate_mentor_spec(spec: str) -> None:
     raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>', 'random' or 'none'.")
 
 
+def random_counts(args: MentorArguments) -> list[int] | None:
+    """``--mentor_random_counts`` as numbers (None: not given); anything but whole numbers >= 0 is a ``UserError``."""
+    given = args.mentor_random_counts
+    if isinstance(given, (list, tuple)):  # a list in a --config file
+        given = ",".join(str(c) for c in given)
+    if given is None or not str(given).strip():
+        return None
+    try:
+        counts = [int(c) for c in str(given).split(",")]
+    except ValueError:
+        counts = [-1]
+    if any(c < 0 for c in counts):
+        raise UserError(
+            "--mentor_random_counts: whole numbers >= 0 separated by commas, e.g. 3,2,3; got "
+            f"{args.mentor_random_counts!r}."
+        )
+    return counts
+
+
 def validate_mentor_args(args: MentorArguments) -> None:
     """Check the mentor's configuration before any data or model is loaded: the spec, a replay file, a key.
 
@@ -85,6 +113,7 @@ def validate_mentor_args(args: MentorArguments) -> None:
         return
     spec = args.mentor.strip()
     validate_mentor_spec(spec)
+    random_counts(args)
     has_key_or_server = os.environ.get("OPENAI_API_KEY") or args.mentor_base_url or os.environ.get("OPENAI_BASE_URL")
     if spec.startswith("openai:") and not has_key_or_server:
         raise UserError(
@@ -153,7 +182,9 @@ def build_mentor(
             words = vocabulary_words(tokenizer)
         except ValueError as exc:
             raise UserError(f"Mentor 'random': {exc}") from exc
-        return RandomMentor(words, seed=args.mentor_seed if args.mentor_seed is not None else 0)
+        return RandomMentor(
+            words, seed=args.mentor_seed if args.mentor_seed is not None else 0, counts=random_counts(args)
+        )
     try:
         if spec in ("smollm2", "embedded"):
             if not shared:
@@ -232,6 +263,7 @@ __all__ = [
     "build_mentor",
     "check_mentor",
     "needs_doer",
+    "random_counts",
     "reach_mentor",
     "validate_mentor_args",
     "validate_mentor_spec",
