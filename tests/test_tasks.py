@@ -332,11 +332,15 @@ def test_trainer_seq_cls_with_prompt_tuning(task, tokenizer, tmp_path):
     assert metrics["eval_loss"] == pytest.approx(reference["loss"], rel=1e-5)
 
 
-def test_evaluate_accuracy_restores_training_mode(causal, tokenizer):
+def test_evaluate_accuracy_restores_training_mode(causal, tokenizer, capsys):
     model = prompt_tuned(tiny_llama(len(tokenizer)))
     model.train()
     evaluate_accuracy(model, causal, "test", max_examples=4)
     assert model.training
+    assert "test accuracy" not in capsys.readouterr().err  # no bar unless asked
+    evaluate_accuracy(model, causal, "test", max_examples=4, batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "test accuracy (4 examples)" in err and "/2 [" in err  # a bar over the 2 batches, with the time left
 
 
 def test_collator_is_plain_data(causal):

@@ -395,7 +395,8 @@ def run(
         )
 
     def test_accuracy() -> float:
-        return evaluate_accuracy(tuned.model, tuned.spec, "test", batch_size=run_args.eval_batch_size)["accuracy"]
+        shown = not training_args.disable_tqdm  # a bar with the time left, as the trainer shows its own
+        return evaluate_accuracy(tuned.model, tuned.spec, "test", run_args.eval_batch_size, progress=shown)["accuracy"]
 
     initial_prompt = soft_prompt_text(tuned.model, tuned.tokenizer)
     initial = test_accuracy()
