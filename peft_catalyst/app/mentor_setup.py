@@ -37,7 +37,15 @@ class MentorArguments:
     mentor_base_url: str | None = field(
         default=None, metadata={"help": "Base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...)."}
     )
-    mentor_timeout: float = field(default=60.0, metadata={"help": "Seconds before one mentor request times out."})
+    mentor_timeout: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Seconds: a server's time-out per request (default 60; retries of transient faults add more), or "
+                "the embedded model's wall-clock limit for a whole call, its stricter retry included (default 120)."
+            )
+        },
+    )
     mentor_temperature: float = field(default=0.7, metadata={"help": "Sampling temperature of the mentor."})
     mentor_max_tokens: int = field(default=256, metadata={"help": "Reply budget of a remote mentor, in tokens."})
     mentor_seed: int | None = field(default=0, metadata={"help": "Sampling seed of the mentor (None: random)."})
@@ -83,6 +91,20 @@ def validate_mentor_spec(spec: str) -> None:
     raise UserError(f"Unknown mentor {spec!r}: use 'smollm2', 'openai:<model>', 'hf:<model>', 'random' or 'none'.")
 
 
+#: ``--mentor_timeout``'s defaults: a server's per request, the embedded model's per call (2 slow cores).
+SERVER_TIMEOUT_S = 60.0
+EMBEDDED_TIMEOUT_S = 120.0
+
+
+def _timeout(args: MentorArguments, default: float) -> float:
+    """``--mentor_timeout``, or the backend's default; zero or less is a ``UserError``."""
+    if args.mentor_timeout is None:
+        return default
+    if not args.mentor_timeout > 0:
+        raise UserError(f"--mentor_timeout must be more than 0 seconds, got {args.mentor_timeout}.")
+    return float(args.mentor_timeout)
+
+
 def random_counts(args: MentorArguments) -> list[int] | None:
     """``--mentor_random_counts`` as numbers (None: not given); anything but whole numbers >= 0 is a ``UserError``."""
     given = args.mentor_random_counts
@@ -114,6 +136,7 @@ def validate_mentor_args(args: MentorArguments) -> None:
     spec = args.mentor.strip()
     validate_mentor_spec(spec)
     random_counts(args)
+    _timeout(args, SERVER_TIMEOUT_S)
     has_key_or_server = os.environ.get("OPENAI_API_KEY") or args.mentor_base_url or os.environ.get("OPENAI_BASE_URL")
     if spec.startswith("openai:") and not has_key_or_server:
         raise UserError(
@@ -194,6 +217,7 @@ def build_mentor(
             inner = TransformersMentor.embedded(
                 shared[0],
                 shared[1],
+                max_time=_timeout(args, EMBEDDED_TIMEOUT_S),
                 temperature=args.mentor_temperature,
                 seed=args.mentor_seed,
                 meta_prompt=args.meta_prompt,
@@ -202,7 +226,7 @@ def build_mentor(
             inner = OpenAIMentor(
                 model,
                 base_url=args.mentor_base_url,
-                timeout=args.mentor_timeout,
+                timeout=_timeout(args, SERVER_TIMEOUT_S),
                 temperature=args.mentor_temperature,
                 max_tokens=args.mentor_max_tokens,
                 seed=args.mentor_seed,
@@ -211,7 +235,7 @@ def build_mentor(
         else:  # "hf:<model>", the one form validate_mentor_spec leaves
             inner = HubInferenceMentor(
                 model,
-                timeout=args.mentor_timeout,
+                timeout=_timeout(args, SERVER_TIMEOUT_S),
                 temperature=args.mentor_temperature,
                 max_tokens=args.mentor_max_tokens,
                 seed=args.mentor_seed,
