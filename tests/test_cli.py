@@ -524,6 +524,33 @@ def test_run_png_plots_the_score_that_decided(tmp_path, monkeypatch):
     assert [(y, m) for _, y, m, _ in plotted] == [(0.6, "s"), (0.4, "*")]  # the kept prompt above, not below
 
 
+def test_run_png_round_labels_stay_in_the_frame_and_show_race_steps(tmp_path, monkeypatch):
+    """A round at step 0 (the initial one) and a raced round: every label lies inside the loss panel, the raced one
+    says its steps, and the title counts the races' steps, which are not on the x axis."""
+    import matplotlib.figure
+
+    from peft_catalyst.app.plotting import plot_run
+    from tests.test_records import raced_history
+
+    kept, raced = raced_history().rounds
+    initial = dataclasses.replace(kept, round=0, step=0, trigger=Trigger.INITIAL)
+    figures = []
+    savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or savefig(
+        fig, *a, **k))  # fmt: skip
+    plot_run([{"step": s, "loss": 1.0 / s} for s in range(1, 31)], [initial, kept, raced], tmp_path / "run.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    top = fig.axes[0]
+    frame = top.get_window_extent()
+    labels = [t for t in top.texts if t.get_text().startswith("round ")]
+    assert [t.get_text() for t in labels] == ["round 0: kept", "round 1: kept", "round 2: accepted, race 16 steps"]
+    for text in labels:
+        box = text.get_window_extent()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
+    assert "(gradient steps: 30 in the stages + 16 in the races)" in top.get_title()
+
+
 def test_round_snapshots_and_summary_read_the_typed_records():
     from peft_catalyst.app.runner import _score_after
     from tests.test_records import raced_history
