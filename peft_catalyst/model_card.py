@@ -314,10 +314,15 @@ def _rounds_md(history: History | None) -> str:
         return ""
     decisions = [r.decision for r in history.rounds]
     restarted = sum(d.restarted for d in decisions)
-    paired = RunSummary.of(history.rounds).beat_random_line()
+    counted = RunSummary.of(history.rounds, mentor=history.summary.mentor)
+    why = counted.skip_reasons_text()
+    paired = counted.beat_random_line()
+    shape = f"; restart shape {_code_span(history.summary.restart)}" if history.summary.restart else ""
     return (
         f"{len(decisions)} ({restarted} restarted from a mentor prompt, {decisions.count(Decision.KEPT)} kept the "
-        f"soft prompt, {decisions.count(Decision.SKIPPED)} skipped)" + (f"; {paired}" if paired else "")
+        f"soft prompt, {counted.skipped} skipped{': ' + why if why else ''})"
+        + (f"; {paired}" if paired else "")
+        + shape
     )
 
 

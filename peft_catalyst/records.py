@@ -288,6 +288,17 @@ class RestartShape:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "alpha": self.alpha, "positions": self.positions}
 
+    @staticmethod
+    def setting_label(name: str, alphas: list[float] | None = None, partial_tokens: int | None = None) -> str:
+        """The ``catalyst_restart`` setting in a few words, e.g. ``"blend alpha=0.3, 0.6"`` or ``"partial, 4
+        tokens"`` (what the summary keeps even when no round restarted)."""
+        if name == "blend":
+            return "blend alpha=" + ", ".join(f"{a:g}" for a in alphas or [])
+        if name == "partial":
+            return "partial, " + (f"{partial_tokens} token{'s' if partial_tokens != 1 else ''}" if partial_tokens
+                                  else "half the prompt")  # fmt: skip
+        return name
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RestartShape:
         data = data or {}
@@ -529,13 +540,38 @@ class RunSummary:
     #: tied round is not counted).
     beat_random_screening: list[int] = field(default_factory=lambda: [0, 0])
     beat_random_race: list[int] = field(default_factory=lambda: [0, 0])
+    #: Rounds by what started them (``{"initial": 1, "schedule": 2}``; empty in files written before it was kept).
+    triggers: dict[str, int] = field(default_factory=dict)
+    #: Skipped rounds by why (``{"mentor unreachable": 2}``, see :func:`skip_reason`).
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+    #: The restart shape the run was set to (``catalyst_restart``, e.g. ``"blend alpha=0.3, 0.6"``), also when every
+    #: round kept the prompt and no round took a shape; None when not recorded (files written before it was kept).
+    restart: str | None = None
 
     @property
     def total_steps(self) -> int:
         return self.main_steps + self.race_steps
 
+    def rounds_line(self) -> str:
+        """``"3 (1 initial + 2 scheduled)"``: the rounds and what started them (the count alone when unrecorded)."""
+        words = {"initial": "initial", "schedule": "scheduled", "plateau": "at a plateau"}
+        parts = [f"{n} {words.get(t, t)}" for t, n in self.triggers.items() if n]
+        if not parts or (len(parts) == 1 and "initial" not in self.triggers):
+            return str(self.rounds)
+        return f"{self.rounds} ({' + '.join(parts)})"
+
+    def skip_reasons_text(self) -> str:
+        """Why rounds were skipped: ``"mentor unreachable"``, or ``"mentor timed out 1, no usable candidate 2"``
+        (empty when none was skipped or the reasons were not recorded)."""
+        if len(self.skip_reasons) == 1:
+            return next(iter(self.skip_reasons))
+        return ", ".join(f"{why} {n}" for why, n in self.skip_reasons.items())
+
     def beat_random_line(self) -> str | None:
-        """``"mentor beat random in X of Y rounds (screening), ..."`` or None when never compared."""
+        """``"mentor beat random in X of Y rounds (screening), ..."`` or None when never compared (the ``random``
+        control as the mentor compares random with random: nothing to say, see :attr:`mentor`)."""
+        if self.mentor is not None and self.mentor.startswith("random"):
+            return None
         parts = [
             f"{wins} of {rounds} rounds ({what})"
             for what, (wins, rounds) in (("screening", self.beat_random_screening), ("race", self.beat_random_race))
@@ -555,6 +591,8 @@ class RunSummary:
             race_steps=sum(r.race_steps for r in rounds),
             beat_random_screening=_wins(r.beat_random_screening for r in rounds),
             beat_random_race=_wins(r.beat_random_race for r in rounds),
+            triggers=_counts(r.trigger.value for r in rounds),
+            skip_reasons=_counts(skip_reason(r) for r in rounds if r.decision is Decision.SKIPPED),
             **kwargs,
         )
 
@@ -572,6 +610,35 @@ class RunSummary:
         kept = {k: v for k, v in data.items() if k in known}
         kept["higher_is_better"] = bool(kept["higher_is_better"])
         return cls(**kept)
+
+
+#: What a skipped round's mentor error says, by the ``MentorError`` reason in its ``[reason]`` prefix.
+_SKIP_REASONS = {
+    "connection": "mentor unreachable",
+    "auth": "mentor rejected the key",
+    "timeout": "mentor timed out",
+    "rate_limited": "mentor rate-limited",
+    "server_error": "mentor server error",
+    "cache_miss": "no reply in the replay",
+}
+
+
+def skip_reason(record: RoundRecord) -> str:
+    """Why a skipped round was skipped, in a few words: the mentor's fault (``"mentor unreachable"``, ``"mentor
+    timed out"``, ...) or ``"no usable candidate"``."""
+    error = record.mentor.error if record.mentor is not None else None
+    if error or record.reason == "mentor_error":
+        tag = error[1 : error.index("]")] if error and error.startswith("[") and "]" in error else ""
+        return _SKIP_REASONS.get(tag, "mentor error")
+    return "no usable candidate"
+
+
+def _counts(values: Any) -> dict[str, int]:
+    """How often each value occurs, in order of first occurrence."""
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return counts
 
 
 def _wins(outcomes: Any) -> list[int]:

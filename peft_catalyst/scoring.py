@@ -124,6 +124,7 @@ class PromptScorer:
         self._dataloader = None
         self._scored_dataset: Any = None
         self._reason: str | None | bool = False  # False: not determined yet
+        self._bar: Any = None  # the progress bar of the score_prompts call under way
 
     @property
     def needs_logits(self) -> bool:
@@ -187,13 +188,43 @@ class PromptScorer:
         Batched when :meth:`sequential_reason` is None; otherwise each prompt is written into the model and scored.
         """
         started = time.perf_counter()
+        batched = len(prompts) > 1 and self.sequential_reason() is None
+        passes = math.ceil(len(prompts) / self.prompts_per_pass()) if batched else len(prompts)
+        self._bar = self._progress(passes, len(prompts))
         try:
-            if len(prompts) > 1 and self.sequential_reason() is None:
+            if batched:
                 return self._score_in_passes(list(prompts))
             return [self._score_written(p) for p in prompts]
         finally:
+            self._bar.close()
+            self._bar = None
             self.calls += len(prompts)
             self.seconds += time.perf_counter() - started
+
+    def _progress(self, passes: int, prompts: int):
+        """A bar over the batches of the catalyst split that scoring ``prompts`` in ``passes`` will read (a round's
+        scoring can take minutes with a larger doer); shown as the trainer shows its own (``disable_tqdm``, the
+        local main process only), and gone when done."""
+        from tqdm.auto import tqdm
+
+        try:
+            total: int | None = passes * len(self.dataloader())
+        except TypeError:  # an iterable dataset has no length
+            total = None
+        args = getattr(self.trainer, "args", None)
+        is_main = getattr(self.trainer, "is_local_process_zero", lambda: True)()
+        return tqdm(
+            total=total,
+            desc=f"catalyst: scoring {prompts} prompt{'s' if prompts != 1 else ''}",
+            unit="batch",
+            leave=False,
+            disable=bool(getattr(args, "disable_tqdm", False)) or not is_main or not prompts,
+        )
+
+    def _tick(self) -> None:
+        """One batch of the catalyst split scored (for the bar of :meth:`score_prompts`, when one is shown)."""
+        if self._bar is not None:
+            self._bar.update(1)
 
     # ------------------------------------------------------------------------------------------------------------
     def _score_written(self, prompt: torch.Tensor) -> Score:
@@ -235,6 +266,7 @@ class PromptScorer:
         for inputs in self.dataloader():
             loss, logits, label = trainer.prediction_step(model, inputs, prediction_loss_only=not self.gathers_logits)
             tally.add(loss, logits, label, _batch_size(inputs))
+            self._tick()
         return tally.result()
 
     def _score_batched(self, prompts: list[torch.Tensor]) -> list[Score]:
@@ -263,6 +295,7 @@ class PromptScorer:
                     logits = logits[0] if len(logits) == 1 else logits
                     label = nested_detach(labels)
                 tally.add(loss.detach().mean(), logits, label, batch_size)
+            self._tick()
         if not self.needs_logits:
             return [tally.result() for tally in tallies]
         # compute_metrics and score_fn run with each prompt in the model, as when it is scored alone (one may read

@@ -36,6 +36,10 @@ calls the reply function ``n`` times, one choice each (a function returning a li
 ``n="ignore"`` answers one choice whatever ``n`` is, as servers without ``n`` do; ``n="refuse"`` answers HTTP 400 to
 any ``n`` above 1. Queued replies are sent as they are.
 
+``LoopbackOpenAIServer(api_key="k")`` answers HTTP 401 to any request (``/models`` included) that does not carry
+``Authorization: Bearer k``. ``GET /api/whoami-v2`` answers as the Hub does for a valid token, so
+``huggingface_hub`` with ``constants.ENDPOINT`` pointed at the server can check a token.
+
 ``unused_port()`` / ``refused_base_url()`` give an address where nothing listens (connection refused).
 A pytest fixture is in ``tests/test_mentors_openai.py`` (``loopback``); copy its three lines to reuse it elsewhere::
 
@@ -227,11 +231,17 @@ class LoopbackOpenAIServer:
     """OpenAI chat-completions server on 127.0.0.1 in a background thread; a context manager (see module doc)."""
 
     def __init__(
-        self, reply: ReplyFunction | str | list[str] | None = None, *, host: str = "127.0.0.1", n: str = "honour"
+        self,
+        reply: ReplyFunction | str | list[str] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        n: str = "honour",
+        api_key: str | None = None,
     ) -> None:
         if n not in ("honour", "ignore", "refuse"):
             raise ValueError(f"n must be 'honour', 'ignore' or 'refuse', not {n!r}")
         self._n_mode = n
+        self.api_key = api_key  # set: any request without "Authorization: Bearer <api_key>" is answered HTTP 401
         self._host = host
         self._lock = threading.Lock()
         self._queue: deque[ScriptedReply] = deque()
@@ -377,6 +387,15 @@ class _Handler(BaseHTTPRequestHandler):
             json=parsed,
             received_at=time.time(),
         )
+        key = self.owner.api_key
+        if key is not None and request.headers.get("authorization") != f"Bearer {key}":
+            with self.owner._lock:
+                self.owner._requests.append(request)
+            self._send(error_reply(401, "Invalid API key"))
+            return
+        if self.command == "GET" and self.path.rstrip("/").endswith("/api/whoami-v2"):  # HF_ENDPOINT pointed here
+            self._send(json_reply({"type": "user", "name": "loopback"}))
+            return
         if self.command == "GET" and self.path.rstrip("/").endswith("/models"):
             self._send(json_reply({"object": "list", "data": [{"id": "loopback-model", "object": "model"}]}))
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from peft_catalyst.app.cli import main
 from peft_catalyst.app.runner import summary_lines
 from peft_catalyst.history import read_history
-from peft_catalyst.records import Decision, RunSummary, ScoredPrompt
+from peft_catalyst.records import Decision, RunSummary, ScoredPrompt, Trigger
 from tests.loopback_openai import LoopbackOpenAIServer
 
 TINY = [
@@ -66,8 +67,19 @@ def assert_portable_run_folder(out: Path, trained, texts: list[str]) -> None:
 
     causal = config["task_type"] == "CAUSAL_LM"
     auto = AutoPeftModelForCausalLM if causal else AutoPeftModelForSequenceClassification
-    loaded = auto.from_pretrained(out).eval()  # offline (HF_HUB_OFFLINE=1): the base model comes from its package
+    reports: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("transformers.modeling_utils").addHandler(handler)
+    try:
+        loaded = auto.from_pretrained(out).eval()  # offline (HF_HUB_OFFLINE=1): the base model comes from its package
+    finally:
+        logging.getLogger("transformers.modeling_utils").removeHandler(handler)
     assert loaded.name_or_path == config["base_model_name_or_path"]
+    assert not [r for r in reports if "LOAD REPORT" in r]  # the head the base lacks is the adapter's: no MISSING
+    if not causal:  # the task's class names, not LABEL_0/LABEL_1
+        saved = json.loads((out / "config.json").read_text())["id2label"]
+        assert loaded.config.id2label == {int(i): name for i, name in saved.items()} != {0: "LABEL_0", 1: "LABEL_1"}
     tok = AutoTokenizer.from_pretrained(out)
     trained.eval()
     batch = tok(texts, return_tensors="pt", padding=True)
@@ -375,6 +387,26 @@ def test_a_killed_default_configured_run_resumes_from_its_round_boundary_checkpo
     assert resumed["test_accuracy"] == uninterrupted["test_accuracy"]
 
 
+def test_a_local_csv_is_recorded_by_its_file_name_only(tmp_path):
+    """The run folder is meant to be shared as it is: its card, history and metrics name the user's CSV by its file
+    name, never by a path of this machine."""
+    data = tmp_path / "private" / "reviews.csv"
+    data.parent.mkdir()
+    words = ["good", "bad", "great", "awful", "fine", "dull"]
+    data.write_text("text,label\n" + "".join(f"a {words[i % 6]} film number {i},{'pos' if i % 2 == 0 else 'neg'}\n"
+                                             for i in range(120)))  # fmt: skip
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--mentor", "random", "--dataset_name", str(data), "--validation_size", "16",
+                 "--plot", "false", "--output_dir", str(out)]) == 0  # fmt: skip
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert str(data.parent).encode() not in path.read_bytes(), path
+    facts = {row.split(" | ")[0]: row for row in (out / "README.md").read_text().splitlines() if row.startswith("| ")}
+    assert "`reviews.csv`" in facts["| Task"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == metrics["arguments"]["data"]["dataset_name"] == "reviews.csv"
+
+
 def test_missing_label_column_names_the_columns(tmp_path):
     data = tmp_path / "reviews.csv"
     data.write_text("review,stars\n" + "".join(f"text number {i},{i % 2}\n" for i in range(40)))
@@ -455,19 +487,73 @@ def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2, trained_
     assert_portable_run_folder(out, trained_models[-1], ["Review: a fine, moving film\nSentiment:"])
 
 
-def test_unreachable_mentor_at_start_warns_and_trains_without_rounds(tmp_path, capsys, caplog):
+def test_a_mentor_that_cannot_be_had_stops_before_anything_loads(tmp_path, monkeypatch, capsys):
+    """Connection refused, a rejected key (HTTP 401 from a real server) and ``hf:`` without a token: one line naming
+    the way on without the mentor, exit code 2, before any data or model is loaded."""
+    from huggingface_hub import constants
+
+    from peft_catalyst.app import runner
+    from tests.loopback_openai import refused_base_url
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data was loaded before the mentor was reached")
+
+    monkeypatch.setattr(runner, "load_task_data", no_loading)
+    base = ["train", *TINY, "--mentor_timeout", "3", "--plot", "false"]
+    refused = ["--mentor", "openai:test", "--mentor_base_url", refused_base_url()]
+    assert main([*base, *refused, "--output_dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "cannot be reached" in err and "--mentor_required false" in err
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-peftcatalyst-WRONG-0123456789")
+    with LoopbackOpenAIServer(api_key="sk-peftcatalyst-RIGHT-0123456789") as server:
+        code = main([*base, "--mentor", "openai:test", "--mentor_base_url", server.base_url,
+                     "--output_dir", str(tmp_path / "b")])  # fmt: skip
+        assert server.request_count == 0  # the probe costs no completion
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.splitlines() == [err] and "rejects the credentials" in err and "HTTP 401" in err
+    assert "--mentor_required false" in err and "WRONG" not in err
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
+    monkeypatch.setattr(constants, "ENDPOINT", refused_base_url().removesuffix("/v1"))  # never the internet
+    assert main([*base, "--mentor", "hf:org/model", "--output_dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "HF_TOKEN" in err and "--mentor_required false" in err
+
+
+def test_mentor_required_false_trains_without_rounds_and_says_why(tmp_path, caplog):
     from tests.loopback_openai import refused_base_url
 
     out = tmp_path / "run"
-    args = ["train", *TINY, "--mentor", "openai:test", "--mentor_base_url", refused_base_url(), "--mentor_timeout",
-            "3", "--plot", "false"]  # fmt: skip
-    assert main([*args, "--mentor_required", "true", "--output_dir", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "cannot be reached" in err and "--mentor_base_url" in err
-    assert main([*args, "--output_dir", str(tmp_path / "run2")]) == 0
-    metrics = json.loads((tmp_path / "run2" / "metrics.json").read_text())
+    assert main(["train", *TINY, "--mentor", "openai:test", "--mentor_base_url", refused_base_url(),
+                 "--mentor_timeout", "3", "--plot", "false", "--mentor_required", "false",
+                 "--output_dir", str(out)]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mentor"] is None and metrics["catalyst"]["rounds"] == 0 and metrics["catalyst"]["mentor"] is None
-    assert "cannot be reached" in caplog.text
+    assert "cannot reach" in metrics["mentor_unreachable"] and "cannot be reached" in caplog.text
+    rounds_line = summary_lines(metrics, str(out))[1]
+    assert rounds_line.startswith("rounds: 0 (the mentor could not be reached at start: openai:test: cannot reach")
+
+
+def test_rounds_skipped_for_a_failed_call_are_no_llm_calls_and_the_summary_says_why(tmp_path):
+    """The server answers the start-up probe, then rejects every chat request: the round is skipped, the summary
+    says why, and the call that got no answer is counted as failed, not as an LLM call."""
+    from tests.loopback_openai import error_reply
+
+    out = tmp_path / "run"
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: error_reply(401, "Invalid API key"))
+        assert main(["train", *TINY, "--mentor", "openai:test", "--mentor_base_url", server.base_url,
+                     "--plot", "false", "--output_dir", str(out)]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    usage = metrics["catalyst"]["mentor_usage"]
+    assert (usage["calls"], usage["failures"]) == (0, 1)
+    assert metrics["catalyst"]["skip_reasons"] == {"mentor rejected the key": 1}
+    assert read_history(out).summary.skip_reasons == {"mentor rejected the key": 1}
+    rounds_line = summary_lines(metrics, str(out))[1]
+    assert "skipped 1: mentor rejected the key)" in rounds_line and "LLM calls 0 (1 failed)" in rounds_line
 
 
 def test_run_png_plots_the_score_that_decided(tmp_path, monkeypatch):
@@ -518,6 +604,33 @@ def test_run_png_plots_the_score_that_decided(tmp_path, monkeypatch):
     assert [(y, m) for _, y, m, _ in plotted] == [(0.6, "s"), (0.4, "*")]  # the kept prompt above, not below
 
 
+def test_run_png_round_labels_stay_in_the_frame_and_show_race_steps(tmp_path, monkeypatch):
+    """A round at step 0 (the initial one) and a raced round: every label lies inside the loss panel, the raced one
+    says its steps, and the title counts the races' steps, which are not on the x axis."""
+    import matplotlib.figure
+
+    from peft_catalyst.app.plotting import plot_run
+    from tests.test_records import raced_history
+
+    kept, raced = raced_history().rounds
+    initial = dataclasses.replace(kept, round=0, step=0, trigger=Trigger.INITIAL)
+    figures = []
+    savefig = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: figures.append(fig) or savefig(
+        fig, *a, **k))  # fmt: skip
+    plot_run([{"step": s, "loss": 1.0 / s} for s in range(1, 31)], [initial, kept, raced], tmp_path / "run.png")
+    (fig,) = figures
+    fig.canvas.draw()
+    top = fig.axes[0]
+    frame = top.get_window_extent()
+    labels = [t for t in top.texts if t.get_text().startswith("round ")]
+    assert [t.get_text() for t in labels] == ["round 0: kept", "round 1: kept", "round 2: accepted, race 16 steps"]
+    for text in labels:
+        box = text.get_window_extent()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, text
+    assert "(gradient steps: 30 in the stages + 16 in the races)" in top.get_title()
+
+
 def test_round_snapshots_and_summary_read_the_typed_records():
     from peft_catalyst.app.runner import _score_after
     from tests.test_records import raced_history
@@ -533,9 +646,19 @@ def test_round_snapshots_and_summary_read_the_typed_records():
         "catalyst": history.summary.to_dict(), "prompts": {"final": "r s"}, "wall_time_s": 61.0,
     }  # fmt: skip
     lines = summary_lines(metrics, "out")
-    assert lines[1].startswith("rounds: 2 (accepted 1, kept 1, skipped 0); gradient steps 46 (30 stages + 16 races);")
+    assert lines[1].startswith(
+        "rounds: 2 (1 scheduled + 1 at a plateau; accepted 1, kept 1, skipped 0); gradient steps 46 (30 stages + 16 "
+        "races);"
+    )
     assert "LLM calls 2, tokens 22 prompt + 14 completion" in lines[1]
     assert RunSummary.from_dict(json.loads(json.dumps(metrics["catalyst"]))) == history.summary
+    # An initial round plus one scheduled one says so; the summary of a file without triggers gives the count alone.
+    initial = dataclasses.replace(kept, trigger=Trigger.INITIAL, round=0, step=0)
+    summary = RunSummary.of([initial, dataclasses.replace(kept, trigger=Trigger.SCHEDULE)], mentor="openai:m")
+    metrics["catalyst"] = summary.to_dict()
+    assert summary_lines(metrics, "out")[1].startswith("rounds: 2 (1 initial + 1 scheduled; accepted 0, kept 2,")
+    metrics["catalyst"] = {k: v for k, v in summary.to_dict().items() if k != "triggers"}
+    assert summary_lines(metrics, "out")[1].startswith("rounds: 2 (accepted 0, kept 2, skipped 0);")
 
 
 @pytest.mark.parametrize(

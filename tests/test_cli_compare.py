@@ -42,7 +42,7 @@ def _args(doer_dir, out, base_url: str = "http://127.0.0.1:9/v1") -> list[str]:
 def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
     with LoopbackOpenAIServer() as server:
-        server.set_reply(lambda req: REPLY)
+        server.set_reply(lambda req: "1. the movie was great")  # fewer candidates than asked: random matches them
         assert main([*_args(doer_dir, out, server.base_url), "--seeds", "2"]) == 0
         calls = server.request_count
     printed = capsys.readouterr().out.strip().splitlines()
@@ -61,6 +61,9 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
         assert cat["llm"]["calls"] == 2 and rnd["llm"]["calls"] == single["llm"]["calls"] == 0
         assert cat["mentor"] == "openai:test-model" and rnd["mentor"] == "random-words"
         assert cat["beat_random"]["race"][1] == 2  # a random control raced beside the mentor in both rounds
+        # random draws per round as many candidates as the mentor gave usable ones (1 of the 3 asked): same arms
+        assert cat["mentor_candidates"] == rnd["settings"]["matched_candidates"] == [1, 1]
+        assert rnd["mentor_candidates"] == [1, 1] and rnd["steps"] == cat["steps"]
         assert (out / "runs" / f"catalyst__seed{seed}" / "catalyst_history.json").is_file()
     assert calls == 4  # one request per round of the two catalyst runs; random and single ask no one
     data = json.loads((out / "compare.json").read_text())
@@ -77,13 +80,18 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
     headline = printed[-2]
     assert headline == data["headline"]
     assert headline.startswith("catalyst - random: ") and "; catalyst - single: " in headline
-    assert f"mentor beat random in {wins} of 4 race rounds" in headline
-    assert "per run: catalyst " in headline and "| random " in headline and "| single " in headline
+    assert f"mentor beat random in {wins} of 4 race rounds" in headline and len(headline) < 250  # short
+    unequal = {s for s in (42, 43) if len({records[f"{m}__seed{s}"]["steps"]["total"] for m in ("catalyst", "random",
+                                                                                                 "single")}) > 1}
+    assert ("UNEQUAL COMPUTE" in headline) == bool(unequal)
+    assert data["summary"]["compute"]["equal"] == (not unequal)
     assert printed[-1].startswith("report: ")
     for name in ("compare.md", "compare.json", "compare.png", "comparison.json"):
         assert (out / name).is_file(), name
     md = (out / "compare.md").read_text()
     assert "| `catalyst - random` | 2 |" in md and "| race | " in md and "2 of 2 seeds finished" in md
+    assert "per run: catalyst " in md and "| random " in md and "| single " in md  # the costs, beside the headline
+    assert f"Task `rotten_tomatoes`, doer `{doer_dir.name}`." in md
 
     # Resume: nothing is trained again, no mentor is asked; a record that is missing is the only run that runs.
     trained = []
@@ -114,6 +122,50 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "holds the records of another comparison" in err and "training.learning_rate" in err
+
+
+def _record(method: str, seed: int, accuracy: float, steps: int, race: int) -> dict:
+    return {
+        "method": method, "seed": seed, "test_accuracy": accuracy, "steps": {"main": steps - race, "race": race,
+        "total": steps}, "rounds": {"rounds": 2, "accepted": 1, "kept": 1, "skipped": 0},
+        "llm": {"calls": 2 if method == "catalyst" else 0, "prompt_tokens": 10, "completion_tokens": 5},
+        "beat_random": {"screening": [0, 0], "race": [1, 2] if method == "catalyst" else [0, 0]}, "wall_s": 30.0,
+    }  # fmt: skip
+
+
+def test_unequal_compute_is_flagged_in_the_line_the_report_and_the_plot(tmp_path, monkeypatch):
+    """With race controls, random's race can take more arms than catalyst's (the mentor gave fewer usable
+    candidates): 60 against 34 gradient steps must not pass as a fair contrast."""
+    import matplotlib.figure
+
+    from peft_catalyst.app.compare.report import headline, markdown, write_report
+    from peft_catalyst.app.compare.summary import summarize
+
+    records = {}
+    for seed, (cat, rnd) in {42: (34, 60), 43: (40, 40)}.items():
+        for method, steps, race, acc in (("catalyst", cat, cat - 20, 0.7), ("random", rnd, rnd - 20, 0.68),
+                                         ("single", cat, 0, 0.66)):  # fmt: skip
+            records[f"{method}__seed{seed}"] = _record(method, seed, acc + seed / 1000, steps, race)
+    summary = summarize(records)
+    assert summary["compute"] == {"equal": False, "unequal": [{"seed": 42, "steps": {"catalyst": 34, "random": 60,
+                                                                                       "single": 34}}]}  # fmt: skip
+    line = headline(summary)
+    assert line.endswith("UNEQUAL COMPUTE in 1 seed (gradient steps per run: catalyst 34, random 60, single 34)")
+    assert len(line) < 250 and "LLM calls" not in line  # the costs are in compare.md
+    meta = {"seeds": 2, "seeds_finished": 2, "command": "peft-catalyst compare", "date": "d", "task": "trec",
+            "doer": "minilm", "machine": {"description": "m"}, "packages": {}}  # fmt: skip
+    md = markdown(summary, meta)
+    assert "**UNEQUAL COMPUTE in 1 seed" in md and "| 42 | 34 | 60 | 34 |" in md
+    assert "Task `trec`, doer `minilm`." in md
+    equal = summarize({k: v for k, v in records.items() if k.endswith("43")})
+    assert equal["compute"]["equal"] and "UNEQUAL" not in headline(equal) and "UNEQUAL" not in markdown(equal, meta)
+    titles = []
+    suptitle = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", lambda fig, t, **kw: titles.append(t) or suptitle(
+        fig, t, **kw))  # fmt: skip
+    write_report(tmp_path, records, meta)
+    assert titles and titles[0].startswith("peft-catalyst compare: task trec, doer minilm\nUNEQUAL COMPUTE")
+    assert json.loads((tmp_path / "compare.json").read_text())["headline"] == line
 
 
 @pytest.mark.parametrize(

@@ -217,6 +217,9 @@ def test_load_hf_task_from_csv_with_string_labels(tmp_path):
     path.write_text("\n".join(rows) + "\n")
     task = load_hf_task(str(path), catalyst_size=10, validation_size=10, test_size=10, seed=1)
     assert task.label_names == ["neg", "pos"]
+    assert task.name == task.source == "reviews.csv"  # the file name only: a run folder holds no local path
+    assert data.public_dataset_name("org/some-dataset") == "org/some-dataset"  # a Hub name as it is
+    assert data.public_dataset_name("~/data/x.csv") == "x.csv"
     assert task.stats["conflicting_texts"] == 1
     assert [len(task.splits[s]) for s in SPLITS] == [29, 10, 10, 10]
     again = load_hf_task(str(path), catalyst_size=10, validation_size=10, test_size=10, seed=1)

@@ -118,3 +118,22 @@ def test_no_import_cycles_in_the_package():
             if module.startswith(dep + "."):
                 continue
             assert not _reaches(graph, dep, module) or dep.startswith(module + "."), f"{module} <-> {dep}"
+
+
+def test_no_file_cites_a_document_that_is_not_in_the_repository():
+    """A Markdown document named in a tracked text file (``DESIGN.md section 3``, say) must exist in the checkout:
+    a newcomer following the pointer finds nothing otherwise."""
+    import re
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    names = {Path(p).name for p in tracked if p.endswith(".md")}
+    cited = re.compile(r"\b([A-Z][A-Za-z_-]*\.md)\b")
+    missing = []
+    for path in tracked:
+        if not path.endswith((".py", ".md", ".txt", ".toml", ".cfg", ".yaml", ".yml")) or path.startswith("tests/"):
+            continue
+        text = (root / path).read_text(encoding="utf-8", errors="replace")
+        missing += [f"{path}: {name}" for name in cited.findall(text) if name not in names and name != "README.md"]
+    assert not missing, missing

@@ -116,3 +116,38 @@ def test_offline_mode_is_a_clear_error(loopback, monkeypatch):
     with pytest.raises(MentorError, match="HF_HUB_OFFLINE") as info:
         hub_mentor(loopback, max_retries=0).propose(REQ)
     assert info.value.reason == "connection" and loopback.request_count == 0
+
+
+@pytest.mark.timeout(30)
+def test_check_needs_a_token_and_probes_the_hub_or_the_server(loopback, monkeypatch):
+    """At start-up: no token is an ``auth`` error before any request; the token is shown to the Hub (``whoami``, here
+    the loopback server as ``HF_ENDPOINT``) or, with ``base_url``, to the server's ``/models``; a closed port is a
+    ``connection`` error and a rejected token an ``auth`` one. No check costs a chat completion."""
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", "/nonexistent/token")
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", "/nonexistent/stored_tokens")  # no stored login
+    monkeypatch.setattr(constants, "ENDPOINT", refused_base_url().removesuffix("/v1"))
+    with pytest.raises(MentorError) as info:
+        HubInferenceMentor("org/model", timeout=2).check()
+    assert info.value.reason == "auth" and "HF_TOKEN" in str(info.value) and not loopback.requests
+
+    with pytest.raises(MentorError) as info:  # a token, but the Hub cannot be reached
+        HubInferenceMentor("org/model", token=FAKE_TOKEN, timeout=2).check()
+    assert info.value.reason == "connection" and FAKE_TOKEN not in str(info.value)
+
+    loopback.api_key = FAKE_TOKEN
+    monkeypatch.setattr(constants, "ENDPOINT", loopback.base_url.removesuffix("/v1"))
+    HubInferenceMentor("org/model", token=FAKE_TOKEN, timeout=2).check()  # whoami answers
+    with pytest.raises(MentorError) as info:
+        HubInferenceMentor("org/model", token="hf_peftcatalyst-WRONGtoken-000", timeout=2).check()
+    assert info.value.reason == "auth" and "401" in str(info.value)
+    hub_mentor(loopback).check()  # base_url: /models with the right token
+    with pytest.raises(MentorError) as info:
+        HubInferenceMentor("m", token="hf_peftcatalyst-WRONGtoken-000", base_url=loopback.base_url, timeout=2).check()
+    assert info.value.reason == "auth"
+    with pytest.raises(MentorError) as info:
+        HubInferenceMentor("m", token=FAKE_TOKEN, base_url=refused_base_url(), timeout=2).check()
+    assert info.value.reason == "connection"
+    assert loopback.request_count == 0

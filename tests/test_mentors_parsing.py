@@ -194,7 +194,7 @@ def test_proposal_and_usage_round_trip():
     usage.record(latency_s=0.5, prompt_tokens=10, completion_tokens=5)
     usage.record(latency_s=0.25, failed=True)
     assert usage.to_dict() == {
-        "calls": 2,
+        "calls": 1,  # the failed call is counted in failures only
         "failures": 1,
         "cache_hits": 0,
         "prompt_tokens": 10,

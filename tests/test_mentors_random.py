@@ -53,3 +53,20 @@ def test_random_mentor_needs_words_and_stops_at_what_the_vocabulary_allows():
         RandomMentor([" ", ""])
     proposal = RandomMentor(["only"], seed=0).propose(MentorRequest("t", [], num_candidates=3, max_words=2))
     assert proposal.candidates == [" only only"]
+
+
+def test_random_mentor_matches_per_round_counts(tok):
+    """``counts`` (what compare sets from the LLM mentor's usable candidates) caps each round's draw; 0 is an empty
+    proposal that says why; rounds past the list draw what is asked; the draws are the uncapped mentor's first ones."""
+    words = vocabulary_words(tok)
+    past = [PastRound(1, ["x"], [0.5], taken=None, current_score=0.4)]
+    round1 = MentorRequest("t", [TrajectoryPoint("a", 1.0)], num_candidates=3, max_words=3)
+    round2 = MentorRequest("t", [TrajectoryPoint("a", 1.0)], num_candidates=3, max_words=3, earlier_rounds=past)
+    free = RandomMentor(words, seed=3)
+    matched = RandomMentor(words, seed=3, counts=[1])
+    assert matched.propose(round1).candidates == free.propose(round1).candidates[:1]
+    assert len(matched.propose(round2).candidates) == 3  # past the list: as many as asked
+    empty = RandomMentor(words, seed=3, counts=[0]).propose(round1)
+    assert empty.candidates == [] and "matched to a mentor that gave none" in empty.warning
+    with pytest.raises(ValueError, match=">= 0"):
+        RandomMentor(words, counts=[-1])

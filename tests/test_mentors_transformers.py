@@ -232,6 +232,34 @@ def test_max_time_bounds_a_call_and_drops_the_cut_line(tiny):
     assert all("\n" not in t or len(t.splitlines()) >= 1 for t in completion.texts)
 
 
+@pytest.mark.timeout(60)
+def test_max_time_bounds_the_whole_call_its_stricter_retry_included(tiny, monkeypatch):
+    """``max_time`` (``--mentor_timeout``, what the round logs as the time limit) is the call's: the stricter retry
+    gets only what is left, and none is made when nothing is left (the first reply stands, and says why)."""
+    model, tok = tiny
+    limits, slow = [], [0.0]
+    generate = model.generate
+
+    def timed(*args, **kwargs):
+        limits.append(kwargs.get("max_time"))
+        time.sleep(slow[0])  # a slow first generation, as on a loaded machine
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", timed)
+    # No usable line (1 token per reply): the stricter retry follows, with what the first call left of 10 s.
+    mentor = TransformersMentor(model, tok, max_new_tokens=1, max_time=10.0, num_samples=1, meta_prompt=MetaPrompt())
+    assert mentor.time_limit_s == 10.0
+    proposal = mentor.propose(REQ)
+    assert proposal.attempts == 2 and len(limits) == 2 and 0 < limits[1] < limits[0] <= 10.0
+    limits.clear()
+    slow[0] = 1.2  # the first generation spends the whole second
+    mentor = TransformersMentor(model, tok, max_new_tokens=1, max_time=1.0, num_samples=1, meta_prompt=MetaPrompt())
+    start = time.perf_counter()
+    proposal = mentor.propose(REQ)
+    assert len(limits) == 1 and time.perf_counter() - start < 3  # no retry past the limit
+    assert not proposal.candidates and "time limit of 1 s is spent" in proposal.warning
+
+
 def test_generation_errors_become_mentor_errors_and_modes_are_restored(tiny):
     model, tok = tiny
     model.train()

@@ -178,7 +178,9 @@ def test_table_shows_kept_blind_skipped_and_unusable_rounds(tok):
     assert rows[-1][:3] == ["3", "15", "*skipped: mentor\\_error*"]
     assert rows[3][3:5] == ["–", "–"]  # blind: nothing was scored
     facts = {row[0]: row[1] for row in _table(card.text, "| |")}
-    assert facts["Restart rounds"] == "3 (1 restarted from a mentor prompt, 1 kept the soft prompt, 1 skipped)"
+    assert facts["Restart rounds"] == (
+        "3 (1 restarted from a mentor prompt, 1 kept the soft prompt, 1 skipped: mentor error)"  # and why
+    )
     assert facts["Mentor"] == "`transformers:SmolLM2-135M-Instruct`"
     assert card.data.pipeline_tag == "text-generation"
     assert "AutoPeftModelForCausalLM" in card.text

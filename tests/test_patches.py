@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -115,6 +116,45 @@ def test_transformers_still_resolves_files_through_cached_files():
     assert "cached_files(" in inspect.getsource(hub.cached_file), "transformers moved file resolution: revisit it"
     params = list(inspect.signature(_original(hub.cached_files)).parameters)
     assert params[:2] == ["path_or_repo_id", "filenames"] and "local_files_only" in params and "subfolder" in params
+
+
+def test_auto_peft_heads_hook_still_sees_the_report_and_the_base_load():
+    """The classifier-head hook filters the missing keys in ``_adjust_missing_and_unexpected_keys``: transformers must
+    still call it before logging the load report, and AutoPeftModel must still pass its keyword arguments (the class
+    names) to the base model's ``from_pretrained``."""
+    from peft.auto import _BaseAutoPeftModel
+    from transformers import PreTrainedModel
+
+    assert getattr(PreTrainedModel._adjust_missing_and_unexpected_keys, "_catalyst_patched", False)
+    finalize = inspect.getsource(PreTrainedModel._finalize_model_loading)
+    assert finalize.index("_adjust_missing_and_unexpected_keys(") < finalize.index("log_state_dict_report(")
+    base_load = inspect.getsource(_original(_BaseAutoPeftModel.from_pretrained))
+    assert "target_class.from_pretrained(base_model_path, revision=base_model_revision, **kwargs)" in base_load
+    _patches.apply()  # idempotent
+    assert not getattr(_original(PreTrainedModel._adjust_missing_and_unexpected_keys), "_catalyst_patched", False)
+
+
+def test_saving_an_adapter_of_a_packaged_model_offline_checks_its_vocabulary_without_a_warning(tmp_path):
+    """PEFT's save asks whether the base's config exists to compare vocabularies; offline it could not, and warned
+    "Could not find a config file in sentence-transformers/all-MiniLM-L6-v2" (the README's Trainer example). The
+    package answers for the packaged ids; other ids get PEFT's own answer."""
+    import warnings
+
+    import peft.utils.save_and_load as save_and_load
+
+    from peft_catalyst.app.assets import load_minilm_for_sequence_classification
+    from peft_catalyst.offline_models import MINILM_HUB_ID
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # PEFT cannot ask the Hub
+    assert save_and_load.check_file_exists_on_hf_hub(MINILM_HUB_ID, "config.json") is True
+    assert save_and_load.check_file_exists_on_hf_hub("someone/not-packaged", "config.json") is None
+    base, _ = load_minilm_for_sequence_classification(num_labels=2)
+    model = get_peft_model(base, CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.save_pretrained(tmp_path / "adapter")
+    assert not [w for w in caught if "Could not find a config file" in str(w.message)]
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_packaged_hub_id_loads_offline_from_its_package_and_keeps_its_name(monkeypatch, tmp_path):

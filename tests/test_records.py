@@ -3,6 +3,7 @@ unversioned format of the first release reads into the same types."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from peft_catalyst.records import (
     Race,
     RaceArm,
     RaceRung,
+    RestartShape,
     RoundRecord,
     RunSummary,
     ScoredPrompt,
@@ -200,3 +202,32 @@ def test_format_2_summary_steps_read_as_main_steps():
     assert history.summary.main_steps == 30 and history.summary.total_steps == 46
     assert history == raced_history() and history.to_dict()["summary"]["main_steps"] == 30
     assert "stage_steps" not in history.to_dict()["summary"]
+
+
+def test_summary_keeps_triggers_skip_reasons_and_the_restart_shape_and_reads_older_files():
+    """Skipped rounds by why (from the ``[reason]`` of the mentor's error), rounds by trigger and the restart shape
+    set survive JSON; a summary written before they were kept reads with them empty; the random control as the mentor
+    is never said to beat random."""
+    kept = raced_history().rounds[0]
+    unreachable = RoundRecord(
+        2, 20, Trigger.SCHEDULE, Decision.SKIPPED, reason="mentor_error",
+        mentor=MentorCall("openai:m", error="[connection] openai:m: cannot reach http://127.0.0.1:9/v1"),
+    )  # fmt: skip
+    empty = RoundRecord(3, 30, Trigger.SCHEDULE, Decision.SKIPPED, reason="no usable candidate")
+    rounds = [dataclasses.replace(kept, trigger=Trigger.INITIAL), unreachable, empty]
+    summary = RunSummary.of(rounds, mentor="openai:m", restart=RestartShape.setting_label("blend", [0.3, 0.6]))
+    assert summary.triggers == {"initial": 1, "schedule": 2} and summary.rounds_line() == "3 (1 initial + 2 scheduled)"
+    assert summary.skip_reasons == {"mentor unreachable": 1, "no usable candidate": 1}
+    assert summary.skip_reasons_text() == "mentor unreachable 1, no usable candidate 1"
+    assert summary.restart == "blend alpha=0.3, 0.6"
+    history = History(summary=summary, rounds=rounds)
+    assert History.from_dict(json.loads(json.dumps(history.to_dict()))) == history
+    older = history.to_dict()
+    for key in ("triggers", "skip_reasons", "restart"):
+        del older["summary"][key]
+    read = History.from_dict(older).summary
+    assert (read.triggers, read.skip_reasons, read.restart, read.rounds_line()) == ({}, {}, None, "3")
+
+    compared = dataclasses.replace(summary, beat_random_screening=[2, 2])
+    assert compared.beat_random_line() == "mentor beat random in 2 of 2 rounds (screening)"
+    assert dataclasses.replace(compared, mentor="random-words").beat_random_line() is None

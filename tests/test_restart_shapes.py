@@ -5,12 +5,15 @@ Races on the tiny BERT classifier of tests/test_race.py (RANDOM prompt scaled x0
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from peft_catalyst import ArmKind, CatalystArguments, Decision, History, RaceArm, RestartShape, RoundRecord, Trigger
+from peft_catalyst.history import read_history
+from peft_catalyst.model_card import build_model_card
 from peft_catalyst.projection import Projector, get_soft_prompt, read_soft_prompt
 from peft_catalyst.restart_shapes import (
     partial_positions,
@@ -145,6 +148,13 @@ def test_blended_arms_start_exactly_at_the_stated_point_and_controls_blend_alike
         assert torch.equal(start, incumbent + arm.shape.alpha * (proposal - incumbent))
     if record.restarted:
         assert record.shape == arms[record.race.winner].shape
+    # The shape set is in the summary, the history file and the card whatever the round decided (a run whose rounds
+    # all kept the prompt still says it was a blend run).
+    history = read_history(tmp_path)
+    assert trainer.catalyst_summary().restart == history.summary.restart == "blend alpha=0.3, 0.6"
+    kept = History(summary=history.summary, rounds=[dataclasses.replace(record, decision=Decision.KEPT, shape=None)])
+    card = build_model_card(trainer.model, tiny.bpe_tokenizer(), history=kept)
+    assert "restart shape `blend alpha=0.3, 0.6`" in card.text
 
 
 def test_a_partial_arm_changes_exactly_the_positions_nearest_to_a_token(monkeypatch, tmp_path):

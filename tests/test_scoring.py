@@ -99,3 +99,16 @@ def test_scorer_direction_and_margin():
     assert not PromptScorer(trainer=None, dataset=None, metric="loss").needs_logits
     up = PromptScorer(trainer=None, dataset=None, metric="accuracy", higher_is_better=True)
     assert up.better(0.7, 0.6) and up.worst() == -math.inf and up.needs_logits
+
+
+def test_a_rounds_scoring_shows_a_bar_over_the_catalyst_batches(tok, tmp_path, capsys):
+    """Scoring the trajectory and the candidates can take minutes with a larger doer: a bar over the catalyst split's
+    batches, shown as the trainer shows its own (not with disable_tqdm)."""
+    trainer = _trainer(tok, tmp_path / "quiet", catalyst_rounds=1, catalyst_mentor_errors=0, max_steps=4)
+    trainer.train()
+    assert "catalyst: scoring" not in capsys.readouterr().err
+    trainer = _trainer(tok, tmp_path / "shown", catalyst_rounds=1, catalyst_mentor_errors=0, max_steps=4,
+                       disable_tqdm=False)  # fmt: skip
+    trainer.train()
+    err = capsys.readouterr().err
+    assert "catalyst: scoring 3 prompts" in err and "batch" in err

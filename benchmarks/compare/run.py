@@ -69,15 +69,15 @@ def _history_rounds(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
 
 def llm_usage(rounds: list[dict[str, Any]], method: str, spec: MethodSpec | None = None) -> dict[str, Any]:
     """LLM calls (a stricter retry counts), tokens and replayed calls of a run, from its rounds (0 without an LLM);
-    ``spec``: the method's settings (default: the shared table's)."""
+    a call that failed (the round skipped for a mentor error) is no LLM call, as in ``MentorUsage``. ``spec``: the
+    method's settings (default: the shared table's)."""
     usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_calls": 0}
     if (spec or method_spec(method)).mentor in ("none", "random"):
         return usage
     for r in rounds:
         m = r["mentor"]
         if m.get("error"):
-            usage["calls"] += 1
-            continue
+            continue  # no LLM answered: no call, no tokens
         usage["calls"] += int(m.get("attempts") or 1)
         usage["prompt_tokens"] += int(m.get("prompt_tokens") or 0)
         usage["completion_tokens"] += int(m.get("completion_tokens") or 0)

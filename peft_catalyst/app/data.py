@@ -344,6 +344,15 @@ def _looks_like_a_path(name: str) -> bool:
     )
 
 
+def public_dataset_name(dataset_name: str) -> str:
+    """What a run folder records of ``--dataset_name``: a Hub name as it is, a local file or folder by its name only
+    (``reviews.csv``), never a path of the machine that trained (the folder is meant to be shared as it is)."""
+    path = Path(dataset_name).expanduser()
+    if path.exists() or _looks_like_a_path(dataset_name):
+        return path.resolve().name or str(dataset_name)
+    return str(dataset_name)
+
+
 def _load_raw_dataset(dataset_name: str, dataset_config: str | None) -> Any:
     """Load a DatasetDict from a local file, a ``save_to_disk`` directory, a local dataset folder or the Hub."""
     import datasets
@@ -498,11 +507,12 @@ def load_hf_task(
     parts = split_pool(texts, labels, carve, seed, carve_order=order, what=f"dataset {dataset_name!r}")
     parts.update(given)
 
+    public = public_dataset_name(dataset_name)  # the file name only, never a local path
     label_words = list(label_words) if label_words is not None else [" " + n.strip() for n in names]
     if len(label_words) != len(names):
         raise ValueError(f"Got {len(label_words)} label words for {len(names)} labels ({', '.join(names)}).")
     return TaskData(
-        name=str(dataset_name) if dataset_config is None else f"{dataset_name}/{dataset_config}",
+        name=public if dataset_config is None else f"{public}/{dataset_config}",
         splits=to_dataset_dict(parts, names),
         label_names=names,
         label_words=label_words,
@@ -511,7 +521,7 @@ def load_hf_task(
         or f"Classify each text into one of these labels: {', '.join(names)}. A good prompt makes the model pick "
         "the right label.",
         manual_prompt=manual_prompt or f"Classify the text as {', '.join(names[:-1])} or {names[-1]}.",
-        source=str(dataset_name),
+        source=public,
         license="See the dataset's own card.",
         stats=stats,
     )

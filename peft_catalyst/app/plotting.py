@@ -46,17 +46,26 @@ def plot_run(log_history: list[dict[str, Any]], history: list[RoundRecord], path
         top.legend(loc="upper right")
     for record in history:
         top.axvline(record.step, color=STATUS_COLORS.get(record.decision, "black"), linestyle="--", alpha=0.7)
-        top.annotate(
-            f"round {record.round}: {record.decision.value}",
-            (record.step, 1.0),
+        race = f", race {record.race_steps} steps" if record.race_steps else ""
+        top.annotate(  # inside the frame: right of its line, a little below the top, on a pale box
+            f"round {record.round}: {record.decision.value}{race}",
+            (record.step, 0.97),
             xycoords=("data", "axes fraction"),
+            xytext=(3, 0),
+            textcoords="offset points",
             rotation=90,
             va="top",
-            ha="right",
+            ha="left",
             fontsize=8,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.7},
         )
+    race_steps = sum(r.race_steps for r in history)
+    main_steps = max((h["step"] for h in log_history if "step" in h), default=0)
     top.set_ylabel("training loss")
-    top.set_title("Soft prompt tuning with mentor rounds")
+    title = "Soft prompt tuning with mentor rounds"
+    if race_steps:  # the races train off the main loop: their steps are not on the x axis
+        title += f" (gradient steps: {main_steps} in the stages + {race_steps} in the races)"
+    top.set_title(title, fontsize=10)
 
     labelled: set[str] = set()
 

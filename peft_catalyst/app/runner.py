@@ -17,7 +17,13 @@ from typing import Any, Literal
 from transformers import TrainerCallback, set_seed
 
 from peft_catalyst.app.errors import UserError
-from peft_catalyst.app.mentor_setup import MentorArguments, build_mentor, check_mentor, validate_mentor_args
+from peft_catalyst.app.mentor_setup import (
+    MentorArguments,
+    build_mentor,
+    needs_doer,
+    reach_mentor,
+    validate_mentor_args,
+)
 from peft_catalyst.app.output_dir import prepare_output_dir
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.projection import (
@@ -373,12 +379,19 @@ def run(
     out = prepare_output_dir(training_args.output_dir, run_args.overwrite_output_dir, resume)
     no_pin_memory_without_accelerator(training_args)
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
+    early = not needs_doer(mentor_args)  # a server is probed before anything loads
+    mentor, unreachable = reach_mentor(build_mentor(mentor_args, out), mentor_args.mentor_required) if early else (
+        None, None)  # fmt: skip
     tuned = build_prompt_tuned_model(model_args, data_args)
-    shared = (tuned.model.get_base_model(), tuned.tokenizer) if tuned.name == "smollm2" else None
-    mentor = check_mentor(build_mentor(mentor_args, out, shared, tuned.tokenizer), mentor_args.mentor_required)
+    if not early:
+        shared = (tuned.model.get_base_model(), tuned.tokenizer) if tuned.name == "smollm2" else None
+        mentor, unreachable = reach_mentor(
+            build_mentor(mentor_args, out, shared, tuned.tokenizer), mentor_args.mentor_required
+        )
 
     def test_accuracy() -> float:
-        return evaluate_accuracy(tuned.model, tuned.spec, "test", batch_size=run_args.eval_batch_size)["accuracy"]
+        shown = not training_args.disable_tqdm  # a bar with the time left, as the trainer shows its own
+        return evaluate_accuracy(tuned.model, tuned.spec, "test", run_args.eval_batch_size, progress=shown)["accuracy"]
 
     initial_prompt = soft_prompt_text(tuned.model, tuned.tokenizer)
     initial = test_accuracy()
@@ -409,6 +422,7 @@ def run(
         "task": tuned.task.name,
         "doer": tuned.name,
         "mentor": getattr(mentor, "name", None),
+        "mentor_unreachable": unreachable,  # why a mentor that was asked for could not be had at start (None: no)
         "test_examples": len(tuned.spec.datasets["test"]),
         "test_accuracy": {"initial": initial, "final": final, "best_round": best_accuracy},
         "best_round": best["round"] if best else None,
@@ -416,7 +430,11 @@ def run(
         "catalyst": summary.to_dict(),
         "train_loss": trainer.state.log_history[-1].get("train_loss") if trainer.state.log_history else None,
         "wall_time_s": round(time.perf_counter() - started, 1),
-        "arguments": {"model": asdict(model_args), "data": asdict(data_args), "mentor": asdict(mentor_args)},
+        "arguments": {
+            "model": asdict(model_args),
+            "data": _public_data_args(data_args),
+            "mentor": asdict(mentor_args),
+        },
     }
     main_process = trainer.is_world_process_zero()  # every process holds the same metrics; one writes them
     if main_process:
@@ -430,6 +448,16 @@ def run(
         except ImportError as exc:
             logger.warning("run.png not written: %s (pip install matplotlib)", exc)
     return metrics
+
+
+def _public_data_args(data: DataArguments) -> dict[str, Any]:
+    """The data arguments as ``metrics.json`` keeps them: a local ``--dataset_name`` by its file name only."""
+    from peft_catalyst.app.data import public_dataset_name
+
+    kept = asdict(data)
+    if data.dataset_name:
+        kept["dataset_name"] = public_dataset_name(data.dataset_name)
+    return kept
 
 
 def _card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -458,20 +486,27 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     hits = usage.get("cache_hits", 0)
     replayed = f"; {hits} repl{'y' if hits == 1 else 'ies'} from the cache" if hits else ""
     steps = f"{cat.total_steps}" + (f" ({cat.main_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
-    paired = cat.beat_random_line()
     spec = metrics.get("arguments", {}).get("mentor", {}).get("mentor")
+    paired = cat.beat_random_line()  # None for --mentor random: random against random controls says nothing
+    failed = usage.get("failures", 0)
+    failed_text = f" ({failed} failed)" if failed else ""
     if spec == "random":  # the control draws words: no LLM is asked
         asked = f"random draws {usage.get('calls', 0)}, no LLM calls"
     else:
         asked = (
-            f"LLM calls {usage.get('calls', 0)}, tokens {usage.get('prompt_tokens', 0)} prompt "
+            f"LLM calls {usage.get('calls', 0)}{failed_text}, tokens {usage.get('prompt_tokens', 0)} prompt "
             f"+ {usage.get('completion_tokens', 0)} completion"
         )
+    why = cat.skip_reasons_text()
+    counts = f"accepted {cat.accepted}, kept {cat.kept}, skipped {cat.skipped}" + (f": {why}" if why else "")
+    rounds = f"rounds: {cat.rounds_line()}"
+    rounds = rounds[:-1] + f"; {counts})" if rounds.endswith(")") else f"{rounds} ({counts})"
+    if metrics.get("mentor_unreachable"):
+        rounds = f"rounds: 0 (the mentor could not be reached at start: {metrics['mentor_unreachable']})"
     return [
         f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
         f"{acc['final']:.3f}{best}",
-        f"rounds: {cat.rounds} (accepted {cat.accepted}, kept {cat.kept}, skipped {cat.skipped}); gradient steps "
-        f"{steps}; {asked}{replayed}" + (f"; {paired}" if paired else ""),
+        f"{rounds}; gradient steps {steps}; {asked}{replayed}" + (f"; {paired}" if paired else ""),
         f"final prompt: {metrics['prompts']['final']!r}",
         f"wall time {minutes} min {seconds:02d} s; outputs in {output_dir}",
     ]

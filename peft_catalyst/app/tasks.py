@@ -507,7 +507,8 @@ def evaluate_accuracy(
     """Accuracy (and mean loss) of ``model`` on a split, without a Trainer: ``{"accuracy", "loss", "num_examples"}``.
 
     The loss is the task's training loss (full-vocabulary cross-entropy at the label position for causal LMs); the
-    model's train/eval mode is restored afterwards.
+    model's train/eval mode is restored afterwards. ``progress``: a bar with the time left (an evaluation of a
+    larger doer takes minutes).
     """
     dataset = spec.datasets[split]
     if max_examples is not None:
@@ -521,7 +522,7 @@ def evaluate_accuracy(
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc=f"Evaluating {split}", unit="batch")
+        batches = tqdm(batches, desc=f"{split} accuracy ({len(dataset)} examples)", unit="batch", leave=False)
     try:
         for start in batches:
             rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]

@@ -308,8 +308,9 @@ class MentorProposal:
 class MentorUsage:
     """Cumulative accounting of a mentor: calls, failures, cache hits, tokens and wall-clock latency.
 
-    ``calls`` counts requests that reached the backend (an LLM); ``cache_hits`` counts replies from a cache or a
-    replay, which are never calls. Tokens are those the calls cost.
+    ``calls`` counts the calls an LLM answered; a call that failed (unreachable, rejected key, time-out, unreadable
+    reply) counts in ``failures`` only, so a run whose mentor never answered reports no LLM calls. ``cache_hits``
+    counts replies from a cache or a replay, which are never calls. Tokens are those the calls cost.
     """
 
     calls: int = 0
@@ -340,9 +341,10 @@ class MentorUsage:
         failed: bool = False,
         cache_hit: bool = False,
     ) -> None:
-        """Add one call, or one reply from a cache with ``cache_hit`` (thread-safe)."""
+        """Add one answered call, one failed call with ``failed``, or one reply from a cache with ``cache_hit``
+        (thread-safe)."""
         with self._lock:
-            self.calls += int(not cache_hit)
+            self.calls += int(not cache_hit and not failed)
             self.failures += int(failed)
             self.cache_hits += int(cache_hit)
             self.prompt_tokens += prompt_tokens or 0

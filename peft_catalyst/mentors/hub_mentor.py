@@ -100,6 +100,35 @@ class HubInferenceMentor(RemoteChatMentor):
         """The provider and the sampling parameters (no token, no URL)."""
         return {"provider": self.provider, **super()._identity_params()}
 
+    def check(self) -> None:
+        """Probe once, costing no tokens: a token must be at hand for the provider routing (the client fails only at
+        the first request without one), and the token is shown to the Hub (``whoami``) or, with ``base_url``, the
+        server's ``/models`` is asked. A refused connection, a time-out or a rejected token raise; a server that
+        answers without a ``/models`` route counts as reachable."""
+        if not self.base_url and not self._secrets:
+            raise MentorError(
+                f"{self.name}: no Hugging Face token: set HF_TOKEN or log in with `hf auth login`", reason="auth"
+            )
+        _call_with_deadline(self._probe, self.timeout, describe=self.name, classify=self._classify)
+
+    def _probe(self) -> None:
+        """The request :meth:`check` makes; raises the client's own errors (classified by the caller)."""
+        from huggingface_hub import HfApi, get_session
+        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.utils import hf_raise_for_status
+
+        if not self.base_url:
+            HfApi().whoami(token=self._secrets[0])
+            return
+        headers = {"authorization": f"Bearer {self._secrets[0]}"} if self._secrets else {}
+        response = get_session().get(self.base_url.rstrip("/") + "/models", headers=headers)
+        try:
+            hf_raise_for_status(response)
+        except HfHubHTTPError as exc:
+            status = getattr(exc.response, "status_code", 0) or 0
+            if status in (401, 403) or status >= 500:
+                raise
+
     # ------------------------------------------------------------------------------------------------------------
     def _attempt(
         self, messages: list[dict[str, str]], *, n: int = 1, extra: int = 0, timeout: float | None = None

@@ -30,12 +30,25 @@ class RandomMentor(Mentor):
         words: the vocabulary to draw from (e.g. ``vocabulary_words(tokenizer)``: single-token words).
         seed: the run's seed.
         name: the name in logs and the history.
+        counts: how many candidates each round draws, round by round (at most the number asked; a round past the
+            list draws the number asked). ``peft-catalyst compare`` gives the number of usable candidates the same
+            seed's LLM mentor gave in each round, so that both race the same arms and train equal gradient steps.
     """
 
     backend = "random"
 
-    def __init__(self, words: Sequence[str], seed: int = 0, *, name: str = "random-words") -> None:
+    def __init__(
+        self,
+        words: Sequence[str],
+        seed: int = 0,
+        *,
+        name: str = "random-words",
+        counts: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
+        self.counts = [int(c) for c in counts] if counts is not None else None
+        if self.counts is not None and any(c < 0 for c in self.counts):
+            raise ValueError(f"RandomMentor counts must be >= 0, got {self.counts}")
         self.words = [w for w in words if w and w.strip()]
         if not self.words:
             raise ValueError("RandomMentor needs a non-empty word list")
@@ -44,13 +57,18 @@ class RandomMentor(Mentor):
 
     def cache_identity(self) -> dict[str, Any]:
         """What decides the proposals besides the request (never cached in practice: it is free)."""
-        return {"backend": self.backend, "model": self.name, "seed": self.seed, "vocabulary": len(self.words)}
+        identity = {"backend": self.backend, "model": self.name, "seed": self.seed, "vocabulary": len(self.words)}
+        return identity if self.counts is None else {**identity, "counts": self.counts}
 
     def propose(self, request: MentorRequest) -> MentorProposal:
         """``request.num_candidates`` distinct strings of ``request.max_words`` random words (leading space: BPE)."""
         start = time.perf_counter()
-        rng = random.Random(f"{self.seed}/{len(request.earlier_rounds)}")
-        wanted = min(request.num_candidates, len(set(self.words)) ** request.max_words)
+        index = len(request.earlier_rounds)
+        rng = random.Random(f"{self.seed}/{index}")
+        asked = request.num_candidates
+        if self.counts is not None and index < len(self.counts):
+            asked = min(asked, self.counts[index])
+        wanted = min(asked, len(set(self.words)) ** request.max_words)
         candidates: list[str] = []
         while len(candidates) < wanted:
             text = " " + " ".join(rng.choice(self.words) for _ in range(request.max_words))
@@ -68,4 +86,5 @@ class RandomMentor(Mentor):
             model=self.name,
             request_id=None,
             messages=[],
+            warning=None if candidates else "no candidate drawn: this round is matched to a mentor that gave none",
         )

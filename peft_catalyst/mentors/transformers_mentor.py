@@ -15,10 +15,11 @@ import json
 import logging
 import os
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from .base import Completion, MentorError, MentorRequest
+from .base import Completion, MentorError, MentorProposal, MentorRequest
 from .chat import ChatMentor
 from .metaprompt import SMALL_MODEL_META_PROMPT, MetaPrompt
 from .progress import token_bar
@@ -43,7 +44,9 @@ class TransformersMentor(ChatMentor):
             of the line; a template string or file replaces its user turn); pass ``MetaPrompt()`` for the
             numbered-list meta-prompt of capable models.
         seed: makes every call reproducible (with the same messages); None draws a fresh seed per call.
-        max_time: wall-clock cap in seconds for one ``generate`` call.
+        max_time: wall-clock cap in seconds for one call (``propose``), its stricter retry included: each
+            ``generate`` gets what is left of it (transformers' ``max_time``), and a retry with nothing left is
+            not made (the first reply stands). A token step under way finishes, so a call may end a step late.
         few_shot: show worked examples on other tasks first (on by default: small models copy formats).
         min_task_overlap: reject candidates sharing no word with the task description (on by default).
         ban_example_words: forbid, at generation time, the words of the few-shot examples' tasks that this task
@@ -125,8 +128,27 @@ class TransformersMentor(ChatMentor):
 
     @property
     def time_limit_s(self) -> float | None:
-        """``max_time``: the cap of one ``generate`` call."""
+        """``max_time``: the cap of one call, its stricter retry included."""
         return self.max_time
+
+    def propose(self, request: MentorRequest) -> MentorProposal:
+        """As every chat mentor, within :attr:`max_time` for the whole call (first reply and stricter retry)."""
+        self._deadline = time.monotonic() + self.max_time if self.max_time is not None else None
+        try:
+            return super().propose(request)
+        finally:
+            self._deadline = None
+
+    def _time_left(self) -> float | None:
+        """Seconds left of the call under way (None: no limit); a generation with none left is a time-out."""
+        deadline = getattr(self, "_deadline", None)
+        if deadline is None:
+            return self.max_time
+        left = deadline - time.monotonic()
+        if left <= 0:
+            spent = f"{self.name}: the call's time limit of {self.max_time:g} s is spent"
+            raise MentorError(spent, reason="timeout")
+        return left
 
     def cache_identity(self) -> dict[str, Any]:
         """Backend, model and sampling parameters (what decides the reply besides the messages)."""
@@ -197,8 +219,6 @@ class TransformersMentor(ChatMentor):
                 "eos_token_id": eos,
                 "use_cache": True,
             }
-            if self.max_time is not None:
-                gen_kwargs["max_time"] = self.max_time
             if self.repetition_penalty is not None:
                 gen_kwargs["repetition_penalty"] = self.repetition_penalty
             banned = self._banned_token_sequences(request) if self.ban_example_words else []
@@ -216,7 +236,12 @@ class TransformersMentor(ChatMentor):
             with _forked_rng(device, self._call_seed(messages)), bar:
                 try:
                     gen_kwargs.update(_shared_prefix_cache(model, input_ids, attention_mask, samples))
+                    left = self._time_left()  # after the prompt's forward pass, which counts too
+                    if left is not None:
+                        gen_kwargs["max_time"] = left
                     output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
+                except MentorError:
+                    raise
                 except Exception as exc:
                     raise MentorError(
                         f"{self.name}: generation failed: {type(exc).__name__}: {exc}", reason="generation"

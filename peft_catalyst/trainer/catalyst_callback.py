@@ -31,7 +31,7 @@ from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_js
 from peft_catalyst.mentors import Mentor
 from peft_catalyst.projection import Projector, get_soft_prompt
 from peft_catalyst.quiet import no_pin_memory_without_accelerator
-from peft_catalyst.records import History, RoundRecord, RunSummary, Trigger, ranking_key
+from peft_catalyst.records import History, RestartShape, RoundRecord, RunSummary, Trigger, ranking_key
 from peft_catalyst.restart import apply_rewarmup
 from peft_catalyst.round import RoundEngine
 from peft_catalyst.round_contract import RoundContext
@@ -420,9 +420,19 @@ class CatalystCallback(TrainerCallback):
             higher_is_better=self.higher_is_better,
             main_steps=trainer.state.global_step if trainer is not None else 0,
             seconds={k: round(v, 3) for k, v in seconds.items()},
+            restart=self._restart_label(),
             final_prompt=self.projector.text()
             if final_prompt and trainer is not None and trainer.processing_class is not None
             else None,
+        )
+
+    def _restart_label(self) -> str | None:
+        """The restart shape the run was set to, for the summary (None without a mentor: no round restarts)."""
+        if self.mentor is None:
+            return None
+        settings = self.settings
+        return RestartShape.setting_label(
+            settings.catalyst_restart, settings.catalyst_blend_alphas, settings.catalyst_partial_tokens
         )
 
     def history_record(self, final_prompt: bool = True) -> History:

@@ -28,12 +28,14 @@ HELP = f"""usage: peft-catalyst compare [--seeds S] [train options] [--config FI
 
 Does the mentor help on this task? Runs, paired per seed (same split, init and data order):
   catalyst  the configuration as given, with its LLM mentor
-  random    the same rounds (screening, anchoring, shapes, race) with random-vocabulary candidates
+  random    the same rounds (screening, anchoring, shapes, race) with random-vocabulary candidates, as many per
+            round as that seed's catalyst run got from its mentor (equal gradient steps)
   single    plain prompt tuning for as many gradient steps as that seed's catalyst run counted
-then writes compare.md, compare.json and compare.png into --output_dir and prints one line: catalyst - random and
-catalyst - single in test accuracy with 95% intervals, the pooled count of rounds where the mentor beat random
-controls (needs --catalyst_selection race --catalyst_race_controls N) with its interval, and each method's steps,
-LLM calls, tokens and wall time. Run the same command again to resume: finished runs are skipped.
+then writes compare.md, compare.json and compare.png into --output_dir and prints a short line: catalyst - random
+and catalyst - single in test accuracy with 95% intervals, the pooled count of rounds where the mentor beat random
+controls (needs --catalyst_selection race --catalyst_race_controls N), and UNEQUAL COMPUTE when the methods of a
+seed still trained different gradient steps; compare.md has the details and each method's steps, LLM calls, tokens
+and wall time. Run the same command again to resume: finished runs are skipped.
 
 options:
   --seeds S   seeds, at least 2 (default {DEFAULT_SEEDS}): the i-th uses --seed + i and --split_seed + i
@@ -82,6 +84,8 @@ def _check_contrast(mentor: Any, training: Any, num_virtual_tokens: int) -> None
 
     validate_mentor_args(mentor)
     spec = mentor.mentor.strip()
+    if mentor.mentor_random_counts is not None:
+        raise UserError("--mentor_random_counts: compare sets it for its random runs itself; leave it out.")
     if not mentor.mentor_replay and spec in ("none", "random"):
         raise UserError(
             f"--mentor {spec}: the contrast is empty (catalyst would be {'single' if spec == 'none' else 'random'} "
@@ -156,21 +160,30 @@ def parse_compare_args(argv: list[str]) -> tuple[int, Any]:
 def _finished(config: Any, jobs: list[Any], records: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Records of ``jobs`` already stored with today's settings (a ``single`` only while it matched the stored
     ``catalyst`` run of its seed)."""
-    from peft_catalyst.app.compare.runs import MATCHED_TO, job_settings
+    from peft_catalyst.app.compare.runs import MATCHED_TO, job_settings, matched_value
     from peft_catalyst.app.compare.store import read_record, record_path
 
     done: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        steps = None
-        if job.method == "single":
-            matched = done.get(f"{MATCHED_TO}__seed{job.seed}")
+        matched = None
+        if job.method != MATCHED_TO:
+            matched = matched_value(job, done.get(f"{MATCHED_TO}__seed{job.seed}"))
             if matched is None:
                 continue
-            steps = matched["steps"]["total"]
-        record = read_record(record_path(records, job.key), job_settings(settings, job, steps))
+        record = read_record(record_path(records, job.key), job_settings(settings, job, matched))
         if record is not None:
             done[job.key] = record
     return done
+
+
+def _what(config: Any) -> dict[str, str]:
+    """The task and the doer the comparison ran, as the report names them (a local file or folder by its name)."""
+    from peft_catalyst.app.data import public_dataset_name
+
+    data, model = config.data, config.model
+    task = public_dataset_name(data.dataset_name) if data.dataset_name else data.dataset
+    doer = public_dataset_name(model.model_name_or_path) if model.model_name_or_path else model.model
+    return {"task": task, "doer": doer}
 
 
 def compare(argv: list[str]) -> int:
@@ -186,7 +199,15 @@ def compare(argv: list[str]) -> int:
 
     from peft_catalyst.app.compare.environment import environment
     from peft_catalyst.app.compare.report import headline, write_report
-    from peft_catalyst.app.compare.runs import MATCHED_TO, Job, job_settings, run_record, train
+    from peft_catalyst.app.compare.runs import (
+        MATCHED_TO,
+        Job,
+        job_settings,
+        matched_value,
+        mentor_candidates,
+        run_record,
+        train,
+    )
     from peft_catalyst.app.compare.schedule import run_pending
     from peft_catalyst.app.compare.store import record_path, write_record
     from peft_catalyst.history import write_json_atomic
@@ -210,16 +231,17 @@ def compare(argv: list[str]) -> int:
             flush=True,
         )
 
-    def matched(job: Job) -> Job | None:
-        return Job(MATCHED_TO, job.seed, job.index) if job.method == "single" else None
+    def matched(job: Job) -> Job | None:  # single and random take something of their seed's catalyst run
+        return Job(MATCHED_TO, job.seed, job.index) if job.method != MATCHED_TO else None
 
-    def needs(job: Job) -> int | None:
-        record = done.get(matched(job).key)  # in memory: every process knows what it trained
-        return None if record is None else int(record["steps"]["total"])
+    def needs(job: Job) -> Any:
+        return matched_value(job, done.get(matched(job).key))  # in memory: every process knows what it trained
 
-    def run_one(job: Job, steps: int | None) -> None:
-        metrics = train(config.for_job(job, out, steps))
-        record = run_record(job, job_settings(settings, job, steps), metrics)
+    def run_one(job: Job, value: Any) -> None:
+        job_config = config.for_job(job, out, value)
+        metrics = train(job_config)
+        candidates = mentor_candidates(Path(job_config.training.output_dir))
+        record = run_record(job, job_settings(settings, job, value), metrics, candidates)
         done[job.key] = record
         if main:
             write_record(record_path(records, job.key), record)
@@ -238,7 +260,7 @@ def compare(argv: list[str]) -> int:
         " ".join(["peft-catalyst compare", *argv]), jobs=state.num_processes, threads=torch.get_num_threads()
     )
     seeds_done = {j.seed for j in jobs} - {j.seed for j in jobs if j.key not in done}
-    meta.update(seeds=seeds, seeds_finished=len(seeds_done), settings=settings)
+    meta.update(seeds=seeds, seeds_finished=len(seeds_done), settings=settings, **_what(config))
     finished = {k: v for k, v in done.items() if k in {j.key for j in jobs}}
     paths = write_report(out, finished, meta)
     from peft_catalyst.app.compare.summary import summarize

@@ -59,12 +59,38 @@ def format_costs(costs: dict[str, Any]) -> str:
     return "per run: " + " | ".join(parts)
 
 
+def format_compute(compute: dict[str, Any] | None) -> str:
+    """``""`` when every seed's methods trained the same gradient steps, else ``"UNEQUAL COMPUTE: ..."`` naming the
+    steps per run of each method (averaged over the seeds that differ)."""
+    if not compute or compute["equal"]:
+        return ""
+    unequal = compute["unequal"]
+    steps = {m: [u["steps"][m] for u in unequal if m in u["steps"]] for m in METHODS}
+    shown = ", ".join(f"{m} {sum(v) / len(v):.0f}" for m, v in steps.items() if v)
+    seeds = f"{len(unequal)} seed{'s' if len(unequal) != 1 else ''}"
+    return f"UNEQUAL COMPUTE in {seeds} (gradient steps per run: {shown})"
+
+
 def headline(summary: dict[str, Any]) -> str:
-    """The one line the command prints: both contrasts, the pooled mentor-vs-random count, the costs."""
+    """The short line the command prints: both contrasts, the pooled mentor-vs-random count, and a flag when the
+    methods trained unequal gradient steps (the details and the costs are in ``compare.md``)."""
     contrasts = "; ".join(
-        f"{a} - {b}: {format_difference(summary['contrasts'][f'{a} - {b}']['difference'])}" for a, b, _ in CONTRASTS
+        f"{a} - {b}: {_short_difference(summary['contrasts'][f'{a} - {b}']['difference'])}" for a, b, _ in CONTRASTS
     )
-    return f"{contrasts}; {format_beat_random(summary['beat_random'])}; {format_costs(summary['costs'])}"
+    beat = summary["beat_random"]
+    kind = beat["primary"]
+    if kind is None:
+        mentor = "mentor vs random: not compared"
+    else:
+        b = beat[kind]
+        mentor = f"mentor beat random in {b['wins']} of {b['rounds']} {kind} rounds"
+    flag = format_compute(summary.get("compute"))
+    return f"{contrasts}; {mentor}" + (f"; {flag}" if flag else "")
+
+
+def _short_difference(diff: dict[str, Any] | None) -> str:
+    """``+1.2 points [-0.5, +2.9]``: the paired difference and its interval, without the wins/ties/losses."""
+    return format_difference(diff).split(" (w/t/l", 1)[0]
 
 
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -73,6 +99,23 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = [
         "# Does the mentor help? `peft-catalyst compare`",
         "",
+        f"Task `{meta.get('task', '?')}`, doer `{meta.get('doer', '?')}`.",
+        "",
+    ]
+    compute = summary.get("compute")
+    if compute and not compute["equal"]:
+        lines += [
+            f"**{format_compute(compute)}.** The contrasts below compare runs that trained different gradient steps "
+            "(stages + races): `random`'s race takes as many arms as it has candidates, and the mentor may give "
+            "fewer usable ones. Read the differences with that in mind:",
+            "",
+            "| seed | " + " | ".join(METHODS) + " |",
+            "|---|" + "---|" * len(METHODS),
+        ]
+        for u in compute["unequal"]:
+            lines.append(f"| {u['seed']} | " + " | ".join(str(u["steps"].get(m, "-")) for m in METHODS) + " |")
+        lines.append("")
+    lines += [
         f"{meta['seeds_finished']} of {meta['seeds']} seeds finished. Test accuracy differences in points, paired "
         "per seed (same split, init and data order), mean [95% paired-t interval] (wins/ties/losses).",
         "",
@@ -99,6 +142,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         "Per run, averaged over seeds:",
         "",
+        f"{format_costs(summary['costs'])}",
+        "",
         "| method | runs | test accuracy % (mean ± std) | gradient steps (race) | restarts | LLM calls | tokens "
         "| wall s |",
         "|---|---|---|---|---|---|---|---|",
@@ -118,7 +163,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         "- `catalyst`: the configuration as given, with its mentor.",
         "- `random`: the same rounds (screening, anchoring, restart shapes, race, initial round) with "
-        "`--mentor random` (random vocabulary words of the doer's tokenizer, seeded per seed).",
+        "`--mentor random` (random vocabulary words of the doer's tokenizer, seeded per seed), as many per round as "
+        "the same seed's `catalyst` run got usable candidates from its mentor, so that both race the same arms.",
         "- `single`: plain prompt tuning, no rounds, for as many gradient steps as the same seed's `catalyst` run "
         "counted in all (stages + races); its learning-rate schedule spans those steps.",
         "",
@@ -134,8 +180,9 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
-    """Left: test accuracy per method, one line per seed. Right: the paired differences with their intervals."""
+def plot(summary: dict[str, Any], path: Path, title: str | None = None) -> None:
+    """Left: test accuracy per method, one line per seed. Right: the paired differences with their intervals.
+    ``title``: what was compared (task and doer)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,6 +216,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     right.set_xticks(range(len(names)), names)
     right.set_ylabel("Δ test accuracy (points, 95% CI)")
     right.grid(axis="y", alpha=0.3)
+    flag = format_compute(summary.get("compute"))
+    if title or flag:
+        fig.suptitle("\n".join(t for t in (title, flag) if t), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -189,11 +239,12 @@ def write_report(out: Path, records: dict[str, dict[str, Any]], meta: dict[str, 
     )
     paths["md"].write_text(markdown(summary, meta), encoding="utf-8")
     try:
-        plot(summary, paths["png"])
+        title = f"peft-catalyst compare: task {meta.get('task', '?')}, doer {meta.get('doer', '?')}"
+        plot(summary, paths["png"], title=title)
     except ImportError as exc:
         logger.warning("%s not written: %s (pip install matplotlib)", paths["png"], exc)
         del paths["png"]
     return paths
 
 
-__all__ = ["REPORT_NAME", "format_difference", "headline", "markdown", "plot", "write_report"]
+__all__ = ["REPORT_NAME", "format_compute", "format_difference", "headline", "markdown", "plot", "write_report"]

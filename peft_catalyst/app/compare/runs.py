@@ -6,7 +6,9 @@ order; they differ only in what the rounds propose, or in having no rounds:
 
 - ``catalyst``: the configuration as given, with its mentor;
 - ``random``: the same rounds (screening, anchoring, shapes, race, initial round) with ``--mentor random``
-  (``RandomMentor``, seeded by the seed);
+  (``RandomMentor``, seeded by the seed), drawing in each round as many candidates as that seed's ``catalyst`` run got
+  from its mentor (``--mentor_random_counts``), so that both race the same arms and train equal gradient steps; so it
+  runs after it too;
 - ``single``: plain prompt tuning (no rounds) for as many gradient steps as that seed's ``catalyst`` run counted in
   all (stages + races), so it runs after it.
 """
@@ -44,8 +46,8 @@ _COSMETIC_TRAINING = {
     "log_on_each_node",
 }
 _COSMETIC_PREFIXES = ("logging_", "save_", "push_to_hub", "hub_", "trackio_")
-#: Mentor arguments that say how to reach the mentor, not what it answers.
-_COSMETIC_MENTOR = {"mentor_base_url", "mentor_timeout", "mentor_cache", "mentor_required"}
+#: Mentor arguments that say how to reach the mentor, not what it answers; and the one the comparison sets per run.
+_COSMETIC_MENTOR = {"mentor_base_url", "mentor_timeout", "mentor_cache", "mentor_required", "mentor_random_counts"}
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,24 @@ class TrainConfig:
         """Every run, seed by seed (a comparison cut short has whole seeds), in the order each seed runs them."""
         return [Job(m, self.training.seed + i, i) for i in range(seeds) for m in METHODS]
 
-    def for_job(self, job: Job, out: Path, matched_steps: int | None = None) -> TrainConfig:
+    def for_job(self, job: Job, out: Path, matched: Any = None) -> TrainConfig:
         """The configuration of one run: its seed and split, its method's mentor and rounds, its own run folder
-        under ``out/runs/`` (replaced when a cut run left one) and the comparison's shared mentor cache."""
-        if job.method == "single" and matched_steps is None:
+        under ``out/runs/`` (replaced when a cut run left one) and the comparison's shared mentor cache.
+
+        ``matched``: what the run takes from the same seed's ``catalyst`` run, see :func:`matched_value`: its total
+        gradient steps for ``single``, its mentor's usable candidates per round for ``random`` (None: as many as
+        asked, for a ``catalyst`` record written before they were kept)."""
+        if job.method == "single" and matched is None:
             raise ValueError(f"{job.key} needs the total gradient steps of {MATCHED_TO}__seed{job.seed}")
+        matched_steps = matched
         data = dataclasses.replace(self.data, split_seed=self.data.split_seed + job.index)
         mentor = copy.deepcopy(self.mentor)
         changes: dict[str, Any] = {"output_dir": str(out / "runs" / job.key), "seed": job.seed}
         if job.method == "random":
-            mentor = dataclasses.replace(mentor, mentor="random", mentor_seed=job.seed, mentor_replay=None)
+            counts = ",".join(str(c) for c in matched) if matched is not None else None
+            mentor = dataclasses.replace(
+                mentor, mentor="random", mentor_seed=job.seed, mentor_replay=None, mentor_random_counts=counts
+            )
         elif job.method == "single":
             mentor = dataclasses.replace(mentor, mentor="none", mentor_replay=None)
             changes.update(max_steps=int(matched_steps), catalyst_rounds=0, catalyst_initial_round=False)
@@ -115,14 +125,42 @@ class TrainConfig:
         return TrainConfig(copy.deepcopy(self.model), data, mentor, run, training)
 
 
-def job_settings(comparison: dict[str, Any], job: Job, matched_steps: int | None) -> dict[str, Any]:
-    """A run's stored settings: the comparison's, its method and seed, and for ``single`` the steps it matched."""
-    return {
+def job_settings(comparison: dict[str, Any], job: Job, matched: Any) -> dict[str, Any]:
+    """A run's stored settings: the comparison's, its method and seed, for ``single`` the steps it matched and for
+    ``random`` the candidates per round it matched."""
+    settings = {
         "comparison": comparison,
         "method": job.method,
         "seed": job.seed,
-        "matched_steps": matched_steps if job.method == "single" else None,
+        "matched_steps": matched if job.method == "single" else None,
     }
+    if job.method == "random":
+        settings["matched_candidates"] = list(matched) if matched is not None else None
+    return settings
+
+
+def matched_value(job: Job, catalyst_record: dict[str, Any] | None) -> Any:
+    """What ``job`` takes from its seed's finished ``catalyst`` record (None while there is none): ``single`` its
+    total gradient steps, ``random`` its mentor's usable candidates per round (``[]`` when the record predates
+    them: then random draws as many as asked)."""
+    if catalyst_record is None:
+        return None
+    if job.method == "single":
+        return int(catalyst_record["steps"]["total"])
+    if job.method == "random":
+        return list(catalyst_record.get("mentor_candidates") or [])
+    return None
+
+
+def mentor_candidates(run_dir: Path) -> list[int] | None:
+    """Per round of a finished run, how many usable candidates (ones that tokenized) its mentor gave; None without
+    a history (no rounds)."""
+    from peft_catalyst.history import HISTORY_FILE, read_history
+
+    if not (Path(run_dir) / HISTORY_FILE).is_file():
+        return None
+    rounds = read_history(run_dir).rounds
+    return [sum(c.token_ids is not None for c in r.candidates) for r in rounds]
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -132,7 +170,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return run(config.model, config.data, config.mentor, config.run, config.training)
 
 
-def run_record(job: Job, settings: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+def run_record(
+    job: Job, settings: dict[str, Any], metrics: dict[str, Any], candidates: list[int] | None = None
+) -> dict[str, Any]:
     """The stored record of a finished run, from its ``metrics.json``: test accuracy, counted steps, mentor usage
     (LLM calls count for the ``catalyst`` run only: ``random`` draws words), the mentor-vs-random counts, wall time."""
     summary = metrics["catalyst"]
@@ -158,6 +198,7 @@ def run_record(job: Job, settings: dict[str, Any], metrics: dict[str, Any]) -> d
             "race": list(summary.get("beat_random_race") or [0, 0]),
         },
         "mentor": metrics.get("mentor"),
+        "mentor_candidates": candidates,  # usable candidates per round (what random matches); None: no rounds
         "prompts": metrics["prompts"],
         "wall_s": metrics["wall_time_s"],
         "run_dir": str(Path("runs") / job.key),
@@ -165,4 +206,14 @@ def run_record(job: Job, settings: dict[str, Any], metrics: dict[str, Any]) -> d
     }
 
 
-__all__ = ["MATCHED_TO", "METHODS", "Job", "TrainConfig", "job_settings", "run_record", "train"]
+__all__ = [
+    "MATCHED_TO",
+    "METHODS",
+    "Job",
+    "TrainConfig",
+    "job_settings",
+    "matched_value",
+    "mentor_candidates",
+    "run_record",
+    "train",
+]

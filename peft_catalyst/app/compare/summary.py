@@ -67,6 +67,18 @@ def costs(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def compute(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Whether the methods of each seed trained the same counted gradient steps (stages + races): ``unequal`` lists
+    the seeds where they did not, with each method's steps (``random``'s race can take more arms than ``catalyst``'s
+    when the mentor gave fewer usable candidates; ``single`` is matched to ``catalyst`` by construction)."""
+    unequal = []
+    for seed in sorted(set().union(*(set(runs[m]) for m in METHODS))):
+        steps = {m: runs[m][seed]["steps"]["total"] for m in METHODS if seed in runs[m]}
+        if len(set(steps.values())) > 1:
+            unequal.append({"seed": seed, "steps": steps})
+    return {"equal": not unequal, "unequal": unequal}
+
+
 def summarize(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Everything the report shows, from the finished records."""
     runs = by_method(records)
@@ -82,7 +94,8 @@ def summarize(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         },
         "beat_random": beat_random(list(runs["catalyst"].values())),
         "costs": {m: costs(list(runs[m].values())) for m in METHODS},
+        "compute": compute(runs),
     }
 
 
-__all__ = ["CONTRASTS", "beat_random", "by_method", "contrast", "costs", "summarize"]
+__all__ = ["CONTRASTS", "beat_random", "by_method", "compute", "contrast", "costs", "summarize"]
