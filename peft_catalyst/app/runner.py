@@ -26,6 +26,7 @@ from peft_catalyst.app.mentor_setup import (
     validate_mentor_args,
 )
 from peft_catalyst.history import write_json_atomic
+from peft_catalyst.mentors.base import redact_url
 from peft_catalyst.projection import (
     read_soft_prompt,
     set_soft_prompt_from_text,
@@ -438,7 +439,7 @@ def run(
         "arguments": {
             "model": asdict(model_args),
             "data": _public_data_args(data_args),
-            "mentor": asdict(mentor_args),
+            "mentor": {**asdict(mentor_args), "mentor_base_url": redact_url(mentor_args.mentor_base_url)},
         },
     }
     main_process = trainer.is_world_process_zero()  # every process holds the same metrics; one writes them
