@@ -424,6 +424,7 @@ def test_a_mentor_that_cannot_be_had_stops_before_anything_loads(tmp_path, monke
     assert main([*base, *refused, "--output_dir", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "cannot be reached" in err and "--mentor_required false" in err
+    assert not any((tmp_path / "a").iterdir())  # no reply cache left: the corrected command runs into the folder
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-peftcatalyst-WRONG-0123456789")
     with LoopbackOpenAIServer(api_key="sk-peftcatalyst-RIGHT-0123456789") as server:

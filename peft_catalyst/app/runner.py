@@ -22,7 +22,7 @@ from peft_catalyst.app.mentor_setup import (
     MentorArguments,
     build_mentor,
     needs_doer,
-    reach_mentor,
+    open_mentor,
     validate_mentor_args,
 )
 from peft_catalyst.history import write_json_atomic
@@ -386,14 +386,11 @@ def run(
     no_pin_memory_without_accelerator(training_args)
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
     early = not needs_doer(mentor_args)  # a server is probed before anything loads
-    mentor, unreachable = reach_mentor(build_mentor(mentor_args, out), mentor_args.mentor_required) if early else (
-        None, None)  # fmt: skip
+    mentor, unreachable = open_mentor(mentor_args, out) if early else (None, None)
     tuned = build_prompt_tuned_model(model_args, data_args)
     if not early:
         shared = (tuned.model.get_base_model(), tuned.tokenizer) if tuned.name == "smollm2" else None
-        mentor, unreachable = reach_mentor(
-            build_mentor(mentor_args, out, shared, tuned.tokenizer), mentor_args.mentor_required
-        )
+        mentor, unreachable = open_mentor(mentor_args, out, shared, tuned.tokenizer)
 
     def test_accuracy() -> float:
         shown = not training_args.disable_tqdm  # a bar with the time left, as the trainer shows its own
