@@ -504,6 +504,7 @@ def test_a_mentor_that_cannot_be_had_stops_before_anything_loads(tmp_path, monke
     assert main([*base, *refused, "--output_dir", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "cannot be reached" in err and "--mentor_required false" in err
+    assert not any((tmp_path / "a").iterdir())  # no reply cache left: the corrected command runs into the folder
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-peftcatalyst-WRONG-0123456789")
     with LoopbackOpenAIServer(api_key="sk-peftcatalyst-RIGHT-0123456789") as server:
@@ -527,9 +528,11 @@ def test_mentor_required_false_trains_without_rounds_and_says_why(tmp_path, capl
     from tests.loopback_openai import refused_base_url
 
     out = tmp_path / "run"
-    assert main(["train", *TINY, "--mentor", "openai:test", "--mentor_base_url", refused_base_url(),
+    url = refused_base_url().replace("http://", "http://user:pw-SECRET-123@")  # credentials never reach a file
+    assert main(["train", *TINY, "--mentor", "openai:test", "--mentor_base_url", url,
                  "--mentor_timeout", "3", "--plot", "false", "--mentor_required", "false",
                  "--output_dir", str(out)]) == 0  # fmt: skip
+    assert not [p for p in out.rglob("*") if p.is_file() and b"pw-SECRET" in p.read_bytes()]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mentor"] is None and metrics["catalyst"]["rounds"] == 0 and metrics["catalyst"]["mentor"] is None
     assert "cannot reach" in metrics["mentor_unreachable"] and "cannot be reached" in caplog.text

@@ -470,6 +470,14 @@ def test_check_reports_an_unreachable_server_and_accepts_a_live_one(loopback):
     with pytest.raises(MentorError) as info:
         OpenAIMentor("m", base_url=refused_base_url(), api_key="sk-check-secret-000000", timeout=3).check()
     assert info.value.reason == "connection" and "sk-check-secret" not in str(info.value)
+    with pytest.raises(MentorError) as info:  # a host that never resolves (RFC 6761 ".invalid"): a DNS failure
+        OpenAIMentor("m", base_url="http://mentor.invalid/v1", api_key="sk-check-secret-000000", timeout=3).check()
+    assert info.value.reason == "connection" and "mentor.invalid" in str(info.value)
+    with LoopbackOpenAIServer(api_key="sk-right-key-0000000") as server:  # a rejected key: HTTP 401
+        with pytest.raises(MentorError) as info:
+            OpenAIMentor("m", base_url=server.base_url, api_key="sk-check-secret-000000", timeout=3).check()
+        OpenAIMentor("m", base_url=server.base_url, api_key="sk-right-key-0000000", timeout=3).check()
+    assert info.value.reason == "auth" and "401" in str(info.value) and "sk-check-secret" not in str(info.value)
 
 
 def test_a_slow_server_shows_the_elapsed_time(loopback, capsys):

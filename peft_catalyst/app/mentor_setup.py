@@ -243,11 +243,33 @@ def build_mentor(
             )
     except (MentorError, OSError, ValueError) as exc:
         raise UserError(f"Mentor {spec!r}: {exc}") from exc
+    return with_reply_cache(inner, args, output_dir)
+
+
+def with_reply_cache(inner, args: MentorArguments, output_dir: str | os.PathLike | None = None):
+    """A chat mentor behind its reply cache (``--mentor_cache``, else ``<output_dir>/mentor_cache.sqlite``; none
+    without either); other mentors as they are."""
+    from peft_catalyst.mentors import CachedMentor, ChatMentor
+
+    if not isinstance(inner, ChatMentor):
+        return inner
     if args.mentor_cache:
         return CachedMentor(inner, args.mentor_cache, mode="use")
     if output_dir is not None:
         return CachedMentor(inner, Path(output_dir) / "mentor_cache.sqlite", mode="use")
     return inner
+
+
+def open_mentor(
+    args: MentorArguments,
+    output_dir: str | os.PathLike | None = None,
+    shared: tuple | None = None,
+    tokenizer: Any = None,
+) -> tuple[Any, str | None]:
+    """:func:`build_mentor`, probed (:func:`reach_mentor`) before its reply cache is created, so that a mentor that
+    cannot be had leaves no file in ``output_dir`` (the corrected command then runs into the same folder)."""
+    mentor, why = reach_mentor(build_mentor(args, None, shared, tokenizer), args.mentor_required)
+    return with_reply_cache(mentor, args, output_dir) if mentor is not None else None, why
 
 
 def check_mentor(mentor, required: bool):
@@ -287,8 +309,10 @@ __all__ = [
     "build_mentor",
     "check_mentor",
     "needs_doer",
+    "open_mentor",
     "random_counts",
     "reach_mentor",
     "validate_mentor_args",
     "validate_mentor_spec",
+    "with_reply_cache",
 ]

@@ -21,11 +21,12 @@ from peft_catalyst.app.mentor_setup import (
     MentorArguments,
     build_mentor,
     needs_doer,
-    reach_mentor,
+    open_mentor,
     validate_mentor_args,
 )
 from peft_catalyst.app.output_dir import prepare_output_dir
 from peft_catalyst.history import write_json_atomic
+from peft_catalyst.mentors.base import redact_url
 from peft_catalyst.projection import (
     read_soft_prompt,
     set_soft_prompt_from_text,
@@ -380,14 +381,11 @@ def run(
     no_pin_memory_without_accelerator(training_args)
     set_seed(training_args.seed)  # the soft prompt's RANDOM init and a new classification head depend on it
     early = not needs_doer(mentor_args)  # a server is probed before anything loads
-    mentor, unreachable = reach_mentor(build_mentor(mentor_args, out), mentor_args.mentor_required) if early else (
-        None, None)  # fmt: skip
+    mentor, unreachable = open_mentor(mentor_args, out) if early else (None, None)
     tuned = build_prompt_tuned_model(model_args, data_args)
     if not early:
         shared = (tuned.model.get_base_model(), tuned.tokenizer) if tuned.name == "smollm2" else None
-        mentor, unreachable = reach_mentor(
-            build_mentor(mentor_args, out, shared, tuned.tokenizer), mentor_args.mentor_required
-        )
+        mentor, unreachable = open_mentor(mentor_args, out, shared, tuned.tokenizer)
 
     def test_accuracy() -> float:
         shown = not training_args.disable_tqdm  # a bar with the time left, as the trainer shows its own
@@ -433,7 +431,7 @@ def run(
         "arguments": {
             "model": asdict(model_args),
             "data": _public_data_args(data_args),
-            "mentor": asdict(mentor_args),
+            "mentor": {**asdict(mentor_args), "mentor_base_url": redact_url(mentor_args.mentor_base_url)},
         },
     }
     main_process = trainer.is_world_process_zero()  # every process holds the same metrics; one writes them
