@@ -1,0 +1,192 @@
+"""Keeping the best prompt by validation (``load_best_model_at_end``), the starting prompt included: in
+``CatalystTrainer``, TRL's ``SFTTrainer`` and a stock ``Trainer`` with ``CatalystCallback``; bit for bit in the model
+and in the saved adapter; across a resume. (Two processes: tests/test_distributed.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import get_peft_model
+from safetensors.torch import load_file
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+
+from peft_catalyst import CatalystArguments, CatalystCallback, CatalystConfig
+from peft_catalyst.history import read_history
+from peft_catalyst.mentors import RandomMentor
+from peft_catalyst.model_card import SECTION_TEMPLATE, _kept_md
+from peft_catalyst.projection import get_soft_prompt, read_soft_prompt
+from tests import tiny
+
+SECTION = Path(__file__).resolve().parents[1] / "model_cards" / SECTION_TEMPLATE
+#: Evaluate and save every 3 of the 9 steps, keep the best by validation loss, and start from a step-0 evaluation.
+KEEP_BEST = dict(
+    eval_strategy="steps",
+    eval_steps=3,
+    save_strategy="steps",
+    save_steps=3,
+    load_best_model_at_end=True,
+    metric_for_best_model="eval_loss",
+)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny.bpe_tokenizer()
+
+
+def _trainer(tok, out, mentor=None, **kwargs):
+    """The tiny CatalystTrainer (tests/tiny.py) with a validation split of 16 toy reviews."""
+    return tiny.catalyst_trainer(
+        tok, out, mentor, eval_dataset=tiny.toy_reviews(tok, 16, seed=3), **KEEP_BEST, **kwargs
+    )
+
+
+def _evals(trainer) -> dict[int, float]:
+    return {h["step"]: h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h}
+
+
+def _trainable(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _assert_saved_equals_model(folder, model) -> None:
+    """The adapter file in ``folder`` holds exactly the model's prompt (and classification head, where trained)."""
+    saved = load_file(folder / "adapter_model.safetensors")
+    assert torch.equal(saved["prompt_embeddings"], read_soft_prompt(model))
+    head = {n.split("modules_to_save.default.")[-1]: p for n, p in _trainable(model).items() if "modules_to_save" in n}
+    for name, value in head.items():
+        assert torch.equal(saved[f"base_model.classifier.{name}"], value), name
+
+
+def test_the_starting_prompt_is_kept_when_every_later_prompt_is_worse(tok, tmp_path):
+    # A learning rate of 5 wrecks the prompt at once: every later validation loss is worse than the start's.
+    trainer = _trainer(tok, tmp_path / "out", learning_rate=5.0)
+    start = _trainable(trainer.model)
+    trainer.train()
+    evals = _evals(trainer)
+    assert sorted(evals) == [0, 3, 6, 9] and all(evals[s] > evals[0] for s in (3, 6, 9)), evals
+    assert trainer.catalyst.kept.step == 0 and trainer.catalyst.kept.final_step == 9
+    assert trainer.catalyst.kept.score == evals[0] and trainer.catalyst.kept.final_score == evals[9]
+    assert trainer.catalyst.kept.line() == f"kept: step 0 (validation {evals[0]:.3f}; final step {evals[9]:.3f})"
+    kept = _trainable(trainer.model)
+    assert kept.keys() == start.keys() and all(torch.equal(kept[n], start[n]) for n in start)  # bit for bit
+    trainer.save_model(str(tmp_path / "out"))
+    _assert_saved_equals_model(tmp_path / "out", trainer.model)
+    assert torch.equal(
+        load_file(tmp_path / "out" / "adapter_model.safetensors")["prompt_embeddings"],
+        start["prompt_encoder.default.embedding.weight"],
+    )
+    history = read_history(tmp_path / "out")
+    assert history.summary.kept_prompt == trainer.catalyst.kept
+    # the card's row (the template is read from the installed package, which may be another checkout's)
+    assert _kept_md(history).startswith("kept: step 0 (validation") and "kept_md" in SECTION.read_text()
+
+
+def test_a_mid_run_best_is_restored_bit_for_bit_after_rounds(tok, tmp_path):
+    # Ranking by the *highest* validation loss (with lr 5) makes step 3 the best, neither the start nor the end; a
+    # real mentor runs rounds at steps 3 and 6, and the catalyst state of later checkpoints must not leak back.
+    mentor = RandomMentor(["the movie was great", "a boring plot", "classify the review"], seed=0)
+    trainer = _trainer(tok, tmp_path / "out", mentor, learning_rate=5.0, greater_is_better=True)
+    trainer.train()
+    evals = _evals(trainer)
+    best = max(evals, key=evals.get)
+    assert best not in (0, 9), evals
+    assert trainer.catalyst.kept.step == best and len(trainer.catalyst_history) == 2
+    checkpoint = tmp_path / "out" / f"checkpoint-{best}"
+    _assert_saved_equals_model(checkpoint, trainer.model)
+    trainer.save_model(str(tmp_path / "out"))
+    _assert_saved_equals_model(tmp_path / "out", trainer.model)
+    assert len(read_history(tmp_path / "out").rounds) == 2  # the whole run's rounds, not the best checkpoint's
+
+
+def test_the_callback_keeps_the_best_in_a_stock_trainer(tok, tmp_path):
+    model = tiny.catalyst_model(tok)
+    start = read_soft_prompt(model)
+    args = TrainingArguments(
+        str(tmp_path / "out"),
+        **tiny.TRAINING | {"learning_rate": 5.0, "save_strategy": "steps"},
+        **{k: v for k, v in KEEP_BEST.items() if k != "save_strategy"},
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=tiny.toy_reviews(tok, 48, 1),
+        eval_dataset=tiny.toy_reviews(tok, 16, seed=3),
+        data_collator=DataCollatorWithPadding(tok),
+        processing_class=tok,
+    )
+    catalyst = CatalystCallback(None, CatalystArguments(catalyst_rounds=0)).attach(trainer)
+    trainer.train()
+    assert catalyst.kept.step == 0 and torch.equal(read_soft_prompt(trainer.model), start)
+    trainer.save_model(str(tmp_path / "out"))
+    _assert_saved_equals_model(tmp_path / "out", trainer.model)
+
+
+def test_the_callback_keeps_the_best_in_sft_trainer(tok, tmp_path):
+    trl = pytest.importorskip("trl")
+    reviews = tiny.toy_reviews(tok, 40, 4)
+    rows = [f"review: {tok.decode(ids)} sentiment: {'positive' if y else 'negative'}"
+            for ids, y in zip(reviews["input_ids"], reviews["label"])]  # fmt: skip
+    model = get_peft_model(
+        tiny.tiny_llama(tok), CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, task_description="Reviews")
+    )
+    start = read_soft_prompt(model)
+    config = trl.SFTConfig(
+        output_dir=str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4, learning_rate=20.0,
+        report_to="none", use_cpu=True, disable_tqdm=True, seed=0, **KEEP_BEST,
+    )  # fmt: skip
+    trainer = trl.SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_dict({"text": rows[:32]}),
+        eval_dataset=Dataset.from_dict({"text": rows[32:]}),
+        processing_class=tok,
+    )
+    catalyst = CatalystCallback(None, CatalystArguments(catalyst_rounds=0)).attach(trainer)
+    trainer.train()
+    evals = _evals(trainer)
+    assert sorted(evals) == [0, 3, 6]
+    kept = min(evals, key=lambda s: (evals[s], s))
+    assert catalyst.kept.step == kept
+    expected = start if kept == 0 else load_file(tmp_path / "out" / f"checkpoint-{kept}" / "adapter_model.safetensors")
+    expected = expected if kept == 0 else expected["prompt_embeddings"]
+    assert torch.equal(read_soft_prompt(trainer.model), expected)
+    trainer.save_model(str(tmp_path / "out"))
+    saved = load_file(tmp_path / "out" / "adapter_model.safetensors")["prompt_embeddings"]
+    assert torch.equal(saved, get_soft_prompt(trainer.model).weight.detach())
+
+
+class _StopAt(TrainerCallback):
+    """Ends training after ``step``, as a kill right after that step's checkpoint would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+        return control
+
+
+@pytest.mark.parametrize("greater_is_better", [False, True], ids=["start-best", "mid-run-best"])
+def test_a_resumed_run_keeps_the_best_so_far_of_the_uninterrupted_run(tok, tmp_path, greater_is_better):
+    settings = dict(learning_rate=5.0, greater_is_better=greater_is_better)
+    full = _trainer(tok, tmp_path / "full", **settings)
+    full.train()
+    interrupted = _trainer(tok, tmp_path / "resumed", **settings)
+    interrupted.add_callback(_StopAt(6))
+    interrupted.train()
+    evals = {s: v for s, v in _evals(full).items() if s <= 6}
+    best_so_far = (max if greater_is_better else min)(evals, key=evals.get)
+    state = json.loads((tmp_path / "resumed" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_so_far}")  # what the checkpoint carries
+    resumed = _trainer(tok, tmp_path / "resumed", **settings)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-6"))
+    assert resumed.catalyst.kept == full.catalyst.kept
+    assert all(torch.equal(a, b) for a, b in zip(_trainable(resumed.model).values(), _trainable(full.model).values()))
+    assert not greater_is_better or full.catalyst.kept.step not in (0, 9)
+    assert greater_is_better or full.catalyst.kept.step == 0
