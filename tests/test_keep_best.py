@@ -190,3 +190,30 @@ def test_a_resumed_run_keeps_the_best_so_far_of_the_uninterrupted_run(tok, tmp_p
     assert all(torch.equal(a, b) for a, b in zip(_trainable(resumed.model).values(), _trainable(full.model).values()))
     assert not greater_is_better or full.catalyst.kept.step not in (0, 9)
     assert greater_is_better or full.catalyst.kept.step == 0
+
+
+def test_the_command_line_saves_the_kept_prompt_and_says_which(tmp_path, capsys):
+    """``peft-catalyst train`` keeps by validation (its embedded defaults): a run whose training only makes things
+    worse saves its starting prompt and head, bit for bit, so its saved adapter scores exactly the initial accuracy."""
+    from peft_catalyst.app.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--model", "minilm", "--mentor", "none", "--catalyst_rounds", "0", "--max_steps", "4",
+                 "--eval_steps", "2", "--learning_rate", "50", "--metric_for_best_model", "loss",
+                 "--train_size", "32", "--catalyst_size", "8", "--validation_size", "32", "--test_size", "24",
+                 "--per_device_train_batch_size", "8", "--disable_tqdm", "true", "--plot", "false",
+                 "--output_dir", str(out)])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    kept, accuracy = metrics["kept"], metrics["test_accuracy"]
+    assert kept["step"] == 0 and kept["final_step"] == 4 and kept["metric"] == "eval_loss"
+    assert kept["score"] < kept["final_score"]
+    assert accuracy["final"] == accuracy["initial"] and accuracy["final_step"] is not None
+    saved = load_file(out / "adapter_model.safetensors")
+    start = load_file(out / "checkpoint-0" / "adapter_model.safetensors")
+    assert saved.keys() == start.keys() and all(torch.equal(saved[k], start[k]) for k in saved)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-5].startswith("test accuracy (24 examples): initial") and " -> kept " in lines[-5]
+    assert lines[-4].startswith(f"kept: step 0 (validation {kept['score']:.3f}; final step {kept['final_score']:.3f})")
+    card = (out / "README.md").read_text()
+    assert "| kept\\_step | 0 |" in card and "validation\\_eval\\_loss\\_kept" in card
