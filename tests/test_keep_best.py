@@ -217,3 +217,35 @@ def test_the_command_line_saves_the_kept_prompt_and_says_which(tmp_path, capsys)
     assert lines[-4].startswith(f"kept: step 0 (validation {kept['score']:.3f}; final step {kept['final_score']:.3f})")
     card = (out / "README.md").read_text()
     assert "| kept\\_step | 0 |" in card and "validation\\_eval\\_loss\\_kept" in card
+
+
+def test_the_callback_keeps_the_best_in_seq2seq_trainer(tok, tmp_path):
+    """A seq2seq prompt holds both submodules' virtual tokens (8 rows for 4 tokens): all are restored bit for bit."""
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    reviews = tiny.toy_reviews(tok, 40, 5)
+    labels = tok(["positive" if y else "negative" for y in reviews["label"]])["input_ids"]
+    data = Dataset.from_dict({"input_ids": reviews["input_ids"], "labels": labels})
+    config = CatalystConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4, task_description="Reviews")
+    model = get_peft_model(tiny.tiny_t5(tok), config)
+    start = read_soft_prompt(model)
+    assert start.shape[0] == 8
+    args = Seq2SeqTrainingArguments(
+        str(tmp_path / "out"), max_steps=6, per_device_train_batch_size=4, learning_rate=20.0, report_to="none",
+        use_cpu=True, disable_tqdm=True, seed=0, **KEEP_BEST,
+    )  # fmt: skip
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.select(range(32)),
+        eval_dataset=data.select(range(32, 40)),
+        data_collator=DataCollatorForSeq2Seq(tok),
+        processing_class=tok,
+    )
+    catalyst = CatalystCallback(None, CatalystArguments(catalyst_rounds=0)).attach(trainer)
+    trainer.train()
+    evals = _evals(trainer)
+    assert sorted(evals) == [0, 3, 6] and catalyst.kept.step == min(evals, key=lambda s: (evals[s], s))
+    checkpoint = tmp_path / "out" / f"checkpoint-{catalyst.kept.step}" / "adapter_model.safetensors"
+    assert torch.equal(read_soft_prompt(trainer.model), load_file(checkpoint)["prompt_embeddings"])
+    assert catalyst.kept.step != 0 or torch.equal(read_soft_prompt(trainer.model), start)
