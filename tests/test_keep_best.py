@@ -4,6 +4,7 @@ and in the saved adapter; across a resume. (Two processes: tests/test_distribute
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -249,3 +250,34 @@ def test_the_callback_keeps_the_best_in_seq2seq_trainer(tok, tmp_path):
     checkpoint = tmp_path / "out" / f"checkpoint-{catalyst.kept.step}" / "adapter_model.safetensors"
     assert torch.equal(read_soft_prompt(trainer.model), load_file(checkpoint)["prompt_embeddings"])
     assert catalyst.kept.step != 0 or torch.equal(read_soft_prompt(trainer.model), start)
+
+
+def test_benchmark_plans_with_keep_best_apply_the_rule_to_every_method(tok, tmp_path):
+    """``DoerPlan(keep_best=True)``: plain prompt tuning and random restarts alike keep their best by validation; the
+    record names the kept step, and the final step's accuracy beside the kept prompt's."""
+    from benchmarks import compare
+
+    model_dir = tmp_path / "tiny_bert"
+    tiny.tiny_bert_seq_cls(tok, num_labels=2).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    doer = compare.DoerPlan(
+        "tiny", seeds=1, max_steps=4, batch_size=4, rounds=1, stage_steps=2, train_size=32, catalyst_size=8,
+        test_size=16, validation_size=16, num_virtual_tokens=4, num_candidates=2, trajectory_points=2,
+        eval_batch_size=16, max_length=64, model_path=str(model_dir), keep_best=True,
+    )  # fmt: skip
+    plan = compare.Plan(
+        name="keep_best", tasks=("rotten_tomatoes",), doers=(doer,), methods=("single-random", "random-restarts")
+    )
+    records = [
+        compare.run_cell(plan, cell, tmp_path / "runs", tmp_path / "cache.sqlite", matched_steps=None)
+        for cell in plan.cells()
+    ]
+    assert [r["method"] for r in records] == ["single-random", "random-restarts"]
+    for record in records:
+        kept = record["kept"]
+        assert kept["metric"] == "eval_accuracy" and kept["final_step"] == 4 and kept["step"] in (0, 2, 4)
+        assert 0.0 <= record["final_step_test_accuracy"] <= 1.0
+        assert record["settings"]["doer_plan"]["keep_best"] is True
+    assert "keep_best" not in compare.cell_settings(
+        dataclasses.replace(plan, doers=(dataclasses.replace(doer, keep_best=None),)), plan.cells()[0]
+    )["doer_plan"]  # plans without it keep their stored settings, so their finished runs stay valid
