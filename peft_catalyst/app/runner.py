@@ -430,8 +430,9 @@ def run(
     trainer.add_callback(final_step)
     trainer.train(resume_from_checkpoint=_resume_argument(resume))
     trainer.save_model(str(out))  # the kept prompt when the run keeps its best by validation
-    final = test_accuracy()
     kept = trainer.catalyst.kept
+    same = kept is not None and kept.step == kept.final_step and final_step.accuracy is not None
+    final = final_step.accuracy if same else test_accuracy()  # the last step's prompt kept: measured already
 
     best = _best_snapshot(snapshots.snapshots, training_args.catalyst_higher_is_better)
     best_accuracy = None
