@@ -360,8 +360,8 @@ def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2, trained_
     in one line, offline, as HuggingFaceTB/SmolLM2-135M-Instruct plus the adapter."""
     out = tmp_path / "run"
     code = main(["train", "--max_steps", "4", "--catalyst_rounds", "1", "--catalyst_stage_steps", "2",
-                 "--train_size", "32", "--catalyst_size", "8", "--test_size", "16", "--disable_tqdm", "true",
-                 "--output_dir", str(out)])  # fmt: skip
+                 "--train_size", "32", "--catalyst_size", "8", "--validation_size", "16", "--test_size", "16",
+                 "--disable_tqdm", "true", "--output_dir", str(out)])  # fmt: skip
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["doer"] == "smollm2" and metrics["mentor"] == "transformers:SmolLM2-135M-Instruct"
