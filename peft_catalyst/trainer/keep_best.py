@@ -13,8 +13,9 @@ it evaluates at step 0 (after an initial round; ``eval_on_start`` does it when s
 (``best_metric``, ``best_global_step=0``, ``best_model_checkpoint``). Later evaluations then compete with the start
 under ``Trainer``'s own strict comparison (a tie keeps the earlier prompt), checkpoint rotation protects it, a resumed
 run reads it back from ``trainer_state.json``, every process of a DDP run saves and loads it as any checkpoint, and
-``load_best_model_at_end`` loads it like any other. The final step is always evaluated (and saved), so the kept prompt
-is compared with where training ended.
+``load_best_model_at_end`` loads it like any other. The final step is always evaluated and saved where the save
+strategy allows (transformers does it for a step schedule; the callback asks for it under any other), so the kept
+prompt is compared with where training ended, and a final-step best has a checkpoint to load.
 
 For CATALYST and PROMPT_TUNING adapters ``Trainer``'s own loading of the best checkpoint works (it restores the soft
 prompt in place, bit for bit; the error of peft issue 2256, which transformers PR 35087 reports, concerns prompt
