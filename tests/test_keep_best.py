@@ -281,3 +281,26 @@ def test_benchmark_plans_with_keep_best_apply_the_rule_to_every_method(tok, tmp_
     assert "keep_best" not in compare.cell_settings(
         dataclasses.replace(plan, doers=(dataclasses.replace(doer, keep_best=None),)), plan.cells()[0]
     )["doer_plan"]  # plans without it keep their stored settings, so their finished runs stay valid
+
+
+def test_a_run_resumed_from_its_start_checkpoint_does_not_redo_the_start(tok, tmp_path):
+    """Killed before any later checkpoint, a run resumes from ``checkpoint-0`` (the last one): its initial round is in
+    that checkpoint (not asked again) and the start is not saved again; it ends as the uninterrupted run."""
+    settings = dict(learning_rate=5.0, catalyst_initial_round=True, catalyst_rounds=1, catalyst_stage_steps=3)
+
+    def mentor():
+        return RandomMentor(["the movie was great", "a boring plot", "classify the review"], seed=0)
+
+    full = _trainer(tok, tmp_path / "full", mentor(), **settings)
+    full.train()
+    interrupted = _trainer(tok, tmp_path / "resumed", mentor(), **settings)
+    interrupted.add_callback(_StopAt(1))
+    interrupted.train()
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint-*")) == ["checkpoint-0"]
+    start_state = (tmp_path / "resumed" / "checkpoint-0" / "trainer_state.json").read_bytes()
+    resumed = _trainer(tok, tmp_path / "resumed", mentor(), **settings)
+    resumed.train(resume_from_checkpoint=True)
+    assert (tmp_path / "resumed" / "checkpoint-0" / "trainer_state.json").read_bytes() == start_state
+    assert [r.round for r in resumed.catalyst_history] == [r.round for r in full.catalyst_history] == [0, 1]
+    assert resumed.catalyst.kept == full.catalyst.kept
+    assert all(torch.equal(a, b) for a, b in zip(_trainable(resumed.model).values(), _trainable(full.model).values()))

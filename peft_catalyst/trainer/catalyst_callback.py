@@ -123,7 +123,7 @@ class CatalystCallback(TrainerCallback):
         self._engine: RoundEngine | None = None
         self._projector: Projector | None = None
         self._prepared = False
-        self._training = False  # between on_train_begin and on_train_end: a step-0 evaluation is the start's
+        self._start_pending = False  # a fresh run until its start is saved: its step-0 evaluation is the start's
         #: The prompt kept by validation, set at the end of a ``load_best_model_at_end`` run.
         self.kept: KeptPrompt | None = None
 
@@ -244,22 +244,26 @@ class CatalystCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer is None:
             raise RuntimeError("CatalystCallback is not attached: call callback.attach(trainer) before train().")
+        # A fresh state has no best yet; one read from checkpoint-0 (the start, saved to keep the best) has: that run
+        # resumes at step 0 and must neither ask for its initial round again nor save its start once more.
+        fresh = state.global_step == 0 and state.best_model_checkpoint is None
         if not self._prepared:  # a stock Trainer resuming: look for the state beside its checkpoint
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            self.prepare(folder if state.global_step > 0 else None)
+            self.prepare(None if fresh else folder)
         if self.trainer.is_deepspeed_enabled:  # the same ZeRO-3 fetch order in fresh and resumed runs
             register_with_root_module(self.trainer.model, get_soft_prompt(self.trainer.model).weight)
-        if self.rounds_enabled and self.settings.catalyst_initial_round and state.global_step == 0:
+        if self.rounds_enabled and self.settings.catalyst_initial_round and fresh:
             started = time.perf_counter()
             self._run_initial_round()
             self.timings["rounds"] += time.perf_counter() - started
-        self._training = True
-        if keeps_best(args) and state.global_step == 0 and not args.eval_on_start:
+        self._start_pending = fresh  # the next step-0 evaluation is the start's (none when resuming)
+        if keeps_best(args) and fresh and not args.eval_on_start:
             self.trainer.evaluate()  # the starting prompt's score (on_evaluate saves it as checkpoint-0)
         return control
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if self._training and keeps_best(args) and state.global_step == 0 and metrics:
+        if self._start_pending and keeps_best(args) and state.global_step == 0 and metrics:
+            self._start_pending = False  # the start is saved once
             if mark_start_as_best(args, state, metrics):
                 save_checkpoint(self.trainer)  # every process, as the training loop saves
         return control
@@ -309,7 +313,7 @@ class CatalystCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._training = False
+        self._start_pending = False
         if keeps_best(args):
             self._check_kept_prompt(state.best_model_checkpoint)
             self.kept = kept_prompt(args, state)
