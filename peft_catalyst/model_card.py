@@ -336,6 +336,12 @@ def _steps_md(history: History | None) -> str:
     return f"{summary.total_steps} ({summary.main_steps} in the stages + {summary.race_steps} in the races)"
 
 
+def _kept_md(history: History | None) -> str:
+    """``kept: step 40 (validation 0.720; final step 0.690)`` with the metric's name, when the run kept its best."""
+    kept = history.summary.kept_prompt if history is not None else None
+    return "" if kept is None else f"{_cell(kept.line())} (`{_cell(kept.metric, 80)}`)"
+
+
 def _metric_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     rows = []
     for name, value in (metrics or {}).items():
@@ -422,6 +428,7 @@ def _card_parts(
         mentor_md=_mentor_md(history, secrets),
         rounds_md=_rounds_md(history),
         steps_md=_steps_md(history),
+        kept_md=_kept_md(history),
         projection_metric=getattr(config, "projection_metric", None) or "cosine",
         final_prompt_block=_code_block(public_text(final_prompt, secrets)) if final_prompt is not None else "",
         metrics=_metric_rows(metrics),

@@ -514,6 +514,37 @@ class RoundRecord:
 
 
 @dataclass
+class KeptPrompt:
+    """Which step's prompt a run kept by validation (``load_best_model_at_end``), and the final step's score.
+
+    ``step`` 0 is the prompt the run started from (after an initial round). ``score``/``final_score`` are the values
+    of ``metric`` (e.g. ``eval_accuracy``) at the kept and the final step; ``final_score`` is None when the final
+    step was not evaluated.
+    """
+
+    step: int
+    metric: str
+    score: float | None
+    final_step: int
+    final_score: float | None = None
+    greater_is_better: bool = False
+
+    def line(self) -> str:
+        """``"kept: step 40 (validation 0.720; final step 0.690)"``, the run's one-line account."""
+        final = "not evaluated" if self.final_score is None else f"{self.final_score:.3f}"
+        score = "not evaluated" if self.score is None else f"{self.score:.3f}"
+        if self.step == self.final_step:
+            return f"kept: step {self.step}, the final step (validation {score})"
+        return f"kept: step {self.step} (validation {score}; final step {final})"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> KeptPrompt | None:
+        if not data:
+            return None
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
 class RunSummary:
     """Counts over a run's rounds, the mentor's usage and the compute spent, so runs compare at equal compute.
 
@@ -547,6 +578,8 @@ class RunSummary:
     #: The restart shape the run was set to (``catalyst_restart``, e.g. ``"blend alpha=0.3, 0.6"``), also when every
     #: round kept the prompt and no round took a shape; None when not recorded (files written before it was kept).
     restart: str | None = None
+    #: The prompt kept by validation (``load_best_model_at_end``); None when the run did not keep the best.
+    kept_prompt: KeptPrompt | None = None
 
     @property
     def total_steps(self) -> int:
@@ -609,6 +642,7 @@ class RunSummary:
         known = set(cls.__dataclass_fields__)
         kept = {k: v for k, v in data.items() if k in known}
         kept["higher_is_better"] = bool(kept["higher_is_better"])
+        kept["kept_prompt"] = KeptPrompt.from_dict(kept.get("kept_prompt"))
         return cls(**kept)
 
 

@@ -129,7 +129,7 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys, t
                  "metrics.json", "run.png", "mentor_cache.sqlite"):  # fmt: skip
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["test_accuracy"]) == {"initial", "final", "best_round"}
+    assert set(metrics["test_accuracy"]) == {"initial", "final", "final_step", "best_round"}
     assert all(0.0 <= v <= 1.0 for v in metrics["test_accuracy"].values() if v is not None)
     assert metrics["test_examples"] == 24 and metrics["catalyst"]["rounds"] == 1
     assert metrics["catalyst"]["total_steps"] == metrics["catalyst"]["main_steps"] == 6  # no race: 6 steps
@@ -141,13 +141,14 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys, t
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["peft_type"] == "CATALYST" and config["task_type"] == "SEQ_CLS"
     listed = _readme_output_table()
-    unlisted = sorted(p.name for p in out.iterdir() if re.sub(r"-\d+$", "-N", p.name) not in listed)
-    assert (out / "checkpoint-6").is_dir() and not (out / "checkpoint-3").exists()  # a round boundary's, the newest
+    named = {p.name: re.sub(r"^checkpoint-\d+$", "checkpoint-N", p.name) for p in out.iterdir()}  # checkpoint-6
+    assert (out / "checkpoint-6").is_dir()  # the last round boundary's
+    unlisted = sorted(name for name, entry in named.items() if entry not in listed)
     assert not unlisted, f"written but not in README's 'What a run leaves' table: {unlisted}"
     labels = json.loads((out / "config.json").read_text())  # the task's class names, for peft_catalyst.pipeline
     assert labels["id2label"] == {"0": "negative", "1": "positive"} and labels["label2id"]["positive"] == 1
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[-4].startswith("test accuracy (24 examples): initial")
+    assert lines[-5].startswith("test accuracy (24 examples): initial") and lines[-4].startswith("kept: step ")
     assert lines[-3].startswith("rounds: 1 (") and "LLM calls 1" in lines[-3] and "gradient steps 6;" in lines[-3]
     assert lines[-1].startswith("wall time") and str(out) in lines[-1]
     card = (out / "README.md").read_text()
@@ -319,7 +320,7 @@ def test_resume_into_the_runs_own_output_dir_without_overwrite(tmp_path, capsys)
 
     full, out = tmp_path / "uninterrupted", tmp_path / "run"
     args = ["train", *TINY, "--plot", "false", "--max_steps", "7", "--catalyst_rounds", "2", "--save_strategy",
-            "steps", "--save_steps", "3", "--save_total_limit", "0"]  # fmt: skip
+            "steps", "--save_steps", "3", "--eval_steps", "3", "--save_total_limit", "0"]  # fmt: skip
     with LoopbackOpenAIServer() as server:
         server.set_reply(lambda req: "1. Is this review positive or negative\n2. Classify the movie review sentiment")
         mentor = ["--mentor", "openai:test-model", "--mentor_base_url", server.base_url]
@@ -471,8 +472,8 @@ def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2, trained_
     in one line, offline, as HuggingFaceTB/SmolLM2-135M-Instruct plus the adapter."""
     out = tmp_path / "run"
     code = main(["train", "--max_steps", "4", "--catalyst_rounds", "1", "--catalyst_stage_steps", "2",
-                 "--train_size", "32", "--catalyst_size", "8", "--test_size", "16", "--disable_tqdm", "true",
-                 "--output_dir", str(out)])  # fmt: skip
+                 "--train_size", "32", "--catalyst_size", "8", "--validation_size", "16", "--test_size", "16",
+                 "--disable_tqdm", "true", "--output_dir", str(out)])  # fmt: skip
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["doer"] == "smollm2" and metrics["mentor"] == "transformers:SmolLM2-135M-Instruct"

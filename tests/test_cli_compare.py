@@ -54,6 +54,9 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
         assert cat["prompts"]["initial"] == rnd["prompts"]["initial"] == single["prompts"]["initial"]
         assert cat["initial_test_accuracy"] == rnd["initial_test_accuracy"] == single["initial_test_accuracy"]
         assert cat["rounds"]["rounds"] == rnd["rounds"]["rounds"] == 2 and single["rounds"]["rounds"] == 0
+        # one keep-best rule for every method: each kept its best prompt by validation, the start included
+        for record in (cat, rnd, single):
+            assert record["kept_step"] is not None and record["final_step_test_accuracy"] is not None
         assert cat["steps"]["race"] > 0 and rnd["steps"]["race"] > 0  # the same race rule for both
         # single trains catalyst's counted gradient steps (stages + races) in its main loop
         assert single["steps"] == {"main": cat["steps"]["total"], "race": 0, "total": cat["steps"]["total"]}

@@ -16,7 +16,7 @@ import torch
 from datasets import Dataset
 from peft import peft_model
 from peft.utils import PeftType
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, TrainerControl
 
 import peft_catalyst  # noqa: F401  (importing the package applies the patches)
@@ -46,6 +46,7 @@ PRIVATE_NAMES = (
     "_prepare_inputs",
     "should_log",
     "_internal_call",
+    "_save_checkpoint",
     # TRL
     "_prepare_dataset",
     "_metrics",
@@ -320,3 +321,38 @@ def test_tensor_version():
         "torch", "Tensor._version (the in-place version counter)", "torch.tensor_version"
     )
     assert torch_compat.tensor_version(tensor) == torch_compat.tensor_version(tensor)  # reading does not bump it
+
+
+def test_save_checkpoint(tmp_path):
+    """``Trainer._save_checkpoint(model, trial)`` writes ``checkpoint-{global_step}`` outside the training loop, and
+    upstream still neither ranks the step-0 evaluation nor points ``best_model_checkpoint`` at a step-0 checkpoint
+    (why :mod:`peft_catalyst.trainer.keep_best` saves and records the start itself)."""
+    assert list(inspect.signature(Trainer._save_checkpoint).parameters) == ["self", "model", "trial"], _moved(
+        "transformers", "Trainer._save_checkpoint(model, trial)", "transformers.save_checkpoint"
+    )
+    tok = tiny.bpe_tokenizer()
+    args = TrainingArguments(
+        str(tmp_path), max_steps=2, eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1,
+        eval_on_start=True, load_best_model_at_end=True, report_to=[], use_cpu=True, learning_rate=0.0,
+    )  # fmt: skip
+    data = tiny.toy_reviews(tok, 8, seed=1)
+    trainer = Trainer(
+        model=tiny.tiny_bert_seq_cls(tok), args=args, train_dataset=data, eval_dataset=data,
+        data_collator=DataCollatorWithPadding(tok),
+    )  # fmt: skip
+    seen = []
+
+    class AtStart(TrainerCallback):
+        def on_evaluate(self, args, state, control, **kwargs):
+            if state.global_step == 0:
+                seen.append(state.best_metric)
+                tf_compat.save_checkpoint(trainer)
+
+    trainer.add_callback(AtStart())
+    trainer.train()
+    assert seen == [None], "transformers now ranks the eval_on_start evaluation: keep_best's step-0 record may go"
+    assert (tmp_path / "checkpoint-0" / "trainer_state.json").is_file(), _moved(
+        "transformers", "Trainer._save_checkpoint's folder", "transformers.save_checkpoint"
+    )
+    # lr 0: every evaluation ties with the start, and Trainer's strict comparison keeps its first ranked one
+    assert trainer.state.best_global_step == 1 and trainer.state.best_model_checkpoint.endswith("checkpoint-1")

@@ -91,6 +91,43 @@ def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_pa
         assert ranks[0]["race_steps"] == [0, 0] and not ranks[0]["race_batches"]
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("keep_best", ["max", "min"], ids=["start-kept", "mid-run-kept"])
+def test_two_process_load_best_model_at_end_keeps_the_same_prompt_on_every_rank(tmp_path, keep_best):
+    """DDP with ``load_best_model_at_end``: the step-0 prompt is a contender (``max``: the N(0, 1) start has the
+    largest norm, the restarted prompts far smaller ones), the kept checkpoint is loaded bit for bit on both ranks, and
+    the saved adapter holds it."""
+    tok = tiny.bpe_tokenizer()
+    assets = tmp_path / "assets"
+    tok.save_pretrained(assets / "tokenizer")
+    base = tiny.tiny_bert_seq_cls(tok)
+    base.config.hidden_dropout_prob = 0.0
+    base.save_pretrained(assets / "base")
+    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
+    get_peft_model(tiny.tiny_bert_seq_cls(tok), config).save_pretrained(assets / "adapter")
+    _data(tok, 64, 1).save_to_disk(assets / "train")
+    _data(tok, 13, 2).save_to_disk(assets / "catalyst")
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: "1. the movie was great\n2. a boring plot")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+               "--assets", str(assets), "--base_url", server.base_url, "--out", str(out),
+               "--keep_best", keep_best]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
+        (tmp_path / "log.txt").write_text(result.stdout + result.stderr)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["kept"] == ranks[1]["kept"] and ranks[0]["final"] == ranks[1]["final"]
+    kept, evals = ranks[0]["kept"], ranks[0]["evals"]
+    assert sorted(evals, key=int) == ["0", "4", "8"] and ranks[0]["statuses"][0] == "accepted"
+    best = (max if keep_best == "max" else min)(evals, key=lambda s: (evals[s], -int(s)))
+    assert kept["step"] == int(best) and kept["final_step"] == 8
+    assert (kept["step"] == 0) == (keep_best == "max")
+    assert ranks[0]["final"] == ranks[0]["checkpoints"][str(kept["step"])]  # bit for bit, on both ranks
+    assert ranks[0]["saved"] == ranks[0]["final"]
+
+
 @pytest.mark.timeout(300)
 def test_fsdp2_sharded_prompt_projects_and_restarts_like_unsharded(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -113,10 +113,14 @@ class DoerPlan:
     #: record (None: none), to show where plain prompt tuning flattens.
     validation_size: int | None = None
     curve_points: int | None = None
+    #: True: every method keeps its best prompt by validation accuracy, the starting prompt included, under the rule
+    #: of ``peft-catalyst train`` (evaluated at step 0, at every stage's end and at the last step; see
+    #: ``peft_catalyst.trainer.keep_best``); its record says which step it kept. None: the final prompt is tested.
+    keep_best: bool | None = None
 
 
 #: DoerPlan fields added after the first grid: left out of the stored settings while None.
-_OPTIONAL_DOER_FIELDS = ("race_steps", "race_eta", "race_margin", "validation_size", "curve_points")
+_OPTIONAL_DOER_FIELDS = ("race_steps", "race_eta", "race_margin", "validation_size", "curve_points", "keep_best")
 
 
 @dataclass(frozen=True)

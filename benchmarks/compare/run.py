@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -111,7 +112,13 @@ def run_cell(
     from transformers.trainer_callback import PrinterCallback
 
     from benchmarks.baselines import FrozenPromptTrainer, HistoryMentor, freeze_soft_prompt
-    from peft_catalyst.app.runner import DataArguments, ModelArguments, build_prompt_tuned_model, task_label_words
+    from peft_catalyst.app.runner import (
+        DataArguments,
+        FinalStepAccuracy,
+        ModelArguments,
+        build_prompt_tuned_model,
+        task_label_words,
+    )
     from peft_catalyst.app.tasks import evaluate_accuracy
     from peft_catalyst.mentors import RandomMentor
     from peft_catalyst.projection import soft_prompt_text, vocabulary_words
@@ -181,6 +188,14 @@ def run_cell(
     if spec.trainer and spec.rounds:  # v3 on: the method's own settings, and the label words as the command gives
         extra = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.trainer}
         extra["catalyst_labels"] = task_label_words(doer.task, doer.kind)
+    if d.keep_best:  # every method alike: the command's rule (peft_catalyst.app.runner.embedded_defaults)
+        extra.update(
+            eval_strategy="steps",
+            eval_steps=stage_steps,
+            save_strategy="best",
+            load_best_model_at_end=True,
+            metric_for_best_model="accuracy",
+        )
     if d.curve_points and not spec.rounds:  # where plain prompt tuning flattens: a validation curve
         extra.update(eval_strategy="steps", eval_steps=max(1, max_steps // d.curve_points))
     args = CatalystTrainingArguments(
@@ -191,7 +206,6 @@ def run_cell(
         learning_rate=d.learning_rate,
         seed=cell.seed,
         logging_steps=max(1, max_steps // 5),
-        save_strategy="no",
         report_to="none",
         disable_tqdm=True,
         dataloader_pin_memory=False,
@@ -201,7 +215,7 @@ def run_cell(
         catalyst_trajectory_points=d.trajectory_points,
         catalyst_selection=selection,
         catalyst_metric="label_loss",  # as the product's default (runner.embedded_defaults)
-        **{**race_kwargs, **extra},
+        **{"save_strategy": "no", **race_kwargs, **extra},
     )
     trainer = trainer_cls(
         model=doer.model,
@@ -211,6 +225,10 @@ def run_cell(
         **doer.spec.trainer_kwargs(),
     )
     trainer.remove_callback(PrinterCallback)
+    final_step = FinalStepAccuracy(
+        lambda: evaluate_accuracy(doer.model, doer.spec, "test", batch_size=d.eval_batch_size)["accuracy"]
+    )
+    trainer.add_callback(final_step)
     trainer_ref.append(trainer)
     loaded = time.perf_counter()
     trainer.train()
@@ -240,6 +258,12 @@ def run_cell(
         "notes": notes,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
+        # with keep_best: the step whose prompt was kept (and tested above), and the last step's prompt's accuracy
+        **(
+            {"kept": dataclasses.asdict(trainer.catalyst.kept), "final_step_test_accuracy": final_step.accuracy}
+            if trainer.catalyst.kept is not None
+            else {}
+        ),
         "test_examples": test["num_examples"],
         "train_loss": train_loss,
         "prompts": {"initial": initial_prompt, "final": soft_prompt_text(doer.model, doer.tokenizer)},

@@ -260,6 +260,8 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
     training = parsed[-1]
     if not _given("save_steps", tokens, file_values):  # a checkpoint at each round boundary, whatever the stages
         training.save_steps = training.catalyst_stage_steps
+    if not _given("eval_steps", tokens, file_values):  # validation (keep the best) at each round boundary too
+        training.eval_steps = training.catalyst_stage_steps
     return tuple(parsed)
 
 

@@ -34,7 +34,8 @@ from peft_catalyst.projection import (
     write_soft_prompt_,
 )
 from peft_catalyst.quiet import no_pin_memory_without_accelerator
-from peft_catalyst.records import RoundRecord, RunSummary, ranking_key
+from peft_catalyst.records import KeptPrompt, RoundRecord, RunSummary, ranking_key
+from peft_catalyst.trainer.keep_best import keeps_best
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,9 @@ class ModelArguments:
             raise ValueError(f"--max_length must be at least 1, got {self.max_length}.")
 
 
-#: Split sizes of the embedded SmolLM2 default (the packaged tasks hold 200 catalyst and 500 test examples).
-SMOLLM2_DEMO_SIZES = {"catalyst": 100, "test": 300}
+#: Split sizes of the embedded SmolLM2 default (the packaged tasks hold 200 catalyst, 300 validation and 500 test
+#: examples).
+SMOLLM2_DEMO_SIZES = {"catalyst": 100, "validation": 100, "test": 300}
 
 
 #: The split-size options of the command (counts, or fractions of the task's pool of examples).
@@ -161,6 +163,12 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
         # Rank prompts by the cross-entropy over the label words only: the LM loss over the whole vocabulary also
         # rewards prompts that merely make the label words likelier, which does not help accuracy.
         "catalyst_metric": "label_loss",
+        # Keep the best prompt by validation accuracy (the starting prompt included, see
+        # peft_catalyst.trainer.keep_best): evaluated at step 0, at every stage's end (eval_steps =
+        # catalyst_stage_steps unless given) and at the last step; the best's checkpoint is kept beside the newest.
+        "eval_strategy": "steps",
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "accuracy",
     }
     if name == "minilm":
         defaults.update(
@@ -169,6 +177,7 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
             per_device_eval_batch_size=32,
             catalyst_rounds=3,
             catalyst_stage_steps=30,
+            eval_steps=30,
         )
     else:
         defaults.update(
@@ -177,11 +186,17 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
             per_device_eval_batch_size=16,
             catalyst_rounds=2,
             catalyst_stage_steps=20,
+            eval_steps=20,
         )
     if name == "smollm2":
         # The packaged task's first 300 test and 100 catalyst examples: a SmolLM2 forward pass costs about 0.16 s per
-        # example on 2 slow cores, and three test evaluations plus the rounds' scoring are most of the run's time.
-        defaults.update(catalyst_size=SMOLLM2_DEMO_SIZES["catalyst"], test_size=SMOLLM2_DEMO_SIZES["test"])
+        # example on 2 slow cores, and the test evaluations, the validation evaluations that keep the best prompt (4 of
+        # 100 examples) and the rounds' scoring are most of the run's time.
+        defaults.update(
+            catalyst_size=SMOLLM2_DEMO_SIZES["catalyst"],
+            validation_size=SMOLLM2_DEMO_SIZES["validation"],
+            test_size=SMOLLM2_DEMO_SIZES["test"],
+        )
     return defaults
 
 
@@ -345,6 +360,20 @@ class RoundSnapshots(TrainerCallback):
         return control
 
 
+class FinalStepAccuracy(TrainerCallback):
+    """Test accuracy of the final step's prompt, measured at that step (before ``load_best_model_at_end`` loads the
+    kept one)."""
+
+    def __init__(self, measure) -> None:
+        self.measure = measure
+        self.accuracy: float | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if keeps_best(args) and state.global_step >= state.max_steps and self.accuracy is None:
+            self.accuracy = self.measure()
+        return control
+
+
 def _resume_argument(resume: str | bool | None) -> str | bool | None:
     """``--resume_from_checkpoint`` as ``Trainer.train`` takes it (``true``: the last checkpoint in output_dir)."""
     if isinstance(resume, str) and resume.lower() in ("true", "false"):
@@ -403,9 +432,13 @@ def run(
     )
     snapshots = RoundSnapshots(trainer)
     trainer.add_callback(snapshots)
+    final_step = FinalStepAccuracy(test_accuracy)
+    trainer.add_callback(final_step)
     trainer.train(resume_from_checkpoint=_resume_argument(resume))
-    trainer.save_model(str(out))
-    final = test_accuracy()
+    trainer.save_model(str(out))  # the kept prompt when the run keeps its best by validation
+    kept = trainer.catalyst.kept
+    same = kept is not None and kept.step == kept.final_step and final_step.accuracy is not None
+    final = final_step.accuracy if same else test_accuracy()  # the last step's prompt kept: measured already
 
     best = _best_snapshot(snapshots.snapshots, training_args.catalyst_higher_is_better)
     best_accuracy = None
@@ -422,8 +455,16 @@ def run(
         "mentor": getattr(mentor, "name", None),
         "mentor_unreachable": unreachable,  # why a mentor that was asked for could not be had at start (None: no)
         "test_examples": len(tuned.spec.datasets["test"]),
-        "test_accuracy": {"initial": initial, "final": final, "best_round": best_accuracy},
+        # "final" is the saved adapter's (the kept prompt's when the run keeps its best by validation), "final_step"
+        # the prompt the last step left
+        "test_accuracy": {
+            "initial": initial,
+            "final": final,
+            "final_step": final_step.accuracy if final_step.accuracy is not None else final,
+            "best_round": best_accuracy,
+        },
         "best_round": best["round"] if best else None,
+        "kept": asdict(kept) if kept is not None else None,
         "prompts": {"initial": initial_prompt, "final": soft_prompt_text(tuned.model, tuned.tokenizer)},
         "catalyst": summary.to_dict(),
         "train_loss": trainer.state.log_history[-1].get("train_loss") if trainer.state.log_history else None,
@@ -463,6 +504,11 @@ def _card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     accuracy, summary = metrics["test_accuracy"], metrics["catalyst"]
     rows = {f"test_accuracy_{name}": value for name, value in accuracy.items() if value is not None}
     rows["test_examples"] = metrics["test_examples"]
+    kept = metrics.get("kept")
+    if kept:
+        rows["kept_step"] = kept["step"]
+        rows.update({f"validation_{kept['metric']}_{k}": kept[v] for k, v in (("kept", "score"), ("final_step",
+                     "final_score")) if kept[v] is not None})  # fmt: skip
     rows.update({name: summary[name] for name in ("total_steps", "main_steps", "race_steps")})
     return rows
 
@@ -501,9 +547,16 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     rounds = rounds[:-1] + f"; {counts})" if rounds.endswith(")") else f"{rounds} ({counts})"
     if metrics.get("mentor_unreachable"):
         rounds = f"rounds: 0 (the mentor could not be reached at start: {metrics['mentor_unreachable']})"
+    kept = KeptPrompt.from_dict(metrics.get("kept"))
+    kept_lines = []
+    if kept is not None:  # the saved adapter holds the kept prompt: say which, and what the last step had
+        final_step = acc.get("final_step")
+        tail = "" if final_step is None or kept.step == kept.final_step else f"; final step's prompt {final_step:.3f}"
+        kept_lines.append(f"{kept.line()}; test accuracy kept {acc['final']:.3f}{tail}")
     return [
-        f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> final "
-        f"{acc['final']:.3f}{best}",
+        f"test accuracy ({metrics['test_examples']} examples): initial {acc['initial']:.3f} -> "
+        f"{'kept' if kept is not None else 'final'} {acc['final']:.3f}{best}",
+        *kept_lines,
         f"{rounds}; gradient steps {steps}; {asked}{replayed}" + (f"; {paired}" if paired else ""),
         f"final prompt: {metrics['prompts']['final']!r}",
         f"wall time {minutes} min {seconds:02d} s; outputs in {output_dir}",

@@ -60,3 +60,15 @@ def trainer_logging_untouched(trainer: Any) -> Iterator[None]:
     finally:
         restore_running_metrics(trainer, saved)
         trainer.control.should_log = should_log
+
+
+def save_checkpoint(trainer: Any) -> None:
+    """Save ``checkpoint-{global_step}`` as the training loop does (adapter, optimizer, scheduler, RNG states,
+    ``trainer_state.json``, rotation of old checkpoints), then fire ``on_save`` for every callback.
+
+    Why: keeping the best prompt by validation needs a checkpoint of the prompt a run starts from (step 0), which the
+    training loop never saves. Uses ``Trainer._save_checkpoint(model, trial)`` (verified on transformers 5.25.0).
+    Call it on every process, as the training loop does.
+    """
+    trainer._save_checkpoint(trainer.model_wrapped, None)
+    trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)

@@ -5,9 +5,11 @@ plateaus), runs a round (:class:`~peft_catalyst.round.RoundEngine`). It keeps th
 ``catalyst_history.json``, logs through ``Trainer.log`` and carries its state in every checkpoint.
 
 Works on a stock ``Trainer``, TRL's ``SFTTrainer`` or ``Seq2SeqTrainer``: ``CatalystCallback(mentor, ...).attach(
-trainer)``. :class:`~peft_catalyst.trainer.CatalystMixin` adds what a callback cannot do: the prompt's own optimizer
-parameter group (so a re-warm-up scales the prompt alone), the exact training loss of every step (for the trajectory
-and plateau detection) and the checkpoint path of an explicit ``resume_from_checkpoint``.
+trainer)``. With ``load_best_model_at_end=True`` it also makes the prompt the run starts from a contender for the
+prompt kept by validation (:mod:`peft_catalyst.trainer.keep_best`: a step-0 evaluation and ``checkpoint-0``).
+:class:`~peft_catalyst.trainer.CatalystMixin` adds what a callback cannot do: the prompt's own optimizer parameter
+group (so a re-warm-up scales the prompt alone), the exact training loss of every step (for the trajectory and plateau
+detection) and the checkpoint path of an explicit ``resume_from_checkpoint``.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from peft_catalyst.compat.transformers import trainer_logging_untouched
+from peft_catalyst.compat.transformers import save_checkpoint, trainer_logging_untouched
 from peft_catalyst.compat.trl import can_prepare_dataset, prepare_dataset
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
 from peft_catalyst.mentors import Mentor
-from peft_catalyst.projection import Projector, get_soft_prompt
+from peft_catalyst.projection import Projector, get_soft_prompt, read_soft_prompt, write_soft_prompt_
 from peft_catalyst.quiet import no_pin_memory_without_accelerator
-from peft_catalyst.records import History, RestartShape, RoundRecord, RunSummary, Trigger, ranking_key
+from peft_catalyst.records import History, KeptPrompt, RestartShape, RoundRecord, RunSummary, Trigger, ranking_key
 from peft_catalyst.restart import apply_rewarmup
 from peft_catalyst.round import RoundEngine
 from peft_catalyst.round_contract import RoundContext
@@ -40,6 +42,7 @@ from peft_catalyst.sharding import register_with_root_module
 from peft_catalyst.trajectory import Trajectory
 
 from .catalyst_arguments import CatalystArguments, catalyst_fields, higher_is_better
+from .keep_best import keeps_best, kept_prompt, mark_start_as_best, saved_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,14 @@ class CatalystCallback(TrainerCallback):
         score_fn: rank prompts by your own function of the catalyst split's predictions (an ``EvalPrediction``
             with ``losses``) instead of ``catalyst_metric``; its direction is ``catalyst_greater_is_better``
             (default: higher is better for a ``score_fn``).
+
+    With ``load_best_model_at_end=True`` (and the ``metric_for_best_model`` it implies), the prompt the run starts
+    from competes too: the callback evaluates it at step 0 (unless ``eval_on_start`` does), saves it as
+    ``checkpoint-0`` and records it as the trainer's best so far, so no later prompt is kept unless it beats the start
+    on validation; the final step is always evaluated and saved. After training, :attr:`kept` says which step's
+    prompt the model holds (also in the summary, ``catalyst_history.json`` and the model card). Every process of a
+    distributed run does the same, through the ordinary checkpoint path; a resumed run reads it all back from the
+    checkpoint's ``trainer_state.json``. See :mod:`peft_catalyst.trainer.keep_best`.
     """
 
     def __init__(
@@ -112,6 +123,9 @@ class CatalystCallback(TrainerCallback):
         self._engine: RoundEngine | None = None
         self._projector: Projector | None = None
         self._prepared = False
+        self._start_pending = False  # a fresh run until its start is saved: its step-0 evaluation is the start's
+        #: The prompt kept by validation, set at the end of a ``load_best_model_at_end`` run.
+        self.kept: KeptPrompt | None = None
 
     # ------------------------------------------------------------------------------------------------------------
     # Set-up
@@ -218,6 +232,7 @@ class CatalystCallback(TrainerCallback):
             self._engine.reset()
         self.step_loss = None
         self._carried = _Carried()
+        self.kept = None
         if checkpoint is not None:
             self._load_state(checkpoint)
         self._prepared = True
@@ -229,15 +244,28 @@ class CatalystCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer is None:
             raise RuntimeError("CatalystCallback is not attached: call callback.attach(trainer) before train().")
+        # A fresh state has no best yet; one read from checkpoint-0 (the start, saved to keep the best) has: that run
+        # resumes at step 0 and must neither ask for its initial round again nor save its start once more.
+        fresh = state.global_step == 0 and state.best_model_checkpoint is None
         if not self._prepared:  # a stock Trainer resuming: look for the state beside its checkpoint
             folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            self.prepare(folder if state.global_step > 0 else None)
+            self.prepare(None if fresh else folder)
         if self.trainer.is_deepspeed_enabled:  # the same ZeRO-3 fetch order in fresh and resumed runs
             register_with_root_module(self.trainer.model, get_soft_prompt(self.trainer.model).weight)
-        if self.rounds_enabled and self.settings.catalyst_initial_round and state.global_step == 0:
+        if self.rounds_enabled and self.settings.catalyst_initial_round and fresh:
             started = time.perf_counter()
             self._run_initial_round()
             self.timings["rounds"] += time.perf_counter() - started
+        self._start_pending = fresh  # the next step-0 evaluation is the start's (none when resuming)
+        if keeps_best(args) and fresh and not args.eval_on_start:
+            self.trainer.evaluate()  # the starting prompt's score (on_evaluate saves it as checkpoint-0)
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self._start_pending and keeps_best(args) and state.global_step == 0 and metrics:
+            self._start_pending = False  # the start is saved once
+            if mark_start_as_best(args, state, metrics):
+                save_checkpoint(self.trainer)  # every process, as the training loop saves
         return control
 
     def _run_initial_round(self) -> None:
@@ -264,6 +292,8 @@ class CatalystCallback(TrainerCallback):
             started = time.perf_counter()
             self._run_round(trigger, state.global_step)
             self.timings["rounds"] += time.perf_counter() - started
+        if keeps_best(args) and state.global_step >= state.max_steps:  # the final step competes and is reported
+            control.should_evaluate = control.should_save = True
         return control
 
     def on_save(self, args, state, control, **kwargs):
@@ -283,9 +313,31 @@ class CatalystCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
+        self._start_pending = False
+        if keeps_best(args):
+            self._check_kept_prompt(state.best_model_checkpoint)
+            self.kept = kept_prompt(args, state)
+            if self.kept is not None:
+                logger.info("%s", self.kept.line())
         self.write_history()
         self._prepared = False
         return control
+
+    def _check_kept_prompt(self, checkpoint: str | None) -> None:
+        """The model must hold the best checkpoint's soft prompt bit for bit after ``Trainer`` loaded it: restore it
+        from the checkpoint's adapter file if it does not (every process: reading the prompt may be collective)."""
+        if not checkpoint or not Path(checkpoint).is_dir():
+            return
+        saved = saved_prompt(checkpoint)
+        if saved is None:
+            return
+        live = read_soft_prompt(self.trainer.model)
+        if not torch.equal(live.cpu(), saved.to(live.dtype)):
+            logger.warning(
+                "load_best_model_at_end left a soft prompt that differs from %s: restored it from that checkpoint.",
+                checkpoint,
+            )
+            write_soft_prompt_(self.trainer.model, saved.to(device=live.device, dtype=live.dtype))
 
     # ------------------------------------------------------------------------------------------------------------
     # The schedule
@@ -424,6 +476,7 @@ class CatalystCallback(TrainerCallback):
             final_prompt=self.projector.text()
             if final_prompt and trainer is not None and trainer.processing_class is not None
             else None,
+            kept_prompt=self.kept,
         )
 
     def _restart_label(self) -> str | None:

@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under ``accelerate launch --num_processes 2 --cpu``: a tiny CatalystTrainer
 run whose mentor is an OpenAI-compatible loopback server; each rank writes the soft prompt's hash after every
-round to ``<out>/rank<k>.json``."""
+round to ``<out>/rank<k>.json``. ``--keep_best max|min`` also keeps the best prompt by validation
+(``load_best_model_at_end``, ranked by the prompt's norm, largest or smallest first) and records what was kept."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def build_trainer(assets: Path, args: CatalystTrainingArguments, base_url: str) 
         mentor=mentor,
         train_dataset=load_from_disk(assets / "train"),
         catalyst_dataset=load_from_disk(assets / "catalyst"),
+        eval_dataset=load_from_disk(assets / "catalyst") if args.eval_strategy != "no" else None,
         processing_class=tok,
         data_collator=DataCollatorWithPadding(tok),
     )
@@ -71,7 +73,13 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--selection", default="best")
     parser.add_argument("--restart", default="full")
+    parser.add_argument("--keep_best", choices=["max", "min"], default=None)
     a = parser.parse_args()
+    keep_best = {}
+    if a.keep_best:  # evaluate (and save) at steps 0, 4 and 8; rank by the norm: "max" keeps the N(0, 1) start
+        keep_best = dict(eval_strategy="steps", eval_steps=4, save_strategy="steps", save_steps=4,
+                         load_best_model_at_end=True, metric_for_best_model="prompt_norm",
+                         greater_is_better=a.keep_best == "max")  # fmt: skip
     assets = Path(a.assets)
     # Arguments first, as in any Trainer script: they set up the distributed state (gloo on CPU) before models load.
     args = CatalystTrainingArguments(
@@ -80,7 +88,6 @@ def main() -> None:
         per_device_train_batch_size=4,
         per_device_eval_batch_size=4,
         learning_rate=0.05,
-        save_strategy="no",
         report_to=[],
         seed=0,
         disable_tqdm=True,
@@ -98,6 +105,7 @@ def main() -> None:
         catalyst_race_steps=2,
         catalyst_race_controls=1,
         catalyst_restart=a.restart,
+        **{"save_strategy": "no", **keep_best},
     )
     trainer = build_trainer(assets, args, a.base_url)
     model = trainer.model
@@ -128,6 +136,24 @@ def main() -> None:
         "shapes": [r.shape.to_dict() if r.shape else None for r in trainer.catalyst_history],
         "arm_shapes": [[x.shape.to_dict() for x in r.race.arms] if r.race else [] for r in trainer.catalyst_history],
     }
+    if a.keep_best:
+        from dataclasses import asdict
+
+        from safetensors.torch import load_file
+
+        trainer.save_model(str(Path(a.out) / "saved"))
+        trainer.accelerator.wait_for_everyone()
+        result["kept"] = asdict(trainer.catalyst.kept)
+        result["evals"] = {
+            e["step"]: e["eval_prompt_norm"] for e in trainer.state.log_history if "eval_prompt_norm" in e
+        }
+        result["checkpoints"] = {
+            int(folder.name.split("-")[1]): digest(
+                load_file(folder / "adapter_model.safetensors")["prompt_embeddings"]
+            )
+            for folder in Path(a.out).glob("checkpoint-*")
+        }
+        result["saved"] = digest(load_file(Path(a.out) / "saved" / "adapter_model.safetensors")["prompt_embeddings"])
     (Path(a.out) / f"rank{rank}.json").write_text(json.dumps(result))
     # Destroy the process group before exit, as PyTorch asks: left to interpreter teardown, a finished ZeRO-3 run
     # aborted (SIGABRT, "terminate called without an active exception") on rank 0 in one CI run.

@@ -184,6 +184,9 @@ def run_record(
         "seed": job.seed,
         "test_accuracy": metrics["test_accuracy"]["final"],
         "initial_test_accuracy": metrics["test_accuracy"]["initial"],
+        # every method keeps its best prompt by validation under the same rule (the runner's); what it kept
+        "final_step_test_accuracy": metrics["test_accuracy"].get("final_step"),
+        "kept_step": (metrics.get("kept") or {}).get("step"),
         "test_examples": metrics["test_examples"],
         "steps": {"main": summary["main_steps"], "race": summary["race_steps"], "total": summary["total_steps"]},
         "rounds": {k: summary[k] for k in ("rounds", "accepted", "kept", "skipped")},
