@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from peft_catalyst.app.cli import main
+from peft_catalyst.app.output_dir import MARKER
 from peft_catalyst.app.runner import summary_lines
 from peft_catalyst.history import read_history
 from peft_catalyst.records import Decision, RunSummary, ScoredPrompt, Trigger
@@ -20,7 +21,8 @@ from tests.loopback_openai import LoopbackOpenAIServer
 
 TINY = [
     "--model", "minilm", "--max_steps", "6", "--catalyst_rounds", "1", "--catalyst_stage_steps", "3",
-    "--train_size", "48", "--catalyst_size", "16", "--test_size", "24", "--per_device_train_batch_size", "8",
+    "--train_size", "48", "--catalyst_size", "16", "--validation_size", "24", "--test_size", "24",
+    "--per_device_train_batch_size", "8",
     "--disable_tqdm", "true", "--logging_steps", "1",
 ]  # fmt: skip
 
@@ -142,7 +144,8 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys, t
     assert config["peft_type"] == "CATALYST" and config["task_type"] == "SEQ_CLS"
     listed = _readme_output_table()
     named = {p.name: re.sub(r"^checkpoint-\d+$", "checkpoint-N", p.name) for p in out.iterdir()}  # checkpoint-6
-    assert (out / "checkpoint-6").is_dir()  # the last round boundary's
+    # one checkpoint per round boundary while training; at the end Trainer keeps only the best's (save_total_limit 1)
+    assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{metrics['kept']['step']}"]
     unlisted = sorted(name for name, entry in named.items() if entry not in listed)
     assert not unlisted, f"written but not in README's 'What a run leaves' table: {unlisted}"
     labels = json.loads((out / "config.json").read_text())  # the task's class names, for peft_catalyst.pipeline
@@ -245,6 +248,15 @@ def test_bad_arguments_exit_2_with_one_message(args, message, tmp_path):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def _checkpoints(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("checkpoint-*"))
+
+
+def _kept_checkpoint(out: Path) -> list[str]:
+    """The checkpoint of the prompt the run kept by validation (``metrics.json``'s ``kept``)."""
+    return [f"checkpoint-{json.loads((out / 'metrics.json').read_text())['kept']['step']}"]
+
+
 def test_existing_output_dir_is_refused_unless_overwrite_which_keeps_the_users_files(tmp_path, capsys):
     """--overwrite_output_dir writes into the folder (transformers' meaning): the user's files stay; an earlier run's
     outputs there (per its marker) are replaced, a stale checkpoint included; files of the names a run writes that
@@ -259,9 +271,10 @@ def test_existing_output_dir_is_refused_unless_overwrite_which_keeps_the_users_f
     assert "empties" not in err and (out / "keep.txt").read_text() == "mine"
     assert main([*args, "--overwrite_output_dir", "true"]) == 0
     assert (out / "keep.txt").read_text() == "mine" and (out / "metrics.json").exists()
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]  # the default: the newest only
-    assert main([*args, "--max_steps", "4", "--overwrite_output_dir"]) == 0  # the earlier run's checkpoint-6 goes
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"]
+    assert _checkpoints(out) == _kept_checkpoint(out)  # at the end Trainer keeps only the best's (save_total_limit 1)
+    first = _checkpoints(out)
+    assert main([*args, "--max_steps", "4", "--overwrite_output_dir"]) == 0  # the earlier run's checkpoint goes
+    assert _checkpoints(out) == _kept_checkpoint(out) and (out / first[0]).is_dir() == (first == _checkpoints(out))
     assert (out / "keep.txt").read_text() == "mine"
     assert json.loads((out / "metrics.json").read_text())["catalyst"]["total_steps"] == 4
 
@@ -362,7 +375,7 @@ def test_a_killed_default_configured_run_resumes_from_its_round_boundary_checkpo
     args = ["train", *TINY, "--mentor", "random", "--plot", "false"]
     full, out = tmp_path / "uninterrupted", tmp_path / "killed"
     assert main([*args, "--output_dir", str(full)]) == 0
-    assert sorted(p.name for p in full.glob("checkpoint-*")) == ["checkpoint-6"]
+    assert _checkpoints(full) == _kept_checkpoint(full)  # one per round boundary while training; the best's kept
     kill_after_round = (
         "import os, signal, sys\n"
         "from transformers.trainer_callback import CallbackHandler\n"
@@ -450,8 +463,11 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     assert training.max_steps == 60 and training.catalyst_rounds == 2 and training.output_dir.startswith("runs")
     # a checkpoint at each round boundary, the newest kept: a killed default run can resume
     assert (training.save_strategy, training.save_steps, training.save_total_limit) == ("steps", 20, 1)
-    assert cli.parse_train_args(["--catalyst_stage_steps", "7"])[-1].save_steps == 7
-    assert cli.parse_train_args(["--save_steps", "5"])[-1].save_steps == 5
+    # ... and validation at each round boundary, keeping the best prompt (a save must fall on an evaluation)
+    assert (training.eval_strategy, training.eval_steps, training.load_best_model_at_end) == ("steps", 20, True)
+    staged = cli.parse_train_args(["--catalyst_stage_steps", "7"])[-1]
+    assert (staged.save_steps, staged.eval_steps) == (7, 7)
+    assert cli.parse_train_args(["--save_steps", "40"])[-1].save_steps == 40
     line = cli.default_job_line(model, data, mentor, training)
     assert line.startswith("Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps, 2 mentor ")
     assert "about 10 min on 2 CPU cores (README: Timings)" in line and len(line.splitlines()) == 1
@@ -505,7 +521,8 @@ def test_a_mentor_that_cannot_be_had_stops_before_anything_loads(tmp_path, monke
     assert main([*base, *refused, "--output_dir", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "cannot be reached" in err and "--mentor_required false" in err
-    assert not any((tmp_path / "a").iterdir())  # no reply cache left: the corrected command runs into the folder
+    left = [p.name for p in (tmp_path / "a").iterdir()]  # no reply cache: the corrected command runs into it
+    assert left in ([], [MARKER]), left
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-peftcatalyst-WRONG-0123456789")
     with LoopbackOpenAIServer(api_key="sk-peftcatalyst-RIGHT-0123456789") as server:
@@ -537,7 +554,7 @@ def test_mentor_required_false_trains_without_rounds_and_says_why(tmp_path, capl
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mentor"] is None and metrics["catalyst"]["rounds"] == 0 and metrics["catalyst"]["mentor"] is None
     assert "cannot reach" in metrics["mentor_unreachable"] and "cannot be reached" in caplog.text
-    rounds_line = summary_lines(metrics, str(out))[1]
+    rounds_line = next(line for line in summary_lines(metrics, str(out)) if line.startswith("rounds:"))
     assert rounds_line.startswith("rounds: 0 (the mentor could not be reached at start: openai:test: cannot reach")
 
 
@@ -556,7 +573,7 @@ def test_rounds_skipped_for_a_failed_call_are_no_llm_calls_and_the_summary_says_
     assert (usage["calls"], usage["failures"]) == (0, 1)
     assert metrics["catalyst"]["skip_reasons"] == {"mentor rejected the key": 1}
     assert read_history(out).summary.skip_reasons == {"mentor rejected the key": 1}
-    rounds_line = summary_lines(metrics, str(out))[1]
+    rounds_line = next(line for line in summary_lines(metrics, str(out)) if line.startswith("rounds:"))
     assert "skipped 1: mentor rejected the key)" in rounds_line and "LLM calls 0 (1 failed)" in rounds_line
 
 
@@ -779,7 +796,7 @@ def nothing_loads(monkeypatch):
         (["--per_device_eval_batch_size", "-2"], "--per_device_eval_batch_size must be at least 1"),
         (["--eval_batch_size", "0"], "--eval_batch_size must be at least 1"),
         (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be at least 1"),
-        (["--mentor_timeout", "0"], "--mentor_timeout must be a positive number of seconds"),
+        (["--mentor_timeout", "0"], "--mentor_timeout must be more than 0 seconds"),
         (["--seed", "-1"], "--seed must be at least 0"),
         (["--catalyst_metric", "acc"], "--catalyst_metric 'acc' is not a metric of this command's tasks: choose "
                                        "'loss', 'label_loss', 'accuracy' (did you mean 'accuracy'?)"),

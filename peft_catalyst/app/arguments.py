@@ -293,7 +293,6 @@ def _number_errors(model: Any, data: Any, mentor: Any, run: Any, training: Any) 
         ("seed", training.seed, lambda v: v >= 0, "at least 0"),
         ("data_seed", training.data_seed, lambda v: v is None or v >= 0, "at least 0"),
         ("split_seed", data.split_seed, lambda v: v >= 0, "at least 0"),
-        ("mentor_timeout", mentor.mentor_timeout, positive, "a positive number of seconds"),
         ("mentor_temperature", mentor.mentor_temperature, lambda v: v >= 0, "at least 0"),
         ("mentor_max_tokens", mentor.mentor_max_tokens, lambda v: v >= 1, "at least 1"),
     ]

@@ -109,7 +109,7 @@ def prepare_output_dir(output_dir: str, overwrite: bool, resume_from_checkpoint:
     state = PartialState()  # several processes (torchrun, accelerate launch): only the main one changes the folder
     if path.exists() and not path.is_dir():
         raise UserError(f"output_dir {path} is a file: pick a folder for --output_dir.")
-    occupied = path.is_dir() and any(path.iterdir())
+    occupied = path.is_dir() and any(p.name != MARKER for p in path.iterdir())  # a marker alone: a run that stopped
     if occupied and not overwrite:
         raise UserError(
             f"output_dir {path} exists and is not empty: pick another one, or pass --overwrite_output_dir to write "

@@ -178,6 +178,7 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
             catalyst_rounds=3,
             catalyst_stage_steps=30,
             eval_steps=30,
+            save_steps=30,
         )
     else:
         defaults.update(
@@ -187,6 +188,7 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
             catalyst_rounds=2,
             catalyst_stage_steps=20,
             eval_steps=20,
+            save_steps=20,
         )
     if name == "smollm2":
         # The packaged task's first 300 test and 100 catalyst examples: a SmolLM2 forward pass costs about 0.16 s per
