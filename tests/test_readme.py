@@ -29,6 +29,38 @@ def test_readme_fits_a_screen_or_three():
     assert len(DOCS) > 5  # the rest lives in docs/, and the scans below see it
 
 
+@pytest.mark.timeout(300)
+def test_readme_quickstart_runs_offline_as_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # it writes to quickstart/
+    block, where = _tested_block("quickstart")
+    assert where == str(README)
+    namespace = {"__name__": "readme"}
+    exec(compile(block, where, "exec"), namespace)
+    assert len(namespace["trainer"].catalyst_history) == 1 and namespace["trainer"].catalyst_history[0].candidates
+    assert capsys.readouterr().out.strip()  # the soft prompt as text
+    out = tmp_path / "quickstart"
+    for name in ("adapter_config.json", "catalyst_history.json", "README.md", "portable/adapter_model.safetensors"):
+        assert (out / name).is_file(), name
+
+
+def test_readme_quickstart_imports_only_the_package_exports():
+    """What a pip user reads first imports ``peft_catalyst``'s ``__all__`` (and the public ``mentors`` package),
+    never the command-line app's modules or the package's internals."""
+    import ast
+
+    import peft_catalyst
+
+    tree = ast.parse(_tested_block("quickstart")[0])
+    ours = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module.startswith("peft_cat")]
+    assert ours and {node.module for node in ours} <= {"peft_catalyst", "peft_catalyst.mentors"}
+    exported = set(peft_catalyst.__all__)
+    for node in ours:
+        if node.module == "peft_catalyst":
+            assert {alias.name for alias in node.names} <= exported
+    used = set(re.findall(r"\bpeft_catalyst\.(\w+)", _tested_block("quickstart")[0]))
+    assert used <= exported | {"mentors"}, used - exported
+
+
 def test_readme_custom_mentor_snippet_runs(capsys):
     exec(compile(*_tested_block("class MyMentor(ChatMentor)"), "exec"), {"__name__": "readme"})
     printed = capsys.readouterr().out
