@@ -17,6 +17,7 @@ from peft_catalyst.app.output_dir import MARKER
 from peft_catalyst.app.runner import summary_lines
 from peft_catalyst.history import read_history
 from peft_catalyst.records import Decision, RunSummary, ScoredPrompt, Trigger
+from tests import docs_support
 from tests.loopback_openai import LoopbackOpenAIServer
 
 TINY = [
@@ -112,9 +113,8 @@ def _run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 600)
 
 
 def _readme_output_table() -> set[str]:
-    """The file names in the first column of the README's "What a run leaves in `output_dir`" table."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    table = readme.split("## What a run leaves in `output_dir`", 1)[1].split("\n## ", 1)[0]
+    """The file names in the first column of the "What a run leaves in `output_dir`" table (docs/outputs.md)."""
+    table = docs_support.section(docs_support.ROOT / "docs" / "outputs.md", "What a run leaves in `output_dir`")
     cells = [row.split(" | ")[0] for row in table.splitlines() if row.startswith("| `")]
     return {name.rstrip("/") for cell in cells for name in re.findall(r"`([^`]+)`", cell)}  # `portable/`: a folder
 
@@ -147,7 +147,7 @@ def test_minilm_run_with_loopback_mentor_writes_every_output(tmp_path, capsys, t
     # one checkpoint per round boundary while training; at the end Trainer keeps only the best's (save_total_limit 1)
     assert [p.name for p in out.glob("checkpoint-*")] == [f"checkpoint-{metrics['kept']['step']}"]
     unlisted = sorted(name for name, entry in named.items() if entry not in listed)
-    assert not unlisted, f"written but not in README's 'What a run leaves' table: {unlisted}"
+    assert not unlisted, f"written but not in docs/outputs.md's table: {unlisted}"
     labels = json.loads((out / "config.json").read_text())  # the task's class names, for peft_catalyst.pipeline
     assert labels["id2label"] == {"0": "negative", "1": "positive"} and labels["label2id"]["positive"] == 1
     lines = capsys.readouterr().out.strip().splitlines()
@@ -470,9 +470,8 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     assert cli.parse_train_args(["--save_steps", "40"])[-1].save_steps == 40
     line = cli.default_job_line(model, data, mentor, training)
     assert line.startswith("Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps, 2 mentor ")
-    assert "about 10 min on 2 CPU cores (README: Timings)" in line and len(line.splitlines()) == 1
-    timings = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    timings = timings.split("## Timings", 1)[1].split("\n## ", 1)[0]
+    assert "about 10 min on 2 CPU cores (docs/timings.md)" in line and len(line.splitlines()) == 1
+    timings = docs_support.section(docs_support.ROOT / "docs" / "timings.md", "Timings")
     assert "the job itself 10 min" in timings  # where "about 10 min" comes from
     assert training.catalyst_metric == "label_loss" and not training.catalyst_higher_is_better
     assert (data.catalyst_size, data.test_size) == (100, 300)  # the SmolLM2 default's smaller splits
@@ -914,4 +913,4 @@ def test_a_run_without_options_first_says_what_it_runs_and_for_how_long(monkeypa
     assert main([]) == 130
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps")
-    assert "about 10 min on 2 CPU cores (README: Timings)" in line
+    assert "about 10 min on 2 CPU cores (docs/timings.md)" in line

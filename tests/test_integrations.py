@@ -1,13 +1,11 @@
-"""Rounds in TRL's SFTTrainer, Seq2SeqTrainer and a stock Trainer: the README's snippets, run as they are written.
+"""Rounds in TRL's SFTTrainer, Seq2SeqTrainer and a stock Trainer: the docs' snippets (docs/trainer.md), run as they
+are written.
 
 Each snippet gets a tiny model built from a config with a CATALYST adapter (its RANDOM prompt blown up 50x, so that
 a real text start wins), a real OpenAI client talking to the loopback server, and a small dataset.
 """
 
 from __future__ import annotations
-
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,17 +16,16 @@ from peft_catalyst import CatalystConfig, Decision
 from peft_catalyst.mentors import OpenAIMentor
 from peft_catalyst.projection import get_soft_prompt
 from tests import tiny
+from tests.docs_support import rel, snippet
 from tests.loopback_openai import LoopbackOpenAIServer
 
-README = Path(__file__).resolve().parents[1] / "README.md"
 REPLY = "1. the movie was great\n2. a terrible film"
 
 
-def readme_snippet(name: str) -> str:
-    """The Python block that follows ``<!-- snippet: name -->`` in the README."""
-    match = re.search(rf"<!-- snippet: {name} -->\s*```python\n(.*?)```", README.read_text(), re.S)
-    assert match, f"README has no snippet {name!r}"
-    return match.group(1)
+def readme_snippet(name: str) -> tuple[str, str]:
+    """The Python block that follows ``<!-- snippet: name -->`` in README.md or a docs/ page, and a name for it."""
+    page, block = snippet(name)
+    return block, f"{rel(page)}:{name}"
 
 
 def _catalyst(model, task_type: str):
@@ -56,7 +53,7 @@ def _run(name: str, namespace: dict, tmp_path, monkeypatch) -> dict:
         namespace["mentor"] = OpenAIMentor(
             "gpt-test", base_url=server.base_url, api_key="sk-loopback", timeout=5, max_retries=0
         )
-        exec(compile(readme_snippet(name), f"README:{name}", "exec"), namespace)
+        exec(compile(*readme_snippet(name), "exec"), namespace)
         namespace["requests"] = server.request_count
     return namespace
 

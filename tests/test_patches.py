@@ -136,7 +136,7 @@ def test_auto_peft_heads_hook_still_sees_the_report_and_the_base_load():
 
 def test_saving_an_adapter_of_a_packaged_model_offline_checks_its_vocabulary_without_a_warning(tmp_path):
     """PEFT's save asks whether the base's config exists to compare vocabularies; offline it could not, and warned
-    "Could not find a config file in sentence-transformers/all-MiniLM-L6-v2" (the README's Trainer example). The
+    "Could not find a config file in sentence-transformers/all-MiniLM-L6-v2" (docs/trainer.md's Trainer example). The
     package answers for the packaged ids; other ids get PEFT's own answer."""
     import warnings
 

@@ -101,7 +101,7 @@ def print_full_help(argv: list[str]) -> int:
 
 
 def default_job_line(model_args, data_args, mentor_args, training_args) -> str:
-    """The line a run with no options prints first: what it runs and about how long it takes (README: Timings)."""
+    """The line a run with no options prints first: what it runs and about how long it takes (docs/timings.md)."""
     model = MODEL_NAMES.get(model_args.model, model_args.model)
     task = TASK_NAMES.get(data_args.dataset, data_args.dataset)
     return (

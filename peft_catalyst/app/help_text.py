@@ -12,8 +12,8 @@ import textwrap
 
 HELP_ALL = "--help-all"
 
-#: How long the default job takes, from the README's Timings table (``make demo``: "the job itself 10 min 15 s").
-DEFAULT_JOB_TIME = "about 10 min on 2 CPU cores (README: Timings)"
+#: How long the default job takes, from docs/timings.md's table (``make demo``: "the job itself 10 min 15 s").
+DEFAULT_JOB_TIME = "about 10 min on 2 CPU cores (docs/timings.md)"
 
 #: How the no-option run names what it runs.
 MODEL_NAMES = {"smollm2": "SmolLM2-135M-Instruct", "minilm": "all-MiniLM-L6-v2"}

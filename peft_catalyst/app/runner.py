@@ -153,7 +153,7 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
         "learning_rate": 3e-2,
         "logging_steps": 5,
         # A checkpoint at each round boundary (save_steps = catalyst_stage_steps, set by the argument parser unless
-        # given), only the newest kept: a killed run resumes with --resume_from_checkpoint true (README: resume).
+        # given), only the newest kept: a killed run resumes with --resume_from_checkpoint true (docs/cli.md).
         "save_strategy": "steps",
         "save_total_limit": 1,
         "report_to": "none",
