@@ -37,21 +37,28 @@ def _data(tok, n: int, seed: int) -> Dataset:
     )
 
 
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize(
-    "selection, restart", [("best", "full"), ("race", "full"), ("best", "blend"), ("race", "partial")]
-)
-def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_path, selection, restart):
+def _assets(tmp_path: Path) -> Path:
+    """What the 2-process scripts load: a tiny tokenizer, BERT classifier and CATALYST adapter, train and catalyst
+    data, under ``tmp_path / "assets"``."""
     tok = tiny.bpe_tokenizer()
     assets = tmp_path / "assets"
     tok.save_pretrained(assets / "tokenizer")
     base = tiny.tiny_bert_seq_cls(tok)
-    base.config.hidden_dropout_prob = 0.0  # ranks see different batches; dropout is not what this test is about
+    base.config.hidden_dropout_prob = 0.0  # ranks see different batches; dropout is not what these tests are about
     base.save_pretrained(assets / "base")
     config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
     get_peft_model(tiny.tiny_bert_seq_cls(tok), config).save_pretrained(assets / "adapter")
     _data(tok, 64, 1).save_to_disk(assets / "train")
     _data(tok, 13, 2).save_to_disk(assets / "catalyst")  # odd size: gather_for_metrics must drop the padding
+    return assets
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "selection, restart", [("best", "full"), ("race", "full"), ("best", "blend"), ("race", "partial")]
+)
+def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_path, selection, restart):
+    assets = _assets(tmp_path)
 
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -97,16 +104,7 @@ def test_two_process_load_best_model_at_end_keeps_the_same_prompt_on_every_rank(
     """DDP with ``load_best_model_at_end``: the step-0 prompt is a contender (``max``: the N(0, 1) start has the
     largest norm, the restarted prompts far smaller ones), the kept checkpoint is loaded bit for bit on both ranks, and
     the saved adapter holds it."""
-    tok = tiny.bpe_tokenizer()
-    assets = tmp_path / "assets"
-    tok.save_pretrained(assets / "tokenizer")
-    base = tiny.tiny_bert_seq_cls(tok)
-    base.config.hidden_dropout_prob = 0.0
-    base.save_pretrained(assets / "base")
-    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
-    get_peft_model(tiny.tiny_bert_seq_cls(tok), config).save_pretrained(assets / "adapter")
-    _data(tok, 64, 1).save_to_disk(assets / "train")
-    _data(tok, 13, 2).save_to_disk(assets / "catalyst")
+    assets = _assets(tmp_path)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with LoopbackOpenAIServer() as server:
@@ -174,16 +172,7 @@ def zero3_run(tmp_path_factory):
     """One ZeRO-3 training run (8 steps, rounds at steps 3 and 6, checkpoints at 4 and 8), shared by the tests."""
     pytest.importorskip("deepspeed")
     tmp_path = tmp_path_factory.mktemp("zero3")
-    tok = tiny.bpe_tokenizer()
-    assets = tmp_path / "assets"
-    tok.save_pretrained(assets / "tokenizer")
-    base = tiny.tiny_bert_seq_cls(tok)
-    base.config.hidden_dropout_prob = 0.0
-    base.save_pretrained(assets / "base")
-    config = CatalystConfig(task_type="SEQ_CLS", num_virtual_tokens=4, task_description="Classify review sentiment")
-    get_peft_model(tiny.tiny_bert_seq_cls(tok), config).save_pretrained(assets / "adapter")
-    _data(tok, 64, 1).save_to_disk(assets / "train")
-    _data(tok, 13, 2).save_to_disk(assets / "catalyst")
+    assets = _assets(tmp_path)
     out = tmp_path / "out"
     result, requests = _zero3_run(assets, out, "full")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
