@@ -48,6 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "none": {"restart": False},
     "reset": {"mode": "reset", "rewarm": 5},
     "keep_second_moment": {"mode": "keep_second_moment", "rewarm": 5},
+    "keep_second_moment_norewarm": {"mode": "keep_second_moment", "rewarm": 0},
     "keep": {"mode": "keep", "rewarm": 5},
     "reset_rewarm20": {"mode": "reset", "rewarm": 20},
     "reset_radius": {"mode": "reset", "rewarm": 5, "radius": 0.5, "radius_steps": 20},
