@@ -16,7 +16,7 @@ region (:func:`project_to_radius_`) can also keep the prompt near its restart po
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 #: What a restart does to the prompt's optimizer state: ``"reset"`` forgets it all (moments and step);
 #: ``"keep_second_moment"`` zeroes the first moment only (Adam's ``exp_avg``, SGD's ``momentum_buffer``) and keeps
 #: the second moment and the step; ``"keep"`` leaves it as it is.
-RESTART_OPTIMIZERS = ("reset", "keep_second_moment", "keep")
+RestartOptimizer = Literal["reset", "keep_second_moment", "keep"]
+RESTART_OPTIMIZERS: tuple[str, ...] = get_args(RestartOptimizer)
 
 #: Optimizer state entries that hold a first moment (a running mean of the gradient), zeroed by ``keep_second_moment``.
 FIRST_MOMENT_KEYS = frozenset({"exp_avg", "momentum_buffer"})

@@ -319,6 +319,7 @@ class RoundEngine:
             margin=settings.catalyst_race_margin,
             rewarmup_steps=settings.catalyst_rewarmup_steps,
             seed=seed,
+            restart_optimizer=settings.catalyst_restart_optimizer,
         )
         total = _race_total_steps(len(arms), race_settings.steps, race_settings.eta)
         bar = self._bar(total, record.round, "race")
@@ -529,8 +530,9 @@ class RoundEngine:
         return shaped_start(shape, incumbent, self.prompt_of(candidate.token_ids), n)
 
     def after_restart(self, shape: RestartShape | None = None) -> int:
-        """Reset the prompt's optimizer state (a partial restart keeps its untouched rows: see
-        :func:`~peft_catalyst.restart_shapes.reshaped_optimizer_state`); return the re-warm-up step (0: none)."""
+        """Reset the prompt's optimizer state as ``catalyst_restart_optimizer`` says (a partial restart keeps its
+        untouched rows: see :func:`~peft_catalyst.restart_shapes.reshaped_optimizer_state`); return the re-warm-up
+        step (0: none)."""
         settings = self.settings
         soft = get_soft_prompt(self.model)
         weight = soft.weight
@@ -539,7 +541,8 @@ class RoundEngine:
                 if reshape_optimizer_state_(self.trainer.optimizer, weight, shape, soft.num_virtual_tokens):
                     return 1 if settings.catalyst_rewarmup_steps > 0 else 0
             # on every rank: under ZeRO-3 each rank resets its own partition of the state
-            if not (reset := reset_optimizer_state(self.trainer.optimizer, weight)):
+            mode = settings.catalyst_restart_optimizer
+            if not (reset := reset_optimizer_state(self.trainer.optimizer, weight, mode)):
                 logger.warning("catalyst_reset_optimizer: the prompt's optimizer state is kept: %s.", reset.reason)
         return 1 if settings.catalyst_rewarmup_steps > 0 and self.trainer.optimizer is not None else 0
 
