@@ -82,7 +82,7 @@ def _train_step(trainer: Any, batches: list[dict], prompt: torch.nn.Parameter, c
 
 def _score(scorer: Any) -> dict[str, float]:
     score = scorer.score()
-    return {"label_loss": score.value, "accuracy": score.metrics.get("accuracy", math.nan)}
+    return {"label_loss": score.value, "loss": score.loss, "accuracy": score.metrics.get("accuracy", math.nan)}
 
 
 def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, results: Path, commit: bool) -> None:
@@ -212,6 +212,7 @@ def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, r
             "candidates": candidates,
             "candidate": best_text,
             "candidate_label_loss": best_score["label_loss"],
+            "pool": [{"text": text, **score} for text, _, score in pool],  # every screened candidate's scores
             "current_label_loss": current["label_loss"],
             "taken": best_score["label_loss"] < current["label_loss"],
             "loss_before_round": before,
@@ -273,13 +274,15 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict[str, Any]]]:
     for (model, seed, variant), r in sorted(by_key.items()):
         base = by_key.get((model, seed, "none"))
         row = table.setdefault(model, {}).setdefault(
-            variant, {"seeds": [], "taken": 0, "ahead5": 0, "ahead20": 0, "below5": 0, "spike": [], "mean5": []}
+            variant,
+            {"seeds": [], "taken": 0, "ahead5": 0, "ahead20": 0, "below5": 0, "spike": [], "mean5": [], "first": []},
         )
         row["seeds"].append(seed)
         row["taken"] += bool(r["taken"])
         for s in CHECKPOINTS:
             row.setdefault(f"loss{s}", []).append(r["catalyst"][str(s)]["label_loss"])
         if base is not None:
+            row["first"].append(r["follow_losses"][0] / base["follow_losses"][0])
             row["ahead5"] += r["catalyst"]["5"]["label_loss"] < base["catalyst"]["5"]["label_loss"]
             row["ahead20"] += r["catalyst"]["20"]["label_loss"] < base["catalyst"]["20"]["label_loss"]
         next5 = r["follow_losses"][:5]
@@ -299,8 +302,8 @@ def report(results: Path = RESULTS) -> str:
     for model, rows in summarize(load_records(results)).items():
         lines.append(f"\n{model} (catalyst label loss; 'ahead': restart below the no-restart continuation)")
         lines.append(
-            f"{'variant':<20}{'n':>3}{'taken':>6}{'@0':>7}{'@1':>7}{'@2':>7}{'@5':>7}{'@10':>7}{'@20':>7}"
-            f"{'ahead5':>8}{'ahead20':>8}{'below5':>7}{'spike':>7}{'mean5':>7}{'move1':>7}"
+            f"{'variant':<28}{'n':>3}{'taken':>6}{'@0':>7}{'@1':>7}{'@2':>7}{'@5':>7}{'@10':>7}{'@20':>7}"
+            f"{'ahead5':>8}{'ahead20':>8}{'below5':>7}{'first':>7}{'spike':>7}{'mean5':>7}{'move1':>7}"
         )
         for variant in [v for v in VARIANTS if v in rows]:
             row = rows[variant]
@@ -308,13 +311,14 @@ def report(results: Path = RESULTS) -> str:
             cells = "".join(f"{row[f'loss{s}']:>7.3f}" for s in CHECKPOINTS)
             ahead = "" if variant == "none" else f"{row['ahead5']:>5}/{n}{row['ahead20']:>6}/{n}"
             lines.append(
-                f"{variant:<20}{n:>3}{row['taken']:>6}{cells}{ahead:>16}{row['below5']:>5}/{n}"
-                f"{row['spike']:>7.2f}{row['mean5']:>7.2f}{row['move1']:>7.3f}"
+                f"{variant:<28}{n:>3}{row['taken']:>6}{cells}{ahead:>16}{row['below5']:>5}/{n}"
+                f"{row['first']:>7.2f}{row['spike']:>7.2f}{row['mean5']:>7.2f}{row['move1']:>7.3f}"
             )
     lines.append(
         "\nspike / mean5: max / mean training loss of the next 5 steps over the loss before the round (mean of the "
-        "stage's last 5); below5: all 5 below it; move1: mean per-token L2 move of the first step over the mean "
-        "embedding-row norm."
+        "stage's last 5); below5: all 5 below it; first: the first step's training loss (the restart point's own, "
+        "before any update) over the no-restart continuation's on the same batch; move1: mean per-token L2 move of "
+        "the first step over the mean embedding-row norm."
     )
     return "\n".join(lines)
 
