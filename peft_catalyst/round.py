@@ -242,9 +242,10 @@ class RoundEngine:
         bar.close()
         write_soft_prompt_(self.model, saved)
         best = None
-        for i in usable:
+        allowed = self.loss_guard(record, [record.candidates[i].loss for i in usable], current.loss)
+        for i, ok in zip(usable, allowed):
             cand = record.candidates[i]
-            if cand.finite and (best is None or self.scorer.better(cand.score, record.candidates[best].score)):
+            if ok and cand.finite and (best is None or self.scorer.better(cand.score, record.candidates[best].score)):
                 best = i
         if (
             best is not None
@@ -276,9 +277,10 @@ class RoundEngine:
         for i in usable:  # the record shows what was compared; a screening score stays in ``record.screening``
             record.candidates[i].score, record.candidates[i].loss, record.candidates[i].metrics = None, None, {}
         best: int | None = None
+        allowed = self.loss_guard(record, [score.loss for score in scores], current.loss)
         for k, ((i, _), score) in enumerate(zip(starts, scores)):
             self._fill_best(record.candidates[i], score)
-            if score.finite and (best is None or self.scorer.better(score.value, scores[best].value)):
+            if allowed[k] and score.finite and (best is None or self.scorer.better(score.value, scores[best].value)):
                 best = k
         if best is not None and current.finite and not self.scorer.better(scores[best].value, current.value):
             best = None
@@ -528,6 +530,22 @@ class RoundEngine:
         """The soft prompt a restart of ``shape`` from ``candidate`` starts at (the model's prompt is unchanged)."""
         n = get_soft_prompt(self.model).num_virtual_tokens
         return shaped_start(shape, incumbent, self.prompt_of(candidate.token_ids), n)
+
+    def loss_guard(self, record: RoundRecord, losses: list[float | None], current: float | None) -> list[bool]:
+        """Which starts ``catalyst_restart_loss_ratio`` allows: those whose catalyst-split loss (the training
+        objective's mean, from the scoring pass) is at most the ratio times the current prompt's. A start that ranks
+        better by ``catalyst_metric`` (e.g. the label words' loss) while the training loss is far worse is followed
+        by a jump of the training loss (``benchmarks/restart_shock.py``). All allowed without the setting."""
+        ratio = self.settings.catalyst_restart_loss_ratio
+        if ratio is None or current is None or not math.isfinite(current):
+            return [True] * len(losses)
+        allowed = [loss is not None and math.isfinite(loss) and loss <= ratio * current for loss in losses]
+        if not all(allowed):
+            record.notes.append(
+                f"loss guard: {allowed.count(False)} of {len(losses)} start(s) refused, their catalyst loss above "
+                f"{ratio:g} x the current prompt's ({current:.4g})"
+            )
+        return allowed
 
     def after_restart(self, shape: RestartShape | None = None) -> int:
         """Reset the prompt's optimizer state as ``catalyst_restart_optimizer`` says (a partial restart keeps its

@@ -43,6 +43,7 @@ class RoundSettings(Protocol):
     catalyst_reset_optimizer: bool
     catalyst_rewarmup_steps: int
     catalyst_restart_optimizer: str
+    catalyst_restart_loss_ratio: float | None
     catalyst_restart: RestartName
     catalyst_blend_alphas: list[float]
     catalyst_partial_tokens: int | None

@@ -168,3 +168,27 @@ def test_history_of_format_4_reads_without_a_follow_up():
     followup = [FollowUp(0, 0.5, 0.6), FollowUp(5, None)]
     record = RoundRecord(1, 3, Trigger.SCHEDULE, Decision.ACCEPTED, followup=followup)
     assert RoundRecord.from_dict(json.loads(json.dumps(record.to_dict()))).followup == record.followup
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1e-6])
+def test_the_loss_guard_refuses_starts_whose_training_loss_is_worse(tmp_path, ratio):
+    """The blown-up prompt's loss is far above any text's: a ratio of 1 takes the restart, 1e-6 refuses all."""
+    tok = tiny.bpe_tokenizer()
+    trainer = tiny.catalyst_trainer(
+        tok,
+        tmp_path / "out",
+        RandomMentor(vocabulary_words(tok), seed=0),
+        model=tiny.catalyst_model(tok, init_scale=50.0),
+        catalyst_rounds=1,
+        catalyst_restart_loss_ratio=ratio,
+    )
+    trainer.train()
+    (record,) = trainer.catalyst_history
+    assert all(c.loss < record.current.loss for c in record.candidates)
+    if ratio == 1.0:
+        assert record.restarted and not any("loss guard" in note for note in record.notes)
+    else:
+        assert record.decision is Decision.KEPT
+        assert any(note.startswith("loss guard: 2 of 2 start(s) refused") for note in record.notes)
+    with pytest.raises(ValueError, match="catalyst_restart_loss_ratio must be > 0"):
+        tiny.catalyst_args(tmp_path, catalyst_restart_loss_ratio=0)

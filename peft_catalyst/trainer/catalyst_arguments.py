@@ -145,6 +145,12 @@ class CatalystArguments:
             for `catalyst_restart_radius_steps` steps. One process or DDP (not DeepSpeed or FSDP); not in race arms.
         catalyst_restart_radius_steps (`int`, *optional*, defaults to `20`):
             Optimizer steps after a restart during which `catalyst_restart_radius` holds.
+        catalyst_restart_loss_ratio (`float` or `None`, *optional*, defaults to `None`):
+            `catalyst_selection="best"` only: a start is taken only when its catalyst-split loss (the training
+            objective, from the same scoring pass) is at most this multiple of the current prompt's, whatever
+            `catalyst_metric` says. A text prompt can rank the label words better (`label_loss`) while its
+            full-vocabulary loss is several times the trained prompt's: the training loss then jumps after the
+            restart. `None`: not checked.
         catalyst_restart_followup (`bool`, *optional*, defaults to `False`):
             Score the prompt on the catalyst split 1, 2, 5, 10 and 20 optimizer steps after every taken restart
             (those within the stage) and keep the scores in the round record (`followup`). Costs one catalyst
@@ -318,6 +324,17 @@ class CatalystArguments:
     catalyst_restart_radius_steps: int = field(
         default=20,
         metadata={"help": "Optimizer steps after a restart during which catalyst_restart_radius holds."},
+    )
+    catalyst_restart_loss_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "selection 'best' only: take a start only when its catalyst-split loss (the training objective) is "
+                "at most this multiple of the current prompt's, whatever catalyst_metric says (a text prompt can "
+                "rank the label words better while its full-vocabulary loss is several times higher, and the "
+                "training loss then jumps after the restart). Default: not checked."
+            )
+        },
     )
     catalyst_restart_followup: bool = field(
         default=False,
@@ -495,6 +512,8 @@ class CatalystArguments:
             )
         if self.catalyst_restart_radius is not None and not self.catalyst_restart_radius > 0:
             errors.append(f"catalyst_restart_radius must be > 0 or None (got {self.catalyst_restart_radius})")
+        if self.catalyst_restart_loss_ratio is not None and not self.catalyst_restart_loss_ratio > 0:
+            errors.append(f"catalyst_restart_loss_ratio must be > 0 or None (got {self.catalyst_restart_loss_ratio})")
         if self.catalyst_restart_radius_steps < 1:
             errors.append(f"catalyst_restart_radius_steps must be >= 1 (got {self.catalyst_restart_radius_steps})")
         errors += shape_errors(self.catalyst_restart, self.catalyst_blend_alphas, self.catalyst_partial_tokens)
