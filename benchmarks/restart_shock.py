@@ -53,6 +53,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reset_rewarm20": {"mode": "reset", "rewarm": 20},
     "reset_radius": {"mode": "reset", "rewarm": 5, "radius": 0.5, "radius_steps": 20},
     "reset_clip": {"mode": "reset", "rewarm": 5, "clip": 0.01},
+    # catalyst_restart_loss_ratio=1: the best candidate by label loss among those whose full-vocabulary catalyst loss
+    # (the training objective) is not above the current prompt's; none allowed: no restart (the same as "none").
+    "reset_guarded": {"mode": "reset", "rewarm": 5, "loss_ratio": 1.0},
 }
 
 logger = logging.getLogger(__name__)
@@ -182,13 +185,24 @@ def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, r
         for group, lr in zip(trainer.optimizer.param_groups, snapshot["lrs"]):
             group["lr"] = lr
         restarted = spec_v.get("restart", True)
+        target = (best_text, best_value, best_score)
+        if "loss_ratio" in spec_v:  # as a "best" round with catalyst_restart_loss_ratio: taken only when better
+            allowed = [c for c in pool if c[2]["loss"] <= spec_v["loss_ratio"] * current["loss"]]
+            target = min(allowed, key=lambda c: c[2]["label_loss"]) if allowed else target
+            restarted = bool(allowed) and target[2]["label_loss"] < current["label_loss"]
+        none_path = record_path(model_name, seed, "none", results)
+        if not restarted and variant != "none" and none_path.exists():  # the no-restart run, already measured
+            record = {**json.loads(none_path.read_text()), "variant": variant, "settings": spec_v}
+            record.update(candidate=target[0], candidate_label_loss=target[2]["label_loss"], restarted=False)
+            _write(record, record_path(model_name, seed, variant, results), commit)
+            continue
         rewarm = spec_v.get("rewarm", 0)
         radius = spec_v.get("radius")
         scores = {0: current}
         if restarted:
-            write_soft_prompt_(model, best_value)
+            write_soft_prompt_(model, target[1])
             reset_optimizer_state(trainer.optimizer, prompt, spec_v["mode"])
-            scores = {0: best_score}
+            scores = {0: target[2]}
         center = read_soft_prompt(model)
         torch.manual_seed(seed * 7919 + 1)  # the same dropout masks in every variant
         losses, moves, projected = [], [], 0
@@ -210,11 +224,12 @@ def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, r
             "settings": spec_v,
             "job": job,
             "candidates": candidates,
-            "candidate": best_text,
-            "candidate_label_loss": best_score["label_loss"],
+            "candidate": target[0],
+            "candidate_label_loss": target[2]["label_loss"],
+            "restarted": restarted,
             "pool": [{"text": text, **score} for text, _, score in pool],  # every screened candidate's scores
             "current_label_loss": current["label_loss"],
-            "taken": best_score["label_loss"] < current["label_loss"],
+            "taken": target[2]["label_loss"] < current["label_loss"] and ("loss_ratio" not in spec_v or restarted),
             "loss_before_round": before,
             "stage_losses": stage_losses,
             "follow_losses": losses,
@@ -226,16 +241,18 @@ def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, r
             "seconds": round(time.perf_counter() - began, 1),
             "torch_threads": torch.get_num_threads(),
         }
-        path = record_path(model_name, seed, variant, results)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        from peft_catalyst.history import write_json_atomic
+        _write(record, record_path(model_name, seed, variant, results), commit)
 
-        write_json_atomic(path, record)
-        logger.info(
-            "%s seed %d %s: %s", model_name, seed, variant, {s: round(v["label_loss"], 3) for s, v in scores.items()}
-        )
-        if commit:
-            _commit(path, f"restart_shock: {model_name} seed {seed} {variant}")
+
+def _write(record: dict[str, Any], path: Path, commit: bool) -> None:
+    """Write one record (atomically) and, with ``commit``, commit it alone."""
+    from peft_catalyst.history import write_json_atomic
+
+    write_json_atomic(path, record)
+    scores = {s: round(v["label_loss"], 3) for s, v in record["catalyst"].items()}
+    logger.info("%s seed %d %s: %s", record["model"], record["seed"], record["variant"], scores)
+    if commit:
+        _commit(path, f"restart_shock: {record['model']} seed {record['seed']} {record['variant']}")
 
 
 def _commit(path: Path, message: str) -> None:
