@@ -194,6 +194,7 @@ def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, r
         if not restarted and variant != "none" and none_path.exists():  # the no-restart run, already measured
             record = {**json.loads(none_path.read_text()), "variant": variant, "settings": spec_v}
             record.update(candidate=target[0], candidate_label_loss=target[2]["label_loss"], restarted=False)
+            record.update(pool=[{"text": text, **score} for text, _, score in pool], current=current)
             _write(record, record_path(model_name, seed, variant, results), commit)
             continue
         rewarm = spec_v.get("rewarm", 0)
@@ -229,6 +230,7 @@ def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, r
             "restarted": restarted,
             "pool": [{"text": text, **score} for text, _, score in pool],  # every screened candidate's scores
             "current_label_loss": current["label_loss"],
+            "current": current,  # the trained prompt's catalyst scores at the round (label loss, loss, accuracy)
             "taken": target[2]["label_loss"] < current["label_loss"] and ("loss_ratio" not in spec_v or restarted),
             "loss_before_round": before,
             "stage_losses": stage_losses,
