@@ -297,7 +297,7 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict[str, Any]]]:
             {"seeds": [], "taken": 0, "ahead5": 0, "ahead20": 0, "below5": 0, "spike": [], "mean5": [], "first": []},
         )
         row["seeds"].append(seed)
-        row["taken"] += bool(r["taken"])
+        row["taken"] += bool(r["taken"]) and r.get("restarted", True) is not False  # a guarded round may take none
         for s in CHECKPOINTS:
             row.setdefault(f"loss{s}", []).append(r["catalyst"][str(s)]["label_loss"])
         if base is not None:
@@ -345,8 +345,8 @@ def report(results: Path = RESULTS) -> str:
 def markdown(results: Path = RESULTS) -> str:
     """The table for the README: per doer and variant, label loss at 0/5/20 steps, 'ahead' counts and the spike."""
     lines = [
-        "| doer | variant | seeds | label loss @0 / @5 / @20 | ahead of no restart @5, @20 | next 5 steps' mean below "
-        "before | first-step loss vs no restart | max next-5 loss vs before |",
+        "| doer | variant | seeds (restart taken) | label loss @0 / @5 / @20 | ahead of no restart @5, @20 | "
+        "next 5 steps' mean below before | first-step loss vs no restart | max next-5 loss vs before |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for model, rows in summarize(load_records(results)).items():
@@ -355,8 +355,9 @@ def markdown(results: Path = RESULTS) -> str:
             n = len(row["seeds"])
             ahead = "–" if variant == "none" else f"{row['ahead5']}/{n}, {row['ahead20']}/{n}"
             lines.append(
-                f"| {model} | `{variant}` | {n} | {row['loss0']:.3f} / {row['loss5']:.3f} / {row['loss20']:.3f} | "
-                f"{ahead} | {row['below5']}/{n} | {row['first']:.2f}x | {row['spike']:.2f}x |"
+                f"| {model} | `{variant}` | {n} ({row['taken']}) | "
+                f"{row['loss0']:.3f} / {row['loss5']:.3f} / {row['loss20']:.3f} | {ahead} | {row['below5']}/{n} | "
+                f"{row['first']:.2f}x | {row['spike']:.2f}x |"
             )
     return "\n".join(lines)
 
