@@ -25,6 +25,7 @@ from peft_catalyst.projection import (  # noqa: E402
 from peft_catalyst.records import (  # noqa: E402
     ArmKind,
     Decision,
+    FollowUp,
     History,
     MentorCall,
     Race,
@@ -54,6 +55,7 @@ __all__ = [
     "CatalystCallback",
     "CatalystMixin",
     "Decision",
+    "FollowUp",
     "History",
     "MentorCall",
     "PromptScorer",

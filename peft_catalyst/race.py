@@ -3,7 +3,9 @@
 Successive halving (as in Hyperband): all arms train ``steps`` optimizer steps and are scored on the catalyst split;
 the best ``1/eta`` (rounded up) go on with ``eta`` times the budget, until one arm is left. The incumbent continues
 with its own optimizer state; every other arm starts from the same snapshot of every other trainable parameter
-(e.g. a classification head), with a fresh optimizer state for the prompt and the usual re-warm-up; a blended or
+(e.g. a classification head), with the prompt's optimizer state as a restart leaves it
+(``catalyst_restart_optimizer``: fresh, or the incumbent's with the first moment zeroed) and the usual re-warm-up;
+a blended or
 partial arm (``catalyst_restart``, :mod:`peft_catalyst.restart_shapes`) starts between the incumbent and its proposal
 and inherits what that module says of the incumbent's optimizer state. A challenger
 beats the incumbent only by more than ``margin``. The winner's parameters and optimizer state become the training
@@ -37,7 +39,7 @@ from peft_catalyst.compat.transformers import (
 from peft_catalyst.multi_prompt import trainer_losses, trainer_unsupported_reason
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_, write_token_ids
 from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, RestartShape, ScoredPrompt, ranking_key
-from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restore_state, snapshot_state
+from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restarted_state, restore_state, snapshot_state
 from peft_catalyst.restart_shapes import reshaped_optimizer_state, shaped_start
 from peft_catalyst.scoring import PromptScorer
 
@@ -53,6 +55,7 @@ class RaceSettings:
     margin: float = 0.0
     rewarmup_steps: int = 0
     seed: int = 0
+    restart_optimizer: str = "reset"  # what a new start keeps of the incumbent's optimizer state (restarted_state)
 
 
 @dataclass
@@ -199,7 +202,8 @@ class RaceRunner:
         if arm.kind is ArmKind.INCUMBENT:
             return _ArmState([v.clone() for v in values], state, self.incumbent_rewarm_step)
         write_token_ids(self.model, arm.token_ids)
-        fresh = [{} if p is self.prompt else s for p, s in zip(self.params, state)]
+        mode = self.settings.restart_optimizer
+        fresh = [restarted_state(s, mode) if p is self.prompt else s for p, s in zip(self.params, state)]
         if arm.shape.name != "full":  # blended or partial: see peft_catalyst.restart_shapes
             n = get_soft_prompt(self.model).num_virtual_tokens
             write_soft_prompt_(self.model, shaped_start(arm.shape, incumbent, read_soft_prompt(self.model), n))
@@ -394,4 +398,3 @@ def main_process_decision(accelerator: Any, value: Any) -> Any:
         broadcast_object_list(payload, from_process=0)
         value = payload[0]
     return value
-

@@ -12,10 +12,11 @@ from dataclasses import KW_ONLY, asdict, dataclass, field
 from enum import Enum
 from typing import Any, Literal, get_args
 
-HISTORY_FORMAT = 4
+HISTORY_FORMAT = 5
 """Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key), 2
 named the summary's ``main_steps`` ``stage_steps``, 3 had no ``evidence`` in a round (what the mentor was shown of
-the data; it reads as None). Every earlier format reads into the current types."""
+the data; it reads as None), 4 had no ``followup`` in a round (a taken restart's later scores; it reads as an empty
+list). Every earlier format reads into the current types."""
 
 
 def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:
@@ -392,6 +393,32 @@ class Race:
 
 
 @dataclass
+class FollowUp:
+    """The restarted prompt scored on the catalyst split ``steps`` optimizer steps after the restart it follows
+    (``catalyst_restart_followup``): ``score`` in the round's metric, ``loss`` the mean loss; 0 steps is the restart
+    point. None: not finite."""
+
+    steps: int
+    score: float | None
+    loss: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "score": self.score, "loss": self.loss}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FollowUp:
+        def number(value: Any) -> float | None:
+            return None if value is None else float(value)
+
+        return cls(int(data["steps"]), number(data.get("score")), number(data.get("loss")))
+
+
+#: Optimizer steps after a taken restart at which ``catalyst_restart_followup`` scores the prompt (those within the
+#: stage).
+FOLLOWUP_STEPS: tuple[int, ...] = (1, 2, 5, 10, 20)
+
+
+@dataclass
 class RoundRecord:
     """Everything one round saw and did.
 
@@ -424,6 +451,9 @@ class RoundRecord:
     #: or a tie: the two best stood level, as identical prompts do).
     beat_random_screening: bool | None = None
     beat_random_race: bool | None = None
+    #: A taken restart's follow-up (``catalyst_restart_followup``): its score at the restart point and after
+    #: :data:`FOLLOWUP_STEPS` steps within the stage; empty when not measured (and in format 4 and earlier).
+    followup: list[FollowUp] = field(default_factory=list)
 
     @property
     def race_steps(self) -> int:
@@ -473,6 +503,7 @@ class RoundRecord:
             "screening": self.screening.to_dict() if self.screening is not None else None,
             "beat_random_screening": self.beat_random_screening,
             "beat_random_race": self.beat_random_race,
+            "followup": [f.to_dict() for f in self.followup],
         }
 
     @classmethod
@@ -510,6 +541,7 @@ class RoundRecord:
             screening=Screening.from_dict(data["screening"]) if data.get("screening") else None,
             beat_random_screening=data.get("beat_random_screening"),
             beat_random_race=data.get("beat_random_race"),
+            followup=[FollowUp.from_dict(f) for f in data.get("followup") or []],
         )
 
 

@@ -4,18 +4,72 @@ which must also reach DeepSpeed's partitions, is ``peft_catalyst.sharding.reset_
 Knows nothing of mentors: it acts on a torch optimizer (or Accelerate's wrapper of one) and the soft-prompt
 parameter. The re-warm-up ramps the prompt group's lr to ``k / (W + 1)`` of the scheduled lr over ``W`` steps, so
 the first updates from a new start are small (the research code kept the stale Adam moments instead).
+
+What a restart keeps of the optimizer state (``catalyst_restart_optimizer``, :data:`RESTART_OPTIMIZERS`): after a
+full reset Adam's first updates are sign-like (``m / sqrt(v)`` is about +-1 per coordinate), so every coordinate
+moves by about the lr whatever its gradient noise; keeping the second moment (and the step count, so no bias
+correction inflates it) while zeroing the first makes the new start's first steps small and well scaled. A trust
+region (:func:`project_to_radius_`) can also keep the prompt near its restart point for its first steps, as CPT
+(arXiv 2410.17222) keeps its tokens near their start.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
 from peft_catalyst.compat.deepspeed import zero3_optimizer, zero3_param_group_index
 
 logger = logging.getLogger(__name__)
+
+
+#: What a restart does to the prompt's optimizer state: ``"reset"`` forgets it all (moments and step);
+#: ``"keep_second_moment"`` zeroes the first moment only (Adam's ``exp_avg``, SGD's ``momentum_buffer``) and keeps
+#: the second moment and the step; ``"keep"`` leaves it as it is.
+RestartOptimizer = Literal["reset", "keep_second_moment", "keep"]
+RESTART_OPTIMIZERS: tuple[str, ...] = get_args(RestartOptimizer)
+
+#: Optimizer state entries that hold a first moment (a running mean of the gradient), zeroed by ``keep_second_moment``.
+FIRST_MOMENT_KEYS = frozenset({"exp_avg", "momentum_buffer"})
+
+
+def restarted_state(state: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A copy of one parameter's optimizer ``state`` as a restart in ``mode`` (:data:`RESTART_OPTIMIZERS`) leaves it:
+    ``{}`` for ``"reset"``, the first moment zeroed for ``"keep_second_moment"``, unchanged for ``"keep"``."""
+    if mode not in RESTART_OPTIMIZERS:
+        raise ValueError(f"restart optimizer mode must be one of {RESTART_OPTIMIZERS} (got {mode!r})")
+    if mode == "reset" or not state:
+        return {}
+    out = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    if mode == "keep_second_moment":
+        for key in FIRST_MOMENT_KEYS & out.keys():
+            if isinstance(out[key], torch.Tensor):
+                out[key].zero_()
+    return out
+
+
+def embedding_scale(model: torch.nn.Module) -> float:
+    """The mean L2 norm of the base model's input embedding rows (the scale a trust-region radius is a fraction
+    of)."""
+    weight = model.get_input_embeddings().weight
+    with torch.no_grad():
+        return float(weight.detach().float().norm(dim=-1).mean())
+
+
+@torch.no_grad()
+def project_to_radius_(param: torch.Tensor, center: torch.Tensor, radius: float) -> int:
+    """Pull every row (virtual token) of ``param`` that lies farther than ``radius`` (L2) from the same row of
+    ``center`` back onto that sphere, in place; returns how many rows were moved. One process, full tensors."""
+    delta = param.detach().float() - center.to(device=param.device, dtype=torch.float32)
+    norms = delta.norm(dim=-1, keepdim=True)
+    outside = norms > radius
+    if not bool(outside.any()):
+        return 0
+    scale = torch.where(outside, radius / norms.clamp_min(1e-12), torch.ones_like(norms))
+    param.copy_((center.to(device=param.device, dtype=torch.float32) + delta * scale).to(param.dtype))
+    return int(outside.sum())
 
 
 def inner_optimizer(optimizer: Any) -> Any:

@@ -242,9 +242,10 @@ class RoundEngine:
         bar.close()
         write_soft_prompt_(self.model, saved)
         best = None
-        for i in usable:
+        allowed = self.loss_guard(record, [record.candidates[i].loss for i in usable], current.loss)
+        for i, ok in zip(usable, allowed):
             cand = record.candidates[i]
-            if cand.finite and (best is None or self.scorer.better(cand.score, record.candidates[best].score)):
+            if ok and cand.finite and (best is None or self.scorer.better(cand.score, record.candidates[best].score)):
                 best = i
         if (
             best is not None
@@ -276,9 +277,10 @@ class RoundEngine:
         for i in usable:  # the record shows what was compared; a screening score stays in ``record.screening``
             record.candidates[i].score, record.candidates[i].loss, record.candidates[i].metrics = None, None, {}
         best: int | None = None
+        allowed = self.loss_guard(record, [score.loss for score in scores], current.loss)
         for k, ((i, _), score) in enumerate(zip(starts, scores)):
             self._fill_best(record.candidates[i], score)
-            if score.finite and (best is None or self.scorer.better(score.value, scores[best].value)):
+            if allowed[k] and score.finite and (best is None or self.scorer.better(score.value, scores[best].value)):
                 best = k
         if best is not None and current.finite and not self.scorer.better(scores[best].value, current.value):
             best = None
@@ -319,6 +321,7 @@ class RoundEngine:
             margin=settings.catalyst_race_margin,
             rewarmup_steps=settings.catalyst_rewarmup_steps,
             seed=seed,
+            restart_optimizer=settings.catalyst_restart_optimizer,
         )
         total = _race_total_steps(len(arms), race_settings.steps, race_settings.eta)
         bar = self._bar(total, record.round, "race")
@@ -528,9 +531,26 @@ class RoundEngine:
         n = get_soft_prompt(self.model).num_virtual_tokens
         return shaped_start(shape, incumbent, self.prompt_of(candidate.token_ids), n)
 
+    def loss_guard(self, record: RoundRecord, losses: list[float | None], current: float | None) -> list[bool]:
+        """Which starts ``catalyst_restart_loss_ratio`` allows: those whose catalyst-split loss (the training
+        objective's mean, from the scoring pass) is at most the ratio times the current prompt's. A start that ranks
+        better by ``catalyst_metric`` (e.g. the label words' loss) while the training loss is far worse is followed
+        by a jump of the training loss (``benchmarks/restart_shock.py``). All allowed without the setting."""
+        ratio = self.settings.catalyst_restart_loss_ratio
+        if ratio is None or current is None or not math.isfinite(current):
+            return [True] * len(losses)
+        allowed = [loss is not None and math.isfinite(loss) and loss <= ratio * current for loss in losses]
+        if not all(allowed):
+            record.notes.append(
+                f"loss guard: {allowed.count(False)} of {len(losses)} start(s) refused, their catalyst loss above "
+                f"{ratio:g} x the current prompt's ({current:.4g})"
+            )
+        return allowed
+
     def after_restart(self, shape: RestartShape | None = None) -> int:
-        """Reset the prompt's optimizer state (a partial restart keeps its untouched rows: see
-        :func:`~peft_catalyst.restart_shapes.reshaped_optimizer_state`); return the re-warm-up step (0: none)."""
+        """Reset the prompt's optimizer state as ``catalyst_restart_optimizer`` says (a partial restart keeps its
+        untouched rows: see :func:`~peft_catalyst.restart_shapes.reshaped_optimizer_state`); return the re-warm-up
+        step (0: none)."""
         settings = self.settings
         soft = get_soft_prompt(self.model)
         weight = soft.weight
@@ -539,7 +559,8 @@ class RoundEngine:
                 if reshape_optimizer_state_(self.trainer.optimizer, weight, shape, soft.num_virtual_tokens):
                     return 1 if settings.catalyst_rewarmup_steps > 0 else 0
             # on every rank: under ZeRO-3 each rank resets its own partition of the state
-            if not (reset := reset_optimizer_state(self.trainer.optimizer, weight)):
+            mode = settings.catalyst_restart_optimizer
+            if not (reset := reset_optimizer_state(self.trainer.optimizer, weight, mode)):
                 logger.warning("catalyst_reset_optimizer: the prompt's optimizer state is kept: %s.", reset.reason)
         return 1 if settings.catalyst_rewarmup_steps > 0 and self.trainer.optimizer is not None else 0
 

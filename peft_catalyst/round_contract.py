@@ -42,6 +42,8 @@ class RoundSettings(Protocol):
     catalyst_race_seed: int | None
     catalyst_reset_optimizer: bool
     catalyst_rewarmup_steps: int
+    catalyst_restart_optimizer: str
+    catalyst_restart_loss_ratio: float | None
     catalyst_restart: RestartName
     catalyst_blend_alphas: list[float]
     catalyst_partial_tokens: int | None

@@ -23,7 +23,7 @@ from peft_catalyst.compat.deepspeed import (
     zero3_optimizer,
     zero3_subgroup_offloaded,
 )
-from peft_catalyst.restart import inner_optimizer
+from peft_catalyst.restart import FIRST_MOMENT_KEYS, RESTART_OPTIMIZERS, inner_optimizer, restarted_state
 
 
 def is_dtensor(tensor: torch.Tensor) -> bool:
@@ -122,8 +122,12 @@ class OptimizerReset:
 
 
 @torch.no_grad()
-def reset_optimizer_state(optimizer, param: torch.nn.Parameter) -> OptimizerReset:
+def reset_optimizer_state(optimizer, param: torch.nn.Parameter, mode: str = "reset") -> OptimizerReset:
     """Forget ``param``'s optimizer state (Adam's moments and step), as if the optimizer had never seen it.
+
+    ``mode`` (:data:`~peft_catalyst.restart.RESTART_OPTIMIZERS`): ``"reset"`` forgets everything (below);
+    ``"keep_second_moment"`` zeroes only the first moment (``exp_avg``, ``momentum_buffer``) and keeps the second
+    moment and the step, also in ZeRO-3's partitions; ``"keep"`` changes nothing.
 
     - A torch optimizer, also inside Accelerate's ``AcceleratedOptimizer`` (DDP, FSDP2, one process): the state entry
       is emptied, so the next step starts it afresh.
@@ -136,16 +140,20 @@ def reset_optimizer_state(optimizer, param: torch.nn.Parameter) -> OptimizerRese
     implemented), optimizer state offloaded to NVMe, or a parameter the optimizer does not hold (FSDP1 flattens
     parameters into one ``FlatParameter``).
     """
+    if mode not in RESTART_OPTIMIZERS:
+        raise ValueError(f"mode must be one of {RESTART_OPTIMIZERS} (got {mode!r})")
     if optimizer is None:
         return OptimizerReset(False, "there is no optimizer yet")
+    if mode == "keep":
+        return OptimizerReset(True, "the optimizer state is kept (catalyst_restart_optimizer='keep')")
     z3 = zero3_optimizer(param)
     if z3 is not None:
-        return _reset_zero3(z3, param)
+        return _reset_zero3(z3, param, first_moment_only=mode == "keep_second_moment")
     if has_zero12_mapping(param):
         return OptimizerReset(False, "DeepSpeed ZeRO stage 1/2 optimizer state is not reset (not implemented)")
     inner = inner_optimizer(optimizer)
     if param in inner.state:
-        inner.state[param] = {}
+        inner.state[param] = restarted_state(inner.state[param], mode)
         return OptimizerReset(True)
     if any(p is param for group in inner.param_groups for p in group["params"]):
         return OptimizerReset(True, "the optimizer holds no state for it yet")
@@ -156,7 +164,7 @@ def reset_optimizer_state(optimizer, param: torch.nn.Parameter) -> OptimizerRese
     )
 
 
-def _reset_zero3(z3, param: torch.nn.Parameter) -> OptimizerReset:
+def _reset_zero3(z3, param: torch.nn.Parameter, first_moment_only: bool = False) -> OptimizerReset:
     if not param.requires_grad:
         return OptimizerReset(False, "the parameter is frozen, DeepSpeed holds no optimizer state for it")
     try:
@@ -174,7 +182,7 @@ def _reset_zero3(z3, param: torch.nn.Parameter) -> OptimizerReset:
     alone = int(num_elements) == flat.numel()
     shared: list[str] = []
     for key, value in list(state.items()):
-        if not torch.is_tensor(value):
+        if not torch.is_tensor(value) or (first_moment_only and key not in FIRST_MOMENT_KEYS):
             continue
         if value.numel() == flat.numel() and value.numel() > 1:
             safe_set_local_optimizer_state(param, torch.zeros_like(param.ds_tensor, dtype=value.dtype), key)

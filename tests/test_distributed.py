@@ -231,3 +231,21 @@ def test_zero3_resume_from_checkpoint_ends_like_the_uninterrupted_run(zero3_run)
     full = json.loads((out / "full-rank0.json").read_text())
     resumed = [json.loads((out / f"resume-rank{r}.json").read_text()) for r in (0, 1)]
     assert resumed[0]["final"] == resumed[1]["final"] == full["final"]
+
+
+@pytest.mark.timeout(600)
+def test_zero3_keep_second_moment_zeroes_only_the_first_moment_in_the_partitions(zero3_run):
+    """``catalyst_restart_optimizer="keep_second_moment"`` under ZeRO-3: each rank zeroes its slice of ``exp_avg``
+    and keeps ``exp_avg_sq`` and Adam's step (the full reset is the fixture's run, pinned to ``"reset"``)."""
+    assets, out, _ = zero3_run
+    keep = out.parent / "keepv"
+    result, _ = _zero3_run(assets, keep, "keepv", "--restart_optimizer", "keep_second_moment")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    ranks = [json.loads((keep / f"keepv-rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["statuses"] == ["accepted", "accepted"] and ranks[0]["rounds"] == ranks[1]["rounds"]
+    for r in ranks:
+        for round_ in r["rounds"]:
+            assert round_["exp_avg_norm"] == 0.0 and round_["exp_avg_sq_norm"] > 0.0
+            assert round_["adam_step"] == round_["step"]  # one Adam step per optimizer step, none forgotten
+    full = json.loads((out / "full-rank0.json").read_text())
+    assert all(round_["exp_avg_sq_norm"] == 0.0 for round_ in full["rounds"])  # the full reset, for contrast

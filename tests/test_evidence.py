@@ -15,7 +15,7 @@ from peft_catalyst.mentors import LabeledExample, MentorRequest, MetaPrompt, Tra
 from peft_catalyst.mentors.cache import full_key, request_key
 from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT
 from peft_catalyst.projection import read_soft_prompt, write_soft_prompt_, write_token_ids
-from peft_catalyst.records import Decision, Evidence, History, RoundRecord, Trigger
+from peft_catalyst.records import HISTORY_FORMAT, Decision, Evidence, History, RoundRecord, Trigger
 from tests import tiny
 from tests.test_trainer import ScriptedMentor
 
@@ -114,7 +114,7 @@ def test_evidence_is_held_in_the_record_and_older_formats_read():
     )
     record = RoundRecord(round=1, step=3, trigger=Trigger.SCHEDULE, decision=Decision.KEPT, evidence=evidence)
     data = History(rounds=[RoundRecord.from_dict(record.to_dict())]).to_dict()
-    assert data["format"] == 4
+    assert data["format"] == HISTORY_FORMAT
     assert History.from_dict(json.loads(json.dumps(data))).rounds[0].evidence == evidence
     old = {"format": 3, "rounds": [{"round": 1, "step": 3, "trigger": "schedule", "decision": "kept"}]}
     assert History.from_dict(old).rounds[0].evidence is None

@@ -191,6 +191,10 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
             save_steps=20,
         )
     if name == "smollm2":
+        # Take a restart only when its full-vocabulary loss (the training objective) is no worse than the current
+        # prompt's: text prompts rank the label words better (label_loss) at 2-4x the trained prompt's loss, and the
+        # training loss jumped after every such restart (benchmarks/results/restart_shock/).
+        defaults["catalyst_restart_loss_ratio"] = 1.0
         # The packaged task's first 300 test and 100 catalyst examples: a SmolLM2 forward pass costs about 0.16 s per
         # example on 2 slow cores, and the test evaluations, the validation evaluations that keep the best prompt (4 of
         # 100 examples) and the rounds' scoring are most of the run's time.

@@ -15,6 +15,7 @@ from transformers import TrainingArguments
 
 from peft_catalyst.mentors.base import PROPOSALS, Proposal
 from peft_catalyst.records import SELECTIONS, RestartName, Selection, higher_is_better
+from peft_catalyst.restart import RESTART_OPTIMIZERS, RestartOptimizer
 from peft_catalyst.restart_shapes import shape_errors
 
 SCORE_BATCH_SIZE_DEFAULT = 128
@@ -133,6 +134,27 @@ class CatalystArguments:
             Reset the soft prompt's optimizer state (e.g. Adam's moments) after a restart.
         catalyst_rewarmup_steps (`int`, *optional*, defaults to `5`):
             Optimizer steps over which the prompt's learning rate ramps up again after a restart.
+        catalyst_restart_optimizer (`str`, *optional*, defaults to `"reset"`):
+            What a restart does to the prompt's optimizer state (when `catalyst_reset_optimizer`): `"reset"` forgets
+            it (Adam's first steps are then sign-like, about the lr per coordinate); `"keep_second_moment"` zeroes
+            the first moment and keeps the second moment and the step, so the first steps stay at the scale the
+            stage measured; `"keep"` changes nothing. Race arms start the same way.
+        catalyst_restart_radius (`float` or `None`, *optional*, defaults to `None`):
+            Trust region after a restart: every virtual token is pulled back within this L2 distance of its
+            restart point (a fraction of the mean norm of the model's word embeddings) after each optimizer step,
+            for `catalyst_restart_radius_steps` steps. One process or DDP (not DeepSpeed or FSDP); not in race arms.
+        catalyst_restart_radius_steps (`int`, *optional*, defaults to `20`):
+            Optimizer steps after a restart during which `catalyst_restart_radius` holds.
+        catalyst_restart_loss_ratio (`float` or `None`, *optional*, defaults to `None`):
+            `catalyst_selection="best"` only: a start is taken only when its catalyst-split loss (the training
+            objective, from the same scoring pass) is at most this multiple of the current prompt's, whatever
+            `catalyst_metric` says. A text prompt can rank the label words better (`label_loss`) while its
+            full-vocabulary loss is several times the trained prompt's: the training loss then jumps after the
+            restart. `None`: not checked.
+        catalyst_restart_followup (`bool`, *optional*, defaults to `False`):
+            Score the prompt on the catalyst split 1, 2, 5, 10 and 20 optimizer steps after every taken restart
+            (those within the stage) and keep the scores in the round record (`followup`). Costs one catalyst
+            scoring pass each.
 
         > Parameters that control the shape of a restart
 
@@ -277,6 +299,51 @@ class CatalystArguments:
     catalyst_rewarmup_steps: int = field(
         default=5,
         metadata={"help": "Optimizer steps over which the prompt's learning rate ramps up again after a restart."},
+    )
+    catalyst_restart_optimizer: RestartOptimizer = field(
+        default="reset",
+        metadata={
+            "help": (
+                "What a restart does to the prompt's optimizer state (with catalyst_reset_optimizer): 'reset' "
+                "forgets it (Adam's first steps are then sign-like, about the lr per coordinate); "
+                "'keep_second_moment' zeroes the first moment and keeps the second moment and the step (first steps "
+                "stay at the scale the stage measured); 'keep' changes nothing. Race arms start the same way."
+            )
+        },
+    )
+    catalyst_restart_radius: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Optional trust region after a restart: each virtual token is pulled back within this L2 distance "
+                "of its restart point (a fraction of the mean word-embedding norm) after every optimizer step, for "
+                "catalyst_restart_radius_steps steps. One process or DDP only (not DeepSpeed or FSDP)."
+            )
+        },
+    )
+    catalyst_restart_radius_steps: int = field(
+        default=20,
+        metadata={"help": "Optimizer steps after a restart during which catalyst_restart_radius holds."},
+    )
+    catalyst_restart_loss_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "selection 'best' only: take a start only when its catalyst-split loss (the training objective) is "
+                "at most this multiple of the current prompt's, whatever catalyst_metric says (a text prompt can "
+                "rank the label words better while its full-vocabulary loss is several times higher, and the "
+                "training loss then jumps after the restart). Default: not checked."
+            )
+        },
+    )
+    catalyst_restart_followup: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Score the prompt on the catalyst split 1, 2, 5, 10 and 20 steps after every taken restart (those "
+                "within the stage) and keep the scores in the round record; costs one scoring pass each."
+            )
+        },
     )
     catalyst_restart: RestartName = field(
         default="full",
@@ -438,6 +505,17 @@ class CatalystArguments:
             errors.append(f"catalyst_race_eta must be >= 2 (got {self.catalyst_race_eta})")
         if not self.catalyst_race_margin >= 0:
             errors.append(f"catalyst_race_margin must be >= 0 (got {self.catalyst_race_margin})")
+        if self.catalyst_restart_optimizer not in RESTART_OPTIMIZERS:
+            errors.append(
+                f"catalyst_restart_optimizer must be one of {RESTART_OPTIMIZERS} "
+                f"(got {self.catalyst_restart_optimizer!r})"
+            )
+        if self.catalyst_restart_radius is not None and not self.catalyst_restart_radius > 0:
+            errors.append(f"catalyst_restart_radius must be > 0 or None (got {self.catalyst_restart_radius})")
+        if self.catalyst_restart_loss_ratio is not None and not self.catalyst_restart_loss_ratio > 0:
+            errors.append(f"catalyst_restart_loss_ratio must be > 0 or None (got {self.catalyst_restart_loss_ratio})")
+        if self.catalyst_restart_radius_steps < 1:
+            errors.append(f"catalyst_restart_radius_steps must be >= 1 (got {self.catalyst_restart_radius_steps})")
         errors += shape_errors(self.catalyst_restart, self.catalyst_blend_alphas, self.catalyst_partial_tokens)
         if errors:
             raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(errors) + ".")

@@ -33,9 +33,19 @@ from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_js
 from peft_catalyst.mentors import Mentor
 from peft_catalyst.projection import Projector, get_soft_prompt, read_soft_prompt, write_soft_prompt_
 from peft_catalyst.quiet import no_pin_memory_without_accelerator
-from peft_catalyst.records import History, KeptPrompt, RestartShape, RoundRecord, RunSummary, Trigger, ranking_key
-from peft_catalyst.restart import apply_rewarmup
-from peft_catalyst.round import RoundEngine
+from peft_catalyst.records import (
+    FOLLOWUP_STEPS,
+    FollowUp,
+    History,
+    KeptPrompt,
+    RestartShape,
+    RoundRecord,
+    RunSummary,
+    Trigger,
+    ranking_key,
+)
+from peft_catalyst.restart import apply_rewarmup, embedding_scale, project_to_radius_
+from peft_catalyst.round import RoundEngine, preserved_mode, preserved_rng
 from peft_catalyst.round_contract import RoundContext
 from peft_catalyst.scoring import PromptScorer, ScoreFunction
 from peft_catalyst.sharding import register_with_root_module
@@ -60,6 +70,8 @@ class CatalystState:
     plateau_ema: float | None = None
     plateau_best: float | None = None
     plateau_wait: int = 0
+    restart_center: list | None = None  # the restart point while the trust region holds (catalyst_restart_radius)
+    radius_steps: int = 0  # optimizer steps the trust region still holds
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -121,6 +133,7 @@ class CatalystCallback(TrainerCallback):
         self.step_loss: float | None = None  # filled by add_step_loss (CatalystMixin.training_step); None: not known
         self._carried = _Carried()  # usage and timings of the run before the checkpoint it resumed from
         self._engine: RoundEngine | None = None
+        self._radius_scale: float | None = None  # mean word-embedding norm (catalyst_restart_radius's unit)
         self._projector: Projector | None = None
         self._prepared = False
         self._start_pending = False  # a fresh run until its start is saved: its step-0 evaluation is the start's
@@ -156,6 +169,13 @@ class CatalystCallback(TrainerCallback):
                 self.catalyst_dataset = _prepared_like_eval(trainer, self.catalyst_dataset)
             if self.settings.catalyst_selection == "race":
                 _check_race_possible(trainer)
+            if self.settings.catalyst_restart_radius is not None and (
+                trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+            ):
+                raise ValueError(
+                    "catalyst_restart_radius is not supported under DeepSpeed or FSDP (the trust region writes the "
+                    "whole prompt after every step): leave it None there."
+                )
             self.task_description()  # fail now, not at the first round
         elif self.mentor is None and self.settings.catalyst_rounds > 0:
             logger.warning("No mentor: training runs as plain prompt tuning, without rounds.")
@@ -280,6 +300,7 @@ class CatalystCallback(TrainerCallback):
             if outcome.rewarm_step is not None:
                 state.rewarm_step = outcome.rewarm_step
                 self._apply_rewarmup()
+            self._after_restart(outcome.record)
             self.history.append(outcome.record)
             self._log_round(outcome.record)
         self.write_history()
@@ -351,6 +372,8 @@ class CatalystCallback(TrainerCallback):
         if loss is not None and trainer.accelerator.num_processes > 1:
             loss = float(trainer.accelerator.reduce(torch.tensor(loss, device=trainer.args.device), reduction="mean"))
         self._advance_rewarmup()
+        self._hold_trust_region()
+        self._follow_up(step)
         if not self.rounds_enabled or state.rounds_done >= settings.catalyst_rounds:
             return None
         started = time.perf_counter()
@@ -387,6 +410,7 @@ class CatalystCallback(TrainerCallback):
             if outcome.rewarm_step is not None:
                 state.rewarm_step = outcome.rewarm_step
                 self._apply_rewarmup()
+            self._after_restart(outcome.record)
             state.rounds_done += 1
             state.trajectory.clear()
             state.stage_start_step = step
@@ -404,6 +428,48 @@ class CatalystCallback(TrainerCallback):
         if state.rewarm_step > self.settings.catalyst_rewarmup_steps:
             state.rewarm_step = 0
         self._apply_rewarmup()
+
+    def _after_restart(self, record: RoundRecord) -> None:
+        """After a taken restart: start the trust region (``catalyst_restart_radius``) around the new prompt and
+        open its follow-up (``catalyst_restart_followup``) with the restart point's score, where the round has it."""
+        state, settings = self.state, self.settings
+        state.restart_center, state.radius_steps = None, 0
+        if not record.restarted:
+            return
+        if settings.catalyst_restart_radius is not None:
+            state.restart_center = read_soft_prompt(self.trainer.model).tolist()
+            state.radius_steps = settings.catalyst_restart_radius_steps
+        start = record.decisive
+        if settings.catalyst_restart_followup and start is not None and start.score is not None:
+            record.followup.append(FollowUp(0, start.score, start.loss))
+
+    def _hold_trust_region(self) -> None:
+        """Pull the prompt back within ``catalyst_restart_radius`` of its restart point (while the region holds)."""
+        state = self.state
+        if state.radius_steps <= 0 or state.restart_center is None:
+            return
+        if self._radius_scale is None:
+            self._radius_scale = embedding_scale(self.trainer.model)
+        weight = get_soft_prompt(self.trainer.model).weight
+        radius = self.settings.catalyst_restart_radius * self._radius_scale
+        project_to_radius_(weight, torch.tensor(state.restart_center), radius)
+        state.radius_steps -= 1
+        if state.radius_steps == 0:
+            state.restart_center = None
+
+    def _follow_up(self, step: int) -> None:
+        """Score the prompt :data:`~peft_catalyst.records.FOLLOWUP_STEPS` steps after the latest round's restart
+        (``catalyst_restart_followup``), into that round's record."""
+        if not (self.settings.catalyst_restart_followup and self.rounds_enabled and self.history):
+            return
+        record = self.history[-1]
+        offset = step - record.step
+        if not record.restarted or offset not in FOLLOWUP_STEPS or any(f.steps == offset for f in record.followup):
+            return
+        with preserved_rng(), preserved_mode(self.trainer.model):
+            score = self.engine.scorer.score()
+        finite = [v if math.isfinite(v) else None for v in (score.value, score.loss)]
+        record.followup.append(FollowUp(offset, *finite))
 
     def _apply_rewarmup(self) -> None:
         trainer = self.trainer

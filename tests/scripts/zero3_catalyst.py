@@ -42,10 +42,10 @@ def digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
 
 
-def adam_moment_norm(weight: torch.nn.Parameter) -> float | None:
+def adam_moment_norm(weight: torch.nn.Parameter, key: str = "exp_avg") -> float | None:
     from deepspeed.utils import safe_get_full_optimizer_state
 
-    state = safe_get_full_optimizer_state(weight, "exp_avg")
+    state = safe_get_full_optimizer_state(weight, key)
     return None if state is None else float(state.float().norm())
 
 
@@ -84,6 +84,7 @@ class RoundProbe(TrainerCallback):
                     "step": state.global_step,
                     "hash": digest(read_soft_prompt(self.trainer.model)),
                     "exp_avg_norm": adam_moment_norm(weight),
+                    "exp_avg_sq_norm": adam_moment_norm(weight, "exp_avg_sq"),
                     "adam_step": adam_step(weight),
                 }
             )
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--phase", default="full")
     parser.add_argument("--resume", default=None)
+    parser.add_argument("--restart_optimizer", default="reset")
     a = parser.parse_args()
     assets = Path(a.assets)
     deepspeed.init_distributed(dist_backend="gloo")
@@ -119,6 +121,7 @@ def main() -> None:
         catalyst_stage_steps=3,
         catalyst_num_candidates=2,
         catalyst_trajectory_points=2,
+        catalyst_restart_optimizer=a.restart_optimizer,
     )
     trainer = build_trainer(assets, args, a.base_url)
     model = trainer.model
