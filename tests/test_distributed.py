@@ -53,6 +53,20 @@ def _assets(tmp_path: Path) -> Path:
     return assets
 
 
+def _run_two_processes(assets: Path, out: Path, *extra: str) -> int:
+    """Run ``scripts/distributed_catalyst.py`` on 2 CPU processes (torchrun) against a loopback mentor; its log goes to
+    ``out.parent / "log.txt"``. Returns the number of mentor requests."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: "1. the movie was great\n2. a boring plot")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+               "--assets", str(assets), "--base_url", server.base_url, "--out", str(out), *extra]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
+        (out.parent / "log.txt").write_text(result.stdout + result.stderr)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+        return server.request_count
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
     "selection, restart", [("best", "full"), ("race", "full"), ("best", "blend"), ("race", "partial")]
@@ -61,16 +75,7 @@ def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_pa
     assets = _assets(tmp_path)
 
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with LoopbackOpenAIServer() as server:
-        server.set_reply(lambda req: "1. the movie was great\n2. a boring plot")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-               "--assets", str(assets), "--base_url", server.base_url, "--out", str(out),
-               "--selection", selection, "--restart", restart]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
-        (tmp_path / "log.txt").write_text(result.stdout + result.stderr)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-        requests = server.request_count
+    requests = _run_two_processes(assets, out, "--selection", selection, "--restart", restart)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert requests == 2  # one call per round, from the main process only
@@ -106,15 +111,7 @@ def test_two_process_load_best_model_at_end_keeps_the_same_prompt_on_every_rank(
     the saved adapter holds it."""
     assets = _assets(tmp_path)
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    with LoopbackOpenAIServer() as server:
-        server.set_reply(lambda req: "1. the movie was great\n2. a boring plot")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-               "--assets", str(assets), "--base_url", server.base_url, "--out", str(out),
-               "--keep_best", keep_best]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=540, env=env)
-        (tmp_path / "log.txt").write_text(result.stdout + result.stderr)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    _run_two_processes(assets, out, "--keep_best", keep_best)
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["kept"] == ranks[1]["kept"] and ranks[0]["final"] == ranks[1]["final"]
     kept, evals = ranks[0]["kept"], ranks[0]["evals"]
