@@ -337,9 +337,9 @@ def _steps_md(history: History | None) -> str:
 
 
 def _kept_md(history: History | None) -> str:
-    """``kept: step 40 (validation 0.720; final step 0.690)`` with the metric's name, when the run kept its best."""
+    """``kept: step 40 (validation label_loss 0.420; final step 0.430)``, when the run kept its best."""
     kept = history.summary.kept_prompt if history is not None else None
-    return "" if kept is None else f"{_cell(kept.line())} (`{_cell(kept.metric, 80)}`)"
+    return "" if kept is None else _cell(kept.line())
 
 
 def _metric_rows(metrics: Mapping[str, Any] | None) -> list[tuple[str, str]]:

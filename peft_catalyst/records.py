@@ -562,12 +562,13 @@ class KeptPrompt:
     greater_is_better: bool = False
 
     def line(self) -> str:
-        """``"kept: step 40 (validation 0.720; final step 0.690)"``, the run's one-line account."""
+        """``"kept: step 40 (validation label_loss 0.420; final step 0.430)"``, the run's one-line account."""
         final = "not evaluated" if self.final_score is None else f"{self.final_score:.3f}"
         score = "not evaluated" if self.score is None else f"{self.score:.3f}"
+        name = self.metric.removeprefix("eval_")
         if self.step == self.final_step:
-            return f"kept: step {self.step}, the final step (validation {score})"
-        return f"kept: step {self.step} (validation {score}; final step {final})"
+            return f"kept: step {self.step}, the final step (validation {name} {score})"
+        return f"kept: step {self.step} (validation {name} {score}; final step {final})"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> KeptPrompt | None:

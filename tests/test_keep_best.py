@@ -72,7 +72,7 @@ def test_the_starting_prompt_is_kept_when_every_later_prompt_is_worse(tok, tmp_p
     assert sorted(evals) == [0, 3, 6, 9] and all(evals[s] > evals[0] for s in (3, 6, 9)), evals
     assert trainer.catalyst.kept.step == 0 and trainer.catalyst.kept.final_step == 9
     assert trainer.catalyst.kept.score == evals[0] and trainer.catalyst.kept.final_score == evals[9]
-    assert trainer.catalyst.kept.line() == f"kept: step 0 (validation {evals[0]:.3f}; final step {evals[9]:.3f})"
+    assert trainer.catalyst.kept.line() == f"kept: step 0 (validation loss {evals[0]:.3f}; final step {evals[9]:.3f})"
     kept = _trainable(trainer.model)
     assert kept.keys() == start.keys() and all(torch.equal(kept[n], start[n]) for n in start)  # bit for bit
     trainer.save_model(str(tmp_path / "out"))
@@ -215,7 +215,8 @@ def test_the_command_line_saves_the_kept_prompt_and_says_which(tmp_path, capsys)
     assert saved.keys() == start.keys() and all(torch.equal(saved[k], start[k]) for k in saved)
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-5].startswith("test accuracy (24 examples): initial") and " -> kept " in lines[-5]
-    assert lines[-4].startswith(f"kept: step 0 (validation {kept['score']:.3f}; final step {kept['final_score']:.3f})")
+    expected = f"kept: step 0 (validation loss {kept['score']:.3f}; final step {kept['final_score']:.3f})"
+    assert lines[-4].startswith(expected)
     card = (out / "README.md").read_text()
     assert "| kept\\_step | 0 |" in card and "validation\\_eval\\_loss\\_kept" in card
 
