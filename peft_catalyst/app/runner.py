@@ -163,9 +163,9 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
         # Rank prompts by the cross-entropy over the label words only: the LM loss over the whole vocabulary also
         # rewards prompts that merely make the label words likelier, which does not help accuracy.
         "catalyst_metric": "label_loss",
-        # Keep the best prompt by validation accuracy (the starting prompt included, see
-        # peft_catalyst.trainer.keep_best): evaluated at step 0, at every stage's end (eval_steps =
-        # catalyst_stage_steps unless given) and at the last step; the best's checkpoint is kept beside the newest.
+        # Keep the best prompt by validation (the starting prompt included, see peft_catalyst.trainer.keep_best):
+        # evaluated at step 0, at every stage's end (eval_steps = catalyst_stage_steps unless given) and at the last
+        # step; the best's checkpoint is kept beside the newest.
         "eval_strategy": "steps",
         "load_best_model_at_end": True,
         # By the label words' cross-entropy, not accuracy: on the SmolLM2 default's 100 validation examples accuracy
@@ -180,8 +180,6 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
             per_device_eval_batch_size=32,
             catalyst_rounds=3,
             catalyst_stage_steps=30,
-            eval_steps=30,
-            save_steps=30,
         )
     else:
         defaults.update(
@@ -190,9 +188,10 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
             per_device_eval_batch_size=16,
             catalyst_rounds=2,
             catalyst_stage_steps=20,
-            eval_steps=20,
-            save_steps=20,
         )
+    # A checkpoint and a validation at each round boundary (the argument parser keeps them on the stage length when
+    # --catalyst_stage_steps is given; TrainingArguments checks at parse time that saves fall on evaluations).
+    defaults.update(eval_steps=defaults["catalyst_stage_steps"], save_steps=defaults["catalyst_stage_steps"])
     if name == "smollm2":
         # Take a restart only when its full-vocabulary loss (the training objective) is no worse than the current
         # prompt's: text prompts rank the label words better (label_loss) at 2-4x the trained prompt's loss, and the
