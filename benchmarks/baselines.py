@@ -105,7 +105,7 @@ class FrozenPromptTrainer(CatalystTrainer):
         optimizer = super().create_optimizer(model)
         if created:
             from peft_catalyst.projection import get_soft_prompt
-            from peft_catalyst.restart import param_groups_of
+            from peft_catalyst.rounds.restarts import param_groups_of
 
             for _, group in param_groups_of(optimizer, get_soft_prompt(self.model).weight):
                 group["lr"] = 0.0

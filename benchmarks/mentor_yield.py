@@ -150,10 +150,10 @@ class _ScreenTask:
     def __init__(self, task_name: str, args, out_dir: str) -> None:
         from benchmarks.trainer_overhead import setup_doer
         from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
-        from peft_catalyst.evidence import EvidenceSource
         from peft_catalyst.mentors import TransformersMentor
         from peft_catalyst.projection import get_soft_prompt, vocabulary_words
-        from peft_catalyst.scoring import PromptScorer
+        from peft_catalyst.rounds.evidence import EvidenceSource
+        from peft_catalyst.rounds.scoring import PromptScorer
 
         self.name = task_name
         model, self.tok, spec, self.task = setup_doer("smollm2", args.seed, PACKAGED[task_name])
@@ -195,9 +195,9 @@ class _ScreenTask:
         """One request's record: every source's prompts at each N and the best of them."""
         from dataclasses import replace
 
-        from peft_catalyst.evidence import anchor_labels
         from peft_catalyst.mentors import RandomMentor
         from peft_catalyst.records import ranking_key
+        from peft_catalyst.rounds.evidence import anchor_labels
 
         ns, top = sorted(args.screen_ns), max(args.screen_ns)
         rng = random.Random(f"{args.seed}-{self.name}-{call}")

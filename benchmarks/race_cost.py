@@ -237,7 +237,7 @@ def scoring_alone(doer: str = "smollm2", prompts: int = 5, examples: int = 32, r
     from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
     from peft_catalyst.app.runner import embedded_defaults
     from peft_catalyst.projection import get_soft_prompt
-    from peft_catalyst.scoring import PromptScorer
+    from peft_catalyst.rounds.scoring import PromptScorer
 
     defaults = embedded_defaults(doer, None, "rotten_tomatoes")
     torch.manual_seed(0)

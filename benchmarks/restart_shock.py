@@ -95,7 +95,6 @@ def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, r
         return
     from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
     from peft_catalyst.app.runner import DataArguments, ModelArguments, build_prompt_tuned_model, task_label_words
-    from peft_catalyst.evidence import anchor_labels
     from peft_catalyst.projection import (
         get_soft_prompt,
         random_token_ids,
@@ -104,16 +103,17 @@ def run_seed(model_name: str, seed: int, variants: list[str], candidates: int, r
         write_soft_prompt_,
         write_token_ids,
     )
-    from peft_catalyst.race import RaceBatches
-    from peft_catalyst.restart import (
+    from peft_catalyst.rounds.evidence import anchor_labels
+    from peft_catalyst.rounds.race import RaceBatches
+    from peft_catalyst.rounds.restarts import (
         apply_rewarmup,
         embedding_scale,
         project_to_radius_,
+        reset_optimizer_state,
         restore_state,
         snapshot_state,
     )
-    from peft_catalyst.scoring import PromptScorer
-    from peft_catalyst.sharding import reset_optimizer_state
+    from peft_catalyst.rounds.scoring import PromptScorer
 
     job = JOBS[model_name]
     started = time.perf_counter()

@@ -37,7 +37,7 @@ from peft_catalyst.records import (  # noqa: E402
     ScoredPrompt,
     Trigger,
 )
-from peft_catalyst.scoring import PromptScorer, Score  # noqa: E402
+from peft_catalyst.rounds.scoring import PromptScorer, Score  # noqa: E402
 from peft_catalyst.trainer import (  # noqa: E402
     CatalystArguments,
     CatalystCallback,

@@ -82,12 +82,12 @@ class ScoredPrompt:
     ``score`` is the value of the ranking metric (``metric`` of the round), ``loss`` the mean loss; both are None when
     the prompt was not scored (a trajectory point not scored yet, an unusable candidate, blind selection) and
     ``error`` says why when it could not be used. Trajectory points carry the optimizer ``step`` they were projected
-    at and that step's ``train_loss`` (:class:`~peft_catalyst.trajectory.Trajectory`).
+    at and that step's ``train_loss`` (:class:`~peft_catalyst.rounds.trajectory.Trajectory`).
 
     The same class is what a mentor reads (``MentorRequest.trajectory`` and ``best_prompts``, exported there as
     ``TrajectoryPoint``): a request keeps only ``text``, ``score`` and ``loss``. ``text``, ``score`` and ``loss`` are
     the positional fields; the others are keyword-only. The scorer's own measurement, with per-example predictions,
-    is :class:`peft_catalyst.scoring.Score`; a round copies its value, loss and metrics into a ``ScoredPrompt``.
+    is :class:`peft_catalyst.rounds.scoring.Score`; a round copies its value, loss and metrics into a ``ScoredPrompt``.
     """
 
     text: str

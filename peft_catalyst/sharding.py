@@ -11,19 +11,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import torch
 from peft.utils.integrations import gather_params_ctx
-
-from peft_catalyst.compat.deepspeed import (
-    has_zero12_mapping,
-    zero3_flat_partition,
-    zero3_grad_position,
-    zero3_optimizer,
-    zero3_subgroup_offloaded,
-)
-from peft_catalyst.restart import FIRST_MOMENT_KEYS, RESTART_OPTIMIZERS, inner_optimizer, restarted_state
 
 
 def is_dtensor(tensor: torch.Tensor) -> bool:
@@ -105,96 +95,3 @@ def assign_full_(param: torch.Tensor, value: torch.Tensor) -> None:
         param.copy_(distribute_tensor(value, param.device_mesh, param.placements))
     else:
         param.copy_(value.to(device=param.device, dtype=param.dtype))
-
-
-@dataclass(frozen=True)
-class OptimizerReset:
-    """What :func:`reset_optimizer_state` did: truthy when the parameter's optimizer state was reset.
-
-    ``reason`` says why not (``done`` False), or what a reset could not cover (``done`` True).
-    """
-
-    done: bool
-    reason: str = ""
-
-    def __bool__(self) -> bool:
-        return self.done
-
-
-@torch.no_grad()
-def reset_optimizer_state(optimizer, param: torch.nn.Parameter, mode: str = "reset") -> OptimizerReset:
-    """Forget ``param``'s optimizer state (Adam's moments and step), as if the optimizer had never seen it.
-
-    ``mode`` (:data:`~peft_catalyst.restart.RESTART_OPTIMIZERS`): ``"reset"`` forgets everything (below);
-    ``"keep_second_moment"`` zeroes only the first moment (``exp_avg``, ``momentum_buffer``) and keeps the second
-    moment and the step, also in ZeRO-3's partitions; ``"keep"`` changes nothing.
-
-    - A torch optimizer, also inside Accelerate's ``AcceleratedOptimizer`` (DDP, FSDP2, one process): the state entry
-      is emptied, so the next step starts it afresh.
-    - DeepSpeed ZeRO-3: the state lives in flat fp32 partitions, one per parameter (sub-)group, of which each rank
-      holds a slice; every rank zeroes its own slice of ``param``'s per-element state (``exp_avg``, ``exp_avg_sq``,
-      ...) through DeepSpeed's ``safe_set_local_optimizer_state``. Call it on every rank. A per-group scalar such as
-      Adam's ``step`` is reset too when ``param`` is alone in its flat group; otherwise it is shared with the other
-      parameters and kept (then ``reason`` says so: bias correction does not restart).
-    Returns a falsy :class:`OptimizerReset` with the reason when it cannot reset: no optimizer, ZeRO-1/2 (not
-    implemented), optimizer state offloaded to NVMe, or a parameter the optimizer does not hold (FSDP1 flattens
-    parameters into one ``FlatParameter``).
-    """
-    if mode not in RESTART_OPTIMIZERS:
-        raise ValueError(f"mode must be one of {RESTART_OPTIMIZERS} (got {mode!r})")
-    if optimizer is None:
-        return OptimizerReset(False, "there is no optimizer yet")
-    if mode == "keep":
-        return OptimizerReset(True, "the optimizer state is kept (catalyst_restart_optimizer='keep')")
-    z3 = zero3_optimizer(param)
-    if z3 is not None:
-        return _reset_zero3(z3, param, first_moment_only=mode == "keep_second_moment")
-    if has_zero12_mapping(param):
-        return OptimizerReset(False, "DeepSpeed ZeRO stage 1/2 optimizer state is not reset (not implemented)")
-    inner = inner_optimizer(optimizer)
-    if param in inner.state:
-        inner.state[param] = restarted_state(inner.state[param], mode)
-        return OptimizerReset(True)
-    if any(p is param for group in inner.param_groups for p in group["params"]):
-        return OptimizerReset(True, "the optimizer holds no state for it yet")
-    return OptimizerReset(
-        False,
-        f"the optimizer ({type(inner).__name__}) does not hold this parameter "
-        "(FSDP1 flattens parameters into one FlatParameter)",
-    )
-
-
-def _reset_zero3(z3, param: torch.nn.Parameter, first_moment_only: bool = False) -> OptimizerReset:
-    if not param.requires_grad:
-        return OptimizerReset(False, "the parameter is frozen, DeepSpeed holds no optimizer state for it")
-    try:
-        group_idx, _, num_elements = zero3_grad_position(z3, param)
-        flat = zero3_flat_partition(z3, group_idx)
-    except (AttributeError, KeyError, IndexError) as exc:  # a DeepSpeed whose internals moved
-        return OptimizerReset(False, f"this DeepSpeed's ZeRO-3 optimizer layout is not the one expected ({exc!r})")
-    if zero3_subgroup_offloaded(z3, group_idx):
-        return OptimizerReset(False, "the ZeRO-3 optimizer state is offloaded to NVMe (not reset)")
-    state = z3.optimizer.state.get(flat)
-    if not state:
-        return OptimizerReset(True, "the optimizer holds no state for it yet")
-    from deepspeed.utils import safe_set_local_optimizer_state
-
-    alone = int(num_elements) == flat.numel()
-    shared: list[str] = []
-    for key, value in list(state.items()):
-        if not torch.is_tensor(value) or (first_moment_only and key not in FIRST_MOMENT_KEYS):
-            continue
-        if value.numel() == flat.numel() and value.numel() > 1:
-            safe_set_local_optimizer_state(param, torch.zeros_like(param.ds_tensor, dtype=value.dtype), key)
-        elif alone:
-            value.zero_()
-        else:
-            shared.append(key)
-    if shared:
-        return OptimizerReset(
-            True,
-            f"per-element state zeroed; {', '.join(shared)} is shared with the {flat.numel() - num_elements} other "
-            "elements of its ZeRO-3 flat parameter group and kept (put the prompt in a parameter group of its own "
-            "to reset it too)",
-        )
-    return OptimizerReset(True)

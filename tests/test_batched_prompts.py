@@ -15,7 +15,7 @@ import torch
 from peft_catalyst import CatalystArguments, Decision
 from peft_catalyst.mentors import CachedMentor
 from peft_catalyst.projection import get_soft_prompt
-from peft_catalyst.scoring import PromptScorer
+from peft_catalyst.rounds.scoring import PromptScorer
 from tests import tiny
 from tests.test_race import StopAt, comparable
 from tests.test_trainer import ScriptedMentor, _causal_trainer
@@ -177,7 +177,7 @@ def test_arms_train_together_in_passes_of_the_budget(tmp_path):
 
 def test_a_trainable_head_keeps_the_race_sequential_and_says_so(tmp_path, caplog):
     trainer = _bert(tmp_path, catalyst_selection="race", catalyst_race_steps=1)
-    with caplog.at_level("INFO", logger="peft_catalyst.round"):
+    with caplog.at_level("INFO", logger="peft_catalyst.rounds.engine"):
         trainer.train()
     first, second = trainer.catalyst_history
     for record in (first, second):

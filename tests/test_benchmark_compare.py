@@ -487,7 +487,7 @@ def test_v2_methods_build_the_right_trainer_settings():
 
 
 def test_race_shape_matches_the_library():
-    from peft_catalyst.round import _race_total_steps
+    from peft_catalyst.rounds.engine import _race_total_steps
 
     for arms in range(1, 7):
         for steps in (1, 3, 4):

@@ -889,7 +889,7 @@ def test_strict_replay_reproduces_a_run_and_a_miss_is_exit_2_naming_round_and_ke
                      "--output_dir", str(first)]) == 0  # fmt: skip
     capsys.readouterr()
     cache = str(first / "mentor_cache.sqlite")
-    with caplog.at_level("INFO", logger="peft_catalyst.round"):
+    with caplog.at_level("INFO", logger="peft_catalyst.rounds.engine"):
         assert main([*args, "--mentor_replay", cache, "--output_dir", str(replay)]) == 0
     assert "catalyst round 1: asking replay:mentor_cache.sqlite for 4 prompt(s) of at most 8 words" in caplog.text
     summary = capsys.readouterr().out

@@ -10,12 +10,12 @@ import torch
 from transformers import DataCollatorWithPadding, TrainerCallback
 
 from peft_catalyst import CatalystTrainingArguments
-from peft_catalyst.evidence import EvidenceSource, balanced_indices, cut_words
 from peft_catalyst.mentors import LabeledExample, MentorRequest, MetaPrompt, TrajectoryPoint
 from peft_catalyst.mentors.cache import full_key, request_key
 from peft_catalyst.mentors.metaprompt import SMALL_MODEL_META_PROMPT
 from peft_catalyst.projection import read_soft_prompt, write_soft_prompt_, write_token_ids
 from peft_catalyst.records import HISTORY_FORMAT, Decision, Evidence, History, RoundRecord, Trigger
+from peft_catalyst.rounds.evidence import EvidenceSource, balanced_indices, cut_words
 from tests import tiny
 from tests.test_trainer import ScriptedMentor
 
@@ -295,9 +295,9 @@ def test_a_tie_between_mentor_and_random_is_not_counted_for_either():
     """Identical prompts score alike: a tie said "random won" at screening and "the mentor won" in the race (its arm
     came first in order), so TREC-6's label-anchored rounds counted 0/8 at screening and 8/8 in races."""
     from peft_catalyst import ArmKind, RaceArm
-    from peft_catalyst.race import race_beats_random
     from peft_catalyst.records import Race, RaceRung, ScoredPrompt
-    from peft_catalyst.screening import beats_random
+    from peft_catalyst.rounds.race import race_beats_random
+    from peft_catalyst.rounds.screening import beats_random
 
     def sp(text, score):
         return ScoredPrompt(text=text, score=score, loss=score)
@@ -336,7 +336,7 @@ def test_edit_proposals_ask_to_rewrite_the_best_prompt_so_far(tok, tmp_path):
 
 
 def test_anchor_labels_completes_what_is_missing_within_the_budget():
-    from peft_catalyst.evidence import anchor_labels
+    from peft_catalyst.rounds.evidence import anchor_labels
 
     def fits(text):
         return len(text.split()) <= 4
@@ -353,7 +353,7 @@ def test_anchor_labels_completes_what_is_missing_within_the_budget():
 def test_anchor_labels_never_replace_a_whole_proposal():
     """Where not one word fits beside the labels, the text stays as proposed: otherwise every candidate, the mentor's
     and the random controls', became the one label list (TREC-6's six labels in an 8-token prompt did)."""
-    from peft_catalyst.evidence import anchor_labels
+    from peft_catalyst.rounds.evidence import anchor_labels
 
     labels = ["abbreviation", "entity", "description", "human", "location", "number"]
 
@@ -387,7 +387,7 @@ def _anchoring_trainer(tok, tmp_path, labels, **kwargs):
 
 
 def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
-    from peft_catalyst.evidence import missing_labels
+    from peft_catalyst.rounds.evidence import missing_labels
 
     # 8 tokens leave room for the labels beside a proposal's words
     trainer = _anchoring_trainer(tok, tmp_path, ["bad", "great"], model=tiny.catalyst_model(tok, num_virtual_tokens=8))
@@ -405,7 +405,7 @@ def test_candidates_and_random_controls_are_anchored_alike(tok, tmp_path):
 def test_labels_that_do_not_fit_the_prompt_leave_the_candidates_distinct(tok, tmp_path, caplog):
     labels = ["awful", "bad", "fine", "good", "great"]  # five labels cannot sit beside any word in 4 tokens
     trainer = _anchoring_trainer(tok, tmp_path, labels)
-    with caplog.at_level("WARNING", logger="peft_catalyst.round"):
+    with caplog.at_level("WARNING", logger="peft_catalyst.rounds.engine"):
         trainer.train()
     (record,) = trainer.catalyst_history
     texts = [c.text for c in record.candidates]

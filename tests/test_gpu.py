@@ -12,7 +12,7 @@ from peft import PromptTuningConfig, get_peft_model
 
 from peft_catalyst import CatalystConfig, Decision, set_soft_prompt_from_text, soft_prompt_text
 from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, write_token_ids
-from peft_catalyst.sharding import reset_optimizer_state
+from peft_catalyst.rounds.restarts import reset_optimizer_state
 from tests import tiny
 from tests.test_generation import STEPS, _greedy_by_forward
 from tests.test_trainer import ScriptedMentor

@@ -7,8 +7,8 @@ import torch
 from peft import PromptTuningConfig, get_peft_model
 
 from peft_catalyst import CatalystConfig
-from peft_catalyst.multi_prompt import model_loss, multi_prompt_forward, unsupported_reason
 from peft_catalyst.projection import get_soft_prompt, write_soft_prompt_
+from peft_catalyst.rounds.multi_prompt import model_loss, multi_prompt_forward, unsupported_reason
 from tests import tiny
 
 TEXTS = ["the movie was great", "a terrible film with a boring plot and bad acting", "hello lunch"]

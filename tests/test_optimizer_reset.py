@@ -1,4 +1,4 @@
-"""``peft_catalyst.sharding.reset_optimizer_state`` on plain torch optimizers, in each ``catalyst_restart_optimizer``
+"""``rounds.restarts.reset_optimizer_state`` on plain torch optimizers, in each ``catalyst_restart_optimizer``
 mode, the trust region after a restart and the follow-up it leaves in the round record. Accelerate's wrapper is
 covered by tests/test_trainer.py (a restart inside CatalystTrainer), DeepSpeed ZeRO-3 by tests/test_distributed.py."""
 
@@ -14,8 +14,7 @@ from peft_catalyst.history import read_history
 from peft_catalyst.mentors import RandomMentor
 from peft_catalyst.projection import get_soft_prompt, vocabulary_words
 from peft_catalyst.records import HISTORY_FORMAT, Decision, FollowUp, History, RoundRecord, Trigger
-from peft_catalyst.restart import embedding_scale, project_to_radius_, restarted_state
-from peft_catalyst.sharding import reset_optimizer_state
+from peft_catalyst.rounds.restarts import embedding_scale, project_to_radius_, reset_optimizer_state, restarted_state
 from tests import tiny
 
 

@@ -15,13 +15,13 @@ from peft_catalyst import ArmKind, CatalystArguments, Decision, History, RaceArm
 from peft_catalyst.history import read_history
 from peft_catalyst.model_card import build_model_card
 from peft_catalyst.projection import Projector, get_soft_prompt, read_soft_prompt
-from peft_catalyst.restart_shapes import (
+from peft_catalyst.rounds.restarts import (
     partial_positions,
     reshape_optimizer_state_,
     reshaped_optimizer_state,
     shaped_start,
 )
-from peft_catalyst.scoring import PromptScorer
+from peft_catalyst.rounds.scoring import PromptScorer
 from tests import tiny
 from tests.test_race import _run
 from tests.test_trainer import ScriptedMentor

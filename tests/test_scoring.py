@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from peft_catalyst import Decision
-from peft_catalyst.scoring import PromptScorer
+from peft_catalyst.rounds.scoring import PromptScorer
 from tests import tiny
 from tests.test_trainer import ScriptedMentor
 

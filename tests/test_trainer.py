@@ -385,7 +385,7 @@ def test_the_round_engine_contract_is_typed():
 
     from peft_catalyst import CatalystArguments, CatalystCallback
     from peft_catalyst.records import SELECTIONS, Selection
-    from peft_catalyst.round_contract import RoundSettings
+    from peft_catalyst.rounds.contract import RoundSettings
 
     assert isinstance(CatalystArguments(), RoundSettings) and isinstance(tiny.catalyst_args("x"), RoundSettings)
     hints = typing.get_type_hints(CatalystArguments)

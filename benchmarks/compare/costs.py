@@ -61,7 +61,7 @@ def llm_only_schedule(dplan: DoerPlan, prompt_frozen_by_grad: bool) -> tuple[int
 
 def race_shape(arms: int, steps: int, eta: int = 2) -> tuple[int, int]:
     """``(gradient steps, scorings)`` of a successive-halving race of ``arms`` arms (incumbent included) with a
-    first-rung budget of ``steps`` (as ``peft_catalyst.race``: every rung scores its arms, the best 1/eta go on)."""
+    first-rung budget of ``steps`` (as ``rounds.race``: every rung scores its arms, the best 1/eta go on)."""
     total = scorings = 0
     alive, budget = arms, steps
     while alive > 1 and budget > 0:

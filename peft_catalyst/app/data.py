@@ -69,7 +69,7 @@ from peft_catalyst.app.splits import (
     split_pool,
     to_dataset_dict,
 )
-from peft_catalyst.scoring import sorted_by_length
+from peft_catalyst.rounds.scoring import sorted_by_length
 
 logger = logging.getLogger(__name__)
 

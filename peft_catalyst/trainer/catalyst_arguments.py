@@ -15,8 +15,7 @@ from transformers import TrainingArguments
 
 from peft_catalyst.mentors.base import PROPOSALS, Proposal
 from peft_catalyst.records import SELECTIONS, RestartName, Selection, higher_is_better
-from peft_catalyst.restart import RESTART_OPTIMIZERS, RestartOptimizer
-from peft_catalyst.restart_shapes import shape_errors
+from peft_catalyst.rounds.restarts import RESTART_OPTIMIZERS, RestartOptimizer, shape_errors
 
 SCORE_BATCH_SIZE_DEFAULT = 128
 """Rows (examples x prompts) of one shared scoring or race pass on an accelerator, when ``catalyst_score_batch_size``

@@ -1,7 +1,7 @@
 """``CatalystCallback``: the schedule of LLM-guided rounds, for any ``transformers.Trainer``.
 
 After every optimizer step it records the soft prompt's trajectory and, when a stage is over (or the training loss
-plateaus), runs a round (:class:`~peft_catalyst.round.RoundEngine`). It keeps the typed round records, writes
+plateaus), runs a round (:class:`~peft_catalyst.rounds.engine.RoundEngine`). It keeps the typed round records, writes
 ``catalyst_history.json``, logs through ``Trainer.log`` and carries its state in every checkpoint.
 
 Works on a stock ``Trainer``, TRL's ``SFTTrainer`` or ``Seq2SeqTrainer``: ``CatalystCallback(mentor, ...).attach(
@@ -44,12 +44,12 @@ from peft_catalyst.records import (
     Trigger,
     ranking_key,
 )
-from peft_catalyst.restart import apply_rewarmup, embedding_scale, project_to_radius_
-from peft_catalyst.round import RoundEngine, preserved_mode, preserved_rng
-from peft_catalyst.round_contract import RoundContext
-from peft_catalyst.scoring import PromptScorer, ScoreFunction
+from peft_catalyst.rounds.contract import RoundContext
+from peft_catalyst.rounds.engine import RoundEngine, preserved_mode, preserved_rng
+from peft_catalyst.rounds.restarts import apply_rewarmup, embedding_scale, project_to_radius_
+from peft_catalyst.rounds.scoring import PromptScorer, ScoreFunction
+from peft_catalyst.rounds.trajectory import Trajectory
 from peft_catalyst.sharding import register_with_root_module
-from peft_catalyst.trajectory import Trajectory
 
 from .catalyst_arguments import CatalystArguments, catalyst_fields, higher_is_better
 from .keep_best import keeps_best, kept_prompt, mark_start_as_best, saved_prompt

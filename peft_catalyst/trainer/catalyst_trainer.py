@@ -1,7 +1,7 @@
 """``CatalystMixin`` and ``CatalystTrainer``: LLM-guided restarts in ``Trainer``, ``SFTTrainer`` or ``Seq2SeqTrainer``.
 
 The rounds themselves live in :class:`~peft_catalyst.trainer.CatalystCallback` (the schedule) and
-:mod:`peft_catalyst.round` (one round). The mixin adds what a callback cannot do, and builds the callback:
+:mod:`peft_catalyst.rounds.engine` (one round). The mixin adds what a callback cannot do, and builds the callback:
 
 - the soft prompt gets an optimizer parameter group of its own, so a re-warm-up after a restart scales it alone;
 - the training loss of every optimizer step is summed over its micro-batches for the trajectory and plateaus;
@@ -29,8 +29,8 @@ from peft_catalyst.model_card import latest_eval_metrics, read_card, write_model
 from peft_catalyst.projection import get_soft_prompt
 from peft_catalyst.quiet import saving_prompt_adapter
 from peft_catalyst.records import History, RoundRecord, RunSummary
-from peft_catalyst.restart import isolate_param_group
-from peft_catalyst.scoring import ScoreFunction
+from peft_catalyst.rounds.restarts import isolate_param_group
+from peft_catalyst.rounds.scoring import ScoreFunction
 
 from .catalyst_arguments import CatalystArguments, CatalystTrainingArguments
 from .catalyst_callback import CatalystCallback, split_catalyst_dataset

@@ -1,7 +1,7 @@
 """Scoring prompts on the held-out catalyst split: the ranking value, its direction and the user's hook.
 
 Knows nothing of mentors or rounds: it scores the soft prompt the model holds, or several given prompts at a time
-(:mod:`peft_catalyst.multi_prompt`), with a host ``Trainer``'s own evaluation pieces, and says which of two scores is
+(:mod:`.multi_prompt`), with a host ``Trainer``'s own evaluation pieces, and says which of two scores is
 better.
 """
 
@@ -20,9 +20,9 @@ from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_n
 from transformers.trainer_utils import EvalPrediction
 
 from peft_catalyst.compat.transformers import num_items_in_batch, prepare_inputs
-from peft_catalyst.multi_prompt import trainer_losses, trainer_unsupported_reason
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_
 from peft_catalyst.records import ScoredPrompt, is_better
+from peft_catalyst.rounds.multi_prompt import trainer_losses, trainer_unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class PromptScorer:
     gathered only when the ranking value needs them (``score_fn`` or a metric other than the loss).
 
     :meth:`score_prompts` scores several prompts at a time, each on every example of a batch, in passes of at most
-    ``batch_size`` rows (examples x prompts; :mod:`peft_catalyst.multi_prompt`): the same numbers as one at a time
+    ``batch_size`` rows (examples x prompts; :mod:`.multi_prompt`): the same numbers as one at a time
     within float tolerance. A pass that runs out of memory is retried with fewer prompts (noted in :attr:`events`).
 
     ``predictions=True`` also keeps each example's predicted class (the argmax of the logits after the trainer's

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from peft_catalyst.records import RoundRecord, ScoredPrompt, Screening, is_better, ranking_key
-from peft_catalyst.scoring import PromptScorer, Score
+from peft_catalyst.rounds.scoring import PromptScorer, Score
 
 __all__ = ["beats_random", "ranked", "screen"]
 

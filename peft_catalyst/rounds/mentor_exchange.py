@@ -17,8 +17,8 @@ from accelerate.utils import broadcast_object_list
 from peft_catalyst.mentors import Mentor, MentorError, MentorProposal, MentorRequest, PastRound, ReplayMissError
 from peft_catalyst.records import Evidence, MentorCall, RoundRecord, ScoredPrompt
 
-# Logged under the round's name, as before this module was split from it: log filters name peft_catalyst.round.
-logger = logging.getLogger("peft_catalyst.round")
+# Logged under the round's name, as before this module was split from it: log filters name peft_catalyst.rounds.engine.
+logger = logging.getLogger("peft_catalyst.rounds.engine")
 
 __all__ = ["ask", "chat_entry", "mentor_call", "mentor_request"]
 

@@ -1,7 +1,7 @@
 """What the mentor is shown of the data: labelled examples, the current prompt's errors, the label names.
 
 Reads the catalyst split (a text per row and its class id) and a prompt's per-example predictions
-(:attr:`peft_catalyst.scoring.Score.predictions`, from the scoring pass a round runs anyway) and turns them into
+(:attr:`peft_catalyst.rounds.scoring.Score.predictions`, from the scoring pass a round runs anyway) and turns them into
 plain :class:`~peft_catalyst.mentors.LabeledExample` data for a :class:`~peft_catalyst.mentors.MentorRequest`.
 Examples are balanced over the classes and seeded; every text is cut to its share of a total word budget, and a
 cut text is marked (``cut=True``), never dropped. :func:`round_evidence` assembles a round's
@@ -102,7 +102,7 @@ class EvidenceSource:
     """The catalyst split read as texts and class ids, in the order a scorer's predictions come in.
 
     Args:
-        dataset: the split as scored (:attr:`~peft_catalyst.scoring.PromptScorer.scored_dataset`): a ``"text"``
+        dataset: the split as scored (:attr:`~peft_catalyst.rounds.scoring.PromptScorer.scored_dataset`): a ``"text"``
             column is used as is, otherwise the first model input (``input_ids``) is decoded with ``tokenizer``.
         tokenizer: decodes token ids when the split holds no text.
         label_names: class names in class-id order (empty: class ids are shown as numbers).

@@ -1,5 +1,5 @@
 """The typed contract between the catalyst schedule (:class:`~peft_catalyst.trainer.CatalystCallback`) and the round
-engine (:class:`~peft_catalyst.round.RoundEngine`): the settings a round reads, what the schedule hands a round,
+engine (:class:`~.engine.RoundEngine`): the settings a round reads, what the schedule hands a round,
 what a round hands back and what the engine measured.
 
 Plain types, no behaviour: the callback builds a :class:`RoundContext` per round and reads :class:`RoundOutcome` and
@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 from peft_catalyst.history import ChatLog
 from peft_catalyst.mentors.base import Proposal
 from peft_catalyst.records import RestartName, RoundRecord, Selection, Trigger
-from peft_catalyst.trajectory import Trajectory
+from peft_catalyst.rounds.trajectory import Trajectory
 
 __all__ = ["RoundContext", "RoundOutcome", "RoundSettings", "RoundTimings"]
 
@@ -71,7 +71,7 @@ class RoundContext:
 @dataclass
 class RoundTimings:
     """Seconds an engine spent since its last :meth:`RoundEngine.reset`, by phase (scoring is
-    :attr:`~peft_catalyst.scoring.PromptScorer.seconds`)."""
+    :attr:`~peft_catalyst.rounds.scoring.PromptScorer.seconds`)."""
 
     mentor: float = 0.0  # asking the mentor, broadcast included
     race: float = 0.0  # training and judging race arms

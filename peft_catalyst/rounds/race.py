@@ -6,14 +6,14 @@ with its own optimizer state; every other arm starts from the same snapshot of e
 (e.g. a classification head), with the prompt's optimizer state as a restart leaves it
 (``catalyst_restart_optimizer``: fresh, or the incumbent's with the first moment zeroed) and the usual re-warm-up;
 a blended or
-partial arm (``catalyst_restart``, :mod:`peft_catalyst.restart_shapes`) starts between the incumbent and its proposal
+partial arm (``catalyst_restart``, :mod:`.restarts`) starts between the incumbent and its proposal
 and inherits what that module says of the incumbent's optimizer state. A challenger
 beats the incumbent only by more than ``margin``. The winner's parameters and optimizer state become the training
 state; losers leave no trace. Race batches come from a seeded stream of their own, and the race runs under the
 caller's forked RNG, so the main loop's data order and random streams are untouched.
 
 When the prompt is the only trainable parameter, the arms train together (``arms_per_pass`` > 1): each race step is
-one forward and backward over the step's batch stacked once per arm (:mod:`peft_catalyst.multi_prompt`), then every
+one forward and backward over the step's batch stacked once per arm (:mod:`.multi_prompt`), then every
 arm takes its own optimizer step with its own parameter, optimizer state and re-warmed learning rate, and a rung's
 arms are scored in shared passes. Batches are paired as before; dropout noise (for a model that has dropout) is drawn
 per row, so arms no longer share dropout masks. Otherwise the arms train one after the other.
@@ -36,12 +36,19 @@ from peft_catalyst.compat.transformers import (
     prepare_inputs,
     remove_unused_columns,
 )
-from peft_catalyst.multi_prompt import trainer_losses, trainer_unsupported_reason
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_, write_token_ids
 from peft_catalyst.records import ArmKind, Race, RaceArm, RaceRung, RestartShape, ScoredPrompt, ranking_key
-from peft_catalyst.restart import apply_rewarmup, inner_optimizer, restarted_state, restore_state, snapshot_state
-from peft_catalyst.restart_shapes import reshaped_optimizer_state, shaped_start
-from peft_catalyst.scoring import PromptScorer
+from peft_catalyst.rounds.multi_prompt import trainer_losses, trainer_unsupported_reason
+from peft_catalyst.rounds.restarts import (
+    apply_rewarmup,
+    inner_optimizer,
+    reshaped_optimizer_state,
+    restarted_state,
+    restore_state,
+    shaped_start,
+    snapshot_state,
+)
+from peft_catalyst.rounds.scoring import PromptScorer
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +211,7 @@ class RaceRunner:
         write_token_ids(self.model, arm.token_ids)
         mode = self.settings.restart_optimizer
         fresh = [restarted_state(s, mode) if p is self.prompt else s for p, s in zip(self.params, state)]
-        if arm.shape.name != "full":  # blended or partial: see peft_catalyst.restart_shapes
+        if arm.shape.name != "full":  # blended or partial: see peft_catalyst.rounds.restarts
             n = get_soft_prompt(self.model).num_virtual_tokens
             write_soft_prompt_(self.model, shaped_start(arm.shape, incumbent, read_soft_prompt(self.model), n))
             fresh = [

@@ -1,9 +1,9 @@
 """One LLM-guided round, start to finish, producing a :class:`~peft_catalyst.records.RoundRecord`.
 
 The round orchestrates; it does not know how a mentor talks to its server (``peft_catalyst.mentors``), how a soft
-prompt maps to tokens (``peft_catalyst.projection``), how prompts are scored (``peft_catalyst.scoring``), screened
-(``peft_catalyst.screening``) or raced (``peft_catalyst.race``), what the mentor is shown of the data
-(``peft_catalyst.evidence``) or how the exchange with it is kept (``peft_catalyst.mentor_exchange``). In order:
+prompt maps to tokens (``peft_catalyst.projection``), how prompts are scored (``rounds.scoring``), screened
+(``rounds.screening``) or raced (``rounds.race``), what the mentor is shown of the data
+(``rounds.evidence``) or how the exchange with it is kept (``rounds.mentor_exchange``). In order:
 
 1. the stage's trajectory is thinned to a few distinct points, each re-embedded from its tokens and scored on the
    catalyst split (a hard prompt scored before reuses its score while nothing but the soft prompt trains);
@@ -15,7 +15,7 @@ prompt maps to tokens (``peft_catalyst.projection``), how prompts are scored (``
 4. a new start is written into the soft prompt in place, the prompt's optimizer state is reset and its learning
    rate re-warmed; otherwise the soft prompt is restored bit for bit. ``catalyst_restart`` shapes every start: the
    proposal's tokens, blends of the trained prompt towards them, or a few of its positions rewritten
-   (:mod:`peft_catalyst.restart_shapes`).
+   (:mod:`.restarts`).
 
 Everything runs under a forked RNG and restores the model's train/eval mode, so a ``"best"`` round whose candidates
 all lose leaves training exactly as if it had not happened.
@@ -35,15 +35,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from peft_catalyst.evidence import (
-    EvidenceSource,
-    anchor_labels,
-    best_prompts,
-    label_names_of,
-    missing_labels,
-    round_evidence,
-)
-from peft_catalyst.mentor_exchange import ask, chat_entry, mentor_call, mentor_request
 from peft_catalyst.mentors import Mentor
 from peft_catalyst.projection import (
     Projector,
@@ -54,15 +45,6 @@ from peft_catalyst.projection import (
     write_soft_prompt_,
     write_token_ids,
 )
-from peft_catalyst.race import (
-    RaceBatches,
-    RaceRunner,
-    RaceSettings,
-    arms_per_pass,
-    main_process_decision,
-    race_arms,
-    race_beats_random,
-)
 from peft_catalyst.records import (
     ArmKind,
     Decision,
@@ -71,17 +53,35 @@ from peft_catalyst.records import (
     RoundRecord,
     ScoredPrompt,
 )
-from peft_catalyst.restart_shapes import (
+from peft_catalyst.rounds.contract import RoundContext, RoundOutcome, RoundSettings, RoundTimings
+from peft_catalyst.rounds.evidence import (
+    EvidenceSource,
+    anchor_labels,
+    best_prompts,
+    label_names_of,
+    missing_labels,
+    round_evidence,
+)
+from peft_catalyst.rounds.mentor_exchange import ask, chat_entry, mentor_call, mentor_request
+from peft_catalyst.rounds.race import (
+    RaceBatches,
+    RaceRunner,
+    RaceSettings,
+    arms_per_pass,
+    main_process_decision,
+    race_arms,
+    race_beats_random,
+)
+from peft_catalyst.rounds.restarts import (
     partial_count,
     partial_positions,
+    reset_optimizer_state,
     reshape_optimizer_state_,
     round_shapes,
     shaped_start,
 )
-from peft_catalyst.round_contract import RoundContext, RoundOutcome, RoundSettings, RoundTimings
-from peft_catalyst.scoring import PromptScorer, Score
-from peft_catalyst.screening import screen
-from peft_catalyst.sharding import reset_optimizer_state
+from peft_catalyst.rounds.scoring import PromptScorer, Score
+from peft_catalyst.rounds.screening import screen
 
 logger = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ class RoundEngine:
         rewarm_step: int,
         controls: list[list[int]] | None = None,
     ) -> int | None:
-        """Race the incumbent, the usable candidates and the controls (see :mod:`peft_catalyst.race`); ``controls``:
+        """Race the incumbent, the usable candidates and the controls (see :mod:`.race`); ``controls``:
         the screened controls' token ids (None: draw ``catalyst_race_controls`` unscreened)."""
         settings = self.settings
         current_text, current_ids = self.projector.text(), self.projector.token_ids()
@@ -376,7 +376,7 @@ class RoundEngine:
         return seed * 1009 + index
 
     def screen(self, record: RoundRecord, usable: list[int]) -> tuple[list[int], list[list[int]] | None]:
-        """Screen many, race few (:func:`peft_catalyst.screening.screen`): with ``catalyst_num_samples`` above
+        """Screen many, race few (:func:`peft_catalyst.rounds.screening.screen`): with ``catalyst_num_samples`` above
         ``catalyst_num_candidates``, keep the best usable candidates (and, for a race, random controls) scored
         untrained. Returns the candidates that go on and the controls' token ids (None: no screening)."""
         settings = self.settings
@@ -440,7 +440,7 @@ class RoundEngine:
     def evidence(
         self, index: int, trajectory: list[ScoredPrompt], latest: Score | None, earlier: list[RoundRecord]
     ) -> Evidence:
-        """What the mentor is shown of the data (:func:`peft_catalyst.evidence.round_evidence`): balanced examples,
+        """What the mentor is shown of the data (:func:`.evidence.round_evidence`): balanced examples,
         the errors of the current prompt (the latest trajectory point, from the pass that scored it), the label names
         and the best prompts scored so far (this stage's trajectory and earlier rounds' candidates)."""
         settings = self.settings
@@ -516,7 +516,7 @@ class RoundEngine:
 
     def restart_shapes(self) -> list[RestartShape]:
         """The shapes of this round's starts (``catalyst_restart``); partial positions follow the current prompt
-        (:mod:`peft_catalyst.restart_shapes`), as the main process reads it."""
+        (:mod:`.restarts`), as the main process reads it."""
         settings = self.settings
         positions = None
         if settings.catalyst_restart == "partial":
@@ -549,7 +549,7 @@ class RoundEngine:
 
     def after_restart(self, shape: RestartShape | None = None) -> int:
         """Reset the prompt's optimizer state as ``catalyst_restart_optimizer`` says (a partial restart keeps its
-        untouched rows: see :func:`~peft_catalyst.restart_shapes.reshaped_optimizer_state`); return the re-warm-up
+        untouched rows: see :func:`~peft_catalyst.rounds.restarts.reshaped_optimizer_state`); return the re-warm-up
         step (0: none)."""
         settings = self.settings
         soft = get_soft_prompt(self.model)
