@@ -169,3 +169,19 @@ def test_every_peft_catalyst_name_the_docs_use_resolves():
                 assert hasattr(obj, attr), f"{name}: {'.'.join(parts[:cut])} has no {attr}"
                 obj = getattr(obj, attr)
             break
+
+
+def test_the_timings_table_is_generated_from_its_committed_measurements():
+    """docs/timings.md's table is what benchmarks/timings.py makes of benchmarks/results/timings.json: a time on the
+    page without a row in the file (or a row not on the page) fails here."""
+    import json
+
+    from benchmarks import timings
+
+    rows = json.loads(timings.RESULTS.read_text(encoding="utf-8"))["rows"]
+    page = timings.PAGE.read_text(encoding="utf-8")
+    assert timings.rendered(page, rows) == page, "docs/timings.md is not current: run python -m benchmarks.timings"
+    assert timings.main(["--check"]) == 0
+    assert all(row["source"] == "measured by hand" or (ROOT / row["source"]).is_file() for row in rows)
+    assert timings.rendered(page, rows[:-1]) != page  # a row dropped from the file shows on the page
+    assert timings.wall_time(741) == "12 min 21 s" and timings.wall_time(1020, approximate=True) == "about 17 min"
