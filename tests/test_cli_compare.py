@@ -171,6 +171,32 @@ def test_unequal_compute_is_flagged_in_the_line_the_report_and_the_plot(tmp_path
     assert json.loads((tmp_path / "compare.json").read_text())["headline"] == line
 
 
+def test_the_report_shows_the_kept_prompt_against_its_start_and_last_step():
+    """compare.md and compare.json say, per method, what the saved adapters hold (the prompt kept by validation)
+    against the start and the last step, and in how many seeds the kept one was at least the start."""
+    from peft_catalyst.app.compare.report import markdown
+    from peft_catalyst.app.compare.summary import summarize
+
+    records = {}
+    for seed, (initial, kept, final, step) in {42: (0.70, 0.80, 0.78, 40), 43: (0.72, 0.70, 0.70, 60)}.items():
+        for method in ("catalyst", "random", "single"):
+            record = _record(method, seed, kept, 60, 0)
+            record.update(initial_test_accuracy=initial, final_step_test_accuracy=final, kept_step=step)
+            records[f"{method}__seed{seed}"] = record
+    records["single__seed43"]["initial_test_accuracy"] = None  # a record from before keep-best: left out
+    summary = summarize(records)
+    cat = summary["kept"]["catalyst"]
+    assert cat["kept_at_least_initial"] == 1 and [r["seed"] for r in cat["seeds"]] == [42, 43]
+    assert cat["mean"] == pytest.approx({"initial": 0.71, "kept": 0.75, "final": 0.74})
+    assert [r["seed"] for r in summary["kept"]["single"]["seeds"]] == [42]
+    meta = {"seeds": 2, "seeds_finished": 2, "command": "c", "date": "d", "machine": {"description": "m"},
+            "packages": {}}  # fmt: skip
+    md = markdown(summary, meta)
+    assert "| catalyst | 2 | 71.0 | 75.0 | 74.0 | 1 of 2 |" in md
+    assert "| 42 | 70.0 / 80.0 (40) / 78.0 | 70.0 / 80.0 (40) / 78.0 | 70.0 / 80.0 (40) / 78.0 |" in md
+    assert "| 43 | 72.0 / 70.0 (60) / 70.0 | 72.0 / 70.0 (60) / 70.0 | - |" in md
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

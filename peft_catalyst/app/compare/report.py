@@ -93,6 +93,41 @@ def _short_difference(diff: dict[str, Any] | None) -> str:
     return format_difference(diff).split(" (w/t/l", 1)[0]
 
 
+def kept_table(kept: dict[str, Any]) -> list[str]:
+    """Markdown lines: per method, test accuracy of the start, of the prompt kept by validation (the saved adapter)
+    and of the last step, averaged over seeds, and in how many seeds the kept prompt was at least the start."""
+    rows = [(m, kept[m]) for m in METHODS if kept.get(m) and kept[m]["seeds"]]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "The prompt each run kept (best on validation, the start included: what the saved adapter holds) against "
+        "the prompt it started from and its last step's, test accuracy %, mean over seeds:",
+        "",
+        "| method | seeds | initial | kept | final step | kept >= initial |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m, k in rows:
+        mean, n = k["mean"], len(k["seeds"])
+        lines.append(
+            f"| {m} | {n} | {100 * mean['initial']:.1f} | {100 * mean['kept']:.1f} | {100 * mean['final']:.1f} "
+            f"| {k['kept_at_least_initial']} of {n} |"
+        )
+    lines += ["", "| seed | " + " | ".join(f"{m}: initial / kept (step) / final" for m, _ in rows) + " |"]
+    lines.append("|---|" + "---|" * len(rows))
+    for seed in sorted({r["seed"] for _, k in rows for r in k["seeds"]}):
+        cells = []
+        for _, k in rows:
+            r = next((r for r in k["seeds"] if r["seed"] == seed), None)
+            cells.append(
+                f"{100 * r['initial']:.1f} / {100 * r['kept']:.1f} ({r['kept_step']}) / {100 * r['final']:.1f}"
+                if r
+                else "-"
+            )
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """The report as Markdown: the headline contrasts, the mentor-vs-random counts, per-method costs and accuracy,
     the definitions and the exact setup."""
@@ -138,6 +173,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         b = beat[kind]
         share = f"{100 * b['share']:.0f}% [{100 * b['ci95'][0]:.0f}, {100 * b['ci95'][1]:.0f}]" if b["rounds"] else "-"
         lines.append(f"| {kind} | {b['wins']} | {b['rounds']} | {share} |")
+    lines += kept_table(summary.get("kept") or {})
     lines += [
         "",
         "Per run, averaged over seeds:",

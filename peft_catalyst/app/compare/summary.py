@@ -79,6 +79,29 @@ def compute(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     return {"equal": not unequal, "unequal": unequal}
 
 
+def kept(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Per method, the test accuracy of the prompt each seed started from (``initial``), of the prompt it kept by
+    validation (``kept``, what the saved adapter holds) and of its last step's (``final``), per seed and averaged, and
+    in how many seeds the kept prompt was at least as good as the start. Records from before keep-best (no
+    ``initial_test_accuracy``) are left out."""
+    out: dict[str, Any] = {}
+    for m in METHODS:
+        seeds = [s for s in sorted(runs[m]) if runs[m][s].get("initial_test_accuracy") is not None]
+        rows = [
+            {
+                "seed": s,
+                "initial": runs[m][s]["initial_test_accuracy"],
+                "kept": runs[m][s]["test_accuracy"],
+                "final": runs[m][s].get("final_step_test_accuracy", runs[m][s]["test_accuracy"]),
+                "kept_step": runs[m][s].get("kept_step"),
+            }
+            for s in seeds
+        ]
+        mean = {k: (sum(r[k] for r in rows) / len(rows) if rows else None) for k in ("initial", "kept", "final")}
+        out[m] = {"seeds": rows, "mean": mean, "kept_at_least_initial": sum(r["kept"] >= r["initial"] for r in rows)}
+    return out
+
+
 def summarize(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Everything the report shows, from the finished records."""
     runs = by_method(records)
@@ -95,7 +118,8 @@ def summarize(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "beat_random": beat_random(list(runs["catalyst"].values())),
         "costs": {m: costs(list(runs[m].values())) for m in METHODS},
         "compute": compute(runs),
+        "kept": kept(runs),
     }
 
 
-__all__ = ["CONTRASTS", "beat_random", "by_method", "compute", "contrast", "costs", "summarize"]
+__all__ = ["CONTRASTS", "beat_random", "by_method", "compute", "contrast", "costs", "kept", "summarize"]
