@@ -13,7 +13,7 @@ import re
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 
@@ -22,7 +22,9 @@ from peft_catalyst.sharding import assign_full_, full_tensor, gathered, num_rows
 
 logger = logging.getLogger(__name__)
 
-PROJECTION_METRICS = ("cosine", "l2", "dot")
+#: How a virtual token is compared with the vocabulary's embeddings to find its nearest token.
+ProjectionMetric = Literal["cosine", "l2", "dot"]
+PROJECTION_METRICS: tuple[str, ...] = get_args(ProjectionMetric)
 PROJECTION_VOCABS = ("printable", "all")
 
 DEFAULT_CHUNK_ROWS = 8192

@@ -6,30 +6,36 @@ from dataclasses import dataclass, field
 
 from peft import PromptTuningConfig
 
-from peft_catalyst.projection import PROJECTION_METRICS, validate_projection_vocab
+from peft_catalyst.projection import PROJECTION_METRICS, ProjectionMetric, validate_projection_vocab
 
 from .registration import CATALYST
 
 
 @dataclass
 class CatalystConfig(PromptTuningConfig):
-    """Prompt tuning whose soft prompt can be read as text and restarted from text proposed by an LLM mentor.
+    """
+    This is the configuration class to store the configuration of a [`CatalystEmbedding`]: prompt tuning whose soft
+    prompt can be read as text and restarted from text that an LLM mentor proposes.
 
-    Everything of ``peft.PromptTuningConfig`` works as before (``num_virtual_tokens``, RANDOM / TEXT / SAMPLE_VOCAB
-    init, ...). The fields below are extra; vanilla PEFT ignores them with a warning when it reads the config.
+    Everything of [`PromptTuningConfig`] works as before (`num_virtual_tokens`, the `RANDOM`, `TEXT` and
+    `SAMPLE_VOCAB` inits, ...). The fields below are extra; vanilla PEFT ignores them with a warning when it reads
+    the config.
 
     Args:
-        task_description: What the mentor LLM is told the task is (e.g. "Classify the sentiment of a movie review").
-        projection_metric: How a virtual token is mapped to its nearest vocabulary token: "cosine", "l2" or "dot".
-        projection_vocab: Which tokens a projection may pick: "printable" (no special, unprintable or
-            whitespace-only tokens), "all", or an explicit list of token ids.
+        task_description (`str`, *optional*):
+            What the mentor LLM is told the task is (e.g. "Classify the sentiment of a movie review").
+        projection_metric (`Literal["cosine", "l2", "dot"]`, defaults to `"cosine"`):
+            How a virtual token is mapped to its nearest vocabulary token when the soft prompt is read as text.
+        projection_vocab (`str` or `list[int]`, defaults to `"printable"`):
+            Which tokens a projection may pick: `"printable"` (no special, unprintable or whitespace-only tokens),
+            `"all"`, or an explicit list of token ids.
     """
 
     task_description: str | None = field(
         default=None,
         metadata={"help": "What the mentor LLM is told the task is; used to build the meta-prompt."},
     )
-    projection_metric: str = field(
+    projection_metric: ProjectionMetric = field(
         default="cosine",
         metadata={
             "help": f"Similarity used to project virtual tokens to vocabulary tokens: one of {PROJECTION_METRICS}."
