@@ -394,6 +394,22 @@ def test_the_round_engine_contract_is_typed():
         CatalystCallback(mentor=object())
 
 
+def test_the_round_settings_protocol_cannot_drift_from_the_arguments():
+    """RoundSettings is a hand-written view of CatalystArguments for the round engine: every setting it names is a
+    field of the dataclass with the same type, so a renamed or retyped setting fails here, not in a run."""
+    import dataclasses
+    import typing
+
+    from peft_catalyst import CatalystArguments
+    from peft_catalyst.rounds.contract import RoundSettings
+
+    protocol = typing.get_type_hints(RoundSettings)
+    arguments = typing.get_type_hints(CatalystArguments)
+    fields = {f.name for f in dataclasses.fields(CatalystArguments)}
+    assert protocol and set(protocol) <= fields, sorted(set(protocol) - fields)
+    assert {name: protocol[name] for name in protocol if protocol[name] != arguments[name]} == {}
+
+
 def test_metric_direction_follows_the_name_unless_given():
     from peft_catalyst.trainer.catalyst_arguments import higher_is_better
 

@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 from peft_catalyst.history import ChatLog
 from peft_catalyst.mentors.base import Proposal
 from peft_catalyst.records import RestartName, RoundRecord, Selection, Trigger
+from peft_catalyst.rounds.restarts import RestartOptimizer
 from peft_catalyst.rounds.trajectory import Trajectory
 
 __all__ = ["RoundContext", "RoundOutcome", "RoundSettings", "RoundTimings"]
@@ -42,7 +43,7 @@ class RoundSettings(Protocol):
     catalyst_race_seed: int | None
     catalyst_reset_optimizer: bool
     catalyst_rewarmup_steps: int
-    catalyst_restart_optimizer: str
+    catalyst_restart_optimizer: RestartOptimizer
     catalyst_restart_loss_ratio: float | None
     catalyst_restart: RestartName
     catalyst_blend_alphas: list[float]
