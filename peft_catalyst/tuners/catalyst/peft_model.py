@@ -236,7 +236,7 @@ def apply_catalyst_fixes(model: pm.PeftModel) -> pm.PeftModel:
 
 
 def setup_prompt_encoder(original: Callable[[Any, str], Any], model: Any, adapter_name: str) -> Any:
-    """``PeftModel._setup_prompt_encoder`` for CATALYST; PEFT's ``original`` unchanged for every other type.
+    """``PeftModel``'s prompt-encoder set-up for CATALYST; PEFT's ``original``, unchanged, for every other type.
 
     Why: ``PeftModel`` builds prompt encoders only for built-in prompt types (else "Not supported"). Its
     PROMPT_TUNING branch looks the encoder class up in PEFT's tuner mapping, so for the duration of the call that
