@@ -36,7 +36,6 @@ def register(
     (``peft_catalyst.compat.peft.wrap_setup_prompt_encoder``); it must call ``original(model, adapter_name)`` for any
     type but CATALYST. The package passes the classes and the hook in, so this module needs nothing of peft-catalyst.
     """
-
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
     from peft.utils import register_peft_method
 
