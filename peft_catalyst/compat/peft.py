@@ -24,7 +24,7 @@ _MIN_PEFT, _MAX_PEFT = Version("0.21.0"), Version("0.22")
 
 if not _MIN_PEFT <= Version(Version(peft.__version__).base_version) < _MAX_PEFT:
     raise ImportError(
-        f"peft-catalyst patches PEFT internals and supports peft{','.join(SUPPORTED_PEFT)}; found peft "
+        f"peft-catalyst builds on PEFT internals and supports peft{','.join(SUPPORTED_PEFT)}; found peft "
         f"{peft.__version__}. Install a supported release: pip install 'peft{','.join(SUPPORTED_PEFT)}'."
     )
 
