@@ -13,6 +13,7 @@ PEFT code they build on moves. ``isinstance(model, PeftModelForCausalLM)`` stays
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -180,6 +181,15 @@ class CatalystPeftModelForTokenClassification(CatalystPeftModel, pm.PeftModelFor
             prefix = labels.new_full((labels.shape[0], config.num_virtual_tokens), -100)
             labels = torch.cat((prefix, labels), dim=1)
         return super().forward(*args, labels=labels, **kwargs)
+
+
+# The overrides above take ``*args, **kwargs`` and pass them on: show PEFT's parameters to whoever inspects them.
+for _ours, _peft, _names in (
+    (CatalystPeftModelForSeq2SeqLM, pm.PeftModelForSeq2SeqLM, ("forward", "generate")),
+    (CatalystPeftModelForTokenClassification, pm.PeftModelForTokenClassification, ("forward",)),
+):
+    for _name in _names:
+        vars(_ours)[_name].__signature__ = inspect.signature(getattr(_peft, _name))
 
 
 class CatalystPeftModelForSequenceClassification(CatalystPeftModel, pm.PeftModelForSequenceClassification):
