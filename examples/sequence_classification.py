@@ -28,7 +28,7 @@ import transformers
 from peft import get_peft_model
 from transformers import HfArgumentParser, set_seed
 
-from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments
+from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments, quiet
 from peft_catalyst.app.runner import (
     DataArguments,
     MentorArguments,
@@ -70,6 +70,7 @@ class ScriptArguments:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Train, evaluate on the test split, save adapter + card locally and push if asked; returns test metrics."""
+    quiet.apply()  # the command line's narrow filters of upstream warnings nobody can act on; not done on import
     parser = HfArgumentParser((ScriptArguments, DataArguments, MentorArguments, CatalystTrainingArguments))
     parser.set_defaults(**DEFAULTS)
     args, data_args, mentor_args, training_args = parser.parse_args_into_dataclasses(args=argv)

@@ -1,19 +1,15 @@
 """peft-catalyst: LLM-guided prompt tuning as a Hugging Face PEFT method.
 
 Importing this package registers the ``CATALYST`` PEFT type, so ``get_peft_model``, ``PeftModel.from_pretrained``
-and the ``AutoPeftModel*`` classes handle it like a built-in method (see ``peft_catalyst._patches``).
+and the ``AutoPeftModel*`` classes handle it like a built-in method (``peft_catalyst.tuners.catalyst.registration``),
+and changes nothing else: no method of PEFT's or transformers' classes, no warning filter. Two things are explicit
+calls instead, made by the command line: :func:`use_packaged_models` (the packaged models' Hub ids load from their
+asset packages when the Hub is off) and ``peft_catalyst.quiet.apply()`` (upstream warnings nobody can act on).
 """
-
-from peft_catalyst import quiet
-
-quiet.apply()  # first (before PEFT pulls in DeepSpeed): the same narrow filters for the CLI, the API and the examples
-
-from peft_catalyst import _patches  # noqa: E402
-
-_patches.apply()
 
 from peft_catalyst.export import export_prompt_tuning  # noqa: E402
 from peft_catalyst.hub import push_to_hub  # noqa: E402
+from peft_catalyst.offline_models import use_packaged_models  # noqa: E402
 from peft_catalyst.pipelines import pipeline  # noqa: E402
 from peft_catalyst.projection import (  # noqa: E402
     NearestToken,
@@ -80,4 +76,5 @@ __all__ = [
     "push_to_hub",
     "set_soft_prompt_from_text",
     "soft_prompt_text",
+    "use_packaged_models",
 ]

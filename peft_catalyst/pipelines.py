@@ -39,8 +39,12 @@ def pipeline(task: str | None = None, model: Any = None, *args: Any, **kwargs: A
     (CATALYST, PROMPT_TUNING, P_TUNING, PREFIX_TUNING): its base model (``base_model_name_or_path``, or the
     ``base_model=`` keyword: a Hub id or a folder) and the adapter are loaded with ``PeftModel.from_pretrained``, and
     the tokenizer comes from the adapter's folder when it holds one, else from the base model. ``revision``, ``token``
-    and ``model_kwargs`` apply to both; ``dtype`` to the base. The packaged models' Hub ids load offline from their
-    asset packages (``peft_catalyst.offline_models``)."""
+    and ``model_kwargs`` apply to both; ``dtype`` to the base. A packaged model's Hub id as the base loads offline
+    from its asset package (:func:`peft_catalyst.use_packaged_models`, for this call only). A PROMPT_TUNING adapter
+    gets CATALYST's generation fixes (:func:`peft_catalyst.tuners.catalyst.apply_catalyst_fixes`), so its portable
+    copy generates what the CATALYST adapter generates."""
+    from peft_catalyst.offline_models import packaged_model, packaged_models
+
     base_model = kwargs.pop("base_model", None)
     if isinstance(model, (str, os.PathLike)):
         config = _prompt_learning_config(str(model), kwargs)
@@ -50,9 +54,12 @@ def pipeline(task: str | None = None, model: Any = None, *args: Any, **kwargs: A
                 raise ValueError(f"Pass task=...: the adapter {str(model)!r} has task_type {config.task_type!r}.")
             if base_model is not None:
                 config.base_model_name_or_path = str(base_model)
-            model, tokenizer = _load(task, str(model), config, kwargs)
-            if kwargs.get("tokenizer") is None and tokenizer is not None:
-                kwargs["tokenizer"] = tokenizer
+            packaged = packaged_model(config.base_model_name_or_path) is not None
+            with packaged_models() if packaged else contextlib.nullcontext():
+                model, tokenizer = _load(task, str(model), config, kwargs)
+                if kwargs.get("tokenizer") is None and tokenizer is not None:
+                    kwargs["tokenizer"] = tokenizer
+                return transformers.pipeline(task, model, *args, **kwargs)
     return transformers.pipeline(task, model, *args, **kwargs)
 
 
@@ -77,9 +84,11 @@ def _prompt_learning_config(model: str, kwargs: dict[str, Any]):
 
 
 def _load(task: str, adapter: str, config, kwargs: dict[str, Any]):
-    from peft import PeftModel
+    from peft import PeftModel, PeftType
     from transformers import AutoTokenizer
     from transformers.pipelines import check_task
+
+    from peft_catalyst.tuners.catalyst import apply_catalyst_fixes
 
     if not config.base_model_name_or_path:
         raise ValueError(f"The adapter {adapter!r} does not name its base model (base_model_name_or_path).")
@@ -101,6 +110,8 @@ def _load(task: str, adapter: str, config, kwargs: dict[str, Any]):
         except OSError as exc:
             raise OSError(_base_model_missing(adapter, config.base_model_name_or_path)) from exc
     model = PeftModel.from_pretrained(base, adapter, **_hub_kwargs(kwargs)).eval()
+    if getattr(model.active_peft_config, "peft_type", None) == PeftType.PROMPT_TUNING:
+        apply_catalyst_fixes(model)
     _report_what_the_adapter_left(model, loading, reports, config.base_model_name_or_path)
     tokenizer = None
     for source, extra in ((adapter, _hub_kwargs(kwargs)), (config.base_model_name_or_path, hub)):

@@ -1,8 +1,9 @@
 """Upstream warnings that no user of this package can act on: silenced by exact message, in this one place.
 
-``peft_catalyst`` applies :func:`apply` when it is imported, so the command line, the Python API and the examples
-print the same. Where the cause can be fixed it is fixed instead (pinned memory without an accelerator, a prompt
-adapter's export); each filter names the upstream code that warns and why the warning says nothing actionable.
+Importing ``peft_catalyst`` changes no warning filter. :func:`apply` installs them for the whole process; the command
+line and the examples call it first thing, and a script may too (``peft_catalyst.quiet.apply()``), so all print the
+same. Where the cause can be fixed it is fixed instead (pinned memory without an accelerator, a prompt adapter's
+export); each filter names the upstream code that warns and why the warning says nothing actionable.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class UpstreamWarning:
     why: str
 
 
-#: Filtered for the whole process once ``peft_catalyst`` is imported.
+#: Filtered for the whole process by :func:`apply`.
 UPSTREAM_WARNINGS = (
     UpstreamWarning(
         message=r"`is_gradient_checkpointing` is deprecated and will be removed in v6\.",
@@ -49,10 +50,11 @@ _VOCABULARY_CHECK = UpstreamWarning(
 
 
 def apply() -> None:
-    """Install the process-wide filters, and let DeepSpeed know there is no accelerator before it looks.
+    """Install the process-wide filters, and let DeepSpeed know there is no accelerator before it looks (idempotent).
 
     DeepSpeed (when installed, imported by transformers and accelerate) warns "Setting accelerator to CPU" when it
-    finds none; ``DS_ACCELERATOR=cpu`` is what it would choose anyway, said before it is imported.
+    finds none; ``DS_ACCELERATOR=cpu`` is what it would choose anyway, said before it is imported (so call this
+    before training starts).
     """
     for entry in UPSTREAM_WARNINGS:
         warnings.filterwarnings("ignore", message=entry.message, category=entry.category, module=entry.module)

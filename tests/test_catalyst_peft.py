@@ -18,7 +18,6 @@ from peft import (
 )
 from peft.utils import PeftType
 
-import peft_catalyst
 from peft_catalyst import CatalystConfig, CatalystEmbedding
 from tests import tiny
 
@@ -59,8 +58,10 @@ def test_peft_type_registered():
     assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.CATALYST] is CatalystEmbedding
     assert issubclass(CatalystConfig, PromptTuningConfig)
     assert CatalystConfig(num_virtual_tokens=4).peft_type is PeftType.CATALYST
-    # Importing twice (or applying the patches again) changes nothing.
-    peft_catalyst._patches.apply()
+    # Registering again (as importing twice would) changes nothing.
+    from peft_catalyst.tuners.catalyst import register, setup_prompt_encoder
+
+    register(CatalystConfig, CatalystEmbedding, setup_prompt_encoder)
     assert list(PeftType).count(PeftType.CATALYST) == 1
 
 

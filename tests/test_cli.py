@@ -55,7 +55,7 @@ def assert_portable_run_folder(out: Path, trained, texts: list[str]) -> None:
     from transformers import AutoTokenizer
 
     import peft_catalyst
-    from peft_catalyst.offline_models import PACKAGED_MODELS, cache_root
+    from peft_catalyst.offline_models import PACKAGED_MODELS, cache_root, packaged_models_enabled, use_packaged_models
 
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] in PACKAGED_MODELS
@@ -74,8 +74,12 @@ def assert_portable_run_folder(out: Path, trained, texts: list[str]) -> None:
     handler = logging.Handler()
     handler.emit = lambda record: reports.append(record.getMessage())  # type: ignore[method-assign]
     logging.getLogger("transformers.modeling_utils").addHandler(handler)
+    switched_on = packaged_models_enabled()  # by the command line, in its process (here: this one)
+    use_packaged_models(False)  # a user's fresh process: importing peft_catalyst does not switch it on ...
     try:
+        peft_catalyst.use_packaged_models()  # ... the one call that the folder's card shows does
         loaded = auto.from_pretrained(out).eval()  # offline (HF_HUB_OFFLINE=1): the base model comes from its package
+        use_packaged_models(False)  # peft_catalyst.pipeline below switches it on for its own load
     finally:
         logging.getLogger("transformers.modeling_utils").removeHandler(handler)
     assert loaded.name_or_path == config["base_model_name_or_path"]
@@ -101,6 +105,8 @@ def assert_portable_run_folder(out: Path, trained, texts: list[str]) -> None:
         for row, scores in zip(expected.softmax(-1), pipe(texts, top_k=None)):
             got = {label2id[s["label"]]: s["score"] for s in scores}
             assert got == pytest.approx({i: float(p) for i, p in enumerate(row)}, abs=1e-5)
+    assert not packaged_models_enabled()  # the pipeline's switch was for its load only
+    use_packaged_models(switched_on)
 
 
 def _run_cli(args: list[str], env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -19,7 +19,7 @@ from peft.utils import PeftType
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import CallbackHandler, TrainerControl
 
-import peft_catalyst  # noqa: F401  (importing the package applies the patches)
+import peft_catalyst  # noqa: F401  (importing the package registers CATALYST: the prompt-encoder hook)
 from peft_catalyst.compat import deepspeed as ds_compat
 from peft_catalyst.compat import peft as peft_compat
 from peft_catalyst.compat import torch as torch_compat
@@ -64,6 +64,9 @@ PRIVATE_NAMES = (
     "_member_map_",
     "_value2member_map_",
     "_member_names_",
+    "_BaseAutoPeftModel",
+    # transformers, reached while use_packaged_models is on
+    "_adjust_missing_and_unexpected_keys",
     # torch
     "_orig_mod",
     "_version",
@@ -279,6 +282,26 @@ def test_wrap_setup_prompt_encoder():
     assert getattr(wrapped, "_catalyst_patched", False)
     peft_compat.wrap_setup_prompt_encoder(lambda original, model, name: None)  # idempotent: the first wrapper stays
     assert peft_model.PeftModel._setup_prompt_encoder is wrapped
+
+
+def test_auto_peft_model_base():
+    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+
+    base = peft_compat.auto_peft_model_base()
+    assert "from_pretrained" in vars(base), _moved(
+        "PEFT", "_BaseAutoPeftModel.from_pretrained", "peft.auto_peft_model_base"
+    )
+    assert issubclass(AutoPeftModelForCausalLM, base) and issubclass(AutoPeftModelForSequenceClassification, base)
+    assert "from_pretrained" not in vars(AutoPeftModelForCausalLM)  # inherited: one wrapper covers every Auto class
+
+
+def test_load_report_adjustment():
+    owner, name = tf_compat.load_report_adjustment()
+    method = inspect.unwrap(getattr(owner, name))
+    assert list(inspect.signature(method).parameters) == ["self", "loading_info"], _moved(
+        "transformers", f"PreTrainedModel.{name}(loading_info)", "transformers.load_report_adjustment"
+    )
+    assert f".{name}(loading_info)" in inspect.getsource(owner._finalize_model_loading)
 
 
 def test_prompt_tuning_tuner():

@@ -1,4 +1,8 @@
-"""Cached generation of prompt-tuned causal LMs equals greedy decoding without cache; left padding changes nothing."""
+"""Cached generation of prompt-tuned causal LMs equals greedy decoding without cache; left padding changes nothing.
+
+The fix is a method of CATALYST's model class: a CATALYST adapter has it, a plain PROMPT_TUNING adapter gets it from
+``apply_catalyst_fixes`` only (``peft_catalyst.pipeline`` calls it); importing peft_catalyst gives it to no one
+(tests/test_import.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import torch
 from peft import PromptTuningConfig, get_peft_model
 
 from peft_catalyst import CatalystConfig
+from peft_catalyst.tuners.catalyst import apply_catalyst_fixes
 from tests import tiny
 
 STEPS = 10
@@ -27,6 +32,8 @@ def _model(tok, arch: str, method: str):
     pm = get_peft_model(base, cls(task_type="CAUSAL_LM", num_virtual_tokens=4))
     with torch.no_grad():  # a soft prompt far from init, so that a wrong injection shows in the tokens
         pm.prompt_encoder["default"].embedding.weight.normal_(std=2.0)
+    if method == "prompt_tuning":
+        apply_catalyst_fixes(pm)  # on request: PEFT's own class keeps PEFT's generation
     return pm.eval()
 
 
@@ -76,8 +83,9 @@ def test_left_padded_batch_generates_what_each_row_generates_alone(tok, arch):
 def test_vanilla_peft_cached_generation_is_still_wrong_upstream(tok, tmp_path):
     """Canary: without peft_catalyst, PEFT 0.21 + transformers 5.x re-injects the prompt at every decode step.
 
-    If this starts passing upstream, the generation patch in peft_catalyst/_patches.py may be obsolete: check and
-    retire it (this test then documents the fix instead).
+    If this starts passing upstream, CatalystPeftModelForCausalLM.prepare_inputs_for_generation
+    (peft_catalyst/tuners/catalyst/peft_model.py) may be obsolete: check and retire it (this test then documents the
+    fix instead).
     """
     tiny.tiny_gpt2(tok).save_pretrained(tmp_path / "gpt2")
     script = textwrap.dedent(

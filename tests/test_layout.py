@@ -54,9 +54,10 @@ def _reaches(graph: dict[str, set[str]], start: str, goal: str) -> bool:
     "low, high",
     [
         ("peft_catalyst.mentors.base", "peft_catalyst.mentors.metaprompt"),
-        ("peft_catalyst.tuners.catalyst.config", "peft_catalyst._patches"),
-        ("peft_catalyst.tuners.catalyst.registration", "peft_catalyst._patches"),
-        ("peft_catalyst.tuners.catalyst", "peft_catalyst._patches"),
+        ("peft_catalyst.tuners.catalyst.registration", "peft_catalyst.tuners.catalyst.peft_model"),
+        ("peft_catalyst.tuners.catalyst.model", "peft_catalyst.tuners.catalyst.peft_model"),
+        ("peft_catalyst.tuners.catalyst.peft_model", "peft_catalyst.tuners.catalyst"),
+        ("peft_catalyst.compat.peft", "peft_catalyst.offline_models"),
         ("peft_catalyst.compat.peft", "peft_catalyst.tuners.catalyst.registration"),
     ],
 )

@@ -479,3 +479,15 @@ def test_a_blended_restart_names_its_shape_and_its_nearest_token_reading(tok):
     assert rows[-1][2] == "zq wv *(random control, blend alpha=0.3)*"
     assert "no longer a token sequence" in card.text
     assert "no longer a token sequence" not in build_model_card(_model(tok), tok, history=raced_history()).text
+
+
+def test_a_packaged_base_card_shows_the_call_that_loads_it_offline(tok):
+    """The base is a packaged model's Hub id: the card's load snippet switches the packaged ids on, explicitly
+    (importing peft_catalyst alone does not), before the first load."""
+    from peft_catalyst.offline_models import MINILM_HUB_ID
+
+    card = build_model_card(_model(tok), tok, base_model=MINILM_HUB_ID, repo_id="org/x")
+    load = card.text.split("### How to load")[1]
+    assert "import peft_catalyst" in load and "peft_catalyst.use_packaged_models()" in load
+    assert load.index("peft_catalyst.use_packaged_models()") < load.index(".from_pretrained(")
+    assert "use_packaged_models" not in build_model_card(_model(tok), tok, repo_id="org/y").text  # not packaged

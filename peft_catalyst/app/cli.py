@@ -64,6 +64,7 @@ def _guarded(fn, argv: list[str]) -> int:
     from peft_catalyst.app.runner import UserError
     from peft_catalyst.mentors import ReplayMissError
 
+    switch_on_process_settings()
     try:
         code = fn(argv)
         if code == 0:
@@ -78,6 +79,16 @@ def _guarded(fn, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("peft-catalyst: interrupted", file=sys.stderr)
         return 130
+
+
+def switch_on_process_settings() -> None:
+    """What the command line switches on for its whole process, and importing the library does not: the narrow
+    upstream warning filters (``peft_catalyst.quiet``) and the packaged models' Hub ids loading from their asset
+    packages when the Hub is off (``peft_catalyst.use_packaged_models``; the run folders name those ids)."""
+    from peft_catalyst import quiet, use_packaged_models
+
+    quiet.apply()
+    use_packaged_models()
 
 
 def _end_processes() -> None:

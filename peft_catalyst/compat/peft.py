@@ -1,8 +1,10 @@
 """PEFT internals (verified on peft 0.21.2; the supported range is :data:`SUPPORTED_PEFT`, checked on import).
 
 PEFT has no plug-in point for a new prompt-learning method: ``PeftType`` is a closed enum, and ``PeftModel`` builds
-prompt encoders only for built-in types. This module holds the three reaches into PEFT's internals that CATALYST
-needs; ``peft_catalyst._patches`` says why each is used, and ``tests/test_compat.py`` fails loudly if PEFT moves.
+prompt encoders only for built-in types. This module holds the three reaches into PEFT's internals that registering
+CATALYST needs (``peft_catalyst.tuners.catalyst.registration`` says why each is used), and the class of the
+``AutoPeftModel*`` loaders that ``peft_catalyst.offline_models.use_packaged_models`` wraps while switched on;
+``tests/test_compat.py`` fails loudly if PEFT moves.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _MIN_PEFT, _MAX_PEFT = Version("0.21.0"), Version("0.22")
 
 if not _MIN_PEFT <= Version(Version(peft.__version__).base_version) < _MAX_PEFT:
     raise ImportError(
-        f"peft-catalyst patches PEFT internals and supports peft{','.join(SUPPORTED_PEFT)}; found peft "
+        f"peft-catalyst builds on PEFT internals and supports peft{','.join(SUPPORTED_PEFT)}; found peft "
         f"{peft.__version__}. Install a supported release: pip install 'peft{','.join(SUPPORTED_PEFT)}'."
     )
 
@@ -80,3 +82,11 @@ def prompt_tuning_tuner(tuner_cls: type) -> Iterator[None]:
         yield
     finally:
         mapping[PeftType.PROMPT_TUNING] = saved
+
+
+def auto_peft_model_base() -> type:
+    """The class that holds ``from_pretrained`` of every ``AutoPeftModel*`` class: ``peft.auto._BaseAutoPeftModel``
+    (verified on peft 0.21.2); :func:`peft_catalyst.offline_models.use_packaged_models` wraps it while switched on."""
+    from peft.auto import _BaseAutoPeftModel
+
+    return _BaseAutoPeftModel

@@ -72,3 +72,15 @@ def save_checkpoint(trainer: Any) -> None:
     """
     trainer._save_checkpoint(trainer.model_wrapped, None)
     trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+
+
+def load_report_adjustment() -> tuple[type, str]:
+    """Where a model load settles its missing and unexpected keys before transformers logs its load report.
+
+    ``PreTrainedModel._adjust_missing_and_unexpected_keys(self, loading_info)``, called by
+    ``_finalize_model_loading`` before ``log_state_dict_report`` (verified on transformers 5.25.0): returned as
+    ``(owner, name)`` for :func:`peft_catalyst.offline_models.use_packaged_models`, which wraps it while switched on.
+    """
+    from transformers import PreTrainedModel
+
+    return PreTrainedModel, "_adjust_missing_and_unexpected_keys"
