@@ -95,6 +95,29 @@ def test_token_classification_loss_covers_real_tokens_only():
     torch.testing.assert_close(out.loss, expected)
 
 
+def test_a_prompt_tuning_model_trained_by_catalyst_gets_the_fixes_and_others_do_not(tmp_path):
+    """A plain PROMPT_TUNING token classifier keeps PEFT's behaviour (labels unpadded: the loss fails) until it is
+    handed to CatalystTrainer, which gives it CATALYST's model class, so its loss covers the real tokens only."""
+    from peft import PromptTuningConfig
+
+    from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
+    from peft_catalyst.tuners.catalyst.peft_model import CatalystPeftModel
+
+    tok = tiny.bpe_tokenizer()
+    pm = get_peft_model(tiny.tiny_bert_token_cls(tok), PromptTuningConfig(task_type="TOKEN_CLS", num_virtual_tokens=3))
+    enc = tok(["the movie was great"], return_tensors="pt")
+    labels = torch.randint(0, 3, enc["input_ids"].shape)
+    assert not isinstance(pm, CatalystPeftModel)
+    with pytest.raises(ValueError):  # PEFT 0.21: labels of the input's length against logits with 3 more positions
+        pm(**enc, labels=labels)
+    args = CatalystTrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to="none", catalyst_rounds=0)
+    CatalystTrainer(model=pm, args=args, processing_class=tok)
+    assert isinstance(pm, CatalystPeftModel)
+    out = pm(**enc, labels=labels)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, 3:].reshape(-1, 3), labels.reshape(-1))
+    torch.testing.assert_close(out.loss, expected)
+
+
 def test_causal_prepare_inputs_signature_unchanged():
     params = inspect.signature(_original(peft_model.PeftModelForCausalLM.prepare_inputs_for_generation)).parameters
     assert "task_ids" in params

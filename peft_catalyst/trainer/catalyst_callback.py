@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import PeftModel
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -50,6 +51,7 @@ from peft_catalyst.rounds.restarts import apply_rewarmup, embedding_scale, proje
 from peft_catalyst.rounds.scoring import PromptScorer, ScoreFunction
 from peft_catalyst.rounds.trajectory import Trajectory
 from peft_catalyst.sharding import register_with_root_module
+from peft_catalyst.tuners.catalyst.peft_model import apply_catalyst_fixes
 
 from .catalyst_arguments import CatalystArguments, catalyst_fields, higher_is_better
 from .keep_best import keeps_best, kept_prompt, mark_start_as_best, saved_prompt
@@ -150,6 +152,8 @@ class CatalystCallback(TrainerCallback):
             self.settings = catalyst_fields(trainer.args) if hasattr(trainer.args, "catalyst_rounds") else None
             self.settings = self.settings or CatalystArguments()
         get_soft_prompt(trainer.model)  # a clear error for any model without a prompt-tuning adapter
+        if isinstance(trainer.model, PeftModel):  # a PROMPT_TUNING model trained here gets CATALYST's model fixes
+            apply_catalyst_fixes(trainer.model)
         self.trainer = trainer
         no_pin_memory_without_accelerator(trainer.args)  # as the command line: no pin_memory warning per dataloader
         if self.rounds_enabled:
