@@ -72,7 +72,9 @@ def parse_proposers(value: Any, samples: int) -> dict[str, int] | None:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"catalyst_proposers is not valid JSON ({exc.msg}): write e.g. 'mentor=4,vocab=4'")
+                raise ValueError(
+                    f"catalyst_proposers is not valid JSON ({exc.msg}): write e.g. 'mentor=4,vocab=4'"
+                ) from None
         elif "=" in text:
             value = {}
             for part in filter(None, (p.strip() for p in text.split(","))):
@@ -123,7 +125,8 @@ def _check_names(names: Sequence[str]) -> None:
     unknown = [n for n in names if n not in PROPOSERS]
     if unknown:
         raise ValueError(
-            f"catalyst_proposers: unknown proposer {', '.join(map(repr, unknown))}: use names among {', '.join(PROPOSERS)}"
+            f"catalyst_proposers: unknown proposer {', '.join(map(repr, unknown))}: use names among "
+            + ", ".join(PROPOSERS)
         )
     if not names:
         raise ValueError(f"catalyst_proposers names no proposer: use names among {', '.join(PROPOSERS)}")
@@ -231,6 +234,7 @@ class TrainExamples:
         out: list[Draw] = []
         for k in range(count):
             picked = [rows[order[(k * per + j) % len(order)]] for j in range(per)]
+            picked = picked[k % per :] + picked[: k % per]  # each class leads in turn (a short prompt shows one)
             out.append(Draw(self._fitted(picked, fits)))
         return out
 
@@ -251,13 +255,15 @@ def round_wins(record: RoundRecord, higher_is_better: bool) -> dict[str, str]:
     A phase that did not happen (no screening, a skipped round) has no entry."""
     wins: dict[str, str] = {}
     screening = record.screening
+
+    def _beats(a: float, b: float) -> bool:
+        return ranking_key(a, higher_is_better) < ranking_key(b, higher_is_better)
+
     if screening is not None:
         best = screening.kept[0] if screening.kept else None
         best_score = screening.scores[best] if best is not None and best < len(screening.scores) else None
         control = screening.controls[screening.kept_controls[0]] if screening.kept_controls else None
-        if control is not None and control.finite and (
-            best_score is None or ranking_key(control.score, higher_is_better) < ranking_key(best_score, higher_is_better)
-        ):
+        if control is not None and control.finite and (best_score is None or _beats(control.score, best_score)):
             wins["screening"] = CONTROL_PROPOSER
         elif best is not None:
             wins["screening"] = record.candidates[best].proposer or "mentor"

@@ -550,7 +550,7 @@ class CatalystArguments:
     def _proposer_errors(self) -> list[str]:
         """Normalise ``catalyst_proposers`` to ``{name: count}`` in place; the errors it has."""
         try:
-            counts = parse_proposers(self.catalyst_proposers, self.catalyst_num_samples or self.catalyst_num_candidates)
+            counts = self.catalyst_proposer_counts
         except ValueError as exc:
             return [str(exc)]
         self.catalyst_proposers = counts
