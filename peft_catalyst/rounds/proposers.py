@@ -8,7 +8,7 @@ bit.
 - ``labels``: random vocabulary words completed with the label words (:func:`.evidence.anchor_labels`);
 - ``sample_vocab``: uniformly random token ids of the whole embedding matrix, as PEFT's
   ``PromptTuningInit.SAMPLE_VOCAB`` draws them (``torch.randint(0, num_embeddings, (n,))``, here from a seeded
-  generator of its own: the same ids as PEFT draws after ``torch.manual_seed`` of the same seed);
+  generator of its own, not the global one PEFT draws from: the same ids for the same generator state);
 - ``examples``: labelled *training* examples written as text (the row's text, then its label word) and cut to the
   prompt's length, demonstrations as a start as CPT does; they come from the training set the host trainer holds
   (after the catalyst split was carved from it), never from the catalyst, validation or test split;
@@ -167,12 +167,13 @@ def draw_labels(
 
 
 def draw_sample_vocab(
-    num_embeddings: int, count: int, length: int, seed: int, decode: Callable[[list[int]], str]
+    num_embeddings: int, count: int, length: int, seed: int | torch.Generator, decode: Callable[[list[int]], str]
 ) -> list[Draw]:
-    """``count`` prompts of ``length`` token ids drawn as PEFT's ``SAMPLE_VOCAB`` init draws them (uniform over every
-    row of the embedding matrix, special tokens included), one after the other from a generator seeded ``seed``:
-    the first prompt is what ``torch.manual_seed(seed)`` then PEFT's init would start from."""
-    generator = torch.Generator().manual_seed(seed)
+    """``count`` prompts of ``length`` token ids drawn as PEFT's ``SAMPLE_VOCAB`` init draws them, ``torch.randint(0,
+    num_embeddings, (length,))`` (uniform over every row of the embedding matrix, special tokens included), one
+    after the other from a generator of their own: a new one seeded ``seed``, or ``seed`` itself when it is a
+    generator (from the state PEFT's global generator is in, it draws PEFT's ids; ``tests/test_proposers.py``)."""
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
     out = []
     for _ in range(count):
         ids = torch.randint(0, num_embeddings, (length,), dtype=torch.long, generator=generator).tolist()
@@ -219,7 +220,8 @@ class TrainExamples:
 
     def draw(self, count: int, fits: Callable[[str], bool], seed: int) -> list[Draw]:
         """``count`` demonstrations, each of up to one example per class (balanced, seeded) with their texts cut from
-        the front until the prompt holds them (``fits``); at the least one example's last word and label."""
+        the front until the prompt holds them (``fits``); at the least the last tokens of one example and its label
+        (a prompt too short for even the label word gets it cut by the round, as any text)."""
         total = len(self)
         if count <= 0 or total == 0:
             return []
@@ -245,7 +247,13 @@ class TrainExamples:
                 text = " ".join(self._written(t, label, words) for t, label in picked[:shown])
                 if fits(text):
                     return text
-        return self._written(*picked[0], 1) or picked[0][0]  # longer than the prompt: the round cuts its tokens
+        text, label = picked[0]
+        ids = self.tokenizer(self._written(text, label, 1), add_special_tokens=False)["input_ids"]
+        for keep in range(len(ids) - 1, 0, -1):  # the last word's last tokens and the label's, as the prompt holds
+            tail = self.tokenizer.decode(ids[-keep:]).strip()
+            if tail and fits(tail):
+                return tail
+        return self._written(text, label, 1)  # not even the label fits: the round cuts its tokens
 
 
 def round_wins(record: RoundRecord, higher_is_better: bool) -> dict[str, str]:
