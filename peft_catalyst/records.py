@@ -658,6 +658,11 @@ class RunSummary:
             return next(iter(self.skip_reasons))
         return ", ".join(f"{why} {n}" for why, n in self.skip_reasons.items())
 
+    @property
+    def mixed_proposers(self) -> bool:
+        """Whether the rounds drew from a proposer besides the mentor (and the race's random controls)."""
+        return any(row.get("drawn") for name, row in self.proposers.items() if name not in ("mentor", "control"))
+
     def proposers_line(self, selection: str | None = None) -> str | None:
         """``"wins by proposer: screening vocab 2, mentor 1; race current 2, mentor 1"`` (None when no round was
         won); ``selection`` names the second phase (default: the run's ``selection``, "race" or "best")."""

@@ -19,7 +19,9 @@ from peft.tuners.prompt_tuning.model import PromptEmbedding
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
 
 from peft_catalyst import CatalystArguments, CatalystCallback, CatalystTrainer, Decision, History
+from peft_catalyst.app.runner import summary_lines
 from peft_catalyst.mentors import RandomMentor
+from peft_catalyst.model_card import build_model_card
 from peft_catalyst.projection import get_soft_prompt, vocabulary_words
 from peft_catalyst.records import RunSummary
 from peft_catalyst.rounds.proposers import (
@@ -229,6 +231,14 @@ def test_a_round_with_mixed_proposers_records_proposers_and_counts_wins(tok, tmp
     assert saved["format"] == 6 and saved["summary"]["proposers"] == summary.proposers
     back = History.from_dict(saved)
     assert back.rounds[1].wins == history[1].wins and back.rounds[1].candidates[0].proposer == "mentor"
+    # the model card and the command's summary line say it
+    card = str(build_model_card(trainer.model, tok, history=back))
+    assert summary.proposers_line().replace("_", "\\_") in card and "restarted from a proposed prompt" in card
+    metrics = {
+        "test_accuracy": {"initial": 0.5, "final": 0.75, "best_round": None}, "test_examples": 24,
+        "catalyst": summary.to_dict(), "prompts": {"final": "r s"}, "wall_time_s": 61.0,
+    }  # fmt: skip
+    assert summary_lines(metrics, "out")[1].endswith(summary.proposers_line())
 
 
 def test_the_current_candidate_is_scored_as_the_incumbent_itself(tok, tmp_path):

@@ -540,6 +540,8 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     steps = f"{cat.total_steps}" + (f" ({cat.main_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
     spec = metrics.get("arguments", {}).get("mentor", {}).get("mentor")
     paired = cat.beat_random_line()  # None for --mentor random: random against random controls says nothing
+    if cat.mixed_proposers and cat.proposers_line():  # catalyst_proposers: the wins per proposer
+        paired = "; ".join(filter(None, [paired, cat.proposers_line()]))
     failed = usage.get("failures", 0)
     failed_text = f" ({failed} failed)" if failed else ""
     if spec == "random":  # the control draws words: no LLM is asked
