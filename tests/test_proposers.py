@@ -377,3 +377,43 @@ def test_without_the_setting_the_mentor_alone_draws_and_older_histories_still_re
     assert back.summary.proposers == {} and back.rounds[0].proposers == {} and back.rounds[0].wins == {}
     assert back.rounds[0].candidates[0].proposer is None
     assert RunSummary.of(back.rounds).proposers_line() is None
+
+
+def test_the_command_line_takes_the_setting_and_refuses_the_mentor_without_one():
+    from peft_catalyst.app.arguments import check_train_args, parse_train_args
+    from peft_catalyst.app.errors import UserError
+
+    args = parse_train_args(["--mentor", "random", "--catalyst_proposers", "mentor=2,vocab=2,labels=2"])
+    assert args[-1].catalyst_proposers == {"mentor": 2, "vocab": 2, "labels": 2} and args[-1].catalyst_samples == 6
+    check_train_args(*args, resume=False)
+    args = parse_train_args(["--mentor", "none", "--catalyst_proposers", "mentor=2,vocab=2"])
+    with pytest.raises(UserError, match="asks the mentor but --mentor is none: name a mentor, or drop 'mentor'"):
+        check_train_args(*args, resume=False)
+    with pytest.raises(UserError, match="unknown proposer 'vocabs'"):
+        parse_train_args(["--catalyst_proposers", "vocabs=2"])
+
+
+def test_a_round_whose_screening_keeps_only_the_incumbent_keeps_the_prompt(tok, tmp_path):
+    """With the tiny classifier's seed-1 prompt scaled down (x0.001), the incumbent scores best among these random
+    words at step 0 (measured once, deterministic on CPU): screened beside them as ``current``, it alone goes on
+    and the round keeps it."""
+    model = tiny.catalyst_model(tok, num_virtual_tokens=12, seed=1)
+    with torch.no_grad():
+        get_soft_prompt(model).weight.mul_(0.001)
+    before = get_soft_prompt(model).weight.detach().clone()
+    settings = dict(catalyst_proposers="vocab=3,current=1", catalyst_num_candidates=1, catalyst_initial_round=True)
+    trainer = CatalystTrainer(
+        model=model,
+        args=tiny.catalyst_args(tmp_path, max_steps=4, catalyst_rounds=1, **settings),
+        train_dataset=tiny.toy_reviews(tok, 48, seed=1),
+        catalyst_dataset=tiny.toy_reviews(tok, 16, seed=2),
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+    )
+    trainer.train()
+    first = trainer.catalyst_history[0]
+    (incumbent,) = [i for i, c in enumerate(first.candidates) if c.proposer == "current"]
+    assert first.screening.kept == [incumbent] and first.decision is Decision.KEPT and first.reason is None
+    assert first.current.score == first.candidates[incumbent].score and first.wins["selection"] == "current"
+    assert first.wins["screening"] == "current" and first.prompt_after is not None
+    assert not torch.equal(before, get_soft_prompt(model).weight)  # then one ordinary step from the kept prompt

@@ -435,6 +435,8 @@ def run(
     catalyst_dataset = tuned.spec.datasets["catalyst"]
     if training_args.catalyst_labels is None:  # the mentor is told the words the doer answers with
         training_args.catalyst_labels = task_label_words(tuned.task, tuned.kind)
+    if mentor is None and (training_args.catalyst_proposer_counts or {}).get("mentor"):
+        training_args.catalyst_proposers = None  # the mentor could not be reached: no rounds, as without a mix
     trainer = CatalystTrainer(
         model=tuned.model, args=training_args, mentor=mentor, catalyst_dataset=catalyst_dataset, **kwargs
     )
