@@ -314,12 +314,15 @@ def _rounds_md(history: History | None) -> str:
         return ""
     decisions = [r.decision for r in history.rounds]
     restarted = sum(d.restarted for d in decisions)
-    counted = RunSummary.of(history.rounds, mentor=history.summary.mentor)
+    counted = RunSummary.of(history.rounds, mentor=history.summary.mentor, selection=history.summary.selection)
     why = counted.skip_reasons_text()
     paired = counted.beat_random_line()
+    if counted.mixed_proposers and counted.proposers_line():  # catalyst_proposers: the wins per proposer
+        paired = "; ".join(filter(None, [paired, counted.proposers_line()]))
     shape = f"; restart shape {_code_span(history.summary.restart)}" if history.summary.restart else ""
+    source = "proposed" if counted.mixed_proposers else "mentor"
     return (
-        f"{len(decisions)} ({restarted} restarted from a mentor prompt, {decisions.count(Decision.KEPT)} kept the "
+        f"{len(decisions)} ({restarted} restarted from a {source} prompt, {decisions.count(Decision.KEPT)} kept the "
         f"soft prompt, {counted.skipped} skipped{': ' + why if why else ''})"
         + (f"; {paired}" if paired else "")
         + shape

@@ -12,11 +12,12 @@ from dataclasses import KW_ONLY, asdict, dataclass, field
 from enum import Enum
 from typing import Any, Literal, get_args
 
-HISTORY_FORMAT = 5
+HISTORY_FORMAT = 6
 """Version of ``catalyst_history.json``'s layout; 1 is the untyped layout of the first release (no version key), 2
 named the summary's ``main_steps`` ``stage_steps``, 3 had no ``evidence`` in a round (what the mentor was shown of
 the data; it reads as None), 4 had no ``followup`` in a round (a taken restart's later scores; it reads as an empty
-list). Every earlier format reads into the current types."""
+list), 5 had no proposers (a prompt's ``proposer`` reads as None, a round's ``proposers`` and ``wins`` and the
+summary's ``proposers`` as empty). Every earlier format reads into the current types."""
 
 
 def higher_is_better(metric: str, greater_is_better: bool | None = None) -> bool:
@@ -36,6 +37,11 @@ def ranking_key(score: float, higher_is_better: bool) -> float:
     """``score`` turned so that lower is better whatever the metric: the key to sort best first or ``min`` by."""
     return -score if higher_is_better else score
 
+
+#: The proposer named for a race's or screening's random control (``catalyst_race_controls``) in the wins per
+#: proposer, and for the incumbent kept by a round (``RoundRecord.wins``).
+CONTROL_PROPOSER = "control"
+CURRENT_PROPOSER = "current"
 
 Selection = Literal["best", "race", "first"]
 """How a round judges candidates (``catalyst_selection``): score them untrained, race them, or take the first."""
@@ -99,6 +105,9 @@ class ScoredPrompt:
     error: str | None = None
     step: int | None = None
     train_loss: float | None = None
+    #: Which proposer drew a round's candidate (``catalyst_proposers``: ``"mentor"``, ``"vocab"``, ...; None for
+    #: trajectory points and other prompts no proposer drew, and in format 5 and earlier).
+    proposer: str | None = None
 
     @property
     def finite(self) -> bool:
@@ -116,6 +125,7 @@ class ScoredPrompt:
             "error": self.error,
             "step": self.step,
             "train_loss": self.train_loss,
+            "proposer": self.proposer,
             "finite": self.finite,
         }
 
@@ -142,6 +152,7 @@ class ScoredPrompt:
             error=data.get("error"),
             step=data.get("step"),
             train_loss=data.get("train_loss"),
+            proposer=data.get("proposer"),
         )
 
 
@@ -454,6 +465,12 @@ class RoundRecord:
     #: A taken restart's follow-up (``catalyst_restart_followup``): its score at the restart point and after
     #: :data:`FOLLOWUP_STEPS` steps within the stage; empty when not measured (and in format 4 and earlier).
     followup: list[FollowUp] = field(default_factory=list)
+    #: Prompts drawn per proposer (``{"mentor": 4, "vocab": 4}``; ``"control"``: the random controls screened or
+    #: raced) and which proposer won at ``"screening"`` and at ``"selection"`` (race, best or first: ``"current"``
+    #: when the incumbent was kept); see :func:`peft_catalyst.rounds.proposers.round_wins`. Empty in format 5 and
+    #: earlier.
+    proposers: dict[str, int] = field(default_factory=dict)
+    wins: dict[str, str] = field(default_factory=dict)
 
     @property
     def race_steps(self) -> int:
@@ -504,6 +521,8 @@ class RoundRecord:
             "beat_random_screening": self.beat_random_screening,
             "beat_random_race": self.beat_random_race,
             "followup": [f.to_dict() for f in self.followup],
+            "proposers": dict(self.proposers),
+            "wins": dict(self.wins),
         }
 
     @classmethod
@@ -542,6 +561,8 @@ class RoundRecord:
             beat_random_screening=data.get("beat_random_screening"),
             beat_random_race=data.get("beat_random_race"),
             followup=[FollowUp.from_dict(f) for f in data.get("followup") or []],
+            proposers={str(k): int(v) for k, v in (data.get("proposers") or {}).items()},
+            wins={str(k): str(v) for k, v in (data.get("wins") or {}).items()},
         )
 
 
@@ -613,6 +634,10 @@ class RunSummary:
     restart: str | None = None
     #: The prompt kept by validation (``load_best_model_at_end``); None when the run did not keep the best.
     kept_prompt: KeptPrompt | None = None
+    #: Per proposer (``catalyst_proposers``, plus ``"current"`` for kept rounds and ``"control"`` for random
+    #: controls): prompts ``drawn`` over the run and rounds won at ``screening`` and at ``selection`` (the race, or
+    #: best/first), e.g. ``{"mentor": {"drawn": 8, "screening": 1, "selection": 1}}``; empty in format 5 and earlier.
+    proposers: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def total_steps(self) -> int:
@@ -632,6 +657,24 @@ class RunSummary:
         if len(self.skip_reasons) == 1:
             return next(iter(self.skip_reasons))
         return ", ".join(f"{why} {n}" for why, n in self.skip_reasons.items())
+
+    @property
+    def mixed_proposers(self) -> bool:
+        """Whether the rounds drew from a proposer besides the mentor (and the race's random controls)."""
+        return any(row.get("drawn") for name, row in self.proposers.items() if name not in ("mentor", "control"))
+
+    def proposers_line(self, selection: str | None = None) -> str | None:
+        """``"wins by proposer: screening vocab 2, mentor 1; race current 2, mentor 1"`` (None when no round was
+        won); ``selection`` names the second phase (default: the run's ``selection``, "race" or "best")."""
+        phases = []
+        for phase, label in (("screening", "screening"), ("selection", selection or self.selection)):
+            won = sorted(
+                ((name, row.get(phase, 0)) for name, row in self.proposers.items() if row.get(phase, 0)),
+                key=lambda item: -item[1],
+            )
+            if won:
+                phases.append(f"{label} " + ", ".join(f"{name} {n}" for name, n in won))
+        return "wins by proposer: " + "; ".join(phases) if phases else None
 
     def beat_random_line(self) -> str | None:
         """``"mentor beat random in X of Y rounds (screening), ..."`` or None when never compared (the ``random``
@@ -659,6 +702,7 @@ class RunSummary:
             beat_random_race=_wins(r.beat_random_race for r in rounds),
             triggers=_counts(r.trigger.value for r in rounds),
             skip_reasons=_counts(skip_reason(r) for r in rounds if r.decision is Decision.SKIPPED),
+            proposers=proposer_counts(rounds),
             **kwargs,
         )
 
@@ -698,6 +742,22 @@ def skip_reason(record: RoundRecord) -> str:
         tag = error[1 : error.index("]")] if error and error.startswith("[") and "]" in error else ""
         return _SKIP_REASONS.get(tag, "mentor error")
     return "no usable candidate"
+
+
+def proposer_counts(rounds: list[RoundRecord]) -> dict[str, dict[str, int]]:
+    """Prompts drawn and rounds won (at screening, at selection) per proposer over ``rounds``, proposers in order of
+    first appearance."""
+    table: dict[str, dict[str, int]] = {}
+
+    def row(name: str) -> dict[str, int]:
+        return table.setdefault(name, {"drawn": 0, "screening": 0, "selection": 0})
+
+    for record in rounds:
+        for name, count in record.proposers.items():
+            row(name)["drawn"] += count
+        for phase, name in record.wins.items():
+            row(name)[phase] = row(name).get(phase, 0) + 1
+    return table
 
 
 def _counts(values: Any) -> dict[str, int]:

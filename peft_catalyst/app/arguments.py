@@ -370,6 +370,13 @@ def check_train_args(model: Any, data: Any, mentor: Any, run: Any, training: Any
     if errors:
         raise UserError("; ".join(errors) + ".")
     rounds = mentor.mentor.strip() != "none" or mentor.mentor_replay
+    mix = training.catalyst_proposer_counts or {}
+    if not rounds and mix.get("mentor"):
+        raise UserError(
+            "--catalyst_proposers asks the mentor but --mentor is none: name a mentor, or drop 'mentor' from "
+            "--catalyst_proposers."
+        )
+    rounds = rounds or bool(mix)  # a mix without the mentor runs rounds without one
     if rounds and (training.catalyst_rounds > 0 or training.catalyst_initial_round):
         try:  # only when rounds can happen: without a mentor, the round settings do not matter
             training.validate_schedule(training.max_steps)

@@ -435,6 +435,8 @@ def run(
     catalyst_dataset = tuned.spec.datasets["catalyst"]
     if training_args.catalyst_labels is None:  # the mentor is told the words the doer answers with
         training_args.catalyst_labels = task_label_words(tuned.task, tuned.kind)
+    if mentor is None and (training_args.catalyst_proposer_counts or {}).get("mentor"):
+        training_args.catalyst_proposers = None  # the mentor could not be reached: no rounds, as without a mix
     trainer = CatalystTrainer(
         model=tuned.model, args=training_args, mentor=mentor, catalyst_dataset=catalyst_dataset, **kwargs
     )
@@ -540,6 +542,8 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     steps = f"{cat.total_steps}" + (f" ({cat.main_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
     spec = metrics.get("arguments", {}).get("mentor", {}).get("mentor")
     paired = cat.beat_random_line()  # None for --mentor random: random against random controls says nothing
+    if cat.mixed_proposers and cat.proposers_line():  # catalyst_proposers: the wins per proposer
+        paired = "; ".join(filter(None, [paired, cat.proposers_line()]))
     failed = usage.get("failures", 0)
     failed_text = f" ({failed} failed)" if failed else ""
     if spec == "random":  # the control draws words: no LLM is asked

@@ -17,7 +17,20 @@ from .base import Mentor, MentorProposal, MentorRequest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RandomMentor"]
+__all__ = ["RandomMentor", "draw_word_prompts"]
+
+
+def draw_word_prompts(words: Sequence[str], rng: random.Random, count: int, max_words: int) -> list[str]:
+    """``count`` distinct strings of ``max_words`` words drawn from ``words`` with ``rng`` (leading space: BPE), or as
+    many as the vocabulary allows. The random control's draw, shared by :class:`RandomMentor` and the round's
+    ``vocab`` and ``labels`` proposers (:mod:`peft_catalyst.rounds.proposers`)."""
+    wanted = min(count, len(set(words)) ** max_words)
+    candidates: list[str] = []
+    while len(candidates) < wanted:
+        text = " " + " ".join(rng.choice(words) for _ in range(max_words))
+        if text not in candidates:
+            candidates.append(text)
+    return candidates
 
 
 class RandomMentor(Mentor):
@@ -68,12 +81,7 @@ class RandomMentor(Mentor):
         asked = request.num_candidates
         if self.counts is not None and index < len(self.counts):
             asked = min(asked, self.counts[index])
-        wanted = min(asked, len(set(self.words)) ** request.max_words)
-        candidates: list[str] = []
-        while len(candidates) < wanted:
-            text = " " + " ".join(rng.choice(self.words) for _ in range(request.max_words))
-            if text not in candidates:
-                candidates.append(text)
+        candidates = draw_word_prompts(self.words, rng, asked, request.max_words)
         latency = time.perf_counter() - start
         self.usage.record(latency_s=latency, prompt_tokens=0, completion_tokens=0)
         logger.debug("%s: %d random candidate(s)", self.name, len(candidates))

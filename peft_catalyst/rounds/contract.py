@@ -48,10 +48,16 @@ class RoundSettings(Protocol):
     catalyst_restart: RestartName
     catalyst_blend_alphas: list[float]
     catalyst_partial_tokens: int | None
+    # proposers
+    catalyst_proposers: dict[str, int] | str | None
 
     @property
     def catalyst_samples(self) -> int:
-        """Prompts asked per round (``catalyst_num_samples`` or ``catalyst_num_candidates``)."""
+        """Prompts drawn per round (the proposers' counts, ``catalyst_num_samples`` or ``catalyst_num_candidates``)."""
+
+    @property
+    def catalyst_proposer_counts(self) -> dict[str, int] | None:
+        """``catalyst_proposers`` as ``{name: count}`` (None: the mentor alone, asked ``catalyst_samples``)."""
 
 
 @dataclass

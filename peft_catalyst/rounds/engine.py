@@ -42,10 +42,13 @@ from peft_catalyst.projection import (
     random_token_ids,
     read_soft_prompt,
     text_to_token_ids,
+    vocabulary_words,
     write_soft_prompt_,
     write_token_ids,
 )
 from peft_catalyst.records import (
+    CONTROL_PROPOSER,
+    CURRENT_PROPOSER,
     ArmKind,
     Decision,
     Evidence,
@@ -63,6 +66,14 @@ from peft_catalyst.rounds.evidence import (
     round_evidence,
 )
 from peft_catalyst.rounds.mentor_exchange import ask, chat_entry, mentor_call, mentor_request
+from peft_catalyst.rounds.proposers import (
+    TrainExamples,
+    draw_labels,
+    draw_sample_vocab,
+    draw_vocab,
+    proposer_seed,
+    round_wins,
+)
 from peft_catalyst.rounds.race import (
     RaceBatches,
     RaceRunner,
@@ -123,6 +134,8 @@ class RoundEngine:
         self._said: set[str] = set()
         self._evidence_source: EvidenceSource | None = None
         self._anchor_warned = False
+        self._words: list[str] | None = None
+        self._train_examples: TrainExamples | None = None
 
     def reset(self) -> None:
         """Start a run: no timings, no scoring seconds, no remembered hard-prompt scores."""
@@ -172,36 +185,27 @@ class RoundEngine:
                 )
             write_soft_prompt_(self.model, saved)
 
-            record.evidence = self.evidence(index, record.trajectory, scores[-1] if scores else None, earlier)
-            request = mentor_request(
-                self.task_description,
-                record.trajectory,
-                earlier,
-                record.evidence,
-                num_candidates=settings.catalyst_samples,
-                max_words=settings.catalyst_max_words or get_soft_prompt(self.model).num_virtual_tokens,
-                manual_prompt=settings.catalyst_manual_prompt,
-                metric=self.scorer.metric if self.scorer.score_fn is None else "score",
-                higher_is_better=self.scorer.higher_is_better,
-            )
-            started_asking = time.perf_counter()
-            try:
-                proposal, error = ask(self.mentor, request, self.trainer.accelerator, index)
-            finally:
-                self.timings.mentor += time.perf_counter() - started_asking
-            record.mentor = mentor_call(self.mentor, proposal, error)
-            if context.chat_log is not None:
-                context.chat_log.append(chat_entry(record, request, proposal, error))
-
-            record.candidates = self.tokenize(self.anchored(proposal.candidates if proposal else [], record))
+            mix = self.proposer_mix()
+            proposal, error = None, None
+            if mix.get("mentor"):
+                record.evidence = self.evidence(index, record.trajectory, scores[-1] if scores else None, earlier)
+                proposal, error = self.ask_mentor(record, context, mix["mentor"])
+            record.candidates = self.draw_candidates(record, mix, proposal)
+            others = any(c.proposer != "mentor" for c in record.candidates)
+            if error is not None and others:
+                record.notes.append(f"mentor: no prompt ({error}); the other proposers' prompts compete")
             usable = [i for i, c in enumerate(record.candidates) if c.token_ids is not None]
             controls = None
-            if error is None and usable:
-                usable, controls = self.screen(record, usable)
-            if error is not None:
+            if (error is None or others) and usable:
+                incumbent = {tuple(c.token_ids): saved for c in record.candidates if c.proposer == CURRENT_PROPOSER}
+                usable, controls = self.screen(record, usable, incumbent)
+            screened, usable = usable, self.challengers(record, usable)
+            if error is not None and not others:
                 record.reason = "mentor_error"
             elif not record.candidates:
                 record.reason = (proposal.warning if proposal else None) or "no usable candidate"
+            elif not usable and screened:  # only the incumbent went on: the round keeps it
+                self.keep_incumbent(record, screened)
             elif not usable:
                 record.reason = "no candidate could be tokenized"
             elif settings.catalyst_selection == "first":
@@ -216,6 +220,7 @@ class RoundEngine:
                 new_rewarm = self.race(record, usable, saved, context.rewarm_step, controls)
             else:
                 new_rewarm = self.best(record, usable, saved)
+            self.close_proposers(record)
         reason = self.scorer.sequential_reason()
         if reason is not None:
             record.notes.insert(0, self._say(f"scoring: one prompt at a time ({reason})"))
@@ -369,16 +374,147 @@ class RoundEngine:
     # Pieces
     # ------------------------------------------------------------------------------------------------------------
 
+    def proposer_mix(self) -> dict[str, int]:
+        """The round's proposers and their counts (``catalyst_proposers``; by default the mentor alone, asked
+        ``catalyst_samples`` prompts, as before proposers existed)."""
+        counts = self.settings.catalyst_proposer_counts
+        return dict(counts) if counts else {"mentor": self.settings.catalyst_samples}
+
+    def ask_mentor(self, record: RoundRecord, context: RoundContext, count: int) -> tuple[Any, str | None]:
+        """Ask the mentor for ``count`` prompts (main process, broadcast; :mod:`.mentor_exchange`) from the round's
+        scored trajectory and evidence; the exchange goes into the record and the chat log."""
+        settings = self.settings
+        request = mentor_request(
+            self.task_description,
+            record.trajectory,
+            context.earlier,
+            record.evidence,
+            num_candidates=count,
+            max_words=settings.catalyst_max_words or get_soft_prompt(self.model).num_virtual_tokens,
+            manual_prompt=settings.catalyst_manual_prompt,
+            metric=self.scorer.metric if self.scorer.score_fn is None else "score",
+            higher_is_better=self.scorer.higher_is_better,
+        )
+        started_asking = time.perf_counter()
+        try:
+            proposal, error = ask(self.mentor, request, self.trainer.accelerator, record.round)
+        finally:
+            self.timings.mentor += time.perf_counter() - started_asking
+        record.mentor = mentor_call(self.mentor, proposal, error)
+        if context.chat_log is not None:
+            context.chat_log.append(chat_entry(record, request, proposal, error))
+        return proposal, error
+
+    def draw_candidates(self, record: RoundRecord, mix: dict[str, int], proposal: Any) -> list[ScoredPrompt]:
+        """The round's candidates, proposer by proposer in the order of ``mix`` (:mod:`.proposers`), each marked
+        with its proposer; every draw is seeded by the round's seed and the proposer's name only."""
+        n = get_soft_prompt(self.model).num_virtual_tokens
+        seed = self.race_seed(record.round)
+        max_words = self.settings.catalyst_max_words or n
+
+        def fits(text: str) -> bool:
+            return len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) <= n
+
+        candidates: list[ScoredPrompt] = []
+        for name, count in mix.items():
+            if count <= 0:
+                continue
+            stream = proposer_seed(seed, name)
+            if name == "mentor":
+                drawn = self.tokenize(self.anchored(proposal.candidates if proposal else [], record))
+            elif name == "current":
+                drawn = [ScoredPrompt(self.projector.text(), token_ids=self.projector.token_ids())]
+            elif name == "sample_vocab":
+                rows = self.model.word_embeddings.weight.shape[0]
+                drawn = [
+                    ScoredPrompt(d.text, token_ids=d.token_ids)
+                    for d in draw_sample_vocab(rows, count, n, stream, self.tokenizer.decode)
+                ]
+            else:
+                if name == "vocab":
+                    texts = [d.text for d in draw_vocab(self.vocabulary_words, count, max_words, stream)]
+                elif name == "labels":
+                    draws = draw_labels(self.vocabulary_words, self.label_names, count, max_words, fits, stream)
+                    texts = [d.text for d in draws]
+                elif name == "examples":
+                    texts = [d.text for d in self.train_examples.draw(count, fits, stream)]
+                else:  # "text"
+                    texts = [self.settings.catalyst_manual_prompt or self.task_description]
+                drawn = self.tokenize(self.anchored(texts, record) if name != "labels" else texts)
+            for candidate in drawn:
+                candidate.proposer = name
+            record.proposers[name] = len(drawn)
+            candidates += drawn
+        return candidates
+
+    def challengers(self, record: RoundRecord, usable: list[int]) -> list[int]:
+        """``usable`` without the ``current`` proposer's candidate: the incumbent itself takes part in every
+        selection (as the race's incumbent arm, or the prompt ``best`` compares with) and is never a restart."""
+        return [i for i in usable if record.candidates[i].proposer != CURRENT_PROPOSER]
+
+    def keep_incumbent(self, record: RoundRecord, went_on: list[int]) -> None:
+        """Only the ``current`` candidate went on (screening ranked the incumbent above every other prompt, or it was
+        the only usable one): the round keeps the prompt, with the incumbent's screening score as ``current``."""
+        record.decision = Decision.KEPT
+        incumbent = record.candidates[went_on[0]]
+        if incumbent.score is not None:
+            record.current = ScoredPrompt(
+                incumbent.text,
+                incumbent.score,
+                incumbent.loss,
+                token_ids=incumbent.token_ids,
+                metrics=dict(incumbent.metrics),
+            )
+
+    def close_proposers(self, record: RoundRecord) -> None:
+        """After selection: the ``current`` candidate's score is the incumbent's where screening did not score it;
+        the random controls are counted as drawn; which proposer won at screening and at selection."""
+        for candidate in record.candidates:
+            if candidate.proposer == CURRENT_PROPOSER and candidate.score is None and record.current is not None:
+                candidate.score, candidate.loss = record.current.score, record.current.loss
+                candidate.metrics = dict(record.current.metrics)
+        if record.screening is not None and record.screening.controls:
+            record.proposers[CONTROL_PROPOSER] = len(record.screening.controls)
+        elif record.race is not None:
+            arms = {(a.text, tuple(a.token_ids)) for a in record.race.arms if a.kind is ArmKind.CONTROL}
+            if arms:
+                record.proposers[CONTROL_PROPOSER] = len(arms)
+        record.wins = round_wins(record, self.scorer.higher_is_better)
+
+    @property
+    def vocabulary_words(self) -> list[str]:
+        """The doer's single-token vocabulary words (``vocab`` and ``labels`` draw from them), read once."""
+        if self._words is None:
+            self._words = vocabulary_words(self.tokenizer)
+        return self._words
+
+    @property
+    def label_names(self) -> list[str]:
+        """The task's label words (``catalyst_labels``, else the model config's ``id2label``)."""
+        return label_names_of(self.model, self.settings.catalyst_labels)
+
+    @property
+    def train_examples(self) -> TrainExamples:
+        """The host trainer's training set (after the catalyst split was carved from it) as the ``examples``
+        proposer reads it: never the catalyst split, the evaluation or a test split."""
+        dataset = self.trainer.train_dataset
+        if self._train_examples is None or self._train_examples.dataset is not dataset:
+            self._train_examples = TrainExamples(dataset, self.tokenizer, self.label_names)
+        return self._train_examples
+
     def race_seed(self, index: int) -> int:
         """Seed of round ``index``'s race stream and random controls."""
         settings = self.settings
         seed = settings.catalyst_race_seed if settings.catalyst_race_seed is not None else self.trainer.args.seed
         return seed * 1009 + index
 
-    def screen(self, record: RoundRecord, usable: list[int]) -> tuple[list[int], list[list[int]] | None]:
+    def screen(
+        self, record: RoundRecord, usable: list[int], incumbent: dict[tuple[int, ...], torch.Tensor] | None = None
+    ) -> tuple[list[int], list[list[int]] | None]:
         """Screen many, race few (:func:`peft_catalyst.rounds.screening.screen`): with ``catalyst_num_samples`` above
         ``catalyst_num_candidates``, keep the best usable candidates (and, for a race, random controls) scored
-        untrained. Returns the candidates that go on and the controls' token ids (None: no screening)."""
+        untrained. ``incumbent``: the ``current`` candidate's token ids -> the soft prompt it stands for (scored as
+        that prompt). Returns the candidates that go on and the controls' token ids (None: no screening)."""
         settings = self.settings
         return screen(
             record,
@@ -387,27 +523,38 @@ class RoundEngine:
             samples=settings.catalyst_samples,
             num_controls=settings.catalyst_race_controls if settings.catalyst_selection == "race" else 0,
             scorer=self.scorer,
-            score_ids=lambda ids: self.score_hard_prompts(ids)[1],
+            score_ids=lambda ids: self.score_hard_prompts(ids, soft=incumbent)[1],
             draw_controls=lambda count: self.control_token_ids(count, self.race_seed(record.round)),
             decode=self.tokenizer.decode,
         )
 
     def score_hard_prompts(
-        self, token_ids: list[list[int]], prompts: Sequence[torch.Tensor] = ()
+        self,
+        token_ids: list[list[int]],
+        prompts: Sequence[torch.Tensor] = (),
+        soft: dict[tuple[int, ...], torch.Tensor] | None = None,
     ) -> tuple[list[Score], list[Score]]:
         """Scores of ``prompts`` (soft prompt tensors) and of hard prompts (token ids), in shared passes.
 
         A repeated hard prompt reuses its score. Reuse is exact up to float noise: a hard prompt's score depends
         only on its ids and the other weights, which do not change within a round, nor between rounds when the soft
         prompt is the only trained parameter (the cache is cleared otherwise). Trajectories that stop moving and
-        mentors that repeat themselves make repeats common. The model's soft prompt is left as it was.
+        mentors that repeat themselves make repeats common. The model's soft prompt is left as it was. ``soft`` maps
+        token ids to the soft prompt scored in their place (the ``current`` proposer's candidate: the incumbent
+        itself, not its nearest tokens; never kept in the cache).
         """
+        soft = soft or {}
         keys = [tuple(int(i) for i in ids) for ids in token_ids]
-        missing = list(dict.fromkeys(key for key in keys if key not in self.hard_prompt_scores))
-        scores = self.scorer.score_prompts([*prompts, *(self.prompt_of(list(key)) for key in missing)])
-        for key, score in zip(missing, scores[len(prompts) :]):
+        own = list(dict.fromkeys(key for key in keys if key in soft))
+        missing = list(dict.fromkeys(key for key in keys if key not in self.hard_prompt_scores and key not in soft))
+        scores = self.scorer.score_prompts(
+            [*prompts, *(soft[key] for key in own), *(self.prompt_of(list(key)) for key in missing)]
+        )
+        first = len(prompts) + len(own)
+        for key, score in zip(missing, scores[first:]):
             self.hard_prompt_scores[key] = score
-        return scores[: len(prompts)], [self.hard_prompt_scores[key] for key in keys]
+        found = {**self.hard_prompt_scores, **dict(zip(own, scores[len(prompts) : first]))}
+        return scores[: len(prompts)], [found[key] for key in keys]
 
     def prompt_of(self, token_ids: list[int]) -> torch.Tensor:
         """The soft prompt a restart from ``token_ids`` writes (a full copy; the model's prompt is unchanged)."""
@@ -459,7 +606,7 @@ class RoundEngine:
     def anchored(self, texts: list[str], record: RoundRecord | None = None) -> list[str]:
         """``texts`` completed with the task's labels where they do not name them (``catalyst_label_anchor``), cut
         to the prompt's length first so that the labels stay in; unchanged without labels or the setting."""
-        labels = self.evidence_source.label_names if self.settings.catalyst_label_anchor else []
+        labels = self.label_names if self.settings.catalyst_label_anchor else []
         if not labels:
             return list(texts)
         n = get_soft_prompt(self.model).num_virtual_tokens
@@ -501,7 +648,7 @@ class RoundEngine:
             return []
         soft = get_soft_prompt(self.model)
         controls = random_token_ids(self.tokenizer, self.model, count, soft.num_virtual_tokens, seed)
-        if not (self.settings.catalyst_label_anchor and self.evidence_source.label_names):
+        if not (self.settings.catalyst_label_anchor and self.label_names):
             return controls
         texts = self.anchored([self.tokenizer.decode(ids) for ids in controls])
         return [text_to_token_ids(self.tokenizer, text, soft.num_virtual_tokens) for text in texts]

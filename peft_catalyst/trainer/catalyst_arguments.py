@@ -15,6 +15,7 @@ from transformers import TrainingArguments
 
 from peft_catalyst.mentors.base import PROPOSALS, Proposal
 from peft_catalyst.records import SELECTIONS, RestartName, Selection, higher_is_better
+from peft_catalyst.rounds.proposers import parse_proposers
 from peft_catalyst.rounds.restarts import RESTART_OPTIMIZERS, RestartOptimizer, shape_errors
 
 SCORE_BATCH_SIZE_DEFAULT = 128
@@ -173,6 +174,18 @@ class CatalystArguments:
 
         catalyst_chat_log (`str`, *optional*, defaults to `"catalyst_chat.jsonl"`):
             File name (in `output_dir`) of the JSON Lines log of every mentor exchange.
+
+        > Parameters that control where candidates come from
+
+        catalyst_proposers (`dict[str, int]`, `str` or `None`, *optional*, defaults to `None`):
+            The proposers a round (the initial round included) draws its candidates from, name -> count:
+            `"mentor"` (the LLM), `"vocab"` (random vocabulary words), `"labels"` (random words with the label
+            words), `"sample_vocab"` (random token ids, as PEFT's `SAMPLE_VOCAB` init), `"examples"` (labelled
+            training examples as text), `"text"` (`catalyst_manual_prompt`, else the task description) and
+            `"current"` (the incumbent, judged at screening like the others); `text` and `current` give one prompt.
+            A dict, `"mentor=4,vocab=4"`, a JSON dict, or a list of names (`"mentor,vocab"`) that splits
+            `catalyst_num_samples` (or `catalyst_num_candidates`) evenly. The counts' sum is the prompts a round
+            screens. `None`: the mentor alone, as before.
     """
 
     catalyst_rounds: int = field(
@@ -455,6 +468,20 @@ class CatalystArguments:
         default="catalyst_chat.jsonl",
         metadata={"help": "File name (in output_dir) of the JSON Lines log of every mentor exchange."},
     )
+    # proposers
+    catalyst_proposers: dict[str, int] | str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Where a round's candidates come from, name=count: mentor (the LLM), vocab (random words), labels "
+                "(random words with the label words), sample_vocab (random token ids, as PEFT's SAMPLE_VOCAB), "
+                "examples (labelled training examples as text), text (catalyst_manual_prompt or the task "
+                "description), current (the incumbent, screened like the others); e.g. 'mentor=4,vocab=4,labels=4', "
+                "a JSON dict, or names only ('mentor,vocab') to split catalyst_num_samples evenly. Default: the "
+                "mentor alone."
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         self.validate_catalyst()
@@ -516,8 +543,49 @@ class CatalystArguments:
         if self.catalyst_restart_radius_steps < 1:
             errors.append(f"catalyst_restart_radius_steps must be >= 1 (got {self.catalyst_restart_radius_steps})")
         errors += shape_errors(self.catalyst_restart, self.catalyst_blend_alphas, self.catalyst_partial_tokens)
+        errors += self._proposer_errors()
         if errors:
             raise ValueError(f"Invalid {type(self).__name__}: " + "; ".join(errors) + ".")
+
+    def _proposer_errors(self) -> list[str]:
+        """Normalise ``catalyst_proposers`` to ``{name: count}`` in place; the errors it has."""
+        try:
+            counts = self.catalyst_proposer_counts
+        except ValueError as exc:
+            return [str(exc)]
+        self.catalyst_proposers = counts
+        total = sum(counts.values()) if counts else None
+        if total is not None and self.catalyst_num_samples is not None and total != self.catalyst_num_samples:
+            return [
+                f"catalyst_proposers draws {total} prompts but catalyst_num_samples is {self.catalyst_num_samples}: "
+                "leave catalyst_num_samples unset (the counts' sum is the prompts screened) or make them agree"
+            ]
+        return []
+
+    def validate_proposers(self, *, has_mentor: bool, train_rows: int, label_names: list[str]) -> None:
+        """Check ``catalyst_proposers`` against what the run has (known once a trainer is attached): a mentor for
+        ``mentor``, training data for ``examples``, label words for ``labels``. One line naming the fix."""
+        counts = self.catalyst_proposer_counts or {}
+        if counts.get("mentor") and not has_mentor:
+            raise ValueError(
+                "catalyst_proposers asks the mentor but no mentor was given: pass a mentor, or drop 'mentor' from "
+                "catalyst_proposers."
+            )
+        if counts.get("examples") and train_rows <= 0:
+            raise ValueError(
+                "catalyst_proposers draws 'examples' from the training set but the trainer has no train_dataset "
+                "rows: give the trainer a train_dataset, or drop 'examples' from catalyst_proposers."
+            )
+        if counts.get("labels") and not label_names:
+            raise ValueError(
+                "catalyst_proposers draws 'labels' but the task's label words are unknown: set catalyst_labels "
+                "(or name the classes in the model config's id2label), or drop 'labels' from catalyst_proposers."
+            )
+
+    @property
+    def catalyst_proposer_counts(self) -> dict[str, int] | None:
+        """``catalyst_proposers`` as ``{name: count}`` (None: the mentor alone, asked ``catalyst_samples``)."""
+        return parse_proposers(self.catalyst_proposers, self.catalyst_num_samples or self.catalyst_num_candidates)
 
     def score_batch_size(self, device: Any) -> int:
         """``catalyst_score_batch_size``, or its default on ``device``: 1 on CPU, else ``SCORE_BATCH_SIZE_DEFAULT``."""
@@ -545,8 +613,10 @@ class CatalystArguments:
 
     @property
     def catalyst_samples(self) -> int:
-        """Prompts asked per round: ``catalyst_num_samples``, or ``catalyst_num_candidates`` when not set."""
-        return self.catalyst_num_samples or self.catalyst_num_candidates
+        """Prompts drawn per round: the sum of ``catalyst_proposers``' counts when set, else ``catalyst_num_samples``,
+        or ``catalyst_num_candidates`` when not set."""
+        counts = self.catalyst_proposer_counts
+        return sum(counts.values()) if counts else self.catalyst_num_samples or self.catalyst_num_candidates
 
     @property
     def catalyst_higher_is_better(self) -> bool:

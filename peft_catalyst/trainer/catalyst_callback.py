@@ -47,6 +47,7 @@ from peft_catalyst.records import (
 )
 from peft_catalyst.rounds.contract import RoundContext
 from peft_catalyst.rounds.engine import RoundEngine, preserved_mode, preserved_rng
+from peft_catalyst.rounds.evidence import label_names_of
 from peft_catalyst.rounds.restarts import apply_rewarmup, embedding_scale, project_to_radius_
 from peft_catalyst.rounds.scoring import PromptScorer, ScoreFunction
 from peft_catalyst.rounds.trajectory import Trajectory
@@ -156,6 +157,12 @@ class CatalystCallback(TrainerCallback):
             apply_catalyst_fixes(trainer.model)
         self.trainer = trainer
         no_pin_memory_without_accelerator(trainer.args)  # as the command line: no pin_memory warning per dataloader
+        if self.settings.catalyst_proposer_counts and self.settings.catalyst_rounds > 0:
+            self.settings.validate_proposers(
+                has_mentor=self.mentor is not None,
+                train_rows=len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else 0,
+                label_names=label_names_of(trainer.model, self.settings.catalyst_labels),
+            )
         if self.rounds_enabled:
             if trainer.args.max_steps > 0:
                 self.settings.validate_schedule(trainer.args.max_steps)
@@ -189,7 +196,15 @@ class CatalystCallback(TrainerCallback):
 
     @property
     def rounds_enabled(self) -> bool:
-        return self.mentor is not None and self.settings is not None and self.settings.catalyst_rounds > 0
+        return self.has_proposers and self.settings.catalyst_rounds > 0
+
+    @property
+    def has_proposers(self) -> bool:
+        """Whether rounds have anything to draw from: a mentor, or ``catalyst_proposers`` that need none."""
+        if self.settings is None:
+            return False
+        counts = self.settings.catalyst_proposer_counts
+        return self.mentor is not None or bool(counts and not counts.get("mentor"))
 
     @property
     def higher_is_better(self) -> bool:
@@ -551,7 +566,7 @@ class CatalystCallback(TrainerCallback):
 
     def _restart_label(self) -> str | None:
         """The restart shape the run was set to, for the summary (None without a mentor: no round restarts)."""
-        if self.mentor is None:
+        if not self.has_proposers:
             return None
         settings = self.settings
         return RestartShape.setting_label(
