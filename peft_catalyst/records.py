@@ -577,6 +577,84 @@ class KeptPrompt:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+#: Forward-equivalents of one token in a training step: a forward pass and a backward pass of about twice its cost
+#: (the usual 6N-against-2N FLOPs per token of training against inference). With frozen weights, as in prompt
+#: tuning, the backward skips the weights' gradients, so 3 is an upper estimate; one constant for every method keeps
+#: runs comparable.
+TRAIN_FACTOR = 3
+#: Forward-equivalents of one token in a scoring or evaluation pass (a forward pass, no backward).
+SCORE_FACTOR = 1
+#: The parts of a run whose compute is counted, in the order reports show them.
+COMPUTE_PARTS: tuple[str, ...] = ("stages", "races", "screening", "evaluation")
+
+
+@dataclass
+class Compute:
+    """The doer's compute in a run, in forward-equivalent tokens (:data:`TRAIN_FACTOR` per training token,
+    :data:`SCORE_FACTOR` per scored token), per part, summed over all processes.
+
+    A token is a non-padding token of a batch's main input (``attention_mask`` when the batch has one) plus the
+    soft prompt's virtual tokens, once per row and prompt; an encoder-decoder's decoder tokens are not counted.
+
+    ``stages``: the main training loop's steps; ``races``: race arms' training steps and rung scorings;
+    ``screening``: the rounds' scorings of trajectory points, candidates, controls and the current prompt;
+    ``evaluation``: ``Trainer.evaluate``/``predict`` (validation, keep-best) and restart follow-ups. ``stages`` and
+    ``evaluation`` are counted by :class:`~peft_catalyst.trainer.CatalystMixin`; None where a stock ``Trainer`` ran
+    with the callback alone (a callback never sees a batch). ``gradient_steps``: the main loop's optimizer steps plus
+    every race arm's; ``scoring_passes``: prompts scored on the catalyst split (or a part of it), a shared pass of k
+    prompts counting k.
+    """
+
+    stages: int | None = 0
+    races: int = 0
+    screening: int = 0
+    evaluation: int | None = 0
+    gradient_steps: int = 0
+    scoring_passes: int = 0
+    train_factor: int = TRAIN_FACTOR
+
+    @property
+    def tuning(self) -> int | None:
+        """The compute that shaped the prompt: stages + races + screening (None when the stages were not counted);
+        what ``peft-catalyst compare --match compute`` gives ``single``."""
+        return None if self.stages is None else self.stages + self.races + self.screening
+
+    @property
+    def total(self) -> int | None:
+        """Every part together (None when a part was not counted)."""
+        tuning = self.tuning
+        return None if tuning is None or self.evaluation is None else tuning + self.evaluation
+
+    def line(self) -> str:
+        """``"compute 1.23M forward-equivalent tokens (stages 0.90M + races 0.20M + screening 0.13M; evaluation
+        0.05M)"``: the run's compute in one line."""
+        parts = [f"{name} {_tokens(getattr(self, name))}" for name in ("stages", "races", "screening")
+                 if getattr(self, name)]  # fmt: skip
+        head = _tokens(self.tuning) if self.tuning is not None else "not counted in the stages"
+        tail = f"; evaluation {_tokens(self.evaluation)}" if self.evaluation else ""
+        inside = " + ".join(parts) + tail
+        return f"compute {head} forward-equivalent tokens" + (f" ({inside})" if inside else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tuning": self.tuning, "total": self.total}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Compute | None:
+        if not data:
+            return None
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def _tokens(count: int | None) -> str:
+    """``1.23M``, ``45.6k`` or ``789``: a token count, short."""
+    if count is None:
+        return "not counted"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return str(count)
+
+
 @dataclass
 class RunSummary:
     """Counts over a run's rounds, the mentor's usage and the compute spent, so runs compare at equal compute.
@@ -613,6 +691,9 @@ class RunSummary:
     restart: str | None = None
     #: The prompt kept by validation (``load_best_model_at_end``); None when the run did not keep the best.
     kept_prompt: KeptPrompt | None = None
+    #: The doer's compute in forward-equivalent tokens per part (:class:`Compute`); None in files written before it
+    #: was counted.
+    compute: Compute | None = None
 
     @property
     def total_steps(self) -> int:
@@ -663,7 +744,9 @@ class RunSummary:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "greater_is_better": self.higher_is_better, "total_steps": self.total_steps}
+        data = {**asdict(self), "greater_is_better": self.higher_is_better, "total_steps": self.total_steps}
+        data["compute"] = self.compute.to_dict() if self.compute is not None else None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
@@ -676,6 +759,7 @@ class RunSummary:
         kept = {k: v for k, v in data.items() if k in known}
         kept["higher_is_better"] = bool(kept["higher_is_better"])
         kept["kept_prompt"] = KeptPrompt.from_dict(kept.get("kept_prompt"))
+        kept["compute"] = Compute.from_dict(kept.get("compute"))
         return cls(**kept)
 
 

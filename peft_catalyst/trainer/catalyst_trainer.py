@@ -64,6 +64,7 @@ class CatalystMixin:
         self.catalyst = CatalystCallback(
             mentor, args=catalyst_args, catalyst_dataset=catalyst_dataset, score_fn=score_fn
         ).attach(self)
+        self.catalyst.compute.hooked = True  # training_step and prediction_step below count the trainer's batches
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -93,10 +94,18 @@ class CatalystMixin:
         return optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """As the trainer, and sum the micro-batch losses of the optimizer step for the trajectory."""
+        """As the trainer, sum the micro-batch losses of the optimizer step for the trajectory, and count the
+        micro-batch's compute (a stage's; a race arm's step is counted by the race)."""
+        self.catalyst.compute.hook_train(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.catalyst.add_step_loss(float(loss))
         return loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """As the trainer, and count the batch's compute as evaluation (``evaluate``/``predict``; the rounds'
+        scorings are counted by their scorer)."""
+        self.catalyst.compute.hook_predict(inputs)
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """As the trainer, plus the class names of a classifier (``id2label``), so a pipeline speaks in words."""
