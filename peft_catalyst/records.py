@@ -625,15 +625,26 @@ class Compute:
         tuning = self.tuning
         return None if tuning is None or self.evaluation is None else tuning + self.evaluation
 
+    def _head(self) -> str:
+        """The tuning compute, short (the rounds' alone when the stages were not counted)."""
+        if self.tuning is None:
+            rounds = _tokens(self.races + self.screening)
+            return f"{rounds} forward-equivalent tokens in the rounds (stages not counted)"
+        return f"{_tokens(self.tuning)} forward-equivalent tokens"
+
     def line(self) -> str:
-        """``"compute 1.23M forward-equivalent tokens (stages 0.90M + races 0.20M + screening 0.13M; evaluation
-        0.05M)"``: the run's compute in one line."""
+        """``"compute 1.23M forward-equivalent tokens: stages 900k + races 200k + screening 130k; evaluation
+        50k"``: the run's compute in one line."""
         parts = [f"{name} {_tokens(getattr(self, name))}" for name in ("stages", "races", "screening")
                  if getattr(self, name)]  # fmt: skip
-        head = _tokens(self.tuning) if self.tuning is not None else "not counted in the stages"
         tail = f"; evaluation {_tokens(self.evaluation)}" if self.evaluation else ""
         inside = " + ".join(parts) + tail
-        return f"compute {head} forward-equivalent tokens" + (f" ({inside})" if inside else "")
+        return f"compute {self._head()}" + (f": {inside}" if inside else "")
+
+    def short(self) -> str:
+        """``"1.23M forward-equivalent tokens (+ evaluation 45.6k)"``: the tuning compute, for a summary line."""
+        tail = f" (+ evaluation {_tokens(self.evaluation)})" if self.evaluation else ""
+        return f"{self._head()}{tail}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "tuning": self.tuning, "total": self.total}

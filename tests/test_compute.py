@@ -82,7 +82,7 @@ def test_a_run_counts_its_compute_by_hand(tok, tmp_path):
     (at_round,) = logged  # at step 3, before that step's validation: half the stages' rows and the screening
     assert compute.screening < at_round < compute.screening + compute.stages
     assert (at_round - compute.screening) % TRAIN_FACTOR == 0
-    assert compute.line().startswith("compute ") and "forward-equivalent tokens (stages " in compute.line()
+    assert compute.line().startswith("compute ") and "forward-equivalent tokens: stages " in compute.line()
 
 
 def test_a_race_counts_its_arms_and_rungs_by_hand(tok, tmp_path):
