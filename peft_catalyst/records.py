@@ -628,22 +628,22 @@ class Compute:
     def _head(self) -> str:
         """The tuning compute, short (the rounds' alone when the stages were not counted)."""
         if self.tuning is None:
-            rounds = _tokens(self.races + self.screening)
+            rounds = tokens_text(self.races + self.screening)
             return f"{rounds} forward-equivalent tokens in the rounds (stages not counted)"
-        return f"{_tokens(self.tuning)} forward-equivalent tokens"
+        return f"{tokens_text(self.tuning)} forward-equivalent tokens"
 
     def line(self) -> str:
         """``"compute 1.23M forward-equivalent tokens: stages 900k + races 200k + screening 130k; evaluation
         50k"``: the run's compute in one line."""
-        parts = [f"{name} {_tokens(getattr(self, name))}" for name in ("stages", "races", "screening")
+        parts = [f"{name} {tokens_text(getattr(self, name))}" for name in ("stages", "races", "screening")
                  if getattr(self, name)]  # fmt: skip
-        tail = f"; evaluation {_tokens(self.evaluation)}" if self.evaluation else ""
+        tail = f"; evaluation {tokens_text(self.evaluation)}" if self.evaluation else ""
         inside = " + ".join(parts) + tail
         return f"compute {self._head()}" + (f": {inside}" if inside else "")
 
     def short(self) -> str:
         """``"1.23M forward-equivalent tokens (+ evaluation 45.6k)"``: the tuning compute, for a summary line."""
-        tail = f" (+ evaluation {_tokens(self.evaluation)})" if self.evaluation else ""
+        tail = f" (+ evaluation {tokens_text(self.evaluation)})" if self.evaluation else ""
         return f"{self._head()}{tail}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -656,7 +656,7 @@ class Compute:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-def _tokens(count: int | None) -> str:
+def tokens_text(count: int | None) -> str:
     """``1.23M``, ``45.6k`` or ``789``: a token count, short."""
     if count is None:
         return "not counted"
