@@ -136,3 +136,25 @@ def test_without_the_mixin_the_trainer_parts_are_not_counted_and_old_records_rea
     del old["compute"]
     assert RunSummary.from_dict(old).compute is None  # a history written before compute was counted
     assert Compute.from_dict(Compute(stages=9).to_dict()) == Compute(stages=9)
+
+
+def test_the_model_card_and_the_summary_line_show_the_compute(tok, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import peft_catalyst.model_card as model_card
+    from peft_catalyst.app.runner import summary_lines
+    from peft_catalyst.records import History
+
+    # this checkout's template (an editable install elsewhere may map the template package to another checkout)
+    folder = Path(__file__).resolve().parents[1] / "model_cards"
+    monkeypatch.setattr(model_card, "read_template", lambda name: (folder / name).read_text(encoding="utf-8"))
+    compute = Compute(stages=9000, races=0, screening=1200, evaluation=400, gradient_steps=6, scoring_passes=4)
+    history = History(summary=RunSummary(main_steps=6, compute=compute))
+    model_card.write_model_card(tiny.catalyst_model(tok), tmp_path, history=history)
+    card = (tmp_path / "README.md").read_text()
+    row = "| Compute | 10.2k forward-equivalent tokens: stages 9k + screening 1.2k; evaluation 400 (3 per trained "
+    assert row in card
+    metrics = {"test_accuracy": {"initial": 0.5, "final": 0.75, "best_round": None}, "test_examples": 8,
+               "catalyst": history.summary.to_dict(), "prompts": {"final": "x"}, "wall_time_s": 1.0}  # fmt: skip
+    rounds_line = next(line for line in summary_lines(metrics, "out") if line.startswith("rounds:"))
+    assert "gradient steps 6; 10.2k forward-equivalent tokens (+ evaluation 400);" in rounds_line
