@@ -1,7 +1,7 @@
 """Counting the doer's compute where the work happens, in forward-equivalent tokens (:class:`~.records.Compute`).
 
 The main loop's training steps and ``Trainer.evaluate`` are counted by
-:class:`~peft_catalyst.trainer.CatalystMixin` (its ``training_step`` and ``prediction_step`` see every batch), the
+:class:`~peft_catalyst.trainer.CatalystMixin` (its ``training_step`` and ``evaluation_loop`` see every batch), the
 rounds' scorings by :class:`~peft_catalyst.rounds.scoring.PromptScorer`, the race arms' training by
 :class:`~peft_catalyst.rounds.race.RaceRunner`. A batch's tokens are summed over all processes as they are counted
 (one small all-reduce per batch, as ``Trainer`` does for ``num_input_tokens_seen``), so every process holds the run's
@@ -42,6 +42,25 @@ def batch_tokens(inputs: Any, virtual_tokens: int, pad_token_id: int | None = No
     return real + rows * virtual_tokens
 
 
+class CountedBatches:
+    """``batches`` (a dataloader) with ``count`` called on each batch as it is handed out; length, ``dataset`` and
+    every other attribute are the dataloader's."""
+
+    def __init__(self, batches: Any, count: Callable[[Any], None]) -> None:
+        self._batches, self._count = batches, count
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch in self._batches:
+            self._count(batch)
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self._batches)  # a TypeError for an iterable dataloader, as has_length expects
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._batches, name)
+
+
 class ComputeMeter:
     """The run's compute so far, per part of :data:`~peft_catalyst.records.COMPUTE_PARTS`.
 
@@ -52,8 +71,8 @@ class ComputeMeter:
 
     ``hooked``: the trainer counts its own training and evaluation batches (:class:`CatalystMixin`); without it the
     record has None for ``stages`` and ``evaluation``. While :meth:`counted_elsewhere` holds, the trainer's hooks
-    count nothing (a race or the scorer calls ``training_step``/``prediction_step`` and counts those batches
-    itself); :meth:`as_part` books every count to one part (a race's scorings go to ``races``).
+    count nothing (a race calls ``training_step`` and counts those batches itself); :meth:`as_part` books every
+    count to one part (a race's scorings go to ``races``).
     """
 
     def __init__(
@@ -144,4 +163,4 @@ class ComputeMeter:
         self.scoring_passes = int(data.get("scoring_passes") or 0)
 
 
-__all__ = ["ComputeMeter", "batch_tokens"]
+__all__ = ["ComputeMeter", "CountedBatches", "batch_tokens"]

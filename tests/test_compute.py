@@ -85,12 +85,18 @@ def test_a_run_counts_its_compute_by_hand(tok, tmp_path):
     assert compute.line().startswith("compute ") and "forward-equivalent tokens: stages " in compute.line()
 
 
-def test_a_race_counts_its_arms_and_rungs_by_hand(tok, tmp_path):
-    trainer = _trainer(tok, tmp_path / "out", catalyst_selection="race", catalyst_race_steps=1, catalyst_race_eta=2)
+@pytest.mark.parametrize("together", [False, True], ids=["arms-one-at-a-time", "arms-together"])
+def test_a_race_counts_its_arms_and_rungs_by_hand(tok, tmp_path, together):
+    trainer = _trainer(tok, tmp_path / "out", catalyst_selection="race", catalyst_race_steps=1, catalyst_race_eta=2,
+                       catalyst_score_batch_size=64)  # fmt: skip
+    if together:  # the prompt alone trains: arms share one forward and backward per step, rungs one scoring pass
+        for name, param in trainer.model.named_parameters():
+            param.requires_grad = "prompt_encoder" in name
     trainer.train()
     compute = trainer.catalyst_summary().compute
     (record,) = trainer.catalyst_history
     race = record.race
+    assert race.batched == together
     assert len(race.arms) == 3 and [len(r.arms) for r in race.rungs] == [3, 2]  # 3 arms x 1 step, then 2 x 2 steps
     batches = RaceBatches(trainer, seed=trainer.args.seed * 1009 + 1)  # the round's own stream (engine.race_seed)
 

@@ -320,9 +320,9 @@ class RaceRunner:
         for first in range(0, len(values), self.arms_per_pass):
             leaf = torch.stack(values[first : first + self.arms_per_pass]).detach().requires_grad_(True)
             for inputs in batches:
-                inputs = prepare_inputs(trainer, inputs)
                 if self.scorer.meter is not None:
                     self.scorer.meter.train(inputs, "races", prompts=leaf.shape[0])
+                inputs = prepare_inputs(trainer, inputs)
                 with trainer.compute_loss_context_manager():
                     losses, _ = trainer_losses(trainer, leaf, inputs, items)
                     total = torch.stack(losses).sum()

@@ -7,7 +7,6 @@ better.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -278,10 +277,7 @@ class PromptScorer:
         for inputs in self.dataloader():
             if meter is not None:
                 meter.score(inputs, "screening")
-            with meter.counted_elsewhere() if meter is not None else contextlib.nullcontext():
-                loss, logits, label = trainer.prediction_step(
-                    model, inputs, prediction_loss_only=not self.gathers_logits
-                )
+            loss, logits, label = trainer.prediction_step(model, inputs, prediction_loss_only=not self.gathers_logits)
             tally.add(loss, logits, label, _batch_size(inputs))
             self._tick()
         return tally.result()
@@ -298,9 +294,9 @@ class PromptScorer:
         tallies = [_Tally(self) for _ in prompts]
         for inputs in self.dataloader():
             batch_size = _batch_size(inputs)
-            inputs = prepare_inputs(trainer, inputs)
-            if self.meter is not None:
+            if self.meter is not None:  # before the batch moves to the device: no synchronization for the count
                 self.meter.score(inputs, "screening", prompts=len(prompts))
+            inputs = prepare_inputs(trainer, inputs)
             labels = inputs.get("labels")
             if labels is None:
                 raise ValueError(NO_LABELS)

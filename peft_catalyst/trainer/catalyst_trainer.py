@@ -22,6 +22,7 @@ from typing import Any
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from peft_catalyst.compute import CountedBatches
 from peft_catalyst.hub import finish_adapter_folder, set_base_model
 from peft_catalyst.labels import save_label_names
 from peft_catalyst.mentors import Mentor
@@ -101,11 +102,11 @@ class CatalystMixin:
         self.catalyst.add_step_loss(float(loss))
         return loss
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """As the trainer, and count the batch's compute as evaluation (``evaluate``/``predict``; the rounds'
-        scorings are counted by their scorer)."""
-        self.catalyst.compute.hook_predict(inputs)
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+    def evaluation_loop(self, dataloader, *args: Any, **kwargs: Any):
+        """As the trainer (``evaluate``/``predict``), counting each batch's compute as evaluation as it is handed out.
+        Not ``prediction_step``: overriding it would make the rounds score prompts one at a time
+        (:func:`~peft_catalyst.rounds.multi_prompt.trainer_unsupported_reason`), and the scorer calls it too."""
+        return super().evaluation_loop(CountedBatches(dataloader, self.catalyst.compute.hook_predict), *args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """As the trainer, plus the class names of a classifier (``id2label``), so a pipeline speaks in words."""
