@@ -229,6 +229,7 @@ def test_matched_by_compute_single_is_flagged_only_when_its_compute_is_off():
             "packages": {}}  # fmt: skip
     md = markdown(summary, meta)
     assert "by **compute**" in md and "| single | 2 | " in md and " 1.26k (1.36k) |" in md
+    assert "for the training steps that the same forward-equivalent tokens buy" in md  # what catalyst - single means
     assert "single matched by steps" in headline(summarize(records))  # the default: steps, all three unequal
 
 

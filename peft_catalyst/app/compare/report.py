@@ -48,7 +48,7 @@ def format_beat_random(beat: dict[str, Any]) -> str:
 
 
 def format_costs(costs: dict[str, Any]) -> str:
-    """``single 30 steps, 1.2M forward-equivalent tokens, 0 LLM calls, 0 tokens, 12 s | ...`` per run of each
+    """``single 30 steps, 1.2M forward-equivalent tokens, 0 LLM calls, 0 LLM tokens, 12 s | ...`` per run of each
     method (the forward-equivalent tokens are the tuning compute, where counted)."""
     parts = []
     for m in METHODS:
@@ -56,7 +56,7 @@ def format_costs(costs: dict[str, Any]) -> str:
         if c:
             compute = f"{tokens_text(round(c['compute']))} forward-equivalent tokens, " if c.get("compute") else ""
             parts.append(
-                f"{m} {c['steps']:.0f} steps, {compute}{c['llm_calls']:.1f} LLM calls, {c['tokens']:.0f} tokens, "
+                f"{m} {c['steps']:.0f} steps, {compute}{c['llm_calls']:.1f} LLM calls, {c['tokens']:.0f} LLM tokens, "
                 f"{c['wall_s']:.0f} s"
             )
     return "per run: " + " | ".join(parts)
@@ -150,7 +150,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "| contrast | seeds | Δ test accuracy | what it measures |",
         "|---|---|---|---|",
     ]
-    for a, b, what in CONTRASTS:
+    for a, b, _ in CONTRASTS:
+        what = summary["contrasts"][f"{a} - {b}"]["what"]  # single's depends on how it was matched
         diff = summary["contrasts"][f"{a} - {b}"]["difference"]
         lines.append(f"| `{a} - {b}` | {diff['n'] if diff else 0} | {format_difference(diff)} | {what} |")
     beat = summary["beat_random"]
@@ -173,7 +174,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         f"{format_costs(summary['costs'])}",
         "",
         "| method | runs | test accuracy % (mean ± std) | gradient steps (race) | forward-equivalent tokens: "
-        "tuning (with evaluation) | restarts | LLM calls | tokens | wall s |",
+        "tuning (with evaluation) | restarts | LLM calls | LLM tokens | wall s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in METHODS:
