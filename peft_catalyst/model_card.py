@@ -339,6 +339,14 @@ def _steps_md(history: History | None) -> str:
     return f"{summary.total_steps} ({summary.main_steps} in the stages + {summary.race_steps} in the races)"
 
 
+def _compute_md(history: History | None) -> str:
+    """The run's compute in forward-equivalent tokens, per part (empty when not recorded)."""
+    compute = history.summary.compute if history is not None else None
+    if compute is None:
+        return ""
+    return compute.line().removeprefix("compute ") + f" ({compute.train_factor} per trained token, 1 per scored one)"
+
+
 def _kept_md(history: History | None) -> str:
     """``kept: step 40 (validation label_loss 0.420; final step 0.430)``, when the run kept its best."""
     kept = history.summary.kept_prompt if history is not None else None
@@ -431,6 +439,7 @@ def _card_parts(
         mentor_md=_mentor_md(history, secrets),
         rounds_md=_rounds_md(history),
         steps_md=_steps_md(history),
+        compute_md=_compute_md(history),
         kept_md=_kept_md(history),
         projection_metric=getattr(config, "projection_metric", None) or "cosine",
         final_prompt_block=_code_block(public_text(final_prompt, secrets)) if final_prompt is not None else "",

@@ -598,6 +598,95 @@ class KeptPrompt:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+#: Forward-equivalents of one token in a training step: a forward pass and a backward pass of about twice its cost
+#: (the usual 6N-against-2N FLOPs per token of training against inference). With frozen weights, as in prompt
+#: tuning, the backward skips the weights' gradients, so 3 is an upper estimate; one constant for every method keeps
+#: runs comparable.
+TRAIN_FACTOR = 3
+#: Forward-equivalents of one token in a scoring or evaluation pass (a forward pass, no backward).
+SCORE_FACTOR = 1
+#: The parts of a run whose compute is counted, in the order reports show them.
+COMPUTE_PARTS: tuple[str, ...] = ("stages", "races", "screening", "evaluation")
+
+
+@dataclass
+class Compute:
+    """The doer's compute in a run, in forward-equivalent tokens (:data:`TRAIN_FACTOR` per training token,
+    :data:`SCORE_FACTOR` per scored token), per part, summed over all processes.
+
+    A token is a non-padding token of a batch's main input (``attention_mask`` when the batch has one) plus the
+    soft prompt's virtual tokens, once per row and prompt; an encoder-decoder's decoder tokens are not counted.
+
+    ``stages``: the main training loop's steps; ``races``: race arms' training steps and rung scorings;
+    ``screening``: the rounds' scorings of trajectory points, candidates, controls and the current prompt;
+    ``evaluation``: ``Trainer.evaluate``/``predict`` (validation, keep-best) and restart follow-ups. ``stages`` and
+    ``evaluation`` are counted by :class:`~peft_catalyst.trainer.CatalystMixin`; None where a stock ``Trainer`` ran
+    with the callback alone (a callback never sees a batch). ``gradient_steps``: the main loop's optimizer steps plus
+    every race arm's; ``scoring_passes``: prompts scored on the catalyst split (or a part of it), a shared pass of k
+    prompts counting k.
+    """
+
+    stages: int | None = 0
+    races: int = 0
+    screening: int = 0
+    evaluation: int | None = 0
+    gradient_steps: int = 0
+    scoring_passes: int = 0
+    train_factor: int = TRAIN_FACTOR
+
+    @property
+    def tuning(self) -> int | None:
+        """The compute that shaped the prompt: stages + races + screening (None when the stages were not counted);
+        what ``peft-catalyst compare --match compute`` gives ``single``."""
+        return None if self.stages is None else self.stages + self.races + self.screening
+
+    @property
+    def total(self) -> int | None:
+        """Every part together (None when a part was not counted)."""
+        tuning = self.tuning
+        return None if tuning is None or self.evaluation is None else tuning + self.evaluation
+
+    def _head(self) -> str:
+        """The tuning compute, short (the rounds' alone when the stages were not counted)."""
+        if self.tuning is None:
+            rounds = tokens_text(self.races + self.screening)
+            return f"{rounds} forward-equivalent tokens in the rounds (stages not counted)"
+        return f"{tokens_text(self.tuning)} forward-equivalent tokens"
+
+    def line(self) -> str:
+        """``"compute 1.23M forward-equivalent tokens: stages 900k + races 200k + screening 130k; evaluation
+        50k"``: the run's compute in one line."""
+        parts = [f"{name} {tokens_text(getattr(self, name))}" for name in ("stages", "races", "screening")
+                 if getattr(self, name)]  # fmt: skip
+        tail = f"; evaluation {tokens_text(self.evaluation)}" if self.evaluation else ""
+        inside = " + ".join(parts) + tail
+        return f"compute {self._head()}" + (f": {inside}" if inside else "")
+
+    def short(self) -> str:
+        """``"1.23M forward-equivalent tokens (+ evaluation 45.6k)"``: the tuning compute, for a summary line."""
+        tail = f" (+ evaluation {tokens_text(self.evaluation)})" if self.evaluation else ""
+        return f"{self._head()}{tail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tuning": self.tuning, "total": self.total}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Compute | None:
+        if not data:
+            return None
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def tokens_text(count: int | None) -> str:
+    """``1.23M``, ``45.6k`` or ``789``: a token count, short."""
+    if count is None:
+        return "not counted"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= scale:
+            return f"{count / scale:.3g}{suffix}"
+    return str(count)
+
+
 @dataclass
 class RunSummary:
     """Counts over a run's rounds, the mentor's usage and the compute spent, so runs compare at equal compute.
@@ -638,6 +727,9 @@ class RunSummary:
     #: controls): prompts ``drawn`` over the run and rounds won at ``screening`` and at ``selection`` (the race, or
     #: best/first), e.g. ``{"mentor": {"drawn": 8, "screening": 1, "selection": 1}}``; empty in format 5 and earlier.
     proposers: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The doer's compute in forward-equivalent tokens per part (:class:`Compute`); None in files written before it
+    #: was counted.
+    compute: Compute | None = None
 
     @property
     def total_steps(self) -> int:
@@ -707,7 +799,9 @@ class RunSummary:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "greater_is_better": self.higher_is_better, "total_steps": self.total_steps}
+        data = {**asdict(self), "greater_is_better": self.higher_is_better, "total_steps": self.total_steps}
+        data["compute"] = self.compute.to_dict() if self.compute is not None else None
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
@@ -720,6 +814,7 @@ class RunSummary:
         kept = {k: v for k, v in data.items() if k in known}
         kept["higher_is_better"] = bool(kept["higher_is_better"])
         kept["kept_prompt"] = KeptPrompt.from_dict(kept.get("kept_prompt"))
+        kept["compute"] = Compute.from_dict(kept.get("compute"))
         return cls(**kept)
 
 

@@ -171,7 +171,8 @@ def test_random_mentor_run_restarts_from_the_doers_vocabulary(tmp_path):
     assert main(["train", *TINY, "--mentor", "random", "--output_dir", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     rounds_line = next(line for line in summary_lines(metrics, str(out)) if line.startswith("rounds:"))
-    assert "random draws 1, no LLM calls" in rounds_line and "tokens" not in rounds_line
+    assert "random draws 1, no LLM calls" in rounds_line and "completion" not in rounds_line  # no LLM tokens
+    assert "forward-equivalent tokens" in rounds_line  # the doer's compute (peft_catalyst.records.Compute)
     assert metrics["mentor"] == "random-words" and metrics["catalyst"]["rounds"] == 1
     (record,) = json.loads((out / "catalyst_history.json").read_text())["rounds"]
     assert record["candidates"] and all(c["finite"] for c in record["candidates"])

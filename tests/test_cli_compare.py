@@ -127,6 +127,39 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
     assert "holds the records of another comparison" in err and "training.learning_rate" in err
 
 
+def test_compare_match_compute_gives_single_the_steps_its_compute_buys(doer_dir, tmp_path, capsys):
+    """``--match compute``: single trains the steps that catalyst's tuning compute (stages + races + screening, in
+    forward-equivalent tokens) buys at catalyst's own training tokens per step; the report and the line say so."""
+    from peft_catalyst.records import TRAIN_FACTOR
+
+    out = tmp_path / "cmp"
+    cheap = ["--catalyst_selection", "best", "--catalyst_rounds", "1", "--catalyst_race_controls", "0"]
+    with LoopbackOpenAIServer() as server:
+        server.set_reply(lambda req: REPLY)
+        assert main([*_args(doer_dir, out, server.base_url), *cheap, "--seeds", "2", "--match", "compute"]) == 0
+    headline = capsys.readouterr().out.strip().splitlines()[-2]
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
+    for seed in (42, 43):
+        cat, single = records[f"catalyst__seed{seed}"], records[f"single__seed{seed}"]
+        compute = cat["compute"]
+        assert compute["screening"] > 0 and compute["races"] == 0 and compute["stages"] > 0
+        assert compute["tuning"] == compute["stages"] + compute["screening"]
+        # by hand: catalyst's training tokens per step, and the steps its tuning compute buys at that rate
+        per_step = compute["stages"] / (TRAIN_FACTOR * cat["steps"]["main"])
+        steps = round(compute["tuning"] / (TRAIN_FACTOR * per_step))
+        assert steps > cat["steps"]["total"] == 6  # the screening passes bought single extra steps
+        assert single["settings"]["match"] == "compute" and single["settings"]["matched_steps"] == steps
+        assert single["steps"] == {"main": steps, "race": 0, "total": steps}
+        assert single["compute"]["screening"] == single["compute"]["races"] == 0  # plain tuning: stages only
+        assert single["compute"]["tuning"] == single["compute"]["stages"]
+    data = json.loads((out / "compare.json").read_text())
+    assert data["match"] == data["summary"]["match"] == "compute" and data["headline"] == headline
+    assert "single matched by compute" in headline and len(headline) < 250
+    md = (out / "compare.md").read_text()
+    assert "matched to `catalyst` by **compute**" in md and "forward-equivalent tokens" in md
+    assert data["summary"]["costs"]["single"]["compute"] > data["summary"]["costs"]["catalyst"]["compute"] * 0.5
+
+
 def _record(method: str, seed: int, accuracy: float, steps: int, race: int) -> dict:
     return {
         "method": method, "seed": seed, "test_accuracy": accuracy, "steps": {"main": steps - race, "race": race,
@@ -197,11 +230,41 @@ def test_the_report_shows_the_kept_prompt_against_its_start_and_last_step():
     assert "| 43 | 72.0 / 70.0 (60) / 70.0 | 72.0 / 70.0 (60) / 70.0 | - |" in md
 
 
+def test_matched_by_compute_single_is_flagged_only_when_its_compute_is_off():
+    """Matched by compute, single trains other steps than catalyst by design: only a tuning compute more than 5% and
+    one step off catalyst's is unequal, and the line names the forward-equivalent tokens, not the steps."""
+    from peft_catalyst.app.compare.report import headline, markdown
+    from peft_catalyst.app.compare.summary import summarize
+
+    def with_compute(record: dict, stages: int, tuning: int) -> dict:
+        return {**record, "compute": {"stages": stages, "tuning": tuning, "total": tuning + 100}}
+
+    records = {}
+    for seed, single in ((42, 1020), (43, 1500)):  # 2% off: equal; 50% off: unequal
+        records[f"catalyst__seed{seed}"] = with_compute(_record("catalyst", seed, 0.7, 10, 0), 600, 1000)
+        records[f"random__seed{seed}"] = with_compute(_record("random", seed, 0.68, 10, 0), 600, 1000)
+        records[f"single__seed{seed}"] = with_compute(_record("single", seed, 0.66, 17, 0), single, single)
+    summary = summarize(records, "compute")
+    assert summary["match"] == "compute" and summary["costs"]["single"]["compute"] == (1020 + 1500) / 2
+    steps, tokens = {"catalyst": 10, "random": 10, "single": 17}, {"catalyst": 1000, "random": 1000, "single": 1500}
+    assert summary["compute"]["unequal"] == [{"seed": 43, "steps": steps, "compute": tokens}]
+    line = headline(summary)
+    assert line.endswith("; single matched by compute; UNEQUAL COMPUTE in 1 seed (compute per run: catalyst 1k, "
+                         "random 1k, single 1.5k)")  # fmt: skip
+    meta = {"seeds": 2, "seeds_finished": 2, "command": "c", "date": "d", "machine": {"description": "m"},
+            "packages": {}}  # fmt: skip
+    md = markdown(summary, meta)
+    assert "by **compute**" in md and "| single | 2 | " in md and " 1.26k (1.36k) |" in md
+    assert "for the training steps that the same forward-equivalent tokens buy" in md  # what catalyst - single means
+    assert "single matched by steps" in headline(summarize(records))  # the default: steps, all three unequal
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--seeds", "1"], "--seeds must be at least 2"),
         (["--seeds", "two"], "--seeds must be a whole number"),
+        (["--match", "tokens"], "--match must be one of steps, compute, got 'tokens'"),
         (["--mentor", "none"], "--mentor none: the contrast is empty"),
         (["--mentor", "random"], "--mentor random: the contrast is empty"),
         (["--catalyst_rounds", "0"], "--catalyst_rounds 0: the contrast is empty"),

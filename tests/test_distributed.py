@@ -88,6 +88,10 @@ def test_two_process_rounds_call_the_mentor_once_and_keep_ranks_identical(tmp_pa
     history = json.loads((out / "catalyst_history.json").read_text())
     assert len(history["rounds"]) == 2
     assert ranks[0]["race_steps"] == ranks[1]["race_steps"]
+    # compute is summed over the processes: every rank holds the run's count, its stages both ranks' tokens x 3
+    assert ranks[0]["compute"] == ranks[1]["compute"] == history["summary"]["compute"]
+    assert ranks[0]["compute"]["stages"] == 3 * (ranks[0]["stage_tokens"] + ranks[1]["stage_tokens"])
+    assert ranks[0]["stage_tokens"] != ranks[1]["stage_tokens"]  # the ranks trained different rows
     # one restart shape, and for a partial restart the same positions, on every rank
     assert ranks[0]["shapes"] == ranks[1]["shapes"] and ranks[0]["arm_shapes"] == ranks[1]["arm_shapes"]
     assert ranks[0]["shapes"][0]["name"] == restart

@@ -34,7 +34,7 @@ from peft_catalyst.projection import (
     write_soft_prompt_,
 )
 from peft_catalyst.quiet import no_pin_memory_without_accelerator
-from peft_catalyst.records import KeptPrompt, RoundRecord, RunSummary, ranking_key
+from peft_catalyst.records import Compute, KeptPrompt, RoundRecord, RunSummary, ranking_key
 from peft_catalyst.trainer.keep_best import keeps_best
 
 logger = logging.getLogger(__name__)
@@ -520,6 +520,9 @@ def _card_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         rows.update({f"validation_{kept['metric']}_{k}": kept[v] for k, v in (("kept", "score"), ("final_step",
                      "final_score")) if kept[v] is not None})  # fmt: skip
     rows.update({name: summary[name] for name in ("total_steps", "main_steps", "race_steps")})
+    compute = Compute.from_dict(summary.get("compute"))
+    if compute is not None and compute.total is not None:
+        rows["forward_equivalent_tokens"] = compute.total  # every part; the card's Compute row splits it
     return rows
 
 
@@ -540,6 +543,8 @@ def summary_lines(metrics: dict[str, Any], output_dir: str) -> list[str]:
     hits = usage.get("cache_hits", 0)
     replayed = f"; {hits} repl{'y' if hits == 1 else 'ies'} from the cache" if hits else ""
     steps = f"{cat.total_steps}" + (f" ({cat.main_steps} stages + {cat.race_steps} races)" if cat.race_steps else "")
+    if cat.compute is not None:
+        steps += f"; {cat.compute.short()}"
     spec = metrics.get("arguments", {}).get("mentor", {}).get("mentor")
     paired = cat.beat_random_line()  # None for --mentor random: random against random controls says nothing
     if cat.mixed_proposers and cat.proposers_line():  # catalyst_proposers: the wins per proposer

@@ -21,6 +21,7 @@ per row, so arms no longer share dropout masks. Otherwise the arms train one aft
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -156,6 +157,11 @@ class RaceRunner:
         """
         if not arms or arms[0].kind is not ArmKind.INCUMBENT:
             raise ValueError("A race's first arm must be the incumbent.")
+        meter = self.scorer.meter  # the arms' training and their rung scorings count as the race's compute
+        with meter.as_part("races") if meter is not None else contextlib.nullcontext():
+            return self._run(arms)
+
+    def _run(self, arms: list[RaceArm]) -> tuple[Race, int]:
         optimizer = self.trainer.optimizer
         base_values = [p.detach().clone() for p in self.params]
         base_state = snapshot_state(optimizer, self.params)
@@ -247,8 +253,14 @@ class RaceRunner:
                 apply_rewarmup(optimizer, trainer.lr_scheduler, self.prompt, arm.rewarm_step, settings.rewarmup_steps)
                 batches = self.batches.step_batches(k)
                 items = num_items_in_batch(trainer, batches)
+                meter = self.scorer.meter
                 for inputs in batches:
-                    trainer.training_step(model, inputs, items)
+                    if meter is None:
+                        trainer.training_step(model, inputs, items)
+                        continue
+                    meter.train(inputs, "races")
+                    with meter.counted_elsewhere():  # not a stage's step: CatalystMixin leaves it to this count
+                        trainer.training_step(model, inputs, items)
                 if trainer.args.max_grad_norm and trainer.args.max_grad_norm > 0:
                     trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
                 optimizer.step()
@@ -308,6 +320,8 @@ class RaceRunner:
         for first in range(0, len(values), self.arms_per_pass):
             leaf = torch.stack(values[first : first + self.arms_per_pass]).detach().requires_grad_(True)
             for inputs in batches:
+                if self.scorer.meter is not None:
+                    self.scorer.meter.train(inputs, "races", prompts=leaf.shape[0])
                 inputs = prepare_inputs(trainer, inputs)
                 with trainer.compute_loss_context_manager():
                     losses, _ = trainer_losses(trainer, leaf, inputs, items)

@@ -20,6 +20,7 @@ from transformers.trainer_pt_utils import nested_concat, nested_detach, nested_n
 from transformers.trainer_utils import EvalPrediction
 
 from peft_catalyst.compat.transformers import num_items_in_batch, prepare_inputs
+from peft_catalyst.compute import ComputeMeter
 from peft_catalyst.projection import get_soft_prompt, read_soft_prompt, write_soft_prompt_
 from peft_catalyst.records import ScoredPrompt, is_better
 from peft_catalyst.rounds.multi_prompt import trainer_losses, trainer_unsupported_reason
@@ -121,6 +122,9 @@ class PromptScorer:
         self.seconds = 0.0
         self.calls = 0
         self.events: list[str] = []  # out-of-memory fallbacks, for the round record
+        #: Counts the forward-equivalent tokens of every scoring pass (part ``screening`` unless the caller books
+        #: them elsewhere, :meth:`ComputeMeter.as_part`); None: not counted.
+        self.meter: ComputeMeter | None = None
         self._dataloader = None
         self._scored_dataset: Any = None
         self._reason: str | None | bool = False  # False: not determined yet
@@ -179,7 +183,7 @@ class PromptScorer:
         try:
             return self._score()
         finally:
-            self.calls += 1
+            self._count_calls(1)
             self.seconds += time.perf_counter() - started
 
     def score_prompts(self, prompts: Sequence[torch.Tensor]) -> list[Score]:
@@ -198,8 +202,14 @@ class PromptScorer:
         finally:
             self._bar.close()
             self._bar = None
-            self.calls += len(prompts)
+            self._count_calls(len(prompts))
             self.seconds += time.perf_counter() - started
+
+    def _count_calls(self, prompts: int) -> None:
+        """``prompts`` prompts scored (:attr:`calls`, and the meter's scoring passes)."""
+        self.calls += prompts
+        if self.meter is not None:
+            self.meter.scoring_passes += prompts
 
     def _progress(self, passes: int, prompts: int):
         """A bar over the batches of the catalyst split that scoring ``prompts`` in ``passes`` will read (a round's
@@ -263,7 +273,10 @@ class PromptScorer:
         model = trainer.model_wrapped if (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled) else trainer.model
         model.eval()
         tally = _Tally(self)
+        meter = self.meter
         for inputs in self.dataloader():
+            if meter is not None:
+                meter.score(inputs, "screening")
             loss, logits, label = trainer.prediction_step(model, inputs, prediction_loss_only=not self.gathers_logits)
             tally.add(loss, logits, label, _batch_size(inputs))
             self._tick()
@@ -281,6 +294,8 @@ class PromptScorer:
         tallies = [_Tally(self) for _ in prompts]
         for inputs in self.dataloader():
             batch_size = _batch_size(inputs)
+            if self.meter is not None:  # before the batch moves to the device: no synchronization for the count
+                self.meter.score(inputs, "screening", prompts=len(prompts))
             inputs = prepare_inputs(trainer, inputs)
             labels = inputs.get("labels")
             if labels is None:

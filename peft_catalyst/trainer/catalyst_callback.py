@@ -14,6 +14,7 @@ detection) and the checkpoint path of an explicit ``resume_from_checkpoint``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from peft_catalyst.compat.transformers import save_checkpoint, trainer_logging_untouched
 from peft_catalyst.compat.trl import can_prepare_dataset, prepare_dataset
+from peft_catalyst.compute import ComputeMeter
 from peft_catalyst.history import HISTORY_FILE, ChatLog, write_history, write_json_atomic
 from peft_catalyst.mentors import Mentor
 from peft_catalyst.projection import Projector, get_soft_prompt, read_soft_prompt, write_soft_prompt_
@@ -142,6 +144,9 @@ class CatalystCallback(TrainerCallback):
         self._start_pending = False  # a fresh run until its start is saved: its step-0 evaluation is the start's
         #: The prompt kept by validation, set at the end of a ``load_best_model_at_end`` run.
         self.kept: KeptPrompt | None = None
+        #: The doer's compute so far in forward-equivalent tokens (built by :meth:`attach`; see
+        #: :mod:`peft_catalyst.compute`).
+        self.compute: ComputeMeter | None = None
 
     # ------------------------------------------------------------------------------------------------------------
     # Set-up
@@ -156,6 +161,7 @@ class CatalystCallback(TrainerCallback):
         if isinstance(trainer.model, PeftModel):  # a PROMPT_TUNING model trained here gets CATALYST's model fixes
             apply_catalyst_fixes(trainer.model)
         self.trainer = trainer
+        self.compute = _meter(trainer)
         no_pin_memory_without_accelerator(trainer.args)  # as the command line: no pin_memory warning per dataloader
         if self.settings.catalyst_proposer_counts and self.settings.catalyst_rounds > 0:
             self.settings.validate_proposers(
@@ -237,6 +243,7 @@ class CatalystCallback(TrainerCallback):
                 batch_size=self.settings.score_batch_size(self.trainer.args.device),
                 predictions=self.score_fn is None and self.settings.catalyst_mentor_errors > 0,
             )
+            scorer.meter = self.compute
             self._engine = RoundEngine(
                 self.trainer, self.mentor, self.settings, scorer, self.projector, self.task_description()
             )
@@ -272,6 +279,8 @@ class CatalystCallback(TrainerCallback):
         self.step_loss = None
         self._carried = _Carried()
         self.kept = None
+        if self.compute is not None:
+            self.compute.reset()
         if checkpoint is not None:
             self._load_state(checkpoint)
         self._prepared = True
@@ -348,6 +357,7 @@ class CatalystCallback(TrainerCallback):
                         "history": [r.to_dict() for r in self.history],
                         "mentor_usage": summary.mentor_usage,
                         "seconds": summary.seconds,
+                        "compute": self.compute.to_dict() if self.compute is not None else None,
                     },
                 )
         return control
@@ -485,7 +495,8 @@ class CatalystCallback(TrainerCallback):
         offset = step - record.step
         if not record.restarted or offset not in FOLLOWUP_STEPS or any(f.steps == offset for f in record.followup):
             return
-        with preserved_rng(), preserved_mode(self.trainer.model):
+        counted = self.compute.as_part("evaluation") if self.compute is not None else contextlib.nullcontext()
+        with preserved_rng(), preserved_mode(self.trainer.model), counted:  # a measurement, not the search
             score = self.engine.scorer.score()
         finite = [v if math.isfinite(v) else None for v in (score.value, score.loss)]
         record.followup.append(FollowUp(offset, *finite))
@@ -521,6 +532,8 @@ class CatalystCallback(TrainerCallback):
             "catalyst/race_steps": float(record.race_steps),
             "catalyst/total_steps": float(self.trainer.state.global_step + self.race_steps),
         }
+        if self.compute is not None:  # every part counted so far (see peft_catalyst.compute)
+            logs["catalyst/forward_equivalent_tokens"] = float(sum(self.compute.parts.values()))
         if record.current is not None and record.current.loss is not None:
             logs["catalyst/current_loss"] = float(record.current.loss)
         if record.current is not None and record.current.finite:
@@ -548,6 +561,8 @@ class CatalystCallback(TrainerCallback):
         trainer = self.trainer
         engine = self._engine.seconds() if self._engine is not None else {"scoring": 0.0, "mentor": 0.0, "race": 0.0}
         seconds = _add_counts(self._carried.seconds, {**self.timings, **engine})
+        main_steps = trainer.state.global_step if trainer is not None else 0
+        steps = main_steps + self.race_steps
         return RunSummary.of(
             self.history,
             mentor=self.mentor.name if self.mentor is not None else None,
@@ -555,8 +570,9 @@ class CatalystCallback(TrainerCallback):
             selection=self.settings.catalyst_selection,
             metric=self.settings.catalyst_metric if self.score_fn is None else "score_fn",
             higher_is_better=self.higher_is_better,
-            main_steps=trainer.state.global_step if trainer is not None else 0,
+            main_steps=main_steps,
             seconds={k: round(v, 3) for k, v in seconds.items()},
+            compute=self.compute.record(gradient_steps=steps) if self.compute is not None else None,
             restart=self._restart_label(),
             final_prompt=self.projector.text()
             if final_prompt and trainer is not None and trainer.processing_class is not None
@@ -596,6 +612,8 @@ class CatalystCallback(TrainerCallback):
         self.state = CatalystState.from_dict(data["state"])
         self.history = History.from_dict({"rounds": data["history"]}).rounds
         self._carried = _Carried(data.get("mentor_usage") or {}, data.get("seconds") or {})
+        if self.compute is not None:
+            self.compute.load(data.get("compute"))  # a checkpoint written before compute was counted: from 0
         name = Path(checkpoint).name
         step = int(name.rsplit("-", 1)[-1]) if "-" in name else None
         if step is not None and self.trainer.args.should_save:
@@ -663,6 +681,21 @@ class _Carried:
 
     mentor_usage: dict[str, float] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _meter(trainer: Any) -> ComputeMeter:
+    """The compute meter of a run on ``trainer``: its prompt's virtual tokens, its tokenizer's padding id, and a sum
+    over the processes of a distributed run."""
+    tok = getattr(trainer.processing_class, "tokenizer", trainer.processing_class)
+    accelerator = trainer.accelerator
+    reduce = None
+    if accelerator.num_processes > 1:
+
+        def reduce(count: int) -> int:
+            total = accelerator.reduce(torch.tensor(count, device=trainer.args.device), reduction="sum")
+            return int(total)
+
+    return ComputeMeter(get_soft_prompt(trainer.model).num_virtual_tokens, getattr(tok, "pad_token_id", None), reduce)
 
 
 def _add_counts(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:

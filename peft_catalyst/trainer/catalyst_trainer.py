@@ -22,6 +22,7 @@ from typing import Any
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from peft_catalyst.compute import CountedBatches
 from peft_catalyst.hub import finish_adapter_folder, set_base_model
 from peft_catalyst.labels import save_label_names
 from peft_catalyst.mentors import Mentor
@@ -64,6 +65,7 @@ class CatalystMixin:
         self.catalyst = CatalystCallback(
             mentor, args=catalyst_args, catalyst_dataset=catalyst_dataset, score_fn=score_fn
         ).attach(self)
+        self.catalyst.compute.hooked = True  # training_step and prediction_step below count the trainer's batches
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -93,10 +95,18 @@ class CatalystMixin:
         return optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """As the trainer, and sum the micro-batch losses of the optimizer step for the trajectory."""
+        """As the trainer, sum the micro-batch losses of the optimizer step for the trajectory, and count the
+        micro-batch's compute (a stage's; a race arm's step is counted by the race)."""
+        self.catalyst.compute.hook_train(inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.catalyst.add_step_loss(float(loss))
         return loss
+
+    def evaluation_loop(self, dataloader, *args: Any, **kwargs: Any):
+        """As the trainer (``evaluate``/``predict``), counting each batch's compute as evaluation as it is handed out.
+        Not ``prediction_step``: overriding it would make the rounds score prompts one at a time
+        (:func:`~peft_catalyst.rounds.multi_prompt.trainer_unsupported_reason`), and the scorer calls it too."""
+        return super().evaluation_loop(CountedBatches(dataloader, self.catalyst.compute.hook_predict), *args, **kwargs)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """As the trainer, plus the class names of a classifier (``id2label``), so a pipeline speaks in words."""

@@ -114,11 +114,14 @@ def main() -> None:
     hashes = RoundHashes(trainer)
     trainer.add_callback(hashes)
     race_batches: list[list[list[int]]] = []
+    stage_tokens = [0]  # this rank's main-loop tokens: non-padding ids plus 4 virtual tokens per row
     step = trainer.training_step
 
     def spy(model, inputs, num_items_in_batch=None):
         if trainer.catalyst.racing:
             race_batches.append(inputs["input_ids"].tolist())
+        else:
+            stage_tokens[0] += int(inputs["attention_mask"].sum()) + 4 * len(inputs["input_ids"])
         return step(model, inputs, num_items_in_batch)
 
     trainer.training_step = spy
@@ -133,6 +136,8 @@ def main() -> None:
         "candidate_scores": [[c.score for c in r.candidates] for r in trainer.catalyst_history],
         "race_steps": [r.race_steps for r in trainer.catalyst_history],
         "race_batches": race_batches,
+        "stage_tokens": stage_tokens[0],
+        "compute": trainer.catalyst_summary().compute.to_dict(),
         "shapes": [r.shape.to_dict() if r.shape else None for r in trainer.catalyst_history],
         "arm_shapes": [[x.shape.to_dict() for x in r.race.arms] if r.race else [] for r in trainer.catalyst_history],
     }

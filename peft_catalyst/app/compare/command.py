@@ -2,10 +2,10 @@
 
 It takes any ``peft-catalyst train`` configuration (flags or ``--config``) plus ``--seeds S`` and runs, paired per
 seed, ``catalyst`` (the configured mentor), ``random`` (the same rounds with random-vocabulary candidates) and
-``single`` (plain prompt tuning for ``catalyst``'s counted gradient steps): see :mod:`~peft_catalyst.app.compare.runs`.
-Each finished run's record is written as it lands (``records/``) and skipped when the same command runs again. It
-runs on one process or under a multi-process launcher (``torchrun``, ``accelerate launch``): every process trains
-every run, the main process writes the records and the report.
+``single`` (plain prompt tuning for ``catalyst``'s gradient steps, or its compute with ``--match compute``): see
+:mod:`~peft_catalyst.app.compare.runs`. Each finished run's record is written as it lands (``records/``) and skipped
+when the same command runs again. It runs on one process or under a multi-process launcher (``torchrun``,
+``accelerate launch``): every process trains every run, the main process writes the records and the report.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from peft_catalyst.app.compare.runs import COMPUTE_TOLERANCE, DEFAULT_MATCH
 from peft_catalyst.app.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -24,21 +25,27 @@ COMPARISON_FILE = "comparison.json"
 RECORDS_DIR = "records"
 DEFAULT_SEEDS = 3
 
-HELP = f"""usage: peft-catalyst compare [--seeds S] [train options] [--config FILE]
+HELP = f"""usage: peft-catalyst compare [--seeds S] [--match {{steps,compute}}] [train options] [--config FILE]
 
 Does the mentor help on this task? Runs, paired per seed (same split, init and data order):
   catalyst  the configuration as given, with its LLM mentor
   random    the same rounds (screening, anchoring, shapes, race) with random-vocabulary candidates, as many per
             round as that seed's catalyst run got from its mentor (equal gradient steps)
-  single    plain prompt tuning for as many gradient steps as that seed's catalyst run counted
+  single    plain prompt tuning for as many gradient steps as that seed's catalyst run counted (--match steps),
+            or as its compute buys (--match compute)
 then writes compare.md, compare.json and compare.png into --output_dir and prints a short line: catalyst - random
 and catalyst - single in test accuracy with 95% intervals, the pooled count of rounds where the mentor beat random
-controls (needs --catalyst_selection race --catalyst_race_controls N), and UNEQUAL COMPUTE when the methods of a
-seed still trained different gradient steps; compare.md has the details and each method's steps, LLM calls, tokens
-and wall time. Run the same command again to resume: finished runs are skipped.
+controls (needs --catalyst_selection race --catalyst_race_controls N), how single was matched, and UNEQUAL COMPUTE
+when the methods of a seed still trained different gradient steps (or, matched by compute, single's compute is
+more than {round(100 * COMPUTE_TOLERANCE)}% and a step off catalyst's); compare.md has the details and each
+method's steps, forward-equivalent tokens, LLM calls, tokens and wall time. Run the same command again to resume:
+finished runs are skipped.
 
 options:
   --seeds S   seeds, at least 2 (default {DEFAULT_SEEDS}): the i-th uses --seed + i and --split_seed + i
+  --match M   how single is matched to catalyst (default {DEFAULT_MATCH}): steps, its gradient steps (stages + races);
+              compute, its tuning compute in forward-equivalent tokens (stages + races + screening; a trained token
+              counts 3, a scored one 1) as training steps: steps = compute / (3 x catalyst's tokens per step)
   every option of 'peft-catalyst train' (see peft-catalyst train --help); --mentor must be an LLM
   --output_dir defaults to runs/compare-<dataset>-<model> (no time stamp, so the same command resumes)"""
 
@@ -67,6 +74,28 @@ def _pop_seeds(argv: list[str]) -> tuple[int, list[str]]:
     if value < 2:
         raise UserError(f"--seeds must be at least 2 (a paired interval needs two seeds), got {value}.")
     return value, rest
+
+
+def _pop_match(argv: list[str]) -> tuple[str, list[str]]:
+    """``--match M`` (or ``--match=M``) out of ``argv``: how ``single`` is matched to ``catalyst``."""
+    from peft_catalyst.app.compare.runs import DEFAULT_MATCH, MATCHES
+
+    rest, match, i = [], DEFAULT_MATCH, 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--match":
+            if i + 1 >= len(argv):
+                raise UserError(f"--match needs one of {', '.join(MATCHES)}, e.g. --match compute.")
+            match, i = argv[i + 1], i + 2
+            continue
+        if token.startswith("--match="):
+            match = token.split("=", 1)[1]
+        else:
+            rest.append(token)
+        i += 1
+    if match not in MATCHES:
+        raise UserError(f"--match must be one of {', '.join(MATCHES)}, got {match!r}.")
+    return match, rest
 
 
 def _output_dir_given(argv: list[str]) -> bool:
@@ -139,11 +168,12 @@ def check_output_dir(out: Path, settings: dict[str, Any]) -> None:
 
 
 def parse_compare_args(argv: list[str]) -> tuple[int, Any]:
-    """``(seeds, TrainConfig)`` from the command line, checked; nothing loaded yet."""
+    """``(seeds, TrainConfig)`` from the command line, checked; nothing loaded yet (``--match``: ``_pop_match``)."""
     from peft_catalyst.app.arguments import check_train_args, parse_train_args
     from peft_catalyst.app.compare.runs import TrainConfig
 
     seeds, rest = _pop_seeds(argv)
+    _, rest = _pop_match(rest)
     model, data, mentor, run_args, training = parse_train_args(rest)
     check_train_args(model, data, mentor, run_args, training, resume=False)  # the numbers, as train checks them
     if not _output_dir_given(rest):
@@ -157,20 +187,24 @@ def parse_compare_args(argv: list[str]) -> tuple[int, Any]:
     return seeds, TrainConfig(model, data, mentor, run_args, training)
 
 
-def _finished(config: Any, jobs: list[Any], records: Path, settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _finished(
+    config: Any, jobs: list[Any], records: Path, settings: dict[str, Any], match: str = "steps"
+) -> dict[str, dict[str, Any]]:
     """Records of ``jobs`` already stored with today's settings (a ``single`` only while it matched the stored
-    ``catalyst`` run of its seed)."""
-    from peft_catalyst.app.compare.runs import MATCHED_TO, job_settings, matched_value
+    ``catalyst`` run of its seed, the same way)."""
+    from peft_catalyst.app.compare.runs import MATCHED_TO, job_settings, matched_value, stored_job_settings
     from peft_catalyst.app.compare.store import read_record, record_path
 
     done: dict[str, dict[str, Any]] = {}
     for job in jobs:
         matched = None
         if job.method != MATCHED_TO:
-            matched = matched_value(job, done.get(f"{MATCHED_TO}__seed{job.seed}"))
+            matched = matched_value(job, done.get(f"{MATCHED_TO}__seed{job.seed}"), match)
             if matched is None:
                 continue
-        record = read_record(record_path(records, job.key), job_settings(settings, job, matched))
+        record = read_record(
+            record_path(records, job.key), job_settings(settings, job, matched, match), stored_job_settings
+        )
         if record is not None:
             done[job.key] = record
     return done
@@ -192,6 +226,7 @@ def compare(argv: list[str]) -> int:
         print(HELP)
         return 0
     seeds, config = parse_compare_args(argv)
+    match, _ = _pop_match(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
@@ -211,6 +246,7 @@ def compare(argv: list[str]) -> int:
     from peft_catalyst.app.compare.schedule import run_pending
     from peft_catalyst.app.compare.store import record_path, write_record
     from peft_catalyst.history import write_json_atomic
+    from peft_catalyst.records import Compute
 
     out = Path(config.training.output_dir)
     settings = config.settings()
@@ -222,12 +258,12 @@ def compare(argv: list[str]) -> int:
         write_json_atomic(out / COMPARISON_FILE, {"settings": settings, "seeds": seeds})
     records = out / RECORDS_DIR
     jobs = config.jobs(seeds)
-    done = _finished(config, jobs, records, settings)
+    done = _finished(config, jobs, records, settings, match)
     pending = [j for j in jobs if j.key not in done]
     if main:
         print(
-            f"compare: {seeds} seeds x 3 methods (catalyst, random, single) = {len(jobs)} runs; {len(done)} finished "
-            f"runs skipped, {len(pending)} to run; outputs in {out}",
+            f"compare: {seeds} seeds x 3 methods (catalyst, random, single matched by {match}) = {len(jobs)} runs; "
+            f"{len(done)} finished runs skipped, {len(pending)} to run; outputs in {out}",
             flush=True,
         )
 
@@ -235,19 +271,21 @@ def compare(argv: list[str]) -> int:
         return Job(MATCHED_TO, job.seed, job.index) if job.method != MATCHED_TO else None
 
     def needs(job: Job) -> Any:
-        return matched_value(job, done.get(matched(job).key))  # in memory: every process knows what it trained
+        return matched_value(job, done.get(matched(job).key), match)  # in memory: each process knows what it trained
 
     def run_one(job: Job, value: Any) -> None:
         job_config = config.for_job(job, out, value)
         metrics = train(job_config)
         candidates = mentor_candidates(Path(job_config.training.output_dir))
-        record = run_record(job, job_settings(settings, job, value), metrics, candidates)
+        record = run_record(job, job_settings(settings, job, value, match), metrics, candidates)
         done[job.key] = record
         if main:
             write_record(record_path(records, job.key), record)
+            compute = Compute.from_dict(record["compute"])
             print(
                 f"{job.key}: test accuracy {record['test_accuracy']:.3f}; gradient steps {record['steps']['total']}; "
-                f"LLM calls {record['llm']['calls']}; {record['wall_s']:.0f} s",
+                + (f"{compute.short()}; " if compute is not None else "")
+                + f"LLM calls {record['llm']['calls']}; {record['wall_s']:.0f} s",
                 flush=True,
             )
 
@@ -260,12 +298,12 @@ def compare(argv: list[str]) -> int:
         " ".join(["peft-catalyst compare", *argv]), jobs=state.num_processes, threads=torch.get_num_threads()
     )
     seeds_done = {j.seed for j in jobs} - {j.seed for j in jobs if j.key not in done}
-    meta.update(seeds=seeds, seeds_finished=len(seeds_done), settings=settings, **_what(config))
+    meta.update(seeds=seeds, seeds_finished=len(seeds_done), settings=settings, match=match, **_what(config))
     finished = {k: v for k, v in done.items() if k in {j.key for j in jobs}}
     paths = write_report(out, finished, meta)
     from peft_catalyst.app.compare.summary import summarize
 
-    print(headline(summarize(finished)))
+    print(headline(summarize(finished, match)))
     print("report: " + ", ".join(str(p) for p in paths.values()))
     return 0
 

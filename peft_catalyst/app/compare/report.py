@@ -8,9 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from peft_catalyst.app.compare.runs import METHODS
+from peft_catalyst.app.compare.runs import COMPUTE_TOLERANCE, DEFAULT_MATCH, METHODS
 from peft_catalyst.app.compare.summary import CONTRASTS, summarize
 from peft_catalyst.history import write_json_atomic
+from peft_catalyst.records import TRAIN_FACTOR, tokens_text
 
 logger = logging.getLogger(__name__)
 
@@ -47,28 +48,52 @@ def format_beat_random(beat: dict[str, Any]) -> str:
 
 
 def format_costs(costs: dict[str, Any]) -> str:
-    """``single 30 steps, 0 LLM calls, 0 tokens, 12 s | ...`` per run of each method."""
+    """``single 30 steps, 1.2M forward-equivalent tokens, 0 LLM calls, 0 LLM tokens, 12 s | ...`` per run of each
+    method (the forward-equivalent tokens are the tuning compute, where counted)."""
     parts = []
     for m in METHODS:
         c = costs.get(m)
         if c:
+            compute = f"{tokens_text(round(c['compute']))} forward-equivalent tokens, " if c.get("compute") else ""
             parts.append(
-                f"{m} {c['steps']:.0f} steps, {c['llm_calls']:.1f} LLM calls, {c['tokens']:.0f} tokens, "
+                f"{m} {c['steps']:.0f} steps, {compute}{c['llm_calls']:.1f} LLM calls, {c['tokens']:.0f} LLM tokens, "
                 f"{c['wall_s']:.0f} s"
             )
     return "per run: " + " | ".join(parts)
 
 
 def format_compute(compute: dict[str, Any] | None) -> str:
-    """``""`` when every seed's methods trained the same gradient steps, else ``"UNEQUAL COMPUTE: ..."`` naming the
-    steps per run of each method (averaged over the seeds that differ)."""
+    """``""`` when every seed's methods spent equal compute, else ``"UNEQUAL COMPUTE: ..."`` naming the gradient
+    steps per run of each method (averaged over the seeds that differ), or their tuning compute in
+    forward-equivalent tokens when ``single`` was matched by compute."""
     if not compute or compute["equal"]:
         return ""
     unequal = compute["unequal"]
+    seeds = f"{len(unequal)} seed{'s' if len(unequal) != 1 else ''}"
+    if all("compute" in u for u in unequal):  # matched by compute
+        tokens = {m: [u["compute"][m] for u in unequal if u["compute"].get(m) is not None] for m in METHODS}
+        shown = ", ".join(f"{m} {tokens_text(round(sum(v) / len(v)))}" for m, v in tokens.items() if v)
+        return f"UNEQUAL COMPUTE in {seeds} (compute per run: {shown})"  # forward-equivalent tokens, see compare.md
     steps = {m: [u["steps"][m] for u in unequal if m in u["steps"]] for m in METHODS}
     shown = ", ".join(f"{m} {sum(v) / len(v):.0f}" for m, v in steps.items() if v)
-    seeds = f"{len(unequal)} seed{'s' if len(unequal) != 1 else ''}"
     return f"UNEQUAL COMPUTE in {seeds} (gradient steps per run: {shown})"
+
+
+def match_text(match: str) -> str:
+    """How ``single`` was matched to ``catalyst``, in a sentence of ``compare.md``."""
+    if match == "compute":
+        return (
+            "`single` is matched to `catalyst` by **compute** (`--match compute`): it trains the gradient steps that "
+            "the same seed's `catalyst` run's tuning compute buys, steps = (stages + races + screening in "
+            f"forward-equivalent tokens) / ({TRAIN_FACTOR} x `catalyst`'s training tokens per step), a trained token "
+            f"counting {TRAIN_FACTOR} forward-equivalents and a scored one 1; flagged when its own tuning compute "
+            f"is more than {100 * COMPUTE_TOLERANCE:.0f}% and one training step off."
+        )
+    return (
+        "`single` is matched to `catalyst` by **gradient steps** (`--match steps`, the default): it trains as many as "
+        "the same seed's `catalyst` run counted (stages + races); the rounds' scoring passes are not matched (see the "
+        "forward-equivalent tokens below, and `--match compute`)."
+    )
 
 
 def headline(summary: dict[str, Any]) -> str:
@@ -85,7 +110,8 @@ def headline(summary: dict[str, Any]) -> str:
         b = beat[kind]
         mentor = f"mentor beat random in {b['wins']} of {b['rounds']} {kind} rounds"
     flag = format_compute(summary.get("compute"))
-    return f"{contrasts}; {mentor}" + (f"; {flag}" if flag else "")
+    matched = f"single matched by {summary.get('match', DEFAULT_MATCH)}"
+    return f"{contrasts}; {mentor}; {matched}" + (f"; {flag}" if flag else "")
 
 
 def _short_difference(diff: dict[str, Any] | None) -> str:
@@ -140,9 +166,10 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     compute = summary.get("compute")
     if compute and not compute["equal"]:
         lines += [
-            f"**{format_compute(compute)}.** The contrasts below compare runs that trained different gradient steps "
-            "(stages + races): `random`'s race takes as many arms as it has candidates, and the mentor may give "
-            "fewer usable ones. Read the differences with that in mind:",
+            f"**{format_compute(compute)}.** The contrasts below compare runs that spent different compute: "
+            "`random`'s race takes as many arms as it has candidates, and the mentor may give fewer usable ones"
+            + ("; `single`'s batches differ in length from `catalyst`'s" if summary.get("match") == "compute" else "")
+            + ". Read the differences with that in mind (gradient steps per run):",
             "",
             "| seed | " + " | ".join(METHODS) + " |",
             "|---|" + "---|" * len(METHODS),
@@ -150,6 +177,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         for u in compute["unequal"]:
             lines.append(f"| {u['seed']} | " + " | ".join(str(u["steps"].get(m, "-")) for m in METHODS) + " |")
         lines.append("")
+    lines += [match_text(summary.get("match", DEFAULT_MATCH)), ""]
     lines += [
         f"{meta['seeds_finished']} of {meta['seeds']} seeds finished. Test accuracy differences in points, paired "
         "per seed (same split, init and data order), mean [95% paired-t interval] (wins/ties/losses).",
@@ -157,7 +185,8 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "| contrast | seeds | Δ test accuracy | what it measures |",
         "|---|---|---|---|",
     ]
-    for a, b, what in CONTRASTS:
+    for a, b, _ in CONTRASTS:
+        what = summary["contrasts"][f"{a} - {b}"]["what"]  # single's depends on how it was matched
         diff = summary["contrasts"][f"{a} - {b}"]["difference"]
         lines.append(f"| `{a} - {b}` | {diff['n'] if diff else 0} | {format_difference(diff)} | {what} |")
     beat = summary["beat_random"]
@@ -180,18 +209,22 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         f"{format_costs(summary['costs'])}",
         "",
-        "| method | runs | test accuracy % (mean ± std) | gradient steps (race) | restarts | LLM calls | tokens "
-        "| wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | runs | test accuracy % (mean ± std) | gradient steps (race) | forward-equivalent tokens: "
+        "tuning (with evaluation) | restarts | LLM calls | LLM tokens | wall s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in METHODS:
         c, acc = summary["costs"][m], summary["methods"][m]
         if not c:
             continue
         std = f" ± {100 * acc['std']:.1f}" if _finite(acc["std"]) else ""
+        fe = "not counted"
+        if c.get("compute") is not None:
+            fe = tokens_text(round(c["compute"]))
+            fe += f" ({tokens_text(round(c['compute_total']))})" if c.get("compute_total") is not None else ""
         lines.append(
             f"| {m} | {c['runs']} | {100 * acc['mean']:.1f}{std} | {c['steps']:.0f} ({c['race_steps']:.0f}) | "
-            f"{c['restarts']:.1f} | {c['llm_calls']:.1f} | {c['tokens']:.0f} | {c['wall_s']:.0f} |"
+            f"{fe} | {c['restarts']:.1f} | {c['llm_calls']:.1f} | {c['tokens']:.0f} | {c['wall_s']:.0f} |"
         )
     lines += [
         "",
@@ -202,7 +235,11 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "`--mentor random` (random vocabulary words of the doer's tokenizer, seeded per seed), as many per round as "
         "the same seed's `catalyst` run got usable candidates from its mentor, so that both race the same arms.",
         "- `single`: plain prompt tuning, no rounds, for as many gradient steps as the same seed's `catalyst` run "
-        "counted in all (stages + races); its learning-rate schedule spans those steps.",
+        "counted in all (stages + races), or, matched by compute, as its forward-equivalent tokens buy (see above); "
+        "its learning-rate schedule spans those steps.",
+        f"- forward-equivalent tokens: the doer's compute, {TRAIN_FACTOR} per trained token (forward and backward) "
+        "and 1 per scored one, non-padding tokens plus the virtual tokens; tuning = stages + races + screening, "
+        "evaluation = validation and keep-best evaluations (each run's `metrics.json`, `catalyst.compute`).",
         "",
         "## Setup",
         "",
@@ -262,7 +299,7 @@ def plot(summary: dict[str, Any], path: Path, title: str | None = None) -> None:
 
 def write_report(out: Path, records: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Path]:
     """Write ``compare.json``, ``compare.md`` and ``compare.png`` (when matplotlib is installed) into ``out``."""
-    summary = summarize(records)
+    summary = summarize(records, meta.get("match", DEFAULT_MATCH))
     paths = {ext: out / f"{REPORT_NAME}.{ext}" for ext in ("json", "md", "png")}
     write_json_atomic(
         paths["json"],
@@ -283,4 +320,13 @@ def write_report(out: Path, records: dict[str, dict[str, Any]], meta: dict[str, 
     return paths
 
 
-__all__ = ["REPORT_NAME", "format_compute", "format_difference", "headline", "markdown", "plot", "write_report"]
+__all__ = [
+    "REPORT_NAME",
+    "format_compute",
+    "format_difference",
+    "headline",
+    "markdown",
+    "match_text",
+    "plot",
+    "write_report",
+]

@@ -9,8 +9,11 @@ order; they differ only in what the rounds propose, or in having no rounds:
   (``RandomMentor``, seeded by the seed), drawing in each round as many candidates as that seed's ``catalyst`` run got
   from its mentor (``--mentor_random_counts``), so that both race the same arms and train equal gradient steps; so it
   runs after it too;
-- ``single``: plain prompt tuning (no rounds) for as many gradient steps as that seed's ``catalyst`` run counted in
-  all (stages + races), so it runs after it.
+- ``single``: plain prompt tuning (no rounds), matched to that seed's ``catalyst`` run (so it runs after it) by
+  ``--match``: ``steps`` (the default) trains as many gradient steps as ``catalyst`` counted in all (stages + races);
+  ``compute`` trains as many as ``catalyst``'s tuning compute in forward-equivalent tokens (stages + races +
+  screening, :class:`~peft_catalyst.records.Compute`) buys at ``catalyst``'s own training tokens per step:
+  ``steps = tuning / (TRAIN_FACTOR x tokens per step)``, see :func:`compute_matched_steps`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ from typing import Any
 METHODS = ("catalyst", "random", "single")
 #: Method whose counted gradient steps ``single`` trains.
 MATCHED_TO = "catalyst"
+#: How ``single`` is matched to ``catalyst`` (``--match``): by gradient steps, or by forward-equivalent compute.
+MATCHES = ("steps", "compute")
+DEFAULT_MATCH = "steps"
+#: Matched by compute, ``single``'s tuning compute may differ from ``catalyst``'s by this share (or by one training
+#: step's, as its steps are rounded) before the report flags the contrast as unequal: its batches differ in length, so
+#: its tokens per step are not exactly catalyst's.
+COMPUTE_TOLERANCE = 0.05
 
 #: Training arguments that do not change a run's result: where it writes, what it logs and shows, how it saves.
 _COSMETIC_TRAINING = {
@@ -125,27 +135,58 @@ class TrainConfig:
         return TrainConfig(copy.deepcopy(self.model), data, mentor, run, training)
 
 
-def job_settings(comparison: dict[str, Any], job: Job, matched: Any) -> dict[str, Any]:
-    """A run's stored settings: the comparison's, its method and seed, for ``single`` the steps it matched and for
-    ``random`` the candidates per round it matched."""
+def job_settings(comparison: dict[str, Any], job: Job, matched: Any, match: str = DEFAULT_MATCH) -> dict[str, Any]:
+    """A run's stored settings: the comparison's, its method and seed, for ``single`` the steps it matched and how
+    (``match``), for ``random`` the candidates per round it matched."""
     settings = {
         "comparison": comparison,
         "method": job.method,
         "seed": job.seed,
         "matched_steps": matched if job.method == "single" else None,
     }
+    if job.method == "single":
+        settings["match"] = match
     if job.method == "random":
         settings["matched_candidates"] = list(matched) if matched is not None else None
     return settings
 
 
-def matched_value(job: Job, catalyst_record: dict[str, Any] | None) -> Any:
+def stored_job_settings(stored: Any) -> Any:
+    """A stored run's settings in today's form: a ``single`` stored before ``--match`` existed was matched by steps."""
+    if isinstance(stored, dict) and stored.get("method") == "single" and "match" not in stored:
+        return {**stored, "match": "steps"}
+    return stored
+
+
+def compute_matched_steps(catalyst_record: dict[str, Any]) -> int:
+    """The gradient steps that buy a ``catalyst`` run's tuning compute (stages + races + screening, in
+    forward-equivalent tokens) as plain training: ``tuning / (TRAIN_FACTOR x tokens per step)``, the tokens per step
+    being the ``catalyst`` run's own mean over its main loop (its stages' compute / (TRAIN_FACTOR x main steps)): so
+    ``main steps x tuning / stages``, rounded, at least 1."""
+    from peft_catalyst.app.errors import UserError
+    from peft_catalyst.records import TRAIN_FACTOR
+
+    compute = catalyst_record.get("compute") or {}
+    stages, tuning, main = compute.get("stages"), compute.get("tuning"), int(catalyst_record["steps"]["main"])
+    if not stages or tuning is None or main <= 0:
+        raise UserError(
+            f"--match compute: the record of {catalyst_record['method']}__seed{catalyst_record['seed']} has no "
+            "counted compute (written before compute was counted): delete it to run it again, or use --match steps."
+        )
+    per_step = stages / (TRAIN_FACTOR * main)
+    return max(1, round(tuning / (TRAIN_FACTOR * per_step)))
+
+
+def matched_value(job: Job, catalyst_record: dict[str, Any] | None, match: str = DEFAULT_MATCH) -> Any:
     """What ``job`` takes from its seed's finished ``catalyst`` record (None while there is none): ``single`` its
-    total gradient steps, ``random`` its mentor's usable candidates per round (``[]`` when the record predates
-    them: then random draws as many as asked)."""
+    total gradient steps (``match="steps"``) or the steps its tuning compute buys (``"compute"``,
+    :func:`compute_matched_steps`), ``random`` its mentor's usable candidates per round (``[]`` when the record
+    predates them: then random draws as many as asked)."""
     if catalyst_record is None:
         return None
     if job.method == "single":
+        if match == "compute":
+            return compute_matched_steps(catalyst_record)
         return int(catalyst_record["steps"]["total"])
     if job.method == "random":
         return list(catalyst_record.get("mentor_candidates") or [])
@@ -189,6 +230,8 @@ def run_record(
         "kept_step": (metrics.get("kept") or {}).get("step"),
         "test_examples": metrics["test_examples"],
         "steps": {"main": summary["main_steps"], "race": summary["race_steps"], "total": summary["total_steps"]},
+        # forward-equivalent tokens per part, tuning and total (peft_catalyst.records.Compute); None: not counted
+        "compute": summary.get("compute"),
         "rounds": {k: summary[k] for k in ("rounds", "accepted", "kept", "skipped")},
         "llm": {
             "calls": int(usage.get("calls", 0)) if llm else 0,
@@ -210,12 +253,17 @@ def run_record(
 
 
 __all__ = [
+    "COMPUTE_TOLERANCE",
+    "DEFAULT_MATCH",
     "MATCHED_TO",
+    "MATCHES",
     "METHODS",
     "Job",
     "TrainConfig",
+    "compute_matched_steps",
     "job_settings",
     "matched_value",
+    "stored_job_settings",
     "mentor_candidates",
     "run_record",
     "train",

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft_catalyst.app.compare.runs import METHODS
+from peft_catalyst.app.compare.runs import COMPUTE_TOLERANCE, DEFAULT_MATCH, METHODS
 from peft_catalyst.app.compare.stats import binomial_interval, mean_std, paired_difference
 
 #: The contrasts of the headline: (method, reference, what it measures).
 CONTRASTS = (
     ("catalyst", "random", "the mentor's own value: the same rounds with random-vocabulary candidates"),
     ("catalyst", "single", "the method at equal compute: plain prompt tuning for the same counted gradient steps"),
+)
+#: What ``catalyst - single`` measures when ``single`` is matched by compute (``--match compute``).
+SINGLE_BY_COMPUTE = (
+    "the method at equal compute: plain prompt tuning for the training steps that the same forward-equivalent "
+    "tokens buy (stages + races + screening)"
 )
 
 
@@ -51,12 +56,23 @@ def beat_random(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def tuning(record: dict[str, Any]) -> int | None:
+    """A run record's tuning compute in forward-equivalent tokens (stages + races + screening); None when not
+    counted (a record written before compute was counted)."""
+    return (record.get("compute") or {}).get("tuning")
+
+
 def costs(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Per run of one method, averaged: counted gradient steps (stages + races), LLM calls, tokens, wall time."""
+    """Per run of one method, averaged: counted gradient steps (stages + races), forward-equivalent tokens (tuning,
+    and with evaluation; None when a run did not count them), LLM calls, tokens, wall time."""
     if not runs:
         return None
     n = len(runs)
+    tunings = [tuning(r) for r in runs]
+    totals = [(r.get("compute") or {}).get("total") for r in runs]
     return {
+        "compute": sum(tunings) / n if None not in tunings else None,
+        "compute_total": sum(totals) / n if None not in totals else None,
         "runs": n,
         "steps": sum(r["steps"]["total"] for r in runs) / n,
         "race_steps": sum(r["steps"]["race"] for r in runs) / n,
@@ -67,15 +83,29 @@ def costs(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-def compute(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
-    """Whether the methods of each seed trained the same counted gradient steps (stages + races): ``unequal`` lists
-    the seeds where they did not, with each method's steps (``random``'s race can take more arms than ``catalyst``'s
-    when the mentor gave fewer usable candidates; ``single`` is matched to ``catalyst`` by construction)."""
+def compute(runs: dict[str, dict[int, dict[str, Any]]], match: str = DEFAULT_MATCH) -> dict[str, Any]:
+    """Whether the methods of each seed spent equal compute: ``unequal`` lists the seeds where they did not, with each
+    method's steps (``random``'s race can take more arms than ``catalyst``'s when the mentor gave fewer usable
+    candidates). ``single`` is matched to ``catalyst`` by construction: by steps (``match="steps"``: all three must
+    have trained the same gradient steps), or by compute (``"compute"``: ``catalyst`` and ``random`` the same steps,
+    ``single``'s tuning compute within :data:`COMPUTE_TOLERANCE` or one training step of ``catalyst``'s; those
+    seeds' entries also give each method's tuning compute, ``compute``)."""
     unequal = []
     for seed in sorted(set().union(*(set(runs[m]) for m in METHODS))):
         steps = {m: runs[m][seed]["steps"]["total"] for m in METHODS if seed in runs[m]}
-        if len(set(steps.values())) > 1:
-            unequal.append({"seed": seed, "steps": steps})
+        if match != "compute":
+            if len(set(steps.values())) > 1:
+                unequal.append({"seed": seed, "steps": steps})
+            continue
+        tokens = {m: tuning(runs[m][seed]) for m in METHODS if seed in runs[m]}
+        differs = len({steps[m] for m in ("catalyst", "random") if m in steps}) > 1
+        cat, single = tokens.get("catalyst"), tokens.get("single")
+        if cat and single is not None:  # allowed: the tolerance, or one step (the steps are rounded)
+            record = runs["catalyst"][seed]
+            step = (record["compute"].get("stages") or 0) / max(1, record["steps"]["main"])
+            differs = differs or abs(single - cat) > max(COMPUTE_TOLERANCE * cat, step)
+        if differs:
+            unequal.append({"seed": seed, "steps": steps, "compute": tokens})
     return {"equal": not unequal, "unequal": unequal}
 
 
@@ -102,8 +132,9 @@ def kept(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def summarize(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Everything the report shows, from the finished records."""
+def summarize(records: dict[str, dict[str, Any]], match: str = DEFAULT_MATCH) -> dict[str, Any]:
+    """Everything the report shows, from the finished records; ``match``: how ``single`` was matched to
+    ``catalyst`` (``--match``)."""
     runs = by_method(records)
     methods = {}
     for m in METHODS:
@@ -111,15 +142,31 @@ def summarize(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
         mean, std = mean_std(accuracies)
         methods[m] = {"seeds": sorted(runs[m]), "accuracy": accuracies, "mean": mean, "std": std}
     return {
+        "match": match,
         "methods": methods,
         "contrasts": {
-            f"{a} - {b}": {"what": what, "difference": contrast(runs[a], runs[b])} for a, b, what in CONTRASTS
+            f"{a} - {b}": {
+                "what": SINGLE_BY_COMPUTE if (b == "single" and match == "compute") else what,
+                "difference": contrast(runs[a], runs[b]),
+            }
+            for a, b, what in CONTRASTS
         },
         "beat_random": beat_random(list(runs["catalyst"].values())),
         "costs": {m: costs(list(runs[m].values())) for m in METHODS},
-        "compute": compute(runs),
+        "compute": compute(runs, match),
         "kept": kept(runs),
     }
 
 
-__all__ = ["CONTRASTS", "beat_random", "by_method", "compute", "contrast", "costs", "kept", "summarize"]
+__all__ = [
+    "CONTRASTS",
+    "SINGLE_BY_COMPUTE",
+    "beat_random",
+    "by_method",
+    "compute",
+    "contrast",
+    "costs",
+    "kept",
+    "summarize",
+    "tuning",
+]
