@@ -20,6 +20,7 @@ from peft_catalyst.projection import (  # noqa: E402
 )
 from peft_catalyst.records import (  # noqa: E402
     ArmKind,
+    Compute,
     Decision,
     FollowUp,
     History,
@@ -47,6 +48,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ArmKind",
+    "Compute",
     "CatalystArguments",
     "CatalystCallback",
     "CatalystMixin",
