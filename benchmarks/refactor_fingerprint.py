@@ -262,11 +262,11 @@ def fingerprint_folder(out: Path, replacements: dict[str, str]) -> dict[str, Any
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run_setup(name: str, extra: list[str], work: Path, base_url: str) -> dict[str, Any]:
-    """One ``peft-catalyst train`` run in a fresh process (one thread, offline); its folder's fingerprint."""
-    out = work / name
-    env = {
+def _environment() -> dict[str, str]:
+    """The runs' environment: offline, one thread, this checkout's code first on ``sys.path``."""
+    return {
         **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         "HF_HUB_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
@@ -274,6 +274,24 @@ def run_setup(name: str, extra: list[str], work: Path, base_url: str) -> dict[st
         "PYTHONHASHSEED": "0",
         "TOKENIZERS_PARALLELISM": "false",
     }
+
+
+def check_checkout_code() -> None:
+    """Stop unless the runs import this checkout's ``peft_catalyst`` and ``model_cards`` (the card templates): an
+    editable install of another checkout would otherwise fingerprint that checkout's code."""
+    code = "import model_cards, peft_catalyst; print(model_cards.__file__); print(peft_catalyst.__file__)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=_environment(), capture_output=True, text=True, check=True
+    )
+    outside = [f for f in result.stdout.split() if not Path(f).resolve().is_relative_to(ROOT)]
+    if outside:
+        raise SystemExit(f"the runs would import code from outside {ROOT}: {outside}")
+
+
+def run_setup(name: str, extra: list[str], work: Path, base_url: str) -> dict[str, Any]:
+    """One ``peft-catalyst train`` run in a fresh process (one thread, offline); its folder's fingerprint."""
+    out = work / name
+    env = _environment()
     args = [*COMMON, *extra, "--mentor", "openai:fingerprint-model", "--mentor_base_url", base_url]
     cmd = [sys.executable, "-m", "peft_catalyst.app.cli", "train", *args, "--output_dir", str(out)]
     start = time.perf_counter()
@@ -295,6 +313,7 @@ def run_all(setups: list[str], keep: Path | None = None) -> dict[str, Any]:
         text = mentor_reply(request.messages)
         return chat_reply(text, model="fingerprint-model", request_id="chatcmpl-" + _sha(text.encode())[:12])
 
+    check_checkout_code()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="refactor_fingerprint_") as tmp, LoopbackOpenAIServer() as server:
         server.set_reply(reply)
