@@ -233,7 +233,7 @@ def _named(model: Any, tokenizer: Any, hub_id: str) -> tuple[Any, Any]:
     in ``peft_catalyst._patches``).
     """
     model.name_or_path = hub_id
-    model.config._name_or_path = hub_id
+    model.config.name_or_path = hub_id
     tokenizer.name_or_path = hub_id
     return model, _ensure_pad_token(tokenizer)
 
