@@ -276,16 +276,38 @@ def _environment() -> dict[str, str]:
     }
 
 
-def check_checkout_code() -> None:
-    """Stop unless the runs import this checkout's ``peft_catalyst`` and ``model_cards`` (the card templates): an
-    editable install of another checkout would otherwise fingerprint that checkout's code."""
-    code = "import model_cards, peft_catalyst; print(model_cards.__file__); print(peft_catalyst.__file__)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=_environment(), capture_output=True, text=True, check=True
+#: Runs the command line with this checkout's card templates. An editable install maps the package
+#: ``peft_catalyst.model_cards`` to the ``model_cards/`` folder of the checkout it was made from, whatever
+#: checkout the code runs in; a checkout that keeps the folder at its root gets it pinned here.
+RUNNER = """
+import importlib.util, pathlib, sys
+cards = pathlib.Path.cwd() / "model_cards"
+if (cards / "__init__.py").is_file() and not (pathlib.Path.cwd() / "peft_catalyst" / "model_cards").is_dir():
+    spec = importlib.util.spec_from_file_location(
+        "peft_catalyst.model_cards", cards / "__init__.py", submodule_search_locations=[str(cards)]
     )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["peft_catalyst.model_cards"] = module
+    spec.loader.exec_module(module)
+if sys.argv[1:2] == ["--where"]:
+    import importlib.resources, peft_catalyst
+    print(peft_catalyst.__file__)
+    print(importlib.resources.files("peft_catalyst.model_cards") / "catalyst_section.md")
+    raise SystemExit(0)
+from peft_catalyst.app.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def check_checkout_code() -> None:
+    """Stop unless the runs use this checkout's ``peft_catalyst`` and card templates."""
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER, "--where"], cwd=ROOT, env=_environment(), capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
     outside = [f for f in result.stdout.split() if not Path(f).resolve().is_relative_to(ROOT)]
     if outside:
-        raise SystemExit(f"the runs would import code from outside {ROOT}: {outside}")
+        raise SystemExit(f"the runs would use code from outside {ROOT}: {outside}")
 
 
 def run_setup(name: str, extra: list[str], work: Path, base_url: str) -> dict[str, Any]:
@@ -293,7 +315,7 @@ def run_setup(name: str, extra: list[str], work: Path, base_url: str) -> dict[st
     out = work / name
     env = _environment()
     args = [*COMMON, *extra, "--mentor", "openai:fingerprint-model", "--mentor_base_url", base_url]
-    cmd = [sys.executable, "-m", "peft_catalyst.app.cli", "train", *args, "--output_dir", str(out)]
+    cmd = [sys.executable, "-c", RUNNER, "train", *args, "--output_dir", str(out)]
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
