@@ -119,7 +119,7 @@ def synthetic_task(tok, sizes: dict[str, int], seed: int = 0):
 def build(shape: dict, dtype: torch.dtype, device: str, num_virtual_tokens: int, seed: int):
     """Random-weight Llama of ``shape`` with a CATALYST prompt, its tokenizer and the prepared task."""
     from peft import get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, LlamaConfig
 
     from peft_catalyst import CatalystConfig
     from peft_catalyst.app.tasks import prepare_task
@@ -128,7 +128,7 @@ def build(shape: dict, dtype: torch.dtype, device: str, num_virtual_tokens: int,
     config = LlamaConfig(**shape, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=None)
     torch.manual_seed(seed)
     with torch.device(device):
-        model = LlamaForCausalLM._from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)  # a LlamaForCausalLM, initialised in dtype
     task = synthetic_task(tok, {"train": 512, "catalyst": 64, "validation": 16, "test": 16}, seed)
     spec = prepare_task(task, tok, "causal_lm", max_length=96)
     peft_config = CatalystConfig(

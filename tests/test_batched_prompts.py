@@ -17,10 +17,8 @@ from peft_catalyst.mentors import CachedMentor
 from peft_catalyst.projection import get_soft_prompt
 from peft_catalyst.rounds.scoring import PromptScorer
 from tests import tiny
-from tests.test_race import StopAt, comparable
-from tests.test_trainer import ScriptedMentor, _causal_trainer
-
-REPLY = "1. who wrote the book\n2. a terrible film"
+from tests.testing_utils import TWO_CANDIDATES as REPLY
+from tests.testing_utils import ScriptedMentor, StopAt, causal_race, causal_trainer, comparable, trainable
 
 
 def _prompts(trainer, count: int) -> list[torch.Tensor]:
@@ -36,7 +34,7 @@ def _bert(tmp_path, **kwargs):
 
 
 def _causal(tmp_path, **kwargs):
-    trainer, _ = _causal_trainer(tmp_path, ScriptedMentor([REPLY]), catalyst_size=12, **kwargs)
+    trainer, _ = causal_trainer(tmp_path, ScriptedMentor([REPLY]), catalyst_size=12, **kwargs)
     return trainer
 
 
@@ -104,28 +102,9 @@ def test_a_score_batch_size_below_one_is_refused_and_the_default_depends_on_the_
         PromptScorer(trainer=None, dataset=None, batch_size=0)
 
 
-def _race(tmp_path, **kwargs):
-    kwargs = {
-        "catalyst_rounds": 2,
-        "catalyst_selection": "race",
-        "catalyst_race_steps": 2,
-        "catalyst_race_controls": 1,
-        "catalyst_rewarmup_steps": 3,
-        "max_steps": 8,
-        **kwargs,
-    }
-    trainer = _causal(tmp_path, **kwargs)
-    trainer.train()
-    return trainer
-
-
-def _trainable(trainer) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-
-
 def test_arms_trained_together_reach_the_decision_and_state_of_arms_trained_in_turn(tmp_path):
-    turns = _race(tmp_path / "turns", catalyst_score_batch_size=1)  # the default on CPU
-    together = _race(tmp_path / "together", catalyst_score_batch_size=128)  # the default on a GPU
+    turns = causal_race(tmp_path / "turns", catalyst_score_batch_size=1)  # the default on CPU
+    together = causal_race(tmp_path / "together", catalyst_score_batch_size=128)  # the default on a GPU
     for a, b in zip(turns.catalyst_history, together.catalyst_history, strict=True):
         assert not a.race.batched and b.race.batched
         assert any("arms trained one at a time (catalyst_score_batch_size=1" in n for n in a.notes)
@@ -135,7 +114,7 @@ def test_arms_trained_together_reach_the_decision_and_state_of_arms_trained_in_t
         for rung_a, rung_b in zip(a.race.rungs, b.race.rungs, strict=True):
             assert [s.loss for s in rung_a.scores] == pytest.approx([s.loss for s in rung_b.scores], rel=1e-4)
     assert len(turns.catalyst_history[0].race.arms) == 4  # incumbent, two candidates, one control
-    x, y = _trainable(turns), _trainable(together)
+    x, y = trainable(turns.model), trainable(together.model)
     assert all(torch.allclose(x[n], y[n], rtol=1e-4, atol=1e-5) for n in x)
     assert together.catalyst_summary().total_steps == turns.catalyst_summary().total_steps
 
@@ -143,8 +122,8 @@ def test_arms_trained_together_reach_the_decision_and_state_of_arms_trained_in_t
 def test_blended_arms_trained_together_match_blended_arms_trained_in_turn(tmp_path):
     """catalyst_restart="blend" under the batched race: each proposal and control races at 0.3 and 0.6."""
     kwargs = {"catalyst_restart": "blend", "catalyst_rounds": 1, "max_steps": 5}
-    turns = _race(tmp_path / "turns", catalyst_score_batch_size=1, **kwargs)
-    together = _race(tmp_path / "together", catalyst_score_batch_size=128, **kwargs)
+    turns = causal_race(tmp_path / "turns", catalyst_score_batch_size=1, **kwargs)
+    together = causal_race(tmp_path / "together", catalyst_score_batch_size=128, **kwargs)
     (a,), (b,) = turns.catalyst_history, together.catalyst_history
     assert not a.race.batched and b.race.batched
     assert [(x.kind, x.shape) for x in a.race.arms] == [(x.kind, x.shape) for x in b.race.arms]
@@ -152,7 +131,7 @@ def test_blended_arms_trained_together_match_blended_arms_trained_in_turn(tmp_pa
     assert (a.decision, a.winner, a.race.winner, a.shape) == (b.decision, b.winner, b.race.winner, b.shape)
     for rung_a, rung_b in zip(a.race.rungs, b.race.rungs, strict=True):
         assert [s.loss for s in rung_a.scores] == pytest.approx([s.loss for s in rung_b.scores], rel=1e-4)
-    x, y = _trainable(turns), _trainable(together)
+    x, y = trainable(turns.model), trainable(together.model)
     assert all(torch.allclose(x[n], y[n], rtol=1e-4, atol=1e-5) for n in x)
 
 
@@ -202,14 +181,14 @@ def test_resume_after_a_race_with_arms_trained_together_ends_like_an_uninterrupt
         catalyst_rewarmup_steps=6,  # a re-warm-up still running at the checkpoint
         catalyst_score_batch_size=128,
     )
-    full, _ = _causal_trainer(
+    full, _ = causal_trainer(
         tmp_path / "full", CachedMentor(ScriptedMentor(replies), cache, mode="use"), catalyst_size=12, **common
     )
     full.train()
     assert all(r.race.batched for r in full.catalyst_history)
 
     def resumable():
-        trainer, _ = _causal_trainer(
+        trainer, _ = causal_trainer(
             tmp_path / "resumed", CachedMentor(None, cache, mode="strict"), catalyst_size=12, **common
         )
         return trainer
@@ -221,7 +200,7 @@ def test_resume_after_a_race_with_arms_trained_together_ends_like_an_uninterrupt
     resumed = resumable()
     resumed.train(resume_from_checkpoint=True)
     assert comparable(resumed.catalyst_history) == comparable(full.catalyst_history)
-    a, b = _trainable(resumed), _trainable(full)
+    a, b = trainable(resumed.model), trainable(full.model)
     assert all(torch.equal(a[n], b[n]) for n in a)
 
 

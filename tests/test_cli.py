@@ -19,6 +19,7 @@ from peft_catalyst.history import read_history
 from peft_catalyst.records import Decision, RunSummary, ScoredPrompt, Trigger
 from tests import docs_support
 from tests.loopback_openai import LoopbackOpenAIServer
+from tests.testing_utils import raced_history
 
 TINY = [
     "--model", "minilm", "--max_steps", "6", "--catalyst_rounds", "1", "--catalyst_stage_steps", "3",
@@ -589,8 +590,6 @@ def test_run_png_plots_the_score_that_decided(tmp_path, monkeypatch):
     import matplotlib.axes
 
     from peft_catalyst.app.plotting import plot_run, score_axis_label
-    from tests.test_records import raced_history
-
     history = raced_history().rounds
     plotted, labels = [], []
     scatter, set_ylabel = matplotlib.axes.Axes.scatter, matplotlib.axes.Axes.set_ylabel
@@ -637,8 +636,6 @@ def test_run_png_round_labels_stay_in_the_frame_and_show_race_steps(tmp_path, mo
     import matplotlib.figure
 
     from peft_catalyst.app.plotting import plot_run
-    from tests.test_records import raced_history
-
     kept, raced = raced_history().rounds
     initial = dataclasses.replace(kept, round=0, step=0, trigger=Trigger.INITIAL)
     figures = []
@@ -660,8 +657,6 @@ def test_run_png_round_labels_stay_in_the_frame_and_show_race_steps(tmp_path, mo
 
 def test_round_snapshots_and_summary_read_the_typed_records():
     from peft_catalyst.app.runner import _score_after
-    from tests.test_records import raced_history
-
     history = raced_history()
     kept, raced = history.rounds
     assert _score_after(kept) == kept.current.score == 0.6

@@ -7,6 +7,8 @@ SFTTrainer: test_integrations.py; ZeRO-3: test_distributed.py); these tests pin 
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import inspect
 import re
 from pathlib import Path
@@ -87,6 +89,166 @@ def test_private_upstream_names_appear_only_in_the_compat_package():
     assert not found, "private upstream API outside peft_catalyst/compat/ (add a named function there):\n" + "\n".join(
         found
     )
+
+
+#: Where code outside compat/ is scanned for private upstream names (the library, and the scripts shipped beside it).
+SCANNED = ("peft_catalyst", "benchmarks", "examples")
+UPSTREAM = ("transformers", "trl", "peft", "deepspeed", "torch")
+
+#: Private names that are ours although an upstream class has one of the same name, or an upstream private name
+#: reached knowingly outside compat/: (file, name) -> why.
+ALLOWED_PRIVATE = {
+    ("peft_catalyst/mentors/base.py", "_lock"): "MentorUsage's own lock",
+    ("benchmarks/checkpoint_cost.py", "_save_checkpoint"): (
+        "the benchmark times Trainer._save_checkpoint itself (pinned by test_save_checkpoint below)"
+    ),
+}
+
+
+def _upstream_classes() -> list[type]:
+    """The upstream classes peft-catalyst subclasses or whose objects it handles."""
+    from peft import PeftConfig, PeftModel, PeftModelForCausalLM, PromptTuningConfig
+    from peft.tuners.prompt_tuning import PromptEmbedding
+    from transformers import (
+        GenerationMixin,
+        PretrainedConfig,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        TrainerState,
+    )
+
+    classes = [
+        Trainer, TrainingArguments, TrainerCallback, TrainerControl, TrainerState, PreTrainedModel, PretrainedConfig,
+        PreTrainedTokenizerBase, GenerationMixin, PeftModel, PeftModelForCausalLM, PeftConfig, PromptTuningConfig,
+        PromptEmbedding, torch.nn.Module, torch.nn.Parameter, torch.Tensor, torch.optim.Optimizer,
+        torch.optim.lr_scheduler.LRScheduler, torch.utils.data.DataLoader, torch.Generator,
+    ]  # fmt: skip
+    try:
+        from trl import SFTConfig, SFTTrainer
+
+        classes += [SFTTrainer, SFTConfig]
+    except ImportError:  # pragma: no cover - TRL is optional
+        pass
+    try:
+        from deepspeed.runtime.engine import DeepSpeedEngine
+        from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+
+        classes += [DeepSpeedEngine, DeepSpeedZeroOptimizer_Stage3]
+    except ImportError:  # pragma: no cover - DeepSpeed is optional
+        pass
+    return classes
+
+
+def _upstream_private_names() -> set[str]:
+    """Private attribute names of those classes (and their upstream bases): class attributes and methods, and
+    every ``self._name =`` in the modules that define them (instance attributes such as ``_name_or_path``)."""
+    names, files = set(), set()
+    assigned = re.compile(r"self\.(_[A-Za-z]\w*)\s*(?::[^=\n]*)?=")
+    for cls in _upstream_classes():
+        for klass in cls.__mro__:
+            if klass.__module__.split(".")[0] not in UPSTREAM:
+                continue
+            names.update(n for n in vars(klass) if _private(n))
+            source = inspect.getsourcefile(klass)
+            if source:
+                files.add(source)
+    for source in files:
+        names.update(assigned.findall(Path(source).read_text(encoding="utf-8")))
+    return names
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_upstream_uses(path: Path, upstream_names: set[str]) -> list[tuple[int, str, str]]:
+    """``(line, name, how)`` for each private upstream name the file reaches: imported from an upstream package, read
+    on an upstream import (``LlamaForCausalLM._from_config``), defined as a method of the same name (an override), or
+    read or set on any object, also by ``getattr``-style string, when an upstream class has an attribute of that name
+    (``config._name_or_path``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update((a.asname or a.name).split(".")[0] for a in node.names if a.name.split(".")[0] in UPSTREAM)
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] in UPSTREAM:
+            imported.update(a.asname or a.name for a in node.names)
+            found += [(node.lineno, a.name, "imported") for a in node.names if _private(a.name)]
+
+    def rooted_upstream(node: ast.AST) -> bool:
+        while isinstance(node, (ast.Attribute, ast.Call, ast.Subscript)):
+            node = node.func if isinstance(node, ast.Call) else node.value
+        return isinstance(node, ast.Name) and node.id in imported
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            methods = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            found += [(m.lineno, m.name, "overridden") for m in methods if m.name in upstream_names]
+            continue
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            name, target = node.attr, node.value
+        elif (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "hasattr", "delattr") and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value)
+        ):  # fmt: skip
+            name, target = node.args[1].value, node.args[0]
+        else:
+            continue
+        if rooted_upstream(target):
+            found.append((node.lineno, name, "reached on an upstream import"))
+        elif name in upstream_names:
+            found.append((node.lineno, name, "an upstream attribute name"))
+    return found
+
+
+def test_no_private_upstream_attribute_is_reached_outside_the_compat_package():
+    """Any underscore name of transformers, TRL, PEFT, DeepSpeed or torch objects that the library, benchmarks or
+    examples reach goes through a named function of peft_catalyst/compat/ (or is in ``ALLOWED_PRIVATE`` with why)."""
+    root = PACKAGE.parent
+    upstream_names = _upstream_private_names()
+    assert {"_save", "_name_or_path", "_from_config", "_metrics"} <= upstream_names  # the scan sees what it must
+    found = []
+    for folder in SCANNED:
+        for path in sorted((root / folder).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            if relative.startswith("peft_catalyst/compat/"):
+                continue
+            found += [
+                f"{relative}:{line}: {name} ({how})"
+                for line, name, how in _private_upstream_uses(path, upstream_names)
+                if (relative, name) not in ALLOWED_PRIVATE
+            ]
+    assert not found, "private upstream API outside peft_catalyst/compat/ (add a named function there):\n" + "\n".join(
+        found
+    )
+
+
+def test_the_private_name_scan_sees_every_form(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from transformers import LlamaForCausalLM, Trainer\n"
+        "from peft.auto import _BaseAutoPeftModel\n"
+        "import torch\n"
+        "class T(Trainer):\n"
+        "    def _save(self, output_dir=None, state_dict=None):\n"
+        "        self._own_helper()\n"
+        "def f(model, config):\n"
+        "    LlamaForCausalLM._from_config(config)\n"
+        "    torch._C\n"
+        "    config._name_or_path = 'x'\n"
+        "    return getattr(model.config, '_name_or_path', '') or model._own\n"
+    )
+    found = _private_upstream_uses(probe, {"_save", "_name_or_path", "_from_config"})
+    assert sorted(found) == [
+        (2, "_BaseAutoPeftModel", "imported"),
+        (5, "_save", "overridden"),
+        (8, "_from_config", "reached on an upstream import"),
+        (9, "_C", "reached on an upstream import"),
+        (10, "_name_or_path", "an upstream attribute name"),
+        (11, "_name_or_path", "an upstream attribute name"),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -379,3 +541,43 @@ def test_save_checkpoint(tmp_path):
     )
     # lr 0: every evaluation ties with the start, and Trainer's strict comparison keeps its first ranked one
     assert trainer.state.best_global_step == 1 and trainer.state.best_model_checkpoint.endswith("checkpoint-1")
+
+
+def test_folder_save_hook(tmp_path):
+    """``FolderSaveHook`` wraps the step of ``Trainer.save_model`` that writes the folder: the context is open while
+    the weights are written, and the after-hook sees them, for a final save and a checkpoint alike."""
+    import os
+
+    assert list(inspect.signature(Trainer._save).parameters) == ["self", "output_dir", "state_dict"], _moved(
+        "transformers", "Trainer._save(output_dir, state_dict)", "transformers.FolderSaveHook"
+    )
+    events = []
+
+    class Hooked(tf_compat.FolderSaveHook, Trainer):
+        @contextlib.contextmanager
+        def _writing(self):
+            events.append("enter")
+            yield
+            events.append("exit")
+
+        def saving_folder(self):
+            return self._writing()
+
+        def saved_folder(self, output_dir):
+            events.append(sorted(os.listdir(output_dir)))
+
+    tok = tiny.bpe_tokenizer()
+    args = TrainingArguments(
+        str(tmp_path / "out"), max_steps=1, save_strategy="steps", save_steps=1, report_to=[], use_cpu=True
+    )
+    trainer = Hooked(
+        model=tiny.tiny_bert_seq_cls(tok), args=args, train_dataset=tiny.toy_reviews(tok, 4, seed=1),
+        data_collator=DataCollatorWithPadding(tok),
+    )  # fmt: skip
+    trainer.train()  # checkpoint-1
+    trainer.save_model(str(tmp_path / "final"))
+    checkpoint, final = events[:3], events[3:]
+    for written in (checkpoint, final):
+        assert written[0] == "enter" and written[1] == "exit" and "model.safetensors" in written[2], _moved(
+            "transformers", "Trainer.save_model's call of _save", "transformers.FolderSaveHook"
+        )

@@ -17,7 +17,7 @@ from peft_catalyst.projection import read_soft_prompt, write_soft_prompt_, write
 from peft_catalyst.records import HISTORY_FORMAT, Decision, Evidence, History, RoundRecord, Trigger
 from peft_catalyst.rounds.evidence import EvidenceSource, balanced_indices, cut_words
 from tests import tiny
-from tests.test_trainer import ScriptedMentor
+from tests.testing_utils import ScriptedMentor, StopAt, causal_trainer, comparable, plain_run, trainable
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +232,6 @@ def test_screening_keeps_the_best_untrained_scores(tok, tmp_path):
 
 def test_screening_never_changes_the_training_state(tok, tmp_path):
     """Every screened candidate loses (the prompt-norm ranking): the run ends bit for bit as one with no restart."""
-    from tests.test_trainer import _plain_run, _trainable
-
     mentor = ScriptedMentor([FOUR])
     trainer = tiny.catalyst_trainer(
         tok, tmp_path / "out", mentor, catalyst_metric="prompt_norm", catalyst_num_samples=4
@@ -246,7 +244,7 @@ def test_screening_never_changes_the_training_state(tok, tmp_path):
     trainer.train()
     assert [r.decision.value for r in trainer.catalyst_history] == ["kept", "kept"]
     assert all(r.screening is not None and len(r.screening.kept) == 2 for r in trainer.catalyst_history)
-    final, plain = _trainable(trainer.model), _plain_run(tok, tmp_path)
+    final, plain = trainable(trainer.model), plain_run(tok, tmp_path)
     assert all(torch.equal(final[n], plain[n]) for n in plain)
 
 
@@ -458,8 +456,6 @@ def test_an_initial_round_restarts_from_the_screened_winner_before_any_step(tok,
 def test_a_run_resumed_after_an_initial_round_ends_bit_identical(tok, tmp_path):
     from peft_catalyst.mentors import CachedMentor
     from peft_catalyst.projection import get_soft_prompt
-    from tests.test_race import StopAt, comparable
-
     cache = tmp_path / "mentor.sqlite"
     common = dict(save_strategy="steps", save_steps=4, catalyst_initial_round=True, catalyst_num_samples=4)
 
@@ -487,9 +483,7 @@ def test_a_run_resumed_after_an_initial_round_ends_bit_identical(tok, tmp_path):
 def test_a_label_word_doer_shows_as_many_errors_as_its_accuracy_misses(tmp_path):
     """The command line's doer (a causal LM answering with label words): predictions come from the label words'
     scores that preprocess_logits_for_metrics keeps, so the errors number exactly (1 - accuracy) x the split."""
-    from tests.test_trainer import _causal_trainer
-
-    trainer, spec = _causal_trainer(
+    trainer, spec = causal_trainer(
         tmp_path,
         ScriptedMentor(["1. Is this review positive"]),
         catalyst_size=20,

@@ -17,8 +17,8 @@ from peft import PromptTuningConfig, get_peft_model
 from peft_catalyst import CatalystConfig
 from peft_catalyst.tuners.catalyst import apply_catalyst_fixes
 from tests import tiny
-
-STEPS = 10
+from tests.testing_utils import GENERATION_STEPS as STEPS
+from tests.testing_utils import greedy_by_forward
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +37,6 @@ def _model(tok, arch: str, method: str):
     return pm.eval()
 
 
-def _greedy_by_forward(pm, ids: torch.Tensor, steps: int) -> torch.Tensor:
-    """Reference: full forward pass through the prompt-tuned model at every step, no cache."""
-    for _ in range(steps):
-        with torch.no_grad():
-            logits = pm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return ids[:, -steps:]
-
-
 def _generate(pm, ids, mask, **kwargs):
     out = pm.generate(
         input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS, do_sample=False, **kwargs
@@ -59,7 +50,7 @@ def test_cached_generate_equals_uncached_greedy(tok, arch, method):
     pm = _model(tok, arch, method)
     for text in ["the movie was great", "who wrote the book"]:
         ids = tok([text], return_tensors="pt")["input_ids"]
-        reference = _greedy_by_forward(pm, ids, STEPS)
+        reference = greedy_by_forward(pm, ids, STEPS)
         assert len(set(reference[0].tolist())) >= 4, "degenerate model: the test could not tell right from wrong"
         mask = torch.ones_like(ids)
         assert torch.equal(_generate(pm, ids, mask, use_cache=True), reference)

@@ -14,8 +14,8 @@ from peft_catalyst import CatalystConfig, Decision, set_soft_prompt_from_text, s
 from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, write_token_ids
 from peft_catalyst.rounds.restarts import reset_optimizer_state
 from tests import tiny
-from tests.test_generation import STEPS, _greedy_by_forward
-from tests.test_trainer import ScriptedMentor
+from tests.testing_utils import GENERATION_STEPS as STEPS
+from tests.testing_utils import ScriptedMentor, causal_race, greedy_by_forward
 
 pytestmark = [
     pytest.mark.gpu,
@@ -72,7 +72,7 @@ def test_cached_generation_on_cuda_equals_greedy_without_cache(tok, arch, method
         pm.prompt_encoder["default"].embedding.weight.normal_(std=2.0)
     for text in ["the movie was great", "who wrote the book"]:
         ids = tok([text], return_tensors="pt")["input_ids"].cuda()
-        reference = _greedy_by_forward(pm, ids, STEPS)
+        reference = greedy_by_forward(pm, ids, STEPS)
         mask = torch.ones_like(ids)
         for use_cache in (True, False):
             out = pm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, min_new_tokens=STEPS,
@@ -82,10 +82,8 @@ def test_cached_generation_on_cuda_equals_greedy_without_cache(tok, arch, method
 
 def test_bf16_race_on_cuda_trains_arms_together_like_one_at_a_time(tmp_path):
     """Shared scoring passes and arms trained together on CUDA in bf16: the scores of one at a time (bf16 noise)."""
-    from tests.test_batched_prompts import _race
-
-    turns = _race(tmp_path / "turns", use_cpu=False, bf16=True, catalyst_score_batch_size=1)
-    together = _race(tmp_path / "together", use_cpu=False, bf16=True)  # the default on a GPU: shared passes
+    turns = causal_race(tmp_path / "turns", use_cpu=False, bf16=True, catalyst_score_batch_size=1)
+    together = causal_race(tmp_path / "together", use_cpu=False, bf16=True)  # the default on a GPU: shared passes
     assert get_soft_prompt(together.model).weight.device.type == "cuda"
     for a, b in zip(turns.catalyst_history, together.catalyst_history, strict=True):
         assert not a.race.batched and b.race.batched

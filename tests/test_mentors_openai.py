@@ -487,3 +487,35 @@ def test_a_slow_server_shows_the_elapsed_time(loopback, capsys):
     assert mentor.propose(REQ).candidates and mentor.time_limit_s == mentor.timeout
     err = capsys.readouterr().err
     assert "openai:gpt-test: waiting for the reply: 00:02 elapsed" in err  # refreshed every second while it waits
+
+
+# ------------------------------------------------------------------------------------------------ options
+def test_shared_settings_are_one_options_object_or_keywords(loopback):
+    """The settings both server mentors share are one ``ChatOptions``; a constructor takes it or its fields as
+    keywords (which win), and repeats none of its fields in its own signature."""
+    import dataclasses
+    import inspect
+
+    from peft_catalyst.mentors import ChatOptions, HubInferenceMentor
+
+    options = ChatOptions(temperature=0.2, max_tokens=64, num_samples=3, timeout=4.0, seed=7, name="mine")
+    by_object = OpenAIMentor("gpt-test", base_url=loopback.base_url, api_key=FAKE_KEY, options=options)
+    by_keywords = OpenAIMentor(
+        "gpt-test", base_url=loopback.base_url, api_key=FAKE_KEY, temperature=0.2, max_tokens=64, num_samples=3,
+        timeout=4.0, seed=7, name="mine",
+    )  # fmt: skip
+    assert by_object.options == by_keywords.options == options
+    assert by_object.cache_identity() == by_keywords.cache_identity()
+    assert (by_object.timeout, by_object.name, by_object.num_samples) == (4.0, "mine", 3)
+    hub = HubInferenceMentor("tgi-model", token="hf_x" * 4, base_url=loopback.base_url, options=options, seed=8)
+    assert hub.options == dataclasses.replace(options, seed=8) and hub.seed == 8  # a keyword wins over options
+    assert hub.cache_identity()["params"]["temperature"] == 0.2
+
+    with pytest.raises(TypeError, match=r"OpenAIMentor\(\) got unexpected keyword argument\(s\) 'temprature'.*"
+                       r"ChatOptions fields: temperature, top_p"):  # fmt: skip
+        OpenAIMentor("gpt-test", base_url=loopback.base_url, api_key=FAKE_KEY, temprature=0.2)
+    with pytest.raises(MentorError, match="timeout must be > 0"):
+        OpenAIMentor("gpt-test", base_url=loopback.base_url, api_key=FAKE_KEY, options=ChatOptions(timeout=0))
+    shared = {f.name for f in dataclasses.fields(ChatOptions)}
+    for cls in (OpenAIMentor, HubInferenceMentor):
+        assert not shared & set(inspect.signature(cls).parameters), cls

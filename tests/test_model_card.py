@@ -33,7 +33,7 @@ from peft_catalyst.records import HISTORY_FORMAT, Decision, RaceRung, RestartSha
 from tests import hub_support as hs
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer
-from tests.test_records import old_format_history, raced_history
+from tests.testing_utils import old_format_history, raced_history
 
 ROOT = Path(__file__).resolve().parents[1]
 

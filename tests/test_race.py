@@ -11,41 +11,20 @@ import json
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
 from peft_catalyst import ArmKind, Decision
 from peft_catalyst.mentors import MentorRequest
-from peft_catalyst.projection import get_soft_prompt
 from tests import tiny
-from tests.test_trainer import ScriptedMentor
-
-
-def _model(tok):
-    model = tiny.catalyst_model(tok)
-    with torch.no_grad():
-        get_soft_prompt(model).weight.mul_(0.001)
-    return model
-
-
-def _run(tok, out, texts, **kwargs):
-    mentor = ScriptedMentor(["\n".join(f"{i + 1}. {t}" for i, t in enumerate(texts))])
-    kwargs = {"catalyst_rounds": 1, "catalyst_num_candidates": len(texts), **kwargs}
-    trainer = tiny.catalyst_trainer(tok, out, mentor, model=_model(tok), **kwargs)
-    trainer.train()
-    return trainer
-
-
-def _trainable(trainer) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+from tests.testing_utils import ScriptedMentor, StopAt, comparable, race_model, race_run, trainable
 
 
 def test_a_start_that_loses_untrained_but_wins_after_its_budget_wins_the_race_only(tmp_path):
     tok = tiny.bpe_tokenizer()
-    best = _run(tok, tmp_path / "best", ["who wrote the book"], catalyst_selection="best")
+    best = race_run(tok, tmp_path / "best", ["who wrote the book"], catalyst_selection="best")
     (record,) = best.catalyst_history
     assert record.decision is Decision.KEPT and record.candidates[0].score > record.current.score
 
-    race = _run(tok, tmp_path / "race", ["who wrote the book"], catalyst_selection="race", catalyst_race_steps=8)
+    race = race_run(tok, tmp_path / "race", ["who wrote the book"], catalyst_selection="race", catalyst_race_steps=8)
     (record,) = race.catalyst_history
     assert record.decision is Decision.ACCEPTED and record.winner == 0
     (rung,) = record.race.rungs
@@ -67,7 +46,7 @@ def test_race_steps_zero_is_the_best_rule(tmp_path):
     texts = ["the movie was great", "who wrote the book"]
     runs = {}
     for selection in ("best", "race"):
-        runs[selection] = _run(
+        runs[selection] = race_run(
             tok, tmp_path / selection, texts, catalyst_selection=selection, catalyst_race_steps=0, catalyst_rounds=2
         )
     for a, b in zip(runs["best"].catalyst_history, runs["race"].catalyst_history, strict=True):
@@ -75,7 +54,7 @@ def test_race_steps_zero_is_the_best_rule(tmp_path):
         assert a.current.score == b.current.score
         assert [c.score for c in a.candidates] == [c.score for c in b.candidates]
         assert b.race.steps == 0 and len(b.race.rungs) == 1
-    final = {k: _trainable(v) for k, v in runs.items()}
+    final = {k: trainable(v.model) for k, v in runs.items()}
     assert all(torch.equal(final["best"][n], final["race"][n]) for n in final["best"])
 
 
@@ -83,16 +62,16 @@ def test_losing_arms_leave_no_trace(tmp_path):
     """Two races where different candidates lose end with bit-identical training: only the incumbent's path counts."""
     tok = tiny.bpe_tokenizer()
     runs = [
-        _run(tok, tmp_path / str(i), [text], catalyst_selection="race", catalyst_race_steps=4)
+        race_run(tok, tmp_path / str(i), [text], catalyst_selection="race", catalyst_race_steps=4)
         for i, text in enumerate(["the movie was great", "hello lunch"])
     ]
     for run in runs:
         (record,) = run.catalyst_history
         assert record.decision is Decision.KEPT and record.race.rungs[0].scores[1].finite
-    a, b = (_trainable(r) for r in runs)
+    a, b = (trainable(r.model) for r in runs)
     assert all(torch.equal(a[n], b[n]) for n in a)
     # ... and the incumbent did train in the race: the run differs from one judged untrained
-    best = _trainable(_run(tok, tmp_path / "best", ["the movie was great"], catalyst_selection="best"))
+    best = trainable(race_run(tok, tmp_path / "best", ["the movie was great"], catalyst_selection="best").model)
     assert not all(torch.equal(a[n], best[n]) for n in a)
 
 
@@ -103,7 +82,7 @@ def test_arms_are_paired_on_identical_batches_and_the_main_loop_is_untouched(tmp
         tok,
         tmp_path,
         mentor,
-        model=_model(tok),
+        model=race_model(tok),
         catalyst_rounds=1,
         catalyst_selection="race",
         catalyst_race_steps=2,
@@ -126,7 +105,7 @@ def test_arms_are_paired_on_identical_batches_and_the_main_loop_is_untouched(tmp
     assert rung0[0] == rung0[1] == rung0[2]
     assert race[6:10] == race[10:14] and race[6:10] != rung0[0]  # the next rung continues the stream
     # the main loop saw the same batches as a run without any race
-    plain = tiny.catalyst_trainer(tok, tmp_path / "plain", None, model=_model(tok))
+    plain = tiny.catalyst_trainer(tok, tmp_path / "plain", None, model=race_model(tok))
     plain_seen = []
     plain_original = plain.training_step
 
@@ -152,7 +131,7 @@ def test_controls_race_but_never_reach_the_mentor_as_its_proposals(tmp_path):
         tok,
         tmp_path,
         Recording(["1. the movie was great\n2. who wrote the book"]),
-        model=_model(tok),
+        model=race_model(tok),
         catalyst_selection="race",
         catalyst_race_steps=1,
         catalyst_race_controls=2,
@@ -169,24 +148,6 @@ def test_controls_race_but_never_reach_the_mentor_as_its_proposals(tmp_path):
     assert past.proposed == ["the movie was great", "who wrote the book"]
     assert not set(controls) & set(past.proposed)
     assert all(c.text not in controls for c in first.candidates)
-
-
-class StopAt(TrainerCallback):
-    """Stops training after optimizer step ``step`` (an interrupted run, to resume from its checkpoint)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        control.should_training_stop = state.global_step == self.step
-        return control
-
-
-def comparable(records) -> list[dict]:
-    """Round records as dicts without what differs between equal runs (timings, cache hits, the mentor's name)."""
-    drop = {"seconds", "latency_s", "cached", "attempts", "name"}
-    data = json.loads(json.dumps([r.to_dict() for r in records]))
-    return json.loads(json.dumps(data), object_hook=lambda d: {k: v for k, v in d.items() if k not in drop})
 
 
 def test_resume_after_a_race_round_ends_like_an_uninterrupted_run(tmp_path):
@@ -206,14 +167,15 @@ def test_resume_after_a_race_round_ends_like_an_uninterrupted_run(tmp_path):
         catalyst_rewarmup_steps=6,  # a re-warm-up still running at the checkpoint
     )
     full = tiny.catalyst_trainer(
-        tok, tmp_path / "full", CachedMentor(ScriptedMentor(replies), cache, mode="use"), model=_model(tok), **common
+        tok, tmp_path / "full", CachedMentor(ScriptedMentor(replies), cache, mode="use"), model=race_model(tok),
+        **common,
     )
     full.train()
     assert full.catalyst_history[0].race_steps > 0
 
     def resumed_trainer():
         return tiny.catalyst_trainer(
-            tok, tmp_path / "resumed", CachedMentor(None, cache, mode="strict"), model=_model(tok), **common
+            tok, tmp_path / "resumed", CachedMentor(None, cache, mode="strict"), model=race_model(tok), **common
         )
 
     interrupted = resumed_trainer()
@@ -223,7 +185,7 @@ def test_resume_after_a_race_round_ends_like_an_uninterrupted_run(tmp_path):
     resumed = resumed_trainer()
     resumed.train(resume_from_checkpoint=True)
     assert comparable(resumed.catalyst_history) == comparable(full.catalyst_history)
-    a, b = _trainable(resumed), _trainable(full)
+    a, b = trainable(resumed.model), trainable(full.model)
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert resumed.catalyst_summary().total_steps == full.catalyst_summary().total_steps
 
@@ -236,7 +198,7 @@ def test_a_race_on_an_iterable_training_set_is_refused_at_construction(tmp_path)
     iterable = IterableDataset.from_generator(lambda: iter(rows))
     with pytest.raises(ValueError, match="map-style"):
         tiny.CatalystTrainer(
-            model=_model(tok),
+            model=race_model(tok),
             args=tiny.catalyst_args(tmp_path, catalyst_selection="race"),
             mentor=ScriptedMentor(["1. x"]),
             train_dataset=iterable,

@@ -11,90 +11,18 @@ import pytest
 from peft_catalyst.history import read_history, write_history
 from peft_catalyst.records import (
     HISTORY_FORMAT,
-    ArmKind,
     Decision,
     History,
     MentorCall,
-    Race,
-    RaceArm,
-    RaceRung,
     RestartShape,
     RoundRecord,
     RunSummary,
-    ScoredPrompt,
     Trigger,
     is_better,
     ranking_key,
 )
-
-
-def _sp(text: str, score: float | None, loss: float | None = None, **kw) -> ScoredPrompt:
-    return ScoredPrompt(text=text, token_ids=[1, 2], score=score, loss=loss, metrics={"accuracy": 0.5}, **kw)
-
-
-def raced_history() -> History:
-    """Two rounds: a plain 'best' round that kept the prompt, and a race won by the second candidate."""
-    kept = RoundRecord(
-        round=1,
-        step=10,
-        trigger=Trigger.SCHEDULE,
-        decision=Decision.KEPT,
-        metric="label_loss",
-        trajectory=[_sp("a b", 0.7, 0.9, step=8, train_loss=1.1), _sp("a c", 0.6, 0.8, step=10, train_loss=1.0)],
-        mentor=MentorCall(
-            name="scripted",
-            candidates=["x y"],
-            model="m",
-            latency_s=0.5,
-            prompt_tokens=11,
-            completion_tokens=7,
-            attempts=1,
-            rejected=[["zz", "copies the trajectory"]],
-        ),  # fmt: skip
-        current=_sp("a c", 0.6, 0.8),
-        candidates=[_sp("x y", 0.65, 0.85), ScoredPrompt(text="", token_ids=None, error="tokenises to nothing")],
-        seconds=1.25,
-        prompt_after="a c",
-    )
-    arms = [
-        RaceArm(ArmKind.INCUMBENT, "a c", [1, 2]),
-        RaceArm(ArmKind.CANDIDATE, "p q", [3, 4], candidate=0),
-        RaceArm(ArmKind.CANDIDATE, "r s", [5, 6], candidate=1),
-        RaceArm(ArmKind.CONTROL, "zq wv", [7, 8]),
-    ]
-    race = Race(
-        arms=arms,
-        rungs=[
-            RaceRung([0, 1, 2, 3], 2, [_sp("a c", 0.5), _sp("p q", 0.55), _sp("r s", 0.45), _sp("zq wv", 0.9)]),
-            RaceRung([2, 0], 6, [_sp("r s", 0.3), _sp("a c", 0.4)]),
-        ],
-        winner=2,
-        steps=2 * 4 + 4 * 2,
-    )
-    raced = RoundRecord(
-        round=2,
-        step=20,
-        trigger=Trigger.PLATEAU,
-        decision=Decision.ACCEPTED,
-        metric="label_loss",
-        selection="race",
-        winner=1,
-        current=_sp("a c", 0.5),
-        candidates=[_sp("p q", 0.55), _sp("r s", 0.45)],
-        race=race,
-        prompt_after="r s",
-    )
-    summary = RunSummary.of(
-        [kept, raced],
-        mentor="scripted",
-        mentor_usage={"calls": 2, "prompt_tokens": 22, "completion_tokens": 14},
-        selection="race",
-        metric="label_loss",
-        main_steps=30,
-        seconds={"rounds": 2.5},
-        final_prompt="r s",
-    )
-    return History(summary=summary, rounds=[kept, raced])
+from tests.testing_utils import old_format_history, raced_history
+from tests.testing_utils import scored_prompt as _sp
 
 
 def test_history_with_a_race_round_trips(tmp_path):
@@ -118,35 +46,6 @@ def test_history_with_a_race_round_trips(tmp_path):
 def test_a_newer_format_is_refused():
     with pytest.raises(ValueError, match="upgrade peft-catalyst"):
         History.from_dict({"format": HISTORY_FORMAT + 1, "rounds": []})
-
-
-def old_format_history() -> dict:
-    """``catalyst_history.json`` as peft-catalyst 0.1.0.dev0 wrote it: no "format" key, the decision as a dict,
-    trajectory points with catalyst_score / catalyst_loss / catalyst_metrics / train_loss."""
-    return {
-        "summary": {
-            "rounds": 2, "accepted": 1, "kept": 1, "skipped": 0, "mentor": "openai:old-mentor",
-            "mentor_usage": {"calls": 2, "prompt_tokens": 100, "completion_tokens": 20}, "selection": "best",
-            "metric": "label_loss", "greater_is_better": False, "seconds": {"rounds": 3.0},
-            "final_prompt": "Classify the review",
-        },
-        "rounds": [
-            {"round": 1, "step": 5,
-             "trajectory": [{"text": "good bad", "step": 5, "loss": 0.9, "train_loss": 0.9, "catalyst_score": 0.61,
-                             "catalyst_loss": 0.7, "catalyst_metrics": {"label_loss": 0.61}}],
-             "mentor": {"name": "openai:old-mentor", "model": "gpt-old", "latency_s": 1.5, "prompt_tokens": 50,
-                        "completion_tokens": 10, "error": None, "raw": "1. Classify the review"},
-             "current": {"text": "good bad", "score": 0.61, "loss": 0.7, "metrics": {"label_loss": 0.61}},
-             "candidates": [{"text": "Classify the review", "token_ids": [3, 4], "score": 0.42, "loss": 0.8,
-                             "metrics": {"label_loss": 0.42}, "finite": True}],
-             "decision": {"status": "accepted", "accepted": True, "winner": 0, "text": "Classify the review"}},
-            {"round": 2, "step": 10, "trajectory": [],
-             "mentor": {"name": "openai:old-mentor", "model": "gpt-old"},
-             "current": {"text": "Classify the review", "score": 0.3, "loss": 0.5},
-             "candidates": [{"text": "Say it", "token_ids": [5], "score": 0.35, "loss": 0.45, "finite": True}],
-             "decision": {"status": "kept", "accepted": False, "winner": None}},
-        ],
-    }  # fmt: skip
 
 
 def test_the_old_unversioned_format_reads_into_the_types(tmp_path):

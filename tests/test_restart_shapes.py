@@ -23,8 +23,7 @@ from peft_catalyst.rounds.restarts import (
 )
 from peft_catalyst.rounds.scoring import PromptScorer
 from tests import tiny
-from tests.test_race import _run
-from tests.test_trainer import ScriptedMentor
+from tests.testing_utils import ScriptedMentor, race_run
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings
@@ -115,7 +114,7 @@ def _race_starts(monkeypatch, tmp_path, **kwargs):
         return original(self, *args, **kw)
 
     monkeypatch.setattr(PromptScorer, "score", spy)
-    trainer = _run(
+    trainer = race_run(
         tok,
         tmp_path,
         ["the movie was great"],
@@ -180,10 +179,10 @@ def test_a_blended_arm_wins_a_race_that_the_full_restart_loses(tmp_path):
     0.015 nats)."""
     tok = tiny.bpe_tokenizer()
     common = dict(catalyst_selection="race", catalyst_race_steps=4)
-    full = _run(tok, tmp_path / "full", ["the movie was great"], **common)
+    full = race_run(tok, tmp_path / "full", ["the movie was great"], **common)
     (record,) = full.catalyst_history
     assert record.decision is Decision.KEPT and record.shape is None
-    blend = _run(tok, tmp_path / "blend", ["the movie was great"], catalyst_restart="blend", **common)
+    blend = race_run(tok, tmp_path / "blend", ["the movie was great"], catalyst_restart="blend", **common)
     (record,) = blend.catalyst_history
     assert record.decision is Decision.ACCEPTED and record.winner == 0
     assert record.shape == RestartShape("blend", alpha=0.3) == record.race.arms[record.race.winner].shape
@@ -204,7 +203,7 @@ def test_best_scores_each_shape_and_restarts_at_the_winning_start(monkeypatch, t
         return original(self, prompts)
 
     monkeypatch.setattr(PromptScorer, "score_prompts", spy)
-    trainer = _run(
+    trainer = race_run(
         tok,
         tmp_path,
         ["the movie was great", "who wrote the book"],
@@ -309,7 +308,7 @@ def test_with_screening_a_candidates_recorded_score_is_its_best_shaped_start(mon
 
     monkeypatch.setattr(PromptScorer, "score_prompts", spy)
     texts = ["the movie was great", "who wrote the book", "a fine film indeed"]
-    trainer = _run(
+    trainer = race_run(
         tok, tmp_path, texts, catalyst_num_candidates=2, catalyst_num_samples=3,
         catalyst_restart="blend", catalyst_blend_alphas=[0.25],
     )  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 from peft_catalyst import Decision
 from peft_catalyst.rounds.scoring import PromptScorer
 from tests import tiny
-from tests.test_trainer import ScriptedMentor
+from tests.testing_utils import ScriptedMentor
 
 
 @pytest.fixture(scope="module")

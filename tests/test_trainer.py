@@ -11,34 +11,15 @@ import re
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorWithPadding, HfArgumentParser, TrainerCallback
 
-from peft_catalyst import CatalystConfig, CatalystTrainer, CatalystTrainingArguments, Decision, Trigger
-from peft_catalyst.mentors import CachedMentor, ChatMentor, Completion, MentorError, MentorRequest, OpenAIMentor
+from peft_catalyst import CatalystTrainer, CatalystTrainingArguments, Decision, Trigger
+from peft_catalyst.mentors import CachedMentor, MentorError, MentorRequest, OpenAIMentor
 from peft_catalyst.projection import get_soft_prompt, text_to_token_ids, write_token_ids
 from peft_catalyst.records import HISTORY_FORMAT
 from tests import tiny
 from tests.loopback_openai import LoopbackOpenAIServer, error_reply, refused_base_url
-
-
-class ScriptedMentor(ChatMentor):
-    """A real Mentor (full parsing and accounting) whose backend returns fixed reply texts, one per call."""
-
-    def __init__(self, replies, **kwargs):
-        super().__init__(strict_retry=False, **kwargs)
-        self.replies = list(replies)
-        self.name = "scripted:test"
-        self.calls = 0
-
-    def complete(self, messages, request):
-        reply = self.replies[min(self.calls, len(self.replies) - 1)]
-        self.calls += 1
-        if isinstance(reply, Exception):
-            raise reply
-        return Completion(texts=[reply], model="scripted", prompt_tokens=10, completion_tokens=5)
-
-    def cache_identity(self):
-        return {"backend": "scripted", "model": "scripted"}
+from tests.testing_utils import ScriptedMentor, causal_trainer, plain_run, trainable
 
 
 @pytest.fixture(scope="module")
@@ -54,25 +35,6 @@ def _args(tmp_path, **kwargs) -> CatalystTrainingArguments:
 def _trainer(tok, tmp_path, mentor, model=None, **kwargs):
     """The tiny CatalystTrainer (tests/tiny.py), writing under ``tmp_path / "out"``."""
     return tiny.catalyst_trainer(tok, tmp_path / "out", mentor, model=model, **kwargs)
-
-
-def _trainable(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def _plain_run(tok, tmp_path) -> dict[str, torch.Tensor]:
-    """The same training with stock transformers.Trainer and no rounds."""
-    model = tiny.catalyst_model(tok)
-    args = TrainingArguments(output_dir=str(tmp_path / "plain"), **tiny.TRAINING)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=tiny.toy_reviews(tok, 48, seed=1),
-        processing_class=tok,
-        data_collator=DataCollatorWithPadding(tok),
-    )
-    trainer.train()
-    return _trainable(model)
 
 
 class Probe(TrainerCallback):
@@ -128,8 +90,8 @@ def test_losing_candidates_leave_training_exactly_as_a_plain_run(tok, tmp_path):
     assert "higher prompt_norm is better" in chat[1]["messages"][-1]["content"]
     assert all(s["training"] for s in probe.steps.values())  # model mode restored after scoring
     assert trainer.model.base_model.config.hidden_dropout_prob > 0
-    catalyst = _trainable(trainer.model)
-    plain = _plain_run(tok, tmp_path)
+    catalyst = trainable(trainer.model)
+    plain = plain_run(tok, tmp_path)
     assert catalyst.keys() == plain.keys()
     for name in plain:
         assert torch.equal(catalyst[name], plain[name]), name
@@ -191,8 +153,8 @@ def test_mentor_faults_skip_rounds_and_training_goes_on(tok, tmp_path):
         trainer.train()
         assert [r.decision for r in trainer.catalyst_history] == [Decision.SKIPPED, Decision.SKIPPED]
         assert trainer.state.global_step == 9
-        plain = plain or _plain_run(tok, tmp_path)
-        final = _trainable(trainer.model)
+        plain = plain or plain_run(tok, tmp_path)
+        final = trainable(trainer.model)
         assert all(torch.equal(final[n], plain[n]) for n in plain)
     log = (tmp_path / "3" / "out" / "catalyst_chat.jsonl").read_text()
     assert "sk-test-not-a-real-key-1234" not in log and "connection" in log
@@ -468,28 +430,6 @@ def test_catalyst_split_is_carved_from_train_when_not_given(tok, tmp_path):
     assert again.catalyst_dataset["input_ids"] == trainer.catalyst_dataset["input_ids"]  # seeded
 
 
-def _causal_trainer(tmp_path, mentor, catalyst_size: int, **kwargs):
-    """A tiny Llama label-word classifier with a CATALYST prompt on a small packaged task: ``(trainer, spec)``."""
-    from peft_catalyst.app.data import load_task
-    from peft_catalyst.app.tasks import prepare_task
-
-    tok = tiny.bpe_tokenizer()
-    task = load_task("rotten_tomatoes", train_size=24, catalyst_size=catalyst_size, validation_size=8, test_size=8)
-    spec = prepare_task(task, tok, "causal_lm", max_length=256)
-    pm = get_peft_model(
-        tiny.tiny_llama(tok),
-        CatalystConfig(task_type="CAUSAL_LM", num_virtual_tokens=4, task_description=task.task_description),
-    )
-    trainer = CatalystTrainer(
-        model=pm,
-        args=_args(tmp_path, **kwargs),
-        mentor=mentor,
-        catalyst_dataset=spec.datasets["catalyst"],
-        **spec.trainer_kwargs(),
-    )
-    return trainer, spec
-
-
 def _count_scorings(trainer) -> list[int]:
     """Record every prompt scored on the catalyst split (one entry per prompt, alone or in a shared pass)."""
     calls: list[int] = []
@@ -517,7 +457,7 @@ def _hard_prompts(record) -> set[tuple[int, ...]]:
 def test_repeated_hard_prompts_are_scored_once_while_only_the_prompt_trains(tmp_path):
     """A trajectory point or candidate scored before reuses its score, which a fresh scoring reproduces exactly."""
     mentor = ScriptedMentor(["1. the movie was great\n2. a terrible film"])  # the same reply every round
-    trainer, _ = _causal_trainer(tmp_path, mentor, catalyst_size=12, max_steps=7)
+    trainer, _ = causal_trainer(tmp_path, mentor, catalyst_size=12, max_steps=7)
     assert trainer.catalyst.engine.only_prompt_trains()
     calls = _count_scorings(trainer)
     trainer.train()
@@ -549,7 +489,7 @@ def test_scores_are_not_reused_across_rounds_when_a_head_trains(tok, tmp_path):
 
 def test_causal_label_word_scoring_over_batches_of_different_widths(tmp_path):
     """Causal-LM labels are as wide as their batch: scoring must pad them while gathering (packaged task, tiny LM)."""
-    trainer, spec = _causal_trainer(
+    trainer, spec = causal_trainer(
         tmp_path,
         ScriptedMentor(["1. Is this review positive"]),
         catalyst_size=20,

@@ -6,12 +6,12 @@ the statistics, the record store, the run schedule, the environment), in modules
 
 - :mod:`~benchmarks.compare.methods`: what a run is (methods, a doer's budget, a cell);
 - :mod:`~benchmarks.compare.costs`: the cost model (predicted wall time of a run);
-- :mod:`~benchmarks.compare.plans`: the grids and the printed plan with its estimate;
-- :mod:`~benchmarks.compare.plans_v3`: benchmark v3's methods and plans (stall and plateau regimes);
+- :mod:`~benchmarks.compare.plans`: the grids (benchmark v3's methods and regimes too) and the printed plan with its
+  estimate;
 - :mod:`~benchmarks.compare.run`: one run, trained and recorded;
 - :mod:`~benchmarks.compare.store`: a run's settings and place in the record store, and what a matched single needs;
 - :mod:`~benchmarks.compare.summary`: the statistics of a grid;
-- :mod:`~benchmarks.compare.report` (and :mod:`~benchmarks.compare.report_v3`): the JSON, Markdown and PNG report;
+- :mod:`~benchmarks.compare.report`: the JSON, Markdown and PNG report (v3's sections too);
 - :mod:`~benchmarks.compare.formats`: how every report writes a paired difference and a wins/rounds count;
 - :mod:`~benchmarks.compare.runner`: running a plan (in order, or in worker processes), then the report;
 - :mod:`~benchmarks.compare.pooled`: benchmark v3's answer, the regimes' reports pooled in one table.
@@ -59,21 +59,19 @@ from benchmarks.compare.methods import (  # noqa: E402
 from benchmarks.compare.plans import (  # noqa: E402
     BUDGET_SLACK,
     FULL_PLAN,
+    PLANS,
     QUICK_PLAN,
+    QUICK_PLANS,
     V2_DOERS,
     V2_PLAN,
     V2_QUICK_PLAN,
-    Plan,
-    plan_lines,
-    seeds_that_fit,
-)
-from benchmarks.compare.plans_v3 import (  # noqa: E402
-    PLANS,
-    QUICK_PLANS,
     V3_CONTRASTS,
     V3_METHODS,
     V3_PLATEAU_PLAN,
     V3_STALL_PLAN,
+    Plan,
+    plan_lines,
+    seeds_that_fit,
     v3_specs,
 )
 from benchmarks.compare.report import (  # noqa: E402

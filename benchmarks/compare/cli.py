@@ -26,7 +26,7 @@ as it finishes and skipped on rerun.
     python -m benchmarks.compare --plan v2 --commit-each  # the v2 grid, resumable; git-commits each finished run
     python -m benchmarks.compare --plan full --report-only # rebuild the first grid's report from its runs
 
-Benchmark v3 (issue 22; methods and regimes: :mod:`benchmarks.compare.plans_v3`), resumable, a regime or a task at
+Benchmark v3 (issue 22; methods and regimes: :mod:`benchmarks.compare.plans`), resumable, a regime or a task at
 a time:
 
     python -m benchmarks.compare --plan v3-stall --dry-run                     # its plan and time estimate
@@ -46,8 +46,7 @@ import warnings
 from pathlib import Path
 
 from benchmarks.compare.methods import ALL_METHODS, RANDOM_INIT_SUFFIX, SINGLE_METHODS
-from benchmarks.compare.plans import Plan
-from benchmarks.compare.plans_v3 import PLANS, QUICK_PLANS, V3_METHODS
+from benchmarks.compare.plans import PLANS, QUICK_PLANS, V3_METHODS, Plan
 from benchmarks.compare.runner import run_cells, run_plan
 from benchmarks.compare.store import RESULTS_DIR
 

@@ -5,8 +5,9 @@ releases it was verified on, means an upgrade breaks in one known place, and ``t
 function, against the installed releases) says which shape moved. No other module of the package reaches a private
 attribute of transformers, TRL, DeepSpeed, PEFT or torch objects (a test checks it).
 
-- :mod:`.transformers`: ``Trainer`` column removal, the loss's item count, the trainer's logging-state guard, and
-  saving a checkpoint outside the training loop (the step-0 contender of ``load_best_model_at_end``).
+- :mod:`.transformers`: ``Trainer`` column removal, the loss's item count, the trainer's logging-state guard,
+  saving a checkpoint outside the training loop (the step-0 contender of ``load_best_model_at_end``), and the hook
+  around the step of ``save_model`` that writes a folder (``FolderSaveHook``).
 - :mod:`.trl`: ``_prepare_dataset`` (bound by parameter name) and the running metrics TRL trainers accumulate.
 - :mod:`.deepspeed`: the ZeRO-3 optimizer of a parameter and its flat fp32 layout; ZeRO-1/2's parameter mapping.
 - :mod:`.peft`: the supported PEFT range, the ``PeftType`` member CATALYST, and the prompt-encoder set-up hook.

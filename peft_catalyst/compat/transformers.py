@@ -84,3 +84,25 @@ def load_report_adjustment() -> tuple[type, str]:
     from transformers import PreTrainedModel
 
     return PreTrainedModel, "_adjust_missing_and_unexpected_keys"
+
+
+class FolderSaveHook:
+    """Mix in before a ``Trainer`` class to act around the step of ``save_model`` that writes the model's folder.
+
+    :meth:`saving_folder` (a context manager) wraps the write and :meth:`saved_folder` runs right after it, on every
+    process, for checkpoints and final saves alike, and before ``save_model`` pushes to the Hub. Uses
+    ``Trainer._save(output_dir, state_dict)``, which every branch of ``Trainer.save_model`` but TPU's calls (verified
+    on transformers 5.25.0).
+    """
+
+    def saving_folder(self) -> contextlib.AbstractContextManager[Any]:
+        """The context the folder is written in (default: none)."""
+        return contextlib.nullcontext()
+
+    def saved_folder(self, output_dir: str) -> None:
+        """Called after the folder ``output_dir`` is written (default: nothing)."""
+
+    def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+        with self.saving_folder():
+            super()._save(output_dir, state_dict)  # type: ignore[misc]
+        self.saved_folder(output_dir or self.args.output_dir)  # type: ignore[attr-defined]

@@ -3,9 +3,10 @@
 The contract the trainer uses is :class:`Mentor` (``name``, ``usage``, ``propose(request)``). Chat backends share
 :class:`ChatMentor`, whose one extension point is ``complete(messages, request)``: :class:`OpenAIMentor` (OpenAI or
 any compatible server), :class:`HubInferenceMentor` (Hugging Face inference API), :class:`TransformersMentor` (a
-local model, offline; the embedded SmolLM2 by :meth:`TransformersMentor.embedded`). :class:`CachedMentor` caches and
-replays replies; :class:`RandomMentor` proposes random vocabulary words (the control for any LLM). A request's scored
-prompts are :class:`ScoredPrompt` (the run records' type, re-exported; ``TrajectoryPoint`` is its alias).
+local model, offline; the embedded SmolLM2 by :meth:`TransformersMentor.embedded`); the two server mentors take their
+shared settings as one :class:`ChatOptions`. :class:`CachedMentor` caches and replays replies; :class:`RandomMentor`
+proposes random vocabulary words (the control for any LLM). A request's scored prompts are :class:`ScoredPrompt` (the
+run records' type, re-exported; ``TrajectoryPoint`` is its alias).
 Mentors know nothing of torch or the trainer; ``transformers_mentor`` is the only module that imports torch, lazily.
 """
 
@@ -37,6 +38,7 @@ from .metaprompt import (
 from .openai_mentor import OpenAIMentor
 from .parsing import ParseResult, parse_candidates, parse_reply
 from .random_mentor import RandomMentor
+from .remote import ChatOptions
 from .transformers_mentor import TransformersMentor
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "CachedMentor",
     "ChatMentor",
+    "ChatOptions",
     "Completion",
     "HubInferenceMentor",
     "LabeledExample",

@@ -9,15 +9,13 @@ a message, a log line or the cache. Note that ``HF_HUB_OFFLINE=1`` blocks every 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
 
 from .base import Completion, MentorError, parse_retry_after, redact_url
 from .base import scrub_exception as _scrub_exception
 from .base import scrub_secrets as _scrub
-from .metaprompt import MetaPrompt
-from .remote import RemoteChatMentor, http_status_error
+from .remote import ChatOptions, RemoteChatMentor, http_status_error
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +30,9 @@ class HubInferenceMentor(RemoteChatMentor):
         token: Hugging Face token; default: the client's usual lookup (``HF_TOKEN``, the stored login).
         provider: an inference provider name or ``"auto"``; ignored with ``base_url``.
         base_url: an OpenAI-compatible server or Inference Endpoint URL instead of the provider routing.
-        temperature, top_p, max_tokens, num_samples, seed: sampling parameters (``num_samples`` is ``n``).
-        timeout: hard cap in seconds on one attempt. max_retries / max_retry_wait: as for ``OpenAIMentor``.
+        options: the settings server mentors share (:class:`ChatOptions`: sampling, time-out and retries, seed,
+            meta-prompt, name); its fields may also be given as keywords (``temperature=0.2``), which win. Here
+            ``timeout`` is a hard cap on one attempt.
     """
 
     backend = "hf-inference"
@@ -46,36 +45,10 @@ class HubInferenceMentor(RemoteChatMentor):
         provider: str | None = None,
         *,
         base_url: str | None = None,
-        temperature: float = 0.7,
-        top_p: float | None = None,
-        max_tokens: int = 256,
-        num_samples: int = 1,
-        timeout: float = 30.0,
-        max_retries: int = 2,
-        max_retry_wait: float = 20.0,
-        seed: int | None = None,
-        meta_prompt: MetaPrompt | str | os.PathLike[str] | None = None,
-        strict_retry: bool = True,
-        few_shot: bool = False,
-        min_task_overlap: bool = False,
-        name: str | None = None,
+        options: ChatOptions | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            model,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            num_samples=num_samples,
-            timeout=timeout,
-            max_retries=max_retries,
-            max_retry_wait=max_retry_wait,
-            seed=seed,
-            meta_prompt=meta_prompt,
-            strict_retry=strict_retry,
-            few_shot=few_shot,
-            min_task_overlap=min_task_overlap,
-            name=name,
-        )
+        super().__init__(model, ChatOptions.of(options, settings, type(self).__name__))
         from huggingface_hub import InferenceClient
 
         self.provider = provider

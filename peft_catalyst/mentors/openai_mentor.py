@@ -18,8 +18,7 @@ from typing import Any
 from .base import Completion, MentorError, parse_retry_after, redact_url
 from .base import scrub_exception as _scrub_exception
 from .base import scrub_secrets as _scrub
-from .metaprompt import MetaPrompt
-from .remote import RemoteChatMentor, http_status_error
+from .remote import ChatOptions, RemoteChatMentor, http_status_error
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +34,8 @@ class OpenAIMentor(RemoteChatMentor):
         model: the model name, e.g. ``"gpt-4o-mini"`` or whatever the compatible server serves.
         base_url: server URL ending in ``/v1``; default ``$OPENAI_BASE_URL``, else OpenAI.
         api_key: default ``$OPENAI_API_KEY``; may be omitted for a custom ``base_url`` that needs none.
-        temperature, top_p, max_tokens: sampling parameters (``max_tokens`` per sample).
-        num_samples: choices per request (``n``); candidates from all are pooled.
-        timeout: seconds per attempt (connect, wait for the reply, and read the body).
-        max_retries: extra attempts after a time-out, connection error, 429 or 5xx.
-        max_retry_wait: longest wait between attempts; a longer ``Retry-After`` ends the call at once.
-            A call therefore lasts at most about ``(max_retries + 1) * 2 * timeout + max_retries * max_retry_wait``.
-        seed: sent to the server (best-effort determinism) and part of the cache key.
+        options: the settings server mentors share (:class:`ChatOptions`: sampling, time-out and retries, seed,
+            meta-prompt, name); its fields may also be given as keywords (``temperature=0.2``), which win.
         max_response_bytes: a larger body is a ``MentorError`` (``response_too_large``).
         token_limit_param: ``"max_tokens"``, or ``"max_completion_tokens"`` for OpenAI reasoning models.
         extra_body: extra JSON fields for the request (server-specific options).
@@ -56,39 +50,13 @@ class OpenAIMentor(RemoteChatMentor):
         base_url: str | None = None,
         api_key: str | None = None,
         *,
-        temperature: float = 0.7,
-        top_p: float | None = None,
-        max_tokens: int = 256,
-        num_samples: int = 1,
-        timeout: float = 30.0,
-        max_retries: int = 2,
-        max_retry_wait: float = 20.0,
-        seed: int | None = None,
+        options: ChatOptions | None = None,
         max_response_bytes: int = 2_000_000,
         token_limit_param: str = "max_tokens",
         extra_body: dict[str, Any] | None = None,
-        meta_prompt: MetaPrompt | str | os.PathLike[str] | None = None,
-        strict_retry: bool = True,
-        few_shot: bool = False,
-        min_task_overlap: bool = False,
-        name: str | None = None,
+        **settings: Any,
     ) -> None:
-        super().__init__(
-            model,
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            num_samples=num_samples,
-            timeout=timeout,
-            max_retries=max_retries,
-            max_retry_wait=max_retry_wait,
-            seed=seed,
-            meta_prompt=meta_prompt,
-            strict_retry=strict_retry,
-            few_shot=few_shot,
-            min_task_overlap=min_task_overlap,
-            name=name,
-        )
+        super().__init__(model, ChatOptions.of(options, settings, type(self).__name__))
         import openai
 
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None

@@ -1,13 +1,17 @@
-"""What the network mentors share: sampling settings, their validation, bounded retries, the cache identity and the
-HTTP status -> ``MentorError`` reason mapping. Each backend (``openai_mentor``, ``hub_mentor``) adds its client.
+"""What the network mentors share: their settings (:class:`ChatOptions`), the settings' validation, bounded retries,
+the cache identity and the HTTP status -> ``MentorError`` reason mapping. Each backend (``openai_mentor``,
+``hub_mentor``) adds its client.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from abc import abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .base import Completion, MentorError, MentorRequest, RetryPolicy
@@ -15,9 +19,59 @@ from .chat import ChatMentor
 from .metaprompt import MetaPrompt
 from .progress import elapsed_bar
 
-__all__ = ["RemoteChatMentor", "http_status_error"]
+__all__ = ["ChatOptions", "RemoteChatMentor", "http_status_error"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """The settings every server mentor shares (:class:`OpenAIMentor`, :class:`HubInferenceMentor`).
+
+    Give them to a mentor as ``options=ChatOptions(...)``, or as keywords of its constructor
+    (``OpenAIMentor("gpt-4o-mini", temperature=0.2, timeout=60)``); keywords override ``options``.
+
+    Attributes:
+        temperature, top_p, max_tokens: sampling parameters (``max_tokens`` per sample).
+        num_samples: choices per request (``n``); candidates from all are pooled.
+        timeout: seconds per attempt (connect, wait for the reply, and read the body).
+        max_retries: extra attempts after a time-out, connection error, 429 or 5xx.
+        max_retry_wait: longest wait between attempts; a longer ``Retry-After`` ends the call at once.
+            A call therefore lasts at most about ``(max_retries + 1) * 2 * timeout + max_retries * max_retry_wait``.
+        seed: sent to the server (best-effort determinism) and part of the cache key.
+        meta_prompt: the request template: a :class:`MetaPrompt`, its text, or a file (default: the built-in one).
+        strict_retry: ask once more, with the rules restated, when a reply holds no usable prompt.
+        few_shot: show a worked example turn before the request.
+        min_task_overlap: keep only prompts that share a word with the task description.
+        name: the name in logs and the history (default ``"<backend>:<model>"``).
+    """
+
+    temperature: float = 0.7
+    top_p: float | None = None
+    max_tokens: int = 256
+    num_samples: int = 1
+    timeout: float = 30.0
+    max_retries: int = 2
+    max_retry_wait: float = 20.0
+    seed: int | None = None
+    meta_prompt: MetaPrompt | str | os.PathLike[str] | None = None
+    strict_retry: bool = True
+    few_shot: bool = False
+    min_task_overlap: bool = False
+    name: str | None = None
+
+    @classmethod
+    def of(cls, options: ChatOptions | None, settings: Mapping[str, Any], owner: str) -> ChatOptions:
+        """``options`` (default: the defaults) with the fields named in ``settings`` replaced; a key that is no field
+        is a ``TypeError`` naming ``owner``, as an unknown keyword of its constructor would be."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise TypeError(
+                f"{owner}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; its settings are "
+                f"the ChatOptions fields: {', '.join(names)}"
+            )
+        return dataclasses.replace(options if options is not None else cls(), **settings)
 
 
 class RemoteChatMentor(ChatMentor):
@@ -37,40 +91,27 @@ class RemoteChatMentor(ChatMentor):
     #: Prefix of the default :attr:`name` (``"<prefix>:<model>"``).
     name_prefix: str = "remote"
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        temperature: float,
-        top_p: float | None,
-        max_tokens: int,
-        num_samples: int,
-        timeout: float,
-        max_retries: int,
-        max_retry_wait: float,
-        seed: int | None,
-        meta_prompt: MetaPrompt | str | os.PathLike[str] | None,
-        strict_retry: bool,
-        few_shot: bool,
-        min_task_overlap: bool,
-        name: str | None,
-    ) -> None:
+    def __init__(self, model: str, options: ChatOptions) -> None:
         super().__init__(
-            meta_prompt=meta_prompt, strict_retry=strict_retry, few_shot=few_shot, min_task_overlap=min_task_overlap
+            meta_prompt=options.meta_prompt,
+            strict_retry=options.strict_retry,
+            few_shot=options.few_shot,
+            min_task_overlap=options.min_task_overlap,
         )
         if not model:
             raise MentorError(f"{type(self).__name__} needs a model name", reason="config")
-        if timeout <= 0 or max_retries < 0 or num_samples < 1:
+        if options.timeout <= 0 or options.max_retries < 0 or options.num_samples < 1:
             raise MentorError("timeout must be > 0, max_retries >= 0 and num_samples >= 1", reason="config")
+        self.options = options
         self.model = model
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_tokens = max_tokens
-        self.num_samples = num_samples
-        self.timeout = float(timeout)
-        self.seed = seed
-        self.retry = RetryPolicy(max_retries=max_retries, max_wait_s=max_retry_wait)
-        self.name = name or f"{self.name_prefix}:{model}"
+        self.temperature = options.temperature
+        self.top_p = options.top_p
+        self.max_tokens = options.max_tokens
+        self.num_samples = options.num_samples
+        self.timeout = float(options.timeout)
+        self.seed = options.seed
+        self.retry = RetryPolicy(max_retries=options.max_retries, max_wait_s=options.max_retry_wait)
+        self.name = options.name or f"{self.name_prefix}:{model}"
 
     def _identity_params(self) -> dict[str, Any]:
         """Sampling parameters that decide the reply (part of the cache key)."""

@@ -96,7 +96,7 @@ class TransformersMentor(ChatMentor):
             model.eval()
             default_name = source
         else:
-            default_name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+            default_name = getattr(getattr(model, "config", None), "name_or_path", "") or type(model).__name__
         if tokenizer is None:
             raise ValueError("TransformersMentor needs the tokenizer of a model object")
         if not getattr(tokenizer, "chat_template", None):

@@ -178,11 +178,11 @@ class RaceRunner:
                 for index in alive:
                     self._load(states[index])
                     self._train(states[index], start, budget, rung)
-                    states[index] = self._save(states[index])
+                    states[index] = self._snapshot(states[index])
             scores = self._score(states, alive)
             race.rungs.append(RaceRung(arms=list(alive), steps=start + budget, scores=scores))
             race.steps += budget * len(alive)
-            ranked = self._rank(alive, scores)
+            ranked = self._ranked(alive, scores)
             keep = 1 if budget == 0 else math.ceil(len(alive) / self.settings.eta)
             alive = sorted(ranked[:keep])
             if len(alive) == 1:
@@ -233,7 +233,7 @@ class RaceRunner:
                 param.copy_(value)
         restore_state(self.trainer.optimizer, self.params, arm.optimizer_state)
 
-    def _save(self, arm: _ArmState) -> _ArmState:
+    def _snapshot(self, arm: _ArmState) -> _ArmState:
         return _ArmState(
             [p.detach().clone() for p in self.params],
             snapshot_state(self.trainer.optimizer, self.params),
@@ -297,7 +297,7 @@ class RaceRunner:
                     arm.steps += 1
                     if arm.rewarm_step > 0:
                         arm.rewarm_step = arm.rewarm_step + 1 if arm.rewarm_step < settings.rewarmup_steps else 0
-                    states[index] = self._save(arm)
+                    states[index] = self._snapshot(arm)
                     if self.on_step is not None:
                         self.on_step()
         finally:
@@ -335,7 +335,7 @@ class RaceRunner:
             stacked = trainer.accelerator.reduce(stacked, reduction="mean")
         return stacked
 
-    def _rank(self, alive: list[int], scores: list[ScoredPrompt]) -> list[int]:
+    def _ranked(self, alive: list[int], scores: list[ScoredPrompt]) -> list[int]:
         """Arms best first; the incumbent (arm 0) counts as better by the margin; non-finite scores rank last."""
         scorer, margin = self.scorer, self.settings.margin
 

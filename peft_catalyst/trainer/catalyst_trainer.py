@@ -22,6 +22,7 @@ from typing import Any
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from peft_catalyst.compat.transformers import FolderSaveHook
 from peft_catalyst.compute import CountedBatches
 from peft_catalyst.hub import finish_adapter_folder, set_base_model
 from peft_catalyst.labels import save_label_names
@@ -39,7 +40,7 @@ from .catalyst_callback import CatalystCallback, split_catalyst_dataset
 logger = logging.getLogger(__name__)
 
 
-class CatalystMixin:
+class CatalystMixin(FolderSaveHook):
     """Mix in before a ``Trainer`` class to run LLM-guided rounds: ``class T(CatalystMixin, SFTTrainer): pass``.
 
     Extra keyword arguments (everything else goes to the trainer class):
@@ -108,11 +109,13 @@ class CatalystMixin:
         (:func:`~peft_catalyst.rounds.multi_prompt.trainer_unsupported_reason`), and the scorer calls it too."""
         return super().evaluation_loop(CountedBatches(dataloader, self.catalyst.compute.hook_predict), *args, **kwargs)
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """As the trainer, plus the class names of a classifier (``id2label``), so a pipeline speaks in words."""
-        with saving_prompt_adapter(self.accelerator.unwrap_model(self.model)):
-            super()._save(output_dir, state_dict)
-        save_label_names(self.accelerator.unwrap_model(self.model), output_dir or self.args.output_dir)
+    def saving_folder(self):
+        """Write a model folder without PEFT's vocabulary-check warning, which a prompt adapter does not need."""
+        return saving_prompt_adapter(self.accelerator.unwrap_model(self.model))
+
+    def saved_folder(self, output_dir: str) -> None:
+        """Add the class names of a classifier (``id2label``) to a written folder, so a pipeline speaks in words."""
+        save_label_names(self.accelerator.unwrap_model(self.model), output_dir)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
         """As the trainer; resuming also restores the catalyst history, schedule and current trajectory."""
@@ -142,7 +145,7 @@ class CatalystMixin:
         # adapter when resuming).
         checkpoint = Path(output_dir).name.startswith(f"{PREFIX_CHECKPOINT_DIR}-")
         ours = None if checkpoint else read_card(output_dir)  # PEFT's save_pretrained edits a README it finds
-        super().save_model(output_dir, *args, **kwargs)  # through _save: no vocabulary-check warning
+        super().save_model(output_dir, *args, **kwargs)  # through saving_folder: no vocabulary-check warning
         if checkpoint:
             return
         self._saved_history = self.catalyst.history_record()  # every process: reading the prompt may be collective
