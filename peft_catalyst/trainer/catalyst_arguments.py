@@ -231,7 +231,7 @@ class CatalystArguments:
                 "(elitist restart; a candidate is judged before any gradient step, so the trained prompt nearly "
                 "always wins). 'race': train the current prompt and every candidate for the same counted budget "
                 "on the same batches, then keep the best (successive halving, see catalyst_race_*). 'first': "
-                "restart from the mentor's first candidate unscored (the research code's behaviour, for ablations)."
+                "restart from the mentor's first candidate unscored (for ablations)."
             )
         },
     )
@@ -259,11 +259,9 @@ class CatalystArguments:
         default=RACE_STEPS_DEFAULT,
         metadata={
             "help": (
-                "Race only: optimizer steps every arm trains in the first rung (later rungs double it with "
-                "catalyst_race_eta=2). These steps are counted (catalyst/race_steps) but do not advance "
-                "global_step. 0 judges the arms untrained, as 'best' does. Default 2: with 4 candidates a race "
-                "round then trains 38 steps (benchmarks/race_cost.py measures their cost against a stage); 4 "
-                "doubles that, 1 gives a new start a single step at a sixth of the lr."
+                "Race only: optimizer steps every arm trains in the first rung (later rungs multiply it by "
+                "catalyst_race_eta); counted as catalyst/race_steps, not in global_step. 0 judges the arms "
+                "untrained, as 'best' does; with the default 2 and 4 candidates a race round trains 38 steps."
             )
         },
     )
