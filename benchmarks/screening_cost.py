@@ -48,6 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 RESULTS = Path(__file__).parent / "results"
 ROWS = RESULTS / "screening_cost_rows.jsonl"
+REAL = RESULTS / "screening_cost_real.json"
 KINDS = ("vocab", "labels")
 #: The default job's eval batch of each doer (``peft_catalyst.app.runner.embedded_defaults``).
 EVAL_BATCH = {"smollm2": 16, "minilm": 32}
@@ -57,6 +58,8 @@ class Doer:
     """A default job's doer, catalyst split and a scorer that keeps every example's label loss."""
 
     def __init__(self, name: str, out_dir: str) -> None:
+        from transformers import TrainingArguments, set_seed
+
         from peft_catalyst import CatalystTrainer, CatalystTrainingArguments
         from peft_catalyst.app.runner import (
             SMOLLM2_DEMO_SIZES,
@@ -69,6 +72,7 @@ class Doer:
         from peft_catalyst.rounds.scoring import PromptScorer
 
         sizes = {f"{k}_size": v for k, v in SMOLLM2_DEMO_SIZES.items()} if name == "smollm2" else {}
+        set_seed(TrainingArguments(output_dir=out_dir).seed)  # as the command seeds MiniLM's new head (42)
         tuned = build_prompt_tuned_model(ModelArguments(model=name), DataArguments(**sizes))
         self.name, self.model, self.tok, self.task = name, tuned.model, tuned.tokenizer, tuned.task
         self.split = tuned.spec.datasets["catalyst"]
@@ -212,10 +216,12 @@ def real_halving(doer: Doer, texts: list[str], keep: int, min_examples: int, ord
 
     prompts = [doer.prompt(t) for t in texts]
     rows, started = doer.plain.example_scorings, time.perf_counter()
+    history: list[tuple[list[int], int, list[float]]] = []
 
     def score(indices: list[int], examples: int) -> list[ScoredPrompt]:
         subset = None if examples >= doer.size else examples
         got = doer.plain.score_prompts([prompts[i] for i in indices], examples=subset, order_seed=order_seed)
+        history.append((list(indices), examples, [s.value for s in got]))
         return [s.prompt(str(i)) for i, s in zip(indices, got)]
 
     kept, _, rungs = successive_halving(len(texts), keep, doer.size, min_examples, score, higher_is_better=False)
@@ -224,20 +230,31 @@ def real_halving(doer: Doer, texts: list[str], keep: int, min_examples: int, ord
         "rungs": rungs,
         "example_scorings": doer.plain.example_scorings - rows,
         "seconds": round(time.perf_counter() - started, 2),
+        "history": history,
     }
 
 
 def _read_rows() -> list[dict]:
+    """The rows scored so far: per doer, seed and kind the one with the most candidates (a longer row extends a
+    shorter one: a smaller N's draw is the start of a larger N's)."""
     if not ROWS.exists():
         return []
-    return [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
+    best: dict[tuple, dict] = {}
+    for line in ROWS.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            key = (row["doer"], row["seed"], row["kind"])
+            if key not in best or len(row["scores"]) >= len(best[key]["scores"]):
+                best[key] = row
+    return list(best.values())
 
 
 def score_rows(args) -> None:
     """Score what is missing of ``--doers`` x ``--seeds`` x ``--kinds`` (appending rows), then ``--real`` checks."""
     import tempfile
 
-    done = {(r["doer"], r["seed"], r["kind"]) for r in _read_rows() if len(r["scores"]) >= max(args.ns)}
+    have = {(r["doer"], r["seed"], r["kind"]): r for r in _read_rows()}
+    done = {key for key, r in have.items() if len(r["scores"]) >= max(args.ns)}
     with tempfile.TemporaryDirectory() as out:
         for name in args.doers:
             todo = [(s, k) for s in args.seeds for k in args.kinds if (name, s, k) not in done]
@@ -249,7 +266,16 @@ def score_rows(args) -> None:
             print(f"{name}: loaded in {loaded:.1f} s, {doer.size} catalyst examples", flush=True)
             for seed, kind in todo:
                 texts = doer.draw(kind, seed, max(args.ns))
-                result = doer.score_full(texts)
+                old = have.get((name, seed, kind))
+                if old is not None and texts[: len(old["texts"])] == old["texts"]:  # score only the new ones
+                    new = doer.score_full(texts[len(old["texts"]) :])
+                    result = {
+                        "scores": old["scores"] + new["scores"], "losses": old["losses"] + new["losses"],
+                        "example_scorings": old["example_scorings"] + new["example_scorings"],
+                        "seconds": round(old["seconds"] + new["seconds"], 2),
+                    }  # fmt: skip
+                else:
+                    result = doer.score_full(texts)
                 row = {"doer": name, "seed": seed, "kind": kind, "texts": texts, **result}
                 if args.write:
                     with ROWS.open("a") as f:
@@ -264,6 +290,8 @@ def score_rows(args) -> None:
                 )
             if args.real:
                 _REAL.append(check_real(doer, args))
+                if args.write:
+                    REAL.write_text(json.dumps(_REAL, indent=1) + "\n")
 
 
 def check_real(doer: Doer, args) -> dict:
@@ -273,11 +301,20 @@ def check_real(doer: Doer, args) -> dict:
     texts = row["texts"][:n]
     real = real_halving(doer, texts, keep, args.min_examples[0], seed)
     simulated = halving_from_losses(row, n, keep, args.min_examples[0], seed)
+    # the real rung scores against the means of the rows' per-example losses over the same prefix
+    from peft_catalyst.rounds.scoring import example_order
+
+    order = example_order(doer.size, seed)
+    gap = max(
+        abs(v - math.fsum(row["losses"][i][j] for j in order[:examples]) / examples)
+        for indices, examples, values in real["history"]
+        for i, v in zip(indices, values)
+    )
     check = {
         "doer": doer.name, "seed": seed, "kind": kind, "n": n, "keep": keep, "min_examples": args.min_examples[0],
         "kept_real": real["kept"], "kept_from_rows": simulated["kept"], "same": real["kept"] == simulated["kept"],
         "example_scorings_real": real["example_scorings"], "example_scorings_rule": simulated["example_scorings"],
-        "seconds_real": real["seconds"],
+        "max_score_gap": gap, "seconds_real": real["seconds"],
         "seconds_from_rate": round(simulated["example_scorings"] * row["seconds"] / row["example_scorings"], 2),
     }  # fmt: skip
     print(f"real halving check: {check}", flush=True)
@@ -358,7 +395,6 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(rows, args)
     print(markdown(summary))
     if args.write:
-        previous = json.loads((RESULTS / "screening_cost.json").read_text()) if args.analyse else {}
         seconds = {}
         for r in rows:
             seconds.setdefault(r["doer"], []).append(r["seconds"] / r["example_scorings"] * 1000)
@@ -368,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
             "metric": "label_loss (lower is better), untrained, catalyst split of the CLI default job",
             "ms_per_example_scoring": {k: round(statistics.fmean(v), 2) for k, v in seconds.items()},
-            "real_halving_checks": _REAL or previous.get("real_halving_checks", []),
+            "real_halving_checks": json.loads(REAL.read_text()) if REAL.exists() else [],
             **summary,
         }
         (RESULTS / "screening_cost.json").write_text(json.dumps(result, indent=1) + "\n")
