@@ -18,7 +18,8 @@ candidates and costs the counted scorings, with its own seconds.
 
 Per N, K (1: what goes on to ``best``; 4: to a race of ``catalyst_num_candidates=4``) and first-rung minimum: example
 scorings and seconds of both schedules, the share saved, how often the final K agree (top-K overlap; the same
-winner), the full-split label loss lost by halving's best (regret), and the rank correlation (Kendall's tau,
+winner), the full-split label loss lost by halving's best (regret; against the spread, worst minus best of the N on
+the whole split), and the rank correlation (Kendall's tau,
 Spearman's rho) over all N of halving's order (survivors by their last score, then each rung's losers by that
 rung's score, later rungs first) with the full-split order.
 
@@ -203,6 +204,7 @@ def compare(row: dict, n: int, keep: int, min_examples: int, order_seed: int) ->
         "overlap": len(set(halving["kept"]) & set(full_ranking[:keep])) / keep,
         "same_best": halving["kept"][0] == full_ranking[0],
         "regret": full[halving["kept"][0]] - full[full_ranking[0]],
+        "spread": full[full_ranking[-1]] - full[full_ranking[0]],
         "kendall": float(kendalltau(halving_ranks, full_ranks).statistic),
         "spearman": float(spearmanr(halving_ranks, full_ranks).statistic),
         "rungs": halving["rungs"],
@@ -350,6 +352,7 @@ def summarise(rows: list[dict], args) -> dict:
                             "overlap": round(mean["overlap"], 3),
                             "same_best": round(mean["same_best"], 3),
                             "regret": round(mean["regret"], 4),
+                            "spread": round(mean["spread"], 4),
                             "kendall": round(mean["kendall"], 3),
                             "spearman": round(mean["spearman"], 3),
                         })  # fmt: skip
@@ -359,14 +362,15 @@ def summarise(rows: list[dict], args) -> dict:
 def markdown(summary: dict) -> str:
     head = (
         "| doer | kind | N | K | first rung >= | seeds | rungs (candidates x examples) | example scorings full -> "
-        "halving | saved | seconds full -> halving | top-K overlap | same best | regret | Kendall | Spearman |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "halving | saved | seconds full -> halving | top-K overlap | same best | regret | spread | Kendall | "
+        "Spearman |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = [
         f"| {r['doer']} | {r['kind']} | {r['n']} | {r['keep']} | {r['min_examples']} | {r['seeds']} | "
         f"{', '.join(f'{c}x{e}' for c, e in r['rungs'])} | {r['full_scorings']} -> {r['halving_scorings']} | "
         f"{r['saved']:.0%} | {r['full_seconds']:.0f} -> {r['halving_seconds']:.0f} | {r['overlap']:.2f} | "
-        f"{r['same_best']:.2f} | {r['regret']:.4f} | {r['kendall']:.2f} | {r['spearman']:.2f} |"
+        f"{r['same_best']:.2f} | {r['regret']:.4f} | {r['spread']:.4f} | {r['kendall']:.2f} | {r['spearman']:.2f} |"
         for r in summary["rows"]
     ]
     return head + "\n".join(lines) + "\n"
