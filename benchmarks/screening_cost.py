@@ -293,7 +293,8 @@ def score_rows(args) -> None:
             if args.real:
                 _REAL.append(check_real(doer, args))
                 if args.write:
-                    REAL.write_text(json.dumps(_REAL, indent=1) + "\n")
+                    earlier = [c for c in json.loads(REAL.read_text()) if c["doer"] != name] if REAL.exists() else []
+                    REAL.write_text(json.dumps([*earlier, _REAL[-1]], indent=1) + "\n")
 
 
 def check_real(doer: Doer, args) -> dict:
@@ -301,6 +302,9 @@ def check_real(doer: Doer, args) -> dict:
     n, keep, seed, kind = min(args.ns), 1, args.seeds[0], args.kinds[0]
     row = next(r for r in [*_read_rows(), *_MEMORY] if (r["doer"], r["seed"], r["kind"]) == (doer.name, seed, kind))
     texts = row["texts"][:n]
+    started = time.perf_counter()  # full-split screening of the same prompts, right before halving: same load
+    doer.plain.score_prompts([doer.prompt(t) for t in texts])
+    full_seconds = round(time.perf_counter() - started, 2)
     real = real_halving(doer, texts, keep, args.min_examples[0], seed)
     simulated = halving_from_losses(row, n, keep, args.min_examples[0], seed)
     # the real rung scores against the means of the rows' per-example losses over the same prefix
@@ -316,7 +320,7 @@ def check_real(doer: Doer, args) -> dict:
         "doer": doer.name, "seed": seed, "kind": kind, "n": n, "keep": keep, "min_examples": args.min_examples[0],
         "kept_real": real["kept"], "kept_from_rows": simulated["kept"], "same": real["kept"] == simulated["kept"],
         "example_scorings_real": real["example_scorings"], "example_scorings_rule": simulated["example_scorings"],
-        "max_score_gap": gap, "seconds_real": real["seconds"],
+        "max_score_gap": gap, "seconds_full_real": full_seconds, "seconds_real": real["seconds"],
         "seconds_from_rate": round(simulated["example_scorings"] * row["seconds"] / row["example_scorings"], 2),
     }  # fmt: skip
     print(f"real halving check: {check}", flush=True)
