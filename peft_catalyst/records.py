@@ -47,6 +47,11 @@ Selection = Literal["best", "race", "first"]
 """How a round judges candidates (``catalyst_selection``): score them untrained, race them, or take the first."""
 SELECTIONS: tuple[str, ...] = get_args(Selection)
 #: How a restart uses a proposal (``catalyst_restart``, :class:`RestartShape`).
+ScreenSchedule = Literal["full", "halving"]
+"""How screening spends the catalyst split (``catalyst_screen_schedule``): every candidate on all of it, or successive
+halving (:func:`peft_catalyst.rounds.screening.halving_rungs`)."""
+SCREEN_SCHEDULES: tuple[str, ...] = get_args(ScreenSchedule)
+
 RestartName = Literal["full", "blend", "partial"]
 
 
@@ -94,6 +99,9 @@ class ScoredPrompt:
     ``TrajectoryPoint``): a request keeps only ``text``, ``score`` and ``loss``. ``text``, ``score`` and ``loss`` are
     the positional fields; the others are keyword-only. The scorer's own measurement, with per-example predictions,
     is :class:`peft_catalyst.rounds.scoring.Score`; a round copies its value, loss and metrics into a ``ScoredPrompt``.
+
+    ``examples``: how many catalyst examples ``score`` is on, when fewer than the whole split may have been used
+    (successive-halving screening scores losers on fewer); None: the whole split, as every record before it.
     """
 
     text: str
@@ -108,6 +116,7 @@ class ScoredPrompt:
     #: Which proposer drew a round's candidate (``catalyst_proposers``: ``"mentor"``, ``"vocab"``, ...; None for
     #: trajectory points and other prompts no proposer drew, and in format 5 and earlier).
     proposer: str | None = None
+    examples: int | None = None
 
     @property
     def finite(self) -> bool:
@@ -127,6 +136,8 @@ class ScoredPrompt:
             "train_loss": self.train_loss,
             "proposer": self.proposer,
             "finite": self.finite,
+            # only where set: records of whole-split scoring stay as every format so far wrote them
+            **({"examples": self.examples} if self.examples is not None else {}),
         }
 
     @classmethod
@@ -153,6 +164,7 @@ class ScoredPrompt:
             step=data.get("step"),
             train_loss=data.get("train_loss"),
             proposer=data.get("proposer"),
+            examples=data.get("examples"),
         )
 
 
@@ -210,6 +222,16 @@ class Evidence:
 
 
 @dataclass
+class ScreenRung:
+    """One rung of successive-halving screening: ``candidates`` (and random ``controls``) scored on the first
+    ``examples`` of the round's fixed order of the catalyst split."""
+
+    examples: int
+    candidates: int
+    controls: int = 0
+
+
+@dataclass
 class Screening:
     """Many samples screened, few kept (``catalyst_num_samples``): each usable candidate (and each random control)
     scored untrained on the catalyst split, the best going on to selection.
@@ -218,6 +240,12 @@ class Screening:
     (with their scores) and ``kept_controls`` index those that went on; ``scores`` hold each candidate's screening
     score. ``prompts`` were scored in ``passes`` passes
     over the split (several prompts share a pass when scoring is batched), in ``seconds``.
+
+    With ``schedule="halving"`` (``catalyst_screen_schedule``) ``rungs`` says how many candidates and controls were
+    scored on how many examples at each rung, ``examples`` on how many each candidate's screening score in
+    ``scores`` is (losers fewer than the split), and ``example_scorings`` the (examples x prompts) rows it scored;
+    ``prompts`` and ``passes`` then count rung scorings. Whole-split screening records none of these (its records
+    stay as before).
     """
 
     samples: int
@@ -228,9 +256,17 @@ class Screening:
     prompts: int = 0
     passes: int = 0
     seconds: float = 0.0
+    schedule: ScreenSchedule = "full"
+    rungs: list[ScreenRung] = field(default_factory=list)
+    examples: list[int | None] = field(default_factory=list)
+    example_scorings: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "controls": [c.to_dict() for c in self.controls]}
+        data = {**asdict(self), "controls": [c.to_dict() for c in self.controls]}
+        if self.schedule == "full":  # whole-split screening: the record every format so far wrote
+            for name in ("schedule", "rungs", "examples", "example_scorings"):
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Screening:
@@ -243,6 +279,10 @@ class Screening:
             prompts=int(data.get("prompts") or 0),
             passes=int(data.get("passes") or 0),
             seconds=float(data.get("seconds") or 0.0),
+            schedule=data.get("schedule") or "full",
+            rungs=[ScreenRung(**r) for r in data.get("rungs") or []],
+            examples=list(data.get("examples") or []),
+            example_scorings=data.get("example_scorings"),
         )
 
 

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from peft_catalyst.history import ChatLog
 from peft_catalyst.mentors.base import Proposal
-from peft_catalyst.records import RestartName, RoundRecord, Selection, Trigger
+from peft_catalyst.records import RestartName, RoundRecord, ScreenSchedule, Selection, Trigger
 from peft_catalyst.rounds.restarts import RestartOptimizer
 from peft_catalyst.rounds.trajectory import Trajectory
 
@@ -50,6 +50,9 @@ class RoundSettings(Protocol):
     catalyst_partial_tokens: int | None
     # proposers
     catalyst_proposers: dict[str, int] | str | None
+    # screening schedule
+    catalyst_screen_schedule: ScreenSchedule
+    catalyst_screen_min_examples: int
 
     @property
     def catalyst_samples(self) -> int:

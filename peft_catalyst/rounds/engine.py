@@ -514,19 +514,50 @@ class RoundEngine:
         """Screen many, race few (:func:`peft_catalyst.rounds.screening.screen`): with ``catalyst_num_samples`` above
         ``catalyst_num_candidates``, keep the best usable candidates (and, for a race, random controls) scored
         untrained. ``incumbent``: the ``current`` candidate's token ids -> the soft prompt it stands for (scored as
-        that prompt). Returns the candidates that go on and the controls' token ids (None: no screening)."""
+        that prompt). Returns the candidates that go on and the controls' token ids (None: no screening).
+
+        ``catalyst_screen_schedule="halving"`` screens by successive halving down to the number that go on:
+        ``catalyst_num_candidates`` to a race, 1 otherwise (``best`` then compares that one with the current
+        prompt, ``first`` takes it), on prefixes of one seeded order of the catalyst split (the race's seed)."""
         settings = self.settings
+        schedule = settings.catalyst_screen_schedule
+        race = settings.catalyst_selection == "race"
+        seed = self.race_seed(record.round)
         return screen(
             record,
             usable,
-            keep=settings.catalyst_num_candidates,
+            keep=settings.catalyst_num_candidates if schedule == "full" or race else 1,
             samples=settings.catalyst_samples,
-            num_controls=settings.catalyst_race_controls if settings.catalyst_selection == "race" else 0,
+            num_controls=settings.catalyst_race_controls if race else 0,
             scorer=self.scorer,
             score_ids=lambda ids: self.score_hard_prompts(ids, soft=incumbent)[1],
-            draw_controls=lambda count: self.control_token_ids(count, self.race_seed(record.round)),
+            draw_controls=lambda count: self.control_token_ids(count, seed),
             decode=self.tokenizer.decode,
+            schedule=schedule,
+            min_examples=settings.catalyst_screen_min_examples,
+            score_subset=lambda ids, examples: self.score_hard_prompts_on(ids, examples, seed, soft=incumbent),
         )
+
+    def score_hard_prompts_on(
+        self,
+        token_ids: list[list[int]],
+        examples: int,
+        seed: int,
+        soft: dict[tuple[int, ...], torch.Tensor] | None = None,
+    ) -> list[Score]:
+        """Scores of hard prompts on the first ``examples`` of the catalyst split in the order of ``seed``
+        (:meth:`PromptScorer.score_prompts`); a prompt repeated in ``token_ids`` is scored once; ``soft`` as in
+        :meth:`score_hard_prompts`. Not remembered: :attr:`hard_prompt_scores` holds whole-split scores only."""
+        soft = soft or {}
+        keys = [tuple(int(i) for i in ids) for ids in token_ids]
+        unique = list(dict.fromkeys(keys))
+        scores = self.scorer.score_prompts(
+            [soft[key] if key in soft else self.prompt_of(list(key)) for key in unique],
+            examples=examples,
+            order_seed=seed,
+        )
+        by_key = dict(zip(unique, scores))
+        return [by_key[key] for key in keys]
 
     def score_hard_prompts(
         self,

@@ -44,6 +44,13 @@ def sorted_by_length(dataset: Any, column: str = "input_ids") -> Any:
     return dataset.select(sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True))
 
 
+def example_order(size: int, seed: int) -> list[int]:
+    """A fixed seeded order of a split's ``size`` examples: a subset of ``n`` examples is its first ``n`` entries, so
+    subsets of one seed nest (successive halving scores survivors on a superset of what they were first scored on).
+    Uses its own generator: no global random state is touched."""
+    return [int(i) for i in np.random.default_rng(seed).permutation(size)]
+
+
 ScoreFunction = Callable[[EvalPrediction], float]
 """A user's ranking function: gets the catalyst split's predictions, labels and per-batch losses, returns a number."""
 
@@ -94,6 +101,11 @@ class PromptScorer:
     ``batch_size`` rows (examples x prompts; :mod:`.multi_prompt`): the same numbers as one at a time
     within float tolerance. A pass that runs out of memory is retried with fewer prompts (noted in :attr:`events`).
 
+    ``score_prompts(prompts, examples=n)`` scores on the first ``n`` examples of a fixed seeded order of the split
+    (:func:`example_order`; a view of the dataset, not a copy), as successive-halving screening does.
+    :attr:`example_scorings` counts the (examples x prompts) rows scored on this process, whole split or not: the
+    forward-pass cost of scoring.
+
     ``predictions=True`` also keeps each example's predicted class (the argmax of the logits after the trainer's
     ``preprocess_logits_for_metrics``) in :attr:`Score.predictions`, from the same pass (only the argmax is kept
     when the ranking does not need the logits themselves): where the predictions are not ``(examples, classes)``
@@ -121,12 +133,14 @@ class PromptScorer:
         self.predictions = predictions
         self.seconds = 0.0
         self.calls = 0
+        self.example_scorings = 0  # rows (examples x prompts) scored on this process: the forward-pass count
         self.events: list[str] = []  # out-of-memory fallbacks, for the round record
         #: Counts the forward-equivalent tokens of every scoring pass (part ``screening`` unless the caller books
         #: them elsewhere, :meth:`ComputeMeter.as_part`); None: not counted.
         self.meter: ComputeMeter | None = None
         self._dataloader = None
         self._scored_dataset: Any = None
+        self._subset_loaders: dict[tuple[int, int], Any] = {}  # (examples, order seed) -> dataloader
         self._reason: str | None | bool = False  # False: not determined yet
         self._bar: Any = None  # the progress bar of the score_prompts call under way
 
@@ -154,15 +168,42 @@ class PromptScorer:
         """True when ``a`` beats ``b`` by more than ``margin`` in the ranking direction."""
         return is_better(a, b, self.higher_is_better, margin)
 
+    @property
+    def size(self) -> int:
+        """Examples in the catalyst split."""
+        return len(self.dataset)
+
     def dataloader(self):
         """The catalyst split's eval dataloader, longest rows first (far less padding; the mean does not change)."""
         if self._dataloader is None:
-            tok = self.trainer.processing_class
-            tok = getattr(tok, "tokenizer", tok)
-            column = (getattr(tok, "model_input_names", None) or ["input_ids"])[0]
-            self._scored_dataset = sorted_by_length(self.dataset, column)
+            self._scored_dataset = sorted_by_length(self.dataset, self._length_column())
             self._dataloader = self.trainer.get_eval_dataloader(self._scored_dataset)
         return self._dataloader
+
+    def subset_dataloader(self, examples: int, seed: int):
+        """An eval dataloader over the first ``examples`` of :func:`example_order` (``seed``), longest rows first;
+        the whole split's when ``examples`` covers it. A ``datasets.Dataset`` subset is an indices mapping (no copy
+        of the data); loaders of the latest order seed are kept for the rungs of a screening."""
+        if examples >= self.size:
+            return self.dataloader()
+        key = (examples, seed)
+        if key not in self._subset_loaders:
+            if any(s != seed for _, s in self._subset_loaders):
+                self._subset_loaders.clear()  # another round's order: the old rungs are not read again
+            chosen = sorted(example_order(self.size, seed)[:examples])  # the split's own order, then by length
+            if hasattr(self.dataset, "select"):
+                subset = self.dataset.select(chosen)
+            else:
+                subset = torch.utils.data.Subset(self.dataset, chosen)
+            self._subset_loaders[key] = self.trainer.get_eval_dataloader(
+                sorted_by_length(subset, self._length_column())
+            )
+        return self._subset_loaders[key]
+
+    def _length_column(self) -> str:
+        tok = self.trainer.processing_class
+        tok = getattr(tok, "tokenizer", tok)
+        return (getattr(tok, "model_input_names", None) or ["input_ids"])[0]
 
     def sequential_reason(self) -> str | None:
         """Why prompts are scored one at a time (None when :meth:`score_prompts` batches them)."""
@@ -186,19 +227,30 @@ class PromptScorer:
             self._count_calls(1)
             self.seconds += time.perf_counter() - started
 
-    def score_prompts(self, prompts: Sequence[torch.Tensor]) -> list[Score]:
+    def score_prompts(
+        self, prompts: Sequence[torch.Tensor], examples: int | None = None, order_seed: int = 0
+    ) -> list[Score]:
         """Scores of ``prompts`` (full tensors shaped like the soft prompt); the model's soft prompt is unchanged.
 
         Batched when :meth:`sequential_reason` is None; otherwise each prompt is written into the model and scored.
+        ``examples``: score on the first ``examples`` of the split in :func:`example_order` (``order_seed``) instead
+        of the whole split (None); such scores carry no per-example predictions.
         """
         started = time.perf_counter()
+        subset = examples is not None and examples < self.size
+        loader = self.subset_dataloader(examples, order_seed) if subset else self.dataloader()
         batched = len(prompts) > 1 and self.sequential_reason() is None
         passes = math.ceil(len(prompts) / self.prompts_per_pass()) if batched else len(prompts)
-        self._bar = self._progress(passes, len(prompts))
+        self._bar = self._progress(passes, len(prompts), loader)
         try:
             if batched:
-                return self._score_in_passes(list(prompts))
-            return [self._score_written(p) for p in prompts]
+                scores = self._score_in_passes(list(prompts), loader)
+            else:
+                scores = [self._score_written(p, loader) for p in prompts]
+            if subset:  # predictions index the whole split's scored order only
+                for score in scores:
+                    score.predictions = None
+            return scores
         finally:
             self._bar.close()
             self._bar = None
@@ -211,14 +263,14 @@ class PromptScorer:
         if self.meter is not None:
             self.meter.scoring_passes += prompts
 
-    def _progress(self, passes: int, prompts: int):
+    def _progress(self, passes: int, prompts: int, loader: Any):
         """A bar over the batches of the catalyst split that scoring ``prompts`` in ``passes`` will read (a round's
         scoring can take minutes with a larger doer); shown as the trainer shows its own (``disable_tqdm``, the
         local main process only), and gone when done."""
         from tqdm.auto import tqdm
 
         try:
-            total: int | None = passes * len(self.dataloader())
+            total: int | None = passes * len(loader)
         except TypeError:  # an iterable dataset has no length
             total = None
         args = getattr(self.trainer, "args", None)
@@ -237,24 +289,24 @@ class PromptScorer:
             self._bar.update(1)
 
     # ------------------------------------------------------------------------------------------------------------
-    def _score_written(self, prompt: torch.Tensor) -> Score:
+    def _score_written(self, prompt: torch.Tensor, loader: Any = None) -> Score:
         saved = read_soft_prompt(self.trainer.model)
         write_soft_prompt_(self.trainer.model, prompt)
         try:
-            return self._score()
+            return self._score(loader)
         finally:
             write_soft_prompt_(self.trainer.model, saved)
 
-    def _score_in_passes(self, prompts: list[torch.Tensor]) -> list[Score]:
+    def _score_in_passes(self, prompts: list[torch.Tensor], loader: Any) -> list[Score]:
         """Chunks of :meth:`prompts_per_pass` prompts; a chunk that runs out of memory is halved and retried."""
         per_pass, scores = self.prompts_per_pass(), []
         while len(scores) < len(prompts):
             chunk = prompts[len(scores) : len(scores) + per_pass]
             if len(chunk) == 1:
-                scores.append(self._score_written(chunk[0]))
+                scores.append(self._score_written(chunk[0], loader))
                 continue
             try:
-                scores.extend(self._score_batched(chunk))
+                scores.extend(self._score_batched(chunk, loader))
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -268,21 +320,23 @@ class PromptScorer:
                 logger.warning("%s", note)
         return scores
 
-    def _score(self) -> Score:
+    def _score(self, loader: Any = None) -> Score:
         trainer = self.trainer
         model = trainer.model_wrapped if (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled) else trainer.model
         model.eval()
         tally = _Tally(self)
         meter = self.meter
-        for inputs in self.dataloader():
+        for inputs in self.dataloader() if loader is None else loader:
             if meter is not None:
                 meter.score(inputs, "screening")
             loss, logits, label = trainer.prediction_step(model, inputs, prediction_loss_only=not self.gathers_logits)
-            tally.add(loss, logits, label, _batch_size(inputs))
+            batch_size = _batch_size(inputs)
+            tally.add(loss, logits, label, batch_size)
+            self.example_scorings += batch_size
             self._tick()
         return tally.result()
 
-    def _score_batched(self, prompts: list[torch.Tensor]) -> list[Score]:
+    def _score_batched(self, prompts: list[torch.Tensor], loader: Any = None) -> list[Score]:
         """One pass over the split for all ``prompts``, as ``prediction_step`` computes loss and logits per prompt."""
         trainer = self.trainer
         model = trainer.model
@@ -292,7 +346,7 @@ class PromptScorer:
         config = getattr(model, "config", None)  # as prediction_step reads it
         ignore_keys = list(getattr(config, "keys_to_ignore_at_inference", ["cache"]) if config is not None else [])
         tallies = [_Tally(self) for _ in prompts]
-        for inputs in self.dataloader():
+        for inputs in self.dataloader() if loader is None else loader:
             batch_size = _batch_size(inputs)
             if self.meter is not None:  # before the batch moves to the device: no synchronization for the count
                 self.meter.score(inputs, "screening", prompts=len(prompts))
@@ -303,6 +357,7 @@ class PromptScorer:
             num_items = num_items_in_batch(trainer, [inputs])
             with torch.no_grad(), trainer.compute_loss_context_manager():
                 losses, outputs = trainer_losses(trainer, stacked, inputs, num_items)
+            self.example_scorings += batch_size * len(prompts)  # counted once the pass ran (not when out of memory)
             for tally, loss, output in zip(tallies, losses, outputs):
                 logits, label = None, None
                 if self.gathers_logits:

@@ -14,7 +14,14 @@ from typing import Any
 from transformers import TrainingArguments
 
 from peft_catalyst.mentors.base import PROPOSALS, Proposal
-from peft_catalyst.records import SELECTIONS, RestartName, Selection, higher_is_better
+from peft_catalyst.records import (
+    SCREEN_SCHEDULES,
+    SELECTIONS,
+    RestartName,
+    ScreenSchedule,
+    Selection,
+    higher_is_better,
+)
 from peft_catalyst.rounds.proposers import parse_proposers
 from peft_catalyst.rounds.restarts import RESTART_OPTIMIZERS, RestartOptimizer, shape_errors
 
@@ -110,6 +117,19 @@ class CatalystArguments:
             Rows (examples x prompts) of one shared scoring or race pass: prompts are scored, and race arms trained,
             several in one forward pass up to this budget. `None`: one prompt at a time on CPU, 128 rows on an
             accelerator.
+        catalyst_screen_schedule (`str`, *optional*, defaults to `"full"`):
+            How screening spends the catalyst split. `"full"` scores every candidate on all of it. `"halving"`
+            (successive halving, eta 2): all candidates on a first rung of examples, the better half (rounded up)
+            on twice the examples, and so on until as many remain as go on (`catalyst_num_candidates` to a race,
+            1 otherwise), those scored on the whole split; the last rung's scores alone decide what goes on. Rungs
+            are prefixes of one seeded order of the split; each candidate records on how many examples its
+            screening score is (`examples`). With `"halving"` a round screens whenever it has more candidates than
+            go on.
+        catalyst_screen_min_examples (`int`, *optional*, defaults to `16`):
+            `catalyst_screen_schedule="halving"` only: fewest examples of the first rung. The first rung is
+            otherwise `ceil(split / 2**h)` for the `h = ceil(log2(candidates / kept))` halvings needed, so that
+            the rung where the kept remain is the whole split; a larger minimum uses the split up sooner, with
+            more candidates left on it.
 
         > Parameters that control the race (`catalyst_selection="race"`)
 
@@ -480,6 +500,28 @@ class CatalystArguments:
             )
         },
     )
+    # screening schedule
+    catalyst_screen_schedule: ScreenSchedule = field(
+        default="full",
+        metadata={
+            "help": (
+                "How screening spends the catalyst split: 'full' scores every candidate on all of it; 'halving' "
+                "scores all on a first rung of examples and keeps the better half on twice the examples until as "
+                "many remain as go on (catalyst_num_candidates to a race, 1 otherwise), those on the whole split. "
+                "Rungs are prefixes of one seeded order of the split. With 'halving' a round screens whenever it "
+                "has more candidates than go on."
+            )
+        },
+    )
+    catalyst_screen_min_examples: int = field(
+        default=16,
+        metadata={
+            "help": (
+                "Halving only: fewest examples of the first rung. The first rung is otherwise the split divided by "
+                "2 per halving needed, so that the last rung is the whole split."
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         self.validate_catalyst()
@@ -523,6 +565,12 @@ class CatalystArguments:
             errors.append(f"catalyst_proposal must be one of {PROPOSALS} (got {self.catalyst_proposal!r})")
         if self.catalyst_labels is not None and len(self.catalyst_labels) < 2:
             errors.append(f"catalyst_labels must name at least 2 classes or be None (got {self.catalyst_labels})")
+        if self.catalyst_screen_schedule not in SCREEN_SCHEDULES:
+            errors.append(
+                f"catalyst_screen_schedule must be one of {SCREEN_SCHEDULES} (got {self.catalyst_screen_schedule!r})"
+            )
+        if self.catalyst_screen_min_examples < 1:
+            errors.append(f"catalyst_screen_min_examples must be >= 1 (got {self.catalyst_screen_min_examples})")
         if self.catalyst_selection not in SELECTIONS:
             errors.append(f"catalyst_selection must be one of {SELECTIONS} (got {self.catalyst_selection!r})")
         if self.catalyst_race_eta < 2:
