@@ -290,3 +290,23 @@ def test_each_schedule_spends_what_its_rule_says(tok, tmp_path):
         assert len(kept) == (2 if schedule == "full" else 1)
     assert spent == {"full": 4 * 16, "halving": 4 * 4 + 2 * 8 + 1 * 16}
     assert Screening.from_dict(trainer.catalyst_history[0].screening.to_dict()).schedule == "full"
+
+
+def test_a_rung_scores_the_current_candidate_as_the_incumbent_soft_prompt(tok, tmp_path):
+    """Under halving, the ``current`` proposer's candidate is scored on every rung as the soft prompt it stands for
+    (as whole-split screening does), not as its nearest tokens."""
+    from peft_catalyst.projection import read_soft_prompt
+
+    trainer = tiny.catalyst_trainer(
+        tok, tmp_path / "out", FixedMentor(EIGHT[:4]), catalyst_num_samples=4, catalyst_rounds=1
+    )
+    trainer.train()
+    engine = trainer.catalyst.engine
+    soft = read_soft_prompt(trainer.model).clone()
+    ids = [5, 6, 7, 8]  # the token ids the candidate carries (its reading as text)
+    key = tuple(ids)
+    (as_soft,) = engine.score_hard_prompts_on([ids], 8, seed=3, soft={key: soft})
+    (direct,) = engine.scorer.score_prompts([soft], examples=8, order_seed=3)
+    (as_tokens,) = engine.score_hard_prompts_on([ids], 8, seed=3)
+    assert as_soft.value == pytest.approx(direct.value, abs=1e-6)
+    assert as_tokens.value != pytest.approx(direct.value, abs=1e-6)  # the token ids are another prompt
