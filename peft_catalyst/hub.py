@@ -73,38 +73,21 @@ def save_for_hub(
     directory: str | os.PathLike,
     tokenizer=None,
     *,
-    history: Any = None,
-    metrics: Mapping[str, Any] | None = None,
-    repo_id: str | None = None,
-    base_model: str | None = None,
-    existing_card: ModelCard | str | None = None,
-    secrets: Iterable[str | None] = (),
     adapter_name: str | None = None,
-    **card_kwargs: Any,
+    **folder_kwargs: Any,
 ) -> Path:
     """Write into ``directory`` exactly what :func:`push_to_hub` uploads; returns the directory.
 
-    The adapter (``save_pretrained``), then :func:`finish_adapter_folder` (portable copy, tokenizer, history, card).
-    Keyword arguments as :func:`finish_adapter_folder`.
+    The adapter (``save_pretrained``), then :func:`finish_adapter_folder` (portable copy, tokenizer, history, card),
+    which takes the other keyword arguments (``history``, ``metrics``, ``repo_id``, ``base_model``,
+    ``existing_card``, ``secrets`` and the card's own).
     """
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     name = _save_adapter(model, out, adapter_name)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-    return finish_adapter_folder(
-        model,
-        out,
-        tokenizer,
-        history=history,
-        metrics=metrics,
-        repo_id=repo_id,
-        base_model=base_model,
-        existing_card=existing_card,
-        secrets=secrets,
-        adapter_name=name,
-        **card_kwargs,
-    )
+    return finish_adapter_folder(model, out, tokenizer, adapter_name=name, **folder_kwargs)
 
 
 def finish_adapter_folder(
