@@ -372,6 +372,18 @@ def test_the_round_settings_protocol_cannot_drift_from_the_arguments():
     assert {name: protocol[name] for name in protocol if protocol[name] != arguments[name]} == {}
 
 
+def test_the_arguments_fields_follow_their_docstring_sections():
+    """CatalystArguments documents its fields in sections (PEFT/TRL style); the fields are declared in the same
+    order, so --help-all, the docstring and the source read alike."""
+    import dataclasses
+    import re
+
+    from peft_catalyst import CatalystArguments
+
+    documented = re.findall(r"^ {8}(catalyst_\w+) \(", CatalystArguments.__doc__, flags=re.M)
+    assert documented == [f.name for f in dataclasses.fields(CatalystArguments)]
+
+
 def test_metric_direction_follows_the_name_unless_given():
     from peft_catalyst.trainer.catalyst_arguments import higher_is_better
 

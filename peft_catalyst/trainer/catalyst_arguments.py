@@ -64,6 +64,18 @@ class CatalystArguments:
             Start a round early when the training loss has not improved for this many optimizer steps of the current
             stage. `None` keeps to the schedule.
 
+        > Parameters that control where candidates come from
+
+        catalyst_proposers (`dict[str, int]`, `str` or `None`, *optional*, defaults to `None`):
+            The proposers a round (the initial round included) draws its candidates from, name -> count:
+            `"mentor"` (the LLM), `"vocab"` (random vocabulary words), `"labels"` (random words with the label
+            words), `"sample_vocab"` (random token ids, as PEFT's `SAMPLE_VOCAB` init), `"examples"` (labelled
+            training examples as text), `"text"` (`catalyst_manual_prompt`, else the task description) and
+            `"current"` (the incumbent, judged at screening like the others); `text` and `current` give one prompt.
+            A dict, `"mentor=4,vocab=4"`, a JSON dict, or a list of names (`"mentor,vocab"`) that splits
+            `catalyst_num_samples` (or `catalyst_num_candidates`) evenly. The counts' sum is the prompts a round
+            screens. `None`: the mentor alone, as before.
+
         > Parameters that control what the mentor sees and returns
 
         catalyst_trajectory_points (`int`, *optional*, defaults to `4`):
@@ -194,20 +206,9 @@ class CatalystArguments:
 
         catalyst_chat_log (`str`, *optional*, defaults to `"catalyst_chat.jsonl"`):
             File name (in `output_dir`) of the JSON Lines log of every mentor exchange.
-
-        > Parameters that control where candidates come from
-
-        catalyst_proposers (`dict[str, int]`, `str` or `None`, *optional*, defaults to `None`):
-            The proposers a round (the initial round included) draws its candidates from, name -> count:
-            `"mentor"` (the LLM), `"vocab"` (random vocabulary words), `"labels"` (random words with the label
-            words), `"sample_vocab"` (random token ids, as PEFT's `SAMPLE_VOCAB` init), `"examples"` (labelled
-            training examples as text), `"text"` (`catalyst_manual_prompt`, else the task description) and
-            `"current"` (the incumbent, judged at screening like the others); `text` and `current` give one prompt.
-            A dict, `"mentor=4,vocab=4"`, a JSON dict, or a list of names (`"mentor,vocab"`) that splits
-            `catalyst_num_samples` (or `catalyst_num_candidates`) evenly. The counts' sum is the prompts a round
-            screens. `None`: the mentor alone, as before.
     """
 
+    # --- the schedule ---
     catalyst_rounds: int = field(
         default=3,
         metadata={"help": "Number of mentor rounds (N). 0 makes the run plain prompt tuning."},
@@ -215,195 +216,6 @@ class CatalystArguments:
     catalyst_stage_steps: int = field(
         default=50,
         metadata={"help": "Optimizer steps of each gradient stage before a mentor round."},
-    )
-    catalyst_num_candidates: int = field(
-        default=4,
-        metadata={"help": "Number of candidate prompts asked of the mentor per round."},
-    )
-    catalyst_num_samples: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Prompts asked of the mentor per round (>= catalyst_num_candidates): all are scored untrained on "
-                "the catalyst split and the best catalyst_num_candidates go on to selection; race controls are "
-                "screened alike. Default: catalyst_num_candidates, no screening."
-            )
-        },
-    )
-    catalyst_trajectory_points: int = field(
-        default=4,
-        metadata={"help": "How many trajectory points (deduplicated, spread over the stage) the mentor sees."},
-    )
-    catalyst_eval_size: float = field(
-        default=0.1,
-        metadata={
-            "help": (
-                "Size of the held-out catalyst split carved from the training set when no catalyst_dataset is "
-                "given: a fraction in (0, 1) or a number of examples (>= 1)."
-            )
-        },
-    )
-    catalyst_selection: Selection = field(
-        default="best",
-        metadata={
-            "help": (
-                "'best': score every candidate and the current prompt on the catalyst split and keep the best "
-                "(elitist restart; a candidate is judged before any gradient step, so the trained prompt nearly "
-                "always wins). 'race': train the current prompt and every candidate for the same counted budget "
-                "on the same batches, then keep the best (successive halving, see catalyst_race_*). 'first': "
-                "restart from the mentor's first candidate unscored (for ablations)."
-            )
-        },
-    )
-    catalyst_metric: str = field(
-        default="loss",
-        metadata={"help": "Catalyst-split metric that ranks prompts: 'loss' or a key returned by compute_metrics."},
-    )
-    catalyst_greater_is_better: bool | None = field(
-        default=None,
-        metadata={"help": "Whether a higher catalyst_metric is better (default: False for names ending in 'loss')."},
-    )
-    catalyst_score_batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Rows (examples x prompts) of one shared pass: prompts of a round are scored, and race arms "
-                "trained, several at a time, each on every example of a batch, in passes of at most this many rows "
-                "(at least one batch of one prompt). Peak activation memory is about that of a forward (a race: "
-                "forward and backward) over this many rows. 1 handles prompts one at a time. Default: 128 on a GPU "
-                "or other accelerator, 1 on CPU (where shared passes measured no faster)."
-            )
-        },
-    )
-    catalyst_race_steps: int = field(
-        default=RACE_STEPS_DEFAULT,
-        metadata={
-            "help": (
-                "Race only: optimizer steps every arm trains in the first rung (later rungs multiply it by "
-                "catalyst_race_eta); counted as catalyst/race_steps, not in global_step. 0 judges the arms "
-                "untrained, as 'best' does; with the default 2 and 4 candidates a race round trains 38 steps."
-            )
-        },
-    )
-    catalyst_race_eta: int = field(
-        default=2,
-        metadata={
-            "help": (
-                "Race only: successive-halving factor. After each rung the best 1/eta of the arms (rounded up) go "
-                "on, with eta times the budget, until one arm is left."
-            )
-        },
-    )
-    catalyst_race_controls: int = field(
-        default=0,
-        metadata={
-            "help": (
-                "Race only: extra arms that start from random vocabulary tokens, so every round carries its own "
-                "control; they are never shown to the mentor as its proposals."
-            )
-        },
-    )
-    catalyst_race_margin: float = field(
-        default=0.0,
-        metadata={
-            "help": (
-                "Race only: a challenger replaces the current prompt only with a finite score better by more than "
-                "this (in catalyst_metric units). Default 0: ties already keep the incumbent; a positive margin "
-                "should be about the catalyst split's noise, which depends on the task and the split size."
-            )
-        },
-    )
-    catalyst_race_seed: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Race only: seed of the race's own batch stream, dropout and control arms (default: the training "
-                "seed); the main loop's data order and RNG are never touched."
-            )
-        },
-    )
-    catalyst_reset_optimizer: bool = field(
-        default=True,
-        metadata={"help": "Reset the optimizer state (e.g. Adam moments) of the soft prompt after a restart."},
-    )
-    catalyst_rewarmup_steps: int = field(
-        default=5,
-        metadata={"help": "Optimizer steps over which the prompt's learning rate ramps up again after a restart."},
-    )
-    catalyst_restart_optimizer: RestartOptimizer = field(
-        default="reset",
-        metadata={
-            "help": (
-                "What a restart does to the prompt's optimizer state (with catalyst_reset_optimizer): 'reset' "
-                "forgets it (Adam's first steps are then sign-like, about the lr per coordinate); "
-                "'keep_second_moment' zeroes the first moment and keeps the second moment and the step (first steps "
-                "stay at the scale the stage measured); 'keep' changes nothing. Race arms start the same way."
-            )
-        },
-    )
-    catalyst_restart_radius: float | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Optional trust region after a restart: each virtual token is pulled back within this L2 distance "
-                "of its restart point (a fraction of the mean word-embedding norm) after every optimizer step, for "
-                "catalyst_restart_radius_steps steps. One process or DDP only (not DeepSpeed or FSDP)."
-            )
-        },
-    )
-    catalyst_restart_radius_steps: int = field(
-        default=20,
-        metadata={"help": "Optimizer steps after a restart during which catalyst_restart_radius holds."},
-    )
-    catalyst_restart_loss_ratio: float | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "selection 'best' only: take a start only when its catalyst-split loss (the training objective) is "
-                "at most this multiple of the current prompt's, whatever catalyst_metric says (a text prompt can "
-                "rank the label words better while its full-vocabulary loss is several times higher, and the "
-                "training loss then jumps after the restart). Default: not checked."
-            )
-        },
-    )
-    catalyst_restart_followup: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "Score the prompt on the catalyst split 1, 2, 5, 10 and 20 steps after every taken restart (those "
-                "within the stage) and keep the scores in the round record; costs one scoring pass each."
-            )
-        },
-    )
-    catalyst_restart: RestartName = field(
-        default="full",
-        metadata={
-            "help": (
-                "How a proposal becomes a new start: 'full' starts from its tokens (the stage's learning is "
-                "dropped); 'blend' from incumbent + alpha * (proposal - incumbent) in embedding space, one start "
-                "per alpha of catalyst_blend_alphas; 'partial' keeps the trained vectors and writes the proposal's "
-                "tokens at catalyst_partial_tokens positions (those nearest to a vocabulary token). Random "
-                "controls start in the same shapes."
-            )
-        },
-    )
-    catalyst_blend_alphas: list[float] = field(
-        default_factory=lambda: [0.3, 0.6],
-        metadata={
-            "help": (
-                "catalyst_restart='blend' only: how far each blended start moves from the incumbent towards the "
-                "proposal, each in (0, 1]; every proposal (and control) becomes one start per alpha."
-            )
-        },
-    )
-    catalyst_partial_tokens: int | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "catalyst_restart='partial' only: how many positions take the proposal's tokens, in [1, "
-                "num_virtual_tokens] (default: half the prompt, rounded up)."
-            )
-        },
     )
     catalyst_initial_round: bool = field(
         default=False,
@@ -421,6 +233,41 @@ class CatalystArguments:
             "help": (
                 "Optional: start a round early when the training loss has not improved for this many optimizer "
                 "steps of the current stage."
+            )
+        },
+    )
+
+    # --- where candidates come from ---
+    catalyst_proposers: dict[str, int] | str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Where a round's candidates come from, name=count: mentor (the LLM), vocab (random words), labels "
+                "(random words with the label words), sample_vocab (random token ids, as PEFT's SAMPLE_VOCAB), "
+                "examples (labelled training examples as text), text (catalyst_manual_prompt or the task "
+                "description), current (the incumbent, screened like the others); e.g. 'mentor=4,vocab=4,labels=4', "
+                "a JSON dict, or names only ('mentor,vocab') to split catalyst_num_samples evenly. Default: the "
+                "mentor alone."
+            )
+        },
+    )
+
+    # --- what the mentor sees and returns ---
+    catalyst_trajectory_points: int = field(
+        default=4,
+        metadata={"help": "How many trajectory points (deduplicated, spread over the stage) the mentor sees."},
+    )
+    catalyst_num_candidates: int = field(
+        default=4,
+        metadata={"help": "Number of candidate prompts asked of the mentor per round."},
+    )
+    catalyst_num_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Prompts asked of the mentor per round (>= catalyst_num_candidates): all are scored untrained on "
+                "the catalyst split and the best catalyst_num_candidates go on to selection; race controls are "
+                "screened alike. Default: catalyst_num_candidates, no screening."
             )
         },
     )
@@ -482,25 +329,49 @@ class CatalystArguments:
             )
         },
     )
-    catalyst_chat_log: str = field(
-        default="catalyst_chat.jsonl",
-        metadata={"help": "File name (in output_dir) of the JSON Lines log of every mentor exchange."},
-    )
-    # proposers
-    catalyst_proposers: dict[str, int] | str | None = field(
-        default=None,
+
+    # --- how candidates are judged ---
+    catalyst_eval_size: float = field(
+        default=0.1,
         metadata={
             "help": (
-                "Where a round's candidates come from, name=count: mentor (the LLM), vocab (random words), labels "
-                "(random words with the label words), sample_vocab (random token ids, as PEFT's SAMPLE_VOCAB), "
-                "examples (labelled training examples as text), text (catalyst_manual_prompt or the task "
-                "description), current (the incumbent, screened like the others); e.g. 'mentor=4,vocab=4,labels=4', "
-                "a JSON dict, or names only ('mentor,vocab') to split catalyst_num_samples evenly. Default: the "
-                "mentor alone."
+                "Size of the held-out catalyst split carved from the training set when no catalyst_dataset is "
+                "given: a fraction in (0, 1) or a number of examples (>= 1)."
             )
         },
     )
-    # screening schedule
+    catalyst_selection: Selection = field(
+        default="best",
+        metadata={
+            "help": (
+                "'best': score every candidate and the current prompt on the catalyst split and keep the best "
+                "(elitist restart; a candidate is judged before any gradient step, so the trained prompt nearly "
+                "always wins). 'race': train the current prompt and every candidate for the same counted budget "
+                "on the same batches, then keep the best (successive halving, see catalyst_race_*). 'first': "
+                "restart from the mentor's first candidate unscored (for ablations)."
+            )
+        },
+    )
+    catalyst_metric: str = field(
+        default="loss",
+        metadata={"help": "Catalyst-split metric that ranks prompts: 'loss' or a key returned by compute_metrics."},
+    )
+    catalyst_greater_is_better: bool | None = field(
+        default=None,
+        metadata={"help": "Whether a higher catalyst_metric is better (default: False for names ending in 'loss')."},
+    )
+    catalyst_score_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Rows (examples x prompts) of one shared pass: prompts of a round are scored, and race arms "
+                "trained, several at a time, each on every example of a batch, in passes of at most this many rows "
+                "(at least one batch of one prompt). Peak activation memory is about that of a forward (a race: "
+                "forward and backward) over this many rows. 1 handles prompts one at a time. Default: 128 on a GPU "
+                "or other accelerator, 1 on CPU (where shared passes measured no faster)."
+            )
+        },
+    )
     catalyst_screen_schedule: ScreenSchedule = field(
         default="full",
         metadata={
@@ -521,6 +392,148 @@ class CatalystArguments:
                 "2 per halving needed, so that the last rung is the whole split."
             )
         },
+    )
+
+    # --- the race (`catalyst_selection="race"`) ---
+    catalyst_race_steps: int = field(
+        default=RACE_STEPS_DEFAULT,
+        metadata={
+            "help": (
+                "Race only: optimizer steps every arm trains in the first rung (later rungs multiply it by "
+                "catalyst_race_eta); counted as catalyst/race_steps, not in global_step. 0 judges the arms "
+                "untrained, as 'best' does; with the default 2 and 4 candidates a race round trains 38 steps."
+            )
+        },
+    )
+    catalyst_race_eta: int = field(
+        default=2,
+        metadata={
+            "help": (
+                "Race only: successive-halving factor. After each rung the best 1/eta of the arms (rounded up) go "
+                "on, with eta times the budget, until one arm is left."
+            )
+        },
+    )
+    catalyst_race_controls: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "Race only: extra arms that start from random vocabulary tokens, so every round carries its own "
+                "control; they are never shown to the mentor as its proposals."
+            )
+        },
+    )
+    catalyst_race_margin: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "Race only: a challenger replaces the current prompt only with a finite score better by more than "
+                "this (in catalyst_metric units). Default 0: ties already keep the incumbent; a positive margin "
+                "should be about the catalyst split's noise, which depends on the task and the split size."
+            )
+        },
+    )
+    catalyst_race_seed: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Race only: seed of the race's own batch stream, dropout and control arms (default: the training "
+                "seed); the main loop's data order and RNG are never touched."
+            )
+        },
+    )
+
+    # --- what a restart does to the optimizer ---
+    catalyst_reset_optimizer: bool = field(
+        default=True,
+        metadata={"help": "Reset the optimizer state (e.g. Adam moments) of the soft prompt after a restart."},
+    )
+    catalyst_rewarmup_steps: int = field(
+        default=5,
+        metadata={"help": "Optimizer steps over which the prompt's learning rate ramps up again after a restart."},
+    )
+    catalyst_restart_optimizer: RestartOptimizer = field(
+        default="reset",
+        metadata={
+            "help": (
+                "What a restart does to the prompt's optimizer state (with catalyst_reset_optimizer): 'reset' "
+                "forgets it (Adam's first steps are then sign-like, about the lr per coordinate); "
+                "'keep_second_moment' zeroes the first moment and keeps the second moment and the step (first steps "
+                "stay at the scale the stage measured); 'keep' changes nothing. Race arms start the same way."
+            )
+        },
+    )
+    catalyst_restart_radius: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Optional trust region after a restart: each virtual token is pulled back within this L2 distance "
+                "of its restart point (a fraction of the mean word-embedding norm) after every optimizer step, for "
+                "catalyst_restart_radius_steps steps. One process or DDP only (not DeepSpeed or FSDP)."
+            )
+        },
+    )
+    catalyst_restart_radius_steps: int = field(
+        default=20,
+        metadata={"help": "Optimizer steps after a restart during which catalyst_restart_radius holds."},
+    )
+    catalyst_restart_loss_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "selection 'best' only: take a start only when its catalyst-split loss (the training objective) is "
+                "at most this multiple of the current prompt's, whatever catalyst_metric says (a text prompt can "
+                "rank the label words better while its full-vocabulary loss is several times higher, and the "
+                "training loss then jumps after the restart). Default: not checked."
+            )
+        },
+    )
+    catalyst_restart_followup: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Score the prompt on the catalyst split 1, 2, 5, 10 and 20 steps after every taken restart (those "
+                "within the stage) and keep the scores in the round record; costs one scoring pass each."
+            )
+        },
+    )
+
+    # --- the shape of a restart ---
+    catalyst_restart: RestartName = field(
+        default="full",
+        metadata={
+            "help": (
+                "How a proposal becomes a new start: 'full' starts from its tokens (the stage's learning is "
+                "dropped); 'blend' from incumbent + alpha * (proposal - incumbent) in embedding space, one start "
+                "per alpha of catalyst_blend_alphas; 'partial' keeps the trained vectors and writes the proposal's "
+                "tokens at catalyst_partial_tokens positions (those nearest to a vocabulary token). Random "
+                "controls start in the same shapes."
+            )
+        },
+    )
+    catalyst_blend_alphas: list[float] = field(
+        default_factory=lambda: [0.3, 0.6],
+        metadata={
+            "help": (
+                "catalyst_restart='blend' only: how far each blended start moves from the incumbent towards the "
+                "proposal, each in (0, 1]; every proposal (and control) becomes one start per alpha."
+            )
+        },
+    )
+    catalyst_partial_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "catalyst_restart='partial' only: how many positions take the proposal's tokens, in [1, "
+                "num_virtual_tokens] (default: half the prompt, rounded up)."
+            )
+        },
+    )
+
+    # --- the outputs ---
+    catalyst_chat_log: str = field(
+        default="catalyst_chat.jsonl",
+        metadata={"help": "File name (in output_dir) of the JSON Lines log of every mentor exchange."},
     )
 
     def __post_init__(self) -> None:
