@@ -177,20 +177,25 @@ def test_use_packaged_models_switches_on_and_off_and_puts_back_what_it_wrapped()
                 vars(PreTrainedModel)["_adjust_missing_and_unexpected_keys"],
                 AutoPeftModelForSequenceClassification.from_pretrained.__func__)  # fmt: skip
 
-    assert not packaged_models_enabled()
-    before = current()
-    use_packaged_models()
+    was_on = packaged_models_enabled()  # an in-process command-line test earlier in the session switches it on
+    use_packaged_models(False)
     try:
-        on = current()
-        assert all(a is not b for a, b in zip(on, before)) and packaged_models_enabled()
-        use_packaged_models()  # idempotent: no double wrapping
-        assert current() == on and _original(hub.cached_files) is before[0]
+        assert not packaged_models_enabled()
+        before = current()
+        use_packaged_models()
+        try:
+            on = current()
+            assert all(a is not b for a, b in zip(on, before)) and packaged_models_enabled()
+            use_packaged_models()  # idempotent: no double wrapping
+            assert current() == on and _original(hub.cached_files) is before[0]
+        finally:
+            use_packaged_models(False)
+        assert current() == before and not packaged_models_enabled()
+        with packaged_models():
+            assert all(a is not b for a, b in zip(current(), before))
+        assert current() == before
     finally:
-        use_packaged_models(False)
-    assert current() == before and not packaged_models_enabled()
-    with packaged_models():
-        assert all(a is not b for a, b in zip(current(), before))
-    assert current() == before
+        use_packaged_models(was_on)
 
 
 def test_auto_peft_heads_hook_still_sees_the_report_and_the_base_load(packaged):
