@@ -7,18 +7,18 @@ calls instead, made by the command line: :func:`use_packaged_models` (the packag
 asset packages when the Hub is off) and ``peft_catalyst.quiet.apply()`` (upstream warnings nobody can act on).
 """
 
-from peft_catalyst.export import export_prompt_tuning  # noqa: E402
-from peft_catalyst.hub import push_to_hub  # noqa: E402
-from peft_catalyst.offline_models import use_packaged_models  # noqa: E402
-from peft_catalyst.pipelines import pipeline  # noqa: E402
-from peft_catalyst.projection import (  # noqa: E402
+from peft_catalyst.export import export_prompt_tuning
+from peft_catalyst.hub import push_to_hub
+from peft_catalyst.offline_models import use_packaged_models
+from peft_catalyst.pipelines import pipeline
+from peft_catalyst.projection import (
     NearestToken,
     Projector,
     nearest_tokens,
     set_soft_prompt_from_text,
     soft_prompt_text,
 )
-from peft_catalyst.records import (  # noqa: E402
+from peft_catalyst.records import (
     ArmKind,
     Compute,
     Decision,
@@ -34,15 +34,15 @@ from peft_catalyst.records import (  # noqa: E402
     ScoredPrompt,
     Trigger,
 )
-from peft_catalyst.rounds.scoring import PromptScorer, Score  # noqa: E402
-from peft_catalyst.trainer import (  # noqa: E402
+from peft_catalyst.rounds.scoring import PromptScorer, Score
+from peft_catalyst.trainer import (
     CatalystArguments,
     CatalystCallback,
     CatalystMixin,
     CatalystTrainer,
     CatalystTrainingArguments,
 )
-from peft_catalyst.tuners.catalyst import CatalystConfig, CatalystEmbedding  # noqa: E402
+from peft_catalyst.tuners.catalyst import CatalystConfig, CatalystEmbedding
 
 __version__ = "0.1.0.dev0"
 
