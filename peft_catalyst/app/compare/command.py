@@ -50,21 +50,28 @@ options:
   --output_dir defaults to runs/compare-<dataset>-<model> (no time stamp, so the same command resumes)"""
 
 
-def _pop_seeds(argv: list[str]) -> tuple[int, list[str]]:
-    """``--seeds S`` (or ``--seeds=S``) out of ``argv``."""
-    rest, seeds, i = [], None, 0
+def _pop_option(argv: list[str], name: str, missing: str) -> tuple[str | None, list[str]]:
+    """The value of ``--name V`` (or ``--name=V``) in ``argv`` (None: not given) and the other tokens; ``missing``:
+    the message when ``--name`` ends the line without a value."""
+    rest, value, i = [], None, 0
     while i < len(argv):
         token = argv[i]
-        if token == "--seeds":
+        if token == name:
             if i + 1 >= len(argv):
-                raise UserError("--seeds needs a number, e.g. --seeds 5.")
-            seeds, i = argv[i + 1], i + 2
+                raise UserError(missing)
+            value, i = argv[i + 1], i + 2
             continue
-        if token.startswith("--seeds="):
-            seeds = token.split("=", 1)[1]
+        if token.startswith(f"{name}="):
+            value = token.split("=", 1)[1]
         else:
             rest.append(token)
         i += 1
+    return value, rest
+
+
+def _pop_seeds(argv: list[str]) -> tuple[int, list[str]]:
+    """``--seeds S`` (or ``--seeds=S``) out of ``argv``."""
+    seeds, rest = _pop_option(argv, "--seeds", "--seeds needs a number, e.g. --seeds 5.")
     if seeds is None:
         return DEFAULT_SEEDS, rest
     try:
@@ -80,19 +87,8 @@ def _pop_match(argv: list[str]) -> tuple[str, list[str]]:
     """``--match M`` (or ``--match=M``) out of ``argv``: how ``single`` is matched to ``catalyst``."""
     from peft_catalyst.app.compare.runs import DEFAULT_MATCH, MATCHES
 
-    rest, match, i = [], DEFAULT_MATCH, 0
-    while i < len(argv):
-        token = argv[i]
-        if token == "--match":
-            if i + 1 >= len(argv):
-                raise UserError(f"--match needs one of {', '.join(MATCHES)}, e.g. --match compute.")
-            match, i = argv[i + 1], i + 2
-            continue
-        if token.startswith("--match="):
-            match = token.split("=", 1)[1]
-        else:
-            rest.append(token)
-        i += 1
+    match, rest = _pop_option(argv, "--match", f"--match needs one of {', '.join(MATCHES)}, e.g. --match compute.")
+    match = DEFAULT_MATCH if match is None else match
     if match not in MATCHES:
         raise UserError(f"--match must be one of {', '.join(MATCHES)}, got {match!r}.")
     return match, rest
