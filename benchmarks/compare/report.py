@@ -407,20 +407,16 @@ def environment(argv: Sequence[str], jobs: int = 1, threads: int = 1) -> dict[st
     return describe(" ".join(["python -m benchmarks.compare", *argv]), jobs, threads, git_dir=Path(__file__).parent)
 
 
-def write_report(
+def report_meta(
     plan: Plan,
     results: dict[str, dict[str, Any]],
-    out_dir: Path,
     argv: Sequence[str],
     jobs: int = 1,
     threads: int = 1,
     elapsed_s: float | None = None,
-) -> dict[str, Path]:
-    """Write ``<plan>.json``, ``<plan>.md`` and ``<plan>.png`` into ``out_dir``; returns their paths.
-
-    ``elapsed_s``: wall time of the command that ran the missing runs (None: a report of earlier runs only).
-    """
-    summary = summarize(plan, results)
+) -> dict[str, Any]:
+    """What every report states besides its figures: the exact command, packages, machine, the plan with its
+    estimate, the runs it lacks and the time they took."""
     meta = environment(argv, jobs, threads)
     meta["plan_lines"] = plan_lines(plan, set(), jobs, threads)[0]
     runs = list(results.values())
@@ -435,6 +431,28 @@ def write_report(
         "workers": jobs,
         "threads_per_worker": threads,
     }
+    return meta
+
+
+def write_report(
+    plan: Plan,
+    results: dict[str, dict[str, Any]],
+    out_dir: Path,
+    argv: Sequence[str],
+    jobs: int = 1,
+    threads: int = 1,
+    elapsed_s: float | None = None,
+) -> dict[str, Path]:
+    """Write ``<plan>.json``, ``<plan>.md`` and ``<plan>.png`` into ``out_dir``; returns their paths.
+
+    ``elapsed_s``: wall time of the command that ran the missing runs (None: a report of earlier runs only).
+    """
+    if plan.version >= 4:  # benchmark v4's own report (imported here: it builds on this module)
+        from benchmarks.compare.report_v4 import write_report_v4
+
+        return write_report_v4(plan, results, out_dir, argv, jobs, threads, elapsed_s)
+    summary = summarize(plan, results)
+    meta = report_meta(plan, results, argv, jobs, threads, elapsed_s)
     from peft_catalyst.history import write_json_atomic  # lazily, like every peft_catalyst import here
 
     paths = {ext: out_dir / f"{plan.name}.{ext}" for ext in ("json", "md", "png")}
