@@ -230,7 +230,7 @@ def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
     return "\n".join(lines) + "\n"
 
 
-def _setup_lines(meta: dict[str, Any]) -> list[str]:
+def _setup_lines(meta: dict[str, Any], statistics: str | None = None) -> list[str]:
     lines = ["## Setup", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- git: {meta['git']}"]
     lines.append(f"- machine: {meta['machine']['description']}")
     lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
@@ -243,9 +243,13 @@ def _setup_lines(meta: dict[str, Any]) -> list[str]:
     )
     lines += ["- plan and estimate:", "", "```text", *meta["plan_lines"], "```"]
     lines.append(
-        "- statistics: paired over seeds (the data split's seed is the run's seed, so each seed has its own "
-        "train/catalyst/test split shared by every method); the better single is picked by its test mean, which "
-        "favours the baseline. Bootstrap percentile intervals (10,000 resamples) are in the JSON."
+        "- statistics: "
+        + (
+            statistics
+            or "paired over seeds (the data split's seed is the run's seed, so each seed has its own "
+            "train/catalyst/test split shared by every method); the better single is picked by its test mean, which "
+            "favours the baseline. Bootstrap percentile intervals (10,000 resamples) are in the JSON."
+        )
     )
     return lines
 

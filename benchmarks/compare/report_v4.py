@@ -32,6 +32,15 @@ BEST_PEFT = "best-peft"
 #: The phases a round is won in (``RoundRecord.wins``): the best screened prompt, and the prompt the round left.
 PHASES = ("screening", "selection")
 
+#: How the report's statistics are made, for its setup section.
+STATISTICS = (
+    "paired over seeds (the data split's seed is the run's seed, so each seed has its own train/catalyst/validation/"
+    "test split shared by every method, and every method of a seed sees the same data order); the best PEFT start "
+    "is chosen on the validation accuracy of the kept prompts, never on test; pooled intervals over every (task, "
+    "seed) pair; bootstrap percentile intervals (10,000 resamples) beside the paired-t ones; proposer shares with a "
+    "cluster bootstrap over (task, seed)."
+)
+
 METHOD_DEFINITIONS_V4 = [
     "`peft-random` / `peft-sample-vocab` / `peft-text`: plain prompt tuning from PEFT's RANDOM init, its SAMPLE_VOCAB "
     "init (random vocabulary embeddings), and the TEXT init of the task's manual prompt: the starts a user of PEFT "
@@ -213,6 +222,14 @@ def compute_per_method(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[s
                 "main_steps": mean([r["gradient_steps"]["stages"] for r in runs.values()]),
                 "gradient_steps": mean([r["gradient_steps"]["total"] for r in runs.values()]),
                 "wall_s": mean([r["seconds"]["total"] for r in runs.values()]),
+                # the mentor's own generation is not the doer's compute: its calls and tokens apart
+                "llm_calls": mean([(r.get("llm") or {}).get("calls", 0) for r in runs.values()]),
+                "llm_tokens": mean(
+                    [
+                        (r.get("llm") or {}).get("prompt_tokens", 0) + (r.get("llm") or {}).get("completion_tokens", 0)
+                        for r in runs.values()
+                    ]
+                ),
             }
         out[task] = rows
     return out
@@ -351,39 +368,19 @@ def markdown_v4(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
             std = f" ± {100 * r['std']:.1f}" if r["std"] is not None and math.isfinite(r["std"]) else ""
             cells += [f"{_pct(r['mean'])}{std} (n={len(r['test'])})", _pct(r["validation_mean"])]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## Rounds won per proposer",
-        "",
-        "Rebuilt round by round from the runs' round records. Per method (and `all` of ours together) and phase "
-        "(`screening`: the best screened prompt; `selection`: the prompt the round left in place, `current` when it "
-        "kept the incumbent): wins/rounds = share [95% cluster-bootstrap interval over (task, seed)], and the "
-        "proposer's share of the prompts drawn in those rounds (what it would win if all prompts were alike).",
-        "",
-        "| method | rounds | phase | proposer | wins/rounds | share [95% CI] | share of prompts drawn |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m, table in summary["proposer_wins"].items():
-        for where, phases in table.items():
-            for phase, entry in phases.items():
-                for p, row in sorted(entry["proposers"].items(), key=lambda kv: -kv[1]["wins"]):
-                    low, high = row["ci95"]
-                    ci = f" [{100 * low:.0f}, {100 * high:.0f}]" if low is not None and math.isfinite(low) else ""
-                    lines.append(
-                        f"| {m} | {where} | {phase} | {p} | {row['wins']}/{row['rounds']} | "
-                        f"{100 * row['share']:.0f}%{ci} | {100 * row['draw_share']:.0f}% |"
-                    )
+    lines += ["", "## Rounds won per proposer", "", *_proposer_lines(summary["proposer_wins"])]
     lines += [
         "",
         "## Compute per method",
         "",
         "Means per run: tuning compute in forward-equivalent tokens (a training token 3, a scored token 1: stages + "
         "races + screening), its ratio to the same seed's `catalyst` run (mean, min-max), evaluation (validation and "
-        "keep-best) apart, main-loop and total gradient steps, wall seconds.",
+        "keep-best) apart, main-loop and total gradient steps, wall seconds, and the mentor's calls and tokens (its "
+        "own generation, not counted in the doer's compute; the embedded mentor shares the doer's weights).",
         "",
         "| task | method | runs | tuning | stages | screening | races | vs catalyst | evaluation | main steps | "
-        "gradient steps | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "gradient steps | wall s | LLM calls | LLM tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t, rows in summary["compute"].items():
         for m, r in rows.items():
@@ -392,7 +389,8 @@ def markdown_v4(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
             lines.append(
                 f"| {t} | {m} | {r['runs']} | {_tokens(r['tuning'])} | {_tokens(r['stages'])} | "
                 f"{_tokens(r['screening'])} | {_tokens(r['races'])} | {ratio_s} | {_tokens(r['evaluation'])} | "
-                f"{r['main_steps']:.0f} | {r['gradient_steps']:.0f} | {r['wall_s']:.0f} |"
+                f"{r['main_steps']:.0f} | {r['gradient_steps']:.0f} | {r['wall_s']:.0f} | {r['llm_calls']:.1f} | "
+                f"{r['llm_tokens']:.0f} |"
             )
     lines += ["", "## Splits", ""]
     for t, s in summary["splits"].items():
@@ -409,7 +407,12 @@ def markdown_v4(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
             "## Validation curves: flat or not",
             "",
             "Validation accuracy % (and label loss) at each evaluation, mean over seeds (step: accuracy (loss)), with "
-            "the change over the last quarter of training; on 100 validation examples one point is one example.",
+            "the change over the last quarter of training (last evaluation minus the one at about three quarters of "
+            "the steps), for the plain methods and the screened starts; one validation example is "
+            + ", ".join(
+                f"{100 / s['validation']:.1f} points on {t}" for t, s in summary["splits"].items() if s["validation"]
+            )
+            + ".",
             "",
         ]
         for task, by_method in curves.items():
@@ -423,8 +426,47 @@ def markdown_v4(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
                 seeds = max(p["seeds"] for p in shown)
                 lines.append(f"- {task} / {m} ({seeds} seed{'s' * (seeds != 1)}): {row}; {_last_quarter(shown)}")
     lines += ["", "## Methods", "", *[f"- {line}" for line in METHOD_DEFINITIONS_V4], ""]
-    lines += _setup_lines(meta)
+    lines += _setup_lines(meta, STATISTICS)
     return "\n".join(lines) + "\n"
+
+
+def _proposer_lines(wins: dict[str, Any]) -> list[str]:
+    """The table of rounds won per proposer: a row per method, rounds (initial, later) and phase, a column per
+    proposer (the table over both kinds of round is in the JSON, ``any``)."""
+    names = list(
+        dict.fromkeys(
+            p
+            for table in wins.values()
+            for where, phases in table.items()
+            for entry in phases.values()
+            for p in entry["proposers"]
+        )
+    )
+    lines = [
+        "Rebuilt round by round from the runs' round records. Per method (and `all` of ours together), kind of round "
+        "and phase (`screening`: the best screened prompt; `selection`: the prompt the round left in place, "
+        "`current` when it kept the incumbent): the rounds won by each proposer, their share [95% cluster-bootstrap "
+        "interval over (task, seed): rounds of one run and methods that share a seed's mentor call are not "
+        "independent], and in brackets the proposer's share of the prompts drawn in those rounds (what it would win "
+        "if all prompts were alike).",
+        "",
+        "| method | rounds | phase | n | " + " | ".join(names) + " |",
+        "|---|---|---|---|" + "---|" * len(names),
+    ]
+    for m, table in wins.items():
+        for where in ("initial", "later"):
+            for phase, entry in table.get(where, {}).items():
+                cells = []
+                for p in names:
+                    row = entry["proposers"].get(p)
+                    if row is None:
+                        cells.append("-")
+                        continue
+                    low, high = row["ci95"]
+                    ci = f" [{100 * low:.0f}, {100 * high:.0f}]" if low is not None and math.isfinite(low) else ""
+                    cells.append(f"{row['wins']} = {100 * row['share']:.0f}%{ci} ({100 * row['draw_share']:.0f}%)")
+                lines.append(f"| {m} | {where} | {phase} | {entry['rounds']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------------------------ plot
