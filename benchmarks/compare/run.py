@@ -327,13 +327,21 @@ def run_cell(
             "test_eval": round(evaluated - trained, 2),
             **{f"catalyst_{k}": v for k, v in timings.items()},
         },
-        "matched_to": {"method": spec.matched_to, "total_steps": matched_steps, "match": spec.match}
-        if spec.matched_to
-        else None,
+        "matched_to": _matched_to(spec, matched_steps),
         "estimated_seconds": round(plan.estimate(cell, matched_steps=matched_steps), 1),
         "threads": _torch_threads(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _matched_to(spec: MethodSpec, steps: int | None) -> dict[str, Any] | None:
+    """What a matched method took from its run: the method and the steps it trains (and, matched by compute, how)."""
+    if spec.matched_to is None:
+        return None
+    matched: dict[str, Any] = {"method": spec.matched_to, "total_steps": steps}
+    if spec.match != "steps":  # a field added with v4
+        matched["match"] = spec.match
+    return matched
 
 
 def _kept_validation_accuracy(trainer: Any) -> float | None:
