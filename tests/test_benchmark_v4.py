@@ -221,11 +221,14 @@ def test_the_dry_run_prints_the_plan_and_its_estimate(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------------ end to end
 
 
-@pytest.fixture(scope="module")
-def tiny_doer_dir(tmp_path_factory):
+@pytest.fixture(scope="module", params=["bert", "llama"])
+def tiny_doer_dir(request, tmp_path_factory):
+    """A tiny doer of each kind: a sequence classifier (a head) and a causal LM answering with label words (as
+    SmolLM2 does in the plan)."""
     tok = tiny.bpe_tokenizer()
-    path = tmp_path_factory.mktemp("tiny_bert")
-    tiny.tiny_bert_seq_cls(tok, num_labels=2).save_pretrained(path)
+    path = tmp_path_factory.mktemp(f"tiny_{request.param}")
+    model = tiny.tiny_bert_seq_cls(tok, num_labels=2) if request.param == "bert" else tiny.tiny_llama(tok)
+    model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
 

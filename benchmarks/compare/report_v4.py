@@ -134,10 +134,14 @@ def proposer_wins(
     method of ours and over all of them (``all``), at the initial round, the later rounds and both (``any``), per
     phase: wins, rounds where the phase happened, the share won with a 95% cluster-bootstrap interval over (task,
     seed) (rounds of one run, and methods that share a seed's cached mentor call, are not independent), and the
-    proposer's share of the prompts drawn in those rounds (what it would win if every prompt were alike)."""
+    proposer's share of the prompts drawn in those rounds (what it would win if every prompt were alike). ``all``
+    pools the methods with later rounds (``catalyst``, ``catalyst-no-mentor``)."""
     methods = [m for m in (methods or plan.methods) if plan.spec(m).rounds]
+    # "all": the runs whose rounds are their own; a screened-init run's round 0 repeats its whole-method twin's (same
+    # seed, init, draws and cached mentor reply), so it would count that round twice
+    pooled = [m for m in methods if plan.spec(m).matched_to is None] or methods
     out: dict[str, Any] = {}
-    for name, group in [(m, [m]) for m in methods] + ([("all", methods)] if len(methods) > 1 else []):
+    for name, group in [(m, [m]) for m in methods] + ([("all", pooled)] if len(pooled) > 1 else []):
         table: dict[str, Any] = {}
         for where in ("initial", "later", "any"):
             # cluster (task, seed) -> phase -> {"rounds": n, "wins": {p: n}, "drawn": {p: n}, "drawn_all": n}
@@ -443,7 +447,8 @@ def _proposer_lines(wins: dict[str, Any]) -> list[str]:
         )
     )
     lines = [
-        "Rebuilt round by round from the runs' round records. Per method (and `all` of ours together), kind of round "
+        "Rebuilt round by round from the runs' round records. Per method (and `all`: `catalyst` and "
+        "`catalyst-no-mentor` together; a screened-init run's round 0 repeats theirs), kind of round "
         "and phase (`screening`: the best screened prompt; `selection`: the prompt the round left in place, "
         "`current` when it kept the incumbent): the rounds won by each proposer, their share [95% cluster-bootstrap "
         "interval over (task, seed): rounds of one run and methods that share a seed's mentor call are not "
