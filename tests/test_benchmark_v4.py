@@ -278,3 +278,23 @@ def test_every_v4_method_runs_matched_by_compute_and_reports(tiny_doer_dir, tmp_
     md = paths["md"].read_text()
     assert "## Rounds won per proposer" in md and "## Validation curves: flat or not" in md
     assert "rotten_tomatoes / peft-text" in md and paths["png"].is_file()
+
+
+def test_report_only_reproduces_the_committed_v4_tables(tmp_path):
+    """Once the grid is committed: its stored runs give the committed v4.md tables row for row, and the proposer
+    counts are the rounds' own ``wins`` summed."""
+    committed = compare.RESULTS_DIR / "v4.md"
+    if not committed.is_file():
+        pytest.skip("benchmark v4 has not been run yet (no benchmarks/results/compare/v4.md)")
+    finished = compare.load_finished(PLAN, compare.RESULTS_DIR / "cells" / "v4")
+    paths = compare.write_report(PLAN, finished, tmp_path, ["--report-only"], jobs=2, threads=1)
+    table = [line for line in paths["md"].read_text().splitlines() if line.startswith("| ")]
+    assert table and table == [line for line in committed.read_text().splitlines() if line.startswith("| ")]
+    counted: dict[str, int] = {}
+    for run in finished.values():
+        if run["method"] in ("catalyst", "catalyst-no-mentor"):
+            for r in run["rounds"]:
+                if "selection" in r["wins"]:
+                    counted[r["wins"]["selection"]] = counted.get(r["wins"]["selection"], 0) + 1
+    rows = json.loads(paths["json"].read_text())["summary"]["proposer_wins"]["all"]["any"]["selection"]["proposers"]
+    assert {p: row["wins"] for p, row in rows.items() if row["wins"]} == counted
