@@ -478,8 +478,9 @@ def _proposer_lines(wins: dict[str, Any]) -> list[str]:
 
 
 def plot_v4(plan: Plan, summary: dict[str, Any], path: Path) -> None:
-    """One panel per task (test accuracy per method: seeds as dots, mean ± std) and one of the pooled contrasts
-    (mean with its 95% paired-t interval)."""
+    """Top row: one panel per task (test accuracy per method: seeds as dots, mean ± std) and one of the pooled
+    contrasts (mean with its 95% paired-t interval). Bottom row: per task the validation curves of the plain and
+    screened starts (flat or not), and each method's tuning compute relative to its seed's ``catalyst`` run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -488,9 +489,9 @@ def plot_v4(plan: Plan, summary: dict[str, Any], path: Path) -> None:
     tasks = [t for t in plan.tasks if summary["accuracy"].get(t)]
     if not tasks:
         return
-    fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4.6 * (len(tasks) + 1), 4.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        rows = summary["accuracy"][task]
+    fig, axes = plt.subplots(2, len(tasks) + 1, figsize=(4.6 * (len(tasks) + 1), 9.0), squeeze=False)
+    for j, task in enumerate(tasks):
+        ax, rows = axes[0][j], summary["accuracy"][task]
         methods = [m for m in plan.methods if m in rows]
         for i, m in enumerate(methods):
             r = rows[m]
@@ -502,6 +503,18 @@ def plot_v4(plan: Plan, summary: dict[str, Any], path: Path) -> None:
         ax.set_xticklabels(methods, rotation=40, ha="right", fontsize=8)
         ax.set_title(f"{task}: test accuracy (%)", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
+        ax = axes[1][j]
+        for m, points in (summary.get("curves") or {}).get(task, {}).items():
+            if plan.spec(m).rounds and plan.spec(m).matched_to is None:
+                continue
+            shown = [p for p in points if p["accuracy"] is not None and math.isfinite(p["accuracy"])]
+            if shown:
+                ax.plot([p["step"] for p in shown], [100 * p["accuracy"] for p in shown], marker=".", label=m)
+        ax.set_title(f"{task}: validation accuracy (%), mean over seeds", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
     ax = axes[0][-1]
     names = list(summary["contrasts"])
     for i, name in enumerate(names):
@@ -518,6 +531,29 @@ def plot_v4(plan: Plan, summary: dict[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("Δ test accuracy, pooled (points, 95% CI)")
     ax.grid(axis="x", alpha=0.3)
+    ax = axes[1][-1]
+    for k, task in enumerate(tasks):
+        rows = summary["compute"].get(task, {})
+        ratios = [(i, rows[m]["tuning_vs_catalyst"]) for i, m in enumerate(plan.methods) if rows.get(m)]
+        for i, ratio in ratios:
+            if ratio:
+                err = [[ratio["mean"] - ratio["min"]], [ratio["max"] - ratio["mean"]]]
+                ax.errorbar(
+                    i + 0.15 * k,
+                    ratio["mean"],
+                    yerr=err,
+                    fmt="o",
+                    color=f"C{k}",
+                    capsize=3,
+                    label=task if i == ratios[0][0] else None,
+                )
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(plan.methods)))
+    ax.set_xticklabels(plan.methods, rotation=40, ha="right", fontsize=8)
+    ax.set_title("tuning compute / its seed's catalyst run (min-max)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
