@@ -23,7 +23,7 @@ from peft_catalyst.app.runner import summary_lines
 from peft_catalyst.mentors import RandomMentor
 from peft_catalyst.model_card import build_model_card
 from peft_catalyst.projection import get_soft_prompt, vocabulary_words
-from peft_catalyst.records import RunSummary
+from peft_catalyst.records import RunSummary, Trigger
 from peft_catalyst.rounds.proposers import (
     TrainExamples,
     draw_labels,
@@ -259,6 +259,21 @@ def test_rounds_run_without_a_mentor_when_the_mix_needs_none(tok, tmp_path):
     trainer.train()
     assert len(trainer.catalyst_history) == 3 and trainer.catalyst_summary().mentor is None
     assert all(r.decision is not Decision.SKIPPED for r in trainer.catalyst_history)
+
+
+def test_the_initial_round_alone_screens_a_start_then_trains_plainly(tok, tmp_path):
+    """``catalyst_rounds=0`` with ``catalyst_initial_round``: round 0 screens the start, no round follows (the
+    command line and ``compare`` took this setting as an initial round before the callback ran it)."""
+    trainer = _trainer(
+        tok, tmp_path, mentor=None, catalyst_rounds=0, catalyst_initial_round=True,
+        catalyst_proposers="vocab=2,sample_vocab=1,current=1", catalyst_num_candidates=1,
+    )  # fmt: skip
+    trainer.train()
+    (only,) = trainer.catalyst_history
+    assert only.trigger is Trigger.INITIAL and only.step == 0
+    assert only.proposers == {"vocab": 2, "sample_vocab": 1, "current": 1}
+    summary = trainer.catalyst_summary()
+    assert summary.main_steps == trainer.args.max_steps and summary.compute.screening > 0
 
 
 def test_examples_come_from_the_training_split_only(tok, tmp_path):

@@ -14,7 +14,8 @@ the statistics, the record store, the run schedule, the environment), in modules
 - :mod:`~benchmarks.compare.report`: the JSON, Markdown and PNG report (v3's sections too);
 - :mod:`~benchmarks.compare.formats`: how every report writes a paired difference and a wins/rounds count;
 - :mod:`~benchmarks.compare.runner`: running a plan (in order, or in worker processes), then the report;
-- :mod:`~benchmarks.compare.pooled`: benchmark v3's answer, the regimes' reports pooled in one table.
+- :mod:`~benchmarks.compare.pooled`: benchmark v3's answer, the regimes' reports pooled in one table;
+- :mod:`~benchmarks.compare.report_v4`: benchmark v4's report (ours against the best PEFT start at equal compute).
 """
 
 from __future__ import annotations
@@ -69,10 +70,18 @@ from benchmarks.compare.plans import (  # noqa: E402
     V3_METHODS,
     V3_PLATEAU_PLAN,
     V3_STALL_PLAN,
+    V4_CONTRASTS,
+    V4_METHODS,
+    V4_PEFT_STARTS,
+    V4_PLAN,
+    V4_QUICK_PLAN,
+    V4_RECIPE,
     Plan,
+    V4Recipe,
     plan_lines,
     seeds_that_fit,
     v3_specs,
+    v4_specs,
 )
 from benchmarks.compare.report import (  # noqa: E402
     METHOD_DEFINITIONS,
@@ -91,6 +100,7 @@ from benchmarks.compare.store import (  # noqa: E402
     cell_settings,
     claim_cell,
     commit_run,
+    compute_steps,
     dependency,
     load_finished,
     lock_holder_alive,
@@ -135,14 +145,22 @@ __all__ = [
     "V3_METHODS",
     "V3_PLATEAU_PLAN",
     "V3_STALL_PLAN",
+    "V4_CONTRASTS",
+    "V4_METHODS",
+    "V4_PEFT_STARTS",
+    "V4_PLAN",
+    "V4_QUICK_PLAN",
+    "V4_RECIPE",
     "Cell",
     "DoerPlan",
     "MethodSpec",
     "Plan",
+    "V4Recipe",
     "cell_path",
     "cell_settings",
     "claim_cell",
     "commit_run",
+    "compute_steps",
     "dependency",
     "embedded_mentor",
     "environment",
@@ -173,5 +191,6 @@ __all__ = [
     "summarize",
     "thread_speedup",
     "v3_specs",
+    "v4_specs",
     "write_report",
 ]

@@ -33,6 +33,15 @@ a time:
     python -m benchmarks.compare --plan v3-stall --commit-each                 # 3 tasks x 5 seeds, about 3 h
     python -m benchmarks.compare --plan v3-plateau --tasks trec --commit-each  # the plateau regime, a task at a time
     python -m benchmarks.compare --plan v3-stall --quick                       # its machinery check
+
+Benchmark v4 (issue 34; methods, recipe and budgets: :mod:`benchmarks.compare.plans`): ours against PEFT's own
+starts (RANDOM, SAMPLE_VOCAB, TEXT) at equal forward-equivalent compute, resumable:
+
+    python -m benchmarks.compare --plan v4 --dry-run                      # its plan and time estimate
+    python -m benchmarks.compare --plan v4 --commit-each                  # 2 tasks x 5 seeds x 7 methods
+    python -m benchmarks.compare --plan v4 --tasks trec --commit-each     # a task at a time
+    python -m benchmarks.compare --plan v4 --quick                        # its machinery check
+    python -m benchmarks.compare --plan v4 --report-only                  # the report from the finished runs
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ import warnings
 from pathlib import Path
 
 from benchmarks.compare.methods import ALL_METHODS, RANDOM_INIT_SUFFIX, SINGLE_METHODS
-from benchmarks.compare.plans import PLANS, QUICK_PLANS, V3_METHODS, Plan
+from benchmarks.compare.plans import PLANS, QUICK_PLANS, V3_METHODS, V4_METHODS, Plan
 from benchmarks.compare.runner import run_cells, run_plan
 from benchmarks.compare.store import RESULTS_DIR
 
@@ -90,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plan",
         choices=sorted(PLANS),
         default="v2",
-        help="v2 (issue 14, default), full (the first grid), v3-stall or v3-plateau (issue 22)",
+        help="v2 (issue 14, default), full (the first grid), v3-stall or v3-plateau (issue 22), v4 (issue 34)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="the plan's machinery check (1 task, 1 seed, tiny budget)"
@@ -100,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=list(dict.fromkeys([*ALL_METHODS, *V3_METHODS, *RANDOM_INIT_METHODS])),
+        choices=list(dict.fromkeys([*ALL_METHODS, *V3_METHODS, *V4_METHODS, *RANDOM_INIT_METHODS])),
     )
     parser.add_argument(
-        "--seeds", type=int, help="seeds per doer (default: the plan's: v2 5 and 3, full 2, v3-stall 5, v3-plateau 3)"
+        "--seeds",
+        type=int,
+        help="seeds per doer (default: the plan's: v2 5 and 3, full 2, v3-stall 5, v3-plateau 3, v4 5)",
     )
     parser.add_argument(
         "--restart-init", choices=["random", "text"], help="init of restart methods (default: the plan's)"

@@ -232,3 +232,86 @@ def resolution_line(test_size: int) -> str:
         f"test {test_size}: one run's accuracy ±{run_se:.1f} points (1 SE at 80%); a paired difference on the same "
         f"examples ±{paired_se:.1f} points (1 SE, 10% of examples flip); seeds vary more than that"
     )
+
+
+# Plans from v4 on: rounds that draw from catalyst_proposers and screen by successive halving, selection "best", every
+# method evaluated on validation every ``eval_every`` steps, plain methods matched by forward-equivalent compute.
+
+
+def v4_round_rows(dplan: DoerPlan, spec: MethodSpec, initial: bool = False) -> float:
+    """Expected catalyst-split rows (examples x prompts) one round of a v4 method scores: its proposers' prompts
+    screened (``halving`` or ``full``; the mentor's at :data:`USABLE_RATE`), the winner and the incumbent on the
+    whole split, and in a later round the trajectory points."""
+    from peft_catalyst.rounds.screening import halving_rungs
+
+    t = dict(spec.trainer)
+    counts = _proposer_counts(t.get("catalyst_proposers"))
+    prompts = sum(n * (USABLE_RATE if name == "mentor" else 1.0) for name, n in counts.items()) or dplan.num_candidates
+    split = dplan.catalyst_size
+    if t.get("catalyst_screen_schedule") == "halving" and prompts > 1:
+        rows = float(sum(n * size for n, size in halving_rungs(round(prompts), 1, split, 16)))
+    else:
+        rows = prompts * split
+    rows += split  # the incumbent, scored beside the winner
+    if not initial:
+        rows += min(dplan.trajectory_points, dplan.stage_steps) * split
+    return rows
+
+
+def _proposer_counts(value: object) -> dict[str, int]:
+    """``catalyst_proposers`` as name -> count (``"mentor=2,labels=2"`` or a dict; {} for None)."""
+    if isinstance(value, dict):
+        return {str(k): int(v) for k, v in value.items()}
+    if not value:
+        return {}
+    return {name.strip(): int(n) for name, n in (part.split("=") for part in str(value).split(","))}
+
+
+def v4_expected_steps(dplan: DoerPlan, spec: MethodSpec, matched: MethodSpec | None = None) -> float:
+    """Expected main-loop steps of a v4 method: the plan's for a round method; for one matched by compute, the steps
+    that buy its matched run's expected tuning compute (a catalyst-split row costs about a third of a training row,
+    rows of the two splits taken as alike in length), less its own initial round's when it has one."""
+    if matched is None:
+        return float(dplan.max_steps)
+    t = dict(matched.trainer)
+    rounds = t.get("catalyst_rounds", dplan.rounds)
+    rows = rounds * v4_round_rows(dplan, matched) + v4_round_rows(dplan, matched, initial=True)
+    if dict(spec.trainer).get("catalyst_initial_round"):
+        rows -= v4_round_rows(dplan, spec, initial=True)
+    return dplan.max_steps + rows / (3 * dplan.batch_size)
+
+
+def estimate_v4_seconds(
+    cell: Cell,
+    dplan: DoerPlan,
+    spec: MethodSpec,
+    matched: MethodSpec | None = None,
+    threads: int = 1,
+    matched_steps: int | None = None,
+    shared_first_call: bool = False,
+) -> float:
+    """Predicted wall time of a v4 run from :data:`COSTS`: load, main-loop steps (a matched method's actual count
+    when known, else :func:`v4_expected_steps`), the rounds' scoring and mentor calls, the validation evaluations and
+    the test evaluation."""
+    c = COSTS.get(cell.doer, COSTS["minilm"])
+    scale = TASK_SCALE.get(cell.task, 1.0)
+    step = c["step_per_example"] * dplan.batch_size * scale
+    forward = c["forward_per_example"] * scale
+    steps = matched_steps if matched_steps is not None else v4_expected_steps(dplan, spec, matched)
+    seconds = c["load"] + forward * dplan.test_size + steps * step
+    if dplan.eval_every:
+        seconds += (steps // dplan.eval_every + 2) * forward * (dplan.validation_size or 300)
+    if spec.rounds:
+        t = dict(spec.trainer)
+        later = t.get("catalyst_rounds", dplan.rounds)
+        rows = later * v4_round_rows(dplan, spec)
+        calls = 0.0
+        if t.get("catalyst_initial_round"):
+            rows += v4_round_rows(dplan, spec, initial=True)
+            calls += 1
+        seconds += rows * forward
+        if spec.mentor.startswith("llm"):
+            calls += later
+            calls -= 1 if shared_first_call else 0
+            seconds += calls * c.get("mentor_call_s", MENTOR_CALL_S) * EVIDENCE_CALL_FACTOR
+    return seconds / thread_speedup(threads)

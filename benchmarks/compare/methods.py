@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +35,18 @@ class MethodSpec:
 
     name: str
     base: str
-    init: str  # "random" or "text": PEFT's prompt init
-    mentor: str  # "none", "random" (RandomMentor), "llm", or "llm+history" (llm-only)
+    init: str  # "random", "text" or "vocab" (PEFT's SAMPLE_VOCAB): the prompt init
+    #: "none" (no LLM: plain tuning, or rounds drawn from catalyst_proposers alone), "random" (RandomMentor), "llm",
+    #: or "llm+history" (llm-only)
+    mentor: str
     selection: str | None  # catalyst_selection; None: no rounds
     frozen_prompt: bool = False  # llm-only: the soft prompt gets no gradient update
     matched_to: str | None = None  # single-matched: the method whose total gradient steps it trains
+    #: How a method with ``matched_to`` is matched (from v4): "steps" (the matched run's total gradient steps) or
+    #: "compute" (the gradient steps that buy the matched run's tuning compute in forward-equivalent tokens, less
+    #: the method's own initial round when it has one; see :func:`benchmarks.compare.store.matched_steps`). Left out
+    #: of the stored settings while "steps", so earlier plans' runs stay valid.
+    match: str = "steps"
     #: More ``CatalystTrainingArguments`` of the method, as (name, value) pairs (plans from v3 on: screening,
     #: evidence, initial round, label anchor, restart shape, random controls); empty: the library's defaults.
     trainer: tuple[tuple[str, Any], ...] = ()
@@ -117,10 +125,34 @@ class DoerPlan:
     #: of ``peft-catalyst train`` (evaluated at step 0, at every stage's end and at the last step; see
     #: ``peft_catalyst.trainer.keep_best``); its record says which step it kept. None: the final prompt is tested.
     keep_best: bool | None = None
+    #: With ``keep_best``: the validation metric that ranks the prompts (None: ``accuracy``; v4: ``label_loss``, the
+    #: rule of ``peft-catalyst train``).
+    keep_best_metric: str | None = None
+    #: Every method evaluates on validation every this many main-loop steps (the kept prompt's candidates and the
+    #: validation curve alike); None: at every stage's end with ``keep_best``, at ``curve_points`` without rounds.
+    eval_every: int | None = None
+    #: Per task, fields that differ from the ones above, as (task, ((field, value), ...)) pairs (v4: TREC-6 trains
+    #: longer than Rotten Tomatoes); see :meth:`for_task`.
+    task_overrides: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def for_task(self, task: str) -> DoerPlan:
+        """The budget of this doer on ``task``: :attr:`task_overrides` applied (and then dropped)."""
+        changes = dict(dict(self.task_overrides).get(task, ()))
+        return dataclasses.replace(self, task_overrides=(), **changes) if self.task_overrides else self
 
 
-#: DoerPlan fields added after the first grid: left out of the stored settings while None.
-_OPTIONAL_DOER_FIELDS = ("race_steps", "race_eta", "race_margin", "validation_size", "curve_points", "keep_best")
+#: DoerPlan fields added after the first grid: left out of the stored settings while None (or empty).
+_OPTIONAL_DOER_FIELDS = (
+    "race_steps",
+    "race_eta",
+    "race_margin",
+    "validation_size",
+    "curve_points",
+    "keep_best",
+    "keep_best_metric",
+    "eval_every",
+    "task_overrides",
+)
 
 
 @dataclass(frozen=True)

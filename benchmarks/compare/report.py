@@ -230,7 +230,7 @@ def markdown_v2(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
     return "\n".join(lines) + "\n"
 
 
-def _setup_lines(meta: dict[str, Any]) -> list[str]:
+def _setup_lines(meta: dict[str, Any], statistics: str | None = None) -> list[str]:
     lines = ["## Setup", "", f"- command: `{meta['command']}`", f"- date: {meta['date']}", f"- git: {meta['git']}"]
     lines.append(f"- machine: {meta['machine']['description']}")
     lines.append("- packages: " + ", ".join(f"{k} {v}" for k, v in meta["packages"].items()))
@@ -243,9 +243,13 @@ def _setup_lines(meta: dict[str, Any]) -> list[str]:
     )
     lines += ["- plan and estimate:", "", "```text", *meta["plan_lines"], "```"]
     lines.append(
-        "- statistics: paired over seeds (the data split's seed is the run's seed, so each seed has its own "
-        "train/catalyst/test split shared by every method); the better single is picked by its test mean, which "
-        "favours the baseline. Bootstrap percentile intervals (10,000 resamples) are in the JSON."
+        "- statistics: "
+        + (
+            statistics
+            or "paired over seeds (the data split's seed is the run's seed, so each seed has its own "
+            "train/catalyst/test split shared by every method); the better single is picked by its test mean, which "
+            "favours the baseline. Bootstrap percentile intervals (10,000 resamples) are in the JSON."
+        )
     )
     return lines
 
@@ -407,20 +411,16 @@ def environment(argv: Sequence[str], jobs: int = 1, threads: int = 1) -> dict[st
     return describe(" ".join(["python -m benchmarks.compare", *argv]), jobs, threads, git_dir=Path(__file__).parent)
 
 
-def write_report(
+def report_meta(
     plan: Plan,
     results: dict[str, dict[str, Any]],
-    out_dir: Path,
     argv: Sequence[str],
     jobs: int = 1,
     threads: int = 1,
     elapsed_s: float | None = None,
-) -> dict[str, Path]:
-    """Write ``<plan>.json``, ``<plan>.md`` and ``<plan>.png`` into ``out_dir``; returns their paths.
-
-    ``elapsed_s``: wall time of the command that ran the missing runs (None: a report of earlier runs only).
-    """
-    summary = summarize(plan, results)
+) -> dict[str, Any]:
+    """What every report states besides its figures: the exact command, packages, machine, the plan with its
+    estimate, the runs it lacks and the time they took."""
     meta = environment(argv, jobs, threads)
     meta["plan_lines"] = plan_lines(plan, set(), jobs, threads)[0]
     runs = list(results.values())
@@ -435,6 +435,28 @@ def write_report(
         "workers": jobs,
         "threads_per_worker": threads,
     }
+    return meta
+
+
+def write_report(
+    plan: Plan,
+    results: dict[str, dict[str, Any]],
+    out_dir: Path,
+    argv: Sequence[str],
+    jobs: int = 1,
+    threads: int = 1,
+    elapsed_s: float | None = None,
+) -> dict[str, Path]:
+    """Write ``<plan>.json``, ``<plan>.md`` and ``<plan>.png`` into ``out_dir``; returns their paths.
+
+    ``elapsed_s``: wall time of the command that ran the missing runs (None: a report of earlier runs only).
+    """
+    if plan.version >= 4:  # benchmark v4's own report (imported here: it builds on this module)
+        from benchmarks.compare.report_v4 import write_report_v4
+
+        return write_report_v4(plan, results, out_dir, argv, jobs, threads, elapsed_s)
+    summary = summarize(plan, results)
+    meta = report_meta(plan, results, argv, jobs, threads, elapsed_s)
     from peft_catalyst.history import write_json_atomic  # lazily, like every peft_catalyst import here
 
     paths = {ext: out_dir / f"{plan.name}.{ext}" for ext in ("json", "md", "png")}

@@ -46,7 +46,8 @@ def _history_rounds(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
                 if current is not None and scored(current)
                 else None,
                 "candidates": [
-                    {"text": c.text, "score": c.score, "loss": c.loss, "scored": scored(c)} for c in record.candidates
+                    {"text": c.text, "score": c.score, "loss": c.loss, "scored": scored(c), "proposer": c.proposer}
+                    for c in record.candidates
                 ],
                 "decisive_score": decisive.score if decisive is not None else None,
                 "race_steps": record.race_steps,
@@ -63,9 +64,31 @@ def _history_rounds(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
                     )
                 },
                 "prompt_after": record.prompt_after,
+                # from v4: what started the round, the prompts drawn per proposer and which proposer won at
+                # screening and at selection (peft_catalyst.rounds.proposers.round_wins), and how screening spent
+                # the catalyst split; every round's outcome, so pooled counts can be rebuilt round by round
+                "trigger": record.trigger.value,
+                "proposers": dict(record.proposers),
+                "wins": dict(record.wins),
+                "screening": _screening(record),
             }
         )
     return rounds
+
+
+def _screening(record: RoundRecord) -> dict[str, Any] | None:
+    """A round's screening, compacted: schedule, prompts screened and kept, scorings of examples (halving)."""
+    s = record.screening
+    if s is None:
+        return None
+    return {
+        "schedule": s.schedule,
+        "samples": s.samples,
+        "kept": list(s.kept),
+        "examples": list(s.examples),
+        "example_scorings": s.example_scorings,
+        "rungs": [dataclasses.asdict(r) for r in s.rungs],
+    }
 
 
 def llm_usage(rounds: list[dict[str, Any]], method: str, spec: MethodSpec | None = None) -> dict[str, Any]:
@@ -124,7 +147,7 @@ def run_cell(
     from peft_catalyst.projection import soft_prompt_text, vocabulary_words
     from peft_catalyst.trainer import CatalystTrainer, CatalystTrainingArguments
 
-    d = plan.doer(cell.doer)
+    d = plan.budget(cell)
     spec = plan.spec(cell.method)
     if spec.matched_to is not None and matched_steps is None:
         raise ValueError(f"{cell.key} needs the total gradient steps of its {spec.matched_to} run")
@@ -157,11 +180,17 @@ def run_cell(
     mentor = None
     notes: list[str] = []
     trainer_ref: list[Any] = []
+    if spec.matched_to is not None:
+        max_steps = int(matched_steps)  # type: ignore[arg-type]
+        notes.append(
+            f"{max_steps} optimizer steps: the tuning compute of {spec.matched_to}, same seed"
+            if spec.match == "compute"
+            else f"{max_steps} optimizer steps: the total gradient steps of {spec.matched_to}, same seed"
+        )
     if not spec.rounds:
         rounds = 0
-        if spec.matched_to is not None:
-            max_steps = int(matched_steps)  # type: ignore[arg-type]
-            notes.append(f"{max_steps} optimizer steps: the total gradient steps of {spec.matched_to}, same seed")
+    elif spec.mentor == "none":  # rounds drawn from catalyst_proposers alone (v4's screened-init, ...-no-mentor)
+        mentor = None
     elif spec.mentor == "random":
         mentor = RandomMentor(vocabulary_words(doer.tokenizer), seed=cell.seed)
     else:
@@ -188,16 +217,19 @@ def run_cell(
     if spec.trainer and spec.rounds:  # v3 on: the method's own settings, and the label words as the command gives
         extra = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.trainer}
         extra["catalyst_labels"] = task_label_words(doer.task, doer.kind)
+        rounds = extra.pop("catalyst_rounds", rounds)  # v4's screened-init: the initial round alone
     if d.keep_best:  # every method alike: the command's rule (peft_catalyst.app.runner.embedded_defaults)
         extra.update(
             eval_strategy="steps",
             eval_steps=stage_steps,
             save_strategy="best",
             load_best_model_at_end=True,
-            metric_for_best_model="accuracy",
+            metric_for_best_model=d.keep_best_metric or "accuracy",
         )
     if d.curve_points and not spec.rounds:  # where plain prompt tuning flattens: a validation curve
         extra.update(eval_strategy="steps", eval_steps=max(1, max_steps // d.curve_points))
+    if d.eval_every:  # v4: every method evaluated on the same schedule (kept prompt and validation curve)
+        extra.update(eval_strategy="steps", eval_steps=d.eval_every)
     args = CatalystTrainingArguments(
         output_dir=str(out),
         max_steps=max_steps,
@@ -229,6 +261,8 @@ def run_cell(
         lambda: evaluate_accuracy(doer.model, doer.spec, "test", batch_size=d.eval_batch_size)["accuracy"]
     )
     trainer.add_callback(final_step)
+    initial_round = initial_round_compute(trainer)
+    trainer.add_callback(initial_round)
     trainer_ref.append(trainer)
     loaded = time.perf_counter()
     trainer.train()
@@ -258,6 +292,8 @@ def run_cell(
         "notes": notes,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
+        # the validation accuracy of the prompt the run kept (keep_best): what picks the best PEFT start in v4
+        "kept_validation_accuracy": _kept_validation_accuracy(trainer),
         # with keep_best: the step whose prompt was kept (and tested above), and the last step's prompt's accuracy
         **(
             {"kept": dataclasses.asdict(trainer.catalyst.kept), "final_step_test_accuracy": final_step.accuracy}
@@ -268,6 +304,11 @@ def run_cell(
         "train_loss": train_loss,
         "prompts": {"initial": initial_prompt, "final": soft_prompt_text(doer.model, doer.tokenizer)},
         "rounds": rounds_done,
+        # forward-equivalent tokens per part (peft_catalyst.records.Compute: stages, races, screening, evaluation,
+        # tuning, total, gradient steps), and the initial round's alone (counted as it ended, before step 1)
+        "compute": run_summary.compute.to_dict() if run_summary.compute is not None else None,
+        "initial_round_compute": initial_round.parts,
+        "proposers": dict(run_summary.proposers),
         "llm": llm_usage(rounds_done, cell.method, spec),
         "beat_random": {
             "screening": list(run_summary.beat_random_screening),
@@ -286,11 +327,49 @@ def run_cell(
             "test_eval": round(evaluated - trained, 2),
             **{f"catalyst_{k}": v for k, v in timings.items()},
         },
-        "matched_to": {"method": spec.matched_to, "total_steps": matched_steps} if spec.matched_to else None,
+        "matched_to": _matched_to(spec, matched_steps),
         "estimated_seconds": round(plan.estimate(cell, matched_steps=matched_steps), 1),
         "threads": _torch_threads(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _matched_to(spec: MethodSpec, steps: int | None) -> dict[str, Any] | None:
+    """What a matched method took from its run: the method and the steps it trains (and, matched by compute, how)."""
+    if spec.matched_to is None:
+        return None
+    matched: dict[str, Any] = {"method": spec.matched_to, "total_steps": steps}
+    if spec.match != "steps":  # a field added with v4
+        matched["match"] = spec.match
+    return matched
+
+
+def _kept_validation_accuracy(trainer: Any) -> float | None:
+    """Validation accuracy of the kept prompt (the evaluation at the kept step); None without keep_best."""
+    kept = trainer.catalyst.kept
+    if kept is None:
+        return None
+    at = [e["eval_accuracy"] for e in trainer.state.log_history if e.get("step") == kept.step and "eval_accuracy" in e]
+    return at[-1] if at else None
+
+
+def initial_round_compute(trainer: Any) -> Any:
+    """A callback that reads ``trainer``'s compute as training starts, after the initial round (the trainer's own
+    callback runs it in ``on_train_begin``, before this one): that round's screening and race compute, in ``parts``
+    (None for a run without an initial round)."""
+    from transformers import TrainerCallback
+
+    class InitialRoundCompute(TrainerCallback):
+        parts: dict[str, int] | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            history = trainer.catalyst_history
+            if history and history[0].trigger.value == "initial":
+                parts = trainer.catalyst.compute.parts
+                self.parts = {part: int(parts[part]) for part in ("screening", "races")}
+            return control
+
+    return InitialRoundCompute()
 
 
 def _torch_threads() -> int:

@@ -25,10 +25,10 @@ def cell_settings(plan: Plan, cell: Cell) -> dict[str, Any]:
 
     The number of seeds of the plan is not one of them: adding or dropping seeds keeps the runs of the others.
     """
-    doer_plan = asdict(plan.doer(cell.doer))
+    doer_plan = asdict(plan.budget(cell))
     doer_plan.pop("seeds")
     for key in _OPTIONAL_DOER_FIELDS:
-        if doer_plan.get(key) is None:
+        if doer_plan.get(key) in (None, ()):
             doer_plan.pop(key, None)
     settings = {
         "bench_version": plan.version if plan.version > 1 else BENCH_VERSION,
@@ -40,6 +40,8 @@ def cell_settings(plan: Plan, cell: Cell) -> dict[str, Any]:
         method = asdict(plan.spec(cell.method))
         if not method["trainer"]:  # a field added with v3: v2's runs were stored without it
             method.pop("trainer")
+        if method["match"] == "steps":  # a field added with v4
+            method.pop("match")
         settings["method"] = method
     return json.loads(json.dumps(settings))  # as stored: tuples read back as lists
 
@@ -68,15 +70,41 @@ def dependency(plan: Plan, cell: Cell) -> Cell | None:
 
 
 def matched_steps(plan: Plan, cells_dir: Path, cell: Cell) -> int | None:
-    """The optimizer steps ``cell`` (single-matched) trains: the total gradient steps (stages + races) of the same
-    seed's catalyst-race run as stored; None while that run is not finished."""
+    """The optimizer steps ``cell`` (a method with ``matched_to``) trains, from the same seed's run it is matched to
+    as stored (None while that run is not finished): its total gradient steps (stages + races) when matched by
+    steps; matched by compute (v4), the steps that buy its tuning compute (:func:`compute_steps`)."""
     dep = dependency(plan, cell)
     if dep is None:
         return None
     record = _read_run(plan, cells_dir, dep, quiet=True)
     if record is None:
         return None
+    spec = plan.spec(cell.method)
+    if spec.match == "compute":
+        return compute_steps(record, own_initial_round=bool(dict(spec.trainer).get("catalyst_initial_round")))
     return int(record["gradient_steps"]["total"])
+
+
+def compute_steps(record: dict[str, Any], own_initial_round: bool = False) -> int:
+    """The gradient steps of plain training that buy a finished run's tuning compute (stages + races + screening,
+    forward-equivalent tokens) at that run's own tokens per step: ``peft-catalyst compare --match compute``'s rule
+    (:func:`peft_catalyst.app.compare.runs.compute_matched_steps`). ``own_initial_round``: the method screens its
+    own start at step 0 first (``screened-init``), so the run's initial round (``initial_round_compute``, counted
+    when it ended) is left out of what the steps buy."""
+    from peft_catalyst.app.compare.runs import compute_matched_steps
+
+    compute = dict(record.get("compute") or {})
+    if own_initial_round and compute.get("tuning") is not None:
+        initial = record.get("initial_round_compute") or {}
+        compute["tuning"] -= sum(int(initial.get(part) or 0) for part in ("screening", "races"))
+    return compute_matched_steps(
+        {
+            "method": record["method"],
+            "seed": record["seed"],
+            "compute": compute,
+            "steps": {"main": record["gradient_steps"]["stages"]},
+        }
+    )
 
 
 def load_finished(plan: Plan, cells_dir: Path) -> dict[str, dict[str, Any]]:
@@ -114,6 +142,7 @@ __all__ = [
     "cell_settings",
     "claim_cell",
     "commit_run",
+    "compute_steps",
     "dependency",
     "load_finished",
     "lock_holder_alive",

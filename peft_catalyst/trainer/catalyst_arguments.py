@@ -59,7 +59,8 @@ class CatalystArguments:
         catalyst_initial_round (`bool`, *optional*, defaults to `False`):
             Ask the mentor once at step 0 (examples and labels, no trajectory): its prompts and the initial prompt
             are screened (and raced with `catalyst_selection="race"`) and training starts from the winner. Recorded
-            as round 0; not counted in `catalyst_rounds`.
+            as round 0; not counted in `catalyst_rounds`. With `catalyst_rounds=0` it is the only round: a screened
+            start, then plain prompt tuning.
         catalyst_plateau_patience (`int` or `None`, *optional*, defaults to `None`):
             Start a round early when the training loss has not improved for this many optimizer steps of the current
             stage. `None` keeps to the schedule.
@@ -223,7 +224,7 @@ class CatalystArguments:
             "help": (
                 "Ask the mentor once at step 0 (examples and labels, no trajectory); its prompts and the initial "
                 "prompt are screened (raced with catalyst_selection='race') and training starts from the winner. "
-                "Recorded as round 0, not counted in catalyst_rounds."
+                "Recorded as round 0, not counted in catalyst_rounds; with catalyst_rounds 0 it is the only round."
             )
         },
     )

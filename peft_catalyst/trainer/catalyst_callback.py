@@ -163,7 +163,7 @@ class CatalystCallback(TrainerCallback):
         self.trainer = trainer
         self.compute = _meter(trainer)
         no_pin_memory_without_accelerator(trainer.args)  # as the command line: no pin_memory warning per dataloader
-        if self.settings.catalyst_proposer_counts and self.settings.catalyst_rounds > 0:
+        if self.settings.catalyst_proposer_counts and self.rounds_scheduled:
             self.settings.validate_proposers(
                 has_mentor=self.mentor is not None,
                 train_rows=len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else 0,
@@ -194,7 +194,7 @@ class CatalystCallback(TrainerCallback):
                     "whole prompt after every step): leave it None there."
                 )
             self.task_description()  # fail now, not at the first round
-        elif self.mentor is None and self.settings.catalyst_rounds > 0:
+        elif self.mentor is None and self.rounds_scheduled:
             logger.warning("No mentor: training runs as plain prompt tuning, without rounds.")
         if self not in trainer.callback_handler.callbacks:
             trainer.add_callback(self)
@@ -202,7 +202,13 @@ class CatalystCallback(TrainerCallback):
 
     @property
     def rounds_enabled(self) -> bool:
-        return self.has_proposers and self.settings.catalyst_rounds > 0
+        return self.has_proposers and self.rounds_scheduled
+
+    @property
+    def rounds_scheduled(self) -> bool:
+        """Whether the settings ask for any round: later rounds, or the initial round alone (``catalyst_rounds=0``
+        with ``catalyst_initial_round``: a screened start, then plain prompt tuning)."""
+        return self.settings.catalyst_rounds > 0 or bool(self.settings.catalyst_initial_round)
 
     @property
     def has_proposers(self) -> bool:

@@ -15,6 +15,7 @@ __all__ = [
     "PairedDifference",
     "binomial_interval",
     "bootstrap_ci",
+    "cluster_bootstrap_ratio",
     "mean_std",
     "paired_difference",
     "paired_t_ci",
@@ -120,3 +121,28 @@ def binomial_interval(wins: int, n: int, confidence: float = 0.95) -> tuple[floa
         return 0.0, 1.0
     interval = stats.binomtest(int(wins), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return float(interval.low), float(interval.high)
+
+
+def cluster_bootstrap_ratio(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``sum(numerators) / sum(denominators)`` resampling whole clusters (one entry
+    per cluster: e.g. the rounds a proposer won and the rounds counted in one (task, seed)), so that outcomes that
+    share a cluster (rounds of one run, runs that share a mentor call) are not counted as independent. NaN below 2
+    clusters; a resample whose denominators sum to 0 is dropped."""
+    num, den = np.asarray(numerators, dtype=float), np.asarray(denominators, dtype=float)
+    if num.shape != den.shape:
+        raise ValueError(f"one numerator and one denominator per cluster, got {num.size} and {den.size}")
+    if num.size < 2:
+        return math.nan, math.nan
+    picks = np.random.default_rng(seed).integers(0, num.size, size=(resamples, num.size))
+    totals, counts = num[picks].sum(axis=1), den[picks].sum(axis=1)
+    ratios = totals[counts > 0] / counts[counts > 0]
+    if ratios.size == 0:
+        return math.nan, math.nan
+    alpha = (1.0 - confidence) / 2
+    return float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1.0 - alpha))
