@@ -41,6 +41,11 @@ def rebuild(folder: Path, out: Path | None = None) -> dict[str, Path]:
     meta.setdefault("packages", {})
     meta["seeds"] = meta.get("seeds") if isinstance(meta.get("seeds"), int) else len(meta.get("seeds") or seeds)
     meta["seeds_finished"] = len(finished)
+    # How single was matched: its records say (an unfinished comparison's meta file has no "match" yet).
+    matches = {(r.get("settings") or {}).get("match") for r in records.values() if r.get("method") == "single"}
+    matches.discard(None)
+    if len(matches) == 1:
+        meta["match"] = matches.pop()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     meta["report_by"] = commit.stdout.strip() or "?"
     target = out or folder

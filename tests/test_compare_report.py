@@ -32,3 +32,20 @@ def test_a_folder_of_records_gets_todays_report_with_its_meta(tmp_path):
     assert "| catalyst | 2 | 50.0 | 58.5 | 58.5 | 2 of 2 |" in md
     report = json.loads((tmp_path / "compare.json").read_text())
     assert report["summary"]["contrasts"]["catalyst - single"]["difference"]["n"] == 2 and report["report_by"]
+    assert "matched to `catalyst` by **gradient steps**" in md  # no single record says otherwise
+
+
+def test_single_matched_by_compute_is_read_from_its_records(tmp_path):
+    """An unfinished comparison's meta file has no ``match``: the ``single`` records' settings say how."""
+    records = tmp_path / "records"
+    records.mkdir()
+    for method in ("catalyst", "random", "single"):
+        record = _record(method, 42, 0.5, 0.6)
+        record["settings"] = {"method": method, "seed": 42, "matched_steps": 10 if method == "single" else None}
+        if method == "single":
+            record["settings"]["match"] = "compute"
+        (records / f"{method}__seed42.json").write_text(json.dumps(record))
+    (tmp_path / "comparison.json").write_text(json.dumps({"settings": {}, "seeds": [42]}))
+    assert compare_report.main([str(tmp_path)]) == 0
+    md = (tmp_path / "compare.md").read_text()
+    assert "matched to `catalyst` by **compute**" in md and "by **gradient steps**" not in md
