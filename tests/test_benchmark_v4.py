@@ -291,7 +291,7 @@ def test_report_only_reproduces_the_committed_v4_tables(tmp_path):
     if not committed.is_file():
         pytest.skip("benchmark v4 has not been run yet (no benchmarks/results/compare/v4.md)")
     finished = compare.load_finished(PLAN, compare.RESULTS_DIR / "cells" / "v4")
-    paths = compare.write_report(PLAN, finished, tmp_path, ["--report-only"], jobs=2, threads=1)
+    paths = compare.write_report_v4(PLAN, finished, tmp_path, ["--report-only"], jobs=2, threads=1)
     table = [line for line in paths["md"].read_text().splitlines() if line.startswith("| ")]
     assert table and table == [line for line in committed.read_text().splitlines() if line.startswith("| ")]
     counted: dict[str, int] = {}

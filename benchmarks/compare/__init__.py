@@ -92,6 +92,7 @@ from benchmarks.compare.report import (  # noqa: E402
     plot,
     write_report,
 )
+from benchmarks.compare.report_v4 import write_report_v4  # noqa: E402
 from benchmarks.compare.run import embedded_mentor, llm_usage, run_cell  # noqa: E402
 from benchmarks.compare.runner import run_cells, run_plan  # noqa: E402
 from benchmarks.compare.store import (  # noqa: E402
@@ -193,4 +194,5 @@ __all__ = [
     "v3_specs",
     "v4_specs",
     "write_report",
+    "write_report_v4",
 ]

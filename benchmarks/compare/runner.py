@@ -16,6 +16,7 @@ from typing import Any
 from benchmarks.compare.methods import Cell
 from benchmarks.compare.plans import Plan, plan_lines
 from benchmarks.compare.report import write_report
+from benchmarks.compare.report_v4 import write_report_v4
 from benchmarks.compare.run import embedded_mentor, run_cell
 from benchmarks.compare.store import _read_run, cell_path, dependency, load_finished, matched_steps
 from peft_catalyst.app.compare.schedule import run_pending
@@ -54,7 +55,8 @@ def run_plan(
             run_cells(plan, output_dir, llm_factory=llm_factory, commit_each=commit_each)
         finished = load_finished(plan, cells_dir)
     elapsed = None if report_only else time.perf_counter() - started
-    paths = write_report(plan, finished, output_dir, argv, jobs, threads, elapsed)
+    writer = write_report_v4 if plan.version >= 4 else write_report  # v4 has a report of its own
+    paths = writer(plan, finished, output_dir, argv, jobs, threads, elapsed)
     print(paths["md"].read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(p) for p in paths.values()), flush=True)
     return paths
