@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -438,6 +438,24 @@ def report_meta(
     return meta
 
 
+def write_outputs(
+    out_dir: Path, name: str, payload: dict[str, Any], md: str, draw: Callable[[Path], None]
+) -> dict[str, Path]:
+    """Write a plan's report files into ``out_dir``: ``<name>.json`` (``payload``), ``<name>.md`` and ``<name>.png``
+    (``draw``, skipped with a warning without matplotlib); returns their paths. Every plan's report writes
+    through it."""
+    from peft_catalyst.history import write_json_atomic  # lazily, like every peft_catalyst import here
+
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("json", "md", "png")}
+    write_json_atomic(paths["json"], payload)
+    paths["md"].write_text(md, encoding="utf-8")
+    try:
+        draw(paths["png"])
+    except ImportError as exc:
+        logger.warning("%s not written: %s (pip install matplotlib)", paths["png"], exc)
+    return paths
+
+
 def write_report(
     plan: Plan,
     results: dict[str, dict[str, Any]],
@@ -455,11 +473,9 @@ def write_report(
         raise ValueError(f"plan {plan.name!r} is reported by benchmarks.compare.report_v4.write_report_v4")
     summary = summarize(plan, results)
     meta = report_meta(plan, results, argv, jobs, threads, elapsed_s)
-    from peft_catalyst.history import write_json_atomic  # lazily, like every peft_catalyst import here
-
-    paths = {ext: out_dir / f"{plan.name}.{ext}" for ext in ("json", "md", "png")}
-    write_json_atomic(
-        paths["json"],
+    return write_outputs(
+        out_dir,
+        plan.name,
         {
             "benchmark": "compare",
             "bench_version": BENCH_VERSION,
@@ -486,10 +502,6 @@ def write_report(
                 for r in results.values()
             ],
         },
+        markdown(plan, summary, meta),
+        lambda png: plot(summary, png),
     )
-    paths["md"].write_text(markdown(plan, summary, meta), encoding="utf-8")
-    try:
-        plot(summary, paths["png"])
-    except ImportError as exc:
-        logger.warning("%s not written: %s (pip install matplotlib)", paths["png"], exc)
-    return paths

@@ -11,7 +11,6 @@ each task was flat; and a plot. Written as ``<plan>.json``, ``<plan>.md`` and ``
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -21,11 +20,9 @@ from typing import Any
 from benchmarks.compare.formats import fmt_diff
 from benchmarks.compare.methods import Cell
 from benchmarks.compare.plans import V4_PEFT_STARTS, Plan
-from benchmarks.compare.report import _last_quarter, _setup_lines, report_meta
+from benchmarks.compare.report import _last_quarter, _setup_lines, report_meta, write_outputs
 from benchmarks.compare.summary import validation_curves
 from peft_catalyst.app.compare.stats import cluster_bootstrap_ratio, mean_std, paired_difference
-
-logger = logging.getLogger(__name__)
 
 #: The reference that stands for the best PEFT start of each task in a contrast.
 BEST_PEFT = "best-peft"
@@ -570,13 +567,11 @@ def write_report_v4(
     elapsed_s: float | None = None,
 ) -> dict[str, Path]:
     """Write ``<plan>.json``, ``<plan>.md`` and ``<plan>.png`` into ``out_dir``; returns their paths."""
-    from peft_catalyst.history import write_json_atomic
-
     summary = summarize_v4(plan, results)
     meta = report_meta(plan, results, argv, jobs, threads, elapsed_s)
-    paths = {ext: out_dir / f"{plan.name}.{ext}" for ext in ("json", "md", "png")}
-    write_json_atomic(
-        paths["json"],
+    return write_outputs(
+        out_dir,
+        plan.name,
         {
             "benchmark": "compare",
             "bench_version": plan.version,
@@ -610,10 +605,6 @@ def write_report_v4(
                 for r in results.values()
             ],
         },
+        markdown_v4(plan, summary, meta),
+        lambda png: plot_v4(plan, summary, png),
     )
-    paths["md"].write_text(markdown_v4(plan, summary, meta), encoding="utf-8")
-    try:
-        plot_v4(plan, summary, paths["png"])
-    except ImportError as exc:
-        logger.warning("%s not written: %s (pip install matplotlib)", paths["png"], exc)
-    return paths
