@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from peft_catalyst.app.compare.report import write_report
+from peft_catalyst.app.compare.runs import stored_job_settings
 
 REPORT_KEYS = ("headline", "summary", "runs")  # what write_report derives; everything else of compare.json is meta
 
@@ -41,8 +42,10 @@ def rebuild(folder: Path, out: Path | None = None) -> dict[str, Path]:
     meta.setdefault("packages", {})
     meta["seeds"] = meta.get("seeds") if isinstance(meta.get("seeds"), int) else len(meta.get("seeds") or seeds)
     meta["seeds_finished"] = len(finished)
-    # How single was matched: its records say (an unfinished comparison's meta file has no "match" yet).
-    matches = {(r.get("settings") or {}).get("match") for r in records.values() if r.get("method") == "single"}
+    # How single was matched: its records say (an unfinished comparison's meta file has no "match" yet), read as the
+    # command reads a stored run's settings (a single stored before --match existed was matched by steps).
+    singles = [r.get("settings") or {} for r in records.values() if r.get("method") == "single"]
+    matches = {stored_job_settings(settings).get("match") for settings in singles}
     matches.discard(None)
     if len(matches) == 1:
         meta["match"] = matches.pop()
