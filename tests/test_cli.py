@@ -476,8 +476,15 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     staged = cli.parse_train_args(["--catalyst_stage_steps", "7"])[-1]
     assert (staged.save_steps, staged.eval_steps) == (7, 7)
     assert cli.parse_train_args(["--save_steps", "40"])[-1].save_steps == 40
+    # a screened start (issue 33): an initial round screening a proposer mix of 8 by successive halving
+    assert training.catalyst_initial_round and training.catalyst_screen_schedule == "halving"
+    mix = {"mentor": 2, "labels": 2, "examples": 2, "sample_vocab": 1, "current": 1}
+    assert training.catalyst_proposer_counts == mix
     line = cli.default_job_line(model, data, mentor, training)
-    assert line.startswith("Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps, 2 mentor ")
+    assert line.startswith(
+        "Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps, a screened start (an initial "
+        "round) and 2 mentor "
+    )
     assert "about 10 min on 2 CPU cores (docs/timings.md)" in line and len(line.splitlines()) == 1
     timings = docs_support.section(docs_support.ROOT / "docs" / "timings.md", "Timings")
     assert "the job itself 10 min" in timings  # where "about 10 min" comes from
@@ -486,13 +493,41 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     assert cli.parse_train_args(["--test_size", "500"])[1].test_size == 500  # still an ordinary default
     model, data, *_, training = cli.parse_train_args(["--model", "minilm"])
     assert training.max_steps == 150 and training.per_device_train_batch_size == 16
+    assert not training.catalyst_initial_round and training.catalyst_proposers is None  # not measured on MiniLM
     assert (data.catalyst_size, data.test_size) == (None, None)  # the packaged task's 200 and 500
+
+
+def test_the_default_screened_start_without_a_mentor_and_with_more_prompts(capsys):
+    """``--mentor none`` keeps the SmolLM2 default's screened start without an LLM (the mentor's 2 prompts come from
+    ``labels``); a mix the user wrote that asks the mentor is refused with one line; ``--catalyst_num_samples`` splits
+    the default mix's proposers over the prompts asked instead of contradicting the mix's 8."""
+    from peft_catalyst.app import cli
+    from peft_catalyst.app.arguments import check_train_args
+
+    *_, training = cli.parse_train_args(["--mentor", "none"])
+    assert training.catalyst_proposer_counts == {"labels": 4, "examples": 2, "sample_vocab": 1, "current": 1}
+    assert training.catalyst_initial_round
+    check_train_args(*cli.parse_train_args(["--mentor", "none"]), resume=False)  # not refused
+    *_, training = cli.parse_train_args(["--mentor", "none", "--catalyst_rounds", "0", "--catalyst_initial_round",
+                                         "false"])  # fmt: skip
+    assert not training.catalyst_initial_round and training.catalyst_rounds == 0  # plain prompt tuning
+    asked = ["train", "--mentor", "none", "--catalyst_proposers", "mentor=2,vocab=2"]
+    assert main(asked) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "drop 'mentor' from --catalyst_proposers" in err
+    *_, training = cli.parse_train_args(["--catalyst_num_samples", "16"])
+    mix = {"mentor": 4, "labels": 4, "examples": 4, "sample_vocab": 3, "current": 1}
+    assert training.catalyst_proposer_counts == mix
+    *_, training = cli.parse_train_args(["--catalyst_num_samples", "16", "--mentor", "none"])
+    assert training.catalyst_proposer_counts == {"labels": 8, "examples": 4, "sample_vocab": 3, "current": 1}
+    *_, training = cli.parse_train_args(["--catalyst_proposers", "vocab=3"])  # the user's mix, as written
+    assert training.catalyst_proposer_counts == {"vocab": 3}
 
 
 @pytest.mark.slow
 def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2, trained_models):
-    """SmolLM2 as doer (label words) and as mentor (same weights), a handful of steps and one round; the folder loads
-    in one line, offline, as HuggingFaceTB/SmolLM2-135M-Instruct plus the adapter."""
+    """SmolLM2 as doer (label words) and as mentor (same weights), a handful of steps, the screened start and one
+    round; the folder loads in one line, offline, as HuggingFaceTB/SmolLM2-135M-Instruct plus the adapter."""
     out = tmp_path / "run"
     code = main(["train", "--max_steps", "4", "--catalyst_rounds", "1", "--catalyst_stage_steps", "2",
                  "--train_size", "32", "--catalyst_size", "8", "--validation_size", "16", "--test_size", "16",
@@ -500,7 +535,9 @@ def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2, trained_
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["doer"] == "smollm2" and metrics["mentor"] == "transformers:SmolLM2-135M-Instruct"
-    (record,) = read_history(out).rounds
+    start, record = read_history(out).rounds  # the default's screened start, then the one round asked
+    assert start.step == 0 and {c.proposer for c in start.candidates} >= {"mentor", "labels", "examples", "current"}
+    assert start.screening is not None and start.screening.schedule == "halving"
     assert record.decision in (Decision.ACCEPTED, Decision.KEPT, Decision.SKIPPED)
     assert record.mentor.completion_tokens and record.mentor.error is None
     chat = [json.loads(line) for line in Path(out / "catalyst_chat.jsonl").read_text().splitlines()]

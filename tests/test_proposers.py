@@ -31,6 +31,7 @@ from peft_catalyst.rounds.proposers import (
     draw_vocab,
     parse_proposers,
     proposer_seed,
+    without_mentor,
 )
 from tests import tiny
 
@@ -85,6 +86,14 @@ def test_a_bad_proposer_setting_is_one_line_naming_the_fix(value, message):
     with pytest.raises(ValueError, match=re.escape(message)) as caught:
         parser.parse_args_into_dataclasses(["--catalyst_proposers", value])
     assert "\n" not in str(caught.value)
+
+
+def test_without_a_mentor_its_share_is_drawn_by_another_proposer_and_as_many_are_screened():
+    mix = {"mentor": 2, "labels": 2, "examples": 2, "sample_vocab": 1, "current": 1}
+    assert without_mentor(mix) == {"labels": 4, "examples": 2, "sample_vocab": 1, "current": 1}
+    assert sum(without_mentor(mix).values()) == sum(mix.values()) and "mentor" in mix  # a copy, not in place
+    assert without_mentor({"mentor": 3, "current": 1}, to="vocab") == {"current": 1, "vocab": 3}
+    assert without_mentor({"vocab": 2, "mentor": 0}) == {"vocab": 2, "mentor": 0}  # no share to move
 
 
 def test_the_command_line_form_becomes_counts_and_sets_the_prompts_screened():

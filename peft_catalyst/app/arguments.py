@@ -231,7 +231,16 @@ def _full_parser(config: str | None, tokens: list[str], file_values: dict[str, A
         pre.add_argument(name, default=file_values.get(name[2:], default))
     known, _ = pre.parse_known_args(tokens)
     dataset = Path(known.dataset_name).stem if known.dataset_name else known.dataset
-    parser.set_defaults(**embedded_defaults(known.model, known.model_name_or_path, dataset))
+    defaults = embedded_defaults(known.model, known.model_name_or_path, dataset)
+    mix = defaults.get("catalyst_proposers")
+    if (
+        mix
+        and _given("catalyst_num_samples", tokens, file_values)
+        and not _given("catalyst_proposers", tokens, file_values)
+    ):
+        # the embedded mix's proposers share the prompts the user asked for (its counts sum to 8)
+        defaults["catalyst_proposers"] = ",".join(part.split("=")[0] for part in mix.split(","))
+    parser.set_defaults(**defaults)
     _document_model_defaults(parser, dataset)
     parser.set_defaults(**file_values)  # the file over the embedded defaults, command-line flags over both
     return parser
@@ -262,7 +271,21 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
         training.save_steps = training.catalyst_stage_steps
     if not _given("eval_steps", tokens, file_values):  # validation (keep the best) at each round boundary too
         training.eval_steps = training.catalyst_stage_steps
+    mentor = parsed[2]
+    if not _given("catalyst_proposers", tokens, file_values) and mentor.mentor.strip() == "none":
+        _default_mix_without_mentor(training, mentor)
     return tuple(parsed)
+
+
+def _default_mix_without_mentor(training: Any, mentor: Any) -> None:
+    """The embedded default's proposer mix (it asks the mentor) with ``--mentor none``: the mentor's share is drawn by
+    ``labels`` (:func:`~peft_catalyst.rounds.proposers.without_mentor`), so the screened start stays, without an LLM.
+    A mix the user gave that asks the mentor is refused instead (:func:`check_train_args`)."""
+    from peft_catalyst.rounds.proposers import without_mentor
+
+    counts = training.catalyst_proposer_counts
+    if counts and counts.get("mentor") and not mentor.mentor_replay:
+        training.catalyst_proposers = without_mentor(counts)
 
 
 def _number_errors(model: Any, data: Any, mentor: Any, run: Any, training: Any) -> list[str]:

@@ -115,9 +115,10 @@ def default_job_line(model_args, data_args, mentor_args, training_args) -> str:
     """The line a run with no options prints first: what it runs and about how long it takes (docs/timings.md)."""
     model = MODEL_NAMES.get(model_args.model, model_args.model)
     task = TASK_NAMES.get(data_args.dataset, data_args.dataset)
+    start = "a screened start (an initial round) and " if training_args.catalyst_initial_round else ""
     return (
         f"Running the default job: {model} on {task}, {training_args.max_steps} steps, "
-        f"{training_args.catalyst_rounds} mentor rounds ({mentor_args.mentor} as mentor); {DEFAULT_JOB_TIME}. "
+        f"{start}{training_args.catalyst_rounds} mentor rounds ({mentor_args.mentor} as mentor); {DEFAULT_JOB_TIME}. "
         f"Outputs in {training_args.output_dir}; 'peft-catalyst train --help' lists the options."
     )
 

@@ -66,7 +66,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str | None, str | Both | None]]]]
         [
             ("--mentor SPEC", "smollm2 (embedded, offline), openai:<model> (OpenAI or a compatible server; key from "
              "OPENAI_API_KEY), hf:<model> (Hugging Face inference), random (random words: the control), none "
-             "(plain prompt tuning)", "mentor", "smollm2"),
+             "(no LLM: the rounds draw from the other proposers)", "mentor", "smollm2"),
             ("--mentor_base_url URL", "base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...)",
              "mentor_base_url", None),
             ("--mentor_timeout SECONDS", "time limit: 60 s a server request, 120 s an embedded call",
@@ -77,8 +77,17 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str | None, str | Both | None]]]]
     (
         "rounds (gradient stages, then the mentor's restarts)",
         [
-            ("--catalyst_rounds N", "mentor rounds; 0 makes the run plain prompt tuning", "catalyst_rounds",
+            ("--catalyst_initial_round BOOL", "a screened start: a round before the first step; false "
+             "with --catalyst_rounds 0 makes the run plain prompt tuning", "catalyst_initial_round",
+             Both(smollm2="True", minilm="False")),
+            ("--catalyst_rounds N", "rounds after the stages (the initial round not counted)", "catalyst_rounds",
              Both(smollm2="2", minilm="3")),
+            ("--catalyst_proposers MIX", "where a round's prompts come from, name=count (mentor, labels, examples, "
+             "sample_vocab, vocab, text, current); for smollm2 mentor=2,labels=2,examples=2,sample_vocab=1,current=1 "
+             "(without a mentor its 2 go to labels), for minilm the mentor alone", "catalyst_proposers", None),
+            ("--catalyst_screen_schedule {full,halving}", "how a round's prompts are screened on the catalyst "
+             "split: all on every example, or by successive halving", "catalyst_screen_schedule",
+             Both(smollm2="halving", minilm="full")),
             ("--catalyst_stage_steps N", "gradient steps of each stage before a round", "catalyst_stage_steps",
              Both(smollm2="20", minilm="30")),
             ("--catalyst_num_candidates N", "prompts asked of the mentor per round", "catalyst_num_candidates", "4"),
@@ -122,7 +131,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str | None, str | Both | None]]]]
 _INTRO = f"""usage: peft-catalyst train [options] [--config FILE]
 
 Prompt-tune a model's soft prompt with LLM-guided restarts. With no options: the default job, SmolLM2-135M-Instruct
-on Rotten Tomatoes, 60 steps and 2 rounds with SmolLM2 as mentor, {DEFAULT_JOB_TIME}.
+on Rotten Tomatoes, a screened start, then 60 steps and 2 rounds with SmolLM2 as mentor,
+{DEFAULT_JOB_TIME}.
 These are the options most runs need; 'peft-catalyst train {HELP_ALL}' lists every one."""
 
 _COLUMN, _WIDTH = 34, 118

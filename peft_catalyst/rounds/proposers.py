@@ -46,6 +46,7 @@ __all__ = [
     "parse_proposers",
     "proposer_seed",
     "round_wins",
+    "without_mentor",
 ]
 
 #: Every proposer a round can draw from, in the order a list of names is split in.
@@ -119,6 +120,17 @@ def parse_proposers(value: Any, samples: int) -> dict[str, int] | None:
     if not any(counts.values()):
         raise ValueError("catalyst_proposers draws no prompt (every count is 0): give one proposer a count above 0")
     return counts
+
+
+def without_mentor(counts: dict[str, int], to: str = "labels") -> dict[str, int]:
+    """``counts`` with the mentor's share drawn by ``to`` instead (a round without an LLM screens as many prompts);
+    ``counts`` itself when it has no mentor. ``labels`` by default: label-anchored random words, the proposer whose
+    starts paid on the default job (``benchmarks/results/compare/screen-first/``)."""
+    if not counts.get("mentor"):
+        return dict(counts)
+    out = {name: n for name, n in counts.items() if name != "mentor"}
+    out[to] = out.get(to, 0) + counts["mentor"]
+    return out
 
 
 def _check_names(names: Sequence[str]) -> None:
