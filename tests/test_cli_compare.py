@@ -39,11 +39,15 @@ def _args(doer_dir, out, base_url: str = "http://127.0.0.1:9/v1") -> list[str]:
     ]  # fmt: skip
 
 
+#: Matched by gradient steps (the command's default is by compute, test_compare_match_compute_gives_single...).
+BY_STEPS = ["--match", "steps"]
+
+
 def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
     with LoopbackOpenAIServer() as server:
         server.set_reply(lambda req: "1. the movie was great")  # fewer candidates than asked: random matches them
-        assert main([*_args(doer_dir, out, server.base_url), "--seeds", "2"]) == 0
+        assert main([*_args(doer_dir, out, server.base_url), "--seeds", "2", *BY_STEPS]) == 0
         calls = server.request_count
     printed = capsys.readouterr().out.strip().splitlines()
     records = {p.stem: json.loads(p.read_text()) for p in (out / "records").glob("*.json")}
@@ -107,12 +111,12 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
     monkeypatch.setattr(compare_runs, "train", counting)
     with LoopbackOpenAIServer() as server:  # another port: how the mentor is reached is not the comparison's
         server.set_reply(lambda req: REPLY)
-        assert main([*_args(doer_dir, out, server.base_url), "--seeds", "2"]) == 0
+        assert main([*_args(doer_dir, out, server.base_url), "--seeds", "2", *BY_STEPS]) == 0
         assert server.request_count == 0
     assert trained == []
     assert "6 finished runs skipped, 0 to run" in capsys.readouterr().out
     (out / "records" / "single__seed43.json").unlink()
-    assert main([*_args(doer_dir, out), "--seeds", "2"]) == 0
+    assert main([*_args(doer_dir, out), "--seeds", "2", *BY_STEPS]) == 0
     assert [p.rsplit("/", 1)[-1] for p in trained] == ["single__seed43"]
     assert json.loads((out / "records" / "single__seed43.json").read_text())["steps"] == records["single__seed43"][
         "steps"
@@ -121,10 +125,18 @@ def test_compare_runs_three_paired_methods_reports_and_resumes(doer_dir, tmp_pat
     # The same folder with another configuration: refused, nothing touched (a comparison with no finished run
     # would be replaced: test_a_comparison_without_a_finished_run_is_replaced).
     capsys.readouterr()
-    code = main([*_args(doer_dir, out), "--seeds", "2", "--learning_rate", "0.05"])
+    code = main([*_args(doer_dir, out), "--seeds", "2", *BY_STEPS, "--learning_rate", "0.05"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "holds the records of another comparison" in err and "training.learning_rate" in err
+
+
+def test_compare_matches_single_by_compute_unless_told():
+    """The default job screens at 1.0-1.6x its training compute, so ``single`` is matched by compute by default."""
+    from peft_catalyst.app.compare.command import _pop_match
+
+    assert _pop_match(["--seeds", "2"]) == ("compute", ["--seeds", "2"])
+    assert _pop_match(["--match", "steps", "--seeds", "2"]) == ("steps", ["--seeds", "2"])
 
 
 def test_compare_match_compute_gives_single_the_steps_its_compute_buys(doer_dir, tmp_path, capsys):
@@ -256,7 +268,8 @@ def test_matched_by_compute_single_is_flagged_only_when_its_compute_is_off():
     md = markdown(summary, meta)
     assert "by **compute**" in md and "| single | 2 | " in md and " 1.26k (1.36k) |" in md
     assert "for the training steps that the same forward-equivalent tokens buy" in md  # what catalyst - single means
-    assert "single matched by steps" in headline(summarize(records))  # the default: steps, all three unequal
+    # a summary that does not say how it was matched was stored before --match existed: by steps, all three unequal
+    assert "single matched by steps" in headline(summarize(records))
 
 
 @pytest.mark.parametrize(

@@ -31,8 +31,8 @@ Does the mentor help on this task? Runs, paired per seed (same split, init and d
   catalyst  the configuration as given, with its LLM mentor
   random    the same rounds (screening, anchoring, shapes, race) with random-vocabulary candidates, as many per
             round as that seed's catalyst run got from its mentor (equal gradient steps)
-  single    plain prompt tuning for as many gradient steps as that seed's catalyst run counted (--match steps),
-            or as its compute buys (--match compute)
+  single    plain prompt tuning for as many gradient steps as that seed's catalyst run's compute buys (--match
+            compute, the default), or as it counted (--match steps)
 then writes compare.md, compare.json and compare.png into --output_dir and prints a short line: catalyst - random
 and catalyst - single in test accuracy with 95% intervals, the pooled count of rounds where the mentor beat random
 controls (needs --catalyst_selection race --catalyst_race_controls N), how single was matched, and UNEQUAL COMPUTE
@@ -113,8 +113,8 @@ def _check_contrast(mentor: Any, training: Any, num_virtual_tokens: int) -> None
         raise UserError("--mentor_random_counts: compare sets it for its random runs itself; leave it out.")
     if not mentor.mentor_replay and spec in ("none", "random"):
         raise UserError(
-            f"--mentor {spec}: the contrast is empty (catalyst would be {'single' if spec == 'none' else 'random'} "
-            "itself); compare an LLM mentor, e.g. --mentor smollm2 or --mentor openai:<model>."
+            f"--mentor {spec}: the contrast is empty (without an LLM, catalyst would be random itself); compare an "
+            "LLM mentor, e.g. --mentor smollm2 or --mentor openai:<model>."
         )
     if training.catalyst_rounds < 1 and not training.catalyst_initial_round:
         raise UserError(

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from peft_catalyst.app.compare.runs import COMPUTE_TOLERANCE, DEFAULT_MATCH, METHODS
+from peft_catalyst.app.compare.runs import COMPUTE_TOLERANCE, LEGACY_MATCH, METHODS
 from peft_catalyst.app.compare.summary import CONTRASTS, summarize
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.records import TRAIN_FACTOR, tokens_text
@@ -110,7 +110,7 @@ def headline(summary: dict[str, Any]) -> str:
         b = beat[kind]
         mentor = f"mentor beat random in {b['wins']} of {b['rounds']} {kind} rounds"
     flag = format_compute(summary.get("compute"))
-    matched = f"single matched by {summary.get('match', DEFAULT_MATCH)}"
+    matched = f"single matched by {summary.get('match', LEGACY_MATCH)}"
     return f"{contrasts}; {mentor}; {matched}" + (f"; {flag}" if flag else "")
 
 
@@ -177,7 +177,7 @@ def markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         for u in compute["unequal"]:
             lines.append(f"| {u['seed']} | " + " | ".join(str(u["steps"].get(m, "-")) for m in METHODS) + " |")
         lines.append("")
-    lines += [match_text(summary.get("match", DEFAULT_MATCH)), ""]
+    lines += [match_text(summary.get("match", LEGACY_MATCH)), ""]
     lines += [
         f"{meta['seeds_finished']} of {meta['seeds']} seeds finished. Test accuracy differences in points, paired "
         "per seed (same split, init and data order), mean [95% paired-t interval] (wins/ties/losses).",
@@ -299,7 +299,7 @@ def plot(summary: dict[str, Any], path: Path, title: str | None = None) -> None:
 
 def write_report(out: Path, records: dict[str, dict[str, Any]], meta: dict[str, Any]) -> dict[str, Path]:
     """Write ``compare.json``, ``compare.md`` and ``compare.png`` (when matplotlib is installed) into ``out``."""
-    summary = summarize(records, meta.get("match", DEFAULT_MATCH))
+    summary = summarize(records, meta.get("match", LEGACY_MATCH))
     paths = {ext: out / f"{REPORT_NAME}.{ext}" for ext in ("json", "md", "png")}
     write_json_atomic(
         paths["json"],

@@ -32,7 +32,11 @@ METHODS = ("catalyst", "random", "single")
 MATCHED_TO = "catalyst"
 #: How ``single`` is matched to ``catalyst`` (``--match``): by gradient steps, or by forward-equivalent compute.
 MATCHES = ("steps", "compute")
-DEFAULT_MATCH = "steps"
+#: The command's default: the default job's screening costs 1.0-1.6x its training compute
+#: (benchmarks/results/compare/screen-first/), so a ``single`` matched by steps would get about half the compute.
+DEFAULT_MATCH = "compute"
+#: How a comparison stored before ``--match`` existed (no ``match`` in its records or meta file) was matched.
+LEGACY_MATCH = "steps"
 #: Matched by compute, ``single``'s tuning compute may differ from ``catalyst``'s by this share (or by one training
 #: step's, as its steps are rounded) before the report flags the contrast as unequal: its batches differ in length, so
 #: its tokens per step are not exactly catalyst's.
@@ -154,7 +158,7 @@ def job_settings(comparison: dict[str, Any], job: Job, matched: Any, match: str 
 def stored_job_settings(stored: Any) -> Any:
     """A stored run's settings in today's form: a ``single`` stored before ``--match`` existed was matched by steps."""
     if isinstance(stored, dict) and stored.get("method") == "single" and "match" not in stored:
-        return {**stored, "match": "steps"}
+        return {**stored, "match": LEGACY_MATCH}
     return stored
 
 
@@ -255,6 +259,7 @@ def run_record(
 __all__ = [
     "COMPUTE_TOLERANCE",
     "DEFAULT_MATCH",
+    "LEGACY_MATCH",
     "MATCHED_TO",
     "MATCHES",
     "METHODS",

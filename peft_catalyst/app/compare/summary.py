@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft_catalyst.app.compare.runs import COMPUTE_TOLERANCE, DEFAULT_MATCH, METHODS
+from peft_catalyst.app.compare.runs import COMPUTE_TOLERANCE, LEGACY_MATCH, METHODS
 from peft_catalyst.app.compare.stats import binomial_interval, mean_std, paired_difference
 
 #: The contrasts of the headline: (method, reference, what it measures).
@@ -83,7 +83,7 @@ def costs(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
-def compute(runs: dict[str, dict[int, dict[str, Any]]], match: str = DEFAULT_MATCH) -> dict[str, Any]:
+def compute(runs: dict[str, dict[int, dict[str, Any]]], match: str = LEGACY_MATCH) -> dict[str, Any]:
     """Whether the methods of each seed spent equal compute: ``unequal`` lists the seeds where they did not, with each
     method's steps (``random``'s race can take more arms than ``catalyst``'s when the mentor gave fewer usable
     candidates). ``single`` is matched to ``catalyst`` by construction: by steps (``match="steps"``: all three must
@@ -132,7 +132,7 @@ def kept(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def summarize(records: dict[str, dict[str, Any]], match: str = DEFAULT_MATCH) -> dict[str, Any]:
+def summarize(records: dict[str, dict[str, Any]], match: str = LEGACY_MATCH) -> dict[str, Any]:
     """Everything the report shows, from the finished records; ``match``: how ``single`` was matched to
     ``catalyst`` (``--match``)."""
     runs = by_method(records)
