@@ -15,6 +15,7 @@ from peft import get_peft_model
 from peft_catalyst import CatalystConfig, Decision
 from peft_catalyst.mentors import OpenAIMentor
 from peft_catalyst.projection import get_soft_prompt
+from peft_catalyst.rounds.proposers import parse_proposers
 from tests import tiny
 from tests.docs_support import rel, snippet
 from tests.loopback_openai import LoopbackOpenAIServer
@@ -174,3 +175,15 @@ def test_stock_trainer_with_the_callback_alone(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip().endswith(f"{catalyst.history[-1].decision} 9")
     assert catalyst.history[0].trajectory and all(p.train_loss != p.train_loss for p in catalyst.history[0].trajectory)
     assert len(ns["trainer"].train_dataset) == 48 - round(0.1 * 48)  # the catalyst split was carved
+
+
+def test_the_screened_start_in_python_is_the_commands_default():
+    """docs/trainer.md's screened-start block sets what ``peft-catalyst train`` sets for SmolLM2, value for value."""
+    from peft_catalyst.app.runner import embedded_defaults
+
+    namespace: dict = {}
+    exec(compile(*readme_snippet("screened_start"), "exec"), namespace)
+    args, command = namespace["args"], embedded_defaults("smollm2", None, "rotten_tomatoes")
+    names = ["catalyst_initial_round", "catalyst_screen_schedule", "catalyst_metric", "catalyst_restart_loss_ratio"]
+    assert {n: getattr(args, n) for n in names} == {n: command[n] for n in names}
+    assert args.catalyst_proposer_counts == parse_proposers(command["catalyst_proposers"], 8)
