@@ -203,8 +203,9 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
         # random words, training examples as text, sampled vocabulary, and the init itself) by successive halving on
         # the catalyst split, and training starts from the best. Over 5 seeds of the default job it kept 82.6% on
         # test against 78.7% without it, +2.1 points over plain tuning given the same compute, 5 of 5 seeds
-        # (benchmarks/results/compare/screen-first/compare.md); the starts taken were never the mentor's. Without a
-        # mentor (--mentor none, or one that cannot be reached) its 2 prompts come from `labels` (without_mentor).
+        # (benchmarks/results/compare/screen-first/compare.md); the starts taken were never the mentor's. With
+        # --mentor none its 2 prompts come from `labels` (arguments.parse_train_args); a mentor that cannot be reached
+        # at start still means no rounds (mentor_setup.reach_mentor).
         defaults.update(
             catalyst_initial_round=True,
             catalyst_proposers=SMOLLM2_PROPOSERS,

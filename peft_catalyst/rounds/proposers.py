@@ -124,7 +124,7 @@ def parse_proposers(value: Any, samples: int) -> dict[str, int] | None:
 
 def without_mentor(counts: dict[str, int], to: str = "labels") -> dict[str, int]:
     """``counts`` with the mentor's share drawn by ``to`` instead (a round without an LLM screens as many prompts);
-    ``counts`` itself when it has no mentor. ``labels`` by default: label-anchored random words, the proposer whose
+    a copy of ``counts`` when it has no mentor. ``labels`` by default: label-anchored random words, the proposer whose
     starts paid on the default job (``benchmarks/results/compare/screen-first/``)."""
     if not counts.get("mentor"):
         return dict(counts)
