@@ -480,6 +480,10 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     assert training.catalyst_initial_round and training.catalyst_screen_schedule == "halving"
     mix = {"mentor": 2, "labels": 2, "examples": 2, "sample_vocab": 1, "current": 1}
     assert training.catalyst_proposer_counts == mix
+    from peft_catalyst.app.help_text import render
+    from peft_catalyst.app.runner import SMOLLM2_PROPOSERS
+
+    assert SMOLLM2_PROPOSERS in render()  # the short help (plain data, not the parser) states the same mix
     line = cli.default_job_line(model, data, mentor, training)
     assert line.startswith(
         "Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps, a screened start (an initial "

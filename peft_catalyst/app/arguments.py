@@ -239,7 +239,9 @@ def _full_parser(config: str | None, tokens: list[str], file_values: dict[str, A
         and not _given("catalyst_proposers", tokens, file_values)
     ):
         # the embedded mix's proposers share the prompts the user asked for (its counts sum to 8)
-        defaults["catalyst_proposers"] = ",".join(part.split("=")[0] for part in mix.split(","))
+        from peft_catalyst.rounds.proposers import parse_proposers
+
+        defaults["catalyst_proposers"] = ",".join(parse_proposers(mix, 0))
     parser.set_defaults(**defaults)
     _document_model_defaults(parser, dataset)
     parser.set_defaults(**file_values)  # the file over the embedded defaults, command-line flags over both
