@@ -395,7 +395,10 @@ def markdown_v4(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
             )
     lines += ["", "## Splits", ""]
     for t, s in summary["splits"].items():
-        rungs = ", ".join(f"{shape} ({n} rounds)" for shape, n in s["screening_rungs"].items()) or "-"
+        rungs = (
+            ", ".join(f"{shape} ({n} round{'' if n == 1 else 's'})" for shape, n in s["screening_rungs"].items())
+            or "-"
+        )
         lines.append(
             f"- {t}: train {s['train']}, catalyst {s['catalyst']} (every candidate is judged on it), validation "
             f"{s['validation']} (keep-best, the best PEFT start), test {s['test']}; `catalyst`'s screening rungs "
