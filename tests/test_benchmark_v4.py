@@ -11,7 +11,15 @@ import math
 import pytest
 
 from benchmarks import compare
-from benchmarks.compare.report_v4 import best_peft_starts, proposer_wins, summarize_v4
+from benchmarks.compare.formats import fmt_diff
+from benchmarks.compare.report_v4 import (
+    README_BEGIN,
+    README_END,
+    best_peft_starts,
+    proposer_wins,
+    readme_headline_v4,
+    summarize_v4,
+)
 from peft_catalyst.app.compare.stats import cluster_bootstrap_ratio
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.records import TRAIN_FACTOR
@@ -108,6 +116,17 @@ def test_cluster_bootstrap_ratio_resamples_whole_clusters():
         cluster_bootstrap_ratio([1, 2], [3])
 
 
+def test_the_readme_headline_is_the_committed_v4s():
+    """Once the grid is committed: the README's v4 headline is :func:`readme_headline_v4` of the committed runs."""
+    if not (compare.RESULTS_DIR / "v4.md").is_file():
+        pytest.skip("benchmark v4 has not been run yet (no benchmarks/results/compare/v4.md)")
+    readme = (compare.RESULTS_DIR.parents[2] / "README.md").read_text(encoding="utf-8")
+    assert readme.count(README_BEGIN) == 1 and readme.count(README_END) == 1, "the README has no v4 headline block"
+    shown = readme[readme.index(README_BEGIN) : readme.index(README_END) + len(README_END)] + "\n"
+    finished = compare.load_finished(PLAN, compare.RESULTS_DIR / "cells" / "v4")
+    assert shown == readme_headline_v4(PLAN, summarize_v4(PLAN, finished))
+
+
 # ------------------------------------------------------------------------------------------ report on hand-made runs
 
 
@@ -181,6 +200,22 @@ def test_the_report_picks_the_best_peft_start_on_validation_and_pairs_the_contra
     assert set(summary["contrasts"]) == {f"{a} - {b}" for a, b, _ in compare.V4_CONTRASTS}
     compute = summary["compute"]["trec"]
     assert compute["peft-text"]["tuning_vs_catalyst"]["mean"] == pytest.approx(3000 / 3500)
+
+
+def test_the_readme_headline_is_the_summary_in_one_table():
+    plan, results = _hand_made()
+    summary = summarize_v4(plan, results)
+    block = readme_headline_v4(plan, summary)
+    lines = block.splitlines()
+    assert lines[0] == README_BEGIN and lines[-1] == README_END
+    assert "`benchmarks/results/compare/v4.md`" in block and "2 seeds per task" in block
+    assert "rotten_tomatoes `peft-text`, trec `peft-text`" in block  # chosen on validation, not peft-random's test
+    rows = {line.split(" | ")[0].strip("|` "): line for line in lines if line.startswith("| `")}
+    assert list(rows) == list(plan.methods)
+    assert "| 80.5 | 65.0 | " + fmt_diff(summary["contrasts"]["catalyst - best-peft"]["pooled"]) in rows["catalyst"]
+    assert rows["peft-text"].startswith("| `peft-text` | 76.0 | 61.0 |  | 100 / 100 |")  # no contrast with itself
+    mentor = summary["contrasts"]["catalyst - catalyst-no-mentor"]["pooled"]
+    assert f"`catalyst - catalyst-no-mentor` {fmt_diff(mentor)}" in block
 
 
 def test_proposer_wins_are_rebuilt_round_by_round_with_a_cluster_interval():

@@ -71,13 +71,21 @@ def _fmt_ci(diff: dict[str, Any]) -> str:
 # (the primary statistic) per method and task, and the validation curve of plain prompt tuning.
 
 
-def _last_quarter(points: list[dict[str, Any]]) -> str:
-    """The accuracy change from the evaluation at about three quarters of the steps to the last one, as text."""
+def last_quarter_change(points: list[dict[str, Any]]) -> tuple[int, int, float] | None:
+    """``(first step, last step, points gained)``: the accuracy change from the evaluation at about three quarters of
+    the steps to the last one (None: fewer than two evaluations)."""
     if len(points) < 2:
-        return "last quarter: -"
+        return None
     start = points[min(len(points) - 2, round(0.75 * (len(points) - 1)))]
-    gain = 100 * (points[-1]["accuracy"] - start["accuracy"])
-    return f"last quarter (steps {start['step']}-{points[-1]['step']}): {gain:+.1f} points"
+    return start["step"], points[-1]["step"], 100 * (points[-1]["accuracy"] - start["accuracy"])
+
+
+def _last_quarter(points: list[dict[str, Any]]) -> str:
+    """:func:`last_quarter_change` as text."""
+    change = last_quarter_change(points)
+    if change is None:
+        return "last quarter: -"
+    return f"last quarter (steps {change[0]}-{change[1]}): {change[2]:+.1f} points"
 
 
 def v3_lines(plan: Plan, summary: dict[str, Any]) -> list[str]:
