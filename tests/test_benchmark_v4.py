@@ -23,7 +23,7 @@ from benchmarks.compare.report_v4 import (
 from peft_catalyst.app.compare.stats import cluster_bootstrap_ratio
 from peft_catalyst.history import write_json_atomic
 from peft_catalyst.records import TRAIN_FACTOR
-from tests import tiny
+from tests import docs_support, tiny
 from tests.testing_utils import ScriptedMentor
 
 PLAN = compare.V4_PLAN
@@ -120,7 +120,7 @@ def test_the_readme_headline_is_the_committed_v4s():
     """Once the grid is committed: the README's v4 headline is :func:`readme_headline_v4` of the committed runs."""
     if not (compare.RESULTS_DIR / "v4.md").is_file():
         pytest.skip("benchmark v4 has not been run yet (no benchmarks/results/compare/v4.md)")
-    readme = (compare.RESULTS_DIR.parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = docs_support.README.read_text(encoding="utf-8")
     assert readme.count(README_BEGIN) == 1 and readme.count(README_END) == 1, "the README has no v4 headline block"
     shown = readme[readme.index(README_BEGIN) : readme.index(README_END) + len(README_END)] + "\n"
     finished = compare.load_finished(PLAN, compare.RESULTS_DIR / "cells" / "v4")

@@ -71,6 +71,11 @@ def _fmt_ci(diff: dict[str, Any]) -> str:
 # (the primary statistic) per method and task, and the validation curve of plain prompt tuning.
 
 
+def evaluated_points(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points of a validation curve that have a finite accuracy (what the curves' text and plots show)."""
+    return [p for p in points if p["accuracy"] is not None and math.isfinite(p["accuracy"])]
+
+
 def last_quarter_change(points: list[dict[str, Any]]) -> tuple[int, int, float] | None:
     """``(first step, last step, points gained)``: the accuracy change from the evaluation at about three quarters of
     the steps to the last one (None: fewer than two evaluations)."""
@@ -131,7 +136,7 @@ def v3_lines(plan: Plan, summary: dict[str, Any]) -> list[str]:
         ]
         for task, by_method in curves.items():
             for m, points in by_method.items():
-                shown = [p for p in points if p["accuracy"] is not None and math.isfinite(p["accuracy"])]
+                shown = evaluated_points(points)
                 row = ", ".join(f"{p['step']}: {100 * p['accuracy']:.1f} ({p['loss']:.3f})" for p in shown)
                 seeds = max(p["seeds"] for p in shown)
                 lines.append(f"- {task} / {m} ({seeds} seed{'s' * (seeds != 1)}): {row}; {_last_quarter(shown)}")

@@ -20,7 +20,14 @@ from typing import Any
 from benchmarks.compare.formats import fmt_diff
 from benchmarks.compare.methods import Cell
 from benchmarks.compare.plans import V4_PEFT_STARTS, Plan
-from benchmarks.compare.report import _last_quarter, _setup_lines, last_quarter_change, report_meta, write_outputs
+from benchmarks.compare.report import (
+    _last_quarter,
+    _setup_lines,
+    evaluated_points,
+    last_quarter_change,
+    report_meta,
+    write_outputs,
+)
 from benchmarks.compare.summary import validation_curves
 from peft_catalyst.app.compare.stats import cluster_bootstrap_ratio, mean_std, paired_difference
 
@@ -423,7 +430,7 @@ def markdown_v4(plan: Plan, summary: dict[str, Any], meta: dict[str, Any]) -> st
             for m, points in by_method.items():
                 if plan.spec(m).rounds and plan.spec(m).matched_to is None:
                     continue  # the plain and screened starts: where tuning alone flattens or not
-                shown = [p for p in points if p["accuracy"] is not None and math.isfinite(p["accuracy"])]
+                shown = evaluated_points(points)
                 if not shown:
                     continue
                 row = ", ".join(f"{p['step']}: {100 * p['accuracy']:.1f} ({p['loss']:.3f})" for p in shown)
@@ -478,8 +485,7 @@ def readme_headline_v4(plan: Plan, summary: dict[str, Any], source: str = "bench
     ours = [f"{a} - {b}" for a, b, _ in plan.contrasts or () if b != BEST_PEFT and b not in V4_PEFT_STARTS]
     flat = []
     for t in tasks:
-        points = [p for p in (summary.get("curves") or {}).get(t, {}).get(best.get(t, {}).get("method"), []) if
-                  p["accuracy"] is not None and math.isfinite(p["accuracy"])]  # fmt: skip
+        points = evaluated_points((summary.get("curves") or {}).get(t, {}).get(best.get(t, {}).get("method"), []))
         change = last_quarter_change(points)
         if change is not None:
             flat.append(f"{t} (`{best[t]['method']}`, steps {change[0]}-{change[1]}) {change[2]:+.1f} points")
@@ -568,7 +574,7 @@ def plot_v4(plan: Plan, summary: dict[str, Any], path: Path) -> None:
         for m, points in (summary.get("curves") or {}).get(task, {}).items():
             if plan.spec(m).rounds and plan.spec(m).matched_to is None:
                 continue
-            shown = [p for p in points if p["accuracy"] is not None and math.isfinite(p["accuracy"])]
+            shown = evaluated_points(points)
             if shown:
                 ax.plot([p["step"] for p in shown], [100 * p["accuracy"] for p in shown], marker=".", label=m)
         ax.set_title(f"{task}: validation accuracy (%), mean over seeds", fontsize=10)
