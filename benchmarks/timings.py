@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.generated_block import replace_block
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "timings.json"
 PAGE = ROOT / "docs" / "timings.md"
@@ -41,11 +43,7 @@ def table(rows: list[dict]) -> str:
 
 def rendered(page: str, rows: list[dict]) -> str:
     """``page`` with the text between the markers replaced by the table of ``rows``."""
-    head, found, rest = page.partition(BEGIN)
-    _, found_end, tail = rest.partition(END)
-    if not (found and found_end):
-        raise ValueError(f"{PAGE} lacks the generated-table markers ({BEGIN!r} ... {END!r})")
-    return f"{head}{BEGIN}\n{table(rows)}\n{END}{tail}"
+    return replace_block(page, BEGIN, END, table(rows), str(PAGE))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,6 +171,17 @@ def test_every_peft_catalyst_name_the_docs_use_resolves():
             break
 
 
+def test_a_generated_block_is_read_and_replaced_between_its_markers_only():
+    from benchmarks.generated_block import block_of, replace_block
+
+    page = "head\n<!-- b -->\nold\n<!-- e -->\ntail\n"
+    assert block_of(page, "<!-- b -->", "<!-- e -->") == "old"
+    assert replace_block(page, "<!-- b -->", "<!-- e -->", "new\n") == "head\n<!-- b -->\nnew\n<!-- e -->\ntail\n"
+    for broken in ("head\n", "<!-- e -->\n<!-- b -->\n", "<!-- b -->\n<!-- b -->\n<!-- e -->\n"):
+        with pytest.raises(ValueError, match="'<!-- b -->' and '<!-- e -->', once each, in that order"):
+            replace_block(broken, "<!-- b -->", "<!-- e -->", "new", "the page")
+
+
 def test_the_timings_table_is_generated_from_its_committed_measurements():
     """docs/timings.md's table is what benchmarks/timings.py makes of benchmarks/results/timings.json: a time on the
     page without a row in the file (or a row not on the page) fails here."""

@@ -42,6 +42,7 @@ starts (RANDOM, SAMPLE_VOCAB, TEXT) at equal forward-equivalent compute, resumab
     python -m benchmarks.compare --plan v4 --tasks trec --commit-each     # a task at a time
     python -m benchmarks.compare --plan v4 --quick                        # its machinery check
     python -m benchmarks.compare --plan v4 --report-only                  # the report from the finished runs
+    python -m benchmarks.compare --plan v4 --report-only --readme         # and the README's headline from it
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ from pathlib import Path
 
 from benchmarks.compare.methods import ALL_METHODS, RANDOM_INIT_SUFFIX, SINGLE_METHODS
 from benchmarks.compare.plans import PLANS, QUICK_PLANS, V3_METHODS, V4_METHODS, Plan
+from benchmarks.compare.report_v4 import write_readme_headline
 from benchmarks.compare.runner import run_cells, run_plan
-from benchmarks.compare.store import RESULTS_DIR
+from benchmarks.compare.store import RESULTS_DIR, load_finished
 
 #: Methods a plan may also run from PEFT's RANDOM init (``--methods catalyst-race@random``).
 RANDOM_INIT_METHODS = tuple(f"{m}{RANDOM_INIT_SUFFIX}" for m in ALL_METHODS if m not in SINGLE_METHODS)
@@ -134,8 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="git-commit each finished run's JSON as it lands (git add -f + git commit -- <that file> only)",
     )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="v4 only: also write the README's benchmark headline (between its markers) from the finished runs",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --jobs
     args = parser.parse_args(argv)
+    if args.readme and (args.plan != "v4" or args.quick or args.tasks or args.doers or args.methods or args.seeds):
+        parser.error("--readme writes the whole v4 plan's headline: use it with --plan v4 alone (no narrowing)")
     jobs = 1 if args.worker else max(1, args.jobs)
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
 
@@ -169,4 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         threads=threads,
         commit_each=args.commit_each,
     )
+    if paths and args.readme:
+        readme = RESULTS_DIR.parents[2] / "README.md"
+        write_readme_headline(plan, load_finished(plan, args.output_dir / "cells" / plan.name), readme)
+        print(f"written: the benchmark headline of {readme}", flush=True)
     return 0 if paths or args.dry_run else 1

@@ -29,6 +29,7 @@ from benchmarks.compare.report import (
     write_outputs,
 )
 from benchmarks.compare.summary import validation_curves
+from benchmarks.generated_block import replace_block
 from peft_catalyst.app.compare.stats import cluster_bootstrap_ratio, mean_std, paired_difference
 
 #: The reference that stands for the best PEFT start of each task in a contrast.
@@ -461,7 +462,6 @@ def readme_headline_v4(plan: Plan, summary: dict[str, Any], source: str = "bench
     s0 = summary["splits"][tasks[0]] if tasks else {}
     per = " / ".join(tasks)
     lines = [
-        README_BEGIN,
         f"**Benchmark v4** (`{source}`): SmolLM2-135M-Instruct with label words, {seeds} "
         "seeds per task, each method of a seed on the same split and data order and given the same tuning compute "
         f"in forward-equivalent tokens (plain tuning gets the screening's share as extra steps), with the same "
@@ -496,9 +496,15 @@ def readme_headline_v4(plan: Plan, summary: dict[str, Any], source: str = "bench
         + ". Plain tuning's validation accuracy over the last quarter of its steps: "
         + ("; ".join(flat) or "-")
         + ".",
-        README_END,
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
+
+
+def write_readme_headline(plan: Plan, results: dict[str, dict[str, Any]], readme: Path) -> None:
+    """Put :func:`readme_headline_v4` of ``results`` between the README's headline markers (``--readme``)."""
+    page = readme.read_text(encoding="utf-8")
+    body = readme_headline_v4(plan, summarize_v4(plan, results))
+    readme.write_text(replace_block(page, README_BEGIN, README_END, body, str(readme)), encoding="utf-8")
 
 
 def _proposer_lines(wins: dict[str, Any]) -> list[str]:
