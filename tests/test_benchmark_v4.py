@@ -217,7 +217,10 @@ def test_the_readme_headline_is_the_summary_in_one_table():
     rows = {line.split(" | ")[0].strip("|` "): line for line in lines if line.startswith("| `")}
     assert list(rows) == list(plan.methods)
     assert "| 80.5 | 65.0 | " + fmt_diff(summary["contrasts"]["catalyst - best-peft"]["pooled"]) in rows["catalyst"]
-    assert rows["peft-text"].startswith("| `peft-text` | 76.0 | 61.0 |  | 100 / 100 |")  # no contrast with itself
+    # no contrast with itself; the tuning compute each method was given, then the steps it bought
+    assert rows["peft-text"].startswith("| `peft-text` | 76.0 | 61.0 |  | 3.00k / 3.00k | 100 / 100 |")
+    assert "| 3.50k / 3.50k | 100 / 100 |" in rows["catalyst"]
+    assert "the validation curves: `benchmarks/results/compare/v4.png`" in block
     mentor = summary["contrasts"]["catalyst - catalyst-no-mentor"]["pooled"]
     assert f"`catalyst - catalyst-no-mentor` {fmt_diff(mentor)}" in block
 

@@ -471,17 +471,20 @@ def readme_headline_v4(plan: Plan, summary: dict[str, Any], source: str = "bench
         + ", ".join(f"{t} `{best[t]['method']}`" for t in tasks if t in best)
         + "), pooled over tasks and seeds: mean [95% paired-t interval] (wins/ties/losses).",
         "",
-        f"| method | {' | '.join(tasks)} | minus the best PEFT start | gradient steps ({per}) "
-        f"| wall min per run ({per}) |",
-        "|---|" + "---|" * (len(tasks) + 3),
+        f"| method | {' | '.join(tasks)} | minus the best PEFT start | tuning compute, forward-equivalent tokens "
+        f"({per}) | gradient steps ({per}) | wall min per run ({per}) |",
+        "|---|" + "---|" * (len(tasks) + 4),
     ]
     for m in plan.methods:
         acc = [_pct((summary["accuracy"][t].get(m) or {}).get("mean")) for t in tasks]
         rows = [summary["compute"].get(t, {}).get(m) for t in tasks]
+        tuning = " / ".join("-" if r is None else _tokens(r["tuning"]) for r in rows)
         steps = " / ".join("-" if r is None else f"{r['gradient_steps']:.0f}" for r in rows)
         wall = " / ".join("-" if r is None else f"{r['wall_s'] / 60:.0f}" for r in rows)
         diff = contrast.get(f"{m} - {BEST_PEFT}")
-        lines.append(f"| `{m}` | {' | '.join(acc)} | {fmt_diff(diff['pooled']) if diff else ''} | {steps} | {wall} |")
+        lines.append(
+            f"| `{m}` | {' | '.join(acc)} | {fmt_diff(diff['pooled']) if diff else ''} | {tuning} | {steps} | {wall} |"
+        )
     ours = [f"{a} - {b}" for a, b, _ in plan.contrasts or () if b != BEST_PEFT and b not in V4_PEFT_STARTS]
     flat = []
     for t in tasks:
@@ -495,7 +498,7 @@ def readme_headline_v4(plan: Plan, summary: dict[str, Any], source: str = "bench
         + "; ".join(f"`{name}` {fmt_diff(contrast[name]['pooled'])}" for name in ours if name in contrast)
         + ". Plain tuning's validation accuracy over the last quarter of its steps: "
         + ("; ".join(flat) or "-")
-        + ".",
+        + f" (the validation curves: `{Path(source).with_suffix('.png').as_posix()}`).",
     ]
     return "\n".join(lines)
 
