@@ -242,6 +242,19 @@ def test_the_readme_headline_is_written_between_its_markers_and_nowhere_else(tmp
     assert readme.read_text(encoding="utf-8") == "# Title\n"  # a page without the markers is left as it was
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["--plan", "v4", "--tasks", "trec"], ["--plan", "v4", "--quick"], ["--plan", "v3-stall"],
+     ["--plan", "v4", "--output-dir", "elsewhere"]],
+)  # fmt: skip
+def test_the_readme_headline_is_written_only_from_the_whole_committed_plan(argv, capsys):
+    from benchmarks.compare.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--readme"])
+    assert exit_.value.code == 2 and "--readme writes the committed v4 plan's headline" in capsys.readouterr().err
+
+
 def test_proposer_wins_are_rebuilt_round_by_round_with_a_cluster_interval():
     plan, results = _hand_made()
     wins = proposer_wins(plan, results, methods=["catalyst"], resamples=2000)["catalyst"]

@@ -143,8 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --jobs
     args = parser.parse_args(argv)
-    if args.readme and (args.plan != "v4" or args.quick or args.tasks or args.doers or args.methods or args.seeds):
-        parser.error("--readme writes the whole v4 plan's headline: use it with --plan v4 alone (no narrowing)")
+    narrowed = args.quick or args.tasks or args.doers or args.methods or args.seeds
+    if args.readme and (args.plan != "v4" or narrowed or args.output_dir.resolve() != RESULTS_DIR.resolve()):
+        parser.error(
+            "--readme writes the committed v4 plan's headline: use it with --plan v4 alone (no narrowing, the "
+            "default --output-dir)"
+        )
     jobs = 1 if args.worker else max(1, args.jobs)
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
 
