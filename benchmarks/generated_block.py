@@ -24,4 +24,5 @@ def block_of(page: str, begin: str, end: str, where: str = "the page") -> str:
 def replace_block(page: str, begin: str, end: str, body: str, where: str = "the page") -> str:
     """``page`` with the text between its ``begin`` and ``end`` marker lines replaced by ``body``."""
     head, _, tail = _parts(page, begin, end, where)
-    return f"{head}{begin}\n{body.strip(chr(10))}\n{end}{tail}"
+    body = body.strip("\n")
+    return f"{head}{begin}\n{body}\n{end}{tail}"
