@@ -467,8 +467,8 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     monkeypatch.setattr(cli, "train", fake_train)
     assert cli.main([]) == 0 and calls == [[]]
     model, data, mentor, _, training = cli.parse_train_args([])
-    assert (model.model, data.dataset, mentor.mentor) == ("smollm2", "rotten_tomatoes", "smollm2")
-    assert training.max_steps == 60 and training.catalyst_rounds == 2 and training.output_dir.startswith("runs")
+    assert (model.model, data.dataset) == ("smollm2", "rotten_tomatoes")
+    assert training.max_steps == 60 and training.output_dir.startswith("runs")
     # a checkpoint at each round boundary, the newest kept: a killed default run can resume
     assert (training.save_strategy, training.save_steps, training.save_total_limit) == ("steps", 20, 1)
     # ... and validation at each round boundary, keeping the best prompt (a save must fall on an evaluation)
@@ -476,18 +476,17 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     staged = cli.parse_train_args(["--catalyst_stage_steps", "7"])[-1]
     assert (staged.save_steps, staged.eval_steps) == (7, 7)
     assert cli.parse_train_args(["--save_steps", "40"])[-1].save_steps == 40
-    # a screened start (issue 33): an initial round screening a proposer mix of 8 by successive halving
-    assert training.catalyst_initial_round and training.catalyst_screen_schedule == "halving"
-    mix = {"mentor": 2, "labels": 2, "examples": 2, "sample_vocab": 1, "current": 1}
-    assert training.catalyst_proposer_counts == mix
+    # plain prompt tuning from PEFT's SAMPLE_VOCAB start, no mentor (issue 34: benchmark v4 found nothing better)
+    assert (model.prompt_init, mentor.mentor) == ("vocab", "none")
+    assert training.catalyst_rounds == 0 and not training.catalyst_initial_round
+    assert training.catalyst_proposers is None
     from peft_catalyst.app.help_text import render
-    from peft_catalyst.app.runner import SMOLLM2_PROPOSERS
 
-    assert SMOLLM2_PROPOSERS in render()  # the short help (plain data, not the parser) states the same mix
+    assert "Default: vocab for smollm2" in " ".join(render().split())  # the short help states the same start
     line = cli.default_job_line(model, data, mentor, training)
     assert line.startswith(
-        "Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps, a screened start (an initial "
-        "round) and 2 mentor "
+        "Running the default job: SmolLM2-135M-Instruct on Rotten Tomatoes, 60 steps of plain prompt tuning from "
+        "PEFT's SAMPLE_VOCAB start, no mentor rounds; "
     )
     assert "about 10 min on 2 CPU cores (docs/timings.md)" in line and len(line.splitlines()) == 1
     timings = docs_support.section(docs_support.ROOT / "docs" / "timings.md", "Timings")
@@ -501,40 +500,50 @@ def test_no_arguments_means_the_embedded_default(monkeypatch):
     assert (data.catalyst_size, data.test_size) == (None, None)  # the packaged task's 200 and 500
 
 
-def test_the_default_screened_start_without_a_mentor_and_with_more_prompts(capsys):
-    """``--mentor none`` keeps the SmolLM2 default's screened start without an LLM (the mentor's 2 prompts come from
-    ``labels``); a mix the user wrote that asks the mentor is refused with one line; ``--catalyst_num_samples`` splits
-    the default mix's proposers over the prompts asked instead of contradicting the mix's 8."""
+SCREENED_START = str(docs_support.ROOT / "examples" / "configs" / "screened_start.yaml")
+
+
+def test_the_screened_start_is_one_config_file_away_and_rounds_without_a_mentor_are_refused(capsys):
+    """The default until benchmark v4 (a screened start, then 2 rounds with SmolLM2 as mentor) is
+    ``--config examples/configs/screened_start.yaml``; rounds asked for on the no-mentor default are refused with one
+    line naming both ways on, while ``--mentor none`` written by the user stays plain tuning as before."""
     from peft_catalyst.app import cli
     from peft_catalyst.app.arguments import check_train_args
 
-    *_, training = cli.parse_train_args(["--mentor", "none"])
-    assert training.catalyst_proposer_counts == {"labels": 4, "examples": 2, "sample_vocab": 1, "current": 1}
-    assert training.catalyst_initial_round
-    check_train_args(*cli.parse_train_args(["--mentor", "none"]), resume=False)  # not refused
-    *_, training = cli.parse_train_args(["--mentor", "none", "--catalyst_rounds", "0", "--catalyst_initial_round",
-                                         "false"])  # fmt: skip
-    assert not training.catalyst_initial_round and training.catalyst_rounds == 0  # plain prompt tuning
-    asked = ["train", "--mentor", "none", "--catalyst_proposers", "mentor=2,vocab=2"]
+    parsed = cli.parse_train_args(["--config", SCREENED_START])
+    check_train_args(*parsed, resume=False)
+    model, _, mentor, _, training = parsed
+    assert (model.prompt_init, mentor.mentor, training.catalyst_rounds) == ("random", "smollm2", 2)
+    assert training.catalyst_initial_round and training.catalyst_screen_schedule == "halving"
+    mix = {"mentor": 2, "labels": 2, "examples": 2, "sample_vocab": 1, "current": 1}
+    assert training.catalyst_proposer_counts == mix and training.catalyst_restart_loss_ratio == 1.0
+    for asked in (["--catalyst_rounds", "2"], ["--catalyst_initial_round", "true"]):
+        assert main(["train", *asked]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [err] and "--mentor smollm2" in err and "screened_start.yaml" in err
+    for mentor in ("openai:gpt-4o-mini", "smollm2"):  # a mentor with no round to ask it: one line, both ways on
+        assert main(["train", "--mentor", mentor]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.splitlines() == [err] and "--catalyst_rounds 2" in err and "screened_start.yaml" in err
+    *_, training = cli.parse_train_args(["--mentor", "none", "--catalyst_rounds", "2"])  # the user's own choice
+    assert training.catalyst_rounds == 2
+    *_, training = cli.parse_train_args(["--catalyst_rounds", "2", "--catalyst_proposers", "labels=3"])  # no LLM
+    assert training.catalyst_proposer_counts == {"labels": 3}
+    asked = ["train", "--config", SCREENED_START, "--mentor", "none"]  # the file's mix asks the mentor
     assert main(asked) == 2
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "drop 'mentor' from --catalyst_proposers" in err
-    *_, training = cli.parse_train_args(["--catalyst_num_samples", "16"])
-    mix = {"mentor": 4, "labels": 4, "examples": 4, "sample_vocab": 3, "current": 1}
-    assert training.catalyst_proposer_counts == mix
-    *_, training = cli.parse_train_args(["--catalyst_num_samples", "16", "--mentor", "none"])
-    assert training.catalyst_proposer_counts == {"labels": 8, "examples": 4, "sample_vocab": 3, "current": 1}
-    *_, training = cli.parse_train_args(["--catalyst_proposers", "vocab=3"])  # the user's mix, as written
-    assert training.catalyst_proposer_counts == {"vocab": 3}
 
 
 @pytest.mark.slow
 def test_embedded_default_doer_and_mentor_end_to_end(tmp_path, smollm2, trained_models):
-    """SmolLM2 as doer (label words) and as mentor (same weights), a handful of steps, the screened start and one
-    round; the folder loads in one line, offline, as HuggingFaceTB/SmolLM2-135M-Instruct plus the adapter."""
+    """SmolLM2 as doer (label words) and as mentor (same weights), a handful of steps, the screened start of
+    examples/configs/screened_start.yaml and one round; the folder loads in one line, offline, as
+    HuggingFaceTB/SmolLM2-135M-Instruct plus the adapter."""
     out = tmp_path / "run"
-    code = main(["train", "--max_steps", "4", "--catalyst_rounds", "1", "--catalyst_stage_steps", "2",
-                 "--train_size", "32", "--catalyst_size", "8", "--validation_size", "16", "--test_size", "16",
+    code = main(["train", "--config", SCREENED_START, "--max_steps", "4", "--catalyst_rounds", "1",
+                 "--catalyst_stage_steps", "2", "--train_size", "32", "--catalyst_size", "8",
+                 "--validation_size", "16", "--test_size", "16",
                  "--disable_tqdm", "true", "--output_dir", str(out)])  # fmt: skip
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -753,7 +762,7 @@ def test_short_help_leads_with_the_common_options_and_fits_a_screen(capsys):
                                                       "--max_steps", "--output_dir")]  # fmt: skip
     assert order == sorted(order)
     assert "--help-all" in text and "(default: " not in text and "Not directly used" not in text
-    assert "Default: 2 for smollm2, 3 for minilm." in " ".join(text.split())
+    assert "Default: 0 for smollm2, 3 for minilm." in " ".join(text.split())
     assert main(["--model", "minilm", "-h"]) == 0 and capsys.readouterr().out == text  # options without 'train'
 
 

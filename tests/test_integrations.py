@@ -17,7 +17,7 @@ from peft_catalyst.mentors import OpenAIMentor
 from peft_catalyst.projection import get_soft_prompt
 from peft_catalyst.rounds.proposers import parse_proposers
 from tests import tiny
-from tests.docs_support import rel, snippet
+from tests.docs_support import ROOT, rel, snippet
 from tests.loopback_openai import LoopbackOpenAIServer
 
 REPLY = "1. the movie was great\n2. a terrible film"
@@ -177,13 +177,16 @@ def test_stock_trainer_with_the_callback_alone(tmp_path, monkeypatch, capsys):
     assert len(ns["trainer"].train_dataset) == 48 - round(0.1 * 48)  # the catalyst split was carved
 
 
-def test_the_screened_start_in_python_is_the_commands_default():
-    """docs/trainer.md's screened-start block sets what ``peft-catalyst train`` sets for SmolLM2, value for value."""
-    from peft_catalyst.app.runner import embedded_defaults
+def test_the_screened_start_in_python_is_the_config_files():
+    """docs/trainer.md's screened-start block sets what examples/configs/screened_start.yaml (the command's SmolLM2
+    default until benchmark v4) sets, value for value."""
+    import yaml
 
     namespace: dict = {}
     exec(compile(*readme_snippet("screened_start"), "exec"), namespace)
-    args, command = namespace["args"], embedded_defaults("smollm2", None, "rotten_tomatoes")
-    names = ["catalyst_initial_round", "catalyst_screen_schedule", "catalyst_metric", "catalyst_restart_loss_ratio"]
+    path = ROOT / "examples" / "configs" / "screened_start.yaml"
+    args, command = namespace["args"], yaml.safe_load(path.read_text(encoding="utf-8"))
+    names = ["catalyst_initial_round", "catalyst_screen_schedule", "catalyst_restart_loss_ratio"]
     assert {n: getattr(args, n) for n in names} == {n: command[n] for n in names}
+    assert args.catalyst_metric == "label_loss"  # the command's default for every model (embedded_defaults)
     assert args.catalyst_proposer_counts == parse_proposers(command["catalyst_proposers"], 8)

@@ -232,16 +232,6 @@ def _full_parser(config: str | None, tokens: list[str], file_values: dict[str, A
     known, _ = pre.parse_known_args(tokens)
     dataset = Path(known.dataset_name).stem if known.dataset_name else known.dataset
     defaults = embedded_defaults(known.model, known.model_name_or_path, dataset)
-    mix = defaults.get("catalyst_proposers")
-    if (
-        mix
-        and _given("catalyst_num_samples", tokens, file_values)
-        and not _given("catalyst_proposers", tokens, file_values)
-    ):
-        # the embedded mix's proposers share the prompts the user asked for (its counts sum to 8)
-        from peft_catalyst.rounds.proposers import parse_proposers
-
-        defaults["catalyst_proposers"] = ",".join(parse_proposers(mix, 0))
     parser.set_defaults(**defaults)
     _document_model_defaults(parser, dataset)
     parser.set_defaults(**file_values)  # the file over the embedded defaults, command-line flags over both
@@ -252,6 +242,10 @@ def full_help(argv: list[str]) -> str:
     """Every option with its help (``--help-all``), defaults as for the ``--model``/``--dataset`` in ``argv``."""
     config, tokens = _split_config(argv)
     return _full_parser(config, tokens, read_config_file(config) if config else {}).format_help()
+
+
+#: Where the LLM-guided method that was SmolLM2's default until benchmark v4 lives now (a config file).
+SCREENED_START_HINT = "--config examples/configs/screened_start.yaml for the screened start with the mentor's rounds"
 
 
 def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
@@ -273,21 +267,32 @@ def parse_train_args(argv: list[str]) -> tuple[Any, ...]:
         training.save_steps = training.catalyst_stage_steps
     if not _given("eval_steps", tokens, file_values):  # validation (keep the best) at each round boundary too
         training.eval_steps = training.catalyst_stage_steps
-    mentor = parsed[2]
-    if not _given("catalyst_proposers", tokens, file_values) and mentor.mentor.strip() == "none":
-        _default_mix_without_mentor(training, mentor)
+    _check_rounds_have_a_mentor(parsed[2], training, tokens, file_values)
     return tuple(parsed)
 
 
-def _default_mix_without_mentor(training: Any, mentor: Any) -> None:
-    """The embedded default's proposer mix (it asks the mentor) with ``--mentor none``: the mentor's share is drawn by
-    ``labels`` (:func:`~peft_catalyst.rounds.proposers.without_mentor`), so the screened start stays, without an LLM.
-    A mix the user gave that asks the mentor is refused instead (:func:`check_train_args`)."""
-    from peft_catalyst.rounds.proposers import without_mentor
+def _check_rounds_have_a_mentor(mentor: Any, training: Any, tokens: list[str], file_values: dict[str, Any]) -> None:
+    """Refuse a mentor and rounds that cannot meet on SmolLM2's default since benchmark v4 (no mentor, no rounds):
+    rounds asked for with no mentor or proposer mix to draw prompts from, or a mentor named with no round to ask it,
+    would both silently run as plain prompt tuning. ``--mentor none`` written by the user stays the baseline."""
+    from peft_catalyst.app.runner import UserError
 
-    counts = training.catalyst_proposer_counts
-    if counts and counts.get("mentor") and not mentor.mentor_replay:
-        training.catalyst_proposers = without_mentor(counts)
+    asked = [f"--{n}" for n in ("catalyst_rounds", "catalyst_initial_round") if _given(n, tokens, file_values)]
+    rounds = training.catalyst_rounds > 0 or training.catalyst_initial_round
+    no_mentor = mentor.mentor.strip() == "none" and not mentor.mentor_replay
+    mix = training.catalyst_proposer_counts
+    if asked and rounds and no_mentor and not mix and not _given("mentor", tokens, file_values):
+        raise UserError(
+            f"{' and '.join(asked)} {'asks' if len(asked) == 1 else 'ask'} for rounds, but this model's default "
+            "has no mentor (plain prompt tuning: benchmark v4 found nothing better): add --mentor smollm2 (or "
+            f"openai:<model>, hf:<model>), or use {SCREENED_START_HINT}."
+        )
+    if not no_mentor and not rounds and not asked and _given("mentor", tokens, file_values):
+        raise UserError(
+            f"--mentor {mentor.mentor} has no round to propose in: this model's default runs none (plain prompt "
+            "tuning: benchmark v4 found nothing better): add --catalyst_rounds 2 (and --catalyst_initial_round true "
+            f"for a screened start), or use {SCREENED_START_HINT}."
+        )
 
 
 def _number_errors(model: Any, data: Any, mentor: Any, run: Any, training: Any) -> list[str]:

@@ -21,6 +21,7 @@ from peft_catalyst.app.arguments import (  # noqa: F401 (re-exported: the comman
 from peft_catalyst.app.help_text import (
     DEFAULT_JOB_TIME,
     HELP_ALL,
+    INIT_NAMES,
     MODEL_NAMES,
     TASK_NAMES,
     TRAIN_HELP,
@@ -115,10 +116,14 @@ def default_job_line(model_args, data_args, mentor_args, training_args) -> str:
     """The line a run with no options prints first: what it runs and about how long it takes (docs/timings.md)."""
     model = MODEL_NAMES.get(model_args.model, model_args.model)
     task = TASK_NAMES.get(data_args.dataset, data_args.dataset)
-    start = "a screened start (an initial round) and " if training_args.catalyst_initial_round else ""
+    if training_args.catalyst_rounds or training_args.catalyst_initial_round:
+        start = "a screened start (an initial round) and " if training_args.catalyst_initial_round else ""
+        how = f", {start}{training_args.catalyst_rounds} mentor rounds ({mentor_args.mentor} as mentor)"
+    else:
+        init = INIT_NAMES.get(model_args.prompt_init, model_args.prompt_init)
+        how = f" of plain prompt tuning from PEFT's {init} start, no mentor rounds"
     return (
-        f"Running the default job: {model} on {task}, {training_args.max_steps} steps, "
-        f"{start}{training_args.catalyst_rounds} mentor rounds ({mentor_args.mentor} as mentor); {DEFAULT_JOB_TIME}. "
+        f"Running the default job: {model} on {task}, {training_args.max_steps} steps{how}; {DEFAULT_JOB_TIME}. "
         f"Outputs in {training_args.output_dir}; 'peft-catalyst train --help' lists the options."
     )
 

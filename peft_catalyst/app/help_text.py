@@ -18,6 +18,8 @@ DEFAULT_JOB_TIME = "about 10 min on 2 CPU cores (docs/timings.md)"
 #: How the no-option run names what it runs.
 MODEL_NAMES = {"smollm2": "SmolLM2-135M-Instruct", "minilm": "all-MiniLM-L6-v2"}
 TASK_NAMES = {"rotten_tomatoes": "Rotten Tomatoes", "trec": "TREC questions", "sms_spam": "SMS spam"}
+#: How the no-option run names its soft prompt's init (PEFT's ``PromptTuningInit`` names).
+INIT_NAMES = {"random": "RANDOM", "vocab": "SAMPLE_VOCAB", "text": "TEXT"}
 
 USAGE = """peft-catalyst <command> [options]
 
@@ -41,6 +43,9 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str | None, str | Both | None]]]]
             ("--model_name_or_path PATH", "any local or Hub causal LM or sequence classifier instead (overrides "
              "--model)", "model_name_or_path", None),
             ("--num_virtual_tokens N", "length of the soft prompt in virtual tokens", "num_virtual_tokens", "8"),
+            ("--prompt_init {random,vocab,text}", "the soft prompt's start, PEFT's RANDOM, SAMPLE_VOCAB (the best "
+             "start in benchmark v4) or TEXT (the task's manual prompt)", "prompt_init",
+             Both(smollm2="vocab", minilm="random")),
         ],
     ),
     (
@@ -66,7 +71,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str | None, str | Both | None]]]]
         [
             ("--mentor SPEC", "smollm2 (embedded, offline), openai:<model> (OpenAI or a compatible server; key from "
              "OPENAI_API_KEY), hf:<model> (Hugging Face inference), random (random words: the control), none "
-             "(no LLM: the rounds draw from the other proposers)", "mentor", "smollm2"),
+             "(no LLM: the rounds draw from the other proposers)", "mentor", Both(smollm2="none", minilm="smollm2")),
             ("--mentor_base_url URL", "base URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp, ...)",
              "mentor_base_url", None),
             ("--mentor_timeout SECONDS", "time limit: 60 s a server request, 120 s an embedded call",
@@ -78,13 +83,12 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str | None, str | Both | None]]]]
         "rounds (gradient stages, then the mentor's restarts)",
         [
             ("--catalyst_initial_round BOOL", "a screened start: a round before the first step; false "
-             "with --catalyst_rounds 0 makes the run plain prompt tuning", "catalyst_initial_round",
-             Both(smollm2="True", minilm="False")),
-            ("--catalyst_rounds N", "rounds after the stages (the initial round not counted)", "catalyst_rounds",
-             Both(smollm2="2", minilm="3")),
+             "with --catalyst_rounds 0 makes the run plain prompt tuning", "catalyst_initial_round", "False"),
+            ("--catalyst_rounds N", "rounds after the stages (the initial round not counted); the method with "
+             "SmolLM2 as mentor: --config examples/configs/screened_start.yaml", "catalyst_rounds",
+             Both(smollm2="0", minilm="3")),
             ("--catalyst_proposers MIX", "where a round's prompts come from, name=count (mentor, labels, examples, "
-             "sample_vocab, vocab, text, current); for smollm2 mentor=2,labels=2,examples=2,sample_vocab=1,current=1 "
-             "(without a mentor its 2 go to labels), for minilm the mentor alone", "catalyst_proposers", None),
+             "sample_vocab, vocab, text, current); the mentor alone by default", "catalyst_proposers", None),
             ("--catalyst_screen_schedule {full,halving}", "how a round's prompts are screened on the catalyst "
              "split: all on every example, or by successive halving", "catalyst_screen_schedule",
              Both(smollm2="halving", minilm="full")),
@@ -131,7 +135,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str | None, str | Both | None]]]]
 _INTRO = f"""usage: peft-catalyst train [options] [--config FILE]
 
 Prompt-tune a model's soft prompt with LLM-guided restarts. With no options: the default job, SmolLM2-135M-Instruct
-on Rotten Tomatoes, a screened start, then 60 steps and 2 rounds with SmolLM2 as mentor,
+on Rotten Tomatoes, 60 steps of plain prompt tuning from PEFT's SAMPLE_VOCAB start (benchmark v4 found no
+configuration with a mentor better; examples/configs/screened_start.yaml turns the mentor's rounds on),
 {DEFAULT_JOB_TIME}.
 These are the options most runs need; 'peft-catalyst train {HELP_ALL}' lists every one."""
 

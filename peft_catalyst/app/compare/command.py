@@ -114,12 +114,13 @@ def _check_contrast(mentor: Any, training: Any, num_virtual_tokens: int) -> None
     if not mentor.mentor_replay and spec in ("none", "random"):
         raise UserError(
             f"--mentor {spec}: the contrast is empty (without an LLM, catalyst would be random itself); compare an "
-            "LLM mentor, e.g. --mentor smollm2 or --mentor openai:<model>."
+            "LLM mentor with rounds, e.g. --config examples/configs/screened_start.yaml (SmolLM2 as mentor), with "
+            "--mentor openai:<model> to ask another."
         )
     if training.catalyst_rounds < 1 and not training.catalyst_initial_round:
         raise UserError(
             "--catalyst_rounds 0: the contrast is empty (no round, so catalyst, random and single are the same "
-            "run); set --catalyst_rounds 1 or more."
+            "run); set --catalyst_rounds 1 or more, or use --config examples/configs/screened_start.yaml."
         )
     try:
         training.validate_schedule(training.max_steps)
