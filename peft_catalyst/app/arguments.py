@@ -288,6 +288,9 @@ def _check_rounds_have_a_mentor(mentor: Any, training: Any, tokens: list[str], f
             f"openai:<model>, hf:<model>), or use {SCREENED_START_HINT}."
         )
     if not no_mentor and not rounds and not asked and _given("mentor", tokens, file_values):
+        from peft_catalyst.app.mentor_setup import validate_mentor_args
+
+        validate_mentor_args(mentor)  # a mentor that does not exist is said so first
         raise UserError(
             f"--mentor {mentor.mentor} has no round to propose in: this model's default runs none (plain prompt "
             "tuning: benchmark v4 found nothing better): add --catalyst_rounds 2 (and --catalyst_initial_round true "
@@ -407,12 +410,12 @@ def check_train_args(model: Any, data: Any, mentor: Any, run: Any, training: Any
             "--catalyst_proposers."
         )
     rounds = rounds or bool(mix)  # a mix without the mentor runs rounds without one
-    if rounds and (training.catalyst_rounds > 0 or training.catalyst_initial_round):
-        try:  # only when rounds can happen: without a mentor, the round settings do not matter
-            training.validate_schedule(training.max_steps)
-            training.validate_restart_shape(model.num_virtual_tokens)
-        except ValueError as exc:
-            raise UserError(str(exc)) from exc
+    try:
+        training.validate_restart_shape(model.num_virtual_tokens)  # a wrong value, rounds or not
+        if rounds and (training.catalyst_rounds > 0 or training.catalyst_initial_round):
+            training.validate_schedule(training.max_steps)  # only when rounds can happen
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     problem = _checkpoint_error(training.resume_from_checkpoint, training.output_dir) if resume else None
     if problem:
         raise UserError(problem)
