@@ -407,7 +407,8 @@ def test_the_command_line_takes_the_setting_and_refuses_the_mentor_without_one()
     from peft_catalyst.app.arguments import check_train_args, parse_train_args
     from peft_catalyst.app.errors import UserError
 
-    args = parse_train_args(["--mentor", "random", "--catalyst_proposers", "mentor=2,vocab=2,labels=2"])
+    args = parse_train_args(["--mentor", "random", "--catalyst_rounds", "2", "--catalyst_proposers",
+                             "mentor=2,vocab=2,labels=2"])  # fmt: skip
     assert args[-1].catalyst_proposers == {"mentor": 2, "vocab": 2, "labels": 2} and args[-1].catalyst_samples == 6
     check_train_args(*args, resume=False)
     args = parse_train_args(["--mentor", "none", "--catalyst_proposers", "mentor=2,vocab=2"])
