@@ -201,9 +201,9 @@ def embedded_defaults(model: str, model_name_or_path: str | None, dataset: str) 
         # ours above the best PEFT start (SAMPLE_VOCAB on both tasks) at equal compute (README "Benchmark",
         # benchmarks/results/compare/v4.md), and on this job's 60 steps it kept 82.3% on test against the screened
         # start's 82.6% (-0.3 points [-3.2, +2.5], 5 seeds) at 46% of its tuning compute
-        # (benchmarks/results/default_start/report.md). The screened start and
-        # the mentor's rounds, the default until then, are one file away: examples/configs/screened_start.yaml. The
-        # restart guard above and halving stay the defaults for runs that turn rounds on.
+        # (benchmarks/results/default_start/report.md). The screened start and the mentor's rounds, the default until
+        # then, are one file away: examples/configs/screened_start.yaml. The restart guard above and halving stay the
+        # defaults for runs that turn rounds on.
         defaults.update(
             prompt_init="vocab",
             mentor="none",
