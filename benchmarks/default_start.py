@@ -69,7 +69,8 @@ def load(path: Path) -> dict[str, Any] | None:
 
 def report(inits: list[str], seeds: int) -> str:
     """Per seed and paired: each plain start against the screened default (and the random-init ``single``)."""
-    from scipy import stats
+    from benchmarks.compare.formats import fmt_diff
+    from peft_catalyst.app.compare.stats import paired_difference
 
     seed_list = [FIRST_SEED + i for i in range(seeds)]
     screened = {s: load(SCREEN_FIRST / f"catalyst__seed{s}.json") for s in seed_list}
@@ -112,16 +113,12 @@ def report(inits: list[str], seeds: int) -> str:
         tuning = sum((r.get("compute") or {}).get("tuning", 0) for r in done.values()) / n
         steps = sum(r["steps"]["total"] for r in done.values()) / n
         wall = sum(r["wall_s"] for r in done.values()) / n
+        paired = [s for s in done if screened[s]]
         contrast = "-"
-        pairs = [(100 * done[s]["test_accuracy"], 100 * screened[s]["test_accuracy"]) for s in done if screened[s]]
-        if c != "screened" and len(pairs) >= 2:
-            diffs = [a - b for a, b in pairs]
-            d = sum(diffs) / len(diffs)
-            sem = stats.sem(diffs)
-            lo, hi = (d, d) if sem == 0 else stats.t.interval(0.95, len(diffs) - 1, loc=d, scale=sem)
-            w = sum(x > 0 for x in diffs)
-            t = sum(x == 0 for x in diffs)
-            contrast = f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}] ({w}/{t}/{len(diffs) - w - t})"
+        if c != "screened" and len(paired) >= 2:
+            diff = paired_difference([done[s]["test_accuracy"] for s in paired],
+                                     [screened[s]["test_accuracy"] for s in paired])  # fmt: skip
+            contrast = fmt_diff(diff.to_dict())
         lines.append(
             f"| {c} | {n} | {100 * mean:.1f} | {tuning / 1000:.0f}k | {steps:.0f} | {wall:.0f} | {contrast} |"
         )
