@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from peft_catalyst.app.help_text import SCREENED_START_CONFIG
+
 
 def read_config_file(path: str) -> dict[str, Any]:
     """The ``option: value`` mapping of a YAML or JSON file (read as ``HfArgumentParser.parse_yaml_file`` does)."""
@@ -245,7 +247,7 @@ def full_help(argv: list[str]) -> str:
 
 
 #: Where the LLM-guided method that was SmolLM2's default until benchmark v4 lives now (a config file).
-SCREENED_START_HINT = "--config examples/configs/screened_start.yaml for the screened start with the mentor's rounds"
+SCREENED_START_HINT = f"--config {SCREENED_START_CONFIG} for the screened start with the mentor's rounds"
 
 
 def parse_train_args(argv: list[str]) -> tuple[Any, ...]:

@@ -15,6 +15,9 @@ HELP_ALL = "--help-all"
 #: How long the default job takes, from docs/timings.md's table (``make demo``: "the job itself 10 min 15 s").
 DEFAULT_JOB_TIME = "about 10 min on 2 CPU cores (docs/timings.md)"
 
+#: The LLM-guided method that was SmolLM2's default until benchmark v4, as a config file of a clone (``--config``).
+SCREENED_START_CONFIG = "examples/configs/screened_start.yaml"
+
 #: How the no-option run names what it runs.
 MODEL_NAMES = {"smollm2": "SmolLM2-135M-Instruct", "minilm": "all-MiniLM-L6-v2"}
 TASK_NAMES = {"rotten_tomatoes": "Rotten Tomatoes", "trec": "TREC questions", "sms_spam": "SMS spam"}
@@ -85,7 +88,7 @@ SECTIONS: list[tuple[str, list[tuple[str, str, str | None, str | Both | None]]]]
             ("--catalyst_initial_round BOOL", "a screened start: a round before the first step; false "
              "with --catalyst_rounds 0 makes the run plain prompt tuning", "catalyst_initial_round", "False"),
             ("--catalyst_rounds N", "rounds after the stages (the initial round not counted); the method with "
-             "SmolLM2 as mentor: --config examples/configs/screened_start.yaml", "catalyst_rounds",
+             f"SmolLM2 as mentor: --config {SCREENED_START_CONFIG}", "catalyst_rounds",
              Both(smollm2="0", minilm="3")),
             ("--catalyst_proposers MIX", "where a round's prompts come from, name=count (mentor, labels, examples, "
              "sample_vocab, vocab, text, current); the mentor alone by default", "catalyst_proposers", None),
@@ -136,7 +139,7 @@ _INTRO = f"""usage: peft-catalyst train [options] [--config FILE]
 
 Prompt-tune a model's soft prompt with LLM-guided restarts. With no options: the default job, SmolLM2-135M-Instruct
 on Rotten Tomatoes, 60 steps of plain prompt tuning from PEFT's SAMPLE_VOCAB start (benchmark v4 found no
-configuration with a mentor better; examples/configs/screened_start.yaml turns the mentor's rounds on),
+configuration with a mentor better; {SCREENED_START_CONFIG} turns the mentor's rounds on),
 {DEFAULT_JOB_TIME}.
 These are the options most runs need; 'peft-catalyst train {HELP_ALL}' lists every one."""
 

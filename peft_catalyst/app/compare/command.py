@@ -17,6 +17,7 @@ from typing import Any
 
 from peft_catalyst.app.compare.runs import COMPUTE_TOLERANCE, DEFAULT_MATCH
 from peft_catalyst.app.errors import UserError
+from peft_catalyst.app.help_text import SCREENED_START_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +115,13 @@ def _check_contrast(mentor: Any, training: Any, num_virtual_tokens: int) -> None
     if not mentor.mentor_replay and spec in ("none", "random"):
         raise UserError(
             f"--mentor {spec}: the contrast is empty (without an LLM, catalyst would be random itself); compare an "
-            "LLM mentor with rounds, e.g. --config examples/configs/screened_start.yaml (SmolLM2 as mentor), with "
+            f"LLM mentor with rounds, e.g. --config {SCREENED_START_CONFIG} (SmolLM2 as mentor), with "
             "--mentor openai:<model> to ask another."
         )
     if training.catalyst_rounds < 1 and not training.catalyst_initial_round:
         raise UserError(
             "--catalyst_rounds 0: the contrast is empty (no round, so catalyst, random and single are the same "
-            "run); set --catalyst_rounds 1 or more, or use --config examples/configs/screened_start.yaml."
+            f"run); set --catalyst_rounds 1 or more, or use --config {SCREENED_START_CONFIG}."
         )
     try:
         training.validate_schedule(training.max_steps)
